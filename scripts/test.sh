@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test command the README gives and CI runs: installs what the tests need, then runs them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The generated-client test uses the real generator from PyPI.
+if ! command -v openapi-python-client >/dev/null 2>&1; then
+    python3 -m pip install --quiet --root-user-action=ignore 'openapi-python-client==0.29.*'
+fi
+
+cargo test --locked --all-targets

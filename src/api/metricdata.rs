@@ -1,0 +1,92 @@
+//! `GET /v1/metricdata`: validate, fetch (signed, fanned out), normalize.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::error::{ApiError, Problem};
+use crate::normalize::MetricData;
+use crate::query;
+use crate::startup::AppState;
+
+/// The parameters, for the OpenAPI document. Parsing is done by [`query::parse`], which
+/// reports every bad parameter at once rather than stopping at the first.
+#[allow(dead_code)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MetricDataParams {
+    /// One metric name (see `GET /v1/metrics`). Give `metric` or `metrics`, not both.
+    #[param(example = "connections", pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
+    metric: Option<String>,
+    /// Several metric names: repeat `metrics=` or give a comma list. Sorted and deduplicated.
+    #[param(example = json!(["connections", "externalconnections"]), style = Form, explode)]
+    metrics: Option<Vec<String>>,
+    /// Device id. Not with `devices`.
+    #[param(example = 123, minimum = 1)]
+    did: Option<u64>,
+    /// Destination device id.
+    #[param(minimum = 1)]
+    ddid: Option<u64>,
+    /// Other device id.
+    #[param(minimum = 1)]
+    odid: Option<u64>,
+    /// Port (source or destination).
+    #[param(minimum = 1, maximum = 65535)]
+    port: Option<u16>,
+    #[param(minimum = 1, maximum = 65535)]
+    sourceport: Option<u16>,
+    #[param(example = 443, minimum = 1, maximum = 65535)]
+    destinationport: Option<u16>,
+    /// IP protocol: a name (`tcp`, `udp`, `icmp`, …) or a number 0–255.
+    #[param(example = "tcp")]
+    protocol: Option<String>,
+    /// Application protocol code (letters, digits, `_ . : -`; at most 32).
+    #[param(example = "https", pattern = "^[A-Za-z0-9_.:-]{1,32}$")]
+    applicationprotocol: Option<String>,
+    /// Start: epoch ms, ISO-8601 (`2024-01-15T12:00:00Z`) or `YYYY-MM-DD HH:MM:SS` (UTC).
+    /// Alias: `from`. Without an end, the range runs until now.
+    #[param(example = "1705320000000")]
+    starttime: Option<String>,
+    /// End, same formats as `starttime`. Alias: `to`. Needs a start.
+    #[param(example = "1705323600000")]
+    endtime: Option<String>,
+    /// Alias of `starttime`.
+    from: Option<String>,
+    /// Alias of `endtime`.
+    to: Option<String>,
+    /// Bucket width: seconds (`300`) or a label (`1min`, `5min`, `15min`, `1hour`, `1day`).
+    /// Default 60 seconds. Each bucket holds the maximum value inside it.
+    #[param(example = "5min")]
+    interval: Option<String>,
+    /// Include model breach times (`true`/`false`/`1`/`0`).
+    #[param(example = false)]
+    breachtimes: Option<bool>,
+    /// Include full device details (`true`/`false`/`1`/`0`).
+    #[param(example = false)]
+    fulldevicedetails: Option<bool>,
+    /// Several numeric device ids: repeat `devices=` or give a comma list. Not with `did`.
+    #[param(example = json!(["123", "456"]), style = Form, explode)]
+    devices: Option<Vec<String>>,
+}
+
+/// Time-series metric data, normalized into one schema.
+///
+/// Every parameter is validated before anything reaches the appliance; a 400 names every bad
+/// parameter at once.
+#[utoipa::path(get, path = "/v1/metricdata", tag = "metrics", params(MetricDataParams),
+    responses(
+        (status = 200, description = "The data", body = MetricData),
+        (status = 400, description = "Invalid parameters; `errors` names each one", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The appliance failed, refused the gateway, or sent an unknown shape", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The appliance did not answer in time", body = Problem, content_type = "application/problem+json")))]
+pub async fn get_metricdata(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let now = query::now_ms();
+    let names = state.catalog.names();
+    let query = query::parse(req.query_string(), &state.settings.query, &names, now)
+        .map_err(ApiError::InvalidQuery)?;
+    let data = state.source.fetch(&query, now).await?;
+    Ok(HttpResponse::Ok().json(data))
+}

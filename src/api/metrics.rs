@@ -1,0 +1,25 @@
+//! `GET /v1/metrics`: the appliance's metric catalog, normalized.
+
+use actix_web::{HttpResponse, web};
+
+use crate::catalog::MetricCatalog;
+use crate::error::{ApiError, Problem};
+use crate::startup::AppState;
+
+/// The metrics the appliance knows, with units and supported filters.
+///
+/// Served from the gateway's periodically refreshed copy; fetched on demand if it has none.
+#[utoipa::path(get, path = "/v1/metrics", tag = "metrics",
+    responses(
+        (status = 200, description = "The catalog", body = MetricCatalog),
+        (status = 502, description = "The appliance failed or refused the gateway", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The appliance did not answer in time", body = Problem, content_type = "application/problem+json")))]
+pub async fn get_metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if state.catalog.get().is_none() {
+        state.catalog.refresh(state.source.client()).await?;
+    }
+    match state.catalog.get() {
+        Some(catalog) => Ok(HttpResponse::Ok().json(&*catalog)),
+        None => Err(ApiError::NotFound),
+    }
+}

@@ -1,0 +1,35 @@
+//! The HTTP surface: one file per route group, wired together here.
+//! (`/openapi.json` and `/docs/` are served by the Swagger UI service.)
+
+pub mod metricdata;
+pub mod metrics;
+pub mod openapi;
+pub mod ops;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::error::ApiError;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/metricdata", web::get().to(metricdata::get_metricdata))
+        .route("/v1/metrics", web::get().to(metrics::get_metrics))
+        .route("/healthz", web::get().to(ops::healthz))
+        .route("/readyz", web::get().to(ops::readyz))
+        .service(openapi::swagger_ui());
+}
+
+/// Unknown routes and methods get a problem too, never actix's plain-text default.
+pub async fn fallback(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let known = [
+        "/v1/metricdata",
+        "/v1/metrics",
+        "/healthz",
+        "/readyz",
+        "/openapi.json",
+    ];
+    Err(if known.contains(&req.path()) {
+        ApiError::MethodNotAllowed
+    } else {
+        ApiError::NotFound
+    })
+}

@@ -1,0 +1,49 @@
+//! The OpenAPI document (the contract's source of truth) and Swagger UI.
+
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::catalog::{MetricCatalog, MetricInfo};
+use crate::error::Problem;
+use crate::normalize::{Breach, Device, MetricData, Point, Series, TimeRange};
+use crate::query::{FieldError, MetricQuery};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "metricgate",
+        description = "An internal gateway in front of a Darktrace appliance's time-series API. \
+It validates `/metricdata` queries, signs and forwards them, caches the answers and returns one \
+normalized schema. No authentication: callers never hold appliance tokens.",
+        license(name = "MIT"),
+    ),
+    paths(
+        super::metricdata::get_metricdata,
+        super::metrics::get_metrics,
+        super::ops::healthz,
+        super::ops::readyz,
+    ),
+    components(schemas(
+        MetricData, MetricQuery, TimeRange, Series, Device, Point, Breach,
+        MetricCatalog, MetricInfo, Problem, FieldError,
+        super::ops::Health, super::ops::Readiness,
+    )),
+    tags(
+        (name = "metrics", description = "Darktrace metric data"),
+        (name = "operations", description = "Health and readiness"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document as pretty JSON, exactly as committed in `openapi/openapi.json`.
+pub fn document() -> String {
+    let mut text = ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    text.push('\n');
+    text
+}
+
+pub fn swagger_ui() -> SwaggerUi {
+    SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", ApiDoc::openapi())
+}

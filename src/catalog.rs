@@ -1,0 +1,153 @@
+//! The appliance's metric catalog (`/metrics`): fetched at startup, refreshed periodically,
+//! used to check metric names and to fill in units.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::query::MetricNames;
+use crate::upstream::{ApplianceClient, UpstreamError};
+
+/// One metric the appliance knows, normalized.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MetricInfo {
+    /// The name to use in `metric`/`metrics`.
+    #[schema(example = "externalconnections")]
+    pub name: String,
+    #[schema(example = "External Connections")]
+    pub label: Option<String>,
+    #[schema(example = "connections")]
+    pub units: Option<String>,
+    /// Seconds one raw value covers.
+    #[schema(example = 60)]
+    pub unitsinterval: Option<u64>,
+    /// Filters the metric supports.
+    #[serde(default)]
+    pub filtertypes: Vec<String>,
+    /// The appliance's own id for the metric (differs between appliances).
+    pub mlid: Option<u64>,
+    /// Metric set, `A` or `C`.
+    pub set: Option<String>,
+    pub lengthscale: Option<f64>,
+}
+
+/// The catalog as `GET /v1/metrics` returns it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MetricCatalog {
+    pub metrics: Vec<MetricInfo>,
+    /// When the gateway last fetched it, epoch ms.
+    pub fetched_at: i64,
+}
+
+#[derive(Default)]
+struct State {
+    catalog: Option<Arc<MetricCatalog>>,
+    names: Arc<HashSet<String>>,
+    last_error: Option<String>,
+}
+
+/// Shared, periodically refreshed view of the catalog.
+#[derive(Default)]
+pub struct Catalog {
+    state: RwLock<State>,
+}
+
+/// A consistent view of the known names, for one request.
+pub struct NameSnapshot {
+    names: Option<Arc<HashSet<String>>>,
+}
+
+impl Catalog {
+    pub async fn refresh(&self, client: &ApplianceClient) -> Result<(), UpstreamError> {
+        let result = client.get("/metrics").await.and_then(|body| {
+            serde_json::from_slice::<Vec<MetricInfo>>(&body)
+                .map_err(|e| UpstreamError::BadShape(format!("/metrics: {e}")))
+        });
+        let Ok(mut state) = self.state.write() else {
+            return Ok(());
+        };
+        match result {
+            Ok(mut metrics) => {
+                metrics.sort_by(|a, b| a.name.cmp(&b.name));
+                state.names = Arc::new(metrics.iter().map(|m| m.name.clone()).collect());
+                state.catalog = Some(Arc::new(MetricCatalog {
+                    metrics,
+                    fetched_at: chrono::Utc::now().timestamp_millis(),
+                }));
+                state.last_error = None;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot fetch the appliance's metric catalog; metric names are not checked until it is fetched");
+                state.last_error = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Refreshes forever: every `every`, or sooner after a failure.
+    pub async fn refresh_loop(self: Arc<Self>, client: ApplianceClient, every: Duration) {
+        loop {
+            let wait = match self.refresh(&client).await {
+                Ok(()) => every,
+                Err(_) => every.min(Duration::from_secs(10)),
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    pub fn get(&self) -> Option<Arc<MetricCatalog>> {
+        self.state.read().ok().and_then(|s| s.catalog.clone())
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.state.read().ok().and_then(|s| s.last_error.clone())
+    }
+
+    pub fn names(&self) -> NameSnapshot {
+        NameSnapshot {
+            names: self
+                .state
+                .read()
+                .ok()
+                .filter(|s| s.catalog.is_some())
+                .map(|s| s.names.clone()),
+        }
+    }
+
+    pub fn unit_of(&self, metric: &str) -> Option<String> {
+        let catalog = self.get()?;
+        catalog
+            .metrics
+            .iter()
+            .find(|m| m.name == metric)
+            .and_then(|m| m.units.clone())
+    }
+}
+
+impl MetricNames for NameSnapshot {
+    fn contains(&self, name: &str) -> Option<bool> {
+        self.names.as_ref().map(|n| n.contains(name))
+    }
+
+    fn closest(&self, name: &str) -> Vec<String> {
+        let Some(names) = &self.names else {
+            return Vec::new();
+        };
+        let lower = name.to_ascii_lowercase();
+        let mut scored: Vec<(f64, &String)> = names
+            .iter()
+            .map(|n| {
+                let score = strsim::jaro_winkler(&lower, &n.to_ascii_lowercase());
+                let contains = n.contains(&lower) || lower.contains(n.as_str());
+                (if contains { score.max(0.9) } else { score }, n)
+            })
+            .filter(|(score, _)| *score >= 0.75)
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        scored.into_iter().take(3).map(|(_, n)| n.clone()).collect()
+    }
+}

@@ -1,0 +1,169 @@
+//! [`ApiError`] → `application/problem+json` (RFC 9457): the one place HTTP statuses are chosen.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::query::FieldError;
+use crate::upstream::UpstreamError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the query is invalid")]
+    InvalidQuery(Vec<FieldError>),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("no such resource")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+}
+
+/// An RFC 9457 problem.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// Identifies the kind of problem.
+    #[schema(example = "urn:metricgate:problem:invalid-query")]
+    #[serde(rename = "type")]
+    pub type_: String,
+    #[schema(example = "Invalid query parameters")]
+    pub title: String,
+    #[schema(example = 400)]
+    pub status: u16,
+    #[schema(example = "2 parameters are invalid: interval, did")]
+    pub detail: String,
+    /// Every bad parameter (400 only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+}
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, &'static str, String) {
+        use UpstreamError as U;
+        let bad_gateway = StatusCode::BAD_GATEWAY;
+        match self {
+            ApiError::InvalidQuery(errors) => {
+                let mut names: Vec<&str> = errors.iter().map(|e| e.parameter.as_str()).collect();
+                names.dedup();
+                (
+                    StatusCode::BAD_REQUEST,
+                    "invalid-query",
+                    "Invalid query parameters",
+                    format!(
+                        "{} invalid: {}",
+                        if names.len() == 1 { "1 parameter is".to_owned() } else { format!("{} parameters are", names.len()) },
+                        names.join(", ")
+                    ),
+                )
+            }
+            ApiError::NotFound => (
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "Not found",
+                "no such route; see /openapi.json or /docs/".into(),
+            ),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+                "this route only answers GET".into(),
+            ),
+            ApiError::Upstream(e) => match e {
+                U::BadSignature => (
+                    bad_gateway,
+                    "appliance-credentials",
+                    "The appliance rejected the gateway's signature",
+                    "the gateway's API token pair is wrong for this appliance; an operator must check upstream.public_token and the private token".into(),
+                ),
+                U::BadDate => (
+                    bad_gateway,
+                    "appliance-clock",
+                    "The appliance rejected the gateway's request date",
+                    "the gateway's clock and the appliance's differ by more than 30 minutes; an operator must check both clocks (NTP)".into(),
+                ),
+                U::Redirected { .. } => (
+                    bad_gateway,
+                    "appliance-refused",
+                    "The appliance refused the gateway",
+                    "the appliance refused the gateway's credentials or permissions (it answered with a redirect)".into(),
+                ),
+                U::Rejected { status, message } => (
+                    bad_gateway,
+                    "appliance-error",
+                    "The appliance answered with an error",
+                    format!("the appliance answered {status}: {message}"),
+                ),
+                U::ApplianceError(message) => (
+                    bad_gateway,
+                    "appliance-error",
+                    "The appliance answered with an error",
+                    format!("the appliance reported: {message}"),
+                ),
+                U::Timeout(after) => (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "appliance-timeout",
+                    "The appliance did not answer in time",
+                    format!("no answer within {} ms", after.as_millis()),
+                ),
+                U::Connect(_) => (
+                    bad_gateway,
+                    "appliance-unreachable",
+                    "The appliance cannot be reached",
+                    "the gateway could not connect to the appliance".into(),
+                ),
+                U::Body(_) => (
+                    bad_gateway,
+                    "appliance-broken-answer",
+                    "The appliance's answer broke off",
+                    "the connection failed while the answer was being read".into(),
+                ),
+                U::TooLarge(limit) => (
+                    bad_gateway,
+                    "appliance-answer-too-large",
+                    "The appliance's answer is too large",
+                    format!("the answer exceeds {limit} bytes; ask for a shorter range, a coarser interval or fewer metrics"),
+                ),
+                U::BadShape(reason) => (
+                    bad_gateway,
+                    "appliance-unknown-shape",
+                    "The appliance's answer has an unknown shape",
+                    format!("the answer matches no known shape ({reason})"),
+                ),
+            },
+        }
+    }
+
+    pub fn problem(&self) -> Problem {
+        let (status, slug, title, detail) = self.parts();
+        Problem {
+            type_: format!("urn:metricgate:problem:{slug}"),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail,
+            errors: match self {
+                ApiError::InvalidQuery(errors) => Some(errors.clone()),
+                _ => None,
+            },
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let problem = self.problem();
+        if problem.status >= 500 {
+            tracing::warn!(error = %self, status = problem.status, "request failed");
+        }
+        HttpResponse::build(self.status_code())
+            .content_type(PROBLEM_JSON)
+            .insert_header(("Cache-Control", "no-store"))
+            .json(problem)
+    }
+}

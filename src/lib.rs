@@ -1,0 +1,17 @@
+//! metricgate: an internal gateway in front of a Darktrace appliance's `/metricdata` API.
+//!
+//! The request path, module by module:
+//! [`api`] (HTTP) → [`query`] (validation) → [`source`] (fan-out) → [`upstream`] (dialect,
+//! signing) → [`normalize`] (one schema) → [`api`].
+
+pub mod api;
+pub mod catalog;
+pub mod error;
+pub mod normalize;
+pub mod query;
+pub mod settings;
+pub mod sim;
+pub mod source;
+pub mod startup;
+pub mod telemetry;
+pub mod upstream;

@@ -1,0 +1,144 @@
+//! The `metricgate` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use metricgate::settings::{LogFormat, Settings};
+use metricgate::sim::Simulator;
+use metricgate::startup::Application;
+use metricgate::telemetry;
+
+#[derive(Parser)]
+#[command(
+    name = "metricgate",
+    version,
+    about = "A gateway in front of a Darktrace appliance's /metricdata API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// A TOML file layered over config/default.toml.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run the appliance simulator alone.
+    Simulate {
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        listen: String,
+        #[arg(long, env = "METRICGATE_SIM_PUBLIC_TOKEN", default_value = DEMO_PUBLIC)]
+        public_token: String,
+        #[arg(long, env = "METRICGATE_SIM_PRIVATE_TOKEN", default_value = DEMO_PRIVATE, hide_default_value = true)]
+        private_token: String,
+    },
+    /// Run the gateway on an embedded simulator: no appliance needed.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
+    /// Validate the configuration and exit.
+    CheckConfig {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+const DEMO_PUBLIC: &str = "demo-public-token";
+const DEMO_PRIVATE: &str = "demo-private-token";
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Openapi => {
+            print!("{}", metricgate::api::openapi::document());
+            ExitCode::SUCCESS
+        }
+        Command::CheckConfig { config } => match Settings::load(config.as_deref()) {
+            Ok(_) => {
+                println!("configuration OK");
+                ExitCode::SUCCESS
+            }
+            Err(e) => report(&e),
+        },
+        Command::Serve { config } => {
+            let settings = match Settings::load(config.as_deref()) {
+                Ok(s) => s,
+                Err(e) => return report(&e),
+            };
+            telemetry::init(&settings.server.log_level, settings.server.log_format);
+            run(async move {
+                let app = Application::build(settings)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                app.run_until_stopped().await.map_err(|e| e.to_string())
+            })
+        }
+        Command::Simulate {
+            listen,
+            public_token,
+            private_token,
+        } => {
+            telemetry::init("info", LogFormat::Json);
+            run(async move {
+                let (sim, server) = Simulator::bind(&listen, &public_token, &private_token)
+                    .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+                tracing::info!(url = %sim.url(), "appliance simulator listening");
+                server.await.map_err(|e| e.to_string())
+            })
+        }
+        Command::Demo { listen } => {
+            telemetry::init("info", LogFormat::Pretty);
+            run(async move {
+                let sim = Simulator::spawn("127.0.0.1:0", DEMO_PUBLIC, DEMO_PRIVATE)
+                    .map_err(|e| e.to_string())?;
+                let mut settings = Settings::for_upstream(&sim.url(), DEMO_PUBLIC, DEMO_PRIVATE);
+                settings.server.listen = listen;
+                settings.server.log_format = LogFormat::Pretty;
+                settings.validate().map_err(|e| e.to_string())?;
+                let app = Application::build(settings)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let url = format!("http://127.0.0.1:{}", app.port());
+                println!();
+                println!(
+                    "metricgate demo: gateway on {url}, appliance simulator on {}",
+                    sim.url()
+                );
+                println!("try:");
+                println!(
+                    "  curl -s '{url}/v1/metricdata?metric=connections&did=123&from=2024-01-15T12:00:00Z&to=2024-01-15T13:00:00Z&interval=5min'"
+                );
+                println!("  curl -s '{url}/v1/metrics'");
+                println!("API docs: {url}/docs/");
+                println!();
+                app.run_until_stopped().await.map_err(|e| e.to_string())
+            })
+        }
+    }
+}
+
+fn run(fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => return report(&e),
+    };
+    match runtime.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(&e),
+    }
+}
+
+fn report(e: &dyn std::fmt::Display) -> ExitCode {
+    for line in e.to_string().lines() {
+        eprintln!("metricgate: {line}");
+    }
+    ExitCode::FAILURE
+}

@@ -1,0 +1,315 @@
+//! The upstream shapes, as typed serde structs.
+//!
+//! One permissive point type covers them all: the appliance's `{time, timems, size, in, out}`
+//! and the seed's `{timestamp, value, device, breaches, values}`. Unknown fields are ignored;
+//! a body with none of the fields that make a shape is refused.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Number;
+
+use super::{Breach, Collected, Device, Point};
+use crate::upstream::UpstreamError;
+
+/// An element of the appliance's array: a metric object, or the leading `breachtimes` object.
+#[derive(Deserialize)]
+struct ArrayElement {
+    breachtimes: Option<Vec<InBreach>>,
+    metric: Option<String>,
+    data: Option<Vec<InPoint>>,
+    device: Option<InDevice>,
+    unit: Option<String>,
+    units: Option<String>,
+}
+
+/// The seed's object shapes, and `{"error": …}`.
+#[derive(Deserialize)]
+struct ObjectBody {
+    error: Option<String>,
+    metric: Option<String>,
+    unit: Option<String>,
+    data: Option<ObjectData>,
+    device: Option<InDevice>,
+    breachtimes: Option<Vec<InBreach>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ObjectData {
+    Points(Vec<InPoint>),
+    ByMetric(BTreeMap<String, Vec<InPoint>>),
+}
+
+#[derive(Deserialize)]
+struct InPoint {
+    timems: Option<i64>,
+    timestamp: Option<i64>,
+    size: Option<Number>,
+    value: Option<Number>,
+    #[serde(rename = "in")]
+    in_: Option<Number>,
+    out: Option<Number>,
+    unit: Option<String>,
+    device: Option<InDevice>,
+    breaches: Option<Vec<InBreach>>,
+    values: Option<Vec<DeviceValue>>,
+}
+
+#[derive(Deserialize)]
+struct DeviceValue {
+    device_id: Id,
+    value: Option<Number>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Id {
+    Number(u64),
+    Text(String),
+}
+
+impl Id {
+    fn as_u64(&self) -> Option<u64> {
+        match self {
+            Id::Number(n) => Some(*n),
+            Id::Text(t) => t.parse().ok(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct InDevice {
+    did: Option<Id>,
+    ip: Option<String>,
+    hostname: Option<String>,
+    label: Option<String>,
+    devicelabel: Option<String>,
+    macaddress: Option<String>,
+    vendor: Option<String>,
+    os: Option<String>,
+    typename: Option<String>,
+    devicetype: Option<String>,
+    tags: Option<Vec<Tag>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Tag {
+    Name(String),
+    Object { name: String },
+}
+
+#[derive(Deserialize)]
+struct InBreach {
+    time: Option<i64>,
+    name: Option<String>,
+    model_name: Option<String>,
+    score: Option<f64>,
+    pbid: Option<u64>,
+    pid: Option<u64>,
+    did: Option<u64>,
+    breach_id: Option<Id>,
+}
+
+fn bad(reason: impl Into<String>) -> UpstreamError {
+    UpstreamError::BadShape(reason.into())
+}
+
+/// Decodes one answer into `out`. `asked_device` is the `did` the request carried.
+pub(super) fn decode(
+    body: &[u8],
+    asked_device: Option<u64>,
+    out: &mut Collected,
+) -> Result<(), UpstreamError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    match first {
+        Some(b'[') => {
+            let elements: Vec<ArrayElement> =
+                serde_json::from_slice(body).map_err(|e| bad(format!("array: {e}")))?;
+            for element in elements {
+                decode_array_element(element, asked_device, out)?;
+            }
+            Ok(())
+        }
+        Some(b'{') => {
+            let object: ObjectBody =
+                serde_json::from_slice(body).map_err(|e| bad(format!("object: {e}")))?;
+            decode_object(object, asked_device, out)
+        }
+        _ => Err(bad("the body is not a JSON array or object")),
+    }
+}
+
+fn decode_array_element(
+    e: ArrayElement,
+    asked_device: Option<u64>,
+    out: &mut Collected,
+) -> Result<(), UpstreamError> {
+    if let Some(list) = e.breachtimes {
+        for b in list {
+            out.add_breach(breach(b, asked_device)?);
+        }
+    }
+    match (e.metric, e.data) {
+        (Some(metric), Some(points)) => {
+            let device = device_for(e.device, asked_device)?;
+            let unit = e.unit.or(e.units);
+            add_points(out, &metric, device, unit, points, asked_device)
+        }
+        (None, None) => Ok(()),
+        (Some(_), None) => Err(bad("a metric object has no `data`")),
+        (None, Some(_)) => Err(bad("a `data` list has no `metric`")),
+    }
+}
+
+fn decode_object(
+    o: ObjectBody,
+    asked_device: Option<u64>,
+    out: &mut Collected,
+) -> Result<(), UpstreamError> {
+    if let Some(message) = o.error {
+        return Err(UpstreamError::ApplianceError(
+            message.chars().take(300).collect(),
+        ));
+    }
+    if let Some(list) = o.breachtimes {
+        for b in list {
+            out.add_breach(breach(b, asked_device)?);
+        }
+    }
+    match o.data {
+        Some(ObjectData::Points(points)) => {
+            let metric = o
+                .metric
+                .ok_or_else(|| bad("an object with a `data` list has no `metric`"))?;
+            let device = device_for(o.device, asked_device)?;
+            add_points(out, &metric, device, o.unit, points, asked_device)
+        }
+        Some(ObjectData::ByMetric(map)) => {
+            for (metric, points) in map {
+                let device = device_for(None, asked_device)?;
+                add_points(out, &metric, device, None, points, asked_device)?;
+            }
+            Ok(())
+        }
+        None => Err(bad("an object with neither `data` nor `error`")),
+    }
+}
+
+fn add_points(
+    out: &mut Collected,
+    metric: &str,
+    device: Option<Device>,
+    unit: Option<String>,
+    points: Vec<InPoint>,
+    asked_device: Option<u64>,
+) -> Result<(), UpstreamError> {
+    let no_points = points.is_empty();
+    for p in points {
+        let timestamp = p
+            .timems
+            .or(p.timestamp)
+            .ok_or_else(|| bad("a point has neither `timems` nor `timestamp`"))?;
+        if let Some(list) = p.breaches {
+            let did = p
+                .device
+                .as_ref()
+                .and_then(|d| d.did.as_ref()?.as_u64())
+                .or(asked_device);
+            for b in list {
+                out.add_breach(breach(b, did)?);
+            }
+        }
+        // The seed's multi-device shape: one value per device per timestamp.
+        if let Some(values) = p.values {
+            for v in values {
+                let did = v
+                    .device_id
+                    .as_u64()
+                    .ok_or_else(|| bad("a `values` entry has a non-numeric `device_id`"))?;
+                let series = out.series_mut(metric, Some(Device::bare(did)));
+                series.points.push(Point {
+                    timestamp,
+                    value: v.value,
+                    in_: None,
+                    out: None,
+                });
+            }
+            continue;
+        }
+        let point_device = match p.device {
+            Some(d) => device_for(Some(d), asked_device)?,
+            None => device.clone(),
+        };
+        let series = out.series_mut(metric, point_device);
+        if series.unit.is_none() {
+            series.unit = p.unit.or_else(|| unit.clone());
+        }
+        series.points.push(Point {
+            timestamp,
+            value: p.value.or(p.size),
+            in_: p.in_,
+            out: p.out,
+        });
+    }
+    if no_points {
+        // A metric with no points still gets its (empty) series.
+        let series = out.series_mut(metric, device);
+        if series.unit.is_none() {
+            series.unit = unit;
+        }
+    }
+    Ok(())
+}
+
+fn device_for(
+    given: Option<InDevice>,
+    asked: Option<u64>,
+) -> Result<Option<Device>, UpstreamError> {
+    let Some(d) = given else {
+        return Ok(asked.map(Device::bare));
+    };
+    let did = match &d.did {
+        Some(id) => Some(
+            id.as_u64()
+                .ok_or_else(|| bad("a device has a non-numeric `did`"))?,
+        ),
+        None => asked,
+    };
+    let Some(did) = did else {
+        return Ok(None);
+    };
+    Ok(Some(Device {
+        did,
+        ip: d.ip,
+        hostname: d.hostname,
+        label: d.label.or(d.devicelabel),
+        macaddress: d.macaddress,
+        vendor: d.vendor,
+        os: d.os,
+        typename: d.typename.or(d.devicetype),
+        tags: d.tags.map(|tags| {
+            tags.into_iter()
+                .map(|t| match t {
+                    Tag::Name(n) | Tag::Object { name: n } => n,
+                })
+                .collect()
+        }),
+    }))
+}
+
+fn breach(b: InBreach, did: Option<u64>) -> Result<Breach, UpstreamError> {
+    Ok(Breach {
+        time: b.time.ok_or_else(|| bad("a breach has no `time`"))?,
+        model: b.name.or(b.model_name),
+        score: b.score,
+        pbid: b.pbid,
+        pid: b.pid,
+        did: b.did.or(did),
+        id: b.breach_id.map(|id| match id {
+            Id::Number(n) => n.to_string(),
+            Id::Text(t) => t,
+        }),
+    })
+}

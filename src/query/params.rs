@@ -1,0 +1,511 @@
+//! The raw query string → [`MetricQuery`], collecting every problem before answering.
+
+use std::collections::BTreeMap;
+
+use super::values::{self, shown};
+use super::{FieldError, MetricNames, MetricQuery};
+use crate::settings::QueryLimits;
+
+/// Every parameter `/v1/metricdata` accepts.
+pub const KNOWN_PARAMETERS: &[&str] = &[
+    "metric",
+    "metrics",
+    "did",
+    "ddid",
+    "odid",
+    "port",
+    "sourceport",
+    "destinationport",
+    "protocol",
+    "applicationprotocol",
+    "starttime",
+    "endtime",
+    "from",
+    "to",
+    "interval",
+    "breachtimes",
+    "fulldevicedetails",
+    "devices",
+];
+
+/// Parameters that may repeat, or carry comma lists.
+const LIST_PARAMETERS: &[&str] = &["metrics", "devices"];
+
+/// A query string with more parameters than this is refused outright.
+const MAX_PARAMETERS: usize = 256;
+const MAX_NAME_LEN: usize = 64;
+const MAX_APPLICATION_PROTOCOL_LEN: usize = 32;
+
+/// Parses and validates a raw query string. `now_ms` anchors open-ended ranges.
+pub fn parse(
+    raw: &str,
+    limits: &QueryLimits,
+    catalog: &dyn MetricNames,
+    now_ms: i64,
+) -> Result<MetricQuery, Vec<FieldError>> {
+    let mut p = Parser {
+        errors: Vec::new(),
+        scalars: BTreeMap::new(),
+        lists: BTreeMap::new(),
+    };
+    p.split(raw);
+    if !p.errors.is_empty() && p.errors[0].parameter == "(query)" {
+        return Err(p.errors);
+    }
+    let query = p.build(limits, catalog, now_ms);
+    match query {
+        Some(q) if p.errors.is_empty() => Ok(q),
+        _ => Err(p.errors),
+    }
+}
+
+struct Parser {
+    errors: Vec<FieldError>,
+    scalars: BTreeMap<&'static str, String>,
+    lists: BTreeMap<&'static str, Vec<String>>,
+}
+
+impl Parser {
+    fn error(&mut self, parameter: &str, message: impl Into<String>) {
+        self.errors.push(FieldError::new(parameter, message));
+    }
+
+    fn split(&mut self, raw: &str) {
+        let mut seen_repeat = Vec::new();
+        for (count, (key, value)) in form_urlencoded::parse(raw.as_bytes()).enumerate() {
+            if count >= MAX_PARAMETERS {
+                self.errors = vec![FieldError::new(
+                    "(query)",
+                    format!("more than {MAX_PARAMETERS} parameters"),
+                )];
+                return;
+            }
+            let Some(name) = KNOWN_PARAMETERS.iter().copied().find(|k| *k == key) else {
+                let hint = closest_parameter(&key)
+                    .map(|k| format!("; did you mean `{k}`?"))
+                    .unwrap_or_default();
+                self.error(
+                    &shown(&key),
+                    format!("unknown parameter `{}`{hint}", shown(&key)),
+                );
+                continue;
+            };
+            if LIST_PARAMETERS.contains(&name) {
+                self.lists
+                    .entry(name)
+                    .or_default()
+                    .extend(value.split(',').map(str::to_owned));
+            } else if self.scalars.contains_key(name) {
+                if !seen_repeat.contains(&name) {
+                    seen_repeat.push(name);
+                    self.error(name, format!("`{name}` is given more than once"));
+                }
+            } else {
+                self.scalars.insert(name, value.into_owned());
+            }
+        }
+    }
+
+    fn take(&mut self, name: &'static str) -> Option<String> {
+        self.scalars.remove(name)
+    }
+
+    /// Parses an optional scalar with `parse`, recording its error.
+    fn field<T>(
+        &mut self,
+        name: &'static str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let raw = self.take(name)?;
+        match parse(&raw) {
+            Ok(v) => Some(v),
+            Err(message) => {
+                self.error(name, message);
+                None
+            }
+        }
+    }
+
+    fn build(
+        &mut self,
+        limits: &QueryLimits,
+        catalog: &dyn MetricNames,
+        now_ms: i64,
+    ) -> Option<MetricQuery> {
+        let metrics = self.metrics(limits, catalog);
+        let devices = self.devices(limits);
+        let ddid = self.field("ddid", values::positive_id);
+        let odid = self.field("odid", values::positive_id);
+        let port = self.field("port", values::port);
+        let sourceport = self.field("sourceport", values::port);
+        let destinationport = self.field("destinationport", values::port);
+        let protocol = self.field("protocol", values::protocol);
+        let applicationprotocol = self.field("applicationprotocol", |v| {
+            values::name_token(v, "applicationprotocol", MAX_APPLICATION_PROTOCOL_LEN)
+        });
+        let breachtimes = self.field("breachtimes", values::boolean).unwrap_or(false);
+        let fulldevicedetails = self
+            .field("fulldevicedetails", values::boolean)
+            .unwrap_or(false);
+        let interval = self.interval(limits);
+        let (starttime, endtime) = self.window(limits, interval, now_ms);
+        Some(MetricQuery {
+            metrics: metrics?,
+            devices: devices?,
+            ddid,
+            odid,
+            port,
+            sourceport,
+            destinationport,
+            protocol,
+            applicationprotocol,
+            starttime,
+            endtime,
+            interval_seconds: interval?,
+            breachtimes,
+            fulldevicedetails,
+        })
+    }
+
+    fn metrics(&mut self, limits: &QueryLimits, catalog: &dyn MetricNames) -> Option<Vec<String>> {
+        let single = self.take("metric");
+        let list = self.lists.remove("metrics");
+        let (param, raw): (&str, Vec<String>) = match (single, list) {
+            (Some(_), Some(_)) => {
+                self.error("metric", "give `metric` or `metrics`, not both");
+                self.error("metrics", "give `metric` or `metrics`, not both");
+                return None;
+            }
+            (None, None) => {
+                self.error(
+                    "metric",
+                    "`metric` (one name) or `metrics` (a list) is required",
+                );
+                return None;
+            }
+            (Some(one), None) if one.contains(',') => {
+                self.error(
+                    "metric",
+                    "`metric` takes one name; use `metrics` for a comma list",
+                );
+                return None;
+            }
+            (Some(one), None) => ("metric", vec![one]),
+            (None, Some(many)) => ("metrics", many),
+        };
+        let mut names = Vec::with_capacity(raw.len());
+        let mut ok = true;
+        for name in &raw {
+            match values::name_token(name, "metric name", MAX_NAME_LEN) {
+                Ok(n) => names.push(n),
+                Err(m) => {
+                    self.error(param, m);
+                    ok = false;
+                }
+            }
+        }
+        names.sort_unstable();
+        names.dedup();
+        if names.len() > limits.max_metrics {
+            self.error(
+                param,
+                format!(
+                    "{} metrics requested; at most {} per request",
+                    names.len(),
+                    limits.max_metrics
+                ),
+            );
+            return None;
+        }
+        for name in &names {
+            if catalog.contains(name) == Some(false) {
+                let closest = catalog.closest(name);
+                let hint = if closest.is_empty() {
+                    "; GET /v1/metrics lists the known names".to_owned()
+                } else {
+                    format!("; did you mean {}?", quoted_list(&closest))
+                };
+                self.error(param, format!("unknown metric `{name}`{hint}"));
+                ok = false;
+            }
+        }
+        ok.then_some(names)
+    }
+
+    fn devices(&mut self, limits: &QueryLimits) -> Option<Vec<u64>> {
+        let did = self.take("did");
+        let list = self.lists.remove("devices");
+        match (did, list) {
+            (Some(_), Some(_)) => {
+                self.error("devices", "give `did` or `devices`, not both");
+                None
+            }
+            (None, None) => Some(Vec::new()),
+            (Some(one), None) => match values::positive_id(&one) {
+                Ok(id) => Some(vec![id]),
+                Err(m) => {
+                    self.error("did", m);
+                    None
+                }
+            },
+            (None, Some(many)) => {
+                let mut ids = Vec::with_capacity(many.len());
+                let mut ok = true;
+                for raw in &many {
+                    match values::positive_id(raw) {
+                        Ok(id) => ids.push(id),
+                        Err(_) => {
+                            ok = false;
+                            self.error(
+                                "devices",
+                                format!(
+                                    "`{}` is not a device id; only numeric device ids (did) are accepted",
+                                    shown(raw)
+                                ),
+                            );
+                        }
+                    }
+                }
+                ids.sort_unstable();
+                ids.dedup();
+                if ids.len() > limits.max_devices {
+                    self.error(
+                        "devices",
+                        format!(
+                            "{} devices requested; at most {} per request",
+                            ids.len(),
+                            limits.max_devices
+                        ),
+                    );
+                    return None;
+                }
+                ok.then_some(ids)
+            }
+        }
+    }
+
+    fn interval(&mut self, limits: &QueryLimits) -> Option<u64> {
+        let Some(raw) = self.take("interval") else {
+            return Some(limits.default_interval_seconds);
+        };
+        let seconds = match values::interval_seconds(&raw) {
+            Ok(s) => s,
+            Err(m) => {
+                self.error("interval", m);
+                return None;
+            }
+        };
+        if !(limits.min_interval_seconds..=limits.max_interval_seconds).contains(&seconds) {
+            self.error(
+                "interval",
+                format!(
+                    "interval must be between {} and {}",
+                    values::interval_label(limits.min_interval_seconds),
+                    values::interval_label(limits.max_interval_seconds)
+                ),
+            );
+            return None;
+        }
+        Some(seconds)
+    }
+
+    /// One of an alias pair, checking that both spellings agree when both are given.
+    fn aliased(&mut self, name: &'static str, alias: &'static str) -> Result<Option<i64>, ()> {
+        let a = self.field(name, values::timestamp_ms);
+        let a_failed = self.errors.iter().any(|e| e.parameter == name);
+        let b = self.field(alias, values::timestamp_ms);
+        let b_failed = self.errors.iter().any(|e| e.parameter == alias);
+        if a_failed || b_failed {
+            return Err(());
+        }
+        match (a, b) {
+            (Some(x), Some(y)) if x != y => {
+                self.error(
+                    alias,
+                    format!("`{name}` and `{alias}` are the same parameter but differ"),
+                );
+                Err(())
+            }
+            (x, y) => Ok(x.or(y)),
+        }
+    }
+
+    fn window(
+        &mut self,
+        limits: &QueryLimits,
+        interval: Option<u64>,
+        now_ms: i64,
+    ) -> (Option<i64>, Option<i64>) {
+        let start = self.aliased("starttime", "from");
+        let end = self.aliased("endtime", "to");
+        let (Ok(start), Ok(end)) = (start, end) else {
+            return (None, None);
+        };
+        let (start, end_for_limits) = match (start, end) {
+            (None, None) => return (None, None),
+            (None, Some(_)) => {
+                self.error(
+                    "endtime",
+                    "an end time needs a start time (`starttime` or `from`)",
+                );
+                return (None, None);
+            }
+            (Some(s), Some(e)) if s >= e => {
+                self.error("starttime", "the start time must be before the end time");
+                return (None, None);
+            }
+            (Some(s), None) if s >= now_ms => {
+                self.error(
+                    "starttime",
+                    "the start time is in the future; give an end time too",
+                );
+                return (None, None);
+            }
+            (Some(s), e) => (s, e.unwrap_or(now_ms)),
+        };
+        let range_ms = (end_for_limits - start) as u64;
+        let max_range_ms = limits.max_range_days.saturating_mul(86_400_000);
+        if range_ms > max_range_ms {
+            self.error(
+                "starttime",
+                format!(
+                    "the range is longer than {} days; ask for a shorter range",
+                    limits.max_range_days
+                ),
+            );
+        } else if let Some(interval) = interval {
+            let points = range_ms.div_ceil(interval * 1000);
+            if points > limits.max_points {
+                let needed = range_ms.div_ceil(limits.max_points * 1000);
+                self.error(
+                    "interval",
+                    format!(
+                        "this range at {} is {points} points, more than the limit of {}; use a coarser interval, e.g. interval={}",
+                        values::interval_label(interval),
+                        limits.max_points,
+                        values::interval_label(coarser_interval(needed))
+                    ),
+                );
+            }
+        }
+        (Some(start), end)
+    }
+}
+
+/// The smallest common interval of at least `seconds`.
+fn coarser_interval(seconds: u64) -> u64 {
+    const COMMON: &[u64] = &[
+        60, 300, 600, 900, 1_800, 3_600, 7_200, 21_600, 43_200, 86_400, 604_800,
+    ];
+    COMMON
+        .iter()
+        .copied()
+        .find(|c| *c >= seconds)
+        .unwrap_or_else(|| seconds.div_ceil(86_400) * 86_400)
+}
+
+fn closest_parameter(key: &str) -> Option<&'static str> {
+    let squashed: String = key
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    KNOWN_PARAMETERS
+        .iter()
+        .copied()
+        .map(|k| (strsim::jaro_winkler(&squashed, k), k))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k)
+}
+
+fn quoted_list(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::AnyMetric;
+    use crate::settings::Settings;
+
+    const NOW: i64 = 1_705_330_000_000;
+
+    fn ok(raw: &str) -> MetricQuery {
+        parse(raw, &Settings::defaults().query, &AnyMetric, NOW).unwrap()
+    }
+
+    fn errs(raw: &str) -> Vec<FieldError> {
+        parse(raw, &Settings::defaults().query, &AnyMetric, NOW).unwrap_err()
+    }
+
+    #[test]
+    fn spellings_of_one_question_are_equal() {
+        let a = ok(
+            "metrics=b,a&from=1705320000000&to=1705323600000&interval=5min&protocol=tcp&breachtimes=1",
+        );
+        let b = ok(
+            "metrics=a&metrics=b&metrics=a&starttime=2024-01-15T12:00:00Z&endtime=2024-01-15 13:00:00&interval=300&protocol=6&breachtimes=true",
+        );
+        assert_eq!(a, b);
+        assert_eq!(a.metrics, ["a", "b"]);
+        assert_eq!(a.protocol, Some(6));
+        assert_eq!(
+            ok("metric=x&did=5").devices,
+            ok("metric=x&devices=5").devices
+        );
+    }
+
+    #[test]
+    fn all_problems_are_reported_at_once() {
+        let e = errs("metric=a,b&did=x&port=0&interval=7x&start_time=1");
+        let named: Vec<&str> = e.iter().map(|e| e.parameter.as_str()).collect();
+        for p in ["metric", "did", "port", "interval", "start_time"] {
+            assert!(named.contains(&p), "{p} not in {named:?}");
+        }
+        assert!(e.iter().any(|e| e.message.contains("`starttime`")));
+    }
+
+    #[test]
+    fn points_limit_suggests_coarser_interval() {
+        let e = errs("metric=a&starttime=1600000000000&endtime=1630000000000&interval=1min");
+        assert_eq!(e[0].parameter, "interval");
+        assert!(e[0].message.contains("interval="), "{}", e[0].message);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::query::AnyMetric;
+    use crate::settings::Settings;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn the_parser_never_panics(raw in ".{0,300}") {
+            let _ = parse(&raw, &Settings::defaults().query, &AnyMetric, 1_705_330_000_000);
+        }
+
+        #[test]
+        fn the_parser_never_panics_on_plausible_queries(
+            pairs in proptest::collection::vec((
+                proptest::sample::select(KNOWN_PARAMETERS.to_vec()),
+                r"[0-9a-zA-Z:,. %+-]{0,24}",
+            ), 0..12)
+        ) {
+            let raw: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let result = parse(&raw.join("&"), &Settings::defaults().query, &AnyMetric, 1_705_330_000_000);
+            if let Err(errors) = result {
+                prop_assert!(!errors.is_empty());
+            }
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Parsers for single parameter values. Each returns the caller-facing message on failure.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+
+/// Metric names, application protocols: the characters that need no percent-encoding, so the
+/// signed text and the wire text are the same bytes.
+pub fn name_token(value: &str, what: &str, max_len: usize) -> Result<String, String> {
+    if value.is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    if value.len() > max_len {
+        return Err(format!("{what} is longer than {max_len} characters"));
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')))
+    {
+        return Err(format!(
+            "{what} `{}` contains {bad:?}; only letters, digits and _ . : - are allowed",
+            shown(value)
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+/// Largest id accepted: exactly representable in JSON numbers everywhere.
+const MAX_ID: u64 = (1 << 53) - 1;
+
+pub fn positive_id(value: &str) -> Result<u64, String> {
+    match value.parse::<u64>() {
+        Ok(n) if (1..=MAX_ID).contains(&n) && value.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        _ => Err(format!("`{}` is not a positive integer id", shown(value))),
+    }
+}
+
+pub fn port(value: &str) -> Result<u16, String> {
+    match value.parse::<u16>() {
+        Ok(n) if n >= 1 && value.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        _ => Err(format!("`{}` is not a port (1-65535)", shown(value))),
+    }
+}
+
+/// IANA protocol numbers by name, for the names callers actually use.
+const PROTOCOLS: &[(&str, u8)] = &[
+    ("icmp", 1),
+    ("igmp", 2),
+    ("tcp", 6),
+    ("udp", 17),
+    ("ipv6", 41),
+    ("gre", 47),
+    ("esp", 50),
+    ("ah", 51),
+    ("icmpv6", 58),
+    ("ospf", 89),
+    ("sctp", 132),
+];
+
+pub fn protocol(value: &str) -> Result<u8, String> {
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return value
+            .parse::<u8>()
+            .map_err(|_| format!("protocol number `{}` is not within 0-255", shown(value)));
+    }
+    let lower = value.to_ascii_lowercase();
+    PROTOCOLS
+        .iter()
+        .find(|(name, _)| *name == lower)
+        .map(|(_, n)| *n)
+        .ok_or_else(|| {
+            let names: Vec<&str> = PROTOCOLS.iter().map(|(n, _)| *n).collect();
+            format!(
+                "`{}` is not a protocol; use a number 0-255 or one of {}",
+                shown(value),
+                names.join(", ")
+            )
+        })
+}
+
+pub fn boolean(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(format!(
+            "`{}` is not a boolean; use true, false, 1 or 0",
+            shown(value)
+        )),
+    }
+}
+
+/// `300`, `5min`, `1hour`, `1day`, `1week` (and their plurals) to seconds.
+pub fn interval_seconds(value: &str) -> Result<u64, String> {
+    let bad = || {
+        format!(
+            "`{}` is not an interval; use seconds or a label such as 5min, 1hour, 1day",
+            shown(value)
+        )
+    };
+    let lower = value.to_ascii_lowercase();
+    let digits_end = lower
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(lower.len());
+    let (number, unit) = lower.split_at(digits_end);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let unit_seconds = match unit {
+        "" | "s" | "sec" | "secs" | "second" | "seconds" => 1,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60,
+        "h" | "hour" | "hours" => 3_600,
+        "d" | "day" | "days" => 86_400,
+        "w" | "week" | "weeks" => 604_800,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(unit_seconds).ok_or_else(bad)
+}
+
+/// The friendliest label for a number of seconds (`300` → `5min`).
+pub fn interval_label(seconds: u64) -> String {
+    for (unit, size) in [("day", 86_400), ("hour", 3_600), ("min", 60)] {
+        if seconds >= size && seconds % size == 0 {
+            return format!("{}{unit}", seconds / size);
+        }
+    }
+    format!("{seconds}")
+}
+
+/// Epoch ms below this (3 March 1973) are almost certainly epoch *seconds* by mistake.
+const SMALLEST_PLAUSIBLE_MS: i64 = 100_000_000_000;
+/// 9999-12-31T23:59:59.999Z
+const LARGEST_MS: i64 = 253_402_300_799_999;
+
+/// Epoch ms, ISO-8601 (with or without offset; UTC when none), or `YYYY-MM-DD HH:MM:SS` UTC.
+pub fn timestamp_ms(value: &str) -> Result<i64, String> {
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return match value.parse::<i64>() {
+            Ok(ms) if ms < SMALLEST_PLAUSIBLE_MS => Err(format!(
+                "`{value}` looks like epoch seconds; give epoch milliseconds (e.g. {}000)",
+                value
+            )),
+            Ok(ms) if ms <= LARGEST_MS => Ok(ms),
+            _ => Err(format!("`{}` is out of range for epoch ms", shown(value))),
+        };
+    }
+    parse_datetime(value)
+        // A `+01:00` offset arrives as ` 01:00` when the caller did not percent-encode the `+`.
+        .or_else(|| plus_decoded_as_space(value).and_then(|v| parse_datetime(&v)))
+        .ok_or_else(|| {
+            format!(
+                "`{}` is not a time; use epoch ms, ISO-8601 (2024-01-15T12:00:00Z) or `2024-01-15 12:00:00` (UTC)",
+                shown(value)
+            )
+        })
+}
+
+fn parse_datetime(value: &str) -> Option<i64> {
+    if let Ok(dt) = DateTime::parse_from_rfc3339(value) {
+        return Some(dt.timestamp_millis());
+    }
+    for format in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(value, format) {
+            return Some(naive.and_utc().timestamp_millis());
+        }
+    }
+    NaiveDate::parse_from_str(value, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|naive| naive.and_utc().timestamp_millis())
+        .filter(|ms| *ms >= 0)
+}
+
+fn plus_decoded_as_space(value: &str) -> Option<String> {
+    let (head, tail) = value.rsplit_once(' ')?;
+    (head.contains('T') && tail.len() == 5 && tail.as_bytes()[2] == b':')
+        .then(|| format!("{head}+{tail}"))
+}
+
+/// A value quoted back in an error: bounded, with control characters escaped.
+pub fn shown(value: &str) -> String {
+    const MAX: usize = 64;
+    let mut out: String = value
+        .chars()
+        .take(MAX)
+        .flat_map(char::escape_debug)
+        .collect();
+    if value.chars().count() > MAX {
+        out.push('…');
+    }
+    out
+}
+
+pub fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals() {
+        assert_eq!(interval_seconds("300"), Ok(300));
+        assert_eq!(interval_seconds("5min"), Ok(300));
+        assert_eq!(interval_seconds("1hour"), Ok(3600));
+        assert_eq!(interval_seconds("2HOURS"), Ok(7200));
+        assert_eq!(interval_seconds("1day"), Ok(86400));
+        assert!(interval_seconds("5 min").is_err());
+        assert!(interval_seconds("min").is_err());
+        assert!(interval_seconds("99999999999999999999day").is_err());
+        assert_eq!(interval_label(300), "5min");
+        assert_eq!(interval_label(86400), "1day");
+        assert_eq!(interval_label(90), "90");
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(timestamp_ms("1705320000000"), Ok(1_705_320_000_000));
+        assert_eq!(timestamp_ms("2024-01-15T12:00:00Z"), Ok(1_705_320_000_000));
+        assert_eq!(timestamp_ms("2024-01-15 12:00:00"), Ok(1_705_320_000_000));
+        assert_eq!(
+            timestamp_ms("2024-01-15T13:00:00+01:00"),
+            Ok(1_705_320_000_000)
+        );
+        assert_eq!(
+            timestamp_ms("2024-01-15T13:00:00 01:00"),
+            Ok(1_705_320_000_000)
+        );
+        assert_eq!(timestamp_ms("2024-01-15"), Ok(1_705_276_800_000));
+        assert!(timestamp_ms("1705320000").unwrap_err().contains("seconds"));
+        assert!(timestamp_ms("yesterday").is_err());
+        assert!(timestamp_ms("-5").is_err());
+    }
+
+    #[test]
+    fn protocols_and_bools() {
+        assert_eq!(protocol("tcp"), Ok(6));
+        assert_eq!(protocol("UDP"), Ok(17));
+        assert_eq!(protocol("0"), Ok(0));
+        assert!(protocol("256").is_err());
+        assert!(protocol("tcpp").is_err());
+        assert_eq!(boolean("True"), Ok(true));
+        assert_eq!(boolean("0"), Ok(false));
+        assert!(boolean("yes").is_err());
+    }
+
+    #[test]
+    fn shown_is_bounded_and_escaped() {
+        assert_eq!(shown("a\nb"), "a\\nb");
+        assert_eq!(shown(&"x".repeat(100)).chars().count(), 65);
+    }
+}

@@ -1,0 +1,329 @@
+//! Typed settings: `config/default.toml`, then an optional file, then `METRICGATE__*` variables.
+//!
+//! Everything is checked once, at startup, so the rest of the code can trust it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use config::{Config, Environment, File, FileFormat};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// The defaults, compiled in so `config/default.toml` is the single place they live.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub upstream: UpstreamSettings,
+    pub query: QueryLimits,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: String,
+    pub workers: usize,
+    pub log_level: String,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSettings {
+    pub url: String,
+    pub public_token: String,
+    /// `SecretString` redacts itself in `Debug`, so settings can be logged whole.
+    pub private_token: SecretString,
+    pub private_token_file: String,
+    pub ca_file: String,
+    pub insecure_skip_verify: bool,
+    pub connect_timeout_ms: u64,
+    pub timeout_ms: u64,
+    pub max_response_bytes: usize,
+    pub catalog_refresh_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryLimits {
+    pub max_metrics: usize,
+    pub max_devices: usize,
+    pub max_range_days: u64,
+    pub max_points: u64,
+    pub min_interval_seconds: u64,
+    pub max_interval_seconds: u64,
+    pub default_interval_seconds: u64,
+}
+
+/// Startup problems, one line each, all reported together.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct SettingsError(pub Vec<String>);
+
+impl Settings {
+    /// Layers the defaults, `file` (if any) and the environment, then validates.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        Self::load_from(file, Environment::with_prefix("METRICGATE"))
+    }
+
+    fn load_from(file: Option<&Path>, env: Environment) -> Result<Self, SettingsError> {
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(SettingsError(vec![format!(
+                    "config file {} does not exist",
+                    path.display()
+                )]));
+            }
+            builder = builder.add_source(File::from(path.to_path_buf()));
+        }
+        let env = env.prefix_separator("__").separator("__").try_parsing(true);
+        let raw = builder
+            .add_source(env)
+            .build()
+            .map_err(|e| SettingsError(vec![format!("configuration: {e}")]))?;
+        let mut settings: Settings = raw
+            .try_deserialize()
+            .map_err(|e| SettingsError(vec![format!("configuration: {e}")]))?;
+        settings.resolve_private_token()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn resolve_private_token(&mut self) -> Result<(), SettingsError> {
+        let inline = !self.upstream.private_token.expose_secret().is_empty();
+        let file = &self.upstream.private_token_file;
+        match (inline, file.is_empty()) {
+            (true, false) => Err(SettingsError(vec![
+                "upstream.private_token and upstream.private_token_file are both set; set one"
+                    .into(),
+            ])),
+            (false, false) => match std::fs::read_to_string(file) {
+                Ok(text) => {
+                    self.upstream.private_token = SecretString::from(text.trim_end().to_owned());
+                    Ok(())
+                }
+                Err(e) => Err(SettingsError(vec![format!(
+                    "upstream.private_token_file: cannot read {file}: {e}"
+                )])),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks every setting and reports every problem, not just the first.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let mut problems = Vec::new();
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            problems.push(format!(
+                "server.listen: {:?} is not an address such as 127.0.0.1:8080",
+                self.server.listen
+            ));
+        }
+        let up = &self.upstream;
+        if up.url.is_empty() {
+            problems.push("upstream.url is required (METRICGATE__UPSTREAM__URL)".into());
+        } else {
+            match reqwest::Url::parse(&up.url) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {
+                    if url.query().is_some() {
+                        problems.push("upstream.url must not carry a query string".into());
+                    }
+                }
+                _ => problems.push(format!(
+                    "upstream.url: {:?} is not an http(s) URL with a host",
+                    up.url
+                )),
+            }
+        }
+        if up.public_token.is_empty() {
+            problems.push(
+                "upstream.public_token is required (METRICGATE__UPSTREAM__PUBLIC_TOKEN)".into(),
+            );
+        }
+        if up.private_token.expose_secret().is_empty() {
+            problems
+                .push("upstream.private_token or upstream.private_token_file is required".into());
+        }
+        if !up.ca_file.is_empty() {
+            match std::fs::read(&up.ca_file) {
+                Ok(pem) => {
+                    if reqwest::Certificate::from_pem_bundle(&pem).map_or(true, |c| c.is_empty()) {
+                        problems.push(format!(
+                            "upstream.ca_file: {} holds no PEM certificate",
+                            up.ca_file
+                        ));
+                    }
+                }
+                Err(e) => {
+                    problems.push(format!("upstream.ca_file: cannot read {}: {e}", up.ca_file))
+                }
+            }
+        }
+        positive(
+            &mut problems,
+            "upstream.connect_timeout_ms",
+            up.connect_timeout_ms,
+        );
+        positive(&mut problems, "upstream.timeout_ms", up.timeout_ms);
+        positive(
+            &mut problems,
+            "upstream.max_response_bytes",
+            up.max_response_bytes as u64,
+        );
+        positive(
+            &mut problems,
+            "upstream.catalog_refresh_secs",
+            up.catalog_refresh_secs,
+        );
+        let q = &self.query;
+        positive(&mut problems, "query.max_metrics", q.max_metrics as u64);
+        positive(&mut problems, "query.max_devices", q.max_devices as u64);
+        positive(&mut problems, "query.max_range_days", q.max_range_days);
+        positive(&mut problems, "query.max_points", q.max_points);
+        positive(
+            &mut problems,
+            "query.min_interval_seconds",
+            q.min_interval_seconds,
+        );
+        if q.min_interval_seconds > q.max_interval_seconds {
+            problems.push("query.min_interval_seconds is above query.max_interval_seconds".into());
+        }
+        if !(q.min_interval_seconds..=q.max_interval_seconds).contains(&q.default_interval_seconds)
+        {
+            problems.push(
+                "query.default_interval_seconds is outside min_interval_seconds..=max_interval_seconds"
+                    .into(),
+            );
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(SettingsError(problems))
+        }
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        // validate() has checked it; fall back to loopback rather than panic.
+        self.server
+            .listen
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
+    }
+
+    /// Settings for a gateway in front of `upstream_url`, used by `demo` and the tests.
+    pub fn for_upstream(upstream_url: &str, public: &str, private: &str) -> Self {
+        let mut settings = Self::defaults();
+        settings.upstream.url = upstream_url.to_owned();
+        settings.upstream.public_token = public.to_owned();
+        settings.upstream.private_token = SecretString::from(private.to_owned());
+        settings
+    }
+
+    /// The compiled-in defaults, unvalidated (the upstream is still empty).
+    pub fn defaults() -> Self {
+        Config::builder()
+            .add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml))
+            .build()
+            .and_then(Config::try_deserialize)
+            .unwrap_or_else(|e| panic!("config/default.toml is invalid: {e}"))
+    }
+
+    pub fn ca_path(&self) -> Option<PathBuf> {
+        (!self.upstream.ca_file.is_empty()).then(|| PathBuf::from(&self.upstream.ca_file))
+    }
+}
+
+fn positive(problems: &mut Vec<String>, name: &str, value: u64) {
+    if value == 0 {
+        problems.push(format!("{name} must be greater than 0"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(vars: &[(&str, &str)]) -> Environment {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Environment::with_prefix("METRICGATE").source(Some(map))
+    }
+
+    #[test]
+    fn defaults_parse() {
+        let s = Settings::defaults();
+        assert_eq!(s.query.default_interval_seconds, 60);
+    }
+
+    #[test]
+    fn env_names_from_the_issue_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("priv");
+        std::fs::write(&token_file, "s3cret-from-file\n").unwrap();
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("METRICGATE__SERVER__LISTEN", "127.0.0.1:9999"),
+                ("METRICGATE__UPSTREAM__URL", "https://dt.example"),
+                ("METRICGATE__UPSTREAM__PUBLIC_TOKEN", "12345"),
+                (
+                    "METRICGATE__UPSTREAM__PRIVATE_TOKEN_FILE",
+                    token_file.to_str().unwrap(),
+                ),
+                ("METRICGATE__UPSTREAM__INSECURE_SKIP_VERIFY", "true"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.server.listen, "127.0.0.1:9999");
+        assert_eq!(s.upstream.url, "https://dt.example");
+        assert_eq!(s.upstream.public_token, "12345");
+        assert_eq!(s.upstream.private_token.expose_secret(), "s3cret-from-file");
+        assert!(s.upstream.insecure_skip_verify);
+        assert!(!format!("{s:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let err = Settings::load_from(
+            None,
+            env(&[
+                ("METRICGATE__SERVER__LISTEN", "nonsense"),
+                ("METRICGATE__UPSTREAM__CA_FILE", "/nonexistent/ca.pem"),
+                ("METRICGATE__QUERY__MAX_POINTS", "0"),
+            ]),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        for needle in [
+            "server.listen",
+            "upstream.url",
+            "upstream.public_token",
+            "upstream.private_token",
+            "upstream.ca_file",
+            "query.max_points",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err =
+            Settings::load_from(None, env(&[("METRICGATE__UPSTREAM__URLL", "x")])).unwrap_err();
+        assert!(err.to_string().contains("urll"), "{err}");
+    }
+}

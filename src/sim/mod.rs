@@ -1,0 +1,540 @@
+//! An appliance simulator that speaks the real dialect strictly: it checks tokens, dates and
+//! signatures as appliances do, refuses what they refuse, serves deterministic data, injects
+//! faults on request, and counts what reached it so tests can assert on it.
+
+mod data;
+
+use std::collections::VecDeque;
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::http::StatusCode;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use bytes::Bytes;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::upstream::sign;
+
+/// Faults the simulator injects into `/metricdata` and `/metrics` answers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Delay before answering, in ms.
+    pub latency_ms: u64,
+    /// Fraction (0–1) of requests answered with `error_status`.
+    pub error_rate: f64,
+    /// Status used by `error_rate` (default 503).
+    pub error_status: Option<u16>,
+    /// Answer 200 with a body that is not valid JSON.
+    pub malformed_body: bool,
+    /// Answer 200 with `{"error": …}`.
+    pub error_body: bool,
+    /// Answer 200 with a JSON object that matches no known shape.
+    pub unknown_shape: bool,
+    /// Break the connection in the middle of the body.
+    pub reset: bool,
+    /// Send the body in small pieces, this many ms apart.
+    pub slow_body_ms: u64,
+    /// Answer with this many bytes of padding inside valid JSON.
+    pub oversized_bytes: usize,
+    /// Redirect to `/login`, as for an unknown token.
+    pub redirect: bool,
+}
+
+/// What reached the simulator.
+#[derive(Debug, Default)]
+pub struct SimStats {
+    requests: AtomicU64,
+    metricdata: AtomicU64,
+    metrics: AtomicU64,
+    rejected: AtomicU64,
+    in_flight: AtomicU64,
+    peak_in_flight: AtomicU64,
+    recent: Mutex<VecDeque<String>>,
+}
+
+/// A copy of [`SimStats`] at one moment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Every request that passed authentication.
+    pub requests: u64,
+    pub metricdata: u64,
+    pub metrics: u64,
+    /// Requests refused (auth, dialect).
+    pub rejected: u64,
+    pub peak_in_flight: u64,
+    /// The last path-and-query strings received, oldest first.
+    pub recent: Vec<String>,
+}
+
+const RECENT: usize = 512;
+
+impl SimStats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            requests: self.requests.load(Ordering::SeqCst),
+            metricdata: self.metricdata.load(Ordering::SeqCst),
+            metrics: self.metrics.load(Ordering::SeqCst),
+            rejected: self.rejected.load(Ordering::SeqCst),
+            peak_in_flight: self.peak_in_flight.load(Ordering::SeqCst),
+            recent: self
+                .recent
+                .lock()
+                .map(|r| r.iter().cloned().collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    pub fn reset(&self) {
+        for c in [
+            &self.requests,
+            &self.metricdata,
+            &self.metrics,
+            &self.rejected,
+            &self.peak_in_flight,
+        ] {
+            c.store(0, Ordering::SeqCst);
+        }
+        if let Ok(mut r) = self.recent.lock() {
+            r.clear();
+        }
+    }
+}
+
+struct SimState {
+    public_token: String,
+    private_token: SecretString,
+    stats: Arc<SimStats>,
+    faults: Arc<RwLock<Faults>>,
+}
+
+/// A running simulator.
+pub struct Simulator {
+    pub addr: std::net::SocketAddr,
+    pub stats: Arc<SimStats>,
+    pub faults: Arc<RwLock<Faults>>,
+    handle: ServerHandle,
+}
+
+impl Simulator {
+    /// Binds `listen` (port 0 picks a free port) and starts serving on the current runtime.
+    pub fn spawn(listen: &str, public_token: &str, private_token: &str) -> std::io::Result<Self> {
+        let (sim, server) = Self::bind(listen, public_token, private_token)?;
+        tokio::spawn(server);
+        Ok(sim)
+    }
+
+    /// Binds `listen` and builds the server, which the caller runs.
+    pub fn bind(
+        listen: &str,
+        public_token: &str,
+        private_token: &str,
+    ) -> std::io::Result<(Self, Server)> {
+        let listener = TcpListener::bind(listen)?;
+        let addr = listener.local_addr()?;
+        let stats = Arc::new(SimStats::default());
+        let faults = Arc::new(RwLock::new(Faults::default()));
+        let state = web::Data::new(SimState {
+            public_token: public_token.to_owned(),
+            private_token: SecretString::from(private_token.to_owned()),
+            stats: stats.clone(),
+            faults: faults.clone(),
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .route("/_sim/stats", web::get().to(get_stats))
+                .route("/_sim/faults", web::post().to(set_faults))
+                .route("/_sim/reset", web::post().to(reset))
+                .route("/metricdata", web::get().to(metricdata))
+                .route("/metrics", web::get().to(metrics))
+                .default_service(web::to(not_found))
+        })
+        .workers(2)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .listen(listener)?
+        .run();
+        Ok((
+            Self {
+                addr,
+                stats,
+                faults,
+                handle: server.handle(),
+            },
+            server,
+        ))
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        if let Ok(mut f) = self.faults.write() {
+            *f = faults;
+        }
+    }
+
+    pub async fn stop(&self) {
+        self.handle.stop(false).await;
+    }
+}
+
+async fn get_stats(state: web::Data<SimState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.stats.snapshot())
+}
+
+async fn set_faults(state: web::Data<SimState>, faults: web::Json<Faults>) -> HttpResponse {
+    if let Ok(mut f) = state.faults.write() {
+        *f = faults.into_inner();
+    }
+    HttpResponse::NoContent().finish()
+}
+
+async fn reset(state: web::Data<SimState>) -> HttpResponse {
+    state.stats.reset();
+    if let Ok(mut f) = state.faults.write() {
+        *f = Faults::default();
+    }
+    HttpResponse::NoContent().finish()
+}
+
+async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound().json(serde_json::json!({"error": "Not found"}))
+}
+
+/// Counts a request in flight for as long as it lives.
+struct InFlight(Arc<SimStats>);
+
+impl InFlight {
+    fn new(stats: &Arc<SimStats>) -> Self {
+        let now = stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        stats.peak_in_flight.fetch_max(now, Ordering::SeqCst);
+        Self(stats.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Checks the three DTAPI headers as an appliance does.
+fn authenticate(req: &HttpRequest, state: &SimState) -> Result<(), HttpResponse> {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    if header("DTAPI-Token") != Some(state.public_token.as_str()) {
+        return Err(HttpResponse::Found()
+            .insert_header(("Location", "/login"))
+            .content_type("text/plain; charset=utf-8")
+            .body("Found. Redirecting to /login"));
+    }
+    let segment = req
+        .path()
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    let date_ok = header("DTAPI-Date")
+        .and_then(|d| chrono::NaiveDateTime::parse_from_str(d, sign::DATE_FORMAT).ok())
+        .is_some_and(|d| (chrono::Utc::now().naive_utc() - d).num_minutes().abs() <= 30);
+    if !date_ok {
+        return Err(appliance_error(&segment, "API DATE ERROR"));
+    }
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let expected = sign::signature(
+        &state.private_token,
+        &state.public_token,
+        path_and_query,
+        header("DTAPI-Date").unwrap_or(""),
+    );
+    if header("DTAPI-Signature") != Some(expected.as_str()) {
+        return Err(appliance_error(&segment, "API SIGNATURE ERROR"));
+    }
+    Ok(())
+}
+
+/// Appliances pretty-print these with a 2-space indent, keyed by the first path segment.
+fn appliance_error(segment: &str, message: &str) -> HttpResponse {
+    let mut map = serde_json::Map::new();
+    map.insert(segment.to_owned(), message.into());
+    let body = serde_json::to_string_pretty(&map).unwrap_or_default();
+    HttpResponse::BadRequest()
+        .content_type("application/json; charset=utf-8")
+        .body(body)
+}
+
+fn bad_request(message: &str) -> HttpResponse {
+    HttpResponse::BadRequest().json(serde_json::json!({ "error": message }))
+}
+
+/// Applies the configured faults; `Err` is the faulty answer to send instead.
+async fn inject(state: &SimState, counter: u64) -> Result<Faults, HttpResponse> {
+    let faults = state.faults.read().map(|f| f.clone()).unwrap_or_default();
+    if faults.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+    }
+    if faults.redirect {
+        return Err(HttpResponse::Found()
+            .insert_header(("Location", "/login"))
+            .body("Found. Redirecting to /login"));
+    }
+    // Spread errors evenly: request n fails when floor(n * rate) moves.
+    let rate = faults.error_rate.clamp(0.0, 1.0);
+    if rate > 0.0 && ((counter + 1) as f64 * rate).floor() > (counter as f64 * rate).floor() {
+        let status = StatusCode::from_u16(faults.error_status.unwrap_or(503))
+            .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return Err(HttpResponse::build(status).body("upstream trouble"));
+    }
+    if faults.malformed_body {
+        return Err(HttpResponse::Ok()
+            .content_type("application/json")
+            .body("[{\"metric\": \"connections\", \"data\": [{\"timems\": 1,"));
+    }
+    if faults.error_body {
+        return Err(
+            HttpResponse::Ok().json(serde_json::json!({"error": "Internal error: simulated"}))
+        );
+    }
+    if faults.unknown_shape {
+        return Err(HttpResponse::Ok().json(serde_json::json!({"unexpected": [1, 2, 3]})));
+    }
+    Ok(faults)
+}
+
+/// Sends `body` as `faults` say: whole, slowly, or broken off.
+fn deliver(body: Vec<u8>, faults: &Faults) -> HttpResponse {
+    if faults.reset {
+        let half = Bytes::from(body[..body.len() / 2].to_vec());
+        let stream = futures::stream::iter(vec![
+            Ok::<_, std::io::Error>(half),
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "simulated reset",
+            )),
+        ]);
+        return HttpResponse::Ok()
+            .content_type("application/json")
+            .streaming(stream);
+    }
+    if faults.slow_body_ms > 0 {
+        let delay = Duration::from_millis(faults.slow_body_ms);
+        let chunks: Vec<Bytes> = body.chunks(256).map(Bytes::copy_from_slice).collect();
+        let stream = futures::stream::unfold(chunks.into_iter(), move |mut it| async move {
+            let next = it.next()?;
+            tokio::time::sleep(delay).await;
+            Some((Ok::<_, std::io::Error>(next), it))
+        });
+        return HttpResponse::Ok()
+            .content_type("application/json")
+            .streaming(stream);
+    }
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body)
+}
+
+async fn metrics(req: HttpRequest, state: web::Data<SimState>) -> HttpResponse {
+    if let Err(refusal) = authenticate(&req, &state) {
+        state.stats.rejected.fetch_add(1, Ordering::SeqCst);
+        return refusal;
+    }
+    let _guard = InFlight::new(&state.stats);
+    let n = state.stats.requests.fetch_add(1, Ordering::SeqCst);
+    state.stats.metrics.fetch_add(1, Ordering::SeqCst);
+    remember(&state.stats, &req);
+    let faults = match inject(&state, n).await {
+        Ok(f) => f,
+        Err(answer) => return answer,
+    };
+    deliver(
+        serde_json::to_vec(&data::catalog()).unwrap_or_default(),
+        &faults,
+    )
+}
+
+fn remember(stats: &SimStats, req: &HttpRequest) {
+    if let Ok(mut recent) = stats.recent.lock() {
+        if recent.len() == RECENT {
+            recent.pop_front();
+        }
+        recent.push_back(
+            req.uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default(),
+        );
+    }
+}
+
+/// The parts of a `/metricdata` query the simulator acts on.
+struct DataQuery {
+    metrics: Vec<String>,
+    did: Option<u64>,
+    filters: Vec<(String, String)>,
+    start: Option<i64>,
+    end: Option<i64>,
+    interval_ms: i64,
+    breachtimes: bool,
+    fulldevicedetails: bool,
+}
+
+/// Parses the appliance dialect, refusing what real appliances refuse.
+fn parse_dialect(query: &str) -> Result<DataQuery, &'static str> {
+    let mut q = DataQuery {
+        metrics: Vec::new(),
+        did: None,
+        filters: Vec::new(),
+        start: None,
+        end: None,
+        interval_ms: 60_000,
+        breachtimes: false,
+        fulldevicedetails: false,
+    };
+    let (mut from, mut to) = (None, None);
+    let mut numbered = Vec::new();
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "devices" => return Err("Unknown parameter: devices"),
+            "metric" if v.contains(',') => return Err("Invalid metric"),
+            "metric" => q.metrics.push(v.into_owned()),
+            k if k.starts_with("metric") && k[6..].parse::<u32>().is_ok() => {
+                numbered.push((k[6..].parse::<u32>().unwrap_or(0), v.into_owned()))
+            }
+            "did" => q.did = Some(v.parse().map_err(|_| "Invalid did")?),
+            "interval" => {
+                let secs: i64 = v.parse().map_err(|_| "Invalid interval")?;
+                if secs <= 0 {
+                    return Err("Invalid interval");
+                }
+                q.interval_ms = secs * 1000;
+            }
+            "starttime" => q.start = Some(v.parse().map_err(|_| "Invalid starttime")?),
+            "endtime" => q.end = Some(v.parse().map_err(|_| "Invalid endtime")?),
+            "from" => from = Some(parse_sql_time(&v).ok_or("Invalid from")?),
+            "to" => to = Some(parse_sql_time(&v).ok_or("Invalid to")?),
+            "breachtimes" => q.breachtimes = v == "true",
+            "fulldevicedetails" => q.fulldevicedetails = v == "true",
+            "ddid"
+            | "odid"
+            | "port"
+            | "sourceport"
+            | "destinationport"
+            | "protocol"
+            | "applicationprotocol" => q.filters.push((k.to_string(), v.into_owned())),
+            _ => {}
+        }
+    }
+    numbered.sort();
+    q.metrics.extend(numbered.into_iter().map(|(_, m)| m));
+    if q.start.is_none() && q.end.is_none() {
+        (q.start, q.end) = (from, to);
+    }
+    if q.start.is_some() != q.end.is_some() {
+        return Err("Time parameters must be given in pairs");
+    }
+    if q.metrics.is_empty() {
+        return Err("No metric specified");
+    }
+    if let Some(bad) = q.metrics.iter().find(|m| !data::is_known(m)) {
+        let _ = bad;
+        return Err("Unknown metric");
+    }
+    Ok(q)
+}
+
+fn parse_sql_time(s: &str) -> Option<i64> {
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
+        .ok()
+        .map(|t| t.and_utc().timestamp_millis())
+}
+
+async fn metricdata(req: HttpRequest, state: web::Data<SimState>) -> HttpResponse {
+    if let Err(refusal) = authenticate(&req, &state) {
+        state.stats.rejected.fetch_add(1, Ordering::SeqCst);
+        return refusal;
+    }
+    let q = match parse_dialect(req.query_string()) {
+        Ok(q) => q,
+        Err(message) => {
+            state.stats.rejected.fetch_add(1, Ordering::SeqCst);
+            return bad_request(message);
+        }
+    };
+    let _guard = InFlight::new(&state.stats);
+    let n = state.stats.requests.fetch_add(1, Ordering::SeqCst);
+    state.stats.metricdata.fetch_add(1, Ordering::SeqCst);
+    remember(&state.stats, &req);
+    let faults = match inject(&state, n).await {
+        Ok(f) => f,
+        Err(answer) => return answer,
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let (start, end) = match (q.start, q.end) {
+        (Some(s), Some(e)) => (s, e),
+        _ => (now - 3_600_000, now),
+    };
+    let mut body = Vec::with_capacity(4096);
+    body.push(b'[');
+    if q.breachtimes {
+        let _ = serde_json::to_writer(
+            &mut body,
+            &data::BreachTimes {
+                breachtimes: data::breaches(q.did, start, end),
+            },
+        );
+        body.push(b',');
+    }
+    for (i, metric) in q.metrics.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        let key = data::SeriesKey {
+            metric,
+            did: q.did,
+            filters: &q.filters,
+        };
+        let object = data::MetricObject {
+            metric,
+            device: q
+                .did
+                .filter(|_| q.fulldevicedetails)
+                .map(data::device_details),
+            data: data::series(&key, start, end, q.interval_ms, now),
+        };
+        let _ = serde_json::to_writer(&mut body, &object);
+    }
+    if faults.oversized_bytes > 0 {
+        body.extend_from_slice(b",{\"padding\":\"");
+        body.extend(std::iter::repeat_n(b'x', faults.oversized_bytes));
+        body.extend_from_slice(b"\"}");
+    }
+    body.push(b']');
+    deliver(body, &faults)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dialect_refusals() {
+        assert!(parse_dialect("metric=connections&devices=1,2").is_err());
+        assert!(parse_dialect("metric=connections,bandwidth").is_err());
+        assert!(parse_dialect("metric=connections&interval=5min").is_err());
+        assert!(parse_dialect("metric=connections&starttime=1").is_err());
+        let q = parse_dialect("metric2=bandwidth&metric1=connections&interval=300").unwrap();
+        assert_eq!(q.metrics, ["connections", "bandwidth"]);
+        assert_eq!(q.interval_ms, 300_000);
+    }
+}

@@ -1,0 +1,101 @@
+//! Wiring: builds shared state once, binds the listener, runs the server.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{App, HttpServer, web};
+
+use crate::api;
+use crate::catalog::Catalog;
+use crate::settings::Settings;
+use crate::source::MetricSource;
+use crate::upstream::ApplianceClient;
+
+/// What every handler shares.
+pub struct AppState {
+    pub settings: Settings,
+    pub catalog: Arc<Catalog>,
+    pub source: MetricSource,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Client(String),
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Application {
+    /// Builds the gateway and binds `settings.server.listen` (port 0 picks a free port).
+    /// Must be called inside a Tokio runtime.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let client = ApplianceClient::new(&settings.upstream).map_err(StartupError::Client)?;
+        let catalog = Arc::new(Catalog::default());
+        let background = vec![tokio::spawn(catalog.clone().refresh_loop(
+            client.clone(),
+            Duration::from_secs(settings.upstream.catalog_refresh_secs),
+        ))];
+        let addr = settings.listen_addr();
+        let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let workers = match settings.server.workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let state = web::Data::new(AppState {
+            source: MetricSource::new(client, catalog.clone()),
+            catalog,
+            settings,
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .configure(api::routes)
+                .default_service(web::to(api::fallback))
+        })
+        .workers(workers)
+        .listen(listener)
+        .map_err(|source| StartupError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?
+        .run();
+        tracing::info!(%addr, port, workers, "metricgate listening");
+        Ok(Self {
+            port,
+            server,
+            background,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        for task in self.background {
+            task.abort();
+        }
+        result
+    }
+}

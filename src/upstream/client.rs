@@ -1,0 +1,209 @@
+//! The appliance's HTTP client: signing every request, strict timeouts, no redirects,
+//! a cap on body size, and appliance failures turned into [`UpstreamError`]s.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use reqwest::{StatusCode, Url, redirect};
+use secrecy::SecretString;
+
+use super::sign;
+use crate::settings::UpstreamSettings;
+
+/// Why the appliance gave no usable answer. Cheap to clone: coalesced waiters share one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("the appliance rejected the request signature (API SIGNATURE ERROR)")]
+    BadSignature,
+    #[error("the appliance rejected the request date (API DATE ERROR)")]
+    BadDate,
+    #[error("the appliance redirected to {location:?}")]
+    Redirected { location: String },
+    #[error("the appliance answered {status}: {message}")]
+    Rejected { status: u16, message: String },
+    #[error("the appliance reported an error: {0}")]
+    ApplianceError(String),
+    #[error("the appliance did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot connect to the appliance: {0}")]
+    Connect(String),
+    #[error("the appliance's answer broke off: {0}")]
+    Body(String),
+    #[error("the appliance's answer is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("the appliance's answer matches no known shape: {0}")]
+    BadShape(String),
+}
+
+#[derive(Clone)]
+pub struct ApplianceClient {
+    http: reqwest::Client,
+    base: Url,
+    public_token: String,
+    private_token: SecretString,
+    max_body: usize,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for ApplianceClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApplianceClient")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApplianceClient {
+    pub fn new(settings: &UpstreamSettings) -> Result<Self, String> {
+        let base = Url::parse(settings.url.trim_end_matches('/'))
+            .map_err(|e| format!("upstream.url: {e}"))?;
+        let timeout = Duration::from_millis(settings.timeout_ms);
+        let mut builder = reqwest::Client::builder()
+            // A redirect means the appliance refused our token or permissions (see the notes):
+            // following it would only fetch a login page.
+            .redirect(redirect::Policy::none())
+            .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
+            .timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("metricgate/", env!("CARGO_PKG_VERSION")))
+            .gzip(true);
+        if !settings.ca_file.is_empty() {
+            let pem =
+                std::fs::read(&settings.ca_file).map_err(|e| format!("upstream.ca_file: {e}"))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("upstream.ca_file: {e}"))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if settings.insecure_skip_verify {
+            tracing::warn!(
+                "upstream.insecure_skip_verify is set: the appliance's TLS certificate is NOT verified"
+            );
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        Ok(Self {
+            http: builder.build().map_err(|e| format!("HTTP client: {e}"))?,
+            base,
+            public_token: settings.public_token.clone(),
+            private_token: settings.private_token.clone(),
+            max_body: settings.max_response_bytes,
+            timeout,
+        })
+    }
+
+    /// The identity answers depend on (permissions, anonymisation): base URL and public token.
+    pub fn identity(&self) -> String {
+        format!("{}|{}", self.base, self.public_token)
+    }
+
+    /// GETs `path_and_query` (which must start with `/`), signed, and returns the body of a
+    /// 2xx answer.
+    #[tracing::instrument(name = "appliance", skip(self), fields(status))]
+    pub async fn get(&self, path_and_query: &str) -> Result<Bytes, UpstreamError> {
+        // The base may carry a path prefix; the appliance signs what it sees after the host.
+        let full_path = format!(
+            "{}{}",
+            self.base.path().trim_end_matches('/'),
+            path_and_query
+        );
+        let mut url = self.base.clone();
+        url.set_path("");
+        let url = format!("{}{}", url.as_str().trim_end_matches('/'), full_path);
+        let signed = sign::sign_now(&self.private_token, &self.public_token, &full_path);
+        let response = self
+            .http
+            .get(&url)
+            .header("DTAPI-Token", signed.token)
+            .header("DTAPI-Date", signed.date)
+            .header("DTAPI-Signature", signed.signature)
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        let status = response.status();
+        tracing::Span::current().record("status", status.as_u16());
+        if status.is_redirection() {
+            let location = response
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .chars()
+                .take(200)
+                .collect();
+            return Err(UpstreamError::Redirected { location });
+        }
+        let body = self.read_body(response).await?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        Err(classify_failure(status, &body))
+    }
+
+    async fn read_body(&self, mut response: reqwest::Response) -> Result<Bytes, UpstreamError> {
+        if response
+            .content_length()
+            .is_some_and(|n| n > self.max_body as u64)
+        {
+            return Err(UpstreamError::TooLarge(self.max_body));
+        }
+        let mut buf = BytesMut::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if buf.len() + chunk.len() > self.max_body {
+                        return Err(UpstreamError::TooLarge(self.max_body));
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(buf.freeze()),
+                Err(e) => return Err(self.transport_error(&e)),
+            }
+        }
+    }
+
+    fn transport_error(&self, e: &reqwest::Error) -> UpstreamError {
+        if e.is_timeout() {
+            UpstreamError::Timeout(self.timeout)
+        } else if e.is_connect() {
+            UpstreamError::Connect(error_chain(e))
+        } else {
+            UpstreamError::Body(error_chain(e))
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn classify_failure(status: StatusCode, body: &[u8]) -> UpstreamError {
+    let text = String::from_utf8_lossy(&body[..body.len().min(4096)]);
+    if status == StatusCode::BAD_REQUEST {
+        if text.contains("API SIGNATURE ERROR") {
+            return UpstreamError::BadSignature;
+        }
+        if text.contains("API DATE ERROR") {
+            return UpstreamError::BadDate;
+        }
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        error: String,
+    }
+    let message = serde_json::from_slice::<ErrorBody>(body)
+        .map(|b| b.error)
+        .unwrap_or_else(|_| text.trim().to_owned());
+    UpstreamError::Rejected {
+        status: status.as_u16(),
+        message: message.chars().take(300).collect(),
+    }
+}

@@ -1,0 +1,43 @@
+//! Clients generated from `openapi/openapi.json` by the real generators, calling a running
+//! gateway. The README's test command installs the generators.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::helpers::spawn_app;
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("cannot run {cmd:?}: {e} (run scripts/test.sh, which installs it)")
+    });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    text
+}
+
+#[tokio::test]
+async fn a_generated_python_client_calls_the_gateway() {
+    let app = spawn_app().await;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let package = dir.path().join("metricgate_client");
+    run(Command::new("openapi-python-client")
+        .args(["generate", "--meta", "none", "--path"])
+        .arg(root.join("openapi/openapi.json"))
+        .arg("--output-path")
+        .arg(&package));
+    let url = app.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        run(Command::new("python3")
+            .arg(root.join("tests/clients/python_check.py"))
+            .arg(url)
+            .env("PYTHONPATH", dir.path()))
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("python client OK"), "{out}");
+}

@@ -1,0 +1,9 @@
+//! Integration tests: one binary, one module per feature.
+
+mod clients;
+mod contract;
+mod docs;
+mod helpers;
+mod signing;
+mod translation;
+mod validation;

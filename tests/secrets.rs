@@ -1,0 +1,113 @@
+//! Runs the gateway's code paths with every log at TRACE level and searches all the output
+//! for the private token. Its own binary, so it owns the global subscriber.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use metricgate::settings::Settings;
+use metricgate::sim::{Faults, Simulator};
+use metricgate::startup::Application;
+use secrecy::SecretString;
+
+const PUBLIC: &str = "secrets-public";
+const PRIVATE: &str = "PRIVATE-needle-5b1f0c9e";
+
+#[derive(Clone)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+async fn gateway(settings: Settings) -> String {
+    let app = Application::build(settings).await.unwrap();
+    let url = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    url
+}
+
+#[tokio::test]
+async fn the_private_token_never_reaches_the_logs() {
+    let logs = Captured(Arc::new(Mutex::new(Vec::new())));
+    let writer = logs.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .init();
+
+    let sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).unwrap();
+    let mut settings = Settings::for_upstream(&sim.url(), PUBLIC, PRIVATE);
+    settings.server.listen = "127.0.0.1:0".into();
+    settings.server.workers = 1;
+    tracing::info!(?settings, "settings (Debug)");
+    let good = gateway(settings.clone()).await;
+    let mut wrong = settings.clone();
+    wrong.upstream.private_token = SecretString::from(format!("{PRIVATE}-but-wrong"));
+    let wrong = gateway(wrong).await;
+
+    let http = reqwest::Client::new();
+    let get = |url: String| {
+        let http = http.clone();
+        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let mut bodies = Vec::new();
+    for path in [
+        "/v1/metricdata?metric=connections&did=1&from=2024-01-15T12:00:00Z&to=2024-01-15T13:00:00Z&breachtimes=1&fulldevicedetails=1",
+        "/v1/metricdata?metrics=connections,bandwidth&devices=1,2,3",
+        "/v1/metricdata?metric=bad%20name&foo=1",
+        "/v1/metrics",
+        "/readyz",
+        "/openapi.json",
+        "/nowhere",
+    ] {
+        bodies.push(get(format!("{good}{path}")).await);
+        bodies.push(get(format!("{wrong}{path}")).await);
+    }
+    for faults in [
+        Faults {
+            error_rate: 1.0,
+            ..Faults::default()
+        },
+        Faults {
+            redirect: true,
+            ..Faults::default()
+        },
+        Faults {
+            malformed_body: true,
+            ..Faults::default()
+        },
+        Faults {
+            error_body: true,
+            ..Faults::default()
+        },
+    ] {
+        sim.set_faults(faults);
+        bodies.push(get(format!("{good}/v1/metricdata?metric=connections")).await);
+    }
+    sim.set_faults(Faults::default());
+
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    // The capture works: it holds trace-level lines from the request path.
+    assert!(text.contains("TRACE"), "no trace lines captured");
+    assert!(text.contains("appliance"), "no appliance span captured");
+    assert!(
+        text.contains("[REDACTED]") || text.contains("SecretBox"),
+        "settings were not logged"
+    );
+    assert!(
+        !text.contains(PRIVATE),
+        "the private token appears in the logs"
+    );
+    for body in bodies {
+        assert!(
+            !body.contains(PRIVATE),
+            "the private token appears in a response"
+        );
+    }
+}
