@@ -16,6 +16,8 @@ pub enum ApiError {
     Upstream(#[from] UpstreamError),
     #[error("no such resource")]
     NotFound,
+    #[error("not in the cache (only-if-cached)")]
+    NotCached,
     #[error("method not allowed")]
     MethodNotAllowed,
 }
@@ -64,6 +66,12 @@ impl ApiError {
                 "not-found",
                 "Not found",
                 "no such route; see /openapi.json or /docs/".into(),
+            ),
+            ApiError::NotCached => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "not-cached",
+                "Not cached",
+                "the caller asked for only-if-cached and the gateway holds no answer".into(),
             ),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,

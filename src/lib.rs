@@ -1,10 +1,11 @@
 //! metricgate: an internal gateway in front of a Darktrace appliance's `/metricdata` API.
 //!
 //! The request path, module by module:
-//! [`api`] (HTTP) → [`query`] (validation) → [`source`] (fan-out) → [`upstream`] (dialect,
+//! [`api`] (HTTP) → [`query`] (validation) → [`cache`] → [`source`] (fan-out) → [`upstream`] (dialect,
 //! signing) → [`normalize`] (one schema) → [`api`].
 
 pub mod api;
+pub mod cache;
 pub mod catalog;
 pub mod error;
 pub mod normalize;

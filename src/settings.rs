@@ -18,6 +18,19 @@ pub struct Settings {
     pub server: ServerSettings,
     pub upstream: UpstreamSettings,
     pub query: QueryLimits,
+    pub cache: CacheSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    pub max_bytes: u64,
+    pub historic_ttl_secs: u64,
+    pub live_ttl_secs: u64,
+    pub settle_secs: u64,
+    pub stale_while_revalidate_secs: u64,
+    pub stale_if_error_secs: u64,
+    pub gzip_min_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -206,6 +219,14 @@ impl Settings {
                     .into(),
             );
         }
+        let c = &self.cache;
+        positive(&mut problems, "cache.max_bytes", c.max_bytes);
+        positive(
+            &mut problems,
+            "cache.historic_ttl_secs",
+            c.historic_ttl_secs,
+        );
+        positive(&mut problems, "cache.live_ttl_secs", c.live_ttl_secs);
         if problems.is_empty() {
             Ok(())
         } else {

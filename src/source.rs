@@ -1,10 +1,14 @@
-//! Answers a [`MetricQuery`] from the appliance: one request per device, fetched concurrently,
-//! then normalized into one [`MetricData`].
+//! Answers a [`MetricQuery`] from the appliance: one request per device, fetched concurrently
+//! (identical device requests from concurrent queries share one fetch), then normalized into
+//! one [`MetricData`].
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::future::try_join_all;
 
+use crate::cache::Coalescer;
+use crate::cache::coalesce::Joined;
 use crate::catalog::Catalog;
 use crate::normalize::{self, MetricData, Part, TimeRange};
 use crate::query::MetricQuery;
@@ -14,11 +18,16 @@ use crate::upstream::{ApplianceClient, UpstreamError, dialect};
 pub struct MetricSource {
     client: ApplianceClient,
     catalog: Arc<Catalog>,
+    per_request: Arc<Coalescer<String, Bytes>>,
 }
 
 impl MetricSource {
     pub fn new(client: ApplianceClient, catalog: Arc<Catalog>) -> Self {
-        Self { client, catalog }
+        Self {
+            client,
+            catalog,
+            per_request: Arc::default(),
+        }
     }
 
     pub fn client(&self) -> &ApplianceClient {
@@ -32,12 +41,21 @@ impl MetricSource {
         now_ms: i64,
     ) -> Result<MetricData, UpstreamError> {
         let requests = dialect::requests(query, now_ms);
-        let parts = try_join_all(requests.into_iter().map(|r| async move {
-            let body = self.client.get(&r.path_and_query).await?;
-            Ok::<_, UpstreamError>(Part {
-                device: r.device,
-                body,
-            })
+        let parts = try_join_all(requests.into_iter().map(|r| {
+            let client = self.client.clone();
+            let path = r.path_and_query.clone();
+            let shared = match self
+                .per_request
+                .join_or_start(r.path_and_query, async move { client.get(&path).await })
+            {
+                Joined::Started(s) | Joined::Collapsed(s) => s,
+            };
+            async move {
+                Ok::<_, UpstreamError>(Part {
+                    device: r.device,
+                    body: shared.await?,
+                })
+            }
         }))
         .await?;
         let timerange = TimeRange {

@@ -8,6 +8,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, web};
 
 use crate::api;
+use crate::cache::ResponseCache;
 use crate::catalog::Catalog;
 use crate::settings::Settings;
 use crate::source::MetricSource;
@@ -18,6 +19,7 @@ pub struct AppState {
     pub settings: Settings,
     pub catalog: Arc<Catalog>,
     pub source: MetricSource,
+    pub cache: ResponseCache,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +60,7 @@ impl Application {
             n => n,
         };
         let state = web::Data::new(AppState {
+            cache: ResponseCache::new(&settings.cache, &client.identity()),
             source: MetricSource::new(client, catalog.clone()),
             catalog,
             settings,

@@ -4,10 +4,14 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use bytes::Bytes;
+
+use super::cache_headers;
 use crate::error::{ApiError, Problem};
 use crate::normalize::MetricData;
 use crate::query;
 use crate::startup::AppState;
+use crate::upstream::UpstreamError;
 
 /// The parameters, for the OpenAPI document. Parsing is done by [`query::parse`], which
 /// reports every bad parameter at once rather than stopping at the first.
@@ -72,13 +76,21 @@ pub struct MetricDataParams {
 /// Time-series metric data, normalized into one schema.
 ///
 /// Every parameter is validated before anything reaches the appliance; a 400 names every bad
-/// parameter at once.
+/// parameter at once. Answers are cached by canonical query (however it is spelled) and time
+/// bucket; `Cache-Status`, `Age`, `Cache-Control` and a strong `ETag` say how fresh each one
+/// is. Send `Cache-Control: no-cache` to force a fresh fetch, `only-if-cached` to never wait on
+/// the appliance, and `If-None-Match` to get a 304 when nothing changed.
 #[utoipa::path(get, path = "/v1/metricdata", tag = "metrics", params(MetricDataParams),
     responses(
-        (status = 200, description = "The data", body = MetricData),
+        (status = 200, description = "The data", body = MetricData, headers(
+            ("Cache-Status" = String, description = "RFC 9211: `metricgate; hit; ttl=42`, `metricgate; fwd=miss; stored`, or a stale answer with `detail=stale-while-revalidate` / `detail=stale-if-error`"),
+            ("Age" = u64, description = "Seconds since the answer was fetched"),
+            ("Cache-Control" = String, description = "`max-age=<seconds of freshness left>`"),
+            ("ETag" = String, description = "Strong validator of the body"))),
+        (status = 304, description = "Not modified (`If-None-Match` matched)"),
         (status = 400, description = "Invalid parameters; `errors` names each one", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The appliance failed, refused the gateway, or sent an unknown shape", body = Problem, content_type = "application/problem+json"),
-        (status = 504, description = "The appliance did not answer in time", body = Problem, content_type = "application/problem+json")))]
+        (status = 504, description = "The appliance did not answer in time, or `only-if-cached` found nothing", body = Problem, content_type = "application/problem+json")))]
 pub async fn get_metricdata(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -87,6 +99,17 @@ pub async fn get_metricdata(
     let names = state.catalog.names();
     let query = query::parse(req.query_string(), &state.settings.query, &names, now)
         .map_err(ApiError::InvalidQuery)?;
-    let data = state.source.fetch(&query, now).await?;
-    Ok(HttpResponse::Ok().json(data))
+    let directives = cache_headers::directives(&req);
+    let source = state.source.clone();
+    let asked = query.clone();
+    let answer = state
+        .cache
+        .answer(query, now, directives, move || async move {
+            let data = source.fetch(&asked, now).await?;
+            serde_json::to_vec(&data)
+                .map(Bytes::from)
+                .map_err(|e| UpstreamError::BadShape(e.to_string()))
+        })
+        .await?;
+    Ok(cache_headers::respond(&req, &answer, query::now_ms()))
 }

@@ -1,6 +1,8 @@
 //! The HTTP surface: one file per route group, wired together here.
 //! (`/openapi.json` and `/docs/` are served by the Swagger UI service.)
 
+pub mod admin;
+mod cache_headers;
 pub mod metricdata;
 pub mod metrics;
 pub mod openapi;
@@ -15,6 +17,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/metrics", web::get().to(metrics::get_metrics))
         .route("/healthz", web::get().to(ops::healthz))
         .route("/readyz", web::get().to(ops::readyz))
+        .route("/internal/cache", web::get().to(admin::get_cache))
+        .route("/internal/cache", web::delete().to(admin::delete_cache))
         .service(openapi::swagger_ui());
 }
 

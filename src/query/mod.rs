@@ -92,3 +92,41 @@ impl MetricNames for AnyMetric {
         Vec::new()
     }
 }
+
+/// Which cache entries `DELETE /internal/cache` removes: all, or those naming a metric and/or
+/// a device.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PurgeFilter {
+    pub metric: Option<String>,
+    pub did: Option<u64>,
+}
+
+/// Parses `metric=` and `did=` for a purge; anything else is refused.
+pub fn parse_purge(raw: &str) -> Result<PurgeFilter, Vec<FieldError>> {
+    let mut filter = PurgeFilter::default();
+    let mut errors = Vec::new();
+    for (key, value) in form_urlencoded::parse(raw.as_bytes()) {
+        match key.as_ref() {
+            "metric" if filter.metric.is_none() => {
+                match values::name_token(&value, "metric name", 64) {
+                    Ok(m) => filter.metric = Some(m),
+                    Err(m) => errors.push(FieldError::new("metric", m)),
+                }
+            }
+            "did" if filter.did.is_none() => match values::positive_id(&value) {
+                Ok(d) => filter.did = Some(d),
+                Err(m) => errors.push(FieldError::new("did", m)),
+            },
+            "metric" | "did" => errors.push(FieldError::new(key.as_ref(), "given more than once")),
+            other => errors.push(FieldError::new(
+                values::shown(other),
+                "unknown parameter; use `metric` and/or `did`",
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(filter)
+    } else {
+        Err(errors)
+    }
+}

@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one module per feature.
 
+mod cache;
 mod clients;
 mod contract;
 mod docs;

@@ -1,0 +1,54 @@
+//! The cache key: the canonical query, the upstream identity, and the live bucket.
+
+use std::sync::Arc;
+
+use super::freshness::Lifetime;
+use crate::query::MetricQuery;
+
+/// Two requests that mean the same thing have equal keys: [`MetricQuery`] is canonical.
+/// The identity (appliance URL and public token, never the private token) keeps answers
+/// given under different permissions apart.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    identity: Arc<str>,
+    query: Arc<MetricQuery>,
+    /// `None` for historic answers; the bucket number for live ones.
+    bucket: Option<i64>,
+}
+
+impl CacheKey {
+    pub fn new(identity: Arc<str>, query: Arc<MetricQuery>, lifetime: Lifetime) -> Self {
+        let bucket = match lifetime {
+            Lifetime::Historic => None,
+            Lifetime::Live { bucket, .. } => Some(bucket),
+        };
+        Self {
+            identity,
+            query,
+            bucket,
+        }
+    }
+
+    /// The same question's key in the previous live bucket, where a stale answer may wait.
+    pub fn previous_bucket(&self) -> Option<Self> {
+        let bucket = self.bucket?;
+        Some(Self {
+            bucket: Some(bucket - 1),
+            ..self.clone()
+        })
+    }
+
+    pub fn query(&self) -> &MetricQuery {
+        &self.query
+    }
+
+    /// Approximate bytes the key occupies, for the byte-bounded store.
+    pub fn weight(&self) -> usize {
+        let q = &self.query;
+        std::mem::size_of::<Self>()
+            + std::mem::size_of::<MetricQuery>()
+            + q.metrics.iter().map(|m| m.len() + 24).sum::<usize>()
+            + q.devices.len() * 8
+            + q.applicationprotocol.as_ref().map_or(0, String::len)
+    }
+}

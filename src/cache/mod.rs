@@ -1,0 +1,333 @@
+//! What was asked before: answers stored already serialized, by canonical key and time
+//! bucket, with request coalescing and stale serving.
+//!
+//! A hit costs one lookup and one write of stored bytes.
+
+pub mod coalesce;
+mod freshness;
+mod key;
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use moka::Expiry;
+use moka::future::Cache;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub use coalesce::Coalescer;
+use coalesce::Joined;
+pub use freshness::{Deadlines, Freshness, Lifetime};
+pub use key::CacheKey;
+
+use crate::error::ApiError;
+use crate::query::MetricQuery;
+use crate::settings::CacheSettings;
+use crate::upstream::UpstreamError;
+
+/// A stored answer.
+#[derive(Debug)]
+pub struct Entry {
+    /// The JSON body.
+    pub body: Bytes,
+    /// The same body gzip-compressed, when it is large enough to be worth it.
+    pub gzip: Option<Bytes>,
+    /// Strong validator of `body`, quoted.
+    pub etag: String,
+    pub deadlines: Deadlines,
+}
+
+/// How an answer was obtained, for `Cache-Status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Fresh from the store.
+    Hit,
+    /// Fetched: this request started the fetch, or (`collapsed`) joined one in flight.
+    Miss { collapsed: bool },
+    /// Fetched because the caller said `no-cache`.
+    Forced { collapsed: bool },
+    /// Served stale at once while one background request refreshes it.
+    StaleWhileRevalidate,
+    /// Served stale because the appliance failed with `status`.
+    StaleIfError { status: u16 },
+}
+
+pub struct Answer {
+    pub entry: Arc<Entry>,
+    pub route: Route,
+}
+
+/// What the caller's `Cache-Control` asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Directives {
+    pub no_cache: bool,
+    pub only_if_cached: bool,
+}
+
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    collapsed: AtomicU64,
+    stale: AtomicU64,
+    fetches: AtomicU64,
+}
+
+/// `GET /internal/cache`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CacheReport {
+    pub entries: u64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+    pub hits: u64,
+    pub misses: u64,
+    /// Requests that waited for another's fetch instead of starting their own.
+    pub collapsed: u64,
+    pub stale: u64,
+    /// Fetches started (each one appliance round, or one per device).
+    pub fetches: u64,
+    /// hits ÷ (hits + misses + stale), 0 when nothing was asked.
+    pub hit_ratio: f64,
+}
+
+struct KeepUntil;
+
+impl Expiry<CacheKey, Arc<Entry>> for KeepUntil {
+    fn expire_after_create(
+        &self,
+        _key: &CacheKey,
+        entry: &Arc<Entry>,
+        _created_at: std::time::Instant,
+    ) -> Option<std::time::Duration> {
+        Some(entry.deadlines.keep_for(crate::query::now_ms()))
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &CacheKey,
+        entry: &Arc<Entry>,
+        _updated_at: std::time::Instant,
+        _duration_until_expiry: Option<std::time::Duration>,
+    ) -> Option<std::time::Duration> {
+        Some(entry.deadlines.keep_for(crate::query::now_ms()))
+    }
+}
+
+pub struct ResponseCache {
+    store: Cache<CacheKey, Arc<Entry>>,
+    inflight: Coalescer<CacheKey, Arc<Entry>>,
+    freshness: Freshness,
+    identity: Arc<str>,
+    gzip_min: usize,
+    max_bytes: u64,
+    counters: Arc<Counters>,
+}
+
+impl ResponseCache {
+    pub fn new(settings: &CacheSettings, identity: &str) -> Self {
+        let store = Cache::builder()
+            .max_capacity(settings.max_bytes)
+            .weigher(|key: &CacheKey, entry: &Arc<Entry>| {
+                let bytes = key.weight()
+                    + entry.body.len()
+                    + entry.gzip.as_ref().map_or(0, Bytes::len)
+                    + entry.etag.len()
+                    + std::mem::size_of::<Entry>();
+                u32::try_from(bytes).unwrap_or(u32::MAX)
+            })
+            .expire_after(KeepUntil)
+            .build();
+        Self {
+            store,
+            inflight: Coalescer::default(),
+            freshness: Freshness::new(settings),
+            identity: Arc::from(identity),
+            gzip_min: settings.gzip_min_bytes,
+            max_bytes: settings.max_bytes,
+            counters: Arc::default(),
+        }
+    }
+
+    /// Answers `query` from the store, or by running `fetch` (coalesced), which returns the
+    /// serialized JSON body.
+    pub async fn answer<F, Fut>(
+        &self,
+        query: MetricQuery,
+        now: i64,
+        directives: Directives,
+        fetch: F,
+    ) -> Result<Answer, ApiError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Bytes, UpstreamError>> + Send + 'static,
+    {
+        let lifetime = self.freshness.lifetime(&query, now);
+        let key = CacheKey::new(self.identity.clone(), Arc::new(query), lifetime);
+        let c = &self.counters;
+
+        let stored = match self.store.get(&key).await {
+            Some(e) => Some(e),
+            None => match key.previous_bucket() {
+                Some(previous) => self.store.get(&previous).await,
+                None => None,
+            },
+        };
+        if !directives.no_cache {
+            if let Some(entry) = &stored {
+                if entry.deadlines.is_fresh(now) {
+                    c.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Answer {
+                        entry: entry.clone(),
+                        route: Route::Hit,
+                    });
+                }
+                if now < entry.deadlines.stale_while_revalidate_until {
+                    c.stale.fetch_add(1, Ordering::Relaxed);
+                    // Refresh once in the background; a refresh already running is joined.
+                    let _ = self.start(key, now, lifetime, directives, fetch);
+                    return Ok(Answer {
+                        entry: entry.clone(),
+                        route: Route::StaleWhileRevalidate,
+                    });
+                }
+            }
+            if directives.only_if_cached {
+                return Err(ApiError::NotCached);
+            }
+        }
+        let (shared, collapsed) = match self.start(key, now, lifetime, directives, fetch) {
+            Joined::Started(s) => (s, false),
+            Joined::Collapsed(s) => (s, true),
+        };
+        if collapsed {
+            c.collapsed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            c.misses.fetch_add(1, Ordering::Relaxed);
+        }
+        match shared.await {
+            Ok(entry) => Ok(Answer {
+                entry,
+                route: if directives.no_cache {
+                    Route::Forced { collapsed }
+                } else {
+                    Route::Miss { collapsed }
+                },
+            }),
+            Err(error) => match stored {
+                Some(entry) if now < entry.deadlines.stale_if_error_until => {
+                    c.stale.fetch_add(1, Ordering::Relaxed);
+                    let status = ApiError::Upstream(error).problem().status;
+                    Ok(Answer {
+                        entry,
+                        route: Route::StaleIfError { status },
+                    })
+                }
+                _ => Err(ApiError::Upstream(error)),
+            },
+        }
+    }
+
+    /// Starts (or joins) the fetch for `key`. The fetched body is stored before the fetch
+    /// leaves the in-flight map, so later askers find it in the store.
+    fn start<F, Fut>(
+        &self,
+        key: CacheKey,
+        asked_at: i64,
+        lifetime: Lifetime,
+        directives: Directives,
+        fetch: F,
+    ) -> Joined<Arc<Entry>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Bytes, UpstreamError>> + Send + 'static,
+    {
+        let store = self.store.clone();
+        let freshness = self.freshness.clone();
+        let gzip_min = self.gzip_min;
+        let counters = self.counters.clone();
+        let body = fetch();
+        let task_key = key.clone();
+        self.inflight.join_or_start(key, async move {
+            // A fetch that finished between our lookup and our turn here already answered.
+            if let Some(entry) = store.get(&task_key).await {
+                let d = &entry.deadlines;
+                if d.stored_at >= asked_at || (!directives.no_cache && d.is_fresh(asked_at)) {
+                    return Ok(entry);
+                }
+            }
+            counters.fetches.fetch_add(1, Ordering::Relaxed);
+            let body = body.await?;
+            let entry = Arc::new(Entry {
+                gzip: (body.len() >= gzip_min).then(|| gzip(&body)).flatten(),
+                etag: etag(&body),
+                deadlines: freshness.deadlines(lifetime, crate::query::now_ms()),
+                body,
+            });
+            store.insert(task_key, entry.clone()).await;
+            Ok(entry)
+        })
+    }
+
+    pub async fn purge(&self, metric: Option<&str>, did: Option<u64>) -> u64 {
+        self.store.run_pending_tasks().await;
+        if metric.is_none() && did.is_none() {
+            let n = self.store.entry_count();
+            self.store.invalidate_all();
+            self.store.run_pending_tasks().await;
+            return n;
+        }
+        let mut purged = 0;
+        for (key, _) in self.store.iter() {
+            let q = key.query();
+            let metric_matches = metric.is_none_or(|m| q.metrics.iter().any(|x| x == m));
+            let did_matches = did.is_none_or(|d| q.devices.contains(&d));
+            if metric_matches && did_matches {
+                self.store.invalidate(&*key).await;
+                purged += 1;
+            }
+        }
+        self.store.run_pending_tasks().await;
+        purged
+    }
+
+    pub async fn report(&self) -> CacheReport {
+        self.store.run_pending_tasks().await;
+        let c = &self.counters;
+        let hits = c.hits.load(Ordering::Relaxed);
+        let misses = c.misses.load(Ordering::Relaxed);
+        let stale = c.stale.load(Ordering::Relaxed);
+        let asked = hits + misses + stale;
+        CacheReport {
+            entries: self.store.entry_count(),
+            bytes: self.store.weighted_size(),
+            max_bytes: self.max_bytes,
+            hits,
+            misses,
+            collapsed: c.collapsed.load(Ordering::Relaxed),
+            stale,
+            fetches: c.fetches.load(Ordering::Relaxed),
+            hit_ratio: if asked == 0 {
+                0.0
+            } else {
+                hits as f64 / asked as f64
+            },
+        }
+    }
+}
+
+fn etag(body: &[u8]) -> String {
+    use sha1::{Digest, Sha1};
+    let digest = Sha1::digest(body);
+    format!("\"{}\"", hex::encode(&digest[..12]))
+}
+
+fn gzip(body: &[u8]) -> Option<Bytes> {
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::fast(),
+    );
+    encoder.write_all(body).ok()?;
+    encoder.finish().ok().map(Bytes::from)
+}

@@ -1,0 +1,410 @@
+//! Caching: keys, buckets, coalescing, stale serving and HTTP semantics, asserted on the
+//! simulator's request counter.
+
+use std::io::Read;
+use std::time::Duration;
+
+use futures::future::join_all;
+use metricgate::sim::Faults;
+
+use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+
+const HISTORIC: &str = "/v1/metricdata?metric=connections&did=7&from=2024-01-15T12:00:00Z&to=2024-01-15T13:00:00Z&interval=5min";
+
+fn slow(app: &TestApp, ms: u64) {
+    app.sim.set_faults(Faults {
+        latency_ms: ms,
+        ..Faults::default()
+    });
+}
+
+async fn wait_for_upstream(app: &TestApp, count: u64) {
+    for _ in 0..200 {
+        if app.upstream_metricdata() >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_repeated_request_is_a_hit() {
+    let app = spawn_app().await;
+    let first = app.get(HISTORIC).await;
+    assert_eq!(first.status, 200);
+    assert!(
+        first.header("cache-status").contains("fwd=miss"),
+        "{}",
+        first.header("cache-status")
+    );
+    let second = app.get(HISTORIC).await;
+    assert_eq!(second.status, 200);
+    assert!(
+        second
+            .header("cache-status")
+            .starts_with("metricgate; hit; ttl="),
+        "{}",
+        second.header("cache-status")
+    );
+    assert_eq!(second.body, first.body);
+    assert_eq!(app.upstream_metricdata(), 1);
+    let max_age: i64 = second
+        .header("cache-control")
+        .trim_start_matches("max-age=")
+        .parse()
+        .unwrap();
+    assert!(
+        max_age > 86_000 && max_age <= 86_400,
+        "historic answers live a day: {max_age}"
+    );
+    assert!(second.header("age").parse::<u64>().is_ok());
+    assert!(second.header("etag").starts_with('"'));
+}
+
+#[tokio::test]
+async fn the_same_question_spelled_differently_is_a_hit() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/v1/metricdata?metrics=connections,bandwidth&did=7&from=2024-01-15T12:00:00Z&to=2024-01-15T13:00:00Z&interval=5min&protocol=tcp&breachtimes=false").await.status, 200);
+    for spelling in [
+        "/v1/metricdata?metrics=bandwidth&metrics=connections&did=7&starttime=1705320000000&endtime=1705323600000&interval=300&protocol=6",
+        "/v1/metricdata?metrics=bandwidth,connections,bandwidth&devices=7&starttime=2024-01-15%2012:00:00&to=2024-01-15T14:00:00%2B01:00&interval=5MIN&protocol=TCP&breachtimes=0",
+    ] {
+        let a = app.get(spelling).await;
+        assert!(
+            a.header("cache-status").contains("hit"),
+            "{spelling}: {}",
+            a.header("cache-status")
+        );
+    }
+    assert_eq!(app.upstream_metricdata(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_cold_identical_requests_make_one_upstream_request() {
+    let app = spawn_app().await;
+    slow(&app, 300);
+    let answers = join_all((0..200).map(|_| app.get(HISTORIC))).await;
+    assert!(answers.iter().all(|a| a.status == 200));
+    assert_eq!(app.upstream_metricdata(), 1);
+    let collapsed = answers
+        .iter()
+        .filter(|a| a.header("cache-status").contains("collapsed"))
+        .count();
+    assert!(collapsed > 0, "no request waited for another's fetch");
+    let first = &answers[0].body;
+    assert!(answers.iter().all(|a| &a.body == first));
+}
+
+#[tokio::test]
+async fn concurrent_requests_share_an_error_and_errors_are_not_cached() {
+    let app = spawn_app().await;
+    app.sim.set_faults(Faults {
+        latency_ms: 200,
+        error_rate: 1.0,
+        ..Faults::default()
+    });
+    let answers = join_all((0..20).map(|_| app.get(HISTORIC))).await;
+    assert!(answers.iter().all(|a| a.status == 502));
+    assert_eq!(
+        app.sim.stats.snapshot().requests,
+        1 + app.sim.stats.snapshot().metrics
+    );
+    app.sim.set_faults(Faults::default());
+    assert_eq!(app.get(HISTORIC).await.status, 200);
+    assert_eq!(app.upstream_metricdata(), 2);
+}
+
+#[tokio::test]
+async fn fanned_out_device_requests_coalesce_per_device() {
+    let app = spawn_app().await;
+    slow(&app, 300);
+    let range = "metric=connections&from=2024-01-15T12:00:00Z&to=2024-01-15T13:00:00Z";
+    let (qa, qb) = (
+        format!("/v1/metricdata?{range}&devices=1,2"),
+        format!("/v1/metricdata?{range}&devices=2,3"),
+    );
+    let (a, b) = tokio::join!(app.get(&qa), app.get(&qb));
+    assert_eq!((a.status, b.status), (200, 200));
+    assert_eq!(app.upstream_metricdata(), 3, "{:?}", app.upstream_queries());
+}
+
+#[tokio::test]
+async fn live_answers_expire_with_their_bucket() {
+    let app = spawn_app_with(|s| {
+        s.cache.live_ttl_secs = 2;
+        s.cache.stale_while_revalidate_secs = 0;
+        s.cache.stale_if_error_secs = 0;
+    })
+    .await;
+    // Start just after a bucket boundary, so both requests land in the same bucket.
+    let now = chrono::Utc::now().timestamp_millis();
+    tokio::time::sleep(Duration::from_millis((2000 - now % 2000 + 20) as u64)).await;
+    let q = "/v1/metricdata?metric=connections&did=1";
+    let a = app.get(q).await;
+    assert!(a.header("cache-status").contains("fwd=miss"));
+    let max_age: i64 = a
+        .header("cache-control")
+        .trim_start_matches("max-age=")
+        .parse()
+        .unwrap();
+    assert!(
+        max_age <= 2,
+        "a live answer lives at most its bucket: {max_age}"
+    );
+    assert!(app.get(q).await.header("cache-status").contains("hit"));
+    assert_eq!(app.upstream_metricdata(), 1);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let c = app.get(q).await;
+    assert!(
+        c.header("cache-status").contains("fwd=miss"),
+        "{}",
+        c.header("cache-status")
+    );
+    assert_eq!(app.upstream_metricdata(), 2);
+}
+
+#[tokio::test]
+async fn stale_while_revalidate_answers_at_once_and_refreshes_once() {
+    let app = spawn_app_with(|s| {
+        s.cache.historic_ttl_secs = 1;
+        s.cache.stale_while_revalidate_secs = 60;
+    })
+    .await;
+    assert_eq!(app.get(HISTORIC).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    slow(&app, 300);
+    let stale = join_all((0..10).map(|_| app.get(HISTORIC))).await;
+    for a in &stale {
+        assert_eq!(a.status, 200);
+        assert!(
+            a.header("cache-status")
+                .contains("detail=stale-while-revalidate"),
+            "{}",
+            a.header("cache-status")
+        );
+        assert_eq!(a.header("cache-control"), "max-age=0");
+    }
+    wait_for_upstream(&app, 2).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        app.upstream_metricdata(),
+        2,
+        "exactly one background refresh"
+    );
+    let fresh = app.get(HISTORIC).await;
+    assert!(
+        fresh.header("cache-status").starts_with("metricgate; hit"),
+        "{}",
+        fresh.header("cache-status")
+    );
+}
+
+#[tokio::test]
+async fn stale_if_error_answers_stale_when_the_appliance_fails() {
+    let app = spawn_app_with(|s| {
+        s.cache.historic_ttl_secs = 1;
+        s.cache.stale_while_revalidate_secs = 0;
+        s.cache.stale_if_error_secs = 60;
+    })
+    .await;
+    let original = app.get(HISTORIC).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app.sim.set_faults(Faults {
+        error_rate: 1.0,
+        ..Faults::default()
+    });
+    let a = app.get(HISTORIC).await;
+    assert_eq!(a.status, 200);
+    assert!(
+        a.header("cache-status").contains("detail=stale-if-error"),
+        "{}",
+        a.header("cache-status")
+    );
+    assert!(a.header("cache-status").contains("fwd-status=502"));
+    assert_eq!(a.body, original.body);
+    // Without a stored answer, the error goes through.
+    let other = app.get("/v1/metricdata?metric=bandwidth").await;
+    assert_eq!(other.status, 502);
+}
+
+#[tokio::test]
+async fn no_cache_forces_a_fetch_and_only_if_cached_never_waits() {
+    let app = spawn_app().await;
+    let a = app
+        .get_with(HISTORIC, &[("cache-control", "only-if-cached")])
+        .await;
+    assert_eq!(a.status, 504);
+    assert_eq!(a.header("content-type"), "application/problem+json");
+    assert_eq!(app.upstream_metricdata(), 0);
+    app.get(HISTORIC).await;
+    let b = app
+        .get_with(HISTORIC, &[("cache-control", "only-if-cached")])
+        .await;
+    assert_eq!(b.status, 200);
+    let c = app
+        .get_with(HISTORIC, &[("cache-control", "no-cache")])
+        .await;
+    assert_eq!(c.status, 200);
+    assert!(
+        c.header("cache-status").contains("fwd=request"),
+        "{}",
+        c.header("cache-status")
+    );
+    assert_eq!(app.upstream_metricdata(), 2);
+    // Forced fetches are still coalesced.
+    slow(&app, 300);
+    join_all((0..20).map(|_| app.get_with(HISTORIC, &[("cache-control", "no-cache")]))).await;
+    assert_eq!(app.upstream_metricdata(), 3);
+}
+
+#[tokio::test]
+async fn if_none_match_gets_a_304() {
+    let app = spawn_app().await;
+    let a = app.get(HISTORIC).await;
+    let etag = a.header("etag").to_owned();
+    let resp = app
+        .http
+        .get(format!("{}{HISTORIC}", app.url))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 304);
+    assert_eq!(resp.headers()["etag"].to_str().unwrap(), etag);
+    let resp = app
+        .http
+        .get(format!("{}{HISTORIC}", app.url))
+        .header("if-none-match", "\"other\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn credential_failures_are_never_cached() {
+    let app = spawn_app().await;
+    app.sim.set_faults(Faults {
+        redirect: true,
+        ..Faults::default()
+    });
+    assert_eq!(app.get(HISTORIC).await.status, 502);
+    app.sim.set_faults(Faults::default());
+    assert_eq!(app.get(HISTORIC).await.status, 200);
+    assert_eq!(app.upstream_metricdata(), 2);
+}
+
+#[tokio::test]
+async fn gzip_is_served_from_the_stored_compressed_copy() {
+    let app = spawn_app().await;
+    let q = "/v1/metricdata?metric=connections&from=2024-01-15T00:00:00Z&to=2024-01-16T00:00:00Z&interval=5min";
+    let http = reqwest::Client::builder().no_gzip().build().unwrap();
+    let plain = http
+        .get(format!("{}{q}", app.url))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let resp = http
+        .get(format!("{}{q}", app.url))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-encoding"], "gzip");
+    let gz = resp.bytes().await.unwrap();
+    assert!(gz.len() < plain.len());
+    let mut unzipped = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut unzipped)
+        .unwrap();
+    assert_eq!(unzipped, plain);
+}
+
+#[tokio::test]
+async fn the_cache_reports_and_purges() {
+    let app = spawn_app().await;
+    app.get(HISTORIC).await;
+    app.get(HISTORIC).await;
+    app.get(
+        "/v1/metricdata?metric=bandwidth&did=9&from=2024-01-15T12:00:00Z&to=2024-01-15T13:00:00Z",
+    )
+    .await;
+    let r = app.get("/internal/cache").await;
+    assert_eq!(r.body["entries"], 2);
+    assert_eq!(r.body["hits"], 1);
+    assert!(r.body["bytes"].as_u64().unwrap() > 1000);
+    assert!((r.body["hit_ratio"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9);
+
+    let purge = app
+        .http
+        .delete(format!("{}/internal/cache?did=9", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(purge.status().as_u16(), 200);
+    assert_eq!(
+        purge.json::<serde_json::Value>().await.unwrap()["purged"],
+        1
+    );
+    assert!(
+        app.get(HISTORIC)
+            .await
+            .header("cache-status")
+            .contains("hit")
+    );
+    let purge = app
+        .http
+        .delete(format!("{}/internal/cache?metric=connections", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        purge.json::<serde_json::Value>().await.unwrap()["purged"],
+        1
+    );
+    assert!(
+        app.get(HISTORIC)
+            .await
+            .header("cache-status")
+            .contains("miss")
+    );
+    let purge = app
+        .http
+        .delete(format!("{}/internal/cache", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        purge.json::<serde_json::Value>().await.unwrap()["purged"],
+        1
+    );
+    let bad = app
+        .http
+        .delete(format!("{}/internal/cache?did=x&foo=1", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+}
+
+#[tokio::test]
+async fn the_cache_never_exceeds_max_bytes() {
+    let max = 200_000;
+    let app = spawn_app_with(|s| s.cache.max_bytes = max).await;
+    for chunk in (0..300).collect::<Vec<u64>>().chunks(30) {
+        let queries: Vec<String> = chunk
+            .iter()
+            .map(|did| format!("/v1/metricdata?metric=connections&did={}&from=2024-01-15T00:00:00Z&to=2024-01-15T12:00:00Z&interval=5min", did + 1))
+            .collect();
+        join_all(queries.iter().map(|q| app.get(q))).await;
+    }
+    let r = app.get("/internal/cache").await;
+    let bytes = r.body["bytes"].as_u64().unwrap();
+    assert!(bytes <= max, "{bytes} > {max}");
+    assert!(bytes > max / 4, "the cache holds something: {bytes}");
+    let entries = r.body["entries"].as_u64().unwrap();
+    assert!(entries < 300, "entries were evicted: {entries}");
+}
