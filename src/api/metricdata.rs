@@ -96,15 +96,19 @@ pub async fn get_metricdata(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let now = query::now_ms();
-    let names = state.catalog.names();
-    let query = query::parse(req.query_string(), &state.settings.query, &names, now)
-        .map_err(ApiError::InvalidQuery)?;
+    let raw = req.query_string();
     let directives = cache_headers::directives(&req);
+    if let Some(answer) = state.cache.exact_hit(raw, now, directives).await {
+        return Ok(cache_headers::respond(&req, &answer, now));
+    }
+    let names = state.catalog.names();
+    let query = query::parse(raw, &state.settings.query, &names, now)
+        .map_err(ApiError::InvalidQuery)?;
     let source = state.source.clone();
     let asked = query.clone();
     let answer = state
         .cache
-        .answer(query, now, directives, move || async move {
+        .answer(raw, query, now, directives, move || async move {
             let data = source.fetch(&asked, now).await?;
             serde_json::to_vec(&data)
                 .map(Bytes::from)

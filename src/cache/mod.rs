@@ -92,6 +92,9 @@ pub struct CacheReport {
     pub hit_ratio: f64,
 }
 
+/// Bytes the raw-query index may hold (it only points into the store).
+const EXACT_MAX_BYTES: u64 = 16 << 20;
+
 struct KeepUntil;
 
 impl Expiry<CacheKey, Arc<Entry>> for KeepUntil {
@@ -117,6 +120,9 @@ impl Expiry<CacheKey, Arc<Entry>> for KeepUntil {
 
 pub struct ResponseCache {
     store: Cache<CacheKey, Arc<Entry>>,
+    /// Raw query string → key, for historic questions only: their key no longer depends on
+    /// the clock, so a repeated identical request skips parsing and validation.
+    exact: Cache<Box<str>, CacheKey>,
     inflight: Coalescer<CacheKey, Arc<Entry>>,
     freshness: Freshness,
     identity: Arc<str>,
@@ -139,8 +145,15 @@ impl ResponseCache {
             })
             .expire_after(KeepUntil)
             .build();
+        let exact = Cache::builder()
+            .max_capacity(EXACT_MAX_BYTES)
+            .weigher(|raw: &Box<str>, key: &CacheKey| {
+                u32::try_from(raw.len() + key.weight()).unwrap_or(u32::MAX)
+            })
+            .build();
         Self {
             store,
+            exact,
             inflight: Coalescer::default(),
             freshness: Freshness::new(settings),
             identity: Arc::from(identity),
@@ -150,10 +163,29 @@ impl ResponseCache {
         }
     }
 
-    /// Answers `query` from the store, or by running `fetch` (coalesced), which returns the
-    /// serialized JSON body.
+    /// A fresh answer for exactly this query string, if one was given before: the fast path,
+    /// taken before parsing. Only historic questions are indexed this way.
+    pub async fn exact_hit(&self, raw_query: &str, now: i64, directives: Directives) -> Option<Answer> {
+        if directives.no_cache {
+            return None;
+        }
+        let key = self.exact.get(raw_query).await?;
+        let entry = self.store.get(&key).await?;
+        if !entry.deadlines.is_fresh(now) {
+            return None;
+        }
+        self.counters.hits.fetch_add(1, Ordering::Relaxed);
+        Some(Answer {
+            entry,
+            route: Route::Hit,
+        })
+    }
+
+    /// Answers `query` (which `raw_query` spelled) from the store, or by running `fetch`
+    /// (coalesced), which returns the serialized JSON body.
     pub async fn answer<F, Fut>(
         &self,
+        raw_query: &str,
         query: MetricQuery,
         now: i64,
         directives: Directives,
@@ -165,6 +197,25 @@ impl ResponseCache {
     {
         let lifetime = self.freshness.lifetime(&query, now);
         let key = CacheKey::new(self.identity.clone(), Arc::new(query), lifetime);
+        let answer = self.lookup_or_fetch(key.clone(), lifetime, now, directives, fetch).await?;
+        if lifetime == Lifetime::Historic && answer.entry.deadlines.is_fresh(now) {
+            self.exact.insert(raw_query.into(), key).await;
+        }
+        Ok(answer)
+    }
+
+    async fn lookup_or_fetch<F, Fut>(
+        &self,
+        key: CacheKey,
+        lifetime: Lifetime,
+        now: i64,
+        directives: Directives,
+        fetch: F,
+    ) -> Result<Answer, ApiError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Bytes, UpstreamError>> + Send + 'static,
+    {
         let c = &self.counters;
 
         let stored = match self.store.get(&key).await {
@@ -275,6 +326,7 @@ impl ResponseCache {
         if metric.is_none() && did.is_none() {
             let n = self.store.entry_count();
             self.store.invalidate_all();
+            self.exact.invalidate_all();
             self.store.run_pending_tasks().await;
             return n;
         }

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Cache-hit throughput and p99 latency: metricgate against nginx proxy_cache serving the same
+# bytes, in one run, on loopback. Reports ratios, since this machine is shared and noisy.
+#
+#   bash bench/cache_hit.sh [seconds-per-round] [rounds]
+#
+# Both servers get the same number of worker processes/threads (WORKERS, default 2) and wrk
+# the same load: 64 connections, 2 threads. Rounds alternate nginx and metricgate.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10}
+ROUNDS=${2:-3}
+WORKERS=${WORKERS:-2}
+CONNECTIONS=64
+
+need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
+need nginx nginx-light
+need wrk wrk
+cargo build --release --locked -q
+BIN=target/release/metricgate
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; nginx -p "$WORK" -c nginx.conf -s stop 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+SIM_PORT=$(free_port); GW_PORT=$(free_port); NGINX_PORT=$(free_port)
+
+$BIN simulate --listen 127.0.0.1:$SIM_PORT >"$WORK/sim.log" 2>&1 & PIDS+=($!)
+METRICGATE__SERVER__LISTEN=127.0.0.1:$GW_PORT \
+METRICGATE__SERVER__WORKERS=$WORKERS \
+METRICGATE__SERVER__LOG_LEVEL=warn \
+METRICGATE__UPSTREAM__URL=http://127.0.0.1:$SIM_PORT \
+METRICGATE__UPSTREAM__PUBLIC_TOKEN=demo-public-token \
+METRICGATE__UPSTREAM__PRIVATE_TOKEN=demo-private-token \
+$BIN serve >"$WORK/gw.log" 2>&1 & PIDS+=($!)
+
+mkdir -p "$WORK/cache" "$WORK/logs"
+# nginx workers drop to an unprivileged user: let them use the cache folder.
+chmod 755 "$WORK"; chmod 777 "$WORK/cache"
+cat >"$WORK/nginx.conf" <<NGINX
+worker_processes $WORKERS;
+pid $WORK/nginx.pid;
+error_log $WORK/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    proxy_cache_path $WORK/cache levels=1:2 keys_zone=mg:16m max_size=256m inactive=1h use_temp_path=off;
+    upstream gateway { server 127.0.0.1:$GW_PORT; keepalive 64; }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_pass http://gateway;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache mg;
+            proxy_cache_valid 200 1h;
+            proxy_cache_lock on;
+            add_header X-Cache-Status \$upstream_cache_status;
+        }
+    }
+}
+NGINX
+nginx -p "$WORK" -c nginx.conf
+
+# A 16-hour series at 5 minutes: about 12 KB of JSON.
+QUERY="/v1/metricdata?metric=connections&did=42&from=2024-01-15T00:00:00Z&to=2024-01-15T16:00:00Z&interval=5min"
+for _ in $(seq 50); do curl -fsS "http://127.0.0.1:$GW_PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+GW_BYTES=$(curl -fsS "http://127.0.0.1:$GW_PORT$QUERY" | wc -c)
+NG_BYTES=$(curl -fsS "http://127.0.0.1:$NGINX_PORT$QUERY" | wc -c)
+NG_STATUS=$(curl -fsS -o /dev/null -D - "http://127.0.0.1:$NGINX_PORT$QUERY" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-cache-status"{print $2}')
+GW_STATUS=$(curl -fsS -o /dev/null -D - "http://127.0.0.1:$GW_PORT$QUERY" | tr -d '\r' | awk -F': ' 'tolower($1)=="cache-status"{print $2}')
+echo "body: metricgate $GW_BYTES bytes, nginx $NG_BYTES bytes; nginx X-Cache-Status: $NG_STATUS; metricgate Cache-Status: $GW_STATUS"
+[ "$GW_BYTES" = "$NG_BYTES" ] || { echo "bodies differ"; exit 1; }
+[ "$NG_STATUS" = "HIT" ] || { echo "nginx is not serving from its cache"; exit 1; }
+
+# Prints "requests/s p99-ms".
+measure() {
+    wrk -t2 -c$CONNECTIONS -d"${DURATION}s" --latency "$1" >"$WORK/wrk.out"
+    local rps p99
+    rps=$(awk '/^Requests\/sec/{print $2}' "$WORK/wrk.out")
+    p99=$(awk '$1=="99%"{v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' "$WORK/wrk.out")
+    if grep -q "Non-2xx" "$WORK/wrk.out"; then echo "non-2xx answers during the run" >&2; exit 1; fi
+    echo "$rps $p99"
+}
+
+printf '%-6s %-11s %12s %10s\n' round server "requests/s" "p99 ms"
+: >"$WORK/results"
+for round in $(seq "$ROUNDS"); do
+    read -r nr np < <(measure "http://127.0.0.1:$NGINX_PORT$QUERY")
+    printf '%-6s %-11s %12s %10s\n' "$round" nginx "$nr" "$np"
+    read -r gr gp < <(measure "http://127.0.0.1:$GW_PORT$QUERY")
+    printf '%-6s %-11s %12s %10s\n' "$round" metricgate "$gr" "$gp"
+    echo "$nr $np $gr $gp" >>"$WORK/results"
+done
+python3 - "$WORK/results" <<'PY'
+import statistics, sys
+rows = [list(map(float, l.split())) for l in open(sys.argv[1])]
+nr, np_, gr, gp = (statistics.median(c) for c in zip(*rows))
+print(f"median: nginx {nr:.0f} req/s p99 {np_:.2f} ms; metricgate {gr:.0f} req/s p99 {gp:.2f} ms")
+print(f"throughput ratio metricgate/nginx = {gr/nr:.2f}x (target >= 1.2); p99 ratio = {gp/np_:.2f} (target <= 1.0)")
+PY
