@@ -102,8 +102,8 @@ pub async fn get_metricdata(
         return Ok(cache_headers::respond(&req, &answer, now));
     }
     let names = state.catalog.names();
-    let query = query::parse(raw, &state.settings.query, &names, now)
-        .map_err(ApiError::InvalidQuery)?;
+    let query =
+        query::parse(raw, &state.settings.query, &names, now).map_err(ApiError::InvalidQuery)?;
     let source = state.source.clone();
     let asked = query.clone();
     let answer = state

@@ -165,7 +165,12 @@ impl ResponseCache {
 
     /// A fresh answer for exactly this query string, if one was given before: the fast path,
     /// taken before parsing. Only historic questions are indexed this way.
-    pub async fn exact_hit(&self, raw_query: &str, now: i64, directives: Directives) -> Option<Answer> {
+    pub async fn exact_hit(
+        &self,
+        raw_query: &str,
+        now: i64,
+        directives: Directives,
+    ) -> Option<Answer> {
         if directives.no_cache {
             return None;
         }
@@ -197,7 +202,9 @@ impl ResponseCache {
     {
         let lifetime = self.freshness.lifetime(&query, now);
         let key = CacheKey::new(self.identity.clone(), Arc::new(query), lifetime);
-        let answer = self.lookup_or_fetch(key.clone(), lifetime, now, directives, fetch).await?;
+        let answer = self
+            .lookup_or_fetch(key.clone(), lifetime, now, directives, fetch)
+            .await?;
         if lifetime == Lifetime::Historic && answer.entry.deadlines.is_fresh(now) {
             self.exact.insert(raw_query.into(), key).await;
         }
