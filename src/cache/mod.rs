@@ -122,7 +122,7 @@ pub struct ResponseCache {
     store: Cache<CacheKey, Arc<Entry>>,
     /// Raw query string → key, for historic questions only: their key no longer depends on
     /// the clock, so a repeated identical request skips parsing and validation.
-    exact: Cache<Box<str>, CacheKey>,
+    exact: Cache<Arc<str>, CacheKey>,
     inflight: Coalescer<CacheKey, Arc<Entry>>,
     freshness: Freshness,
     identity: Arc<str>,
@@ -147,7 +147,7 @@ impl ResponseCache {
             .build();
         let exact = Cache::builder()
             .max_capacity(EXACT_MAX_BYTES)
-            .weigher(|raw: &Box<str>, key: &CacheKey| {
+            .weigher(|raw: &Arc<str>, key: &CacheKey| {
                 u32::try_from(raw.len() + key.weight()).unwrap_or(u32::MAX)
             })
             .build();
