@@ -18,6 +18,8 @@ pub enum ApiError {
     NotFound,
     #[error("not in the cache (only-if-cached)")]
     NotCached,
+    #[error("the caller is over its rate limit")]
+    RateLimited { retry_after_secs: u64 },
     #[error("method not allowed")]
     MethodNotAllowed,
 }
@@ -66,6 +68,12 @@ impl ApiError {
                 "not-found",
                 "Not found",
                 "no such route; see /openapi.json or /docs/".into(),
+            ),
+            ApiError::RateLimited { retry_after_secs } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+                format!("this caller is over its rate limit; retry in {retry_after_secs} s (see the RateLimit headers)"),
             ),
             ApiError::NotCached => (
                 StatusCode::GATEWAY_TIMEOUT,
@@ -134,6 +142,18 @@ impl ApiError {
                     "The appliance's answer is too large",
                     format!("the answer exceeds {limit} bytes; ask for a shorter range, a coarser interval or fewer metrics"),
                 ),
+                U::Saturated { retry_after_secs } => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "appliance-busy",
+                    "The appliance's request budget is exhausted",
+                    format!("the gateway protects the appliance and could not send this request in time; retry in {retry_after_secs} s"),
+                ),
+                U::CircuitOpen { retry_after_secs } => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "appliance-failing",
+                    "The appliance is failing",
+                    format!("recent appliance requests failed, so the gateway is not sending more for now; retry in {retry_after_secs} s"),
+                ),
                 U::BadShape(reason) => (
                     bad_gateway,
                     "appliance-unknown-shape",
@@ -141,6 +161,17 @@ impl ApiError {
                     format!("the answer matches no known shape ({reason})"),
                 ),
             },
+        }
+    }
+
+    fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            ApiError::RateLimited { retry_after_secs }
+            | ApiError::Upstream(UpstreamError::Saturated { retry_after_secs })
+            | ApiError::Upstream(UpstreamError::CircuitOpen { retry_after_secs }) => {
+                Some(*retry_after_secs)
+            }
+            _ => None,
         }
     }
 
@@ -169,9 +200,13 @@ impl ResponseError for ApiError {
         if problem.status >= 500 {
             tracing::warn!(error = %self, status = problem.status, "request failed");
         }
-        HttpResponse::build(self.status_code())
+        let mut response = HttpResponse::build(self.status_code());
+        response
             .content_type(PROBLEM_JSON)
-            .insert_header(("Cache-Control", "no-store"))
-            .json(problem)
+            .insert_header(("Cache-Control", "no-store"));
+        if let Some(secs) = self.retry_after_secs() {
+            response.insert_header(("Retry-After", secs.to_string()));
+        }
+        response.json(problem)
     }
 }

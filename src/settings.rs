@@ -2,6 +2,7 @@
 //!
 //! Everything is checked once, at startup, so the rest of the code can trust it.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -19,6 +20,27 @@ pub struct Settings {
     pub upstream: UpstreamSettings,
     pub query: QueryLimits,
     pub cache: CacheSettings,
+    pub rate_limit: RateLimitSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    pub per_client_per_minute: u32,
+    pub burst: u32,
+    pub client_header: String,
+    pub trusted_proxies: Vec<String>,
+    pub max_tracked_clients: usize,
+    pub sweep_secs: u64,
+    #[serde(default)]
+    pub overrides: BTreeMap<String, ClientQuota>,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientQuota {
+    pub per_minute: u32,
+    pub burst: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -63,6 +85,14 @@ pub struct UpstreamSettings {
     pub timeout_ms: u64,
     pub max_response_bytes: usize,
     pub catalog_refresh_secs: u64,
+    pub max_in_flight: usize,
+    pub per_minute: u32,
+    pub queue_timeout_ms: u64,
+    pub retries: u32,
+    pub retry_backoff_ms: u64,
+    pub retry_budget_percent: u32,
+    pub breaker_failures: u32,
+    pub breaker_open_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -100,7 +130,12 @@ impl Settings {
             }
             builder = builder.add_source(File::from(path.to_path_buf()));
         }
-        let env = env.prefix_separator("__").separator("__").try_parsing(true);
+        let env = env
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("rate_limit.trusted_proxies");
         let raw = builder
             .add_source(env)
             .build()
@@ -227,6 +262,60 @@ impl Settings {
             c.historic_ttl_secs,
         );
         positive(&mut problems, "cache.live_ttl_secs", c.live_ttl_secs);
+        positive(
+            &mut problems,
+            "upstream.max_in_flight",
+            up.max_in_flight as u64,
+        );
+        positive(&mut problems, "upstream.per_minute", up.per_minute.into());
+        positive(
+            &mut problems,
+            "upstream.queue_timeout_ms",
+            up.queue_timeout_ms,
+        );
+        positive(
+            &mut problems,
+            "upstream.breaker_failures",
+            up.breaker_failures.into(),
+        );
+        positive(
+            &mut problems,
+            "upstream.breaker_open_secs",
+            up.breaker_open_secs,
+        );
+        let r = &self.rate_limit;
+        positive(
+            &mut problems,
+            "rate_limit.per_client_per_minute",
+            r.per_client_per_minute.into(),
+        );
+        positive(&mut problems, "rate_limit.burst", r.burst.into());
+        positive(
+            &mut problems,
+            "rate_limit.max_tracked_clients",
+            r.max_tracked_clients as u64,
+        );
+        positive(&mut problems, "rate_limit.sweep_secs", r.sweep_secs);
+        if actix_web::http::header::HeaderName::try_from(r.client_header.as_str()).is_err() {
+            problems.push(format!(
+                "rate_limit.client_header: {:?} is not a header name",
+                r.client_header
+            ));
+        }
+        for proxy in &r.trusted_proxies {
+            if crate::limits::parse_proxy(proxy).is_none() {
+                problems.push(format!(
+                    "rate_limit.trusted_proxies: {proxy:?} is not an IP address or CIDR"
+                ));
+            }
+        }
+        for (client, quota) in &r.overrides {
+            if quota.per_minute == 0 || quota.burst == 0 {
+                problems.push(format!(
+                    "rate_limit.overrides.{client}: per_minute and burst must be greater than 0"
+                ));
+            }
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -306,9 +395,22 @@ mod tests {
                     token_file.to_str().unwrap(),
                 ),
                 ("METRICGATE__UPSTREAM__INSECURE_SKIP_VERIFY", "true"),
+                ("METRICGATE__UPSTREAM__MAX_IN_FLIGHT", "3"),
+                ("METRICGATE__UPSTREAM__PER_MINUTE", "30"),
+                ("METRICGATE__RATE_LIMIT__PER_CLIENT_PER_MINUTE", "90"),
+                ("METRICGATE__RATE_LIMIT__BURST", "7"),
+                (
+                    "METRICGATE__RATE_LIMIT__TRUSTED_PROXIES",
+                    "10.0.0.0/8,192.168.1.1",
+                ),
             ]),
         )
         .unwrap();
+        assert_eq!(s.upstream.max_in_flight, 3);
+        assert_eq!(s.upstream.per_minute, 30);
+        assert_eq!(s.rate_limit.per_client_per_minute, 90);
+        assert_eq!(s.rate_limit.burst, 7);
+        assert_eq!(s.rate_limit.trusted_proxies, ["10.0.0.0/8", "192.168.1.1"]);
         assert_eq!(s.server.listen, "127.0.0.1:9999");
         assert_eq!(s.upstream.url, "https://dt.example");
         assert_eq!(s.upstream.public_token, "12345");
@@ -325,6 +427,7 @@ mod tests {
                 ("METRICGATE__SERVER__LISTEN", "nonsense"),
                 ("METRICGATE__UPSTREAM__CA_FILE", "/nonexistent/ca.pem"),
                 ("METRICGATE__QUERY__MAX_POINTS", "0"),
+                ("METRICGATE__RATE_LIMIT__TRUSTED_PROXIES", "10.0.0.0/33"),
             ]),
         )
         .unwrap_err();
@@ -336,6 +439,7 @@ mod tests {
             "upstream.private_token",
             "upstream.ca_file",
             "query.max_points",
+            "rate_limit.trusted_proxies",
         ] {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");
         }

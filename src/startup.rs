@@ -10,6 +10,7 @@ use actix_web::{App, HttpServer, web};
 use crate::api;
 use crate::cache::ResponseCache;
 use crate::catalog::Catalog;
+use crate::limits::CallerLimits;
 use crate::settings::Settings;
 use crate::source::MetricSource;
 use crate::upstream::ApplianceClient;
@@ -20,6 +21,7 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     pub source: MetricSource,
     pub cache: ResponseCache,
+    pub callers: Arc<CallerLimits>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,10 +47,21 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let client = ApplianceClient::new(&settings.upstream).map_err(StartupError::Client)?;
         let catalog = Arc::new(Catalog::default());
-        let background = vec![tokio::spawn(catalog.clone().refresh_loop(
-            client.clone(),
-            Duration::from_secs(settings.upstream.catalog_refresh_secs),
-        ))];
+        let callers = Arc::new(CallerLimits::new(&settings.rate_limit));
+        let sweep_every = Duration::from_secs(settings.rate_limit.sweep_secs);
+        let sweeper = callers.clone();
+        let background = vec![
+            tokio::spawn(catalog.clone().refresh_loop(
+                client.clone(),
+                Duration::from_secs(settings.upstream.catalog_refresh_secs),
+            )),
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(sweep_every).await;
+                    sweeper.sweep();
+                }
+            }),
+        ];
         let addr = settings.listen_addr();
         let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind {
             addr: addr.to_string(),
@@ -61,6 +74,7 @@ impl Application {
         };
         let state = web::Data::new(AppState {
             cache: ResponseCache::new(&settings.cache, &client.identity()),
+            callers,
             source: MetricSource::new(client, catalog.clone()),
             catalog,
             settings,

@@ -4,9 +4,13 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use std::collections::BTreeMap;
+
 use crate::cache::CacheReport;
 use crate::error::{ApiError, Problem};
+use crate::limits::GuardReport;
 use crate::query;
+use crate::settings::ClientQuota;
 use crate::startup::AppState;
 
 /// Entries, bytes and hit ratio of the response cache.
@@ -41,4 +45,38 @@ pub async fn delete_cache(
         .await;
     tracing::info!(purged, ?filter, "cache purged");
     Ok(HttpResponse::Ok().json(Purged { purged }))
+}
+
+/// The limits in force: per caller, per client override, and towards the appliance.
+#[derive(Serialize, ToSchema)]
+pub struct Limits {
+    /// Header that identifies callers (else their IP does).
+    pub client_header: String,
+    pub trusted_proxies: Vec<String>,
+    /// The default per-caller quota.
+    pub per_client: ClientQuota,
+    /// Per-client quotas, by client id.
+    pub overrides: BTreeMap<String, ClientQuota>,
+    /// Callers whose state is tracked right now.
+    pub tracked_clients: usize,
+    pub appliance: GuardReport,
+}
+
+/// The effective rate limits and the appliance's protection, with live state.
+#[utoipa::path(get, path = "/internal/limits", tag = "operations",
+    responses((status = 200, description = "Limits in force", body = Limits)))]
+pub async fn get_limits(state: web::Data<AppState>) -> HttpResponse {
+    let r = &state.settings.rate_limit;
+    HttpResponse::Ok().json(Limits {
+        client_header: state.callers.header().to_string(),
+        trusted_proxies: r.trusted_proxies.clone(),
+        per_client: state.callers.default_quota().clone(),
+        overrides: r.overrides.clone(),
+        tracked_clients: state.callers.tracked(),
+        appliance: state
+            .source
+            .client()
+            .guard()
+            .report(&state.settings.upstream),
+    })
 }

@@ -86,9 +86,16 @@ pub struct MetricDataParams {
             ("Cache-Status" = String, description = "RFC 9211: `metricgate; hit; ttl=42`, `metricgate; fwd=miss; stored`, or a stale answer with `detail=stale-while-revalidate` / `detail=stale-if-error`"),
             ("Age" = u64, description = "Seconds since the answer was fetched"),
             ("Cache-Control" = String, description = "`max-age=<seconds of freshness left>`"),
-            ("ETag" = String, description = "Strong validator of the body"))),
+            ("ETag" = String, description = "Strong validator of the body"),
+            ("RateLimit-Policy" = String, description = "The caller's quota: `<per minute>;w=60;burst=<burst>`"),
+            ("RateLimit" = String, description = "The caller's budget: `limit=<burst>, remaining=<n>, reset=<seconds until full>`"))),
         (status = 304, description = "Not modified (`If-None-Match` matched)"),
         (status = 400, description = "Invalid parameters; `errors` names each one", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The caller is over its rate limit", body = Problem, content_type = "application/problem+json", headers(
+            ("Retry-After" = u64, description = "Seconds to wait"),
+            ("RateLimit" = String, description = "`limit=N, remaining=0, reset=S` (draft-ietf-httpapi-ratelimit-headers-07)"))),
+        (status = 503, description = "The appliance's request budget is exhausted, or its circuit breaker is open", body = Problem, content_type = "application/problem+json", headers(
+            ("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 502, description = "The appliance failed, refused the gateway, or sent an unknown shape", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "The appliance did not answer in time, or `only-if-cached` found nothing", body = Problem, content_type = "application/problem+json")))]
 pub async fn get_metricdata(

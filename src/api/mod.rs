@@ -8,18 +8,26 @@ pub mod metrics;
 pub mod openapi;
 pub mod ops;
 
+use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::limits;
 
 use crate::error::ApiError;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/metricdata", web::get().to(metricdata::get_metricdata))
-        .route("/v1/metrics", web::get().to(metrics::get_metrics))
-        .route("/healthz", web::get().to(ops::healthz))
-        .route("/readyz", web::get().to(ops::readyz))
-        .route("/internal/cache", web::get().to(admin::get_cache))
-        .route("/internal/cache", web::delete().to(admin::delete_cache))
-        .service(openapi::swagger_ui());
+    cfg.service(
+        web::scope("/v1")
+            .wrap(from_fn(limits::middleware))
+            .route("/metricdata", web::get().to(metricdata::get_metricdata))
+            .route("/metrics", web::get().to(metrics::get_metrics)),
+    )
+    .route("/healthz", web::get().to(ops::healthz))
+    .route("/readyz", web::get().to(ops::readyz))
+    .route("/internal/cache", web::get().to(admin::get_cache))
+    .route("/internal/cache", web::delete().to(admin::delete_cache))
+    .route("/internal/limits", web::get().to(admin::get_limits))
+    .service(openapi::swagger_ui());
 }
 
 /// Unknown routes and methods get a problem too, never actix's plain-text default.

@@ -1,6 +1,7 @@
 //! The appliance's HTTP client: signing every request, strict timeouts, no redirects,
 //! a cap on body size, and appliance failures turned into [`UpstreamError`]s.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -8,6 +9,7 @@ use reqwest::{StatusCode, Url, redirect};
 use secrecy::SecretString;
 
 use super::sign;
+use crate::limits::ApplianceGuard;
 use crate::settings::UpstreamSettings;
 
 /// Why the appliance gave no usable answer. Cheap to clone: coalesced waiters share one.
@@ -33,6 +35,35 @@ pub enum UpstreamError {
     TooLarge(usize),
     #[error("the appliance's answer matches no known shape: {0}")]
     BadShape(String),
+    #[error("the appliance's request budget is exhausted")]
+    Saturated { retry_after_secs: u64 },
+    #[error("the appliance is failing; the circuit breaker is open")]
+    CircuitOpen { retry_after_secs: u64 },
+}
+
+impl UpstreamError {
+    /// Worth another try soon: the appliance (or the way to it) hiccuped.
+    fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Connect(_)
+                | UpstreamError::Rejected {
+                    status: 502..=504,
+                    ..
+                }
+        )
+    }
+
+    /// The appliance is unwell (as opposed to refusing this request): feeds the breaker.
+    fn is_appliance_failure(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Connect(_)
+                | UpstreamError::Timeout(_)
+                | UpstreamError::Body(_)
+                | UpstreamError::Rejected { status: 500.., .. }
+        )
+    }
 }
 
 #[derive(Clone)]
@@ -43,6 +74,7 @@ pub struct ApplianceClient {
     private_token: SecretString,
     max_body: usize,
     timeout: Duration,
+    guard: Arc<ApplianceGuard>,
 }
 
 impl std::fmt::Debug for ApplianceClient {
@@ -89,6 +121,7 @@ impl ApplianceClient {
             private_token: settings.private_token.clone(),
             max_body: settings.max_response_bytes,
             timeout,
+            guard: Arc::new(ApplianceGuard::new(settings)),
         })
     }
 
@@ -97,10 +130,40 @@ impl ApplianceClient {
         format!("{}|{}", self.base, self.public_token)
     }
 
-    /// GETs `path_and_query` (which must start with `/`), signed, and returns the body of a
-    /// 2xx answer.
-    #[tracing::instrument(name = "appliance", skip(self), fields(status))]
+    pub fn guard(&self) -> &ApplianceGuard {
+        &self.guard
+    }
+
+    /// GETs `path_and_query` (which must start with `/`), signed, within the appliance's
+    /// budget, retrying transient failures, and returns the body of a 2xx answer.
+    #[tracing::instrument(name = "appliance", skip(self))]
     pub async fn get(&self, path_and_query: &str) -> Result<Bytes, UpstreamError> {
+        self.guard.first_attempt();
+        let mut attempt = 0;
+        loop {
+            let ticket = self.guard.admit().await?;
+            let result = self.send(path_and_query).await;
+            ticket.done(
+                !result
+                    .as_ref()
+                    .is_err_and(UpstreamError::is_appliance_failure),
+            );
+            match result {
+                Err(e) if e.is_transient() => {
+                    attempt += 1;
+                    let Some(backoff) = self.guard.retry_after(attempt) else {
+                        return Err(e);
+                    };
+                    tracing::debug!(error = %e, attempt, ?backoff, "retrying");
+                    tokio::time::sleep(backoff).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    #[tracing::instrument(name = "attempt", skip(self), fields(status))]
+    async fn send(&self, path_and_query: &str) -> Result<Bytes, UpstreamError> {
         // The base may carry a path prefix; the appliance signs what it sees after the host.
         let full_path = format!(
             "{}{}",

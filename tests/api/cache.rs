@@ -97,7 +97,7 @@ async fn concurrent_cold_identical_requests_make_one_upstream_request() {
 
 #[tokio::test]
 async fn concurrent_requests_share_an_error_and_errors_are_not_cached() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|s| s.upstream.retries = 0).await;
     app.sim.set_faults(Faults {
         latency_ms: 200,
         error_rate: 1.0,

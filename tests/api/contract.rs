@@ -101,6 +101,8 @@ async fn upstream_failures_become_clear_caller_errors() {
     let app = spawn_app_with(|s| {
         s.upstream.timeout_ms = 300;
         s.upstream.max_response_bytes = 1 << 20;
+        s.upstream.retries = 0;
+        s.upstream.breaker_failures = 1000;
     })
     .await;
     app.ready().await;

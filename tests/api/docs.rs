@@ -13,6 +13,8 @@ fn every_setting_is_commented_and_in_the_readme() {
         let line = line.trim();
         if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
             section = name.to_owned();
+        } else if line.starts_with('#') {
+            // a comment, or a commented-out example
         } else if let Some((key, _)) = line.split_once(" = ") {
             let key = format!("{section}.{}", key.trim());
             assert!(

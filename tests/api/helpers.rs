@@ -24,6 +24,11 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = Settings::for_upstream(&sim.url(), PUBLIC, PRIVATE);
     settings.server.listen = "127.0.0.1:0".into();
     settings.server.workers = 2;
+    // Tests share one loopback address: callers' limits only where a test sets them.
+    settings.rate_limit.per_client_per_minute = 1_000_000;
+    settings.rate_limit.burst = 100_000;
+    settings.upstream.per_minute = 100_000;
+    settings.upstream.max_in_flight = 64;
     adjust(&mut settings);
     settings.validate().expect("test settings are valid");
     let app = Application::build(settings).await.expect("gateway builds");

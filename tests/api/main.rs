@@ -5,6 +5,7 @@ mod clients;
 mod contract;
 mod docs;
 mod helpers;
+mod limits;
 mod signing;
 mod translation;
 mod validation;

@@ -1,0 +1,338 @@
+//! Per-caller rate limits (GCRA, `governor`), who a caller is, and the `RateLimit` headers.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, HttpRequest, ResponseError, web};
+use governor::clock::Clock;
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use ipnet::IpNet;
+
+use crate::error::ApiError;
+use crate::settings::{ClientQuota, RateLimitSettings};
+use crate::startup::AppState;
+
+type Keyed = RateLimiter<
+    String,
+    DefaultKeyedStateStore<String>,
+    governor::clock::DefaultClock,
+    StateInformationMiddleware,
+>;
+type Direct =
+    RateLimiter<NotKeyed, InMemoryState, governor::clock::DefaultClock, StateInformationMiddleware>;
+
+/// Who is asking: a client id from the header, or an IP address. Stored in the request's
+/// extensions for logging.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Caller(pub String);
+
+/// A caller's budget after this request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateState {
+    /// Requests the caller may make at once (the burst).
+    pub limit: u32,
+    pub per_minute: u32,
+    pub remaining: u32,
+    /// Seconds until the whole burst is available again.
+    pub reset_secs: u64,
+}
+
+pub enum Decision {
+    Allowed(RateState),
+    Limited {
+        state: RateState,
+        retry_after_secs: u64,
+    },
+}
+
+pub struct CallerLimits {
+    default: Keyed,
+    default_quota: ClientQuota,
+    overrides: HashMap<String, (Direct, ClientQuota)>,
+    header: HeaderName,
+    trusted: Vec<IpNet>,
+    max_tracked: usize,
+    /// When the last over-the-cap sweep ran (ms since the limiter started), so a flood of new
+    /// callers sweeps at most a few times a second instead of on every request.
+    last_sweep_ms: AtomicU64,
+    started: Instant,
+}
+
+/// Least time between two sweeps forced by too many tracked callers.
+const SWEEP_GAP_MS: u64 = 250;
+
+fn quota(q: &ClientQuota) -> Quota {
+    let per_minute = NonZeroU32::new(q.per_minute).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(q.burst).unwrap_or(NonZeroU32::MIN);
+    Quota::per_minute(per_minute).allow_burst(burst)
+}
+
+/// An IP address or CIDR, as `trusted_proxies` holds them.
+pub fn parse_proxy(text: &str) -> Option<IpNet> {
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+impl CallerLimits {
+    pub fn new(s: &RateLimitSettings) -> Self {
+        let default_quota = ClientQuota {
+            per_minute: s.per_client_per_minute,
+            burst: s.burst,
+        };
+        Self {
+            default: RateLimiter::keyed(quota(&default_quota))
+                .with_middleware::<StateInformationMiddleware>(),
+            overrides: s
+                .overrides
+                .iter()
+                .map(|(id, q)| {
+                    let limiter = RateLimiter::direct(quota(q))
+                        .with_middleware::<StateInformationMiddleware>();
+                    (format!("id:{id}"), (limiter, q.clone()))
+                })
+                .collect(),
+            default_quota,
+            header: HeaderName::try_from(s.client_header.as_str())
+                .unwrap_or(HeaderName::from_static("x-client-id")),
+            trusted: s
+                .trusted_proxies
+                .iter()
+                .filter_map(|p| parse_proxy(p))
+                .collect(),
+            max_tracked: s.max_tracked_clients,
+            last_sweep_ms: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    /// The caller's identity: the client header when it holds a sensible id, else the
+    /// client IP (from `X-Forwarded-For` only when the peer is a trusted proxy).
+    pub fn identify(&self, req: &HttpRequest) -> Caller {
+        if let Some(id) = req
+            .headers()
+            .get(&self.header)
+            .and_then(|v| v.to_str().ok())
+            .filter(|id| (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Caller(format!("id:{id}"));
+        }
+        let peer = req.peer_addr().map(|a| a.ip());
+        let ip = match peer {
+            Some(ip) if self.is_trusted(ip) => self.forwarded_client(req).unwrap_or(ip),
+            Some(ip) => ip,
+            None => return Caller("ip:unknown".into()),
+        };
+        Caller(format!("ip:{ip}"))
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The rightmost address in `X-Forwarded-For` that is not a trusted proxy.
+    fn forwarded_client(&self, req: &HttpRequest) -> Option<IpAddr> {
+        let chain: Vec<IpAddr> = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|part| part.trim().parse().ok())
+            .collect();
+        chain
+            .iter()
+            .rev()
+            .find(|ip| !self.is_trusted(**ip))
+            .or(chain.first())
+            .copied()
+    }
+
+    pub fn check(&self, caller: &Caller) -> Decision {
+        if let Some((limiter, q)) = self.overrides.get(&caller.0) {
+            let now = limiter.clock().now();
+            return decide(limiter.check().map_err(|e| e.wait_time_from(now)), q);
+        }
+        if self.default.len() > self.max_tracked {
+            let now_ms = self.started.elapsed().as_millis() as u64;
+            let last = self.last_sweep_ms.load(Ordering::Relaxed);
+            if now_ms >= last + SWEEP_GAP_MS
+                && self
+                    .last_sweep_ms
+                    .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                self.sweep();
+            }
+        }
+        let now = self.default.clock().now();
+        decide(
+            self.default
+                .check_key(&caller.0)
+                .map_err(|e| e.wait_time_from(now)),
+            &self.default_quota,
+        )
+    }
+
+    /// Forgets callers whose budget is full again: they are indistinguishable from new ones.
+    pub fn sweep(&self) {
+        self.default.retain_recent();
+        self.default.shrink_to_fit();
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.default.len()
+    }
+
+    pub fn default_quota(&self) -> &ClientQuota {
+        &self.default_quota
+    }
+
+    pub fn header(&self) -> &HeaderName {
+        &self.header
+    }
+}
+
+fn decide(
+    outcome: Result<governor::middleware::StateSnapshot, Duration>,
+    q: &ClientQuota,
+) -> Decision {
+    let cell_ms = 60_000 / u64::from(q.per_minute.max(1));
+    let state = |remaining: u32| RateState {
+        limit: q.burst,
+        per_minute: q.per_minute,
+        remaining,
+        reset_secs: (u64::from(q.burst - remaining.min(q.burst)) * cell_ms).div_ceil(1000),
+    };
+    match outcome {
+        Ok(snapshot) => Decision::Allowed(state(snapshot.remaining_burst_capacity())),
+        Err(wait) => Decision::Limited {
+            state: state(0),
+            retry_after_secs: wait.as_millis().div_ceil(1000).max(1) as u64,
+        },
+    }
+}
+
+/// `RateLimit-Policy` and `RateLimit`, as in draft-ietf-httpapi-ratelimit-headers-07.
+fn write_headers(headers: &mut HeaderMap, s: &RateState) {
+    let policy = format!("{};w=60;burst={}", s.per_minute, s.limit);
+    let current = format!(
+        "limit={}, remaining={}, reset={}",
+        s.limit, s.remaining, s.reset_secs
+    );
+    if let (Ok(p), Ok(c)) = (
+        HeaderValue::try_from(policy),
+        HeaderValue::try_from(current),
+    ) {
+        headers.insert(HeaderName::from_static("ratelimit-policy"), p);
+        headers.insert(HeaderName::from_static("ratelimit"), c);
+    }
+}
+
+/// Applies the caller's limit to every `/v1` request.
+pub async fn middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return next.call(req).await.map(|r| r.map_into_left_body());
+    };
+    let caller = state.callers.identify(req.request());
+    let decision = state.callers.check(&caller);
+    req.extensions_mut().insert(caller);
+    match decision {
+        Decision::Allowed(s) => {
+            let mut response = next.call(req).await?;
+            write_headers(response.headers_mut(), &s);
+            Ok(response.map_into_left_body())
+        }
+        Decision::Limited {
+            state: s,
+            retry_after_secs,
+        } => {
+            let mut response = ApiError::RateLimited { retry_after_secs }.error_response();
+            write_headers(response.headers_mut(), &s);
+            Ok(req.into_response(response).map_into_right_body())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Settings;
+
+    fn limits(per_minute: u32, burst: u32) -> CallerLimits {
+        let mut s = Settings::defaults().rate_limit;
+        s.per_client_per_minute = per_minute;
+        s.burst = burst;
+        s.overrides.insert(
+            "dash".into(),
+            ClientQuota {
+                per_minute: 600,
+                burst: 50,
+            },
+        );
+        CallerLimits::new(&s)
+    }
+
+    #[test]
+    fn a_burst_then_limited_with_retry_after() {
+        let l = limits(60, 3);
+        let c = Caller("id:a".into());
+        for expected in [2, 1, 0] {
+            match l.check(&c) {
+                Decision::Allowed(s) => assert_eq!(s.remaining, expected),
+                Decision::Limited { .. } => panic!("limited too early"),
+            }
+        }
+        match l.check(&c) {
+            Decision::Limited {
+                retry_after_secs,
+                state,
+            } => {
+                assert_eq!(retry_after_secs, 1);
+                assert_eq!(state.remaining, 0);
+                assert_eq!(state.reset_secs, 3);
+            }
+            Decision::Allowed(_) => panic!("not limited"),
+        }
+        assert!(matches!(
+            l.check(&Caller("id:b".into())),
+            Decision::Allowed(_)
+        ));
+        match l.check(&Caller("id:dash".into())) {
+            Decision::Allowed(s) => assert_eq!((s.limit, s.remaining), (50, 49)),
+            Decision::Limited { .. } => panic!("override not applied"),
+        }
+    }
+
+    #[test]
+    fn a_million_callers_do_not_stay_in_memory() {
+        // 60 000 per minute: a caller's state is fresh again 1 ms after its last request.
+        let l = limits(60_000, 1);
+        let mut peak = 0;
+        for i in 0..1_000_000u32 {
+            let _ = l.check(&Caller(format!("ip:{i}")));
+            if i % 1000 == 0 {
+                peak = peak.max(l.tracked());
+            }
+        }
+        assert!(
+            peak < 1_000_000,
+            "over-the-cap sweeps dropped idle callers (peak {peak})"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        l.sweep();
+        assert_eq!(l.tracked(), 0);
+    }
+}
