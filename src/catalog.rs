@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -62,7 +61,7 @@ pub struct NameSnapshot {
 
 impl Catalog {
     pub async fn refresh(&self, client: &ApplianceClient) -> Result<(), UpstreamError> {
-        let result = client.get("/metrics").await.and_then(|body| {
+        let result = client.get("/metrics", None).await.and_then(|body| {
             serde_json::from_slice::<Vec<MetricInfo>>(&body)
                 .map_err(|e| UpstreamError::BadShape(format!("/metrics: {e}")))
         });
@@ -88,15 +87,11 @@ impl Catalog {
         }
     }
 
-    /// Refreshes forever: every `every`, or sooner after a failure.
-    pub async fn refresh_loop(self: Arc<Self>, client: ApplianceClient, every: Duration) {
-        loop {
-            let wait = match self.refresh(&client).await {
-                Ok(()) => every,
-                Err(_) => every.min(Duration::from_secs(10)),
-            };
-            tokio::time::sleep(wait).await;
-        }
+    /// The cheapest signed request: one metric's description, or the catalog if none is known.
+    pub fn probe_path(&self) -> String {
+        self.get()
+            .and_then(|c| c.metrics.iter().find_map(|m| m.mlid))
+            .map_or_else(|| "/metrics".to_owned(), |mlid| format!("/metrics/{mlid}"))
     }
 
     pub fn get(&self) -> Option<Arc<MetricCatalog>> {

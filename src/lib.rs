@@ -8,6 +8,7 @@ pub mod api;
 pub mod cache;
 pub mod catalog;
 pub mod error;
+pub mod health;
 pub mod limits;
 pub mod normalize;
 pub mod query;

@@ -78,7 +78,7 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(e) => return report(&e),
             };
-            telemetry::init(&settings.server.log_level, settings.server.log_format);
+            let _logs = telemetry::init(&settings.server.log_level, settings.server.log_format);
             run(async move {
                 let app = Application::build(settings)
                     .await
@@ -91,7 +91,7 @@ fn main() -> ExitCode {
             public_token,
             private_token,
         } => {
-            telemetry::init("info", LogFormat::Json);
+            let _logs = telemetry::init("info", LogFormat::Json);
             run(async move {
                 let (sim, server) = Simulator::bind(&listen, &public_token, &private_token)
                     .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -100,7 +100,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Demo { listen } => {
-            telemetry::init("info", LogFormat::Pretty);
+            let _logs = telemetry::init("info", LogFormat::Pretty);
             run(async move {
                 let sim = Simulator::spawn("127.0.0.1:0", DEMO_PUBLIC, DEMO_PRIVATE)
                     .map_err(|e| e.to_string())?;

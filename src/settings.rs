@@ -62,6 +62,7 @@ pub struct ServerSettings {
     pub workers: usize,
     pub log_level: String,
     pub log_format: LogFormat,
+    pub shutdown_grace_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -85,6 +86,8 @@ pub struct UpstreamSettings {
     pub timeout_ms: u64,
     pub max_response_bytes: usize,
     pub catalog_refresh_secs: u64,
+    pub probe_secs: u64,
+    pub probe_timeout_ms: u64,
     pub max_in_flight: usize,
     pub per_minute: u32,
     pub queue_timeout_ms: u64,
@@ -262,6 +265,12 @@ impl Settings {
             c.historic_ttl_secs,
         );
         positive(&mut problems, "cache.live_ttl_secs", c.live_ttl_secs);
+        positive(&mut problems, "upstream.probe_secs", up.probe_secs);
+        positive(
+            &mut problems,
+            "upstream.probe_timeout_ms",
+            up.probe_timeout_ms,
+        );
         positive(
             &mut problems,
             "upstream.max_in_flight",

@@ -35,19 +35,23 @@ impl MetricSource {
     }
 
     /// Fetches and normalizes the answer to `query`; `now_ms` closes open ranges.
+    /// `traceparent` goes to the appliance with every request this fetch makes.
     pub async fn fetch(
         &self,
         query: &MetricQuery,
         now_ms: i64,
+        traceparent: Option<String>,
     ) -> Result<MetricData, UpstreamError> {
         let requests = dialect::requests(query, now_ms);
         let parts = try_join_all(requests.into_iter().map(|r| {
             let client = self.client.clone();
             let path = r.path_and_query.clone();
+            let trace = traceparent.clone();
             let shared = match self
                 .per_request
-                .join_or_start(r.path_and_query, async move { client.get(&path).await })
-            {
+                .join_or_start(r.path_and_query, async move {
+                    client.get(&path, trace.as_deref()).await
+                }) {
                 Joined::Started(s) | Joined::Collapsed(s) => s,
             };
             async move {

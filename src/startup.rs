@@ -5,14 +5,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 
 use crate::api;
 use crate::cache::ResponseCache;
 use crate::catalog::Catalog;
+use crate::health::{self, ApplianceHealth};
 use crate::limits::CallerLimits;
 use crate::settings::Settings;
 use crate::source::MetricSource;
+use crate::telemetry::{GatewayMetrics, request};
 use crate::upstream::ApplianceClient;
 
 /// What every handler shares.
@@ -22,6 +25,8 @@ pub struct AppState {
     pub source: MetricSource,
     pub cache: ResponseCache,
     pub callers: Arc<CallerLimits>,
+    pub health: Arc<ApplianceHealth>,
+    pub metrics: Arc<GatewayMetrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,15 +50,20 @@ impl Application {
     /// Builds the gateway and binds `settings.server.listen` (port 0 picks a free port).
     /// Must be called inside a Tokio runtime.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        let client = ApplianceClient::new(&settings.upstream).map_err(StartupError::Client)?;
+        let metrics = Arc::new(GatewayMetrics::new());
+        let client = ApplianceClient::new(&settings.upstream, metrics.clone())
+            .map_err(StartupError::Client)?;
         let catalog = Arc::new(Catalog::default());
+        let health = Arc::new(ApplianceHealth::default());
         let callers = Arc::new(CallerLimits::new(&settings.rate_limit));
         let sweep_every = Duration::from_secs(settings.rate_limit.sweep_secs);
         let sweeper = callers.clone();
         let background = vec![
-            tokio::spawn(catalog.clone().refresh_loop(
+            tokio::spawn(health::probe_loop(
+                health.clone(),
+                catalog.clone(),
                 client.clone(),
-                Duration::from_secs(settings.upstream.catalog_refresh_secs),
+                settings.upstream.clone(),
             )),
             tokio::spawn(async move {
                 loop {
@@ -72,20 +82,26 @@ impl Application {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         };
+        let grace = settings.server.shutdown_grace_secs;
         let state = web::Data::new(AppState {
-            cache: ResponseCache::new(&settings.cache, &client.identity()),
-            callers,
+            cache: ResponseCache::new(&settings.cache, &client.identity(), &metrics),
             source: MetricSource::new(client, catalog.clone()),
             catalog,
+            callers,
+            health,
+            metrics,
             settings,
         });
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .wrap(from_fn(request::observe))
                 .configure(api::routes)
                 .default_service(web::to(api::fallback))
         })
         .workers(workers)
+        // SIGTERM and SIGINT stop accepting, then let requests in flight finish this long.
+        .shutdown_timeout(grace)
         .listen(listener)
         .map_err(|source| StartupError::Bind {
             addr: addr.to_string(),
@@ -113,6 +129,7 @@ impl Application {
         for task in self.background {
             task.abort();
         }
+        tracing::info!("metricgate stopped");
         result
     }
 }

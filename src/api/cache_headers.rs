@@ -5,6 +5,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
 
 use crate::cache::{Answer, Directives, Route};
+use crate::telemetry::request::UpstreamMs;
 
 pub fn directives(req: &HttpRequest) -> Directives {
     let mut d = Directives::default();
@@ -88,6 +89,11 @@ pub fn respond(req: &HttpRequest, answer: &Answer, now: i64) -> HttpResponse {
         .insert_header((header::CACHE_CONTROL, format!("max-age={}", ttl.max(0))))
         .insert_header((header::ETAG, entry.etag.as_str()))
         .insert_header((header::VARY, HeaderValue::from_static("accept-encoding")));
+    if let Route::Miss { .. } | Route::Forced { .. } = answer.route {
+        response
+            .extensions_mut()
+            .insert(UpstreamMs(entry.upstream_ms));
+    }
     if not_modified {
         return response.finish();
     }

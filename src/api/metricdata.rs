@@ -11,6 +11,7 @@ use crate::error::{ApiError, Problem};
 use crate::normalize::MetricData;
 use crate::query;
 use crate::startup::AppState;
+use crate::telemetry::request::upstream_traceparent;
 use crate::upstream::UpstreamError;
 
 /// The parameters, for the OpenAPI document. Parsing is done by [`query::parse`], which
@@ -113,10 +114,11 @@ pub async fn get_metricdata(
         query::parse(raw, &state.settings.query, &names, now).map_err(ApiError::InvalidQuery)?;
     let source = state.source.clone();
     let asked = query.clone();
+    let traceparent = upstream_traceparent(req.headers());
     let answer = state
         .cache
         .answer(raw, query, now, directives, move || async move {
-            let data = source.fetch(&asked, now).await?;
+            let data = source.fetch(&asked, now, Some(traceparent)).await?;
             serde_json::to_vec(&data)
                 .map(Bytes::from)
                 .map_err(|e| UpstreamError::BadShape(e.to_string()))

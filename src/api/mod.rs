@@ -24,6 +24,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .route("/healthz", web::get().to(ops::healthz))
     .route("/readyz", web::get().to(ops::readyz))
+    .route("/metrics", web::get().to(ops::prometheus))
     .route("/internal/cache", web::get().to(admin::get_cache))
     .route("/internal/cache", web::delete().to(admin::delete_cache))
     .route("/internal/limits", web::get().to(admin::get_limits))
@@ -37,6 +38,7 @@ pub async fn fallback(req: HttpRequest) -> Result<HttpResponse, ApiError> {
         "/v1/metrics",
         "/healthz",
         "/readyz",
+        "/metrics",
         "/openapi.json",
     ];
     Err(if known.contains(&req.path()) {

@@ -1,9 +1,12 @@
-//! Liveness and readiness.
+//! Liveness, readiness and the gateway's Prometheus series.
 
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::health::ProbeResult;
+use crate::limits::BreakerState;
+use crate::query::now_ms;
 use crate::startup::AppState;
 
 #[derive(Serialize, ToSchema)]
@@ -20,6 +23,9 @@ pub struct Readiness {
     pub reasons: Vec<String>,
     /// Whether the metric catalog has been fetched.
     pub catalog: bool,
+    /// The last probe of the appliance, if any.
+    pub appliance: Option<ProbeResult>,
+    pub breaker: BreakerState,
 }
 
 /// The process is alive.
@@ -29,13 +35,32 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health { status: "ok" })
 }
 
-/// The gateway can answer: configuration loaded, metric catalog fetched from the appliance.
+/// The gateway can answer: the configuration is loaded (it is, or the process would not
+/// run), the appliance answered the last periodic probe and accepted our signature, the
+/// metric catalog is fetched, and the circuit breaker is not open.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Readiness),
         (status = 503, description = "Not ready, with reasons", body = Readiness)))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let mut reasons = Vec::new();
+    let probe = state.health.last();
+    // A probe stuck longer than this means the appliance is not answering.
+    let stale_after_ms = (state.settings.upstream.probe_secs * 1000
+        + state.settings.upstream.probe_timeout_ms) as i64
+        * 2;
+    match &probe {
+        None => reasons.push("appliance: not probed yet".to_owned()),
+        Some(p) if !p.ok => reasons.push(format!(
+            "appliance: {}",
+            p.error.as_deref().unwrap_or("probe failed")
+        )),
+        Some(p) if now_ms() - p.at > stale_after_ms => reasons.push(format!(
+            "appliance: no probe answer for {} s",
+            (now_ms() - p.at) / 1000
+        )),
+        Some(_) => {}
+    }
     let catalog = state.catalog.get().is_some();
     if !catalog {
         let why = state
@@ -44,14 +69,41 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             .unwrap_or_else(|| "not fetched yet".into());
         reasons.push(format!("metric catalog: {why}"));
     }
+    let breaker = state.source.client().guard().breaker_state();
+    if breaker == BreakerState::Open {
+        reasons.push("appliance: circuit breaker open after repeated failures".into());
+    }
     let body = Readiness {
         ready: reasons.is_empty(),
         reasons,
         catalog,
+        appliance: probe,
+        breaker,
     };
     if body.ready {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)
     }
+}
+
+/// The gateway's own series in the Prometheus text format (Darktrace's metric catalog is
+/// `/v1/metrics`).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
+pub async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
+    let m = &state.metrics;
+    let cache = state.cache.report().await;
+    m.cache_bytes.set(cache.bytes as i64);
+    m.cache_entries.set(cache.entries as i64);
+    let guard = state.source.client().guard();
+    m.upstream_in_flight.set(guard.in_flight() as i64);
+    m.breaker_state.set(match guard.breaker_state() {
+        BreakerState::Closed => 0,
+        BreakerState::HalfOpen => 1,
+        BreakerState::Open => 2,
+    });
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(m.render())
 }

@@ -57,13 +57,19 @@ where
         }
         let inflight = self.inflight.clone();
         let task_key = key.clone();
-        let handle = tokio::spawn(async move {
-            let result = fetch.await;
-            if let Ok(mut map) = inflight.lock() {
-                map.remove(&task_key);
-            }
-            result
-        });
+        // The fetch keeps the span of the request that started it, so its logs carry that
+        // request's id.
+        let span = tracing::Span::current();
+        let handle = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let result = fetch.await;
+                if let Ok(mut map) = inflight.lock() {
+                    map.remove(&task_key);
+                }
+                result
+            },
+            span,
+        ));
         let shared = async move {
             handle
                 .await

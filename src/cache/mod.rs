@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use moka::Expiry;
 use moka::future::Cache;
+use prometheus::IntCounter;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -25,6 +26,7 @@ pub use key::CacheKey;
 use crate::error::ApiError;
 use crate::query::MetricQuery;
 use crate::settings::CacheSettings;
+use crate::telemetry::GatewayMetrics;
 use crate::upstream::UpstreamError;
 
 /// A stored answer.
@@ -37,6 +39,8 @@ pub struct Entry {
     /// Strong validator of `body`, quoted.
     pub etag: String,
     pub deadlines: Deadlines,
+    /// How long the appliance took to produce it.
+    pub upstream_ms: u64,
 }
 
 /// How an answer was obtained, for `Cache-Status`.
@@ -66,13 +70,27 @@ pub struct Directives {
     pub only_if_cached: bool,
 }
 
-#[derive(Default)]
+/// The cache's events, kept in the gateway's Prometheus series (resolved once, so counting
+/// costs one atomic add).
 struct Counters {
-    hits: AtomicU64,
-    misses: AtomicU64,
-    collapsed: AtomicU64,
-    stale: AtomicU64,
+    hits: IntCounter,
+    misses: IntCounter,
+    collapsed: IntCounter,
+    stale: IntCounter,
     fetches: AtomicU64,
+}
+
+impl Counters {
+    fn new(metrics: &GatewayMetrics) -> Self {
+        let event = |name: &str| metrics.cache_events.with_label_values(&[name]);
+        Self {
+            hits: event("hit"),
+            misses: event("miss"),
+            collapsed: event("collapsed"),
+            stale: event("stale"),
+            fetches: AtomicU64::new(0),
+        }
+    }
 }
 
 /// `GET /internal/cache`.
@@ -132,7 +150,7 @@ pub struct ResponseCache {
 }
 
 impl ResponseCache {
-    pub fn new(settings: &CacheSettings, identity: &str) -> Self {
+    pub fn new(settings: &CacheSettings, identity: &str, metrics: &GatewayMetrics) -> Self {
         let store = Cache::builder()
             .max_capacity(settings.max_bytes)
             .weigher(|key: &CacheKey, entry: &Arc<Entry>| {
@@ -159,7 +177,7 @@ impl ResponseCache {
             identity: Arc::from(identity),
             gzip_min: settings.gzip_min_bytes,
             max_bytes: settings.max_bytes,
-            counters: Arc::default(),
+            counters: Arc::new(Counters::new(metrics)),
         }
     }
 
@@ -179,7 +197,7 @@ impl ResponseCache {
         if !entry.deadlines.is_fresh(now) {
             return None;
         }
-        self.counters.hits.fetch_add(1, Ordering::Relaxed);
+        self.counters.hits.inc();
         Some(Answer {
             entry,
             route: Route::Hit,
@@ -235,14 +253,14 @@ impl ResponseCache {
         if !directives.no_cache {
             if let Some(entry) = &stored {
                 if entry.deadlines.is_fresh(now) {
-                    c.hits.fetch_add(1, Ordering::Relaxed);
+                    c.hits.inc();
                     return Ok(Answer {
                         entry: entry.clone(),
                         route: Route::Hit,
                     });
                 }
                 if now < entry.deadlines.stale_while_revalidate_until {
-                    c.stale.fetch_add(1, Ordering::Relaxed);
+                    c.stale.inc();
                     // Refresh once in the background; a refresh already running is joined.
                     let _ = self.start(key, now, lifetime, directives, fetch);
                     return Ok(Answer {
@@ -260,9 +278,9 @@ impl ResponseCache {
             Joined::Collapsed(s) => (s, true),
         };
         if collapsed {
-            c.collapsed.fetch_add(1, Ordering::Relaxed);
+            c.collapsed.inc();
         } else {
-            c.misses.fetch_add(1, Ordering::Relaxed);
+            c.misses.inc();
         }
         match shared.await {
             Ok(entry) => Ok(Answer {
@@ -275,7 +293,7 @@ impl ResponseCache {
             }),
             Err(error) => match stored {
                 Some(entry) if now < entry.deadlines.stale_if_error_until => {
-                    c.stale.fetch_add(1, Ordering::Relaxed);
+                    c.stale.inc();
                     let status = ApiError::Upstream(error).problem().status;
                     Ok(Answer {
                         entry,
@@ -316,11 +334,14 @@ impl ResponseCache {
                 }
             }
             counters.fetches.fetch_add(1, Ordering::Relaxed);
+            let started = std::time::Instant::now();
             let body = body.await?;
+            let upstream_ms = started.elapsed().as_millis() as u64;
             let entry = Arc::new(Entry {
                 gzip: (body.len() >= gzip_min).then(|| gzip(&body)).flatten(),
                 etag: etag(&body),
                 deadlines: freshness.deadlines(lifetime, crate::query::now_ms()),
+                upstream_ms,
                 body,
             });
             store.insert(task_key, entry.clone()).await;
@@ -354,9 +375,9 @@ impl ResponseCache {
     pub async fn report(&self) -> CacheReport {
         self.store.run_pending_tasks().await;
         let c = &self.counters;
-        let hits = c.hits.load(Ordering::Relaxed);
-        let misses = c.misses.load(Ordering::Relaxed);
-        let stale = c.stale.load(Ordering::Relaxed);
+        let hits = c.hits.get();
+        let misses = c.misses.get();
+        let stale = c.stale.get();
         let asked = hits + misses + stale;
         CacheReport {
             entries: self.store.entry_count(),
@@ -364,7 +385,7 @@ impl ResponseCache {
             max_bytes: self.max_bytes,
             hits,
             misses,
-            collapsed: c.collapsed.load(Ordering::Relaxed),
+            collapsed: c.collapsed.get(),
             stale,
             fetches: c.fetches.load(Ordering::Relaxed),
             hit_ratio: if asked == 0 {

@@ -5,4 +5,4 @@ mod appliance;
 mod callers;
 
 pub use appliance::{ApplianceGuard, BreakerState, GuardReport, Ticket};
-pub use callers::{CallerLimits, Decision, RateState, middleware, parse_proxy};
+pub use callers::{Caller, CallerLimits, Decision, RateState, middleware, parse_proxy};

@@ -92,6 +92,12 @@ pub struct CatalogEntry {
     lengthscale: u64,
 }
 
+impl CatalogEntry {
+    pub fn mlid(&self) -> u64 {
+        self.mlid
+    }
+}
+
 pub fn catalog() -> Vec<CatalogEntry> {
     METRICS
         .iter()

@@ -55,6 +55,7 @@ pub struct SimStats {
     in_flight: AtomicU64,
     peak_in_flight: AtomicU64,
     recent: Mutex<VecDeque<String>>,
+    last_traceparent: Mutex<Option<String>>,
 }
 
 /// A copy of [`SimStats`] at one moment.
@@ -69,6 +70,8 @@ pub struct StatsSnapshot {
     pub peak_in_flight: u64,
     /// The last path-and-query strings received, oldest first.
     pub recent: Vec<String>,
+    /// The `traceparent` header of the last request that had one.
+    pub last_traceparent: Option<String>,
 }
 
 const RECENT: usize = 512;
@@ -86,6 +89,7 @@ impl SimStats {
                 .lock()
                 .map(|r| r.iter().cloned().collect())
                 .unwrap_or_default(),
+            last_traceparent: self.last_traceparent.lock().ok().and_then(|t| t.clone()),
         }
     }
 
@@ -152,6 +156,7 @@ impl Simulator {
                 .route("/_sim/reset", web::post().to(reset))
                 .route("/metricdata", web::get().to(metricdata))
                 .route("/metrics", web::get().to(metrics))
+                .route("/metrics/{mlid}", web::get().to(metric))
                 .default_service(web::to(not_found))
         })
         .workers(2)
@@ -363,7 +368,36 @@ async fn metrics(req: HttpRequest, state: web::Data<SimState>) -> HttpResponse {
     )
 }
 
+async fn metric(req: HttpRequest, state: web::Data<SimState>) -> HttpResponse {
+    if let Err(refusal) = authenticate(&req, &state) {
+        state.stats.rejected.fetch_add(1, Ordering::SeqCst);
+        return refusal;
+    }
+    let _guard = InFlight::new(&state.stats);
+    let n = state.stats.requests.fetch_add(1, Ordering::SeqCst);
+    state.stats.metrics.fetch_add(1, Ordering::SeqCst);
+    remember(&state.stats, &req);
+    let faults = match inject(&state, n).await {
+        Ok(f) => f,
+        Err(answer) => return answer,
+    };
+    let mlid: u64 = req.match_info().query("mlid").parse().unwrap_or(0);
+    match data::catalog().into_iter().find(|m| m.mlid() == mlid) {
+        Some(entry) => deliver(serde_json::to_vec(&entry).unwrap_or_default(), &faults),
+        None => HttpResponse::NotFound().json(serde_json::json!({"error": "Metric not found"})),
+    }
+}
+
 fn remember(stats: &SimStats, req: &HttpRequest) {
+    if let Some(tp) = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Ok(mut last) = stats.last_traceparent.lock() {
+            *last = Some(tp.to_owned());
+        }
+    }
     if let Ok(mut recent) = stats.recent.lock() {
         if recent.len() == RECENT {
             recent.pop_front();

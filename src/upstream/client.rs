@@ -11,6 +11,7 @@ use secrecy::SecretString;
 use super::sign;
 use crate::limits::ApplianceGuard;
 use crate::settings::UpstreamSettings;
+use crate::telemetry::GatewayMetrics;
 
 /// Why the appliance gave no usable answer. Cheap to clone: coalesced waiters share one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,6 +76,7 @@ pub struct ApplianceClient {
     max_body: usize,
     timeout: Duration,
     guard: Arc<ApplianceGuard>,
+    metrics: Arc<GatewayMetrics>,
 }
 
 impl std::fmt::Debug for ApplianceClient {
@@ -86,7 +88,7 @@ impl std::fmt::Debug for ApplianceClient {
 }
 
 impl ApplianceClient {
-    pub fn new(settings: &UpstreamSettings) -> Result<Self, String> {
+    pub fn new(settings: &UpstreamSettings, metrics: Arc<GatewayMetrics>) -> Result<Self, String> {
         let base = Url::parse(settings.url.trim_end_matches('/'))
             .map_err(|e| format!("upstream.url: {e}"))?;
         let timeout = Duration::from_millis(settings.timeout_ms);
@@ -122,6 +124,7 @@ impl ApplianceClient {
             max_body: settings.max_response_bytes,
             timeout,
             guard: Arc::new(ApplianceGuard::new(settings)),
+            metrics,
         })
     }
 
@@ -136,13 +139,18 @@ impl ApplianceClient {
 
     /// GETs `path_and_query` (which must start with `/`), signed, within the appliance's
     /// budget, retrying transient failures, and returns the body of a 2xx answer.
-    #[tracing::instrument(name = "appliance", skip(self))]
-    pub async fn get(&self, path_and_query: &str) -> Result<Bytes, UpstreamError> {
+    /// `traceparent` (W3C) is passed on to the appliance.
+    #[tracing::instrument(name = "appliance", skip(self, traceparent))]
+    pub async fn get(
+        &self,
+        path_and_query: &str,
+        traceparent: Option<&str>,
+    ) -> Result<Bytes, UpstreamError> {
         self.guard.first_attempt();
         let mut attempt = 0;
         loop {
             let ticket = self.guard.admit().await?;
-            let result = self.send(path_and_query).await;
+            let result = self.send(path_and_query, traceparent, self.timeout).await;
             ticket.done(
                 !result
                     .as_ref()
@@ -162,8 +170,62 @@ impl ApplianceClient {
         }
     }
 
-    #[tracing::instrument(name = "attempt", skip(self), fields(status))]
-    async fn send(&self, path_and_query: &str) -> Result<Bytes, UpstreamError> {
+    /// One attempt within `timeout`, no retries: for readiness probes.
+    pub async fn probe(
+        &self,
+        path_and_query: &str,
+        timeout: Duration,
+    ) -> Result<Bytes, UpstreamError> {
+        let ticket = self.guard.admit().await?;
+        let result = self.send(path_and_query, None, timeout).await;
+        ticket.done(
+            !result
+                .as_ref()
+                .is_err_and(UpstreamError::is_appliance_failure),
+        );
+        result
+    }
+
+    /// Sends once, and counts the outcome and its time.
+    async fn send(
+        &self,
+        path_and_query: &str,
+        traceparent: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Bytes, UpstreamError> {
+        let started = std::time::Instant::now();
+        let result = self.send_once(path_and_query, traceparent, timeout).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(UpstreamError::BadSignature) => "bad_signature",
+            Err(UpstreamError::BadDate) => "bad_date",
+            Err(UpstreamError::Redirected { .. }) => "redirected",
+            Err(UpstreamError::Rejected { status: 500.., .. }) => "server_error",
+            Err(UpstreamError::Rejected { .. }) => "rejected",
+            Err(UpstreamError::Timeout(_)) => "timeout",
+            Err(UpstreamError::Connect(_)) => "connect_error",
+            Err(UpstreamError::Body(_)) => "broken_body",
+            Err(UpstreamError::TooLarge(_)) => "too_large",
+            Err(_) => "other",
+        };
+        self.metrics
+            .upstream_requests
+            .with_label_values(&[outcome])
+            .inc();
+        self.metrics
+            .upstream_duration
+            .with_label_values(&[outcome])
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    #[tracing::instrument(name = "attempt", skip(self, traceparent, timeout), fields(status))]
+    async fn send_once(
+        &self,
+        path_and_query: &str,
+        traceparent: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Bytes, UpstreamError> {
         // The base may carry a path prefix; the appliance signs what it sees after the host.
         let full_path = format!(
             "{}{}",
@@ -174,16 +236,21 @@ impl ApplianceClient {
         url.set_path("");
         let url = format!("{}{}", url.as_str().trim_end_matches('/'), full_path);
         let signed = sign::sign_now(&self.private_token, &self.public_token, &full_path);
-        let response = self
+        let mut request = self
             .http
             .get(&url)
+            .timeout(timeout)
             .header("DTAPI-Token", signed.token)
             .header("DTAPI-Date", signed.date)
             .header("DTAPI-Signature", signed.signature)
-            .header("Accept", "application/json")
+            .header("Accept", "application/json");
+        if let Some(tp) = traceparent {
+            request = request.header("traceparent", tp);
+        }
+        let response = request
             .send()
             .await
-            .map_err(|e| self.transport_error(&e))?;
+            .map_err(|e| self.transport_error(&e, timeout))?;
         let status = response.status();
         tracing::Span::current().record("status", status.as_u16());
         if status.is_redirection() {
@@ -221,14 +288,14 @@ impl ApplianceClient {
                     buf.extend_from_slice(&chunk);
                 }
                 Ok(None) => return Ok(buf.freeze()),
-                Err(e) => return Err(self.transport_error(&e)),
+                Err(e) => return Err(self.transport_error(&e, self.timeout)),
             }
         }
     }
 
-    fn transport_error(&self, e: &reqwest::Error) -> UpstreamError {
+    fn transport_error(&self, e: &reqwest::Error, timeout: Duration) -> UpstreamError {
         if e.is_timeout() {
-            UpstreamError::Timeout(self.timeout)
+            UpstreamError::Timeout(timeout)
         } else if e.is_connect() {
             UpstreamError::Connect(error_chain(e))
         } else {

@@ -3,9 +3,12 @@
 mod cache;
 mod clients;
 mod contract;
+mod deploy;
 mod docs;
 mod helpers;
 mod limits;
+mod ops;
+mod shutdown;
 mod signing;
 mod translation;
 mod validation;

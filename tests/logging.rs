@@ -1,5 +1,6 @@
-//! Runs the gateway's code paths with every log at TRACE level and searches all the output
-//! for the private token. Its own binary, so it owns the global subscriber.
+//! Runs the gateway's code paths with every log at TRACE level, as JSON lines like `serve`
+//! writes them, then checks the access lines and searches all the output for the private
+//! token. Its own binary, so it owns the global subscriber.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -39,6 +40,10 @@ async fn the_private_token_never_reaches_the_logs() {
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
         .with_writer(move || writer.clone())
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(true)
         .init();
 
     let sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).unwrap();
@@ -92,9 +97,50 @@ async fn the_private_token_never_reaches_the_logs() {
     }
     sim.set_faults(Faults::default());
 
+    let resp = http
+        .get(format!("{good}/v1/metricdata?metric=connections&did=77"))
+        .header("x-client-id", "log-test-client")
+        .header("x-request-id", "log-test-request")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+
     let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    // One access line per request, with the request id, client, cache status and upstream time.
+    let access: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "request")
+        .collect();
+    assert!(
+        access.len() >= bodies.len(),
+        "{} access lines for {} requests",
+        access.len(),
+        bodies.len()
+    );
+    let line = access
+        .iter()
+        .find(|v| v["span"]["request_id"] == "log-test-request")
+        .expect("the access line carries the caller's request id");
+    assert_eq!(line["client"], "id:log-test-client");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["route"], "/v1/metricdata");
+    assert!(line["cache"].as_str().unwrap().contains("fwd=miss"));
+    assert!(line["upstream_ms"].is_u64());
+    assert!(line["duration_ms"].is_f64());
+    // The appliance request's own log lines carry the same request id.
+    assert!(
+        text.lines()
+            .any(|l| l.contains("log-test-request") && l.contains("attempt")),
+        "the upstream span is not tied to the request"
+    );
     // The capture works: it holds trace-level lines from the request path.
-    assert!(text.contains("TRACE"), "no trace lines captured");
+    assert!(
+        text.contains("\"level\":\"TRACE\""),
+        "no trace lines captured"
+    );
     assert!(text.contains("appliance"), "no appliance span captured");
     assert!(
         text.contains("[REDACTED]") || text.contains("SecretBox"),

@@ -1,0 +1,164 @@
+//! Per request: an id (the caller's `X-Request-Id`, or a new one, returned either way), a
+//! span that every log line of the request carries, one access line, and the HTTP series.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, web};
+use tracing::Instrument;
+
+use crate::limits::Caller;
+use crate::startup::AppState;
+
+/// How long the appliance took for the answer this response carries (none for cache hits).
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamMs(pub u64);
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+fn request_id(req: &ServiceRequest) -> String {
+    req.headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| {
+            (1..=128).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let id = request_id(&req);
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.metrics.clone());
+    let span = tracing::info_span!("request", request_id = %id);
+    let method = req.method().clone();
+    let mut response = next.call(req).instrument(span.clone()).await?;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    let route = response
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    if let Some(m) = &metrics {
+        let status_text = status.to_string();
+        m.http_requests
+            .with_label_values(&[route.as_str(), status_text.as_str()])
+            .inc();
+        m.http_duration
+            .with_label_values(&[route.as_str()])
+            .observe(elapsed.as_secs_f64());
+        if status == 429 {
+            m.rate_limited.inc();
+        }
+    }
+    if let Ok(value) = HeaderValue::try_from(id.as_str()) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    if tracing::enabled!(tracing::Level::INFO) {
+        let client = response
+            .request()
+            .extensions()
+            .get::<Caller>()
+            .map(|c| c.0.clone());
+        let upstream_ms = response
+            .response()
+            .extensions()
+            .get::<UpstreamMs>()
+            .map(|u| u.0);
+        let cache = response
+            .headers()
+            .get("cache-status")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let path = response.request().path().to_owned();
+        tracing::info!(
+            parent: &span,
+            %method,
+            path,
+            route,
+            status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            client,
+            cache,
+            upstream_ms,
+            "request"
+        );
+    }
+    Ok(response)
+}
+
+/// The W3C `traceparent` for the appliance request: the caller's trace continued with a new
+/// parent id (this gateway's hop), or a new trace when the caller sent none or a malformed one.
+pub fn upstream_traceparent(headers: &actix_web::http::header::HeaderMap) -> String {
+    let hex = |s: &str, len: usize| {
+        s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let span_id = format!("{:016x}", rand::random::<u64>() | 1);
+    let incoming = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let parts: Vec<&str> = v.trim().split('-').collect();
+            match parts.as_slice() {
+                [version, trace, parent, flags]
+                    if hex(version, 2)
+                        && *version != "ff"
+                        && hex(trace, 32)
+                        && trace.bytes().any(|b| b != b'0')
+                        && hex(parent, 16)
+                        && hex(flags, 2) =>
+                {
+                    Some((trace.to_string(), flags.to_string()))
+                }
+                _ => None,
+            }
+        });
+    let (trace_id, flags) = incoming.unwrap_or_else(|| {
+        (
+            format!("{:032x}", rand::random::<u128>() | 1),
+            "01".to_owned(),
+        )
+    });
+    format!("00-{trace_id}-{span_id}-{flags}")
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+
+    use super::upstream_traceparent;
+
+    #[test]
+    fn the_callers_trace_continues() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            HeaderName::from_static("traceparent"),
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        let tp = upstream_traceparent(&h);
+        assert!(
+            tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{tp}"
+        );
+        assert!(tp.ends_with("-01"));
+        assert!(!tp.contains("00f067aa0ba902b7"), "a new parent id");
+        h.insert(
+            HeaderName::from_static("traceparent"),
+            HeaderValue::from_static("garbage"),
+        );
+        assert_eq!(upstream_traceparent(&h).len(), 55);
+        assert_eq!(upstream_traceparent(&HeaderMap::new()).len(), 55);
+    }
+}

@@ -1,0 +1,237 @@
+//! Operations: Prometheus series, readiness, request ids and trace propagation.
+
+use std::time::Duration;
+
+use metricgate::sim::Faults;
+use secrecy::SecretString;
+
+use crate::helpers::{spawn_app, spawn_app_with};
+
+const Q: &str =
+    "/v1/metricdata?metric=connections&from=2024-01-15T12:00:00Z&to=2024-01-15T13:00:00Z";
+
+fn value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+}
+
+#[tokio::test]
+async fn prometheus_series_count_what_happened() {
+    let app = spawn_app_with(|s| {
+        s.rate_limit.per_client_per_minute = 60;
+        s.rate_limit.burst = 3;
+    })
+    .await;
+    app.ready().await;
+    assert_eq!(app.get(Q).await.status, 200); // miss
+    assert_eq!(app.get(Q).await.status, 200); // hit
+    assert_eq!(
+        app.get("/v1/metricdata?metric=connections&bogus=1")
+            .await
+            .status,
+        400
+    );
+    assert_eq!(app.get(Q).await.status, 429);
+    let resp = app
+        .http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = resp.text().await.unwrap();
+    assert_eq!(
+        value(
+            &text,
+            r#"metricgate_http_requests_total{route="/v1/metricdata",status="200"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"metricgate_http_requests_total{route="/v1/metricdata",status="400"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"metricgate_http_requests_total{route="/v1/metricdata",status="429"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"metricgate_http_request_duration_seconds_count{route="/v1/metricdata"}"#
+        ),
+        4.0
+    );
+    assert_eq!(
+        value(&text, r#"metricgate_cache_events_total{event="hit"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(&text, r#"metricgate_cache_events_total{event="miss"}"#),
+        1.0
+    );
+    assert_eq!(value(&text, "metricgate_cache_entries"), 1.0);
+    assert!(value(&text, "metricgate_cache_bytes") > 1000.0);
+    assert!(value(&text, r#"metricgate_upstream_requests_total{outcome="ok"}"#) >= 2.0); // catalog + data
+    assert!(
+        value(
+            &text,
+            r#"metricgate_upstream_request_duration_seconds_count{outcome="ok"}"#
+        ) >= 2.0
+    );
+    assert_eq!(value(&text, "metricgate_rate_limited_total"), 1.0);
+    assert_eq!(value(&text, "metricgate_upstream_breaker_state"), 0.0);
+    assert_eq!(value(&text, "metricgate_upstream_in_flight"), 0.0);
+    assert!(text.contains("process_resident_memory_bytes"));
+    // The scrape itself is not rate-limited and is counted under its own route.
+    let again = app
+        .http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        value(
+            &again,
+            r#"metricgate_http_requests_total{route="/metrics",status="200"}"#
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn readiness_follows_the_appliance() {
+    let app = spawn_app_with(|s| {
+        s.upstream.probe_secs = 1;
+        s.upstream.probe_timeout_ms = 300;
+        s.upstream.breaker_failures = 1000;
+    })
+    .await;
+    app.ready().await;
+    let r = app.get("/readyz").await;
+    assert_eq!(r.body["ready"], true);
+    assert_eq!(r.body["appliance"]["ok"], true);
+
+    app.sim.set_faults(Faults {
+        error_rate: 1.0,
+        ..Faults::default()
+    });
+    let mut waited = 0;
+    while app.get("/readyz").await.status == 200 {
+        assert!(
+            waited < 50,
+            "readiness did not notice the appliance failing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    let r = app.get("/readyz").await;
+    assert_eq!(r.status, 503);
+    assert!(
+        r.body["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("appliance: "),
+        "{}",
+        r.body
+    );
+
+    app.sim.set_faults(Faults::default());
+    let mut waited = 0;
+    while app.get("/readyz").await.status != 200 {
+        assert!(
+            waited < 50,
+            "readiness did not notice the appliance recover"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+}
+
+#[tokio::test]
+async fn readiness_reports_refused_credentials_and_a_vanished_appliance() {
+    let app = spawn_app_with(|s| {
+        s.upstream.private_token = SecretString::from("wrong");
+        s.upstream.probe_secs = 1;
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = app.get("/readyz").await;
+    assert_eq!(r.status, 503);
+    assert!(
+        r.body["reasons"]
+            .to_string()
+            .contains("API SIGNATURE ERROR"),
+        "{}",
+        r.body
+    );
+
+    let app = spawn_app_with(|s| {
+        s.upstream.probe_secs = 1;
+        s.upstream.probe_timeout_ms = 300;
+        s.upstream.connect_timeout_ms = 300;
+    })
+    .await;
+    app.ready().await;
+    app.sim.stop().await;
+    let mut waited = 0;
+    while app.get("/readyz").await.status == 200 {
+        assert!(
+            waited < 50,
+            "readiness did not notice the appliance going away"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+}
+
+#[tokio::test]
+async fn request_ids_are_returned_and_traceparent_reaches_the_appliance() {
+    let app = spawn_app().await;
+    let a = app.get(Q).await;
+    let id = a.header("x-request-id");
+    assert_eq!(id.len(), 36, "a generated UUID: {id}");
+    let b = app
+        .get_with(Q, &[("x-request-id", "caller-chosen-42")])
+        .await;
+    assert_eq!(b.header("x-request-id"), "caller-chosen-42");
+    let bad = app
+        .get_with("/healthz", &[("x-request-id", "has spaces\tand tabs")])
+        .await;
+    assert_eq!(bad.header("x-request-id").len(), 36, "a bad id is replaced");
+
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let c = app
+        .get_with(&format!("{Q}&did=5"), &[("traceparent", trace)])
+        .await;
+    assert_eq!(c.status, 200);
+    let sent = app
+        .sim
+        .stats
+        .snapshot()
+        .last_traceparent
+        .expect("a traceparent reached the appliance");
+    assert!(
+        sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{sent}"
+    );
+    assert_ne!(sent, trace, "the gateway is a new hop");
+}
