@@ -23,8 +23,8 @@ use crate::settings::{ClientQuota, RateLimitSettings};
 use crate::startup::AppState;
 
 type Keyed = RateLimiter<
-    String,
-    DefaultKeyedStateStore<String>,
+    Caller,
+    DefaultKeyedStateStore<Caller>,
     governor::clock::DefaultClock,
     StateInformationMiddleware,
 >;
@@ -34,7 +34,21 @@ type Direct =
 /// Who is asking: a client id from the header, or an IP address. Stored in the request's
 /// extensions for logging.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Caller(pub String);
+pub enum Caller {
+    Id(Box<str>),
+    Ip(IpAddr),
+    Unknown,
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Caller::Id(id) => write!(f, "id:{id}"),
+            Caller::Ip(ip) => write!(f, "ip:{ip}"),
+            Caller::Unknown => f.write_str("unknown"),
+        }
+    }
+}
 
 /// A caller's budget after this request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,10 +69,26 @@ pub enum Decision {
     },
 }
 
+/// A quota, and its `RateLimit-Policy` header, rendered once.
+struct Policy {
+    quota: ClientQuota,
+    header: HeaderValue,
+}
+
+impl Policy {
+    fn new(quota: ClientQuota) -> Self {
+        let text = format!("{};w=60;burst={}", quota.per_minute, quota.burst);
+        Self {
+            header: HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("")),
+            quota,
+        }
+    }
+}
+
 pub struct CallerLimits {
     default: Keyed,
-    default_quota: ClientQuota,
-    overrides: HashMap<String, (Direct, ClientQuota)>,
+    default_policy: Policy,
+    overrides: HashMap<Box<str>, (Direct, Policy)>,
     header: HeaderName,
     trusted: Vec<IpNet>,
     max_tracked: usize,
@@ -99,10 +129,10 @@ impl CallerLimits {
                 .map(|(id, q)| {
                     let limiter = RateLimiter::direct(quota(q))
                         .with_middleware::<StateInformationMiddleware>();
-                    (format!("id:{id}"), (limiter, q.clone()))
+                    (Box::from(id.as_str()), (limiter, Policy::new(q.clone())))
                 })
                 .collect(),
-            default_quota,
+            default_policy: Policy::new(default_quota),
             header: HeaderName::try_from(s.client_header.as_str())
                 .unwrap_or(HeaderName::from_static("x-client-id")),
             trusted: s
@@ -125,15 +155,13 @@ impl CallerLimits {
             .and_then(|v| v.to_str().ok())
             .filter(|id| (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()))
         {
-            return Caller(format!("id:{id}"));
+            return Caller::Id(Box::from(id));
         }
-        let peer = req.peer_addr().map(|a| a.ip());
-        let ip = match peer {
-            Some(ip) if self.is_trusted(ip) => self.forwarded_client(req).unwrap_or(ip),
-            Some(ip) => ip,
-            None => return Caller("ip:unknown".into()),
-        };
-        Caller(format!("ip:{ip}"))
+        match req.peer_addr().map(|a| a.ip()) {
+            Some(ip) if self.is_trusted(ip) => Caller::Ip(self.forwarded_client(req).unwrap_or(ip)),
+            Some(ip) => Caller::Ip(ip),
+            None => Caller::Unknown,
+        }
     }
 
     fn is_trusted(&self, ip: IpAddr) -> bool {
@@ -157,10 +185,13 @@ impl CallerLimits {
             .copied()
     }
 
-    pub fn check(&self, caller: &Caller) -> Decision {
-        if let Some((limiter, q)) = self.overrides.get(&caller.0) {
-            let now = limiter.clock().now();
-            return decide(limiter.check().map_err(|e| e.wait_time_from(now)), q);
+    pub fn check(&self, caller: &Caller) -> (Decision, &HeaderValue) {
+        if let Caller::Id(id) = caller {
+            if let Some((limiter, policy)) = self.overrides.get(id) {
+                let now = limiter.clock().now();
+                let outcome = limiter.check().map_err(|e| e.wait_time_from(now));
+                return (decide(outcome, &policy.quota), &policy.header);
+            }
         }
         if self.default.len() > self.max_tracked {
             let now_ms = self.started.elapsed().as_millis() as u64;
@@ -175,11 +206,13 @@ impl CallerLimits {
             }
         }
         let now = self.default.clock().now();
-        decide(
-            self.default
-                .check_key(&caller.0)
-                .map_err(|e| e.wait_time_from(now)),
-            &self.default_quota,
+        let outcome = self
+            .default
+            .check_key(caller)
+            .map_err(|e| e.wait_time_from(now));
+        (
+            decide(outcome, &self.default_policy.quota),
+            &self.default_policy.header,
         )
     }
 
@@ -194,7 +227,7 @@ impl CallerLimits {
     }
 
     pub fn default_quota(&self) -> &ClientQuota {
-        &self.default_quota
+        &self.default_policy.quota
     }
 
     pub fn header(&self) -> &HeaderName {
@@ -223,17 +256,13 @@ fn decide(
 }
 
 /// `RateLimit-Policy` and `RateLimit`, as in draft-ietf-httpapi-ratelimit-headers-07.
-fn write_headers(headers: &mut HeaderMap, s: &RateState) {
-    let policy = format!("{};w=60;burst={}", s.per_minute, s.limit);
+fn write_headers(headers: &mut HeaderMap, policy: &HeaderValue, s: &RateState) {
     let current = format!(
         "limit={}, remaining={}, reset={}",
         s.limit, s.remaining, s.reset_secs
     );
-    if let (Ok(p), Ok(c)) = (
-        HeaderValue::try_from(policy),
-        HeaderValue::try_from(current),
-    ) {
-        headers.insert(HeaderName::from_static("ratelimit-policy"), p);
+    headers.insert(HeaderName::from_static("ratelimit-policy"), policy.clone());
+    if let Ok(c) = HeaderValue::try_from(current) {
         headers.insert(HeaderName::from_static("ratelimit"), c);
     }
 }
@@ -247,12 +276,13 @@ pub async fn middleware(
         return next.call(req).await.map(|r| r.map_into_left_body());
     };
     let caller = state.callers.identify(req.request());
-    let decision = state.callers.check(&caller);
+    let (decision, policy) = state.callers.check(&caller);
+    let policy = policy.clone();
     req.extensions_mut().insert(caller);
     match decision {
         Decision::Allowed(s) => {
             let mut response = next.call(req).await?;
-            write_headers(response.headers_mut(), &s);
+            write_headers(response.headers_mut(), &policy, &s);
             Ok(response.map_into_left_body())
         }
         Decision::Limited {
@@ -260,7 +290,7 @@ pub async fn middleware(
             retry_after_secs,
         } => {
             let mut response = ApiError::RateLimited { retry_after_secs }.error_response();
-            write_headers(response.headers_mut(), &s);
+            write_headers(response.headers_mut(), &policy, &s);
             Ok(req.into_response(response).map_into_right_body())
         }
     }
@@ -288,14 +318,14 @@ mod tests {
     #[test]
     fn a_burst_then_limited_with_retry_after() {
         let l = limits(60, 3);
-        let c = Caller("id:a".into());
+        let c = Caller::Id("a".into());
         for expected in [2, 1, 0] {
-            match l.check(&c) {
+            match l.check(&c).0 {
                 Decision::Allowed(s) => assert_eq!(s.remaining, expected),
                 Decision::Limited { .. } => panic!("limited too early"),
             }
         }
-        match l.check(&c) {
+        match l.check(&c).0 {
             Decision::Limited {
                 retry_after_secs,
                 state,
@@ -307,10 +337,10 @@ mod tests {
             Decision::Allowed(_) => panic!("not limited"),
         }
         assert!(matches!(
-            l.check(&Caller("id:b".into())),
+            l.check(&Caller::Id("b".into())).0,
             Decision::Allowed(_)
         ));
-        match l.check(&Caller("id:dash".into())) {
+        match l.check(&Caller::Id("dash".into())).0 {
             Decision::Allowed(s) => assert_eq!((s.limit, s.remaining), (50, 49)),
             Decision::Limited { .. } => panic!("override not applied"),
         }
@@ -322,7 +352,7 @@ mod tests {
         let l = limits(60_000, 1);
         let mut peak = 0;
         for i in 0..1_000_000u32 {
-            let _ = l.check(&Caller(format!("ip:{i}")));
+            let _ = l.check(&Caller::Ip(std::net::Ipv4Addr::from(i).into()));
             if i % 1000 == 0 {
                 peak = peak.max(l.tracked());
             }

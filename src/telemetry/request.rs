@@ -19,18 +19,23 @@ pub struct UpstreamMs(pub u64);
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-fn request_id(req: &ServiceRequest) -> String {
+/// The caller's id when it is a sensible token, else a new UUID.
+fn request_id(req: &ServiceRequest) -> HeaderValue {
     req.headers()
         .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
         .filter(|id| {
             (1..=128).contains(&id.len())
                 && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+                    .as_bytes()
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
         })
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+        .cloned()
+        .unwrap_or_else(|| {
+            let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+            HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("-"))
+        })
 }
 
 pub async fn observe(
@@ -39,10 +44,11 @@ pub async fn observe(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let id = request_id(&req);
+    let id_text = id.to_str().unwrap_or("-");
     let metrics = req
         .app_data::<web::Data<AppState>>()
         .map(|s| s.metrics.clone());
-    let span = tracing::info_span!("request", request_id = %id);
+    let span = tracing::info_span!("request", request_id = %id_text);
     let method = req.method().clone();
     let mut response = next.call(req).instrument(span.clone()).await?;
     let elapsed = started.elapsed();
@@ -52,9 +58,8 @@ pub async fn observe(
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
     if let Some(m) = &metrics {
-        let status_text = status.to_string();
         m.http_requests
-            .with_label_values(&[route.as_str(), status_text.as_str()])
+            .with_label_values(&[route.as_str(), response.status().as_str()])
             .inc();
         m.http_duration
             .with_label_values(&[route.as_str()])
@@ -63,15 +68,13 @@ pub async fn observe(
             m.rate_limited.inc();
         }
     }
-    if let Ok(value) = HeaderValue::try_from(id.as_str()) {
-        response.headers_mut().insert(REQUEST_ID, value);
-    }
+    response.headers_mut().insert(REQUEST_ID, id.clone());
     if tracing::enabled!(tracing::Level::INFO) {
         let client = response
             .request()
             .extensions()
             .get::<Caller>()
-            .map(|c| c.0.clone());
+            .map(|c| c.to_string());
         let upstream_ms = response
             .response()
             .extensions()
