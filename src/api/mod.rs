@@ -11,9 +11,8 @@ pub mod ops;
 use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use crate::limits;
-
 use crate::error::ApiError;
+use crate::limits;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -31,17 +30,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(openapi::swagger_ui());
 }
 
+/// Every route's path (none has parameters), for the fallback and metric labels.
+pub const ROUTES: &[&str] = &[
+    "/v1/metricdata",
+    "/v1/metrics",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/internal/cache",
+    "/internal/limits",
+];
+
 /// Unknown routes and methods get a problem too, never actix's plain-text default.
 pub async fn fallback(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let known = [
-        "/v1/metricdata",
-        "/v1/metrics",
-        "/healthz",
-        "/readyz",
-        "/metrics",
-        "/openapi.json",
-    ];
-    Err(if known.contains(&req.path()) {
+    Err(if ROUTES.contains(&req.path()) {
         ApiError::MethodNotAllowed
     } else {
         ApiError::NotFound

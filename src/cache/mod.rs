@@ -113,6 +113,11 @@ pub struct CacheReport {
 /// Bytes the raw-query index may hold (it only points into the store).
 const EXACT_MAX_BYTES: u64 = 16 << 20;
 
+/// foldhash, seeded per process: hashing keys is a visible part of a cache hit, and SipHash's
+/// extra strength buys nothing against randomly seeded buckets here.
+type Hasher = foldhash::fast::RandomState;
+type Store = Cache<CacheKey, Arc<Entry>, Hasher>;
+
 struct KeepUntil;
 
 impl Expiry<CacheKey, Arc<Entry>> for KeepUntil {
@@ -137,10 +142,10 @@ impl Expiry<CacheKey, Arc<Entry>> for KeepUntil {
 }
 
 pub struct ResponseCache {
-    store: Cache<CacheKey, Arc<Entry>>,
+    store: Store,
     /// Raw query string → key, for historic questions only: their key no longer depends on
     /// the clock, so a repeated identical request skips parsing and validation.
-    exact: Cache<Arc<str>, CacheKey>,
+    exact: Cache<Arc<str>, CacheKey, Hasher>,
     inflight: Coalescer<CacheKey, Arc<Entry>>,
     freshness: Freshness,
     identity: Arc<str>,
@@ -162,13 +167,13 @@ impl ResponseCache {
                 u32::try_from(bytes).unwrap_or(u32::MAX)
             })
             .expire_after(KeepUntil)
-            .build();
+            .build_with_hasher(foldhash::fast::RandomState::default());
         let exact = Cache::builder()
             .max_capacity(EXACT_MAX_BYTES)
             .weigher(|raw: &Arc<str>, key: &CacheKey| {
                 u32::try_from(raw.len() + key.weight()).unwrap_or(u32::MAX)
             })
-            .build();
+            .build_with_hasher(foldhash::fast::RandomState::default());
         Self {
             store,
             exact,
