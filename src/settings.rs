@@ -21,6 +21,16 @@ pub struct Settings {
     pub query: QueryLimits,
     pub cache: CacheSettings,
     pub rate_limit: RateLimitSettings,
+    pub segments: SegmentSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentSettings {
+    pub enabled: bool,
+    pub points: u64,
+    pub max_bytes: u64,
+    pub max_concurrent_fetches: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -266,6 +276,13 @@ impl Settings {
         );
         positive(&mut problems, "cache.live_ttl_secs", c.live_ttl_secs);
         positive(&mut problems, "upstream.probe_secs", up.probe_secs);
+        positive(&mut problems, "segments.points", self.segments.points);
+        positive(&mut problems, "segments.max_bytes", self.segments.max_bytes);
+        positive(
+            &mut problems,
+            "segments.max_concurrent_fetches",
+            self.segments.max_concurrent_fetches as u64,
+        );
         positive(
             &mut problems,
             "upstream.probe_timeout_ms",

@@ -10,6 +10,7 @@ use actix_web::{App, HttpServer, web};
 
 use crate::api;
 use crate::cache::ResponseCache;
+use crate::cache::segments::SegmentCache;
 use crate::catalog::Catalog;
 use crate::health::{self, ApplianceHealth};
 use crate::limits::CallerLimits;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub callers: Arc<CallerLimits>,
     pub health: Arc<ApplianceHealth>,
     pub metrics: Arc<GatewayMetrics>,
+    /// `None` when `segments.enabled` is false.
+    pub segments: Option<Arc<SegmentCache>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +88,13 @@ impl Application {
         let grace = settings.server.shutdown_grace_secs;
         let state = web::Data::new(AppState {
             cache: ResponseCache::new(&settings.cache, &client.identity(), &metrics),
+            segments: settings.segments.enabled.then(|| {
+                Arc::new(SegmentCache::new(
+                    &settings.segments,
+                    &settings.cache,
+                    &client.identity(),
+                ))
+            }),
             source: MetricSource::new(client, catalog.clone()),
             catalog,
             callers,

@@ -7,6 +7,7 @@ use utoipa::IntoParams;
 use bytes::Bytes;
 
 use super::cache_headers;
+use crate::cache::segments::Reuse;
 use crate::error::{ApiError, Problem};
 use crate::normalize::MetricData;
 use crate::query;
@@ -114,11 +115,24 @@ pub async fn get_metricdata(
         query::parse(raw, &state.settings.query, &names, now).map_err(ApiError::InvalidQuery)?;
     let source = state.source.clone();
     let asked = query.clone();
-    let traceparent = upstream_traceparent(req.headers());
+    let traceparent = Some(upstream_traceparent(req.headers()));
+    let segments = state.segments.clone();
     let answer = state
         .cache
         .answer(raw, query, now, directives, move || async move {
-            let data = source.fetch(&asked, now, Some(traceparent)).await?;
+            let data = match segments {
+                Some(segments) => {
+                    let reuse = if directives.no_cache {
+                        Reuse::Refetch
+                    } else {
+                        Reuse::Cached
+                    };
+                    segments
+                        .fetch(&source, &asked, now, reuse, traceparent)
+                        .await?
+                }
+                None => source.fetch(&asked, now, traceparent).await?,
+            };
             serde_json::to_vec(&data)
                 .map(Bytes::from)
                 .map_err(|e| UpstreamError::BadShape(e.to_string()))

@@ -33,12 +33,13 @@ pub struct Deadlines {
 }
 
 impl Deadlines {
-    /// How long the store must keep the entry, from `now`.
-    pub fn keep_for(&self, now: i64) -> Duration {
+    /// How long the store must keep the entry after storing it. Measured from `stored_at`,
+    /// not the wall clock, so entries made for another clock (the benchmarks') behave alike.
+    pub fn keep_for(&self) -> Duration {
         let last = self
             .stale_while_revalidate_until
             .max(self.stale_if_error_until);
-        Duration::from_millis((last - now).max(1) as u64)
+        Duration::from_millis((last - self.stored_at).max(1) as u64)
     }
 
     pub fn is_fresh(&self, now: i64) -> bool {
@@ -89,6 +90,22 @@ impl Freshness {
                     step_ms,
                 }
             }
+        }
+    }
+
+    /// A segment `[start, end)` of a series: historic once it ended before `now - settle`,
+    /// else live for `min(live_ttl, interval)`. Stale segments are never served.
+    pub fn segment_deadlines(&self, end: i64, interval_ms: i64, now: i64) -> Deadlines {
+        let ttl = if end <= now - self.settle_ms {
+            self.historic_ttl_ms
+        } else {
+            self.live_ttl_ms.min(interval_ms).max(1)
+        };
+        Deadlines {
+            stored_at: now,
+            fresh_until: now + ttl,
+            stale_while_revalidate_until: now + ttl,
+            stale_if_error_until: now + ttl,
         }
     }
 

@@ -6,6 +6,7 @@
 pub mod coalesce;
 mod freshness;
 mod key;
+pub mod segments;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -115,7 +116,7 @@ const EXACT_MAX_BYTES: u64 = 16 << 20;
 
 /// foldhash, seeded per process: hashing keys is a visible part of a cache hit, and SipHash's
 /// extra strength buys nothing against randomly seeded buckets here.
-type Hasher = foldhash::fast::RandomState;
+pub(crate) type Hasher = foldhash::fast::RandomState;
 type Store = Cache<CacheKey, Arc<Entry>, Hasher>;
 
 struct KeepUntil;
@@ -127,7 +128,7 @@ impl Expiry<CacheKey, Arc<Entry>> for KeepUntil {
         entry: &Arc<Entry>,
         _created_at: std::time::Instant,
     ) -> Option<std::time::Duration> {
-        Some(entry.deadlines.keep_for(crate::query::now_ms()))
+        Some(entry.deadlines.keep_for())
     }
 
     fn expire_after_update(
@@ -137,7 +138,7 @@ impl Expiry<CacheKey, Arc<Entry>> for KeepUntil {
         _updated_at: std::time::Instant,
         _duration_until_expiry: Option<std::time::Duration>,
     ) -> Option<std::time::Duration> {
-        Some(entry.deadlines.keep_for(crate::query::now_ms()))
+        Some(entry.deadlines.keep_for())
     }
 }
 

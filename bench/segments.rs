@@ -1,0 +1,107 @@
+//! Segment cache against an exact-key cache, for a dashboard's rolling window: the last 24 h at
+//! 5-minute points, refreshed every 60 s for one hour. Counts upstream requests and upstream
+//! data points (not time), and checks that both strategies give identical answers.
+//!
+//!     cargo bench --bench segments
+//!
+//! The clock is virtual (the hour is replayed at once), so the simulator's past is used: its
+//! data is deterministic, and the minutes the window covers all exist.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use metricgate::cache::segments::{Reuse, SegmentCache};
+use metricgate::catalog::Catalog;
+use metricgate::normalize::MetricData;
+use metricgate::query::{AnyMetric, MetricQuery, parse};
+use metricgate::settings::Settings;
+use metricgate::sim::Simulator;
+use metricgate::source::MetricSource;
+use metricgate::telemetry::GatewayMetrics;
+use metricgate::upstream::ApplianceClient;
+
+const PUBLIC: &str = "bench-public";
+const PRIVATE: &str = "bench-private";
+/// 2024-01-15T12:07:30Z: the first refresh, deliberately not on a segment boundary.
+const T0: i64 = 1_705_320_450_000;
+const MINUTE: i64 = 60_000;
+const DAY: i64 = 86_400_000;
+
+fn source(sim: &Simulator) -> (MetricSource, Settings) {
+    let mut settings = Settings::for_upstream(&sim.url(), PUBLIC, PRIVATE);
+    settings.upstream.per_minute = 1_000_000;
+    let client =
+        ApplianceClient::new(&settings.upstream, Arc::new(GatewayMetrics::new())).expect("client");
+    (
+        MetricSource::new(client, Arc::new(Catalog::default())),
+        settings,
+    )
+}
+
+fn window(settings: &Settings, now: i64) -> MetricQuery {
+    let raw = format!(
+        "metric=connections&starttime={}&endtime={now}&interval=5min",
+        now - DAY
+    );
+    parse(&raw, &settings.query, &AnyMetric, now).expect("a valid query")
+}
+
+fn points(data: &MetricData) -> u64 {
+    data.series.iter().map(|s| s.points.len() as u64).sum()
+}
+
+#[tokio::main]
+async fn main() {
+    let exact_sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).expect("simulator");
+    let seg_sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).expect("simulator");
+    let (exact_source, settings) = source(&exact_sim);
+    let (seg_source, _) = source(&seg_sim);
+    let segments = SegmentCache::new(&settings.segments, &settings.cache, "bench");
+
+    let mut exact_cache: HashMap<MetricQuery, MetricData> = HashMap::new();
+    let mut exact_points = 0;
+    let refreshes = 60;
+    for k in 0..refreshes {
+        let now = T0 + k * MINUTE;
+        let query = window(&settings, now);
+        let exact = match exact_cache.get(&query) {
+            Some(hit) => hit.clone(),
+            None => {
+                let data = exact_source
+                    .fetch(&query, now, None)
+                    .await
+                    .expect("exact fetch");
+                exact_points += points(&data);
+                exact_cache.insert(query.clone(), data.clone());
+                data
+            }
+        };
+        let stitched = segments
+            .fetch(&seg_source, &query, now, Reuse::Cached, None)
+            .await
+            .expect("segment fetch");
+        assert_eq!(stitched, exact, "refresh {k}: the answers differ");
+    }
+    let exact_requests = exact_sim.stats.snapshot().metricdata;
+    let seg_requests = seg_sim.stats.snapshot().metricdata;
+    let seg_points = segments.counters.upstream_points.load(Ordering::Relaxed);
+    println!(
+        "rolling 24 h window at 5 min, refreshed every 60 s for 1 h ({refreshes} refreshes, {} points per segment)",
+        settings.segments.points
+    );
+    println!(
+        "{:<16} {:>18} {:>22}",
+        "strategy", "upstream requests", "upstream data points"
+    );
+    println!(
+        "{:<16} {:>18} {:>22}",
+        "exact key", exact_requests, exact_points
+    );
+    println!("{:<16} {:>18} {:>22}", "segments", seg_requests, seg_points);
+    println!(
+        "ratio (exact / segments): requests {:.1}x, points {:.1}x (target >= 20x points); answers identical",
+        exact_requests as f64 / seg_requests.max(1) as f64,
+        exact_points as f64 / seg_points.max(1) as f64
+    );
+}
