@@ -31,8 +31,8 @@ const DAY: i64 = 86_400_000;
 fn source(sim: &Simulator) -> (MetricSource, Settings) {
     let mut settings = Settings::for_upstream(&sim.url(), PUBLIC, PRIVATE);
     settings.upstream.per_minute = 1_000_000;
-    let client =
-        ApplianceClient::new(&settings.upstream, Arc::new(GatewayMetrics::new())).expect("client");
+    let client = ApplianceClient::new(&settings.upstream, Arc::new(GatewayMetrics::new()), None)
+        .expect("client");
     (
         MetricSource::new(client, Arc::new(Catalog::default())),
         settings,

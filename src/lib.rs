@@ -12,6 +12,7 @@ pub mod health;
 pub mod limits;
 pub mod normalize;
 pub mod query;
+pub mod redis;
 pub mod settings;
 pub mod sim;
 pub mod source;

@@ -22,6 +22,16 @@ pub struct Settings {
     pub cache: CacheSettings,
     pub rate_limit: RateLimitSettings,
     pub segments: SegmentSettings,
+    pub redis: RedisSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: String,
+    pub timeout_ms: u64,
+    pub lock_ms: u64,
+    pub prefix: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -277,6 +287,14 @@ impl Settings {
         positive(&mut problems, "cache.live_ttl_secs", c.live_ttl_secs);
         positive(&mut problems, "upstream.probe_secs", up.probe_secs);
         positive(&mut problems, "segments.points", self.segments.points);
+        positive(&mut problems, "redis.timeout_ms", self.redis.timeout_ms);
+        positive(&mut problems, "redis.lock_ms", self.redis.lock_ms);
+        if !self.redis.url.is_empty() && redis::Client::open(self.redis.url.as_str()).is_err() {
+            problems.push(format!(
+                "redis.url: {:?} is not a redis:// URL",
+                self.redis.url
+            ));
+        }
         positive(&mut problems, "segments.max_bytes", self.segments.max_bytes);
         positive(
             &mut problems,

@@ -14,6 +14,7 @@ use crate::cache::segments::SegmentCache;
 use crate::catalog::Catalog;
 use crate::health::{self, ApplianceHealth};
 use crate::limits::CallerLimits;
+use crate::redis::SharedState;
 use crate::settings::Settings;
 use crate::source::MetricSource;
 use crate::telemetry::{GatewayMetrics, request};
@@ -28,6 +29,8 @@ pub struct AppState {
     pub callers: Arc<CallerLimits>,
     pub health: Arc<ApplianceHealth>,
     pub metrics: Arc<GatewayMetrics>,
+    /// Redis, when replicas share state (`None` in embedded mode).
+    pub shared: Option<Arc<SharedState>>,
     /// `None` when `segments.enabled` is false.
     pub segments: Option<Arc<SegmentCache>>,
 }
@@ -54,14 +57,16 @@ impl Application {
     /// Must be called inside a Tokio runtime.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let metrics = Arc::new(GatewayMetrics::new());
-        let client = ApplianceClient::new(&settings.upstream, metrics.clone())
+        let shared =
+            SharedState::new(&settings.redis, metrics.clone()).map_err(StartupError::Client)?;
+        let client = ApplianceClient::new(&settings.upstream, metrics.clone(), shared.clone())
             .map_err(StartupError::Client)?;
         let catalog = Arc::new(Catalog::default());
         let health = Arc::new(ApplianceHealth::default());
         let callers = Arc::new(CallerLimits::new(&settings.rate_limit));
         let sweep_every = Duration::from_secs(settings.rate_limit.sweep_secs);
         let sweeper = callers.clone();
-        let background = vec![
+        let mut background = vec![
             tokio::spawn(health::probe_loop(
                 health.clone(),
                 catalog.clone(),
@@ -75,6 +80,9 @@ impl Application {
                 }
             }),
         ];
+        if let Some(s) = &shared {
+            background.push(tokio::spawn(s.clone().keep()));
+        }
         let addr = settings.listen_addr();
         let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind {
             addr: addr.to_string(),
@@ -87,7 +95,13 @@ impl Application {
         };
         let grace = settings.server.shutdown_grace_secs;
         let state = web::Data::new(AppState {
-            cache: ResponseCache::new(&settings.cache, &client.identity(), &metrics),
+            cache: ResponseCache::new(
+                &settings.cache,
+                &client.identity(),
+                &metrics,
+                shared.clone(),
+            ),
+            shared,
             segments: settings.segments.enabled.then(|| {
                 Arc::new(SegmentCache::new(
                     &settings.segments,

@@ -60,6 +60,10 @@ pub struct Limits {
     /// Callers whose state is tracked right now.
     pub tracked_clients: usize,
     pub appliance: GuardReport,
+    /// `shared` (limits, budget and cache shared through Redis), `embedded` (Redis configured
+    /// but out of reach: this replica acts alone) or `disabled`.
+    #[schema(example = "shared")]
+    pub redis: &'static str,
 }
 
 /// The effective rate limits and the appliance's protection, with live state.
@@ -73,6 +77,11 @@ pub async fn get_limits(state: web::Data<AppState>) -> HttpResponse {
         per_client: state.callers.default_quota().clone(),
         overrides: r.overrides.clone(),
         tracked_clients: state.callers.tracked(),
+        redis: match &state.shared {
+            None => "disabled",
+            Some(s) if s.is_up() => "shared",
+            Some(_) => "embedded",
+        },
         appliance: state
             .source
             .client()

@@ -42,6 +42,18 @@ impl CacheKey {
         &self.query
     }
 
+    /// A stable name for this key across replicas and restarts (for Redis).
+    pub fn shared_id(&self) -> String {
+        use sha1::{Digest, Sha1};
+        let mut h = Sha1::new();
+        h.update(self.identity.as_bytes());
+        h.update(b"\n");
+        h.update(serde_json::to_vec(&*self.query).unwrap_or_default());
+        h.update(b"\n");
+        h.update(format!("{:?}", self.bucket).as_bytes());
+        hex::encode(h.finalize())
+    }
+
     /// Approximate bytes the key occupies, for the byte-bounded store.
     pub fn weight(&self) -> usize {
         let q = &self.query;

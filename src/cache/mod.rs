@@ -6,6 +6,7 @@
 pub mod coalesce;
 mod freshness;
 mod key;
+mod l2;
 pub mod segments;
 
 use std::io::Write;
@@ -26,6 +27,7 @@ pub use key::CacheKey;
 
 use crate::error::ApiError;
 use crate::query::MetricQuery;
+use crate::redis::SharedState;
 use crate::settings::CacheSettings;
 use crate::telemetry::GatewayMetrics;
 use crate::upstream::UpstreamError;
@@ -153,10 +155,16 @@ pub struct ResponseCache {
     gzip_min: usize,
     max_bytes: u64,
     counters: Arc<Counters>,
+    shared: Option<Arc<SharedState>>,
 }
 
 impl ResponseCache {
-    pub fn new(settings: &CacheSettings, identity: &str, metrics: &GatewayMetrics) -> Self {
+    pub fn new(
+        settings: &CacheSettings,
+        identity: &str,
+        metrics: &GatewayMetrics,
+        shared: Option<Arc<SharedState>>,
+    ) -> Self {
         let store = Cache::builder()
             .max_capacity(settings.max_bytes)
             .weigher(|key: &CacheKey, entry: &Arc<Entry>| {
@@ -184,6 +192,7 @@ impl ResponseCache {
             gzip_min: settings.gzip_min_bytes,
             max_bytes: settings.max_bytes,
             counters: Arc::new(Counters::new(metrics)),
+            shared,
         }
     }
 
@@ -329,19 +338,44 @@ impl ResponseCache {
         let freshness = self.freshness.clone();
         let gzip_min = self.gzip_min;
         let counters = self.counters.clone();
+        let shared = self.shared.clone();
         let body = fetch();
         let task_key = key.clone();
         self.inflight.join_or_start(key, async move {
+            let accept = l2::Accept {
+                asked_at,
+                only_newer: directives.no_cache,
+            };
             // A fetch that finished between our lookup and our turn here already answered.
             if let Some(entry) = store.get(&task_key).await {
-                let d = &entry.deadlines;
-                if d.stored_at >= asked_at || (!directives.no_cache && d.is_fresh(asked_at)) {
+                if accept.accepts(&entry.deadlines) {
                     return Ok(entry);
+                }
+            }
+            // With Redis, another replica may have the answer, or be fetching it.
+            let shared = shared.filter(|s| s.is_up());
+            let shared_id = shared.as_ref().map(|_| task_key.shared_id());
+            let mut lock = None;
+            if let (Some(s), Some(id)) = (&shared, &shared_id) {
+                match l2::take_turn(s, id, accept, gzip_min).await {
+                    l2::Turn::Answered(entry) => {
+                        store.insert(task_key, entry.clone()).await;
+                        return Ok(entry);
+                    }
+                    l2::Turn::Fetch { lock: held } => lock = held,
                 }
             }
             counters.fetches.fetch_add(1, Ordering::Relaxed);
             let started = std::time::Instant::now();
-            let body = body.await?;
+            let body = match body.await {
+                Ok(body) => body,
+                Err(e) => {
+                    if let (Some(s), Some(l)) = (&shared, &lock) {
+                        l2::release(s, l).await;
+                    }
+                    return Err(e);
+                }
+            };
             let upstream_ms = started.elapsed().as_millis() as u64;
             let entry = Arc::new(Entry {
                 gzip: (body.len() >= gzip_min).then(|| gzip(&body)).flatten(),
@@ -351,6 +385,12 @@ impl ResponseCache {
                 body,
             });
             store.insert(task_key, entry.clone()).await;
+            if let (Some(s), Some(id)) = (&shared, &shared_id) {
+                l2::publish(s, id, &entry).await;
+                if let Some(l) = &lock {
+                    l2::release(s, l).await;
+                }
+            }
             Ok(entry)
         })
     }
@@ -409,7 +449,7 @@ fn etag(body: &[u8]) -> String {
     format!("\"{}\"", hex::encode(&digest[..12]))
 }
 
-fn gzip(body: &[u8]) -> Option<Bytes> {
+pub(crate) fn gzip(body: &[u8]) -> Option<Bytes> {
     let mut encoder = flate2::write::GzEncoder::new(
         Vec::with_capacity(body.len() / 4),
         flate2::Compression::fast(),

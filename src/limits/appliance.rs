@@ -12,6 +12,9 @@ use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use utoipa::ToSchema;
 
+use std::sync::Arc;
+
+use crate::redis::SharedState;
 use crate::settings::UpstreamSettings;
 use crate::upstream::UpstreamError;
 
@@ -72,6 +75,10 @@ pub struct ApplianceGuard {
     pub retries: u32,
     backoff: Duration,
     opened: AtomicU64,
+    /// The appliance's per-minute budget, shared by replicas through Redis.
+    shared: Option<(Arc<SharedState>, String)>,
+    budget_period_ms: u64,
+    budget_burst: u32,
 }
 
 /// Leave to send one request. Report how it went with [`Ticket::done`]; a ticket dropped
@@ -123,8 +130,13 @@ fn window_quota(n: u32) -> Quota {
 }
 
 impl ApplianceGuard {
-    pub fn new(s: &UpstreamSettings) -> Self {
+    /// `shared` (Redis, and a name for this appliance) shares the per-minute budget.
+    pub fn new(s: &UpstreamSettings, shared: Option<(Arc<SharedState>, String)>) -> Self {
+        let quota = window_quota(s.per_minute);
         Self {
+            shared,
+            budget_period_ms: quota.replenish_interval().as_millis().max(1) as u64,
+            budget_burst: quota.burst_size().get(),
             slots: std::sync::Arc::new(Semaphore::new(s.max_in_flight)),
             max_in_flight: s.max_in_flight,
             per_minute: RateLimiter::direct(window_quota(s.per_minute)),
@@ -167,6 +179,26 @@ impl ApplianceGuard {
                     }
                     tokio::time::sleep(wait).await;
                 }
+            }
+        }
+        // Across replicas, through Redis while it answers.
+        while let Some((shared, name)) = self.shared.as_ref().filter(|(s, _)| s.is_up()) {
+            let key = shared.key("budget", name);
+            match shared
+                .gcra(&key, self.budget_period_ms, self.budget_burst)
+                .await
+            {
+                Some(g) if g.allowed => break,
+                Some(g) => {
+                    let wait = Duration::from_millis(g.retry_after_ms);
+                    if tokio::time::Instant::now() + wait > deadline {
+                        return Err(UpstreamError::Saturated {
+                            retry_after_secs: g.retry_after_ms.div_ceil(1000).max(1),
+                        });
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+                None => break,
             }
         }
         Ok(Ticket {
@@ -289,7 +321,7 @@ mod tests {
         let mut s = Settings::defaults().upstream;
         s.breaker_failures = 2;
         s.breaker_open_secs = 0;
-        let g = ApplianceGuard::new(&s);
+        let g = ApplianceGuard::new(&s, None);
         g.record(false);
         assert_eq!(g.breaker_state(), BreakerState::Closed);
         g.record(false);
@@ -308,7 +340,7 @@ mod tests {
         let mut s = Settings::defaults().upstream;
         s.retry_budget_percent = 10;
         s.retries = 100;
-        let g = ApplianceGuard::new(&s);
+        let g = ApplianceGuard::new(&s, None);
         let granted = (1..=20).filter(|_| g.retry_after(1).is_some()).count();
         assert_eq!(granted, 3, "the starting reserve");
         for _ in 0..10 {

@@ -19,6 +19,7 @@ use governor::{Quota, RateLimiter};
 use ipnet::IpNet;
 
 use crate::error::ApiError;
+use crate::redis::SharedState;
 use crate::settings::{ClientQuota, RateLimitSettings};
 use crate::startup::AppState;
 
@@ -185,6 +186,51 @@ impl CallerLimits {
             .copied()
     }
 
+    /// The quota that applies to `caller`, and its policy header.
+    fn policy(&self, caller: &Caller) -> &Policy {
+        match caller {
+            Caller::Id(id) => self
+                .overrides
+                .get(id)
+                .map_or(&self.default_policy, |(_, p)| p),
+            _ => &self.default_policy,
+        }
+    }
+
+    /// The caller's limit across every replica, through Redis; `None` when Redis is out of
+    /// reach (then the local limit applies).
+    pub async fn check_shared(
+        &self,
+        shared: &SharedState,
+        caller: &Caller,
+    ) -> Option<(Decision, HeaderValue)> {
+        let policy = self.policy(caller);
+        let q = &policy.quota;
+        let period_ms = 60_000 / u64::from(q.per_minute.max(1));
+        let g = shared
+            .gcra(
+                &shared.key("caller", &caller.to_string()),
+                period_ms,
+                q.burst,
+            )
+            .await?;
+        let state = RateState {
+            limit: q.burst,
+            per_minute: q.per_minute,
+            remaining: g.remaining,
+            reset_secs: g.reset_ms.div_ceil(1000),
+        };
+        let decision = if g.allowed {
+            Decision::Allowed(state)
+        } else {
+            Decision::Limited {
+                state,
+                retry_after_secs: g.retry_after_ms.div_ceil(1000).max(1),
+            }
+        };
+        Some((decision, policy.header.clone()))
+    }
+
     pub fn check(&self, caller: &Caller) -> (Decision, &HeaderValue) {
         if let Caller::Id(id) = caller {
             if let Some((limiter, policy)) = self.overrides.get(id) {
@@ -276,8 +322,17 @@ pub async fn middleware(
         return next.call(req).await.map(|r| r.map_into_left_body());
     };
     let caller = state.callers.identify(req.request());
-    let (decision, policy) = state.callers.check(&caller);
-    let policy = policy.clone();
+    let shared = match state.shared.as_ref().filter(|s| s.is_up()) {
+        Some(s) => state.callers.check_shared(s, &caller).await,
+        None => None,
+    };
+    let (decision, policy) = match shared {
+        Some(d) => d,
+        None => {
+            let (decision, policy) = state.callers.check(&caller);
+            (decision, policy.clone())
+        }
+    };
     req.extensions_mut().insert(caller);
     match decision {
         Decision::Allowed(s) => {

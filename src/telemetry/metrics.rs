@@ -19,6 +19,7 @@ pub struct GatewayMetrics {
     pub upstream_in_flight: IntGauge,
     pub rate_limited: IntCounter,
     pub breaker_state: IntGauge,
+    pub redis_up: IntGauge,
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -97,6 +98,10 @@ impl GatewayMetrics {
                 "metricgate_upstream_breaker_state",
                 "The appliance circuit breaker: 0 closed, 1 half-open, 2 open",
             ),
+            redis_up: gauge(
+                "metricgate_redis_up",
+                "1 when this replica shares state through Redis, 0 in embedded mode",
+            ),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.http_requests.clone()),
@@ -109,6 +114,7 @@ impl GatewayMetrics {
             Box::new(m.upstream_in_flight.clone()),
             Box::new(m.rate_limited.clone()),
             Box::new(m.breaker_state.clone()),
+            Box::new(m.redis_up.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {

@@ -10,6 +10,7 @@ use secrecy::SecretString;
 
 use super::sign;
 use crate::limits::ApplianceGuard;
+use crate::redis::SharedState;
 use crate::settings::UpstreamSettings;
 use crate::telemetry::GatewayMetrics;
 
@@ -88,7 +89,12 @@ impl std::fmt::Debug for ApplianceClient {
 }
 
 impl ApplianceClient {
-    pub fn new(settings: &UpstreamSettings, metrics: Arc<GatewayMetrics>) -> Result<Self, String> {
+    /// `shared` (Redis) shares the appliance's per-minute budget with other replicas.
+    pub fn new(
+        settings: &UpstreamSettings,
+        metrics: Arc<GatewayMetrics>,
+        shared: Option<Arc<SharedState>>,
+    ) -> Result<Self, String> {
         let base = Url::parse(settings.url.trim_end_matches('/'))
             .map_err(|e| format!("upstream.url: {e}"))?;
         let timeout = Duration::from_millis(settings.timeout_ms);
@@ -123,7 +129,10 @@ impl ApplianceClient {
             private_token: settings.private_token.clone(),
             max_body: settings.max_response_bytes,
             timeout,
-            guard: Arc::new(ApplianceGuard::new(settings)),
+            guard: Arc::new(ApplianceGuard::new(
+                settings,
+                shared.map(|s| (s, budget_name(&settings.url, &settings.public_token))),
+            )),
             metrics,
         })
     }
@@ -302,6 +311,12 @@ impl ApplianceClient {
             UpstreamError::Body(error_chain(e))
         }
     }
+}
+
+/// The appliance's budget is per appliance and token: a short hash of both.
+fn budget_name(base: &str, public_token: &str) -> String {
+    use sha1::{Digest, Sha1};
+    hex::encode(&Sha1::digest(format!("{base}|{public_token}"))[..8])
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

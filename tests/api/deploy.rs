@@ -42,14 +42,36 @@ fn compose_uses_real_settings_commands_and_ports() {
             );
             seen += 1;
         }
-        if let Some(cmd) = line.strip_prefix("command: [\"") {
-            let sub = cmd.split('"').next().unwrap();
-            assert!(
-                ["serve", "simulate", "demo", "check-config", "openapi"].contains(&sub),
-                "unknown subcommand {sub}"
-            );
+    }
+    // Services built from this repository run one of the binary's subcommands.
+    let mut services: Vec<Vec<&str>> = Vec::new();
+    for line in compose.lines() {
+        let is_service = line.starts_with("  ") && !line.starts_with("   ") && line.ends_with(':');
+        if is_service {
+            services.push(Vec::new());
+        } else if let Some(service) = services.last_mut() {
+            service.push(line.trim());
         }
     }
+    for service in services.iter().filter(|s| s.contains(&"build: .")) {
+        let command = service
+            .iter()
+            .find_map(|l| l.strip_prefix("command: [\""))
+            .expect("a command");
+        let sub = command.split('"').next().unwrap();
+        assert!(
+            ["serve", "simulate", "demo", "check-config", "openapi"].contains(&sub),
+            "unknown subcommand {sub}"
+        );
+    }
+    assert!(compose.contains("METRICGATE__REDIS__URL: redis://redis:6379/0"));
+    assert!(compose.contains("replicas: 2"));
+    let balancer = read("config/balancer.conf");
+    assert!(
+        balancer.contains("server gateway:8080;"),
+        "the balancer targets the gateways' port"
+    );
+    assert!(compose.contains("./config/balancer.conf:"));
     assert!(seen >= 3);
     assert!(
         compose.contains("\"127.0.0.1:8080:8080\""),

@@ -121,3 +121,112 @@ impl TestApp {
         panic!("gateway never became ready");
     }
 }
+
+/// A real `redis-server` on a free loopback port, killed on drop.
+pub struct TestRedis {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl TestRedis {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let mut redis = Self { port, child: None };
+        redis.restart();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Starts the server (again), on the same port, and waits until it answers.
+    pub fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test.sh installs it)");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("redis-server did not start");
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `n` gateways sharing one simulator and one Redis.
+pub async fn spawn_replicas(
+    n: usize,
+    redis_url: &str,
+    adjust: impl Fn(&mut Settings),
+) -> (Simulator, Vec<String>) {
+    let sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).expect("simulator binds");
+    let mut urls = Vec::new();
+    for _ in 0..n {
+        let mut settings = Settings::for_upstream(&sim.url(), PUBLIC, PRIVATE);
+        settings.server.listen = "127.0.0.1:0".into();
+        settings.server.workers = 1;
+        settings.rate_limit.per_client_per_minute = 1_000_000;
+        settings.rate_limit.burst = 100_000;
+        settings.upstream.per_minute = 100_000;
+        settings.upstream.max_in_flight = 64;
+        settings.redis.url = redis_url.to_owned();
+        adjust(&mut settings);
+        let app = Application::build(settings).await.expect("gateway builds");
+        urls.push(format!("http://127.0.0.1:{}", app.port()));
+        tokio::spawn(app.run_until_stopped());
+    }
+    (sim, urls)
+}
+
+/// Waits until every replica reports shared (Redis) mode, or embedded mode when `shared` is false.
+pub async fn wait_for_mode(urls: &[String], shared: bool) {
+    let http = reqwest::Client::new();
+    for _ in 0..300 {
+        let mut all = true;
+        for url in urls {
+            let body: Value = match http.get(format!("{url}/internal/limits")).send().await {
+                Ok(r) => r.json().await.unwrap_or(Value::Null),
+                Err(_) => Value::Null,
+            };
+            all &= body["redis"] == if shared { "shared" } else { "embedded" };
+        }
+        if all {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!(
+        "the replicas did not reach {} mode",
+        if shared { "shared" } else { "embedded" }
+    );
+}

@@ -8,6 +8,7 @@ mod docs;
 mod helpers;
 mod limits;
 mod ops;
+mod replicas;
 mod segments;
 mod shutdown;
 mod signing;

@@ -1,0 +1,229 @@
+//! Redis, shared by gateway replicas: the L2 cache, cross-replica locks, and the GCRA scripts
+//! behind global caller limits and the shared appliance budget.
+//!
+//! Every call has a timeout. Any failure switches this replica to embedded mode (local cache
+//! and limits), and a background ping switches it back when Redis answers again: no request
+//! fails because Redis is down.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::{FromRedisValue, Script};
+use tokio::sync::RwLock;
+
+use crate::settings::RedisSettings;
+use crate::telemetry::GatewayMetrics;
+
+/// GCRA in one atomic step, on Redis' clock. KEYS[1]: the bucket; ARGV[1]: ms between
+/// cells; ARGV[2]: burst. Returns {allowed, remaining, retry_after_ms, reset_ms}.
+const GCRA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local period = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + period
+local allow_at = new_tat - period * burst
+if allow_at > now then
+  return {0, 0, allow_at - now, tat - now}
+end
+redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now + 1000)
+return {1, math.floor((now + period * burst - new_tat) / period), 0, new_tat - now}
+";
+
+/// Outcome of a GCRA check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gcra {
+    pub allowed: bool,
+    pub remaining: u32,
+    pub retry_after_ms: u64,
+    pub reset_ms: u64,
+}
+
+pub struct SharedState {
+    client: redis::Client,
+    connection: RwLock<Option<ConnectionManager>>,
+    up: AtomicBool,
+    timeout: Duration,
+    pub lock_ms: u64,
+    prefix: String,
+    gcra: Script,
+    metrics: Arc<GatewayMetrics>,
+    /// This replica's name on the locks it takes.
+    pub owner: String,
+}
+
+impl std::fmt::Debug for SharedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedState")
+            .field("up", &self.is_up())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedState {
+    /// `None` when no Redis is configured (embedded mode). Never fails on an unreachable
+    /// Redis: the keeper task connects when it can.
+    pub fn new(
+        settings: &RedisSettings,
+        metrics: Arc<GatewayMetrics>,
+    ) -> Result<Option<Arc<Self>>, String> {
+        if settings.url.is_empty() {
+            return Ok(None);
+        }
+        let client =
+            redis::Client::open(settings.url.as_str()).map_err(|e| format!("redis.url: {e}"))?;
+        Ok(Some(Arc::new(Self {
+            client,
+            connection: RwLock::new(None),
+            up: AtomicBool::new(false),
+            timeout: Duration::from_millis(settings.timeout_ms),
+            lock_ms: settings.lock_ms,
+            prefix: settings.prefix.clone(),
+            gcra: Script::new(GCRA),
+            metrics,
+            owner: format!("{:016x}", rand::random::<u64>()),
+        })))
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    pub fn key(&self, kind: &str, id: &str) -> String {
+        format!("{}:{kind}:{id}", self.prefix)
+    }
+
+    fn mark(&self, up: bool, why: &str) {
+        if self.up.swap(up, Ordering::Relaxed) != up {
+            if up {
+                tracing::info!(
+                    "redis is back: shared mode (cache, locks and limits shared by replicas)"
+                );
+            } else {
+                tracing::warn!(
+                    reason = why,
+                    "redis unavailable: embedded mode (local cache and limits)"
+                );
+            }
+        }
+        self.metrics.redis_up.set(i64::from(up));
+    }
+
+    /// Connects, and pings every second, switching between shared and embedded mode.
+    pub async fn keep(self: Arc<Self>) {
+        loop {
+            let has_connection = self.connection.read().await.is_some();
+            if !has_connection {
+                let connecting = tokio::time::timeout(
+                    self.timeout.max(Duration::from_secs(1)),
+                    self.client.get_connection_manager(),
+                )
+                .await;
+                match connecting {
+                    Ok(Ok(c)) => *self.connection.write().await = Some(c),
+                    Ok(Err(e)) => self.mark(false, &e.to_string()),
+                    Err(_) => self.mark(false, "connect timed out"),
+                }
+            }
+            if self.connection.read().await.is_some() {
+                let pong: Option<String> = self.call(redis::cmd("PING"), true).await;
+                if pong.is_some() {
+                    self.mark(true, "");
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Runs `cmd` within the timeout; `None` (and embedded mode) on any failure. While Redis
+    /// is down only the keeper's pings (`probe`) try it, so requests do not wait on it.
+    async fn call<T: FromRedisValue>(&self, cmd: redis::Cmd, probe: bool) -> Option<T> {
+        if !probe && !self.is_up() {
+            return None;
+        }
+        let mut conn = self.connection.read().await.clone()?;
+        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
+            Ok(Ok(v)) => Some(v),
+            Ok(Err(e)) => {
+                self.mark(false, &e.to_string());
+                None
+            }
+            Err(_) => {
+                self.mark(false, "timed out");
+                None
+            }
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(key);
+        self.call::<Option<Vec<u8>>>(cmd, false).await.flatten()
+    }
+
+    pub async fn set(&self, key: &str, value: &[u8], ttl_ms: u64) {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value).arg("PX").arg(ttl_ms.max(1));
+        let _: Option<()> = self.call(cmd, false).await;
+    }
+
+    /// `SET key owner NX PX ttl`: `Some(true)` when this replica holds the lock.
+    pub async fn try_lock(&self, key: &str, owner: &str, ttl_ms: u64) -> Option<bool> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key)
+            .arg(owner)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms.max(1));
+        self.call::<Option<String>>(cmd, false)
+            .await
+            .map(|reply| reply.is_some())
+    }
+
+    pub async fn exists(&self, key: &str) -> Option<bool> {
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(key);
+        self.call::<i64>(cmd, false).await.map(|n| n > 0)
+    }
+
+    pub async fn unlock(&self, key: &str) {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(key);
+        let _: Option<i64> = self.call(cmd, false).await;
+    }
+
+    /// One GCRA step for `key`: a burst of `burst`, one cell every `period_ms`.
+    pub async fn gcra(&self, key: &str, period_ms: u64, burst: u32) -> Option<Gcra> {
+        if !self.is_up() {
+            return None;
+        }
+        let mut conn = self.connection.read().await.clone()?;
+        let mut invocation = self.gcra.key(key);
+        invocation.arg(period_ms.max(1)).arg(burst.max(1));
+        let reply = tokio::time::timeout(
+            self.timeout,
+            invocation.invoke_async::<(i64, i64, i64, i64)>(&mut conn),
+        )
+        .await;
+        match reply {
+            Ok(Ok((allowed, remaining, retry, reset))) => Some(Gcra {
+                allowed: allowed == 1,
+                remaining: remaining.max(0) as u32,
+                retry_after_ms: retry.max(0) as u64,
+                reset_ms: reset.max(0) as u64,
+            }),
+            Ok(Err(e)) => {
+                self.mark(false, &e.to_string());
+                None
+            }
+            Err(_) => {
+                self.mark(false, "timed out");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Three replicas, one simulator, one real Redis: one upstream request per question, one limit
+//! per caller, and no failures when Redis dies.
+
+use futures::future::join_all;
+use metricgate::sim::Faults;
+
+use crate::helpers::{TestRedis, spawn_replicas, wait_for_mode};
+
+const Q: &str = "/v1/metricdata?metric=connections&from=2024-01-15T12:00:00Z&to=2024-01-15T13:00:00Z&interval=5min";
+
+#[tokio::test]
+async fn replicas_ask_the_appliance_once() {
+    let redis = TestRedis::start();
+    let (sim, urls) = spawn_replicas(3, &redis.url(), |_| {}).await;
+    wait_for_mode(&urls, true).await;
+    sim.set_faults(Faults {
+        latency_ms: 300,
+        ..Faults::default()
+    });
+    let http = reqwest::Client::new();
+    let answers = join_all((0..300).map(|i| {
+        let url = format!("{}{Q}", urls[i % 3]);
+        let http = http.clone();
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    }))
+    .await;
+    assert!(answers.iter().all(|(s, _)| *s == 200));
+    assert!(
+        answers.iter().all(|(_, b)| *b == answers[0].1),
+        "every replica gives the same answer"
+    );
+    assert_eq!(
+        sim.stats.snapshot().metricdata,
+        1,
+        "one upstream request for 300 callers on 3 replicas"
+    );
+    // A fourth replica, started later, finds the answer in Redis.
+    let (_, late) = spawn_replicas(1, &redis.url(), |_| {}).await;
+    wait_for_mode(&late, true).await;
+    let r = http.get(format!("{}{Q}", late[0])).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(sim.stats.snapshot().metricdata, 1);
+}
+
+#[tokio::test]
+async fn one_callers_limit_holds_across_replicas() {
+    let redis = TestRedis::start();
+    let (_sim, urls) = spawn_replicas(3, &redis.url(), |s| {
+        s.rate_limit.per_client_per_minute = 60;
+        s.rate_limit.burst = 5;
+    })
+    .await;
+    wait_for_mode(&urls, true).await;
+    let http = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for i in 0..9 {
+        let r = http
+            .get(format!("{}{Q}", urls[i % 3]))
+            .header("x-client-id", "everywhere")
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        4,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn killing_redis_mid_load_fails_nothing_and_shared_mode_resumes() {
+    let mut redis = TestRedis::start();
+    let (sim, urls) = spawn_replicas(3, &redis.url(), |s| {
+        s.redis.timeout_ms = 100;
+    })
+    .await;
+    wait_for_mode(&urls, true).await;
+    let http = reqwest::Client::new();
+    let load = |round: usize| {
+        let http = http.clone();
+        let urls = urls.clone();
+        async move {
+            let answers = join_all((0..60).map(|i| {
+                let url = format!("{}{Q}&did={}", urls[i % 3], round * 100 + i % 20 + 1);
+                let http = http.clone();
+                async move { http.get(url).send().await.map(|r| r.status().as_u16()) }
+            }))
+            .await;
+            answers
+                .into_iter()
+                .map(|r| r.expect("an answer"))
+                .collect::<Vec<u16>>()
+        }
+    };
+    let mut statuses = load(0).await;
+    let during = tokio::spawn(load(1));
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    redis.kill();
+    statuses.extend(during.await.unwrap());
+    statuses.extend(load(2).await);
+    wait_for_mode(&urls, false).await;
+    statuses.extend(load(3).await);
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+
+    redis.restart();
+    wait_for_mode(&urls, true).await;
+    sim.stats.reset();
+    sim.set_faults(Faults {
+        latency_ms: 300,
+        ..Faults::default()
+    });
+    let q = "/v1/metricdata?metric=bandwidth&from=2024-01-16T00:00:00Z&to=2024-01-16T01:00:00Z";
+    let answers = join_all((0..30).map(|i| http.get(format!("{}{q}", urls[i % 3])).send())).await;
+    assert!(answers.into_iter().all(|r| r.unwrap().status() == 200));
+    assert_eq!(
+        sim.stats.snapshot().metricdata,
+        1,
+        "shared again after Redis came back"
+    );
+}
