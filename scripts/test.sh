@@ -8,6 +8,11 @@ if ! command -v openapi-python-client >/dev/null 2>&1; then
     python3 -m pip install --quiet --root-user-action=ignore 'openapi-python-client==0.29.*'
 fi
 
+# Hostile-input tests run schemathesis against a running gateway.
+if ! command -v st >/dev/null 2>&1; then
+    python3 -m pip install --quiet --root-user-action=ignore 'schemathesis==4.*'
+fi
+
 # The replica tests start their own redis-server.
 if ! command -v redis-server >/dev/null 2>&1; then
     (apt-get update -qq && apt-get install -y -qq redis-server) >/dev/null

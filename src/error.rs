@@ -22,6 +22,12 @@ pub enum ApiError {
     RateLimited { retry_after_secs: u64 },
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("the path is not in canonical form")]
+    NonCanonicalPath,
+    #[error("the URI is too long")]
+    UriTooLong { limit: usize },
+    #[error("the request headers are too large")]
+    HeadersTooLarge { limit: usize },
 }
 
 /// An RFC 9457 problem.
@@ -80,6 +86,24 @@ impl ApiError {
                 "not-cached",
                 "Not cached",
                 "the caller asked for only-if-cached and the gateway holds no answer".into(),
+            ),
+            ApiError::NonCanonicalPath => (
+                StatusCode::BAD_REQUEST,
+                "invalid-path",
+                "Invalid path",
+                "paths must be plain: no percent-encoding, dot segments, empty segments, `;` or `\\`".into(),
+            ),
+            ApiError::UriTooLong { limit } => (
+                StatusCode::URI_TOO_LONG,
+                "uri-too-long",
+                "URI too long",
+                format!("the path and query may be at most {limit} bytes"),
+            ),
+            ApiError::HeadersTooLarge { limit } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers-too-large",
+                "Request headers too large",
+                format!("the request headers may total at most {limit} bytes"),
             ),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -83,6 +83,7 @@ pub struct ServerSettings {
     pub log_level: String,
     pub log_format: LogFormat,
     pub shutdown_grace_secs: u64,
+    pub client_request_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

@@ -94,6 +94,7 @@ impl Application {
             n => n,
         };
         let grace = settings.server.shutdown_grace_secs;
+        let client_timeout_ms = settings.server.client_request_timeout_ms;
         let state = web::Data::new(AppState {
             cache: ResponseCache::new(
                 &settings.cache,
@@ -124,6 +125,8 @@ impl Application {
                 .default_service(web::to(api::fallback))
         })
         .workers(workers)
+        .client_request_timeout(Duration::from_millis(client_timeout_ms))
+        .client_disconnect_timeout(Duration::from_secs(1))
         // SIGTERM and SIGINT stop accepting, then let requests in flight finish this long.
         .shutdown_timeout(grace)
         .listen(listener)

@@ -10,6 +10,7 @@ use actix_web::middleware::Next;
 use actix_web::{HttpMessage, web};
 use tracing::Instrument;
 
+use crate::error::ApiError;
 use crate::limits::Caller;
 use crate::startup::AppState;
 
@@ -52,6 +53,43 @@ fn route_label(path: &str) -> &'static str {
         })
 }
 
+/// A path as the routes spell them: anything a router or proxy might read two ways (encoded
+/// characters, dot or empty segments, parameters, backslashes) is refused before routing.
+fn is_canonical(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.contains(['%', '\\', ';'])
+        && !path.contains("//")
+        && !path
+            .split('/')
+            .any(|segment| segment == "." || segment == "..")
+}
+
+/// Longest path and query accepted, in bytes.
+const MAX_URI_BYTES: usize = 8192;
+/// Most header bytes (names and values) accepted.
+const MAX_HEADER_BYTES: usize = 16384;
+
+/// Requests refused before routing: over-long, or with a path that could be read two ways.
+fn refusal(req: &ServiceRequest) -> Option<ApiError> {
+    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri_len > MAX_URI_BYTES {
+        return Some(ApiError::UriTooLong {
+            limit: MAX_URI_BYTES,
+        });
+    }
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return Some(ApiError::HeadersTooLarge {
+            limit: MAX_HEADER_BYTES,
+        });
+    }
+    (!is_canonical(req.uri().path())).then_some(ApiError::NonCanonicalPath)
+}
+
 pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -64,7 +102,17 @@ pub async fn observe(
         .map(|s| s.metrics.clone());
     let span = tracing::info_span!("request", request_id = %id_text);
     let method = req.method().clone();
-    let mut response = next.call(req).instrument(span.clone()).await?;
+    let mut response = match refusal(&req) {
+        None => next
+            .call(req)
+            .instrument(span.clone())
+            .await?
+            .map_into_left_body(),
+        Some(e) => {
+            let answer = actix_web::ResponseError::error_response(&e);
+            req.into_response(answer).map_into_right_body()
+        }
+    };
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     let route = route_label(response.request().path());

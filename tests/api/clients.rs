@@ -41,3 +41,26 @@ async fn a_generated_python_client_calls_the_gateway() {
     .unwrap();
     assert!(out.contains("python client OK"), "{out}");
 }
+
+#[tokio::test]
+async fn schemathesis_finds_no_5xx_and_no_schema_violation() {
+    let app = spawn_app().await;
+    app.ready().await;
+    let url = format!("{}/openapi.json", app.url);
+    let out = tokio::task::spawn_blocking(move || {
+        run(Command::new("st").args([
+            "run",
+            &url,
+            "--checks",
+            "not_a_server_error,response_schema_conformance",
+            "--max-examples",
+            "100",
+            "--seed",
+            "42",
+        ]))
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("passed"), "{out}");
+    assert!(!out.contains("failed"), "{out}");
+}

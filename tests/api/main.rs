@@ -6,6 +6,7 @@ mod contract;
 mod deploy;
 mod docs;
 mod helpers;
+mod hostile;
 mod limits;
 mod ops;
 mod replicas;
