@@ -164,6 +164,15 @@ async fn upstream_failures_become_clear_caller_errors() {
             502,
             "appliance-broken-answer",
         ),
+        // A body that trickles in is cut off by the timeout, not waited for.
+        (
+            Faults {
+                slow_body_ms: 200,
+                ..Faults::default()
+            },
+            504,
+            "appliance-timeout",
+        ),
         (
             Faults {
                 oversized_bytes: 2 << 20,
