@@ -71,7 +71,20 @@ fn etag_matches(req: &HttpRequest, etag: &str) -> bool {
         .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == etag)
 }
 
-pub fn respond(req: &HttpRequest, answer: &Answer, now: i64) -> HttpResponse {
+/// Whether the caller prefers CSV (`Accept: text/csv`).
+pub fn accepts_csv(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim().starts_with("text/csv")))
+}
+
+pub fn respond(
+    req: &HttpRequest,
+    answer: &Answer,
+    now: i64,
+    content_type: &'static str,
+) -> HttpResponse {
     let entry = &answer.entry;
     let ttl = entry.deadlines.ttl_secs(now);
     let not_modified = etag_matches(req, &entry.etag);
@@ -88,7 +101,10 @@ pub fn respond(req: &HttpRequest, answer: &Answer, now: i64) -> HttpResponse {
         .insert_header((header::AGE, entry.deadlines.age_secs(now)))
         .insert_header((header::CACHE_CONTROL, format!("max-age={}", ttl.max(0))))
         .insert_header((header::ETAG, entry.etag.as_str()))
-        .insert_header((header::VARY, HeaderValue::from_static("accept-encoding")));
+        .insert_header((
+            header::VARY,
+            HeaderValue::from_static("accept, accept-encoding"),
+        ));
     if let Route::Miss { .. } | Route::Forced { .. } = answer.route {
         response
             .extensions_mut()
@@ -97,7 +113,7 @@ pub fn respond(req: &HttpRequest, answer: &Answer, now: i64) -> HttpResponse {
     if not_modified {
         return response.finish();
     }
-    response.content_type(HeaderValue::from_static("application/json"));
+    response.content_type(HeaderValue::from_static(content_type));
     match &entry.gzip {
         Some(gz) if accepts_gzip(req) => response
             .insert_header((header::CONTENT_ENCODING, HeaderValue::from_static("gzip")))

@@ -6,11 +6,14 @@ use utoipa::IntoParams;
 
 use bytes::Bytes;
 
-use super::cache_headers;
+use std::borrow::Cow;
+
+use super::{cache_headers, csv};
 use crate::cache::segments::Reuse;
 use crate::error::{ApiError, Problem};
 use crate::normalize::MetricData;
 use crate::query;
+use crate::query::Format;
 use crate::startup::AppState;
 use crate::telemetry::request::upstream_traceparent;
 use crate::upstream::UpstreamError;
@@ -73,6 +76,10 @@ pub struct MetricDataParams {
     /// Several numeric device ids: repeat `devices=` or give a comma list. Not with `did`.
     #[param(example = json!(["123", "456"]), style = Form, explode)]
     devices: Option<Vec<String>>,
+    /// `json` (default) or `csv`: one row per point, `timestamp_iso,timestamp_ms,metric,did,value,in,out`.
+    /// `Accept: text/csv` does the same.
+    #[param(example = "json", pattern = "^(json|csv)$")]
+    format: Option<String>,
 }
 
 /// Time-series metric data, normalized into one schema.
@@ -84,7 +91,9 @@ pub struct MetricDataParams {
 /// the appliance, and `If-None-Match` to get a 304 when nothing changed.
 #[utoipa::path(get, path = "/v1/metricdata", tag = "metrics", params(MetricDataParams),
     responses(
-        (status = 200, description = "The data", body = MetricData, headers(
+        (status = 200, description = "The data: JSON, or CSV with `format=csv` / `Accept: text/csv`", content(
+            (MetricData = "application/json"),
+            (String = "text/csv", example = "timestamp_iso,timestamp_ms,metric,did,value,in,out\n2024-01-15T12:00:00.000Z,1705320000000,connections,123,762,335,427\n")), headers(
             ("Cache-Status" = String, description = "RFC 9211: `metricgate; hit; ttl=42`, `metricgate; fwd=miss; stored`, or a stale answer with `detail=stale-while-revalidate` / `detail=stale-if-error`"),
             ("Age" = u64, description = "Seconds since the answer was fetched"),
             ("Cache-Control" = String, description = "`max-age=<seconds of freshness left>`"),
@@ -107,19 +116,37 @@ pub async fn get_metricdata(
     let now = query::now_ms();
     let raw = req.query_string();
     let directives = cache_headers::directives(&req);
-    if let Some(answer) = state.cache.exact_hit(raw, now, directives).await {
-        return Ok(cache_headers::respond(&req, &answer, now));
+    // `Accept: text/csv` asks for another representation of the same query string, so it gets
+    // its own entry in the raw-query index. (Metric names cannot contain `=`, so only the
+    // `format` parameter can spell `format=csv`.)
+    let accepts_csv = cache_headers::accepts_csv(&req) && !raw.contains("format=json");
+    let index_key = if accepts_csv {
+        Cow::Owned(format!("{raw}#csv"))
+    } else {
+        Cow::Borrowed(raw)
+    };
+    let csv = accepts_csv || raw.contains("format=csv");
+    let content_type = if csv {
+        csv::CONTENT_TYPE
+    } else {
+        "application/json"
+    };
+    if let Some(answer) = state.cache.exact_hit(&index_key, now, directives).await {
+        return Ok(cache_headers::respond(&req, &answer, now, content_type));
     }
     let names = state.catalog.names();
-    let query =
+    let mut query =
         query::parse(raw, &state.settings.query, &names, now).map_err(ApiError::InvalidQuery)?;
+    if accepts_csv {
+        query.format = Format::Csv;
+    }
     let source = state.source.clone();
     let asked = query.clone();
     let traceparent = Some(upstream_traceparent(req.headers()));
     let segments = state.segments.clone();
     let answer = state
         .cache
-        .answer(raw, query, now, directives, move || async move {
+        .answer(&index_key, query, now, directives, move || async move {
             let data = match segments {
                 Some(segments) => {
                     let reuse = if directives.no_cache {
@@ -133,10 +160,18 @@ pub async fn get_metricdata(
                 }
                 None => source.fetch(&asked, now, traceparent).await?,
             };
-            serde_json::to_vec(&data)
-                .map(Bytes::from)
-                .map_err(|e| UpstreamError::BadShape(e.to_string()))
+            match asked.format {
+                Format::Csv => Ok(csv::render(&data)),
+                Format::Json => serde_json::to_vec(&data)
+                    .map(Bytes::from)
+                    .map_err(|e| UpstreamError::BadShape(e.to_string())),
+            }
         })
         .await?;
-    Ok(cache_headers::respond(&req, &answer, query::now_ms()))
+    Ok(cache_headers::respond(
+        &req,
+        &answer,
+        query::now_ms(),
+        content_type,
+    ))
 }

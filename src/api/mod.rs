@@ -3,6 +3,7 @@
 
 pub mod admin;
 mod cache_headers;
+mod csv;
 pub mod metricdata;
 pub mod metrics;
 pub mod openapi;

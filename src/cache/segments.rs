@@ -133,6 +133,8 @@ impl SegmentCache {
         let base = Arc::new(MetricQuery {
             starttime: None,
             endtime: None,
+            // Segments hold data, not its representation.
+            format: crate::query::Format::Json,
             ..query.clone()
         });
 

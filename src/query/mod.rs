@@ -49,6 +49,17 @@ pub struct MetricQuery {
     pub interval_seconds: u64,
     pub breachtimes: bool,
     pub fulldevicedetails: bool,
+    /// How the answer is written (`format=csv` or `Accept: text/csv`); not part of the echo.
+    #[serde(skip)]
+    pub format: Format,
+}
+
+/// The representation of an answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Format {
+    #[default]
+    Json,
+    Csv,
 }
 
 /// One bad parameter, as reported in a problem's `errors` list.

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::values::{self, shown};
-use super::{FieldError, MetricNames, MetricQuery};
+use super::{FieldError, Format, MetricNames, MetricQuery};
 use crate::settings::QueryLimits;
 
 /// Every parameter `/v1/metricdata` accepts.
@@ -26,6 +26,7 @@ pub const KNOWN_PARAMETERS: &[&str] = &[
     "breachtimes",
     "fulldevicedetails",
     "devices",
+    "format",
 ];
 
 /// Parameters that may repeat, or carry comma lists.
@@ -147,6 +148,11 @@ impl Parser {
         let fulldevicedetails = self
             .field("fulldevicedetails", values::boolean)
             .unwrap_or(false);
+        let format = self.field("format", |v| match v {
+            "json" => Ok(Format::Json),
+            "csv" => Ok(Format::Csv),
+            _ => Err(format!("`{}` is not a format; use json or csv", shown(v))),
+        });
         let interval = self.interval(limits);
         let (starttime, endtime) = self.window(limits, interval, now_ms);
         Some(MetricQuery {
@@ -164,6 +170,7 @@ impl Parser {
             interval_seconds: interval?,
             breachtimes,
             fulldevicedetails,
+            format: format.unwrap_or_default(),
         })
     }
 

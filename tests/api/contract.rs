@@ -249,3 +249,65 @@ async fn the_spec_and_swagger_ui_are_served() {
     assert_eq!(ui.status().as_u16(), 200);
     assert!(ui.text().await.unwrap().contains("swagger"));
 }
+
+#[tokio::test]
+async fn csv_gives_one_row_per_point() {
+    let app = spawn_app().await;
+    let q = "/v1/metricdata?metrics=connections,bandwidth&devices=1,2&from=2024-01-15T12:00:00Z&to=2024-01-15T13:00:00Z&interval=15min";
+    let json = app.get(q).await;
+    let by_param = app
+        .http
+        .get(format!("{}{q}&format=csv", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_param.status().as_u16(), 200);
+    assert_eq!(
+        by_param.headers()["content-type"],
+        "text/csv; charset=utf-8"
+    );
+    let text = by_param.text().await.unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "timestamp_iso,timestamp_ms,metric,did,value,in,out"
+    );
+    assert_eq!(
+        lines.len(),
+        1 + 2 * 2 * 4,
+        "2 metrics x 2 devices x 4 points"
+    );
+    let first = &json.body["series"][0];
+    let p = &first["points"][0];
+    assert_eq!(
+        lines[1],
+        format!(
+            "2024-01-15T12:00:00.000Z,1705320000000,bandwidth,1,{},{},{}",
+            p["value"], p["in"], p["out"]
+        )
+    );
+    // Accept: text/csv gives the same bytes, and JSON stays JSON for everyone else.
+    let by_accept = app
+        .http
+        .get(format!("{}{q}", app.url))
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        by_accept.headers()["content-type"],
+        "text/csv; charset=utf-8"
+    );
+    assert_eq!(by_accept.text().await.unwrap(), text);
+    let again = app.get(q).await;
+    assert_eq!(again.header("content-type"), "application/json");
+    assert_eq!(again.body, json.body);
+    assert_eq!(
+        app.upstream_metricdata(),
+        2,
+        "one fetch per device; csv reuses the segments"
+    );
+    let bad = app.get(&format!("{q}&format=xml")).await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.bad_parameters(), ["format"]);
+}
