@@ -13,6 +13,11 @@ if ! command -v st >/dev/null 2>&1; then
     python3 -m pip install --quiet --root-user-action=ignore 'schemathesis==4.*'
 fi
 
+# The TypeScript client test generates with openapi-typescript, from npm (pinned by the lock).
+if [ ! -d tests/clients/ts/node_modules ]; then
+    (cd tests/clients/ts && npm ci --no-audit --no-fund --silent)
+fi
+
 # The replica tests start their own redis-server.
 if ! command -v redis-server >/dev/null 2>&1; then
     (apt-get update -qq && apt-get install -y -qq redis-server) >/dev/null

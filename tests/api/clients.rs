@@ -64,3 +64,25 @@ async fn schemathesis_finds_no_5xx_and_no_schema_violation() {
     assert!(out.contains("passed"), "{out}");
     assert!(!out.contains("failed"), "{out}");
 }
+
+#[tokio::test]
+async fn a_generated_typescript_client_calls_the_gateway() {
+    let app = spawn_app().await;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/ts");
+    let url = app.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        run(Command::new("npm")
+            .args(["run", "--silent", "generate"])
+            .current_dir(&dir));
+        run(Command::new("npm")
+            .args(["run", "--silent", "build"])
+            .current_dir(&dir));
+        run(Command::new("node")
+            .arg("check.js")
+            .arg(url)
+            .current_dir(&dir))
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("typescript client OK"), "{out}");
+}
