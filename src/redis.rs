@@ -146,7 +146,15 @@ impl SharedState {
             return None;
         }
         let mut conn = self.connection.read().await.clone()?;
-        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
+        self.timed(cmd.query_async::<T>(&mut conn)).await
+    }
+
+    /// Awaits one Redis reply within the timeout; a failure switches to embedded mode.
+    async fn timed<T>(
+        &self,
+        reply: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Option<T> {
+        match tokio::time::timeout(self.timeout, reply).await {
             Ok(Ok(v)) => Some(v),
             Ok(Err(e)) => {
                 self.mark(false, &e.to_string());
@@ -204,26 +212,14 @@ impl SharedState {
         let mut conn = self.connection.read().await.clone()?;
         let mut invocation = self.gcra.key(key);
         invocation.arg(period_ms.max(1)).arg(burst.max(1));
-        let reply = tokio::time::timeout(
-            self.timeout,
-            invocation.invoke_async::<(i64, i64, i64, i64)>(&mut conn),
-        )
-        .await;
-        match reply {
-            Ok(Ok((allowed, remaining, retry, reset))) => Some(Gcra {
-                allowed: allowed == 1,
-                remaining: remaining.max(0) as u32,
-                retry_after_ms: retry.max(0) as u64,
-                reset_ms: reset.max(0) as u64,
-            }),
-            Ok(Err(e)) => {
-                self.mark(false, &e.to_string());
-                None
-            }
-            Err(_) => {
-                self.mark(false, "timed out");
-                None
-            }
-        }
+        let (allowed, remaining, retry, reset) = self
+            .timed(invocation.invoke_async::<(i64, i64, i64, i64)>(&mut conn))
+            .await?;
+        Some(Gcra {
+            allowed: allowed == 1,
+            remaining: remaining.max(0) as u32,
+            retry_after_ms: retry.max(0) as u64,
+            reset_ms: reset.max(0) as u64,
+        })
     }
 }

@@ -349,36 +349,36 @@ fn deliver(body: Vec<u8>, faults: &Faults) -> HttpResponse {
         .body(body)
 }
 
-async fn metrics(req: HttpRequest, state: web::Data<SimState>) -> HttpResponse {
-    if let Err(refusal) = authenticate(&req, &state) {
+/// What every catalog route does first: authenticate, count, apply faults. `Err` is the
+/// answer to send instead.
+async fn admit_catalog(
+    req: &HttpRequest,
+    state: &SimState,
+) -> Result<(InFlight, Faults), HttpResponse> {
+    if let Err(refusal) = authenticate(req, state) {
         state.stats.rejected.fetch_add(1, Ordering::SeqCst);
-        return refusal;
+        return Err(refusal);
     }
-    let _guard = InFlight::new(&state.stats);
+    let guard = InFlight::new(&state.stats);
     let n = state.stats.requests.fetch_add(1, Ordering::SeqCst);
     state.stats.metrics.fetch_add(1, Ordering::SeqCst);
-    remember(&state.stats, &req);
-    let faults = match inject(&state, n).await {
-        Ok(f) => f,
-        Err(answer) => return answer,
-    };
-    deliver(
-        serde_json::to_vec(&data::catalog()).unwrap_or_default(),
-        &faults,
-    )
+    remember(&state.stats, req);
+    Ok((guard, inject(state, n).await?))
+}
+
+async fn metrics(req: HttpRequest, state: web::Data<SimState>) -> HttpResponse {
+    match admit_catalog(&req, &state).await {
+        Ok((_guard, faults)) => deliver(
+            serde_json::to_vec(&data::catalog()).unwrap_or_default(),
+            &faults,
+        ),
+        Err(answer) => answer,
+    }
 }
 
 async fn metric(req: HttpRequest, state: web::Data<SimState>) -> HttpResponse {
-    if let Err(refusal) = authenticate(&req, &state) {
-        state.stats.rejected.fetch_add(1, Ordering::SeqCst);
-        return refusal;
-    }
-    let _guard = InFlight::new(&state.stats);
-    let n = state.stats.requests.fetch_add(1, Ordering::SeqCst);
-    state.stats.metrics.fetch_add(1, Ordering::SeqCst);
-    remember(&state.stats, &req);
-    let faults = match inject(&state, n).await {
-        Ok(f) => f,
+    let (_guard, faults) = match admit_catalog(&req, &state).await {
+        Ok(admitted) => admitted,
         Err(answer) => return answer,
     };
     let mlid: u64 = req.match_info().query("mlid").parse().unwrap_or(0);

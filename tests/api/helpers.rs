@@ -18,9 +18,8 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
-/// `adjust` may change the settings before the gateway is built.
-pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
-    let sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).expect("simulator binds");
+/// A gateway's settings for the tests, in front of `sim`.
+fn test_settings(sim: &Simulator) -> Settings {
     let mut settings = Settings::for_upstream(&sim.url(), PUBLIC, PRIVATE);
     settings.server.listen = "127.0.0.1:0".into();
     settings.server.workers = 2;
@@ -29,6 +28,13 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     settings.rate_limit.burst = 100_000;
     settings.upstream.per_minute = 100_000;
     settings.upstream.max_in_flight = 64;
+    settings
+}
+
+/// `adjust` may change the settings before the gateway is built.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).expect("simulator binds");
+    let mut settings = test_settings(&sim);
     adjust(&mut settings);
     settings.validate().expect("test settings are valid");
     let app = Application::build(settings).await.expect("gateway builds");
@@ -192,13 +198,8 @@ pub async fn spawn_replicas(
     let sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).expect("simulator binds");
     let mut urls = Vec::new();
     for _ in 0..n {
-        let mut settings = Settings::for_upstream(&sim.url(), PUBLIC, PRIVATE);
-        settings.server.listen = "127.0.0.1:0".into();
+        let mut settings = test_settings(&sim);
         settings.server.workers = 1;
-        settings.rate_limit.per_client_per_minute = 1_000_000;
-        settings.rate_limit.burst = 100_000;
-        settings.upstream.per_minute = 100_000;
-        settings.upstream.max_in_flight = 64;
         settings.redis.url = redis_url.to_owned();
         adjust(&mut settings);
         let app = Application::build(settings).await.expect("gateway builds");
