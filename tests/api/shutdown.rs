@@ -55,7 +55,18 @@ async fn sigterm_lets_requests_in_flight_finish() {
     });
     let in_flight =
         tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status().as_u16()) });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // SIGTERM only once the request is being served: the appliance has received it.
+    for _ in 0..500 {
+        if sim.stats.snapshot().metricdata >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        sim.stats.snapshot().metricdata,
+        1,
+        "the request reached the appliance"
+    );
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
