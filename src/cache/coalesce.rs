@@ -80,8 +80,4 @@ where
         map.insert(key, shared.clone());
         Joined::Started(shared)
     }
-
-    pub fn in_flight(&self) -> usize {
-        self.inflight.lock().map(|m| m.len()).unwrap_or(0)
-    }
 }

@@ -56,7 +56,6 @@ impl std::fmt::Display for Caller {
 pub struct RateState {
     /// Requests the caller may make at once (the burst).
     pub limit: u32,
-    pub per_minute: u32,
     pub remaining: u32,
     /// Seconds until the whole burst is available again.
     pub reset_secs: u64,
@@ -216,7 +215,6 @@ impl CallerLimits {
             .await?;
         let state = RateState {
             limit: q.burst,
-            per_minute: q.per_minute,
             remaining: g.remaining,
             reset_secs: g.reset_ms.div_ceil(1000),
         };
@@ -288,7 +286,6 @@ fn decide(
     let cell_ms = 60_000 / u64::from(q.per_minute.max(1));
     let state = |remaining: u32| RateState {
         limit: q.burst,
-        per_minute: q.per_minute,
         remaining,
         reset_secs: (u64::from(q.burst - remaining.min(q.burst)) * cell_ms).div_ceil(1000),
     };

@@ -338,56 +338,27 @@ async fn the_cache_reports_and_purges() {
     assert!(r.body["bytes"].as_u64().unwrap() > 1000);
     assert!((r.body["hit_ratio"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9);
 
-    let purge = app
-        .http
-        .delete(format!("{}/internal/cache?did=9", app.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(purge.status().as_u16(), 200);
-    assert_eq!(
-        purge.json::<serde_json::Value>().await.unwrap()["purged"],
-        1
-    );
+    let purge = app.delete("/internal/cache?did=9").await;
+    assert_eq!(purge.status, 200);
+    assert_eq!(purge.body["purged"], 1);
     assert!(
         app.get(HISTORIC)
             .await
             .header("cache-status")
             .contains("hit")
     );
-    let purge = app
-        .http
-        .delete(format!("{}/internal/cache?metric=connections", app.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        purge.json::<serde_json::Value>().await.unwrap()["purged"],
-        1
-    );
+    let purge = app.delete("/internal/cache?metric=connections").await;
+    assert_eq!(purge.body["purged"], 1);
     assert!(
         app.get(HISTORIC)
             .await
             .header("cache-status")
             .contains("miss")
     );
-    let purge = app
-        .http
-        .delete(format!("{}/internal/cache", app.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        purge.json::<serde_json::Value>().await.unwrap()["purged"],
-        1
-    );
-    let bad = app
-        .http
-        .delete(format!("{}/internal/cache?did=x&foo=1", app.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status().as_u16(), 400);
+    let purge = app.delete("/internal/cache").await;
+    assert_eq!(purge.body["purged"], 1);
+    let bad = app.delete("/internal/cache?did=x&foo=1").await;
+    assert_eq!(bad.status, 400);
 }
 
 #[tokio::test]

@@ -84,7 +84,22 @@ impl TestApp {
     }
 
     pub async fn get_with(&self, path_and_query: &str, headers: &[(&str, &str)]) -> Answer {
-        let mut req = self.http.get(format!("{}{}", self.url, path_and_query));
+        self.send(
+            self.http.get(format!("{}{}", self.url, path_and_query)),
+            headers,
+        )
+        .await
+    }
+
+    pub async fn delete(&self, path_and_query: &str) -> Answer {
+        self.send(
+            self.http.delete(format!("{}{}", self.url, path_and_query)),
+            &[],
+        )
+        .await
+    }
+
+    async fn send(&self, mut req: reqwest::RequestBuilder, headers: &[(&str, &str)]) -> Answer {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
