@@ -347,10 +347,10 @@ impl ResponseCache {
                 only_newer: directives.no_cache,
             };
             // A fetch that finished between our lookup and our turn here already answered.
-            if let Some(entry) = store.get(&task_key).await {
-                if accept.accepts(&entry.deadlines) {
-                    return Ok(entry);
-                }
+            if let Some(entry) = store.get(&task_key).await
+                && accept.accepts(&entry.deadlines)
+            {
+                return Ok(entry);
             }
             // With Redis, another replica may have the answer, or be fetching it.
             let shared = shared.filter(|s| s.is_up());

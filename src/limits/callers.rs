@@ -230,12 +230,12 @@ impl CallerLimits {
     }
 
     pub fn check(&self, caller: &Caller) -> (Decision, &HeaderValue) {
-        if let Caller::Id(id) = caller {
-            if let Some((limiter, policy)) = self.overrides.get(id) {
-                let now = limiter.clock().now();
-                let outcome = limiter.check().map_err(|e| e.wait_time_from(now));
-                return (decide(outcome, &policy.quota), &policy.header);
-            }
+        if let Caller::Id(id) = caller
+            && let Some((limiter, policy)) = self.overrides.get(id)
+        {
+            let now = limiter.clock().now();
+            let outcome = limiter.check().map_err(|e| e.wait_time_from(now));
+            return (decide(outcome, &policy.quota), &policy.header);
         }
         if self.default.len() > self.max_tracked {
             let now_ms = self.started.elapsed().as_millis() as u64;

@@ -38,14 +38,13 @@ impl Collected {
                 points: Vec::new(),
             });
         // Keep the most detailed device description seen.
-        if let Some(d) = device {
-            if entry
+        if let Some(d) = device
+            && entry
                 .device
                 .as_ref()
                 .is_none_or(|old| detail(old) < detail(&d))
-            {
-                entry.device = Some(d);
-            }
+        {
+            entry.device = Some(d);
         }
         entry
     }

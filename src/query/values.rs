@@ -115,7 +115,7 @@ pub fn interval_seconds(value: &str) -> Result<u64, String> {
 /// The friendliest label for a number of seconds (`300` → `5min`).
 pub fn interval_label(seconds: u64) -> String {
     for (unit, size) in [("day", 86_400), ("hour", 3_600), ("min", 60)] {
-        if seconds >= size && seconds % size == 0 {
+        if seconds >= size && seconds.is_multiple_of(size) {
             return format!("{}{unit}", seconds / size);
         }
     }

@@ -259,7 +259,7 @@ pub fn breaches(did: Option<u64>, start: i64, end: i64) -> Vec<BreachTime> {
     let mut h = start.div_euclid(HOUR) * HOUR;
     while h < end {
         let x = hash(&("breach", did, h));
-        if x % 5 == 0 {
+        if x.is_multiple_of(5) {
             let time = h + (x >> 8) as i64 % HOUR;
             if (start..end).contains(&time) {
                 out.push(BreachTime {

@@ -231,13 +231,15 @@ impl Drop for InFlight {
 }
 
 /// Checks the three DTAPI headers as an appliance does.
-fn authenticate(req: &HttpRequest, state: &SimState) -> Result<(), HttpResponse> {
+fn authenticate(req: &HttpRequest, state: &SimState) -> Result<(), Box<HttpResponse>> {
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     if header("DTAPI-Token") != Some(state.public_token.as_str()) {
-        return Err(HttpResponse::Found()
-            .insert_header(("Location", "/login"))
-            .content_type("text/plain; charset=utf-8")
-            .body("Found. Redirecting to /login"));
+        return Err(Box::new(
+            HttpResponse::Found()
+                .insert_header(("Location", "/login"))
+                .content_type("text/plain; charset=utf-8")
+                .body("Found. Redirecting to /login"),
+        ));
     }
     let segment = req
         .path()
@@ -250,7 +252,7 @@ fn authenticate(req: &HttpRequest, state: &SimState) -> Result<(), HttpResponse>
         .and_then(|d| chrono::NaiveDateTime::parse_from_str(d, sign::DATE_FORMAT).ok())
         .is_some_and(|d| (chrono::Utc::now().naive_utc() - d).num_minutes().abs() <= 30);
     if !date_ok {
-        return Err(appliance_error(&segment, "API DATE ERROR"));
+        return Err(Box::new(appliance_error(&segment, "API DATE ERROR")));
     }
     let path_and_query = req
         .uri()
@@ -264,7 +266,7 @@ fn authenticate(req: &HttpRequest, state: &SimState) -> Result<(), HttpResponse>
         header("DTAPI-Date").unwrap_or(""),
     );
     if header("DTAPI-Signature") != Some(expected.as_str()) {
-        return Err(appliance_error(&segment, "API SIGNATURE ERROR"));
+        return Err(Box::new(appliance_error(&segment, "API SIGNATURE ERROR")));
     }
     Ok(())
 }
@@ -357,7 +359,7 @@ async fn admit_catalog(
 ) -> Result<(InFlight, Faults), HttpResponse> {
     if let Err(refusal) = authenticate(req, state) {
         state.stats.rejected.fetch_add(1, Ordering::SeqCst);
-        return Err(refusal);
+        return Err(*refusal);
     }
     let guard = InFlight::new(&state.stats);
     let n = state.stats.requests.fetch_add(1, Ordering::SeqCst);
@@ -393,10 +395,9 @@ fn remember(stats: &SimStats, req: &HttpRequest) {
         .headers()
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
+        && let Ok(mut last) = stats.last_traceparent.lock()
     {
-        if let Ok(mut last) = stats.last_traceparent.lock() {
-            *last = Some(tp.to_owned());
-        }
+        *last = Some(tp.to_owned());
     }
     if let Ok(mut recent) = stats.recent.lock() {
         if recent.len() == RECENT {
@@ -496,7 +497,7 @@ fn parse_sql_time(s: &str) -> Option<i64> {
 async fn metricdata(req: HttpRequest, state: web::Data<SimState>) -> HttpResponse {
     if let Err(refusal) = authenticate(&req, &state) {
         state.stats.rejected.fetch_add(1, Ordering::SeqCst);
-        return refusal;
+        return *refusal;
     }
     let q = match parse_dialect(req.query_string()) {
         Ok(q) => q,

@@ -14,10 +14,10 @@ fn setting_names() -> HashSet<String> {
     for line in read("config/default.toml").lines().map(str::trim) {
         if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
             section = name.to_owned();
-        } else if !line.starts_with('#') {
-            if let Some((key, _)) = line.split_once(" = ") {
-                keys.insert(format!("{section}.{}", key.trim()));
-            }
+        } else if !line.starts_with('#')
+            && let Some((key, _)) = line.split_once(" = ")
+        {
+            keys.insert(format!("{section}.{}", key.trim()));
         }
     }
     keys

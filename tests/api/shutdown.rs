@@ -8,10 +8,9 @@ use metricgate::sim::{Faults, Simulator};
 
 use crate::helpers::{PRIVATE, PUBLIC};
 
-// Known failure, about one run in four: the request in flight sometimes ends with an
-// incomplete answer after SIGTERM. Run it with `cargo test -- --ignored sigterm`; issue 6
-// stays open until the cause is found.
-#[ignore = "SIGTERM sometimes drops the request in flight; under investigation (issue 6)"]
+// actix-server before 2.9.1 let a worker exit as soon as its accept thread stopped, before the
+// graceful stop reached it, dropping the request in flight about one run in four on a busy
+// machine (actix/actix-net#945). This test caught it; keep it un-ignored.
 #[tokio::test]
 async fn sigterm_lets_requests_in_flight_finish() {
     let sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).unwrap();
@@ -71,10 +70,6 @@ async fn sigterm_lets_requests_in_flight_finish() {
         1,
         "the request reached the appliance"
     );
-    // Signalling within milliseconds of the fetch starting has, in some runs, closed the
-    // connection without an answer (not understood yet; see the session note). Half a second
-    // in, the request is plainly in flight.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
