@@ -16,6 +16,8 @@ pub enum ApiError {
     Upstream(#[from] UpstreamError),
     #[error("no such resource")]
     NotFound,
+    #[error("no metric has this id")]
+    UnknownMetricId(u64),
     #[error("not in the cache (only-if-cached)")]
     NotCached,
     #[error("the caller is over its rate limit")]
@@ -74,6 +76,12 @@ impl ApiError {
                 "not-found",
                 "Not found",
                 "no such route; see /openapi.json or /docs/".into(),
+            ),
+            ApiError::UnknownMetricId(mlid) => (
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "Not found",
+                format!("no metric has mlid {mlid}; GET /darktrace/metrics lists them"),
             ),
             ApiError::RateLimited { retry_after_secs } => (
                 StatusCode::TOO_MANY_REQUESTS,

@@ -8,12 +8,12 @@ use bytes::Bytes;
 
 use std::borrow::Cow;
 
-use super::{cache_headers, csv};
+use super::{cache_headers, csv, sdk_shapes};
 use crate::cache::segments::Reuse;
 use crate::error::{ApiError, Problem};
 use crate::normalize::MetricData;
 use crate::query;
-use crate::query::Format;
+use crate::query::{Dialect, Format};
 use crate::startup::AppState;
 use crate::telemetry::request::upstream_traceparent;
 use crate::upstream::UpstreamError;
@@ -113,30 +113,42 @@ pub async fn get_metricdata(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    serve(&req, &state, Dialect::Gateway).await
+}
+
+/// The pipeline `/v1/metricdata` and `/darktrace/metricdata` share: exact-query index →
+/// validation → cache (and segments) → upstream → normalization → the caller's representation.
+pub(super) async fn serve(
+    req: &HttpRequest,
+    state: &AppState,
+    dialect: Dialect,
+) -> Result<HttpResponse, ApiError> {
     let now = query::now_ms();
     let raw = req.query_string();
-    let directives = cache_headers::directives(&req);
-    // `Accept: text/csv` asks for another representation of the same query string, so it gets
-    // its own entry in the raw-query index. (Metric names cannot contain `=`, so only the
-    // `format` parameter can spell `format=csv`.)
-    let accepts_csv = cache_headers::accepts_csv(&req) && !raw.contains("format=json");
-    let index_key = if accepts_csv {
-        Cow::Owned(format!("{raw}#csv"))
-    } else {
-        Cow::Borrowed(raw)
+    let directives = cache_headers::directives(req);
+    // Each representation of the same query string has its own entry in the raw-query index.
+    // A query string cannot contain a space, so the prefixes cannot collide with one. (Metric
+    // names cannot contain `=`, so only the `format` parameter can spell `format=csv`.)
+    let accepts_csv = dialect == Dialect::Gateway
+        && cache_headers::accepts_csv(req)
+        && !raw.contains("format=json");
+    let index_key = match dialect {
+        Dialect::Sdk => Cow::Owned(format!("sdk {raw}")),
+        Dialect::Gateway if accepts_csv => Cow::Owned(format!("csv {raw}")),
+        Dialect::Gateway => Cow::Borrowed(raw),
     };
-    let csv = accepts_csv || raw.contains("format=csv");
+    let csv = accepts_csv || (dialect == Dialect::Gateway && raw.contains("format=csv"));
     let content_type = if csv {
         csv::CONTENT_TYPE
     } else {
         "application/json"
     };
     if let Some(answer) = state.cache.exact_hit(&index_key, now, directives).await {
-        return Ok(cache_headers::respond(&req, &answer, now, content_type));
+        return Ok(cache_headers::respond(req, &answer, now, content_type));
     }
     let names = state.catalog.names();
-    let mut query =
-        query::parse(raw, &state.settings.query, &names, now).map_err(ApiError::InvalidQuery)?;
+    let mut query = query::parse_in(dialect, raw, &state.settings.query, &names, now)
+        .map_err(ApiError::InvalidQuery)?;
     if accepts_csv {
         query.format = Format::Csv;
     }
@@ -160,16 +172,18 @@ pub async fn get_metricdata(
                 }
                 None => source.fetch(&asked, now, traceparent).await?,
             };
+            let bad_shape = |e: serde_json::Error| UpstreamError::BadShape(e.to_string());
             match asked.format {
                 Format::Csv => Ok(csv::render(&data)),
                 Format::Json => serde_json::to_vec(&data)
                     .map(Bytes::from)
-                    .map_err(|e| UpstreamError::BadShape(e.to_string())),
+                    .map_err(bad_shape),
+                Format::Sdk => sdk_shapes::render(&data).map_err(bad_shape),
             }
         })
         .await?;
     Ok(cache_headers::respond(
-        &req,
+        req,
         &answer,
         query::now_ms(),
         content_type,

@@ -4,10 +4,12 @@
 pub mod admin;
 mod cache_headers;
 mod csv;
+pub mod darktrace;
 pub mod metricdata;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
+pub mod sdk_shapes;
 
 use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -22,6 +24,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/metricdata", web::get().to(metricdata::get_metricdata))
             .route("/metrics", web::get().to(metrics::get_metrics)),
     )
+    .service(
+        web::scope("/darktrace")
+            .wrap(from_fn(limits::middleware))
+            .route("/metricdata", web::get().to(darktrace::get_metricdata))
+            .route("/metrics", web::get().to(darktrace::get_metrics))
+            .route("/metrics/{mlid}", web::get().to(darktrace::get_metric)),
+    )
     .route("/healthz", web::get().to(ops::healthz))
     .route("/readyz", web::get().to(ops::readyz))
     .route("/metrics", web::get().to(ops::prometheus))
@@ -31,10 +40,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(openapi::swagger_ui());
 }
 
-/// Every route's path (none has parameters), for the fallback and metric labels.
+/// Every route's path, for the fallback and metric labels. Only one has a parameter:
+/// [`METRIC_BY_ID`], matched by prefix.
 pub const ROUTES: &[&str] = &[
     "/v1/metricdata",
     "/v1/metrics",
+    "/darktrace/metricdata",
+    "/darktrace/metrics",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -43,11 +55,17 @@ pub const ROUTES: &[&str] = &[
     "/internal/limits",
 ];
 
+/// `/darktrace/metrics/{mlid}`, as a metric label and a prefix.
+pub const METRIC_BY_ID: (&str, &str) = ("/darktrace/metrics/{mlid}", "/darktrace/metrics/");
+
 /// Unknown routes and methods get a problem too, never actix's plain-text default.
 pub async fn fallback(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(if ROUTES.contains(&req.path()) {
-        ApiError::MethodNotAllowed
-    } else {
-        ApiError::NotFound
-    })
+    let path = req.path();
+    Err(
+        if ROUTES.contains(&path) || path.starts_with(METRIC_BY_ID.1) {
+            ApiError::MethodNotAllowed
+        } else {
+            ApiError::NotFound
+        },
+    )
 }

@@ -20,6 +20,9 @@ normalized schema. No authentication: callers never hold appliance tokens.",
     paths(
         super::metricdata::get_metricdata,
         super::metrics::get_metrics,
+        super::darktrace::get_metricdata,
+        super::darktrace::get_metrics,
+        super::darktrace::get_metric,
         super::ops::healthz,
         super::ops::readyz,
         super::ops::prometheus,
@@ -36,6 +39,8 @@ normalized schema. No authentication: callers never hold appliance tokens.",
     )),
     tags(
         (name = "metrics", description = "Darktrace metric data"),
+        (name = "darktrace-sdk", description = "A drop-in for scripts written against darktrace-sdk: \
+set `host=\"http://<gateway>/darktrace\"`. The SDK's parameters, the shapes its documentation shows."),
         (name = "operations", description = "Health and readiness"),
     )
 )]

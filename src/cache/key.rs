@@ -49,7 +49,8 @@ impl CacheKey {
         h.update(self.identity.as_bytes());
         h.update(b"\n");
         h.update(serde_json::to_vec(&*self.query).unwrap_or_default());
-        h.update(b"\n");
+        // The representation is not in the query's JSON, and each has its own bytes.
+        h.update(format!("\n{:?}\n", self.query.format).as_bytes());
         h.update(format!("{:?}", self.bucket).as_bytes());
         hex::encode(h.finalize())
     }

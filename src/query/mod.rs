@@ -9,8 +9,8 @@ mod values;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-pub use params::{KNOWN_PARAMETERS, parse};
-pub use values::now_ms;
+pub use params::{Dialect, KNOWN_PARAMETERS, parse, parse_in};
+pub use values::{interval_label, now_ms, shown};
 
 /// A validated `/metricdata` question in canonical form.
 ///
@@ -49,7 +49,8 @@ pub struct MetricQuery {
     pub interval_seconds: u64,
     pub breachtimes: bool,
     pub fulldevicedetails: bool,
-    /// How the answer is written (`format=csv` or `Accept: text/csv`); not part of the echo.
+    /// How the answer is written (`format=csv`, `Accept: text/csv`, or the SDK route's shapes);
+    /// part of the cache key, not of the echo.
     #[serde(skip)]
     pub format: Format,
 }
@@ -60,6 +61,8 @@ pub enum Format {
     #[default]
     Json,
     Csv,
+    /// The shapes the darktrace-sdk documentation promises, for `/darktrace/metricdata`.
+    Sdk,
 }
 
 /// One bad parameter, as reported in a problem's `errors` list.

@@ -37,14 +37,37 @@ const MAX_PARAMETERS: usize = 256;
 const MAX_NAME_LEN: usize = 64;
 const MAX_APPLICATION_PROTOCOL_LEN: usize = 32;
 
-/// Parses and validates a raw query string. `now_ms` anchors open-ended ranges.
+/// How a caller spells its question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `/v1`: `metric` is one name, `metrics` a list, `format` picks JSON or CSV.
+    Gateway,
+    /// Scripts written against darktrace-sdk (`/darktrace`): `metric=a,b` (SDK 0.9) and
+    /// `metric1=a&metric2=b` (SDK 0.10, the appliance's own spelling) name several metrics too.
+    /// There is no `format`: the answer has the seed's shapes.
+    Sdk,
+}
+
+/// Parses and validates a `/v1` query string. `now_ms` anchors open-ended ranges.
 pub fn parse(
     raw: &str,
     limits: &QueryLimits,
     catalog: &dyn MetricNames,
     now_ms: i64,
 ) -> Result<MetricQuery, Vec<FieldError>> {
+    parse_in(Dialect::Gateway, raw, limits, catalog, now_ms)
+}
+
+/// Parses and validates a query string spelled in `dialect`.
+pub fn parse_in(
+    dialect: Dialect,
+    raw: &str,
+    limits: &QueryLimits,
+    catalog: &dyn MetricNames,
+    now_ms: i64,
+) -> Result<MetricQuery, Vec<FieldError>> {
     let mut p = Parser {
+        dialect,
         errors: Vec::new(),
         scalars: BTreeMap::new(),
         lists: BTreeMap::new(),
@@ -61,9 +84,17 @@ pub fn parse(
 }
 
 struct Parser {
+    dialect: Dialect,
     errors: Vec<FieldError>,
     scalars: BTreeMap<&'static str, String>,
-    lists: BTreeMap<&'static str, Vec<String>>,
+    /// List items, each with the parameter that carried it (errors name it as sent).
+    lists: BTreeMap<&'static str, Vec<(String, String)>>,
+}
+
+/// `metric1`, `metric2`, …: the SDK's and the appliance's spelling of several metrics.
+fn is_numbered_metric(key: &str) -> bool {
+    key.strip_prefix("metric")
+        .is_some_and(|n| (1..=3).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 impl Parser {
@@ -81,6 +112,21 @@ impl Parser {
                 )];
                 return;
             }
+            if self.dialect == Dialect::Sdk
+                && (is_numbered_metric(&key) || (key == "metric" && value.contains(',')))
+            {
+                let items = value.split(',').map(|v| (key.to_string(), v.to_owned()));
+                self.lists.entry("metrics").or_default().extend(items);
+                continue;
+            }
+            if self.dialect == Dialect::Sdk && key == "format" {
+                self.error(
+                    "format",
+                    "not accepted here: /darktrace answers in the SDK's JSON shapes; \
+                     /v1/metricdata?format=csv gives CSV",
+                );
+                continue;
+            }
             let Some(name) = KNOWN_PARAMETERS.iter().copied().find(|k| *k == key) else {
                 let hint = closest_parameter(&key)
                     .map(|k| format!("; did you mean `{k}`?"))
@@ -95,7 +141,7 @@ impl Parser {
                 self.lists
                     .entry(name)
                     .or_default()
-                    .extend(value.split(',').map(str::to_owned));
+                    .extend(value.split(',').map(|v| (name.to_owned(), v.to_owned())));
             } else if self.scalars.contains_key(name) {
                 if !seen_repeat.contains(&name) {
                     seen_repeat.push(name);
@@ -170,17 +216,26 @@ impl Parser {
             interval_seconds: interval?,
             breachtimes,
             fulldevicedetails,
-            format: format.unwrap_or_default(),
+            format: match self.dialect {
+                Dialect::Gateway => format.unwrap_or_default(),
+                Dialect::Sdk => Format::Sdk,
+            },
         })
     }
 
     fn metrics(&mut self, limits: &QueryLimits, catalog: &dyn MetricNames) -> Option<Vec<String>> {
         let single = self.take("metric");
         let list = self.lists.remove("metrics");
-        let (param, raw): (&str, Vec<String>) = match (single, list) {
-            (Some(_), Some(_)) => {
-                self.error("metric", "give `metric` or `metrics`, not both");
-                self.error("metrics", "give `metric` or `metrics`, not both");
+        let raw: Vec<(String, String)> = match (single, list) {
+            (Some(_), Some(list)) => {
+                let other = list.first().map_or("metrics", |(p, _)| p.as_str());
+                let message = if other == "metrics" {
+                    "give `metric` or `metrics`, not both"
+                } else {
+                    "give one `metric`, or several as `metric=a,b` or `metric1`, `metric2`, …"
+                };
+                self.error("metric", message);
+                self.error(other, message);
                 return None;
             }
             (None, None) => {
@@ -197,34 +252,39 @@ impl Parser {
                 );
                 return None;
             }
-            (Some(one), None) => ("metric", vec![one]),
-            (None, Some(many)) => ("metrics", many),
+            (Some(one), None) => vec![("metric".to_owned(), one)],
+            (None, Some(many)) => many,
         };
-        let mut names = Vec::with_capacity(raw.len());
+        // Problems about the whole list are reported against the first spelling used.
+        let param = raw
+            .first()
+            .map_or("metrics", |(p, _)| p.as_str())
+            .to_owned();
+        let mut named: Vec<(String, &str)> = Vec::with_capacity(raw.len());
         let mut ok = true;
-        for name in &raw {
+        for (origin, name) in &raw {
             match values::name_token(name, "metric name", MAX_NAME_LEN) {
-                Ok(n) => names.push(n),
+                Ok(n) => named.push((n, origin.as_str())),
                 Err(m) => {
-                    self.error(param, m);
+                    self.error(origin, m);
                     ok = false;
                 }
             }
         }
-        names.sort_unstable();
-        names.dedup();
-        if names.len() > limits.max_metrics {
+        named.sort_unstable();
+        named.dedup_by(|a, b| a.0 == b.0);
+        if named.len() > limits.max_metrics {
             self.error(
-                param,
+                &param,
                 format!(
                     "{} metrics requested; at most {} per request",
-                    names.len(),
+                    named.len(),
                     limits.max_metrics
                 ),
             );
             return None;
         }
-        for name in &names {
+        for (name, origin) in &named {
             if catalog.contains(name) == Some(false) {
                 let closest = catalog.closest(name);
                 let hint = if closest.is_empty() {
@@ -232,10 +292,11 @@ impl Parser {
                 } else {
                     format!("; did you mean {}?", quoted_list(&closest))
                 };
-                self.error(param, format!("unknown metric `{name}`{hint}"));
+                self.error(origin, format!("unknown metric `{name}`{hint}"));
                 ok = false;
             }
         }
+        let names: Vec<String> = named.into_iter().map(|(n, _)| n).collect();
         ok.then_some(names)
     }
 
@@ -258,7 +319,7 @@ impl Parser {
             (None, Some(many)) => {
                 let mut ids = Vec::with_capacity(many.len());
                 let mut ok = true;
-                for raw in &many {
+                for (_, raw) in &many {
                     match values::positive_id(raw) {
                         Ok(id) => ids.push(id),
                         Err(_) => {

@@ -39,15 +39,18 @@ fn request_id(req: &ServiceRequest) -> HeaderValue {
         })
 }
 
-/// The route, as a label of bounded cardinality. No route has path parameters, so a known
-/// path is its own pattern (without the allocation `match_pattern` makes).
+/// The route, as a label of bounded cardinality. A known path is its own pattern (without
+/// the allocation `match_pattern` makes); the one route with a parameter is matched by prefix.
 fn route_label(path: &str) -> &'static str {
+    let (by_id, by_id_prefix) = crate::api::METRIC_BY_ID;
     crate::api::ROUTES
         .iter()
         .find(|r| **r == path)
         .copied()
         .unwrap_or(if path.starts_with("/docs/") {
             "/docs/"
+        } else if path.starts_with(by_id_prefix) {
+            by_id
         } else {
             "unmatched"
         })

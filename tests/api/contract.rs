@@ -227,6 +227,25 @@ fn the_committed_openapi_document_is_current() {
     );
 }
 
+#[test]
+fn every_operation_has_its_own_id() {
+    // Generated clients name their functions after these; a repeat silently shadows one route.
+    let doc: serde_json::Value =
+        serde_json::from_str(&metricgate::api::openapi::document()).unwrap();
+    let mut ids: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    let count = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "repeated operationId in {ids:?}");
+    assert!(count >= 11, "{ids:?}");
+}
+
 #[tokio::test]
 async fn the_spec_and_swagger_ui_are_served() {
     let app = spawn_app().await;

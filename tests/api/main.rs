@@ -10,6 +10,7 @@ mod hostile;
 mod limits;
 mod ops;
 mod replicas;
+mod sdk;
 mod segments;
 mod shutdown;
 mod signing;

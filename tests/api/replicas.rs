@@ -128,3 +128,25 @@ async fn killing_redis_mid_load_fails_nothing_and_shared_mode_resumes() {
         "shared again after Redis came back"
     );
 }
+
+#[tokio::test]
+async fn each_representation_has_its_own_shared_entry() {
+    let redis = TestRedis::start();
+    let (_sim, urls) = spawn_replicas(3, &redis.url(), |s| s.segments.enabled = false).await;
+    wait_for_mode(&urls, true).await;
+    let http = reqwest::Client::new();
+    let csv = http
+        .get(format!("{}{Q}&format=csv", urls[0]))
+        .send()
+        .await
+        .unwrap();
+    assert!(csv.text().await.unwrap().starts_with("timestamp_iso,"));
+    // The same question on other replicas, in other representations: never the CSV bytes.
+    let json = http.get(format!("{}{Q}", urls[1])).send().await.unwrap();
+    let json: serde_json::Value = json.json().await.expect("JSON, not CSV from Redis");
+    assert!(json["series"].is_array(), "{json}");
+    let sdk = Q.replace("/v1/", "/darktrace/");
+    let sdk = http.get(format!("{}{sdk}", urls[2])).send().await.unwrap();
+    let sdk: serde_json::Value = sdk.json().await.expect("JSON, not CSV from Redis");
+    assert_eq!(sdk["metric"], "connections", "{sdk}");
+}

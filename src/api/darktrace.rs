@@ -1,0 +1,223 @@
+//! `/darktrace/*`: a drop-in for scripts written against darktrace-sdk. They set
+//! `host="http://<gateway>/darktrace"`, keep any tokens, and run unchanged: their signing
+//! headers are ignored (the gateway signs with its own), their parameter dialect is accepted,
+//! and the answers have the shapes the SDK's documentation shows.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::metricdata::serve;
+use crate::catalog::{MetricCatalog, MetricInfo};
+use crate::error::{ApiError, Problem};
+use crate::query::{Dialect, FieldError};
+use crate::startup::AppState;
+
+/// The SDK's parameters, for the OpenAPI document. Parsing is `query::parse_in(Dialect::Sdk)`.
+#[allow(dead_code)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SdkMetricDataParams {
+    /// One metric name, or several joined by commas (darktrace-sdk 0.9). darktrace-sdk 0.10
+    /// sends several as `metric1=`, `metric2=`, …, which are accepted too.
+    #[param(example = "bandwidth")]
+    metric: Option<String>,
+    /// Several metric names: repeat `metrics=` or give a comma list.
+    #[param(style = Form, explode)]
+    metrics: Option<Vec<String>>,
+    /// Device id. Not with `devices`.
+    #[param(example = 123, minimum = 1)]
+    did: Option<u64>,
+    #[param(minimum = 1)]
+    ddid: Option<u64>,
+    #[param(minimum = 1)]
+    odid: Option<u64>,
+    #[param(minimum = 1, maximum = 65535)]
+    port: Option<u16>,
+    #[param(minimum = 1, maximum = 65535)]
+    sourceport: Option<u16>,
+    #[param(minimum = 1, maximum = 65535)]
+    destinationport: Option<u16>,
+    /// IP protocol: a name (`tcp`, `udp`, …) or a number 0–255.
+    protocol: Option<String>,
+    #[param(pattern = "^[A-Za-z0-9_.:-]{1,32}$")]
+    applicationprotocol: Option<String>,
+    /// Start: epoch ms, ISO-8601 or `YYYY-MM-DD HH:MM:SS` (UTC).
+    #[param(example = "1705320000000")]
+    starttime: Option<String>,
+    /// End, same formats.
+    #[param(example = "1705323600000")]
+    endtime: Option<String>,
+    /// Alias of `starttime` (the SDK's `from_`).
+    from: Option<String>,
+    /// Alias of `endtime`.
+    to: Option<String>,
+    /// Seconds (`300`) or a label (`5min`, `1hour`, `1day`).
+    #[param(example = "5min")]
+    interval: Option<String>,
+    /// `True`/`False` (as Python writes them), `true`/`false`, `1`/`0`.
+    breachtimes: Option<bool>,
+    fulldevicedetails: Option<bool>,
+    /// Several device ids: comma-joined (darktrace-sdk 0.9) or repeated (0.10). Not with `did`.
+    #[param(example = json!(["123", "456"]), style = Form, explode)]
+    devices: Option<Vec<String>>,
+}
+
+/// Metric data in the shapes darktrace-sdk scripts expect.
+///
+/// Validated, cached, coalesced and rate-limited exactly like `/v1/metricdata`; only the
+/// spelling of the question and the shape of the answer differ. `DTAPI-*` headers are ignored.
+#[utoipa::path(get, path = "/darktrace/metricdata", operation_id = "sdk_get_metricdata", tag = "darktrace-sdk", params(SdkMetricDataParams),
+    responses(
+        (status = 200, description = "One metric: `data` is a list of points; several: `data` maps names to lists; several devices: each point has `values` per device", body = crate::api::sdk_shapes::SdkMetricData),
+        (status = 304, description = "Not modified (`If-None-Match` matched)"),
+        (status = 400, description = "Invalid parameters; `errors` names each one", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The caller is over its rate limit", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The appliance's request budget is exhausted, or its circuit breaker is open", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The appliance failed, refused the gateway, or sent an unknown shape", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The appliance did not answer in time", body = Problem, content_type = "application/problem+json")))]
+pub async fn get_metricdata(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    serve(&req, &state, Dialect::Sdk).await
+}
+
+/// The fields of a metric, the names `responsedata` may pick.
+const FIELDS: &[&str] = &[
+    "mlid",
+    "name",
+    "label",
+    "set",
+    "units",
+    "filtertypes",
+    "unitsinterval",
+    "lengthscale",
+];
+
+#[allow(dead_code)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SdkMetricsParams {
+    /// Only these fields of each metric, comma-separated (e.g. `mlid,name`).
+    #[param(example = "mlid,name")]
+    responsedata: Option<String>,
+}
+
+/// The appliance's metric catalog, as the appliance lists it (an array).
+#[utoipa::path(get, path = "/darktrace/metrics", operation_id = "sdk_get_metrics", tag = "darktrace-sdk", params(SdkMetricsParams),
+    responses(
+        (status = 200, description = "Every metric", body = Vec<MetricInfo>),
+        (status = 400, description = "An unknown parameter or field", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The caller is over its rate limit", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The appliance failed or refused the gateway", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The appliance's request budget is exhausted", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The appliance did not answer in time", body = Problem, content_type = "application/problem+json")))]
+pub async fn get_metrics(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let fields = responsedata(req.query_string())?;
+    let catalog = catalog(&state).await?;
+    Ok(respond(&catalog.metrics, fields.as_deref()))
+}
+
+/// One metric of the catalog, by the appliance's id for it (`mlid`).
+#[utoipa::path(get, path = "/darktrace/metrics/{mlid}", operation_id = "sdk_get_metric", tag = "darktrace-sdk",
+    params(("mlid" = u64, Path, description = "The appliance's metric id"), SdkMetricsParams),
+    responses(
+        (status = 200, description = "The metric", body = MetricInfo),
+        (status = 400, description = "`mlid` is not a number, or an unknown parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No metric has this id", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The caller is over its rate limit", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The appliance failed or refused the gateway", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The appliance's request budget is exhausted", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The appliance did not answer in time", body = Problem, content_type = "application/problem+json")))]
+pub async fn get_metric(
+    req: HttpRequest,
+    mlid: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let mut errors = Vec::new();
+    let fields = responsedata(req.query_string()).unwrap_or_else(|e| {
+        if let ApiError::InvalidQuery(mut e) = e {
+            errors.append(&mut e);
+        }
+        None
+    });
+    let id = match mlid.parse::<u64>() {
+        Ok(id) => Some(id),
+        Err(_) => {
+            errors.push(FieldError::new("mlid", "the metric id is a number"));
+            None
+        }
+    };
+    let Some(id) = id.filter(|_| errors.is_empty()) else {
+        return Err(ApiError::InvalidQuery(errors));
+    };
+    let catalog = catalog(&state).await?;
+    match catalog.metrics.iter().find(|m| m.mlid == Some(id)) {
+        Some(metric) => Ok(respond(metric, fields.as_deref())),
+        None => Err(ApiError::UnknownMetricId(id)),
+    }
+}
+
+async fn catalog(state: &AppState) -> Result<std::sync::Arc<MetricCatalog>, ApiError> {
+    if state.catalog.get().is_none() {
+        state.catalog.refresh(state.source.client()).await?;
+    }
+    state.catalog.get().ok_or(ApiError::NotFound)
+}
+
+/// `responsedata=a,b`: the fields to keep; `None` keeps all. Anything else is refused.
+fn responsedata(raw: &str) -> Result<Option<Vec<String>>, ApiError> {
+    let mut fields = None;
+    let mut errors = Vec::new();
+    for (key, value) in form_urlencoded::parse(raw.as_bytes()) {
+        if key != "responsedata" || fields.is_some() {
+            let message = if key == "responsedata" {
+                "given more than once".to_owned()
+            } else {
+                "unknown parameter; only `responsedata` is accepted".to_owned()
+            };
+            errors.push(FieldError::new(crate::query::shown(&key), message));
+            continue;
+        }
+        let picked: Vec<String> = value.split(',').map(|f| f.trim().to_owned()).collect();
+        for f in picked.iter().filter(|f| !FIELDS.contains(&f.as_str())) {
+            errors.push(FieldError::new(
+                "responsedata",
+                format!(
+                    "`{}` is not a field of a metric; use {}",
+                    crate::query::shown(f),
+                    FIELDS.join(", ")
+                ),
+            ));
+        }
+        fields = Some(picked);
+    }
+    if errors.is_empty() {
+        Ok(fields)
+    } else {
+        Err(ApiError::InvalidQuery(errors))
+    }
+}
+
+/// Serializes `value`, keeping only `fields` of each metric object when given.
+fn respond<T: serde::Serialize>(value: &T, fields: Option<&[String]>) -> HttpResponse {
+    let Some(fields) = fields else {
+        return HttpResponse::Ok().json(value);
+    };
+    // Off the hot path (a catalog listing), so a JSON tree is the simple way to pick fields.
+    let keep = |v: &mut serde_json::Value| {
+        if let Some(map) = v.as_object_mut() {
+            map.retain(|k, _| fields.iter().any(|f| f == k));
+        }
+    };
+    let mut tree = serde_json::to_value(value).unwrap_or_default();
+    match tree.as_array_mut() {
+        Some(items) => items.iter_mut().for_each(keep),
+        None => keep(&mut tree),
+    }
+    HttpResponse::Ok().json(tree)
+}
