@@ -13,6 +13,14 @@ if ! command -v st >/dev/null 2>&1; then
     python3 -m pip install --quiet --root-user-action=ignore 'schemathesis==4.*'
 fi
 
+# The seed's examples run on the real darktrace-sdk from PyPI: the version the seed documents
+# and the newest. Each goes to its own directory, put on PYTHONPATH by the test.
+for version in 0.9.0 0.10.1; do
+    if [ ! -d "target/sdk/$version/darktrace" ]; then
+        python3 -m pip install --quiet --root-user-action=ignore --target "target/sdk/$version" "darktrace-sdk==$version"
+    fi
+done
+
 # The TypeScript client test generates with openapi-typescript, from npm (pinned by the lock).
 if [ ! -d tests/clients/ts/node_modules ]; then
     (cd tests/clients/ts && npm ci --no-audit --no-fund --silent)

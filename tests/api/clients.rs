@@ -86,3 +86,42 @@ async fn a_generated_typescript_client_calls_the_gateway() {
     .unwrap();
     assert!(out.contains("typescript client OK"), "{out}");
 }
+
+/// The darktrace-sdk versions the README's test command installs under `target/sdk/`: the one
+/// the seed documents, and the newest, which spells several metrics as `metric1=`, `metric2=`.
+const SDK_VERSIONS: &[&str] = &["0.9.0", "0.10.1"];
+
+#[tokio::test]
+async fn the_seeds_examples_run_unchanged_on_the_real_sdk() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for version in SDK_VERSIONS {
+        let app = spawn_app().await;
+        app.ready().await;
+        let sdk = root.join("target/sdk").join(version);
+        assert!(
+            sdk.join("darktrace").is_dir(),
+            "darktrace-sdk {version} is not in {sdk:?}; run scripts/test.sh, which installs it"
+        );
+        let url = app.url.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            run(Command::new("python3")
+                .arg(root.join("tests/clients/sdk/run_seed_examples.py"))
+                .arg(url)
+                .env("PYTHONPATH", sdk))
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.contains(&format!(
+                "seed examples OK: 9 scripts, darktrace-sdk {version}"
+            )),
+            "{out}"
+        );
+        let stats = app.sim.stats.snapshot();
+        assert!(stats.metricdata > 0);
+        assert_eq!(
+            stats.rejected, 0,
+            "every appliance request was signed right"
+        );
+    }
+}
