@@ -539,6 +539,35 @@ mod tests {
     }
 
     #[test]
+    fn every_sdk_spelling_is_the_gateways_question() {
+        let sdk = |raw: &str| {
+            let mut q = parse_in(
+                Dialect::Sdk,
+                raw,
+                &Settings::defaults().query,
+                &AnyMetric,
+                NOW,
+            )
+            .unwrap();
+            assert_eq!(q.format, Format::Sdk);
+            q.format = Format::Json;
+            q
+        };
+        let v1 = ok(
+            "metrics=a,b&devices=1,2&from=1705320000000&to=1705323600000&interval=300&breachtimes=true",
+        );
+        for spelling in [
+            "metric=b,a&devices=2,1&from=1705320000000&to=1705323600000&interval=5min&breachtimes=True",
+            "metric1=a&metric2=b&devices=1&devices=2&from=2024-01-15%2012:00:00&to=2024-01-15%2013:00:00&interval=300&breachtimes=true",
+        ] {
+            assert_eq!(sdk(spelling), v1, "{spelling}");
+        }
+        // `/v1` keeps `metric` to one name and has no numbered metrics.
+        assert_eq!(errs("metric=a,b")[0].parameter, "metric");
+        assert_eq!(errs("metric=a&metric1=b")[0].parameter, "metric1");
+    }
+
+    #[test]
     fn points_limit_suggests_coarser_interval() {
         let e = errs("metric=a&starttime=1600000000000&endtime=1630000000000&interval=1min");
         assert_eq!(e[0].parameter, "interval");
@@ -559,7 +588,9 @@ mod properties {
 
         #[test]
         fn the_parser_never_panics(raw in ".{0,300}") {
-            let _ = parse(&raw, &Settings::defaults().query, &AnyMetric, 1_705_330_000_000);
+            for dialect in [Dialect::Gateway, Dialect::Sdk] {
+                let _ = parse_in(dialect, &raw, &Settings::defaults().query, &AnyMetric, 1_705_330_000_000);
+            }
         }
 
         #[test]

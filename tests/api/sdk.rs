@@ -301,3 +301,24 @@ async fn metrics_lists_the_catalog_as_the_appliance_does() {
     assert_eq!(named, ["limit", "mlid", "responsedata"]);
     assert_eq!(app.get("/darktrace/devices").await.status, 404);
 }
+
+#[tokio::test]
+async fn sdk_answers_are_built_from_the_points_v1_fetched() {
+    let app = spawn_app().await;
+    let q = format!("metric=bandwidth&did=123&{RANGE}&interval=5min");
+    assert_eq!(app.get(&format!("/v1/metricdata?{q}")).await.status, 200);
+    let csv = app.get(&format!("/v1/metricdata?{q}&format=csv")).await;
+    assert_eq!(csv.status, 200);
+    let sdk = app.get(&format!("/darktrace/metricdata?{q}")).await;
+    assert_eq!(sdk.status, 200);
+    assert!(
+        sdk.header("cache-status").contains("stored"),
+        "its own representation: {:?}",
+        sdk.headers
+    );
+    assert_eq!(
+        app.upstream_metricdata(),
+        1,
+        "three representations, one appliance request (the segment cache)"
+    );
+}
