@@ -8,6 +8,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::metricdata::serve;
+use super::openapi::ApplianceFailures;
 use crate::catalog::{MetricCatalog, MetricInfo};
 use crate::error::{ApiError, Problem};
 use crate::query::{Dialect, FieldError};
@@ -72,10 +73,7 @@ pub struct SdkMetricDataParams {
         (status = 200, description = "One metric: `data` is a list of points; several: `data` maps names to lists; several devices: each point has `values` per device", body = crate::api::sdk_shapes::SdkMetricData),
         (status = 304, description = "Not modified (`If-None-Match` matched)"),
         (status = 400, description = "Invalid parameters; `errors` names each one", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "The caller is over its rate limit", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The appliance's request budget is exhausted, or its circuit breaker is open", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "The appliance failed, refused the gateway, or sent an unknown shape", body = Problem, content_type = "application/problem+json"),
-        (status = 504, description = "The appliance did not answer in time", body = Problem, content_type = "application/problem+json")))]
+        ApplianceFailures))]
 pub async fn get_metricdata(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -109,10 +107,7 @@ pub struct SdkMetricsParams {
     responses(
         (status = 200, description = "Every metric", body = Vec<MetricInfo>),
         (status = 400, description = "An unknown parameter or field", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "The caller is over its rate limit", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "The appliance failed or refused the gateway", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The appliance's request budget is exhausted", body = Problem, content_type = "application/problem+json"),
-        (status = 504, description = "The appliance did not answer in time", body = Problem, content_type = "application/problem+json")))]
+        ApplianceFailures))]
 pub async fn get_metrics(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -129,10 +124,7 @@ pub async fn get_metrics(
         (status = 200, description = "The metric", body = MetricInfo),
         (status = 400, description = "`mlid` is not a number, or an unknown parameter", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No metric has this id", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "The caller is over its rate limit", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "The appliance failed or refused the gateway", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The appliance's request budget is exhausted", body = Problem, content_type = "application/problem+json"),
-        (status = 504, description = "The appliance did not answer in time", body = Problem, content_type = "application/problem+json")))]
+        ApplianceFailures))]
 pub async fn get_metric(
     req: HttpRequest,
     mlid: web::Path<String>,

@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use std::borrow::Cow;
 
+use super::openapi::ApplianceFailures;
 use super::{cache_headers, csv, sdk_shapes};
 use crate::cache::segments::Reuse;
 use crate::error::{ApiError, Problem};
@@ -102,13 +103,7 @@ pub struct MetricDataParams {
             ("RateLimit" = String, description = "The caller's budget: `limit=<burst>, remaining=<n>, reset=<seconds until full>`"))),
         (status = 304, description = "Not modified (`If-None-Match` matched)"),
         (status = 400, description = "Invalid parameters; `errors` names each one", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "The caller is over its rate limit", body = Problem, content_type = "application/problem+json", headers(
-            ("Retry-After" = u64, description = "Seconds to wait"),
-            ("RateLimit" = String, description = "`limit=N, remaining=0, reset=S` (draft-ietf-httpapi-ratelimit-headers-07)"))),
-        (status = 503, description = "The appliance's request budget is exhausted, or its circuit breaker is open", body = Problem, content_type = "application/problem+json", headers(
-            ("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 502, description = "The appliance failed, refused the gateway, or sent an unknown shape", body = Problem, content_type = "application/problem+json"),
-        (status = 504, description = "The appliance did not answer in time, or `only-if-cached` found nothing", body = Problem, content_type = "application/problem+json")))]
+        ApplianceFailures))]
 pub async fn get_metricdata(
     req: HttpRequest,
     state: web::Data<AppState>,

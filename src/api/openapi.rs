@@ -8,6 +8,32 @@ use crate::error::Problem;
 use crate::normalize::{Breach, Device, MetricData, Point, Series, TimeRange};
 use crate::query::{FieldError, MetricQuery};
 
+/// The failures every route that may ask the appliance shares, documented once.
+#[allow(dead_code)]
+#[derive(utoipa::IntoResponses)]
+pub enum ApplianceFailures {
+    #[response(status = 429, description = "The caller is over its rate limit",
+        content_type = "application/problem+json", headers(
+            ("Retry-After" = u64, description = "Seconds to wait"),
+            ("RateLimit" = String, description = "`limit=N, remaining=0, reset=S` (draft-ietf-httpapi-ratelimit-headers-07)")))]
+    RateLimited(Problem),
+    #[response(
+        status = 502,
+        description = "The appliance failed, refused the gateway, or sent an unknown shape",
+        content_type = "application/problem+json"
+    )]
+    BadGateway(Problem),
+    #[response(status = 503, description = "The appliance's request budget is exhausted, or its circuit breaker is open",
+        content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait")))]
+    Unavailable(Problem),
+    #[response(
+        status = 504,
+        description = "The appliance did not answer in time (for metric data: or `only-if-cached` found nothing)",
+        content_type = "application/problem+json"
+    )]
+    GatewayTimeout(Problem),
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
