@@ -76,8 +76,19 @@ rss() { awk '/VmRSS/{print $2}' /proc/$GW/status; }
 ( for _ in $(seq 0 5 "$DURATION"); do rss >>"$WORK/rss"; sleep 5; done ) & PIDS+=($!)
 wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$WORK/mix.lua" "http://127.0.0.1:$GW_PORT" | tee "$WORK/wrk.out"
 rss >>"$WORK/rss"
+curl -fsS "http://127.0.0.1:$GW_PORT/internal/cache" >"$WORK/cache.json"
 
 echo "RSS (KiB) every 5 s: $(tr '\n' ' ' <"$WORK/rss")"
+# What the caches count against their budgets, next to what the process holds.
+python3 - "$WORK/cache.json" "$(rss)" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+s = c.get("segments") or {"entries": 0, "bytes": 0, "max_bytes": 0}
+counted = (c["bytes"] + s["bytes"]) / 1024
+print(f"caches count {counted:,.0f} KiB: responses {c['entries']} entries {c['bytes'] / 1024:,.0f} KiB "
+      f"(budget {c['max_bytes'] / 1024:,.0f}), segments {s['entries']} entries {s['bytes'] / 1024:,.0f} KiB "
+      f"(budget {s['max_bytes'] / 1024:,.0f}); RSS {int(sys.argv[2]):,} KiB = {int(sys.argv[2]) / counted:.2f}x what they count")
+PY
 python3 - "$WORK/rss" "$WORK/wrk.out" <<'PY'
 import re, sys
 rss = [int(x) for x in open(sys.argv[1]).read().split()]

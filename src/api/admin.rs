@@ -13,11 +13,20 @@ use crate::query;
 use crate::settings::ClientQuota;
 use crate::startup::AppState;
 
-/// Entries, bytes and hit ratio of the response cache.
+/// Entries, bytes and hit ratio of the response cache, and of the segment cache below it.
 #[utoipa::path(get, path = "/internal/cache", tag = "operations",
     responses((status = 200, description = "Cache statistics", body = CacheReport)))]
 pub async fn get_cache(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(state.cache.report().await)
+    HttpResponse::Ok().json(report(&state).await)
+}
+
+/// Both caches' statistics.
+pub async fn report(state: &AppState) -> CacheReport {
+    let mut report = state.cache.report().await;
+    if let Some(segments) = &state.segments {
+        report.segments = Some(segments.report().await);
+    }
+    report
 }
 
 #[derive(Serialize, ToSchema)]

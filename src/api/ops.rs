@@ -93,9 +93,13 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
 pub async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
     let m = &state.metrics;
-    let cache = state.cache.report().await;
+    let cache = super::admin::report(&state).await;
     m.cache_bytes.set(cache.bytes as i64);
     m.cache_entries.set(cache.entries as i64);
+    if let Some(segments) = cache.segments {
+        m.segment_bytes.set(segments.bytes as i64);
+        m.segment_entries.set(segments.entries as i64);
+    }
     let guard = state.source.client().guard();
     m.upstream_in_flight.set(guard.in_flight() as i64);
     m.breaker_state.set(match guard.breaker_state() {

@@ -111,7 +111,17 @@ pub struct CacheReport {
     pub fetches: u64,
     /// hits ÷ (hits + misses + stale), 0 when nothing was asked.
     pub hit_ratio: f64,
+    /// Bytes of the index from raw query strings to entries (its own budget of 16 MiB).
+    pub index_bytes: u64,
+    /// The segment cache below it, when enabled.
+    pub segments: Option<segments::SegmentReport>,
 }
+
+/// What moka keeps per entry besides the key and value (its hash-table node, access and write
+/// order nodes, expiry timer node, the `Arc`s around key and value) and the allocator's
+/// rounding of the entry's allocations. Measured with `cargo bench --bench cache_memory`, which
+/// sets the live heap against what the budgets count.
+pub(crate) const ENTRY_OVERHEAD: usize = 256;
 
 /// Bytes the raw-query index may hold (it only points into the store).
 const EXACT_MAX_BYTES: u64 = 16 << 20;
@@ -168,10 +178,11 @@ impl ResponseCache {
         let store = Cache::builder()
             .max_capacity(settings.max_bytes)
             .weigher(|key: &CacheKey, entry: &Arc<Entry>| {
-                let bytes = key.weight()
+                let bytes = ENTRY_OVERHEAD
+                    + key.weight()
                     + entry.body.len()
                     + entry.gzip.as_ref().map_or(0, Bytes::len)
-                    + entry.etag.len()
+                    + entry.etag.capacity()
                     + std::mem::size_of::<Entry>();
                 u32::try_from(bytes).unwrap_or(u32::MAX)
             })
@@ -180,7 +191,7 @@ impl ResponseCache {
         let exact = Cache::builder()
             .max_capacity(EXACT_MAX_BYTES)
             .weigher(|raw: &Arc<str>, key: &CacheKey| {
-                u32::try_from(raw.len() + key.weight()).unwrap_or(u32::MAX)
+                u32::try_from(ENTRY_OVERHEAD + raw.len() + key.weight()).unwrap_or(u32::MAX)
             })
             .build_with_hasher(foldhash::fast::RandomState::default());
         Self {
@@ -382,7 +393,8 @@ impl ResponseCache {
                 etag: etag(&body),
                 deadlines: freshness.deadlines(lifetime, crate::query::now_ms()),
                 upstream_ms,
-                body,
+                // Serializers grow their buffers by doubling; an entry keeps exactly its bytes.
+                body: Bytes::copy_from_slice(&body),
             });
             store.insert(task_key, entry.clone()).await;
             if let (Some(s), Some(id)) = (&shared, &shared_id) {
@@ -420,6 +432,7 @@ impl ResponseCache {
 
     pub async fn report(&self) -> CacheReport {
         self.store.run_pending_tasks().await;
+        self.exact.run_pending_tasks().await;
         let c = &self.counters;
         let hits = c.hits.get();
         let misses = c.misses.get();
@@ -439,6 +452,8 @@ impl ResponseCache {
             } else {
                 hits as f64 / asked as f64
             },
+            index_bytes: self.exact.weighted_size(),
+            segments: None,
         }
     }
 }
@@ -455,5 +470,8 @@ pub(crate) fn gzip(body: &[u8]) -> Option<Bytes> {
         flate2::Compression::fast(),
     );
     encoder.write_all(body).ok()?;
-    encoder.finish().ok().map(Bytes::from)
+    encoder.finish().ok().map(|mut v| {
+        v.shrink_to_fit();
+        Bytes::from(v)
+    })
 }

@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures::StreamExt;
 use moka::Expiry;
 use moka::future::Cache;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::coalesce::{Coalescer, Joined};
 use super::freshness::{Deadlines, Freshness};
@@ -47,6 +49,18 @@ struct Segment {
     breaches: Vec<Breach>,
     deadlines: Deadlines,
     bytes: usize,
+}
+
+/// What the segment cache holds, for `GET /internal/cache` and `/metrics`.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+pub struct SegmentReport {
+    pub entries: u64,
+    /// Estimated bytes, as the cache's budget counts them.
+    pub bytes: u64,
+    pub max_bytes: u64,
+    /// Segments found, and segments fetched.
+    pub hits: u64,
+    pub misses: u64,
 }
 
 /// Whether stored segments may answer (a caller's `no-cache` says no).
@@ -89,6 +103,7 @@ pub struct SegmentCache {
     identity: Arc<str>,
     points: i64,
     concurrency: usize,
+    max_bytes: u64,
     pub counters: Arc<SegmentCounters>,
 }
 
@@ -107,7 +122,19 @@ impl SegmentCache {
             identity: Arc::from(identity),
             points: settings.points.max(1) as i64,
             concurrency: settings.max_concurrent_fetches.max(1),
+            max_bytes: settings.max_bytes,
             counters: Arc::default(),
+        }
+    }
+
+    pub async fn report(&self) -> SegmentReport {
+        self.store.run_pending_tasks().await;
+        SegmentReport {
+            entries: self.store.entry_count(),
+            bytes: self.store.weighted_size(),
+            max_bytes: self.max_bytes,
+            hits: self.counters.hits.load(Ordering::Relaxed),
+            misses: self.counters.misses.load(Ordering::Relaxed),
         }
     }
 
@@ -280,12 +307,17 @@ fn cut(data: &MetricData, start: i64, end: i64, deadlines: impl Fn(i64) -> Deadl
             metric: s.metric.clone(),
             unit: s.unit.clone(),
             device: s.device.clone(),
-            points: s
-                .points
-                .iter()
-                .filter(|p| (start..end).contains(&p.timestamp))
-                .cloned()
-                .collect(),
+            points: {
+                let mut points: Vec<_> = s
+                    .points
+                    .iter()
+                    .filter(|p| (start..end).contains(&p.timestamp))
+                    .cloned()
+                    .collect();
+                // A filtered collect grows by doubling; segments live long, so keep them tight.
+                points.shrink_to_fit();
+                points
+            },
         })
         .collect();
     let breaches: Vec<Breach> = data
@@ -294,18 +326,43 @@ fn cut(data: &MetricData, start: i64, end: i64, deadlines: impl Fn(i64) -> Deadl
         .filter(|b| (start..end).contains(&b.time))
         .cloned()
         .collect();
-    let bytes = 256
-        + series
-            .iter()
-            .map(|s| 128 + s.points.len() * std::mem::size_of::<crate::normalize::Point>())
-            .sum::<usize>()
-        + breaches.len() * (std::mem::size_of::<Breach>() + 64);
+    let bytes = weight(&series, &breaches);
     Segment {
         series,
         breaches,
         deadlines: deadlines(end),
         bytes,
     }
+}
+
+/// What one stored segment occupies: its key (the query it shares with its run's other
+/// segments is left out), its series and breaches with their heap, and the cache's own
+/// per-entry bookkeeping.
+fn weight(series: &[Series], breaches: &[Breach]) -> usize {
+    use std::mem::size_of;
+    let series_bytes: usize = series
+        .iter()
+        .map(|s| {
+            size_of::<Series>()
+                + s.metric.capacity()
+                + s.unit.as_ref().map_or(0, String::capacity)
+                + s.device.as_ref().map_or(0, |d| d.heap_bytes())
+                + s.points.capacity() * size_of::<crate::normalize::Point>()
+        })
+        .sum();
+    let breach_bytes: usize = breaches
+        .iter()
+        .map(|b| {
+            size_of::<Breach>()
+                + b.model.as_ref().map_or(0, String::capacity)
+                + b.id.as_ref().map_or(0, String::capacity)
+        })
+        .sum();
+    super::ENTRY_OVERHEAD
+        + size_of::<SegmentKey>()
+        + size_of::<Segment>()
+        + series_bytes
+        + breach_bytes
 }
 
 /// Segments in time order → the answer to `[start, end)`.

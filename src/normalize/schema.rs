@@ -70,6 +70,26 @@ pub struct Device {
 }
 
 impl Device {
+    /// Bytes its strings hold on the heap.
+    pub fn heap_bytes(&self) -> usize {
+        [
+            &self.ip,
+            &self.hostname,
+            &self.label,
+            &self.macaddress,
+            &self.vendor,
+            &self.os,
+            &self.typename,
+        ]
+        .iter()
+        .map(|f| f.as_ref().map_or(0, String::capacity))
+        .sum::<usize>()
+            + self.tags.as_ref().map_or(0, |t| {
+                t.capacity() * std::mem::size_of::<String>()
+                    + t.iter().map(String::capacity).sum::<usize>()
+            })
+    }
+
     pub fn bare(did: u64) -> Self {
         Self {
             did,

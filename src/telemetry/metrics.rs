@@ -14,6 +14,8 @@ pub struct GatewayMetrics {
     pub cache_events: IntCounterVec,
     pub cache_bytes: IntGauge,
     pub cache_entries: IntGauge,
+    pub segment_bytes: IntGauge,
+    pub segment_entries: IntGauge,
     pub upstream_requests: IntCounterVec,
     pub upstream_duration: HistogramVec,
     pub upstream_in_flight: IntGauge,
@@ -72,6 +74,14 @@ impl GatewayMetrics {
                 "metricgate_cache_entries",
                 "Entries held by the response cache",
             ),
+            segment_bytes: gauge(
+                "metricgate_segment_cache_bytes",
+                "Bytes held by the segment cache",
+            ),
+            segment_entries: gauge(
+                "metricgate_segment_cache_entries",
+                "Segments held by the segment cache",
+            ),
             upstream_requests: counter_vec(
                 "metricgate_upstream_requests_total",
                 "Requests sent to the appliance, by outcome",
@@ -109,6 +119,8 @@ impl GatewayMetrics {
             Box::new(m.cache_events.clone()),
             Box::new(m.cache_bytes.clone()),
             Box::new(m.cache_entries.clone()),
+            Box::new(m.segment_bytes.clone()),
+            Box::new(m.segment_entries.clone()),
             Box::new(m.upstream_requests.clone()),
             Box::new(m.upstream_duration.clone()),
             Box::new(m.upstream_in_flight.clone()),

@@ -337,6 +337,13 @@ async fn the_cache_reports_and_purges() {
     assert_eq!(r.body["hits"], 1);
     assert!(r.body["bytes"].as_u64().unwrap() > 1000);
     assert!((r.body["hit_ratio"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9);
+    // Below it, 6-point segments: one hour at 5 min is 2, one hour at 1 min (the default) 10.
+    let segments = &r.body["segments"];
+    assert_eq!(
+        (segments["entries"].as_u64(), segments["misses"].as_u64()),
+        (Some(12), Some(12))
+    );
+    assert!(segments["bytes"].as_u64().unwrap() > 0);
 
     let purge = app.delete("/internal/cache?did=9").await;
     assert_eq!(purge.status, 200);
