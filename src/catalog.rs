@@ -49,9 +49,22 @@ struct State {
 }
 
 /// Shared, periodically refreshed view of the catalog.
-#[derive(Default)]
 pub struct Catalog {
     state: RwLock<State>,
+    /// Becomes true once a catalog has been fetched.
+    known: tokio::sync::watch::Sender<bool>,
+    /// True once answers made before the first catalog (without its units) are gone.
+    settled: std::sync::atomic::AtomicBool,
+}
+
+impl Default for Catalog {
+    fn default() -> Self {
+        Self {
+            state: RwLock::default(),
+            known: tokio::sync::watch::Sender::new(false),
+            settled: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
 }
 
 /// A consistent view of the known names, for one request.
@@ -77,6 +90,7 @@ impl Catalog {
                     fetched_at: chrono::Utc::now().timestamp_millis(),
                 }));
                 state.last_error = None;
+                self.known.send_replace(true);
                 Ok(())
             }
             Err(e) => {
@@ -85,6 +99,23 @@ impl Catalog {
                 Err(e)
             }
         }
+    }
+
+    /// Resolves once a catalog has been fetched (at once if one has).
+    pub async fn arrived(&self) {
+        let mut known = self.known.subscribe();
+        let _ = known.wait_for(|k| *k).await;
+    }
+
+    /// Records that what was cached before the first catalog has been dropped.
+    pub fn settle(&self) {
+        self.settled
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// A catalog is known and no answer made without it remains: ready to serve.
+    pub fn is_settled(&self) -> bool {
+        self.settled.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The cheapest signed request: one metric's description, or the catalog if none is known.

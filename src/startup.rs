@@ -117,6 +117,21 @@ impl Application {
             metrics,
             settings,
         });
+        // Answers made before the catalog arrived lack units; drop them when it does. Readiness
+        // waits for this, so a balancer's first callers never see an answer purged under them.
+        let arrival = state.clone();
+        background.push(tokio::spawn(async move {
+            arrival.catalog.arrived().await;
+            let purged = api::admin::purge(&arrival, None, None).await;
+            if purged.purged + purged.segments > 0 {
+                tracing::info!(
+                    purged.purged,
+                    purged.segments,
+                    "metric catalog arrived; dropped answers made without its units"
+                );
+            }
+            arrival.catalog.settle();
+        }));
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())

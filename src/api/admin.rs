@@ -31,11 +31,14 @@ pub async fn report(state: &AppState) -> CacheReport {
 
 #[derive(Serialize, ToSchema)]
 pub struct Purged {
-    /// Entries removed.
+    /// Answers removed.
     pub purged: u64,
+    /// Segments removed from the segment cache below (whose points would otherwise answer
+    /// the same questions again without asking the appliance).
+    pub segments: u64,
 }
 
-/// Removes every cached answer, or those for one metric and/or one device.
+/// Removes every cached answer and segment, or those for one metric and/or one device.
 #[utoipa::path(delete, path = "/internal/cache", tag = "operations",
     params(
         ("metric" = Option<String>, Query, description = "Only answers that include this metric"),
@@ -48,12 +51,21 @@ pub async fn delete_cache(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let filter = query::parse_purge(req.query_string()).map_err(ApiError::InvalidQuery)?;
-    let purged = state
-        .cache
-        .purge(filter.metric.as_deref(), filter.did)
-        .await;
-    tracing::info!(purged, ?filter, "cache purged");
-    Ok(HttpResponse::Ok().json(Purged { purged }))
+    let purged = purge(&state, filter.metric.as_deref(), filter.did).await;
+    tracing::info!(purged.purged, purged.segments, ?filter, "cache purged");
+    Ok(HttpResponse::Ok().json(purged))
+}
+
+/// Both caches, purged alike.
+pub async fn purge(state: &AppState, metric: Option<&str>, did: Option<u64>) -> Purged {
+    let segments = match &state.segments {
+        Some(s) => s.purge(metric, did).await,
+        None => 0,
+    };
+    Purged {
+        purged: state.cache.purge(metric, did).await,
+        segments,
+    }
 }
 
 /// The limits in force: per caller, per client override, and towards the appliance.

@@ -62,7 +62,9 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         Some(_) => {}
     }
     let catalog = state.catalog.get().is_some();
-    if !catalog {
+    if catalog && !state.catalog.is_settled() {
+        reasons.push("metric catalog: just fetched, dropping answers made without it".into());
+    } else if !catalog {
         let why = state
             .catalog
             .last_error()

@@ -127,6 +127,23 @@ impl SegmentCache {
         }
     }
 
+    /// Drops every segment, or those of questions naming `metric` and/or `did`.
+    pub async fn purge(&self, metric: Option<&str>, did: Option<u64>) -> u64 {
+        self.store.run_pending_tasks().await;
+        let mut purged = 0;
+        for (key, _) in self.store.iter() {
+            let q = &key.query;
+            if metric.is_none_or(|m| q.metrics.iter().any(|x| x == m))
+                && did.is_none_or(|d| q.devices.contains(&d))
+            {
+                self.store.invalidate(&*key).await;
+                purged += 1;
+            }
+        }
+        self.store.run_pending_tasks().await;
+        purged
+    }
+
     pub async fn report(&self) -> SegmentReport {
         self.store.run_pending_tasks().await;
         SegmentReport {

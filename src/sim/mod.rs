@@ -43,6 +43,8 @@ pub struct Faults {
     pub oversized_bytes: usize,
     /// Redirect to `/login`, as for an unknown token.
     pub redirect: bool,
+    /// Answer `/metrics` (the catalog) with this status, leaving `/metricdata` alone.
+    pub catalog_status: Option<u16>,
 }
 
 /// What reached the simulator.
@@ -365,7 +367,12 @@ async fn admit_catalog(
     let n = state.stats.requests.fetch_add(1, Ordering::SeqCst);
     state.stats.metrics.fetch_add(1, Ordering::SeqCst);
     remember(&state.stats, req);
-    Ok((guard, inject(state, n).await?))
+    let faults = inject(state, n).await?;
+    if let Some(status) = faults.catalog_status {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return Err(HttpResponse::build(status).body("catalog unavailable"));
+    }
+    Ok((guard, faults))
 }
 
 async fn metrics(req: HttpRequest, state: web::Data<SimState>) -> HttpResponse {

@@ -5,9 +5,10 @@ use std::io::Read;
 use std::time::Duration;
 
 use futures::future::join_all;
-use metricgate::sim::Faults;
+use metricgate::sim::{Faults, Simulator};
+use serde_json::Value;
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{PRIVATE, PUBLIC, TestApp, spawn_app, spawn_app_against, spawn_app_with};
 
 const HISTORIC: &str = "/v1/metricdata?metric=connections&did=7&from=2024-01-15T12:00:00Z&to=2024-01-15T13:00:00Z&interval=5min";
 
@@ -355,13 +356,22 @@ async fn the_cache_reports_and_purges() {
             .contains("hit")
     );
     let purge = app.delete("/internal/cache?metric=connections").await;
-    assert_eq!(purge.body["purged"], 1);
+    assert_eq!(
+        (
+            purge.body["purged"].as_u64(),
+            purge.body["segments"].as_u64()
+        ),
+        (Some(1), Some(2))
+    );
+    // Gone from the segment cache too: the appliance is asked again.
+    let asked = app.upstream_metricdata();
     assert!(
         app.get(HISTORIC)
             .await
             .header("cache-status")
             .contains("miss")
     );
+    assert_eq!(app.upstream_metricdata(), asked + 1);
     let purge = app.delete("/internal/cache").await;
     assert_eq!(purge.body["purged"], 1);
     let bad = app.delete("/internal/cache?did=x&foo=1").await;
@@ -385,4 +395,42 @@ async fn the_cache_never_exceeds_max_bytes() {
     assert!(bytes > max / 4, "the cache holds something: {bytes}");
     let entries = r.body["entries"].as_u64().unwrap();
     assert!(entries < 300, "entries were evicted: {entries}");
+}
+
+#[tokio::test]
+async fn answers_made_before_the_catalog_are_dropped_when_it_arrives() {
+    let sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).unwrap();
+    sim.set_faults(Faults {
+        catalog_status: Some(503),
+        ..Faults::default()
+    });
+    let app = spawn_app_against(sim, |s| s.upstream.probe_secs = 1).await;
+    let early = app.get(HISTORIC).await;
+    assert_eq!(early.status, 200, "{}", early.body);
+    assert_eq!(
+        early.body["series"][0]["unit"],
+        Value::Null,
+        "no catalog, no unit"
+    );
+    assert!(
+        app.get(HISTORIC)
+            .await
+            .header("cache-status")
+            .contains("hit")
+    );
+    app.sim.set_faults(Faults::default());
+    let mut unit = Value::Null;
+    for _ in 0..100 {
+        unit = app.get(HISTORIC).await.body["series"][0]["unit"].clone();
+        if unit != Value::Null {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(unit, "connections", "the catalog's unit, once it arrived");
+    assert_eq!(
+        app.upstream_metricdata(),
+        2,
+        "fetched again once, after the purge"
+    );
 }

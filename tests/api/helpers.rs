@@ -34,6 +34,22 @@ fn test_settings(sim: &Simulator) -> Settings {
 /// `adjust` may change the settings before the gateway is built.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).expect("simulator binds");
+    let app = spawn_app_against(sim, adjust).await;
+    // Start tests from a ready gateway, as a balancer would, when it can be: answers cached
+    // before the catalog arrives are dropped when it does, and upstream counts would jump.
+    // (Tests of an unreachable or refusing appliance go on after the wait.)
+    for _ in 0..150 {
+        if app.get("/readyz").await.status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    app
+}
+
+/// A gateway in front of `sim`, which the test may have prepared (faults set before start);
+/// unlike [`spawn_app_with`], it does not wait for readiness.
+pub async fn spawn_app_against(sim: Simulator, adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = test_settings(&sim);
     adjust(&mut settings);
     settings.validate().expect("test settings are valid");
@@ -220,6 +236,16 @@ pub async fn spawn_replicas(
         let app = Application::build(settings).await.expect("gateway builds");
         urls.push(format!("http://127.0.0.1:{}", app.port()));
         tokio::spawn(app.run_until_stopped());
+    }
+    let http = reqwest::Client::new();
+    for url in &urls {
+        for _ in 0..150 {
+            let ready = http.get(format!("{url}/readyz")).send().await;
+            if ready.is_ok_and(|r| r.status() == 200) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
     (sim, urls)
 }
