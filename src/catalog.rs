@@ -125,6 +125,18 @@ impl Catalog {
             .map_or_else(|| "/metrics".to_owned(), |mlid| format!("/metrics/{mlid}"))
     }
 
+    /// The catalog, fetched now if the gateway has none yet (`None` only if the lock is
+    /// poisoned).
+    pub async fn get_or_fetch(
+        &self,
+        client: &ApplianceClient,
+    ) -> Result<Option<Arc<MetricCatalog>>, UpstreamError> {
+        if self.get().is_none() {
+            self.refresh(client).await?;
+        }
+        Ok(self.get())
+    }
+
     pub fn get(&self) -> Option<Arc<MetricCatalog>> {
         self.state.read().ok().and_then(|s| s.catalog.clone())
     }

@@ -9,8 +9,8 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 
 use crate::api;
-use crate::cache::ResponseCache;
 use crate::cache::segments::SegmentCache;
+use crate::cache::{CacheReport, Purged, ResponseCache};
 use crate::catalog::Catalog;
 use crate::health::{self, ApplianceHealth};
 use crate::limits::CallerLimits;
@@ -33,6 +33,29 @@ pub struct AppState {
     pub shared: Option<Arc<SharedState>>,
     /// `None` when `segments.enabled` is false.
     pub segments: Option<Arc<SegmentCache>>,
+}
+
+impl AppState {
+    /// Both caches' statistics.
+    pub async fn cache_report(&self) -> CacheReport {
+        let mut report = self.cache.report().await;
+        if let Some(segments) = &self.segments {
+            report.segments = Some(segments.report().await);
+        }
+        report
+    }
+
+    /// Both caches, purged alike: everything, or what names `metric` and/or `did`.
+    pub async fn purge_caches(&self, metric: Option<&str>, did: Option<u64>) -> Purged {
+        let segments = match &self.segments {
+            Some(s) => s.purge(metric, did).await,
+            None => 0,
+        };
+        Purged {
+            purged: self.cache.purge(metric, did).await,
+            segments,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +145,7 @@ impl Application {
         let arrival = state.clone();
         background.push(tokio::spawn(async move {
             arrival.catalog.arrived().await;
-            let purged = api::admin::purge(&arrival, None, None).await;
+            let purged = arrival.purge_caches(None, None).await;
             if purged.purged + purged.segments > 0 {
                 tracing::info!(
                     purged.purged,

@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 
 use std::collections::BTreeMap;
 
-use crate::cache::CacheReport;
+use crate::cache::{CacheReport, Purged};
 use crate::error::{ApiError, Problem};
 use crate::limits::GuardReport;
 use crate::query;
@@ -17,25 +17,7 @@ use crate::startup::AppState;
 #[utoipa::path(get, path = "/internal/cache", tag = "operations",
     responses((status = 200, description = "Cache statistics", body = CacheReport)))]
 pub async fn get_cache(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(report(&state).await)
-}
-
-/// Both caches' statistics.
-pub async fn report(state: &AppState) -> CacheReport {
-    let mut report = state.cache.report().await;
-    if let Some(segments) = &state.segments {
-        report.segments = Some(segments.report().await);
-    }
-    report
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Purged {
-    /// Answers removed.
-    pub purged: u64,
-    /// Segments removed from the segment cache below (whose points would otherwise answer
-    /// the same questions again without asking the appliance).
-    pub segments: u64,
+    HttpResponse::Ok().json(state.cache_report().await)
 }
 
 /// Removes every cached answer and segment, or those for one metric and/or one device.
@@ -51,21 +33,11 @@ pub async fn delete_cache(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let filter = query::parse_purge(req.query_string()).map_err(ApiError::InvalidQuery)?;
-    let purged = purge(&state, filter.metric.as_deref(), filter.did).await;
+    let purged = state
+        .purge_caches(filter.metric.as_deref(), filter.did)
+        .await;
     tracing::info!(purged.purged, purged.segments, ?filter, "cache purged");
     Ok(HttpResponse::Ok().json(purged))
-}
-
-/// Both caches, purged alike.
-pub async fn purge(state: &AppState, metric: Option<&str>, did: Option<u64>) -> Purged {
-    let segments = match &state.segments {
-        Some(s) => s.purge(metric, did).await,
-        None => 0,
-    };
-    Purged {
-        purged: state.cache.purge(metric, did).await,
-        segments,
-    }
 }
 
 /// The limits in force: per caller, per client override, and towards the appliance.

@@ -112,7 +112,7 @@ pub async fn get_metrics(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let fields = responsedata(req.query_string())?;
+    let fields = responsedata(req.query_string()).map_err(ApiError::InvalidQuery)?;
     let catalog = catalog(&state).await?;
     Ok(respond(&catalog.metrics, fields.as_deref()))
 }
@@ -130,22 +130,17 @@ pub async fn get_metric(
     mlid: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut errors = Vec::new();
-    let fields = responsedata(req.query_string()).unwrap_or_else(|e| {
-        if let ApiError::InvalidQuery(mut e) = e {
-            errors.append(&mut e);
+    let fields = responsedata(req.query_string());
+    let id = mlid
+        .parse::<u64>()
+        .map_err(|_| FieldError::new("mlid", "the metric id is a number"));
+    let (fields, id) = match (fields, id) {
+        (Ok(fields), Ok(id)) => (fields, id),
+        (fields, id) => {
+            let mut errors = fields.err().unwrap_or_default();
+            errors.extend(id.err());
+            return Err(ApiError::InvalidQuery(errors));
         }
-        None
-    });
-    let id = match mlid.parse::<u64>() {
-        Ok(id) => Some(id),
-        Err(_) => {
-            errors.push(FieldError::new("mlid", "the metric id is a number"));
-            None
-        }
-    };
-    let Some(id) = id.filter(|_| errors.is_empty()) else {
-        return Err(ApiError::InvalidQuery(errors));
     };
     let catalog = catalog(&state).await?;
     match catalog.metrics.iter().find(|m| m.mlid == Some(id)) {
@@ -155,14 +150,15 @@ pub async fn get_metric(
 }
 
 async fn catalog(state: &AppState) -> Result<std::sync::Arc<MetricCatalog>, ApiError> {
-    if state.catalog.get().is_none() {
-        state.catalog.refresh(state.source.client()).await?;
-    }
-    state.catalog.get().ok_or(ApiError::NotFound)
+    state
+        .catalog
+        .get_or_fetch(state.source.client())
+        .await?
+        .ok_or(ApiError::NotFound)
 }
 
 /// `responsedata=a,b`: the fields to keep; `None` keeps all. Anything else is refused.
-fn responsedata(raw: &str) -> Result<Option<Vec<String>>, ApiError> {
+fn responsedata(raw: &str) -> Result<Option<Vec<String>>, Vec<FieldError>> {
     let mut fields = None;
     let mut errors = Vec::new();
     for (key, value) in form_urlencoded::parse(raw.as_bytes()) {
@@ -191,7 +187,7 @@ fn responsedata(raw: &str) -> Result<Option<Vec<String>>, ApiError> {
     if errors.is_empty() {
         Ok(fields)
     } else {
-        Err(ApiError::InvalidQuery(errors))
+        Err(errors)
     }
 }
 

@@ -15,10 +15,7 @@ use crate::startup::AppState;
         (status = 200, description = "The catalog", body = MetricCatalog),
         ApplianceFailures))]
 pub async fn get_metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    if state.catalog.get().is_none() {
-        state.catalog.refresh(state.source.client()).await?;
-    }
-    match state.catalog.get() {
+    match state.catalog.get_or_fetch(state.source.client()).await? {
         Some(catalog) => Ok(HttpResponse::Ok().json(&*catalog)),
         None => Err(ApiError::NotFound),
     }

@@ -60,7 +60,7 @@ normalized schema. No authentication: callers never hold appliance tokens.",
         MetricData, MetricQuery, TimeRange, Series, Device, Point, Breach,
         MetricCatalog, MetricInfo, Problem, FieldError,
         super::ops::Health, super::ops::Readiness, crate::health::ProbeResult,
-        crate::cache::CacheReport, crate::cache::segments::SegmentReport, super::admin::Purged, super::admin::Limits,
+        crate::cache::CacheReport, crate::cache::segments::SegmentReport, crate::cache::Purged, super::admin::Limits,
         crate::settings::ClientQuota, crate::limits::GuardReport, crate::limits::BreakerState,
     )),
     tags(

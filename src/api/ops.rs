@@ -95,7 +95,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
 pub async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
     let m = &state.metrics;
-    let cache = super::admin::report(&state).await;
+    let cache = state.cache_report().await;
     m.cache_bytes.set(cache.bytes as i64);
     m.cache_entries.set(cache.entries as i64);
     if let Some(segments) = cache.segments {

@@ -138,6 +138,8 @@ fn decode(bytes: &[u8], gzip_min: usize) -> Option<Entry> {
     flate2::read::GzDecoder::new(compressed)
         .read_to_end(&mut body)
         .ok()?;
+    // `read_to_end` grows by doubling; an entry keeps exactly its bytes.
+    body.shrink_to_fit();
     Some(Entry {
         gzip: (body.len() >= gzip_min).then(|| Bytes::copy_from_slice(compressed)),
         body: Bytes::from(body),

@@ -123,6 +123,16 @@ pub struct CacheReport {
 /// sets the live heap against what the budgets count.
 pub(crate) const ENTRY_OVERHEAD: usize = 256;
 
+// What `DELETE /internal/cache` removed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Purged {
+    /// Answers removed.
+    pub purged: u64,
+    /// Segments removed from the segment cache below (whose points would otherwise answer
+    /// the same questions again without asking the appliance).
+    pub segments: u64,
+}
+
 /// Bytes the raw-query index may hold (it only points into the store).
 const EXACT_MAX_BYTES: u64 = 16 << 20;
 

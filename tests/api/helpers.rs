@@ -38,13 +38,20 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     // Start tests from a ready gateway, as a balancer would, when it can be: answers cached
     // before the catalog arrives are dropped when it does, and upstream counts would jump.
     // (Tests of an unreachable or refusing appliance go on after the wait.)
-    for _ in 0..150 {
-        if app.get("/readyz").await.status == 200 {
-            break;
+    wait_ready(&app.http, &app.url, 150).await;
+    app
+}
+
+/// Polls `/readyz` every 20 ms, at most `tries` times; whether it answered 200.
+async fn wait_ready(http: &reqwest::Client, url: &str, tries: u32) -> bool {
+    for _ in 0..tries {
+        let ready = http.get(format!("{url}/readyz")).send().await;
+        if ready.is_ok_and(|r| r.status() == 200) {
+            return true;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    app
+    false
 }
 
 /// A gateway in front of `sim`, which the test may have prepared (faults set before start);
@@ -149,13 +156,10 @@ impl TestApp {
 
     /// Waits until the gateway has fetched the metric catalog.
     pub async fn ready(&self) {
-        for _ in 0..100 {
-            if self.get("/readyz").await.status == 200 {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        panic!("gateway never became ready");
+        assert!(
+            wait_ready(&self.http, &self.url, 100).await,
+            "gateway never became ready"
+        );
     }
 }
 
@@ -239,13 +243,7 @@ pub async fn spawn_replicas(
     }
     let http = reqwest::Client::new();
     for url in &urls {
-        for _ in 0..150 {
-            let ready = http.get(format!("{url}/readyz")).send().await;
-            if ready.is_ok_and(|r| r.status() == 200) {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        wait_ready(&http, url, 150).await;
     }
     (sim, urls)
 }
