@@ -13,11 +13,12 @@ use std::sync::atomic::Ordering;
 
 use metricgate::cache::segments::{Reuse, SegmentCache};
 use metricgate::catalog::Catalog;
+use metricgate::clock::Clock;
+use metricgate::fetch::{FetchError, MetricSource};
 use metricgate::normalize::MetricData;
 use metricgate::query::{AnyMetric, MetricQuery, parse};
 use metricgate::settings::Settings;
 use metricgate::sim::Simulator;
-use metricgate::source::MetricSource;
 use metricgate::telemetry::GatewayMetrics;
 use metricgate::upstream::ApplianceClient;
 
@@ -31,10 +32,16 @@ const DAY: i64 = 86_400_000;
 fn source(sim: &Simulator) -> (MetricSource, Settings) {
     let mut settings = Settings::for_upstream(&sim.url(), PUBLIC, PRIVATE);
     settings.upstream.per_minute = 1_000_000;
-    let client = ApplianceClient::new(&settings.upstream, Arc::new(GatewayMetrics::new()), None)
-        .expect("client");
+    let clock = Clock::system();
+    let client = ApplianceClient::new(
+        &settings.upstream,
+        Arc::new(GatewayMetrics::new()),
+        None,
+        clock.clone(),
+    )
+    .expect("client");
     (
-        MetricSource::new(client, Arc::new(Catalog::default())),
+        MetricSource::new(client, Arc::new(Catalog::new(clock))),
         settings,
     )
 }
@@ -57,7 +64,8 @@ async fn main() {
     let seg_sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).expect("simulator");
     let (exact_source, settings) = source(&exact_sim);
     let (seg_source, _) = source(&seg_sim);
-    let segments = SegmentCache::new(&settings.segments, &settings.cache, "bench");
+    let segments: SegmentCache<FetchError> =
+        SegmentCache::new(&settings.segments, &settings.cache, "bench");
 
     let mut exact_cache: HashMap<MetricQuery, MetricData> = HashMap::new();
     let mut exact_points = 0;
@@ -77,9 +85,17 @@ async fn main() {
                 data
             }
         };
+        let by_range = {
+            let source = seg_source.clone();
+            move |ranged: MetricQuery| {
+                let source = source.clone();
+                async move { source.fetch(&ranged, now, None).await }
+            }
+        };
         let stitched = segments
-            .fetch(&seg_source, &query, now, Reuse::Cached, None)
+            .answer(&query, now, Reuse::Cached, by_range)
             .await
+            .expect("a ranged query")
             .expect("segment fetch");
         assert_eq!(stitched, exact, "refresh {k}: the answers differ");
     }

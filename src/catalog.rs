@@ -4,33 +4,22 @@
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::clock::Clock;
+pub use crate::normalize::MetricInfo;
+use crate::normalize::{self, AnswerError};
 use crate::query::MetricNames;
-use crate::upstream::{ApplianceClient, UpstreamError};
+use crate::upstream::{ApplianceClient, UpstreamError, dialect};
 
-/// One metric the appliance knows, normalized.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct MetricInfo {
-    /// The name to use in `metric`/`metrics`.
-    #[schema(example = "externalconnections")]
-    pub name: String,
-    #[schema(example = "External Connections")]
-    pub label: Option<String>,
-    #[schema(example = "connections")]
-    pub units: Option<String>,
-    /// Seconds one raw value covers.
-    #[schema(example = 60)]
-    pub unitsinterval: Option<u64>,
-    /// Filters the metric supports.
-    #[serde(default)]
-    pub filtertypes: Vec<String>,
-    /// The appliance's own id for the metric (differs between appliances).
-    pub mlid: Option<u64>,
-    /// Metric set, `A` or `C`.
-    pub set: Option<String>,
-    pub lengthscale: Option<f64>,
+/// Why the catalog could not be fetched.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CatalogError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Answer(#[from] AnswerError),
 }
 
 /// The catalog as `GET /v1/metrics` returns it.
@@ -51,15 +40,17 @@ struct State {
 /// Shared, periodically refreshed view of the catalog.
 pub struct Catalog {
     state: RwLock<State>,
+    clock: Clock,
     /// Becomes true once a catalog has been fetched.
     known: tokio::sync::watch::Sender<bool>,
     /// True once answers made before the first catalog (without its units) are gone.
     settled: std::sync::atomic::AtomicBool,
 }
 
-impl Default for Catalog {
-    fn default() -> Self {
+impl Catalog {
+    pub fn new(clock: Clock) -> Self {
         Self {
+            clock,
             state: RwLock::default(),
             known: tokio::sync::watch::Sender::new(false),
             settled: std::sync::atomic::AtomicBool::new(false),
@@ -73,29 +64,29 @@ pub struct NameSnapshot {
 }
 
 impl Catalog {
-    pub async fn refresh(&self, client: &ApplianceClient) -> Result<(), UpstreamError> {
-        let result = client.get("/metrics", None).await.and_then(|body| {
-            serde_json::from_slice::<Vec<MetricInfo>>(&body)
-                .map_err(|e| UpstreamError::BadShape(format!("/metrics: {e}")))
-        });
+    pub async fn refresh(&self, client: &ApplianceClient) -> Result<(), CatalogError> {
+        let result = match client.get(dialect::CATALOG, None).await {
+            Ok(body) => normalize::catalog(&body).map_err(CatalogError::from),
+            Err(e) => Err(e.into()),
+        };
         let Ok(mut state) = self.state.write() else {
             return Ok(());
         };
         match result {
-            Ok(mut metrics) => {
-                metrics.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(metrics) => {
                 state.names = Arc::new(metrics.iter().map(|m| m.name.clone()).collect());
                 state.catalog = Some(Arc::new(MetricCatalog {
                     metrics,
-                    fetched_at: chrono::Utc::now().timestamp_millis(),
+                    fetched_at: self.clock.now_ms(),
                 }));
                 state.last_error = None;
                 self.known.send_replace(true);
                 Ok(())
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot fetch the appliance's metric catalog; metric names are not checked until it is fetched");
-                state.last_error = Some(e.to_string());
+                let why = crate::telemetry::chain(&e);
+                tracing::warn!(error = %why, "cannot fetch the appliance's metric catalog; metric names are not checked until it is fetched");
+                state.last_error = Some(why);
                 Err(e)
             }
         }
@@ -122,7 +113,7 @@ impl Catalog {
     pub fn probe_path(&self) -> String {
         self.get()
             .and_then(|c| c.metrics.iter().find_map(|m| m.mlid))
-            .map_or_else(|| "/metrics".to_owned(), |mlid| format!("/metrics/{mlid}"))
+            .map_or_else(|| dialect::CATALOG.to_owned(), dialect::catalog_entry)
     }
 
     /// The catalog, fetched now if the gateway has none yet (`None` only if the lock is
@@ -130,7 +121,7 @@ impl Catalog {
     pub async fn get_or_fetch(
         &self,
         client: &ApplianceClient,
-    ) -> Result<Option<Arc<MetricCatalog>>, UpstreamError> {
+    ) -> Result<Option<Arc<MetricCatalog>>, CatalogError> {
         if self.get().is_none() {
             self.refresh(client).await?;
         }

@@ -5,7 +5,12 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::catalog::CatalogError;
+use crate::fetch::FetchError;
+use crate::normalize::AnswerError;
 use crate::query::FieldError;
+use crate::service::ServiceError;
+use crate::telemetry::chain;
 use crate::upstream::UpstreamError;
 
 #[derive(Debug, thiserror::Error)]
@@ -13,7 +18,9 @@ pub enum ApiError {
     #[error("the query is invalid")]
     InvalidQuery(Vec<FieldError>),
     #[error(transparent)]
-    Upstream(#[from] UpstreamError),
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
     #[error("no such resource")]
     NotFound,
     #[error("no metric has this id")]
@@ -52,10 +59,128 @@ pub struct Problem {
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::InvalidQuery(errors) => ApiError::InvalidQuery(errors),
+            ServiceError::NotCached => ApiError::NotCached,
+            ServiceError::Fetch(e) => ApiError::Fetch(e),
+        }
+    }
+}
+
+type Parts = (StatusCode, &'static str, &'static str, String);
+
+/// Our own failure: a 500 whose detail points at the request id (the log line with the cause
+/// carries the same id).
+fn internal() -> Parts {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "Internal error",
+        "the gateway failed to answer; an operator can find the cause in its logs by the X-Request-Id of this response".into(),
+    )
+}
+
+fn fetch_parts(e: &FetchError) -> Parts {
+    match e {
+        FetchError::Upstream(e) => upstream_parts(e),
+        FetchError::Answer(e) => answer_parts(e),
+        FetchError::Render(_) | FetchError::Task(_) => internal(),
+    }
+}
+
+fn answer_parts(e: &AnswerError) -> Parts {
+    match e {
+        AnswerError::Reported(message) => (
+            StatusCode::BAD_GATEWAY,
+            "appliance-error",
+            "The appliance answered with an error",
+            format!("the appliance reported: {message}"),
+        ),
+        AnswerError::UnknownShape { reason, .. } => (
+            StatusCode::BAD_GATEWAY,
+            "appliance-unknown-shape",
+            "The appliance's answer has an unknown shape",
+            format!("the answer matches no known shape ({reason})"),
+        ),
+    }
+}
+
+fn upstream_parts(e: &UpstreamError) -> Parts {
+    use UpstreamError as U;
+    let bad_gateway = StatusCode::BAD_GATEWAY;
+    match e {
+            U::BadSignature => (
+                bad_gateway,
+                "appliance-credentials",
+                "The appliance rejected the gateway's signature",
+                "the gateway's API token pair is wrong for this appliance; an operator must check upstream.public_token and the private token".into(),
+            ),
+            U::BadDate => (
+                bad_gateway,
+                "appliance-clock",
+                "The appliance rejected the gateway's request date",
+                "the gateway's clock and the appliance's differ by more than 30 minutes; an operator must check both clocks (NTP)".into(),
+            ),
+            U::Redirected { .. } => (
+                bad_gateway,
+                "appliance-refused",
+                "The appliance refused the gateway",
+                "the appliance refused the gateway's credentials or permissions (it answered with a redirect)".into(),
+            ),
+            U::Rejected { status, message } => (
+                bad_gateway,
+                "appliance-error",
+                "The appliance answered with an error",
+                format!("the appliance answered {status}: {message}"),
+            ),
+            U::Timeout(after) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "appliance-timeout",
+                "The appliance did not answer in time",
+                format!("no answer within {} ms", after.as_millis()),
+            ),
+            U::Connect(_) => (
+                bad_gateway,
+                "appliance-unreachable",
+                "The appliance cannot be reached",
+                "the gateway could not connect to the appliance".into(),
+            ),
+            U::Body(_) => (
+                bad_gateway,
+                "appliance-broken-answer",
+                "The appliance's answer broke off",
+                "the connection failed while the answer was being read".into(),
+            ),
+            U::TooLarge(limit) => (
+                bad_gateway,
+                "appliance-answer-too-large",
+                "The appliance's answer is too large",
+                format!("the answer exceeds {limit} bytes; ask for a shorter range, a coarser interval or fewer metrics"),
+            ),
+            U::Saturated { retry_after_secs } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "appliance-busy",
+                "The appliance's request budget is exhausted",
+                format!("the gateway protects the appliance and could not send this request in time; retry in {retry_after_secs} s"),
+            ),
+            U::CircuitOpen { retry_after_secs } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "appliance-failing",
+                "The appliance is failing",
+                format!("recent appliance requests failed, so the gateway is not sending more for now; retry in {retry_after_secs} s"),
+            ),
+    }
+}
+
+/// The status a failed fetch answers with (for `Cache-Status: fwd-status=`).
+pub fn failure_status(e: &FetchError) -> u16 {
+    fetch_parts(e).0.as_u16()
+}
+
 impl ApiError {
-    fn parts(&self) -> (StatusCode, &'static str, &'static str, String) {
-        use UpstreamError as U;
-        let bad_gateway = StatusCode::BAD_GATEWAY;
+    fn parts(&self) -> Parts {
         match self {
             ApiError::InvalidQuery(errors) => {
                 let mut names: Vec<&str> = errors.iter().map(|e| e.parameter.as_str()).collect();
@@ -119,90 +244,19 @@ impl ApiError {
                 "Method not allowed",
                 "this route only answers GET".into(),
             ),
-            ApiError::Upstream(e) => match e {
-                U::BadSignature => (
-                    bad_gateway,
-                    "appliance-credentials",
-                    "The appliance rejected the gateway's signature",
-                    "the gateway's API token pair is wrong for this appliance; an operator must check upstream.public_token and the private token".into(),
-                ),
-                U::BadDate => (
-                    bad_gateway,
-                    "appliance-clock",
-                    "The appliance rejected the gateway's request date",
-                    "the gateway's clock and the appliance's differ by more than 30 minutes; an operator must check both clocks (NTP)".into(),
-                ),
-                U::Redirected { .. } => (
-                    bad_gateway,
-                    "appliance-refused",
-                    "The appliance refused the gateway",
-                    "the appliance refused the gateway's credentials or permissions (it answered with a redirect)".into(),
-                ),
-                U::Rejected { status, message } => (
-                    bad_gateway,
-                    "appliance-error",
-                    "The appliance answered with an error",
-                    format!("the appliance answered {status}: {message}"),
-                ),
-                U::ApplianceError(message) => (
-                    bad_gateway,
-                    "appliance-error",
-                    "The appliance answered with an error",
-                    format!("the appliance reported: {message}"),
-                ),
-                U::Timeout(after) => (
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "appliance-timeout",
-                    "The appliance did not answer in time",
-                    format!("no answer within {} ms", after.as_millis()),
-                ),
-                U::Connect(_) => (
-                    bad_gateway,
-                    "appliance-unreachable",
-                    "The appliance cannot be reached",
-                    "the gateway could not connect to the appliance".into(),
-                ),
-                U::Body(_) => (
-                    bad_gateway,
-                    "appliance-broken-answer",
-                    "The appliance's answer broke off",
-                    "the connection failed while the answer was being read".into(),
-                ),
-                U::TooLarge(limit) => (
-                    bad_gateway,
-                    "appliance-answer-too-large",
-                    "The appliance's answer is too large",
-                    format!("the answer exceeds {limit} bytes; ask for a shorter range, a coarser interval or fewer metrics"),
-                ),
-                U::Saturated { retry_after_secs } => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "appliance-busy",
-                    "The appliance's request budget is exhausted",
-                    format!("the gateway protects the appliance and could not send this request in time; retry in {retry_after_secs} s"),
-                ),
-                U::CircuitOpen { retry_after_secs } => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "appliance-failing",
-                    "The appliance is failing",
-                    format!("recent appliance requests failed, so the gateway is not sending more for now; retry in {retry_after_secs} s"),
-                ),
-                U::BadShape(reason) => (
-                    bad_gateway,
-                    "appliance-unknown-shape",
-                    "The appliance's answer has an unknown shape",
-                    format!("the answer matches no known shape ({reason})"),
-                ),
-            },
+            ApiError::Fetch(e) => fetch_parts(e),
+            ApiError::Catalog(CatalogError::Upstream(e)) => upstream_parts(e),
+            ApiError::Catalog(CatalogError::Answer(e)) => answer_parts(e),
         }
     }
 
     fn retry_after_secs(&self) -> Option<u64> {
         match self {
             ApiError::RateLimited { retry_after_secs }
-            | ApiError::Upstream(UpstreamError::Saturated { retry_after_secs })
-            | ApiError::Upstream(UpstreamError::CircuitOpen { retry_after_secs }) => {
-                Some(*retry_after_secs)
-            }
+            | ApiError::Fetch(FetchError::Upstream(
+                UpstreamError::Saturated { retry_after_secs }
+                | UpstreamError::CircuitOpen { retry_after_secs },
+            )) => Some(*retry_after_secs),
             _ => None,
         }
     }
@@ -229,8 +283,10 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let problem = self.problem();
-        if problem.status >= 500 {
-            tracing::warn!(error = %self, status = problem.status, "request failed");
+        if problem.status == 500 {
+            tracing::error!(error = %chain(self), "request failed: our own fault");
+        } else if problem.status >= 500 {
+            tracing::warn!(error = %chain(self), status = problem.status, "request failed");
         }
         let mut response = HttpResponse::build(self.status_code());
         response

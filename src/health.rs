@@ -8,8 +8,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::catalog::Catalog;
-use crate::query::now_ms;
+use crate::clock::Clock;
 use crate::settings::UpstreamSettings;
+use crate::telemetry::chain;
 use crate::upstream::ApplianceClient;
 
 /// The last probe's outcome.
@@ -33,10 +34,10 @@ impl ApplianceHealth {
         self.last.read().ok().and_then(|l| l.clone())
     }
 
-    fn record(&self, error: Option<String>) {
+    fn record(&self, at: i64, error: Option<String>) {
         if let Ok(mut last) = self.last.write() {
             *last = Some(ProbeResult {
-                at: now_ms(),
+                at,
                 ok: error.is_none(),
                 error,
             });
@@ -51,6 +52,7 @@ pub async fn probe_loop(
     catalog: Arc<Catalog>,
     client: ApplianceClient,
     settings: UpstreamSettings,
+    clock: Clock,
 ) {
     let every = Duration::from_secs(settings.probe_secs);
     let timeout = Duration::from_millis(settings.probe_timeout_ms);
@@ -58,20 +60,20 @@ pub async fn probe_loop(
     loop {
         let due = catalog
             .get()
-            .is_none_or(|c| now_ms() - c.fetched_at >= refresh_ms);
-        let result = if due {
-            catalog.refresh(&client).await
+            .is_none_or(|c| clock.now_ms() - c.fetched_at >= refresh_ms);
+        let error = if due {
+            catalog.refresh(&client).await.err().map(|e| chain(&e))
         } else {
             client
                 .probe(&catalog.probe_path(), timeout)
                 .await
-                .map(|_| ())
+                .err()
+                .map(|e| chain(&e))
         };
-        let error = result.err().map(|e| e.to_string());
         if let Some(e) = &error {
             tracing::warn!(error = %e, "appliance probe failed");
         }
-        health.record(error);
-        tokio::time::sleep(every).await;
+        health.record(clock.now_ms(), error);
+        clock.sleep(every).await;
     }
 }

@@ -34,6 +34,16 @@ redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now + 1000)
 return {1, math.floor((now + period * burst - new_tat) / period), 0, new_tat - now}
 ";
 
+/// Deletes a lock only while it still holds the owner's token: a holder whose lock expired
+/// and was taken by another replica must not delete that replica's lock. KEYS[1]: the lock;
+/// ARGV[1]: the token. Returns 1 when deleted.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
 /// Outcome of a GCRA check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gcra {
@@ -51,9 +61,8 @@ pub struct SharedState {
     pub lock_ms: u64,
     prefix: String,
     gcra: Script,
+    release: Script,
     metrics: Arc<GatewayMetrics>,
-    /// This replica's name on the locks it takes.
-    pub owner: String,
 }
 
 impl std::fmt::Debug for SharedState {
@@ -84,8 +93,8 @@ impl SharedState {
             lock_ms: settings.lock_ms,
             prefix: settings.prefix.clone(),
             gcra: Script::new(GCRA),
+            release: Script::new(RELEASE),
             metrics,
-            owner: format!("{:016x}", rand::random::<u64>()),
         })))
     }
 
@@ -179,17 +188,19 @@ impl SharedState {
         let _: Option<()> = self.call(cmd, false).await;
     }
 
-    /// `SET key owner NX PX ttl`: `Some(true)` when this replica holds the lock.
-    pub async fn try_lock(&self, key: &str, owner: &str, ttl_ms: u64) -> Option<bool> {
+    /// `SET key token NX PX ttl` with a new random token: `Some(Some(token))` when this
+    /// caller holds the lock, `Some(None)` when another does, `None` when Redis is out of reach.
+    pub async fn try_lock(&self, key: &str, ttl_ms: u64) -> Option<Option<String>> {
+        let token = format!("{:032x}", rand::random::<u128>());
         let mut cmd = redis::cmd("SET");
         cmd.arg(key)
-            .arg(owner)
+            .arg(&token)
             .arg("NX")
             .arg("PX")
             .arg(ttl_ms.max(1));
         self.call::<Option<String>>(cmd, false)
             .await
-            .map(|reply| reply.is_some())
+            .map(|reply| reply.map(|_| token))
     }
 
     pub async fn exists(&self, key: &str) -> Option<bool> {
@@ -198,10 +209,47 @@ impl SharedState {
         self.call::<i64>(cmd, false).await.map(|n| n > 0)
     }
 
-    pub async fn unlock(&self, key: &str) {
-        let mut cmd = redis::cmd("DEL");
-        cmd.arg(key);
-        let _: Option<i64> = self.call(cmd, false).await;
+    /// Releases `key` if it still holds `token`; whether it did.
+    pub async fn unlock(&self, key: &str, token: &str) -> bool {
+        if !self.is_up() {
+            return false;
+        }
+        let Some(mut conn) = self.connection.read().await.clone() else {
+            return false;
+        };
+        let mut invocation = self.release.key(key);
+        invocation.arg(token);
+        self.timed(invocation.invoke_async::<i64>(&mut conn))
+            .await
+            .is_some_and(|n| n == 1)
+    }
+
+    /// Deletes every key of `kind` under this gateway's prefix (SCAN, not KEYS, so Redis
+    /// keeps serving meanwhile); how many went.
+    pub async fn delete_kind(&self, kind: &str) -> u64 {
+        let pattern = format!("{}:{kind}:*", self.prefix);
+        let mut cursor: u64 = 0;
+        let mut deleted = 0;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500);
+            let Some((next, keys)) = self.call::<(u64, Vec<String>)>(scan, false).await else {
+                return deleted;
+            };
+            if !keys.is_empty() {
+                let mut del = redis::cmd("DEL");
+                del.arg(&keys);
+                deleted += self.call::<u64>(del, false).await.unwrap_or(0);
+            }
+            if next == 0 {
+                return deleted;
+            }
+            cursor = next;
+        }
     }
 
     /// One GCRA step for `key`: a burst of `burst`, one cell every `period_ms`.

@@ -9,54 +9,18 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 
 use crate::api;
-use crate::cache::segments::SegmentCache;
-use crate::cache::{CacheReport, Purged, ResponseCache};
 use crate::catalog::Catalog;
+use crate::clock::Clock;
+use crate::fetch::MetricSource;
 use crate::health::{self, ApplianceHealth};
 use crate::limits::CallerLimits;
+use crate::query::PurgeFilter;
 use crate::redis::SharedState;
+use crate::service::MetricService;
 use crate::settings::Settings;
-use crate::source::MetricSource;
-use crate::telemetry::{GatewayMetrics, request};
+use crate::state::AppState;
+use crate::telemetry::GatewayMetrics;
 use crate::upstream::ApplianceClient;
-
-/// What every handler shares.
-pub struct AppState {
-    pub settings: Settings,
-    pub catalog: Arc<Catalog>,
-    pub source: MetricSource,
-    pub cache: ResponseCache,
-    pub callers: Arc<CallerLimits>,
-    pub health: Arc<ApplianceHealth>,
-    pub metrics: Arc<GatewayMetrics>,
-    /// Redis, when replicas share state (`None` in embedded mode).
-    pub shared: Option<Arc<SharedState>>,
-    /// `None` when `segments.enabled` is false.
-    pub segments: Option<Arc<SegmentCache>>,
-}
-
-impl AppState {
-    /// Both caches' statistics.
-    pub async fn cache_report(&self) -> CacheReport {
-        let mut report = self.cache.report().await;
-        if let Some(segments) = &self.segments {
-            report.segments = Some(segments.report().await);
-        }
-        report
-    }
-
-    /// Both caches, purged alike: everything, or what names `metric` and/or `did`.
-    pub async fn purge_caches(&self, metric: Option<&str>, did: Option<u64>) -> Purged {
-        let segments = match &self.segments {
-            Some(s) => s.purge(metric, did).await,
-            None => 0,
-        };
-        Purged {
-            purged: self.cache.purge(metric, did).await,
-            segments,
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -79,12 +43,22 @@ impl Application {
     /// Builds the gateway and binds `settings.server.listen` (port 0 picks a free port).
     /// Must be called inside a Tokio runtime.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        Self::build_with_clock(settings, Clock::system()).await
+    }
+
+    /// [`Application::build`] on `clock` (tests drive a manual one).
+    pub async fn build_with_clock(settings: Settings, clock: Clock) -> Result<Self, StartupError> {
         let metrics = Arc::new(GatewayMetrics::new());
         let shared =
             SharedState::new(&settings.redis, metrics.clone()).map_err(StartupError::Client)?;
-        let client = ApplianceClient::new(&settings.upstream, metrics.clone(), shared.clone())
-            .map_err(StartupError::Client)?;
-        let catalog = Arc::new(Catalog::default());
+        let client = ApplianceClient::new(
+            &settings.upstream,
+            metrics.clone(),
+            shared.clone(),
+            clock.clone(),
+        )
+        .map_err(StartupError::Client)?;
+        let catalog = Arc::new(Catalog::new(clock.clone()));
         let health = Arc::new(ApplianceHealth::default());
         let callers = Arc::new(CallerLimits::new(&settings.rate_limit));
         let sweep_every = Duration::from_secs(settings.rate_limit.sweep_secs);
@@ -95,6 +69,7 @@ impl Application {
                 catalog.clone(),
                 client.clone(),
                 settings.upstream.clone(),
+                clock.clone(),
             )),
             tokio::spawn(async move {
                 loop {
@@ -119,21 +94,17 @@ impl Application {
         let grace = settings.server.shutdown_grace_secs;
         let client_timeout_ms = settings.server.client_request_timeout_ms;
         let state = web::Data::new(AppState {
-            cache: ResponseCache::new(
-                &settings.cache,
-                &client.identity(),
+            service: MetricService::new(
+                &settings,
+                MetricSource::new(client.clone(), catalog.clone()),
+                catalog.clone(),
                 &metrics,
                 shared.clone(),
+                clock.clone(),
             ),
             shared,
-            segments: settings.segments.enabled.then(|| {
-                Arc::new(SegmentCache::new(
-                    &settings.segments,
-                    &settings.cache,
-                    &client.identity(),
-                ))
-            }),
-            source: MetricSource::new(client, catalog.clone()),
+            client,
+            clock,
             catalog,
             callers,
             health,
@@ -145,7 +116,7 @@ impl Application {
         let arrival = state.clone();
         background.push(tokio::spawn(async move {
             arrival.catalog.arrived().await;
-            let purged = arrival.purge_caches(None, None).await;
+            let purged = arrival.purge_caches(&PurgeFilter::default()).await;
             if purged.purged + purged.segments > 0 {
                 tracing::info!(
                     purged.purged,
@@ -158,7 +129,7 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
-                .wrap(from_fn(request::observe))
+                .wrap(from_fn(api::observe::observe))
                 .configure(api::routes)
                 .default_service(web::to(api::fallback))
         })

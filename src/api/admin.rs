@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 
 use crate::cache::{CacheReport, Purged};
 use crate::error::{ApiError, Problem};
-use crate::limits::GuardReport;
 use crate::query;
 use crate::settings::ClientQuota;
-use crate::startup::AppState;
+use crate::state::AppState;
+use crate::upstream::GuardReport;
 
 /// Entries, bytes and hit ratio of the response cache, and of the segment cache below it.
 #[utoipa::path(get, path = "/internal/cache", tag = "operations",
@@ -33,9 +33,7 @@ pub async fn delete_cache(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let filter = query::parse_purge(req.query_string()).map_err(ApiError::InvalidQuery)?;
-    let purged = state
-        .purge_caches(filter.metric.as_deref(), filter.did)
-        .await;
+    let purged = state.purge_caches(&filter).await;
     tracing::info!(purged.purged, purged.segments, ?filter, "cache purged");
     Ok(HttpResponse::Ok().json(purged))
 }
@@ -75,10 +73,6 @@ pub async fn get_limits(state: web::Data<AppState>) -> HttpResponse {
             Some(s) if s.is_up() => "shared",
             Some(_) => "embedded",
         },
-        appliance: state
-            .source
-            .client()
-            .guard()
-            .report(&state.settings.upstream),
+        appliance: state.client.guard().report(&state.settings.upstream),
     })
 }

@@ -4,8 +4,11 @@
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
 
-use crate::cache::{Answer, Directives, Route};
-use crate::telemetry::request::UpstreamMs;
+use super::observe::UpstreamMs;
+use crate::cache::{Directives, Route};
+use crate::error::failure_status;
+use crate::query::{Encoding, Representation};
+use crate::service::Served;
 
 pub fn directives(req: &HttpRequest) -> Directives {
     let mut d = Directives::default();
@@ -29,7 +32,7 @@ pub fn directives(req: &HttpRequest) -> Directives {
     d
 }
 
-fn cache_status(answer: &Answer, ttl: i64) -> String {
+fn cache_status(answer: &Served, ttl: i64) -> String {
     match answer.route {
         Route::Hit => format!("metricgate; hit; ttl={ttl}"),
         Route::Miss { collapsed: false } => format!("metricgate; fwd=miss; stored; ttl={ttl}"),
@@ -43,23 +46,11 @@ fn cache_status(answer: &Answer, ttl: i64) -> String {
         Route::StaleWhileRevalidate => {
             format!("metricgate; hit; ttl={ttl}; detail=stale-while-revalidate")
         }
-        Route::StaleIfError { status } => {
+        Route::StaleIfError => {
+            let status = answer.failure.as_ref().map_or(502, failure_status);
             format!("metricgate; fwd=stale; fwd-status={status}; ttl={ttl}; detail=stale-if-error")
         }
     }
-}
-
-fn accepts_gzip(req: &HttpRequest) -> bool {
-    req.headers()
-        .get(header::ACCEPT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',').any(|part| {
-                let mut pieces = part.split(';').map(str::trim);
-                pieces.next() == Some("gzip")
-                    && !pieces.any(|p| p.replace(' ', "") == "q=0" || p == "q=0.0")
-            })
-        })
 }
 
 fn etag_matches(req: &HttpRequest, etag: &str) -> bool {
@@ -71,20 +62,8 @@ fn etag_matches(req: &HttpRequest, etag: &str) -> bool {
         .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == etag)
 }
 
-/// Whether the caller prefers CSV (`Accept: text/csv`).
-pub fn accepts_csv(req: &HttpRequest) -> bool {
-    req.headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim().starts_with("text/csv")))
-}
-
-pub fn respond(
-    req: &HttpRequest,
-    answer: &Answer,
-    now: i64,
-    content_type: &'static str,
-) -> HttpResponse {
+pub fn respond(req: &HttpRequest, answer: &Served, representation: Representation) -> HttpResponse {
+    let now = answer.now_ms;
     let entry = &answer.entry;
     let ttl = entry.deadlines.ttl_secs(now);
     let not_modified = etag_matches(req, &entry.etag);
@@ -113,9 +92,11 @@ pub fn respond(
     if not_modified {
         return response.finish();
     }
-    response.content_type(HeaderValue::from_static(content_type));
+    response.content_type(HeaderValue::from_static(
+        representation.format.content_type(),
+    ));
     match &entry.gzip {
-        Some(gz) if accepts_gzip(req) => response
+        Some(gz) if representation.encoding == Encoding::Gzip => response
             .insert_header((header::CONTENT_ENCODING, HeaderValue::from_static("gzip")))
             .body(gz.clone()),
         _ => response.body(entry.body.clone()),

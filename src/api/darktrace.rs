@@ -12,7 +12,7 @@ use super::openapi::ApplianceFailures;
 use crate::catalog::{MetricCatalog, MetricInfo};
 use crate::error::{ApiError, Problem};
 use crate::query::{Dialect, FieldError};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The SDK's parameters, for the OpenAPI document. Parsing is `query::parse_in(Dialect::Sdk)`.
 #[allow(dead_code)]
@@ -70,7 +70,7 @@ pub struct SdkMetricDataParams {
 /// spelling of the question and the shape of the answer differ. `DTAPI-*` headers are ignored.
 #[utoipa::path(get, path = "/darktrace/metricdata", operation_id = "sdk_get_metricdata", tag = "darktrace-sdk", params(SdkMetricDataParams),
     responses(
-        (status = 200, description = "One metric: `data` is a list of points; several: `data` maps names to lists; several devices: each point has `values` per device", body = crate::api::sdk_shapes::SdkMetricData),
+        (status = 200, description = "One metric: `data` is a list of points; several: `data` maps names to lists; several devices: each point has `values` per device", body = crate::render::sdk::SdkMetricData),
         (status = 304, description = "Not modified (`If-None-Match` matched)"),
         (status = 400, description = "Invalid parameters; `errors` names each one", body = Problem, content_type = "application/problem+json"),
         ApplianceFailures))]
@@ -152,7 +152,7 @@ pub async fn get_metric(
 async fn catalog(state: &AppState) -> Result<std::sync::Arc<MetricCatalog>, ApiError> {
     state
         .catalog
-        .get_or_fetch(state.source.client())
+        .get_or_fetch(&state.client)
         .await?
         .ok_or(ApiError::NotFound)
 }

@@ -1,23 +1,20 @@
-//! `GET /v1/metricdata`: validate, fetch (signed, fanned out), normalize.
+//! `GET /v1/metricdata`: the request handed to the use case ([`crate::service`]), the answer
+//! written back with its caching headers.
 
+use actix_web::http::header::{self, HeaderName};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use bytes::Bytes;
-
-use std::borrow::Cow;
-
+use super::cache_headers;
 use super::openapi::ApplianceFailures;
-use super::{cache_headers, csv, sdk_shapes};
-use crate::cache::segments::Reuse;
 use crate::error::{ApiError, Problem};
 use crate::normalize::MetricData;
-use crate::query;
-use crate::query::{Dialect, Format};
-use crate::startup::AppState;
-use crate::telemetry::request::upstream_traceparent;
-use crate::upstream::UpstreamError;
+use crate::query::{Dialect, Offer, Representation};
+use crate::service::MetricRequest;
+use crate::state::AppState;
+
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// The parameters, for the OpenAPI document. Parsing is done by [`query::parse`], which
 /// reports every bad parameter at once rather than stopping at the first.
@@ -111,76 +108,33 @@ pub async fn get_metricdata(
     serve(&req, &state, Dialect::Gateway).await
 }
 
-/// The pipeline `/v1/metricdata` and `/darktrace/metricdata` share: exact-query index →
-/// validation → cache (and segments) → upstream → normalization → the caller's representation.
+/// What `/v1/metricdata` and `/darktrace/metricdata` share: the request handed to the use
+/// case, and its answer written back.
 pub(super) async fn serve(
     req: &HttpRequest,
     state: &AppState,
     dialect: Dialect,
 ) -> Result<HttpResponse, ApiError> {
-    let now = query::now_ms();
-    let raw = req.query_string();
-    let directives = cache_headers::directives(req);
-    // Each representation of the same query string has its own entry in the raw-query index.
-    // A query string cannot contain a space, so the prefixes cannot collide with one. (Metric
-    // names cannot contain `=`, so only the `format` parameter can spell `format=csv`.)
-    let accepts_csv = dialect == Dialect::Gateway
-        && cache_headers::accepts_csv(req)
-        && !raw.contains("format=json");
-    let index_key = match dialect {
-        Dialect::Sdk => Cow::Owned(format!("sdk {raw}")),
-        Dialect::Gateway if accepts_csv => Cow::Owned(format!("csv {raw}")),
-        Dialect::Gateway => Cow::Borrowed(raw),
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let offer = match dialect {
+        Dialect::Gateway => Offer::JsonOrCsv,
+        Dialect::Sdk => Offer::Sdk,
     };
-    let csv = accepts_csv || (dialect == Dialect::Gateway && raw.contains("format=csv"));
-    let content_type = if csv {
-        csv::CONTENT_TYPE
-    } else {
-        "application/json"
-    };
-    if let Some(answer) = state.cache.exact_hit(&index_key, now, directives).await {
-        return Ok(cache_headers::respond(req, &answer, now, content_type));
-    }
-    let names = state.catalog.names();
-    let mut query = query::parse_in(dialect, raw, &state.settings.query, &names, now)
-        .map_err(ApiError::InvalidQuery)?;
-    if accepts_csv {
-        query.format = Format::Csv;
-    }
-    let source = state.source.clone();
-    let asked = query.clone();
-    let traceparent = Some(upstream_traceparent(req.headers()));
-    let segments = state.segments.clone();
-    let answer = state
-        .cache
-        .answer(&index_key, query, now, directives, move || async move {
-            let data = match segments {
-                Some(segments) => {
-                    let reuse = if directives.no_cache {
-                        Reuse::Refetch
-                    } else {
-                        Reuse::Cached
-                    };
-                    segments
-                        .fetch(&source, &asked, now, reuse, traceparent)
-                        .await?
-                }
-                None => source.fetch(&asked, now, traceparent).await?,
-            };
-            let bad_shape = |e: serde_json::Error| UpstreamError::BadShape(e.to_string());
-            match asked.format {
-                Format::Csv => Ok(csv::render(&data)),
-                Format::Json => serde_json::to_vec(&data)
-                    .map(Bytes::from)
-                    .map_err(bad_shape),
-                Format::Sdk => sdk_shapes::render(&data).map_err(bad_shape),
-            }
+    let representation = Representation::negotiate(
+        offer,
+        req.query_string(),
+        header(header::ACCEPT),
+        header(header::ACCEPT_ENCODING),
+    );
+    let served = state
+        .service
+        .answer(MetricRequest {
+            dialect,
+            raw_query: req.query_string(),
+            representation,
+            directives: cache_headers::directives(req),
+            traceparent: header(TRACEPARENT),
         })
         .await?;
-    Ok(cache_headers::respond(
-        req,
-        &answer,
-        query::now_ms(),
-        content_type,
-    ))
+    Ok(cache_headers::respond(req, &served, representation))
 }

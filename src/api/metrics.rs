@@ -5,7 +5,7 @@ use actix_web::{HttpResponse, web};
 use super::openapi::ApplianceFailures;
 use crate::catalog::MetricCatalog;
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The metrics the appliance knows, with units and supported filters.
 ///
@@ -15,7 +15,7 @@ use crate::startup::AppState;
         (status = 200, description = "The catalog", body = MetricCatalog),
         ApplianceFailures))]
 pub async fn get_metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    match state.catalog.get_or_fetch(state.source.client()).await? {
+    match state.catalog.get_or_fetch(&state.client).await? {
         Some(catalog) => Ok(HttpResponse::Ok().json(&*catalog)),
         None => Err(ApiError::NotFound),
     }

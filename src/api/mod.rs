@@ -3,30 +3,29 @@
 
 pub mod admin;
 mod cache_headers;
-mod csv;
 pub mod darktrace;
+mod limit;
 pub mod metricdata;
 pub mod metrics;
+pub mod observe;
 pub mod openapi;
 pub mod ops;
-pub mod sdk_shapes;
 
 use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::error::ApiError;
-use crate::limits;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/v1")
-            .wrap(from_fn(limits::middleware))
+            .wrap(from_fn(limit::middleware))
             .route("/metricdata", web::get().to(metricdata::get_metricdata))
             .route("/metrics", web::get().to(metrics::get_metrics)),
     )
     .service(
         web::scope("/darktrace")
-            .wrap(from_fn(limits::middleware))
+            .wrap(from_fn(limit::middleware))
             .route("/metricdata", web::get().to(darktrace::get_metricdata))
             .route("/metrics", web::get().to(darktrace::get_metrics))
             .route("/metrics/{mlid}", web::get().to(darktrace::get_metric)),

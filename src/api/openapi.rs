@@ -61,7 +61,7 @@ normalized schema. No authentication: callers never hold appliance tokens.",
         MetricCatalog, MetricInfo, Problem, FieldError,
         super::ops::Health, super::ops::Readiness, crate::health::ProbeResult,
         crate::cache::CacheReport, crate::cache::segments::SegmentReport, crate::cache::Purged, super::admin::Limits,
-        crate::settings::ClientQuota, crate::limits::GuardReport, crate::limits::BreakerState,
+        crate::settings::ClientQuota, crate::upstream::GuardReport, crate::upstream::BreakerState,
     )),
     tags(
         (name = "metrics", description = "Darktrace metric data"),

@@ -5,9 +5,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::health::ProbeResult;
-use crate::limits::BreakerState;
-use crate::query::now_ms;
-use crate::startup::AppState;
+use crate::state::AppState;
+use crate::upstream::BreakerState;
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
@@ -45,6 +44,7 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let mut reasons = Vec::new();
     let probe = state.health.last();
+    let now_ms = state.clock.now_ms();
     // A probe stuck longer than this means the appliance is not answering.
     let stale_after_ms = (state.settings.upstream.probe_secs * 1000
         + state.settings.upstream.probe_timeout_ms) as i64
@@ -55,9 +55,9 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             "appliance: {}",
             p.error.as_deref().unwrap_or("probe failed")
         )),
-        Some(p) if now_ms() - p.at > stale_after_ms => reasons.push(format!(
+        Some(p) if now_ms - p.at > stale_after_ms => reasons.push(format!(
             "appliance: no probe answer for {} s",
-            (now_ms() - p.at) / 1000
+            (now_ms - p.at) / 1000
         )),
         Some(_) => {}
     }
@@ -71,7 +71,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             .unwrap_or_else(|| "not fetched yet".into());
         reasons.push(format!("metric catalog: {why}"));
     }
-    let breaker = state.source.client().guard().breaker_state();
+    let breaker = state.client.guard().breaker_state();
     if breaker == BreakerState::Open {
         reasons.push("appliance: circuit breaker open after repeated failures".into());
     }
@@ -102,7 +102,7 @@ pub async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
         m.segment_bytes.set(segments.bytes as i64);
         m.segment_entries.set(segments.entries as i64);
     }
-    let guard = state.source.client().guard();
+    let guard = state.client.guard();
     m.upstream_in_flight.set(guard.in_flight() as i64);
     m.breaker_state.set(match guard.breaker_state() {
         BreakerState::Closed => 0,

@@ -78,13 +78,10 @@ impl Freshness {
     }
 
     pub fn lifetime(&self, q: &MetricQuery, now: i64) -> Lifetime {
-        match q.endtime {
+        match q.endtime() {
             Some(end) if end <= now - self.settle_ms => Lifetime::Historic,
             _ => {
-                let step_ms = self
-                    .live_ttl_ms
-                    .min((q.interval_seconds as i64).saturating_mul(1000))
-                    .max(1);
+                let step_ms = self.live_ttl_ms.min(q.interval_ms()).max(1);
                 Lifetime::Live {
                     bucket: now.div_euclid(step_ms),
                     step_ms,

@@ -5,25 +5,25 @@
 //! Segment `i` of a query covers `[i·L, (i+1)·L)` with `L = points × interval`. The answer to
 //! `[start, end)` is every bucket `t` with `floor(start, interval) ≤ t < end` (buckets are
 //! floored to the interval, as appliances do) and every breach with `start ≤ time < end`:
-//! exactly what the appliance returns for that range directly.
+//! exactly what the appliance returns for that range directly. The caller hands in how to
+//! fetch a range; this module only decides which ranges, and stores what comes back.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::StreamExt;
-use moka::Expiry;
-use moka::future::Cache;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::coalesce::{Coalescer, Joined};
 use super::freshness::{Deadlines, Freshness};
+use super::memory::{MemoryKey, MemoryStore, MemoryValue};
+use super::store::Store;
+use crate::coalesce::{Coalescer, TaskFailed};
 use crate::normalize::{Breach, MetricData, Series, TimeRange};
-use crate::query::MetricQuery;
+use crate::query::{MetricQuery, PurgeFilter};
 use crate::settings::{CacheSettings, SegmentSettings};
-use crate::source::MetricSource;
-use crate::upstream::UpstreamError;
 
 /// One segment of one question.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -32,6 +32,17 @@ struct SegmentKey {
     /// The query without its times.
     query: Arc<MetricQuery>,
     start: i64,
+}
+
+impl MemoryKey for SegmentKey {
+    /// The query is shared with the run's other segments; the segment's weight counts the rest.
+    fn bytes(&self) -> usize {
+        0
+    }
+
+    fn matches(&self, filter: &PurgeFilter) -> bool {
+        filter.matches(&self.query)
+    }
 }
 
 /// A run of adjacent missing segments, fetched with one upstream request.
@@ -49,6 +60,16 @@ struct Segment {
     breaches: Vec<Breach>,
     deadlines: Deadlines,
     bytes: usize,
+}
+
+impl MemoryValue for Arc<Segment> {
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn keep_for(&self) -> std::time::Duration {
+        self.deadlines.keep_for()
+    }
 }
 
 /// What the segment cache holds, for `GET /internal/cache` and `/metrics`.
@@ -73,19 +94,6 @@ pub enum Reuse {
 /// The segments one upstream request produced, by start.
 type FetchedRun = Arc<Vec<(i64, Arc<Segment>)>>;
 
-struct KeepSegment;
-
-impl Expiry<SegmentKey, Arc<Segment>> for KeepSegment {
-    fn expire_after_create(
-        &self,
-        _key: &SegmentKey,
-        segment: &Arc<Segment>,
-        _created_at: std::time::Instant,
-    ) -> Option<std::time::Duration> {
-        Some(segment.deadlines.keep_for())
-    }
-}
-
 /// What the segment cache did, for benchmarks and `/internal/cache`.
 #[derive(Debug, Default)]
 pub struct SegmentCounters {
@@ -96,91 +104,70 @@ pub struct SegmentCounters {
     pub upstream_points: AtomicU64,
 }
 
-pub struct SegmentCache {
-    store: Cache<SegmentKey, Arc<Segment>, super::Hasher>,
-    runs: Coalescer<RunKey, FetchedRun>,
+pub struct SegmentCache<E> {
+    store: Arc<MemoryStore<SegmentKey, Arc<Segment>>>,
+    runs: Coalescer<RunKey, FetchedRun, E>,
     freshness: Freshness,
     identity: Arc<str>,
     points: i64,
     concurrency: usize,
-    max_bytes: u64,
     pub counters: Arc<SegmentCounters>,
 }
 
-impl SegmentCache {
+impl<E> SegmentCache<E>
+where
+    E: From<TaskFailed> + Clone + Send + Sync + 'static,
+{
     pub fn new(settings: &SegmentSettings, cache: &CacheSettings, identity: &str) -> Self {
         Self {
-            store: Cache::builder()
-                .max_capacity(settings.max_bytes)
-                .weigher(|_key: &SegmentKey, s: &Arc<Segment>| {
-                    u32::try_from(s.bytes).unwrap_or(u32::MAX)
-                })
-                .expire_after(KeepSegment)
-                .build_with_hasher(super::Hasher::default()),
+            store: Arc::new(MemoryStore::new(settings.max_bytes)),
             runs: Coalescer::default(),
             freshness: Freshness::new(cache),
             identity: Arc::from(identity),
             points: settings.points.max(1) as i64,
             concurrency: settings.max_concurrent_fetches.max(1),
-            max_bytes: settings.max_bytes,
             counters: Arc::default(),
         }
     }
 
-    /// Drops every segment, or those of questions naming `metric` and/or `did`.
-    pub async fn purge(&self, metric: Option<&str>, did: Option<u64>) -> u64 {
-        self.store.run_pending_tasks().await;
-        let mut purged = 0;
-        for (key, _) in self.store.iter() {
-            let q = &key.query;
-            if metric.is_none_or(|m| q.metrics.iter().any(|x| x == m))
-                && did.is_none_or(|d| q.devices.contains(&d))
-            {
-                self.store.invalidate(&*key).await;
-                purged += 1;
-            }
-        }
-        self.store.run_pending_tasks().await;
-        purged
+    /// Drops the segments of questions `filter` names (all for the empty filter).
+    pub async fn purge(&self, filter: &PurgeFilter) -> u64 {
+        self.store.purge(filter).await
     }
 
     pub async fn report(&self) -> SegmentReport {
-        self.store.run_pending_tasks().await;
+        let store = self.store.report().await;
         SegmentReport {
-            entries: self.store.entry_count(),
-            bytes: self.store.weighted_size(),
-            max_bytes: self.max_bytes,
+            entries: store.entries,
+            bytes: store.bytes,
+            max_bytes: store.max_bytes,
             hits: self.counters.hits.load(Ordering::Relaxed),
             misses: self.counters.misses.load(Ordering::Relaxed),
         }
     }
 
-    /// Answers `query` from segments, fetching the missing ones (all of them for
-    /// [`Reuse::Refetch`]); queries without a range go straight to the appliance.
-    pub async fn fetch(
+    /// Answers ranged `query` from segments, calling `fetch` for each run of missing ones (all
+    /// of them for [`Reuse::Refetch`]). `fetch` gets the run as a query over `[start, end)`.
+    /// `None` for a query without a range: it has no segments.
+    pub async fn answer<F, Fut>(
         &self,
-        source: &MetricSource,
         query: &MetricQuery,
         now: i64,
         reuse: Reuse,
-        traceparent: Option<String>,
-    ) -> Result<MetricData, UpstreamError> {
-        let Some(start) = query.starttime else {
-            return source.fetch(query, now, traceparent).await;
-        };
-        let end = query.endtime.unwrap_or(now);
-        let interval = (query.interval_seconds as i64).saturating_mul(1000).max(1);
+        fetch: F,
+    ) -> Option<Result<MetricData, E>>
+    where
+        F: Fn(MetricQuery) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Result<MetricData, E>> + Send + 'static,
+    {
+        let start = query.starttime()?;
+        let end = query.endtime().unwrap_or(now);
+        let interval = query.interval_ms();
         let length = interval.saturating_mul(self.points);
         let first_bucket = start.div_euclid(interval) * interval;
         let first = first_bucket.div_euclid(length) * length;
         let last = (end - 1).div_euclid(length) * length;
-        let base = Arc::new(MetricQuery {
-            starttime: None,
-            endtime: None,
-            // Segments hold data, not its representation.
-            format: crate::query::Format::Json,
-            ..query.clone()
-        });
+        let base = Arc::new(query.without_range());
 
         let mut found: Vec<(i64, Option<Arc<Segment>>)> = Vec::new();
         let mut at = first;
@@ -189,7 +176,7 @@ impl SegmentCache {
             let segment = match reuse {
                 Reuse::Cached => self
                     .store
-                    .get(&key)
+                    .lookup(&key)
                     .await
                     .filter(|s| s.deadlines.is_fresh(now)),
                 Reuse::Refetch => None,
@@ -205,15 +192,19 @@ impl SegmentCache {
         }
 
         let runs = missing_runs(&found, length);
-        let fetched: Vec<FetchedRun> = futures::stream::iter(runs)
+        let fetched: Result<Vec<FetchedRun>, E> = futures::stream::iter(runs)
             .map(|(run_start, run_end)| {
-                self.fetch_run(source, &base, run_start, run_end, length, now, &traceparent)
+                self.fetch_run(&base, run_start, run_end, now, fetch.clone())
             })
             .buffer_unordered(self.concurrency)
             .collect::<Vec<_>>()
             .await
             .into_iter()
-            .collect::<Result<_, _>>()?;
+            .collect();
+        let fetched = match fetched {
+            Ok(f) => f,
+            Err(e) => return Some(Err(e)),
+        };
         let mut by_start: BTreeMap<i64, Arc<Segment>> = found
             .into_iter()
             .filter_map(|(at, s)| s.map(|s| (at, s)))
@@ -223,7 +214,13 @@ impl SegmentCache {
                 by_start.insert(*at, segment.clone());
             }
         }
-        Ok(stitch(query, start, end, first_bucket, by_start.values()))
+        Some(Ok(stitch(
+            query,
+            start,
+            end,
+            first_bucket,
+            by_start.values(),
+        )))
     }
 
     fn key(&self, base: &Arc<MetricQuery>, start: i64) -> SegmentKey {
@@ -236,39 +233,34 @@ impl SegmentCache {
 
     /// Fetches `[run_start, run_end)` (closed at `now` if it reaches beyond) in one request,
     /// shared with concurrent askers, and stores it as segments.
-    #[allow(clippy::too_many_arguments)]
-    async fn fetch_run(
+    async fn fetch_run<F, Fut>(
         &self,
-        source: &MetricSource,
         base: &Arc<MetricQuery>,
         run_start: i64,
         run_end: i64,
-        length: i64,
         now: i64,
-        traceparent: &Option<String>,
-    ) -> Result<FetchedRun, UpstreamError> {
+        fetch: F,
+    ) -> Result<FetchedRun, E>
+    where
+        F: Fn(MetricQuery) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<MetricData, E>> + Send + 'static,
+    {
         let key = RunKey {
             query: base.clone(),
             start: run_start,
             end: run_end,
         };
-        let source = source.clone();
         let store = self.store.clone();
         let freshness = self.freshness.clone();
         let counters = self.counters.clone();
         let identity = self.identity.clone();
         let base = base.clone();
-        let traceparent = traceparent.clone();
-        let interval = (base.interval_seconds as i64).saturating_mul(1000).max(1);
+        let interval = base.interval_ms();
+        let length = interval.saturating_mul(self.points);
         let joined = self.runs.join_or_start(key, async move {
             let upstream_end = run_end.min(now.max(run_start + 1));
-            let ranged = MetricQuery {
-                starttime: Some(run_start),
-                endtime: Some(upstream_end),
-                ..(*base).clone()
-            };
             counters.runs.fetch_add(1, Ordering::Relaxed);
-            let data = source.fetch(&ranged, now, traceparent).await?;
+            let data = fetch(base.with_range(run_start, upstream_end)).await?;
             let points: usize = data.series.iter().map(|s| s.points.len()).sum();
             counters
                 .upstream_points
@@ -294,9 +286,7 @@ impl SegmentCache {
             }
             Ok(Arc::new(segments))
         });
-        match joined {
-            Joined::Started(f) | Joined::Collapsed(f) => f.await,
-        }
+        joined.into_fetch().await
     }
 }
 
@@ -418,7 +408,7 @@ fn stitch<'a>(
     }
     MetricData {
         query: query.clone(),
-        interval_seconds: query.interval_seconds,
+        interval_seconds: query.interval_seconds(),
         timerange: TimeRange {
             start: Some(start),
             end: Some(end),

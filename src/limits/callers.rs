@@ -6,11 +6,8 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
-use actix_web::middleware::Next;
-use actix_web::{HttpMessage, HttpRequest, ResponseError, web};
+use actix_web::HttpRequest;
+use actix_web::http::header::{HeaderName, HeaderValue};
 use governor::clock::Clock;
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
@@ -18,10 +15,8 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use ipnet::IpNet;
 
-use crate::error::ApiError;
 use crate::redis::SharedState;
 use crate::settings::{ClientQuota, RateLimitSettings};
-use crate::startup::AppState;
 
 type Keyed = RateLimiter<
     Caller,
@@ -295,56 +290,6 @@ fn decide(
             state: state(0),
             retry_after_secs: wait.as_millis().div_ceil(1000).max(1) as u64,
         },
-    }
-}
-
-/// `RateLimit-Policy` and `RateLimit`, as in draft-ietf-httpapi-ratelimit-headers-07.
-fn write_headers(headers: &mut HeaderMap, policy: &HeaderValue, s: &RateState) {
-    let current = format!(
-        "limit={}, remaining={}, reset={}",
-        s.limit, s.remaining, s.reset_secs
-    );
-    headers.insert(HeaderName::from_static("ratelimit-policy"), policy.clone());
-    if let Ok(c) = HeaderValue::try_from(current) {
-        headers.insert(HeaderName::from_static("ratelimit"), c);
-    }
-}
-
-/// Applies the caller's limit to every `/v1` request.
-pub async fn middleware(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
-        return next.call(req).await.map(|r| r.map_into_left_body());
-    };
-    let caller = state.callers.identify(req.request());
-    let shared = match state.shared.as_ref().filter(|s| s.is_up()) {
-        Some(s) => state.callers.check_shared(s, &caller).await,
-        None => None,
-    };
-    let (decision, policy) = match shared {
-        Some(d) => d,
-        None => {
-            let (decision, policy) = state.callers.check(&caller);
-            (decision, policy.clone())
-        }
-    };
-    req.extensions_mut().insert(caller);
-    match decision {
-        Decision::Allowed(s) => {
-            let mut response = next.call(req).await?;
-            write_headers(response.headers_mut(), &policy, &s);
-            Ok(response.map_into_left_body())
-        }
-        Decision::Limited {
-            state: s,
-            retry_after_secs,
-        } => {
-            let mut response = ApiError::RateLimited { retry_after_secs }.error_response();
-            write_headers(response.headers_mut(), &policy, &s);
-            Ok(req.into_response(response).map_into_right_body())
-        }
     }
 }
 

@@ -1,8 +1,6 @@
-//! Budgets: each caller's (so callers are treated fairly) and the appliance's (so it is
-//! treated gently, whatever the callers do).
+//! Each caller's budget, so callers are treated fairly. (The appliance's budget is
+//! `upstream::ApplianceGuard`'s.)
 
-mod appliance;
 mod callers;
 
-pub use appliance::{ApplianceGuard, BreakerState, GuardReport, Ticket};
-pub use callers::{Caller, CallerLimits, Decision, RateState, middleware, parse_proxy};
+pub use callers::{Caller, CallerLimits, Decision, RateState, parse_proxy};

@@ -1,5 +1,6 @@
 //! Appliance JSON, in any of the shapes it has been seen or documented in, → [`MetricData`].
 
+mod catalog;
 mod schema;
 mod shapes;
 
@@ -7,10 +8,24 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
+pub use catalog::{MetricInfo, catalog};
 pub use schema::{Breach, Device, MetricData, Point, Series, TimeRange};
 
 use crate::query::MetricQuery;
-use crate::upstream::UpstreamError;
+
+/// Why an appliance answer could not be read as metric data.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AnswerError {
+    #[error("the appliance's answer matches no known shape: {reason}")]
+    UnknownShape {
+        reason: String,
+        #[source]
+        cause: Option<std::sync::Arc<serde_json::Error>>,
+    },
+    /// An `{"error": …}` inside a 2xx answer.
+    #[error("the appliance reported an error: {0}")]
+    Reported(String),
+}
 
 /// One appliance answer, and the device it was asked about (for fanned-out queries).
 pub struct Part {
@@ -78,7 +93,7 @@ pub fn normalize(
     timerange: TimeRange,
     parts: &[Part],
     unit_of: &dyn Fn(&str) -> Option<String>,
-) -> Result<MetricData, UpstreamError> {
+) -> Result<MetricData, AnswerError> {
     let mut collected = Collected::default();
     for part in parts {
         shapes::decode(&part.body, part.device, &mut collected)?;
@@ -105,7 +120,7 @@ pub fn normalize(
     breaches.dedup();
     Ok(MetricData {
         query: query.clone(),
-        interval_seconds: query.interval_seconds,
+        interval_seconds: query.interval_seconds(),
         timerange,
         series,
         breaches,

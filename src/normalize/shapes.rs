@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Number;
 
+use super::AnswerError;
 use super::{Breach, Collected, Device, Point};
-use crate::upstream::UpstreamError;
 
 /// An element of the appliance's array: a metric object, or the leading `breachtimes` object.
 #[derive(Deserialize)]
@@ -112,8 +112,18 @@ struct InBreach {
     breach_id: Option<Id>,
 }
 
-fn bad(reason: impl Into<String>) -> UpstreamError {
-    UpstreamError::BadShape(reason.into())
+fn bad(reason: impl Into<String>) -> AnswerError {
+    AnswerError::UnknownShape {
+        reason: reason.into(),
+        cause: None,
+    }
+}
+
+fn bad_json(what: &str, e: serde_json::Error) -> AnswerError {
+    AnswerError::UnknownShape {
+        reason: format!("{what}: {e}"),
+        cause: Some(std::sync::Arc::new(e)),
+    }
 }
 
 /// Decodes one answer into `out`. `asked_device` is the `did` the request carried.
@@ -121,12 +131,12 @@ pub(super) fn decode(
     body: &[u8],
     asked_device: Option<u64>,
     out: &mut Collected,
-) -> Result<(), UpstreamError> {
+) -> Result<(), AnswerError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     match first {
         Some(b'[') => {
             let elements: Vec<ArrayElement> =
-                serde_json::from_slice(body).map_err(|e| bad(format!("array: {e}")))?;
+                serde_json::from_slice(body).map_err(|e| bad_json("array", e))?;
             for element in elements {
                 decode_array_element(element, asked_device, out)?;
             }
@@ -134,7 +144,7 @@ pub(super) fn decode(
         }
         Some(b'{') => {
             let object: ObjectBody =
-                serde_json::from_slice(body).map_err(|e| bad(format!("object: {e}")))?;
+                serde_json::from_slice(body).map_err(|e| bad_json("object", e))?;
             decode_object(object, asked_device, out)
         }
         _ => Err(bad("the body is not a JSON array or object")),
@@ -145,7 +155,7 @@ fn decode_array_element(
     e: ArrayElement,
     asked_device: Option<u64>,
     out: &mut Collected,
-) -> Result<(), UpstreamError> {
+) -> Result<(), AnswerError> {
     if let Some(list) = e.breachtimes {
         for b in list {
             out.add_breach(breach(b, asked_device)?);
@@ -167,11 +177,9 @@ fn decode_object(
     o: ObjectBody,
     asked_device: Option<u64>,
     out: &mut Collected,
-) -> Result<(), UpstreamError> {
+) -> Result<(), AnswerError> {
     if let Some(message) = o.error {
-        return Err(UpstreamError::ApplianceError(
-            message.chars().take(300).collect(),
-        ));
+        return Err(AnswerError::Reported(message.chars().take(300).collect()));
     }
     if let Some(list) = o.breachtimes {
         for b in list {
@@ -204,7 +212,7 @@ fn add_points(
     unit: Option<String>,
     points: Vec<InPoint>,
     asked_device: Option<u64>,
-) -> Result<(), UpstreamError> {
+) -> Result<(), AnswerError> {
     let no_points = points.is_empty();
     for p in points {
         let timestamp = p
@@ -263,10 +271,7 @@ fn add_points(
     Ok(())
 }
 
-fn device_for(
-    given: Option<InDevice>,
-    asked: Option<u64>,
-) -> Result<Option<Device>, UpstreamError> {
+fn device_for(given: Option<InDevice>, asked: Option<u64>) -> Result<Option<Device>, AnswerError> {
     let Some(d) = given else {
         return Ok(asked.map(Device::bare));
     };
@@ -299,7 +304,7 @@ fn device_for(
     }))
 }
 
-fn breach(b: InBreach, did: Option<u64>) -> Result<Breach, UpstreamError> {
+fn breach(b: InBreach, did: Option<u64>) -> Result<Breach, AnswerError> {
     Ok(Breach {
         time: b.time.ok_or_else(|| bad("a breach has no `time`"))?,
         model: b.name.or(b.model_name),

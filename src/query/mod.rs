@@ -4,13 +4,15 @@
 //! requests that mean the same thing produce equal values (the cache key relies on it).
 
 mod params;
+mod representation;
 mod values;
 
 use serde::Serialize;
 use utoipa::ToSchema;
 
 pub use params::{Dialect, KNOWN_PARAMETERS, parse, parse_in};
-pub use values::{interval_label, now_ms, shown};
+pub use representation::{Encoding, Format, Offer, Representation};
+pub use values::{interval_label, shown};
 
 /// A validated `/metricdata` question in canonical form.
 ///
@@ -21,48 +23,104 @@ pub use values::{interval_label, now_ms, shown};
 pub struct MetricQuery {
     /// Metric names, sorted and deduplicated.
     #[schema(example = json!(["connections"]))]
-    pub metrics: Vec<String>,
+    metrics: Vec<String>,
     /// Device ids (`did` or `devices`), sorted and deduplicated; empty means no device filter.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub devices: Vec<u64>,
+    devices: Vec<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ddid: Option<u64>,
+    ddid: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub odid: Option<u64>,
+    odid: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
+    port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sourceport: Option<u16>,
+    sourceport: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub destinationport: Option<u16>,
+    destinationport: Option<u16>,
     /// IANA protocol number.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub protocol: Option<u8>,
+    protocol: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub applicationprotocol: Option<String>,
+    applicationprotocol: Option<String>,
     /// Start, epoch ms (UTC).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub starttime: Option<i64>,
+    starttime: Option<i64>,
     /// End, epoch ms (UTC); absent with a start means "until now".
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub endtime: Option<i64>,
-    pub interval_seconds: u64,
-    pub breachtimes: bool,
-    pub fulldevicedetails: bool,
-    /// How the answer is written (`format=csv`, `Accept: text/csv`, or the SDK route's shapes);
-    /// part of the cache key, not of the echo.
-    #[serde(skip)]
-    pub format: Format,
+    endtime: Option<i64>,
+    interval_seconds: u64,
+    breachtimes: bool,
+    fulldevicedetails: bool,
 }
 
-/// The representation of an answer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub enum Format {
-    #[default]
-    Json,
-    Csv,
-    /// The shapes the darktrace-sdk documentation promises, for `/darktrace/metricdata`.
-    Sdk,
+impl MetricQuery {
+    pub fn metrics(&self) -> &[String] {
+        &self.metrics
+    }
+    /// Empty means no device filter.
+    pub fn devices(&self) -> &[u64] {
+        &self.devices
+    }
+    pub fn ddid(&self) -> Option<u64> {
+        self.ddid
+    }
+    pub fn odid(&self) -> Option<u64> {
+        self.odid
+    }
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+    pub fn sourceport(&self) -> Option<u16> {
+        self.sourceport
+    }
+    pub fn destinationport(&self) -> Option<u16> {
+        self.destinationport
+    }
+    pub fn protocol(&self) -> Option<u8> {
+        self.protocol
+    }
+    pub fn applicationprotocol(&self) -> Option<&str> {
+        self.applicationprotocol.as_deref()
+    }
+    pub fn starttime(&self) -> Option<i64> {
+        self.starttime
+    }
+    /// With a start and no end, the range runs until now.
+    pub fn endtime(&self) -> Option<i64> {
+        self.endtime
+    }
+    pub fn interval_seconds(&self) -> u64 {
+        self.interval_seconds
+    }
+    /// The interval in milliseconds, at least 1.
+    pub fn interval_ms(&self) -> i64 {
+        (self.interval_seconds as i64).saturating_mul(1000).max(1)
+    }
+    pub fn breachtimes(&self) -> bool {
+        self.breachtimes
+    }
+    pub fn fulldevicedetails(&self) -> bool {
+        self.fulldevicedetails
+    }
+
+    /// The same question over `[start, end)`: how the segment cache asks for one run. A
+    /// valid query stays valid, since `start < end` is kept.
+    pub fn with_range(&self, start: i64, end: i64) -> Self {
+        Self {
+            starttime: Some(start),
+            endtime: Some(end.max(start.saturating_add(1))),
+            ..self.clone()
+        }
+    }
+
+    /// The same question without its times: what all segments of one series share.
+    pub fn without_range(&self) -> Self {
+        Self {
+            starttime: None,
+            endtime: None,
+            ..self.clone()
+        }
+    }
 }
 
 /// One bad parameter, as reported in a problem's `errors` list.
@@ -113,6 +171,20 @@ impl MetricNames for AnyMetric {
 pub struct PurgeFilter {
     pub metric: Option<String>,
     pub did: Option<u64>,
+}
+
+impl PurgeFilter {
+    pub fn is_everything(&self) -> bool {
+        self.metric.is_none() && self.did.is_none()
+    }
+
+    /// Whether an answer to `q` is among what this filter removes.
+    pub fn matches(&self, q: &MetricQuery) -> bool {
+        self.metric
+            .as_ref()
+            .is_none_or(|m| q.metrics.iter().any(|x| x == m))
+            && self.did.is_none_or(|d| q.devices.contains(&d))
+    }
 }
 
 /// Parses `metric=` and `did=` for a purge; anything else is refused.

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::values::{self, shown};
-use super::{FieldError, Format, MetricNames, MetricQuery};
+use super::{FieldError, MetricNames, MetricQuery};
 use crate::settings::QueryLimits;
 
 /// Every parameter `/v1/metricdata` accepts.
@@ -194,9 +194,10 @@ impl Parser {
         let fulldevicedetails = self
             .field("fulldevicedetails", values::boolean)
             .unwrap_or(false);
-        let format = self.field("format", |v| match v {
-            "json" => Ok(Format::Json),
-            "csv" => Ok(Format::Csv),
+        // The representation is decided by `Representation::negotiate`; here the value is
+        // only checked, so a bad one is refused with the rest.
+        let _ = self.field("format", |v| match v {
+            "json" | "csv" => Ok(()),
             _ => Err(format!("`{}` is not a format; use json or csv", shown(v))),
         });
         let interval = self.interval(limits);
@@ -216,10 +217,6 @@ impl Parser {
             interval_seconds: interval?,
             breachtimes,
             fulldevicedetails,
-            format: match self.dialect {
-                Dialect::Gateway => format.unwrap_or_default(),
-                Dialect::Sdk => Format::Sdk,
-            },
         })
     }
 
@@ -541,17 +538,14 @@ mod tests {
     #[test]
     fn every_sdk_spelling_is_the_gateways_question() {
         let sdk = |raw: &str| {
-            let mut q = parse_in(
+            parse_in(
                 Dialect::Sdk,
                 raw,
                 &Settings::defaults().query,
                 &AnyMetric,
                 NOW,
             )
-            .unwrap();
-            assert_eq!(q.format, Format::Sdk);
-            q.format = Format::Json;
-            q
+            .unwrap()
         };
         let v1 = ok(
             "metrics=a,b&devices=1,2&from=1705320000000&to=1705323600000&interval=300&breachtimes=true",

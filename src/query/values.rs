@@ -1,6 +1,6 @@
 //! Parsers for single parameter values. Each returns the caller-facing message on failure.
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime};
 
 /// Metric names, application protocols: the characters that need no percent-encoding, so the
 /// signed text and the wire text are the same bytes.
@@ -189,10 +189,6 @@ pub fn shown(value: &str) -> String {
         out.push('…');
     }
     out
-}
-
-pub fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! and the gateway's Prometheus series.
 
 pub mod metrics;
-pub mod request;
+pub mod trace;
 
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
@@ -32,4 +32,16 @@ pub fn init(level: &str, format: LogFormat) -> WorkerGuard {
         LogFormat::Pretty => builder.compact().try_init(),
     };
     guard
+}
+
+/// An error and its causes, `: `-joined, for logs and readiness reasons.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }

@@ -8,14 +8,16 @@ use bytes::{Bytes, BytesMut};
 use reqwest::{StatusCode, Url, redirect};
 use secrecy::SecretString;
 
+use super::guard::ApplianceGuard;
 use super::sign;
-use crate::limits::ApplianceGuard;
+use crate::clock::Clock;
 use crate::redis::SharedState;
 use crate::settings::UpstreamSettings;
 use crate::telemetry::GatewayMetrics;
 
 /// Why the appliance gave no usable answer. Cheap to clone: coalesced waiters share one.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Transport failures keep their cause (`source()`), TLS refusals included.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {
     #[error("the appliance rejected the request signature (API SIGNATURE ERROR)")]
     BadSignature,
@@ -25,18 +27,14 @@ pub enum UpstreamError {
     Redirected { location: String },
     #[error("the appliance answered {status}: {message}")]
     Rejected { status: u16, message: String },
-    #[error("the appliance reported an error: {0}")]
-    ApplianceError(String),
     #[error("the appliance did not answer within {0:?}")]
     Timeout(Duration),
-    #[error("cannot connect to the appliance: {0}")]
-    Connect(String),
-    #[error("the appliance's answer broke off: {0}")]
-    Body(String),
+    #[error("cannot connect to the appliance")]
+    Connect(#[source] Arc<reqwest::Error>),
+    #[error("the appliance's answer broke off")]
+    Body(#[source] Arc<reqwest::Error>),
     #[error("the appliance's answer is larger than {0} bytes")]
     TooLarge(usize),
-    #[error("the appliance's answer matches no known shape: {0}")]
-    BadShape(String),
     #[error("the appliance's request budget is exhausted")]
     Saturated { retry_after_secs: u64 },
     #[error("the appliance is failing; the circuit breaker is open")]
@@ -78,6 +76,7 @@ pub struct ApplianceClient {
     timeout: Duration,
     guard: Arc<ApplianceGuard>,
     metrics: Arc<GatewayMetrics>,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for ApplianceClient {
@@ -94,6 +93,7 @@ impl ApplianceClient {
         settings: &UpstreamSettings,
         metrics: Arc<GatewayMetrics>,
         shared: Option<Arc<SharedState>>,
+        clock: Clock,
     ) -> Result<Self, String> {
         let base = Url::parse(settings.url.trim_end_matches('/'))
             .map_err(|e| format!("upstream.url: {e}"))?;
@@ -132,8 +132,10 @@ impl ApplianceClient {
             guard: Arc::new(ApplianceGuard::new(
                 settings,
                 shared.map(|s| (s, budget_name(&settings.url, &settings.public_token))),
+                clock.clone(),
             )),
             metrics,
+            clock,
         })
     }
 
@@ -172,7 +174,7 @@ impl ApplianceClient {
                         return Err(e);
                     };
                     tracing::debug!(error = %e, attempt, ?backoff, "retrying");
-                    tokio::time::sleep(backoff).await;
+                    self.clock.sleep(backoff).await;
                 }
                 other => return other,
             }
@@ -244,7 +246,12 @@ impl ApplianceClient {
         let mut url = self.base.clone();
         url.set_path("");
         let url = format!("{}{}", url.as_str().trim_end_matches('/'), full_path);
-        let signed = sign::sign_now(&self.private_token, &self.public_token, &full_path);
+        let signed = sign::sign_at(
+            &self.private_token,
+            &self.public_token,
+            &full_path,
+            self.clock.now_ms(),
+        );
         let mut request = self
             .http
             .get(&url)
@@ -259,7 +266,7 @@ impl ApplianceClient {
         let response = request
             .send()
             .await
-            .map_err(|e| self.transport_error(&e, timeout))?;
+            .map_err(|e| self.transport_error(e, timeout))?;
         let status = response.status();
         tracing::Span::current().record("status", status.as_u16());
         if status.is_redirection() {
@@ -297,18 +304,18 @@ impl ApplianceClient {
                     buf.extend_from_slice(&chunk);
                 }
                 Ok(None) => return Ok(buf.freeze()),
-                Err(e) => return Err(self.transport_error(&e, self.timeout)),
+                Err(e) => return Err(self.transport_error(e, self.timeout)),
             }
         }
     }
 
-    fn transport_error(&self, e: &reqwest::Error, timeout: Duration) -> UpstreamError {
+    fn transport_error(&self, e: reqwest::Error, timeout: Duration) -> UpstreamError {
         if e.is_timeout() {
             UpstreamError::Timeout(timeout)
         } else if e.is_connect() {
-            UpstreamError::Connect(error_chain(e))
+            UpstreamError::Connect(Arc::new(e))
         } else {
-            UpstreamError::Body(error_chain(e))
+            UpstreamError::Body(Arc::new(e))
         }
     }
 }
@@ -317,17 +324,6 @@ impl ApplianceClient {
 fn budget_name(base: &str, public_token: &str) -> String {
     use sha1::{Digest, Sha1};
     hex::encode(&Sha1::digest(format!("{base}|{public_token}"))[..8])
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 fn classify_failure(status: StatusCode, body: &[u8]) -> UpstreamError {

@@ -7,6 +7,14 @@ use std::fmt::Write;
 
 use crate::query::MetricQuery;
 
+/// The metric catalog.
+pub const CATALOG: &str = "/metrics";
+
+/// One metric's description, by the appliance's id for it.
+pub fn catalog_entry(mlid: u64) -> String {
+    format!("/metrics/{mlid}")
+}
+
 /// One appliance request: the path and query to sign and send, and the device it asks about.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ApplianceRequest {
@@ -17,11 +25,11 @@ pub struct ApplianceRequest {
 /// The appliance requests that answer `query`: one per device (appliances reject `devices=`),
 /// or one with no device filter. `now_ms` closes a range left open by the caller.
 pub fn requests(query: &MetricQuery, now_ms: i64) -> Vec<ApplianceRequest> {
-    if query.devices.is_empty() {
+    if query.devices().is_empty() {
         return vec![request(query, None, now_ms)];
     }
     query
-        .devices
+        .devices()
         .iter()
         .map(|did| request(query, Some(*did), now_ms))
         .collect()
@@ -32,10 +40,10 @@ fn request(q: &MetricQuery, device: Option<u64>, now_ms: i64) -> ApplianceReques
     s.push_str("/metricdata?");
     // A lone metric goes as `metric=`; several as `metric1=…&metric2=…`, because a
     // comma-joined `metric=` returns unrelated data on real appliances.
-    if let [one] = q.metrics.as_slice() {
+    if let [one] = q.metrics() {
         let _ = write!(s, "metric={one}");
     } else {
-        for (i, name) in q.metrics.iter().enumerate() {
+        for (i, name) in q.metrics().iter().enumerate() {
             let sep = if i == 0 { "" } else { "&" };
             let _ = write!(s, "{sep}metric{}={name}", i + 1);
         }
@@ -46,25 +54,25 @@ fn request(q: &MetricQuery, device: Option<u64>, now_ms: i64) -> ApplianceReques
         }
     };
     num("did", device);
-    num("ddid", q.ddid);
-    num("odid", q.odid);
-    num("port", q.port.map(u64::from));
-    num("sourceport", q.sourceport.map(u64::from));
-    num("destinationport", q.destinationport.map(u64::from));
-    num("protocol", q.protocol.map(u64::from));
-    if let Some(app) = &q.applicationprotocol {
+    num("ddid", q.ddid());
+    num("odid", q.odid());
+    num("port", q.port().map(u64::from));
+    num("sourceport", q.sourceport().map(u64::from));
+    num("destinationport", q.destinationport().map(u64::from));
+    num("protocol", q.protocol().map(u64::from));
+    if let Some(app) = q.applicationprotocol() {
         let _ = write!(s, "&applicationprotocol={app}");
     }
     // Appliances want times in pairs.
-    if let Some(start) = q.starttime {
-        let end = q.endtime.unwrap_or(now_ms);
+    if let Some(start) = q.starttime() {
+        let end = q.endtime().unwrap_or(now_ms);
         let _ = write!(s, "&starttime={start}&endtime={end}");
     }
-    let _ = write!(s, "&interval={}", q.interval_seconds);
-    if q.breachtimes {
+    let _ = write!(s, "&interval={}", q.interval_seconds());
+    if q.breachtimes() {
         s.push_str("&breachtimes=true");
     }
-    if q.fulldevicedetails {
+    if q.fulldevicedetails() {
         s.push_str("&fulldevicedetails=true");
     }
     ApplianceRequest {

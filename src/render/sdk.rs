@@ -159,10 +159,10 @@ pub fn render(data: &MetricData) -> Result<Bytes, serde_json::Error> {
 
 fn reshape(data: &MetricData) -> SdkMetricData {
     let q = &data.query;
-    let several_metrics = q.metrics.len() > 1;
-    let several_devices = q.devices.len() > 1;
+    let several_metrics = q.metrics().len() > 1;
+    let several_devices = q.devices().len() > 1;
     let step_ms = data.interval_seconds as i64 * 1000;
-    let breaches = q.breachtimes.then_some(data.breaches.as_slice());
+    let breaches = q.breachtimes().then_some(data.breaches.as_slice());
     let in_bucket = |t: i64, device: Option<u64>| {
         breaches.map(|all| bucket_breaches(all, t, t + step_ms, device))
     };
@@ -197,7 +197,7 @@ fn reshape(data: &MetricData) -> SdkMetricData {
                     .push(SdkDeviceValue {
                         device_id: d.did.to_string(),
                         value,
-                        device: q.fulldevicedetails.then(|| device(d)),
+                        device: q.fulldevicedetails().then(|| device(d)),
                     });
             }
         }
@@ -213,7 +213,7 @@ fn reshape(data: &MetricData) -> SdkMetricData {
     let data_out = match (several_metrics, several_devices) {
         (false, false) => SdkData::Points(data.series.iter().flat_map(points).collect()),
         (true, false) => SdkData::PointsByMetric(
-            q.metrics
+            q.metrics()
                 .iter()
                 .map(|m| {
                     let of_metric = data.series.iter().filter(|s| &s.metric == m);
@@ -221,17 +221,17 @@ fn reshape(data: &MetricData) -> SdkMetricData {
                 })
                 .collect(),
         ),
-        (false, true) => SdkData::Rows(q.metrics.first().map(|m| rows(m)).unwrap_or_default()),
+        (false, true) => SdkData::Rows(q.metrics().first().map(|m| rows(m)).unwrap_or_default()),
         (true, true) => {
-            SdkData::RowsByMetric(q.metrics.iter().map(|m| (m.clone(), rows(m))).collect())
+            SdkData::RowsByMetric(q.metrics().iter().map(|m| (m.clone(), rows(m))).collect())
         }
     };
     SdkMetricData {
         metric: (!several_metrics)
-            .then(|| q.metrics.first().cloned())
+            .then(|| q.metrics().first().cloned())
             .flatten(),
-        metrics: several_metrics.then(|| q.metrics.clone()),
-        devices: several_devices.then(|| q.devices.iter().map(u64::to_string).collect()),
+        metrics: several_metrics.then(|| q.metrics().to_vec()),
+        devices: several_devices.then(|| q.devices().iter().map(u64::to_string).collect()),
         interval: interval_label(data.interval_seconds),
         unit: if several_metrics {
             None
@@ -311,10 +311,10 @@ mod tests {
         )
         .unwrap();
         let data = MetricData {
-            interval_seconds: query.interval_seconds,
+            interval_seconds: query.interval_seconds(),
             timerange: TimeRange {
-                start: query.starttime,
-                end: query.endtime,
+                start: query.starttime(),
+                end: query.endtime(),
             },
             query,
             series,

@@ -6,8 +6,6 @@ use bytes::Bytes;
 
 use crate::normalize::MetricData;
 
-pub const CONTENT_TYPE: &str = "text/csv; charset=utf-8";
-
 /// `timestamp_iso,timestamp_ms,metric,did,value,in,out`; empty cells for what is absent.
 /// Metric names are `[A-Za-z0-9_.:-]`, so no cell needs quoting.
 pub fn render(data: &MetricData) -> Bytes {

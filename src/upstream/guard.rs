@@ -2,21 +2,26 @@
 //! per minute, a retry budget, and a circuit breaker.
 
 use std::num::NonZeroU32;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use governor::clock::Clock;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::clock::Clock as _;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use utoipa::ToSchema;
 
-use std::sync::Arc;
-
+use super::UpstreamError;
+use crate::clock::Clock;
 use crate::redis::SharedState;
 use crate::settings::UpstreamSettings;
-use crate::upstream::UpstreamError;
+
+/// The per-minute token bucket, on the gateway's clock.
+type PerMinute =
+    RateLimiter<NotKeyed, InMemoryState, Clock, NoOpMiddleware<governor::nanos::Nanos>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -28,9 +33,16 @@ pub enum BreakerState {
 
 #[derive(Debug)]
 enum Breaker {
-    Closed { failures: u32 },
-    Open { until: Instant },
-    HalfOpen { probing: bool },
+    Closed {
+        failures: u32,
+    },
+    /// Until this time (epoch ms, the gateway's clock).
+    Open {
+        until: i64,
+    },
+    HalfOpen {
+        probing: bool,
+    },
 }
 
 /// Retries may use `percent`% of first attempts, plus a small reserve: a struggling
@@ -66,8 +78,9 @@ impl RetryBudget {
 pub struct ApplianceGuard {
     slots: std::sync::Arc<Semaphore>,
     max_in_flight: usize,
-    per_minute: DefaultDirectRateLimiter,
+    per_minute: PerMinute,
     queue_timeout: Duration,
+    clock: Clock,
     breaker: Mutex<Breaker>,
     breaker_failures: u32,
     open_for: Duration,
@@ -131,7 +144,11 @@ fn window_quota(n: u32) -> Quota {
 
 impl ApplianceGuard {
     /// `shared` (Redis, and a name for this appliance) shares the per-minute budget.
-    pub fn new(s: &UpstreamSettings, shared: Option<(Arc<SharedState>, String)>) -> Self {
+    pub fn new(
+        s: &UpstreamSettings,
+        shared: Option<(Arc<SharedState>, String)>,
+        clock: Clock,
+    ) -> Self {
         let quota = window_quota(s.per_minute);
         Self {
             shared,
@@ -139,7 +156,8 @@ impl ApplianceGuard {
             budget_burst: quota.burst_size().get(),
             slots: std::sync::Arc::new(Semaphore::new(s.max_in_flight)),
             max_in_flight: s.max_in_flight,
-            per_minute: RateLimiter::direct(window_quota(s.per_minute)),
+            per_minute: RateLimiter::direct_with_clock(window_quota(s.per_minute), clock.clone()),
+            clock,
             queue_timeout: Duration::from_millis(s.queue_timeout_ms),
             breaker: Mutex::new(Breaker::Closed { failures: 0 }),
             breaker_failures: s.breaker_failures,
@@ -157,27 +175,31 @@ impl ApplianceGuard {
     /// Waits (boundedly) for leave to send one request.
     pub async fn admit(&self) -> Result<Ticket<'_>, UpstreamError> {
         self.breaker_allows()?;
-        let deadline = tokio::time::Instant::now() + self.queue_timeout;
-        let slot = tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned())
+        let queue_ms = i64::try_from(self.queue_timeout.as_millis()).unwrap_or(i64::MAX);
+        let deadline = self.clock.now_ms().saturating_add(queue_ms);
+        let saturated = |retry_after_secs| UpstreamError::Saturated { retry_after_secs };
+        let slot = self
+            .clock
+            .run_until(deadline, self.slots.clone().acquire_owned())
             .await
-            .map_err(|_| UpstreamError::Saturated {
-                retry_after_secs: 1,
-            })?
-            .map_err(|_| UpstreamError::Saturated {
-                retry_after_secs: 1,
-            })?;
+            .ok_or(saturated(1))?
+            .map_err(|_| saturated(1))?;
+        // Waits for `wait`, unless that would pass the deadline.
+        let wait_within = |wait: Duration| {
+            let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+            let at = self.clock.now_ms().saturating_add(wait_ms);
+            if at > deadline {
+                Err(saturated(wait.as_millis().div_ceil(1000).max(1) as u64))
+            } else {
+                Ok(self.clock.sleep_until(at))
+            }
+        };
         loop {
             match self.per_minute.check() {
                 Ok(()) => break,
                 Err(not_until) => {
                     let wait = not_until.wait_time_from(self.per_minute.clock().now());
-                    let now = tokio::time::Instant::now();
-                    if now + wait > deadline {
-                        return Err(UpstreamError::Saturated {
-                            retry_after_secs: wait.as_millis().div_ceil(1000).max(1) as u64,
-                        });
-                    }
-                    tokio::time::sleep(wait).await;
+                    wait_within(wait)?.await;
                 }
             }
         }
@@ -189,15 +211,7 @@ impl ApplianceGuard {
                 .await
             {
                 Some(g) if g.allowed => break,
-                Some(g) => {
-                    let wait = Duration::from_millis(g.retry_after_ms);
-                    if tokio::time::Instant::now() + wait > deadline {
-                        return Err(UpstreamError::Saturated {
-                            retry_after_secs: g.retry_after_ms.div_ceil(1000).max(1),
-                        });
-                    }
-                    tokio::time::sleep(wait).await;
-                }
+                Some(g) => wait_within(Duration::from_millis(g.retry_after_ms))?.await,
                 None => break,
             }
         }
@@ -230,13 +244,13 @@ impl ApplianceGuard {
         match *b {
             Breaker::Closed { .. } => Ok(()),
             Breaker::Open { until } => {
-                let now = Instant::now();
+                let now = self.clock.now_ms();
                 if now >= until {
                     *b = Breaker::HalfOpen { probing: true };
                     Ok(())
                 } else {
                     Err(UpstreamError::CircuitOpen {
-                        retry_after_secs: (until - now).as_millis().div_ceil(1000).max(1) as u64,
+                        retry_after_secs: ((until - now) as u64).div_ceil(1000).max(1),
                     })
                 }
             }
@@ -270,7 +284,10 @@ impl ApplianceGuard {
                     "appliance circuit breaker opened"
                 );
                 Breaker::Open {
-                    until: Instant::now() + self.open_for,
+                    until: self
+                        .clock
+                        .now_ms()
+                        .saturating_add(self.open_for.as_millis() as i64),
                 }
             }
         };
@@ -285,7 +302,7 @@ impl ApplianceGuard {
     pub fn breaker_state(&self) -> BreakerState {
         match self.breaker.lock().map(|b| match *b {
             Breaker::Closed { .. } => BreakerState::Closed,
-            Breaker::Open { until } if Instant::now() >= until => BreakerState::HalfOpen,
+            Breaker::Open { until } if self.clock.now_ms() >= until => BreakerState::HalfOpen,
             Breaker::Open { .. } => BreakerState::Open,
             Breaker::HalfOpen { .. } => BreakerState::HalfOpen,
         }) {
@@ -321,7 +338,7 @@ mod tests {
         let mut s = Settings::defaults().upstream;
         s.breaker_failures = 2;
         s.breaker_open_secs = 0;
-        let g = ApplianceGuard::new(&s, None);
+        let g = ApplianceGuard::new(&s, None, Clock::manual(0));
         g.record(false);
         assert_eq!(g.breaker_state(), BreakerState::Closed);
         g.record(false);
@@ -340,7 +357,7 @@ mod tests {
         let mut s = Settings::defaults().upstream;
         s.retry_budget_percent = 10;
         s.retries = 100;
-        let g = ApplianceGuard::new(&s, None);
+        let g = ApplianceGuard::new(&s, None, Clock::manual(0));
         let granted = (1..=20).filter(|_| g.retry_after(1).is_some()).count();
         assert_eq!(granted, 3, "the starting reserve");
         for _ in 0..10 {

@@ -7,18 +7,32 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::future::try_join_all;
 
-use crate::cache::Coalescer;
-use crate::cache::coalesce::Joined;
 use crate::catalog::Catalog;
-use crate::normalize::{self, MetricData, Part, TimeRange};
+use crate::coalesce::{Coalescer, TaskFailed};
+use crate::normalize::{self, AnswerError, MetricData, Part, TimeRange};
 use crate::query::MetricQuery;
+use crate::render::RenderError;
 use crate::upstream::{ApplianceClient, UpstreamError, dialect};
+
+/// Why a question got no answer: the appliance's doing (`Upstream`, `Answer`) or ours
+/// (`Render`, `Task`). Cheap to clone: coalesced waiters share one.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FetchError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Answer(#[from] AnswerError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error(transparent)]
+    Task(#[from] TaskFailed),
+}
 
 #[derive(Clone)]
 pub struct MetricSource {
     client: ApplianceClient,
     catalog: Arc<Catalog>,
-    per_request: Arc<Coalescer<String, Bytes>>,
+    per_request: Arc<Coalescer<String, Bytes, FetchError>>,
 }
 
 impl MetricSource {
@@ -41,21 +55,20 @@ impl MetricSource {
         query: &MetricQuery,
         now_ms: i64,
         traceparent: Option<String>,
-    ) -> Result<MetricData, UpstreamError> {
+    ) -> Result<MetricData, FetchError> {
         let requests = dialect::requests(query, now_ms);
         let parts = try_join_all(requests.into_iter().map(|r| {
             let client = self.client.clone();
             let path = r.path_and_query.clone();
             let trace = traceparent.clone();
-            let shared = match self
+            let shared = self
                 .per_request
                 .join_or_start(r.path_and_query, async move {
-                    client.get(&path, trace.as_deref()).await
-                }) {
-                Joined::Started(s) | Joined::Collapsed(s) => s,
-            };
+                    Ok(client.get(&path, trace.as_deref()).await?)
+                })
+                .into_fetch();
             async move {
-                Ok::<_, UpstreamError>(Part {
+                Ok::<_, FetchError>(Part {
                     device: r.device,
                     body: shared.await?,
                 })
@@ -63,9 +76,11 @@ impl MetricSource {
         }))
         .await?;
         let timerange = TimeRange {
-            start: query.starttime,
-            end: query.starttime.map(|_| query.endtime.unwrap_or(now_ms)),
+            start: query.starttime(),
+            end: query.starttime().map(|_| query.endtime().unwrap_or(now_ms)),
         };
-        normalize::normalize(query, timerange, &parts, &|m| self.catalog.unit_of(m))
+        Ok(normalize::normalize(query, timerange, &parts, &|m| {
+            self.catalog.unit_of(m)
+        })?)
     }
 }

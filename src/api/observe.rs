@@ -1,4 +1,4 @@
-//! Per request: an id (the caller's `X-Request-Id`, or a new one, returned either way), a
+//! Per request, before routing: hostile shapes refused, an id (the caller's `X-Request-Id`, or a new one, returned either way), a
 //! span that every log line of the request carries, one access line, and the HTTP series.
 
 use std::time::Instant;
@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use crate::error::ApiError;
 use crate::limits::Caller;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// How long the appliance took for the answer this response carries (none for cache hits).
 #[derive(Debug, Clone, Copy)]
@@ -42,8 +42,8 @@ fn request_id(req: &ServiceRequest) -> HeaderValue {
 /// The route, as a label of bounded cardinality. A known path is its own pattern (without
 /// the allocation `match_pattern` makes); the one route with a parameter is matched by prefix.
 fn route_label(path: &str) -> &'static str {
-    let (by_id, by_id_prefix) = crate::api::METRIC_BY_ID;
-    crate::api::ROUTES
+    let (by_id, by_id_prefix) = super::METRIC_BY_ID;
+    super::ROUTES
         .iter()
         .find(|r| **r == path)
         .copied()
@@ -162,68 +162,4 @@ pub async fn observe(
         );
     }
     Ok(response)
-}
-
-/// The W3C `traceparent` for the appliance request: the caller's trace continued with a new
-/// parent id (this gateway's hop), or a new trace when the caller sent none or a malformed one.
-pub fn upstream_traceparent(headers: &actix_web::http::header::HeaderMap) -> String {
-    let hex = |s: &str, len: usize| {
-        s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    };
-    let span_id = format!("{:016x}", rand::random::<u64>() | 1);
-    let incoming = headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let parts: Vec<&str> = v.trim().split('-').collect();
-            match parts.as_slice() {
-                [version, trace, parent, flags]
-                    if hex(version, 2)
-                        && *version != "ff"
-                        && hex(trace, 32)
-                        && trace.bytes().any(|b| b != b'0')
-                        && hex(parent, 16)
-                        && hex(flags, 2) =>
-                {
-                    Some((trace.to_string(), flags.to_string()))
-                }
-                _ => None,
-            }
-        });
-    let (trace_id, flags) = incoming.unwrap_or_else(|| {
-        (
-            format!("{:032x}", rand::random::<u128>() | 1),
-            "01".to_owned(),
-        )
-    });
-    format!("00-{trace_id}-{span_id}-{flags}")
-}
-
-#[cfg(test)]
-mod tests {
-    use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
-
-    use super::upstream_traceparent;
-
-    #[test]
-    fn the_callers_trace_continues() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            HeaderName::from_static("traceparent"),
-            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
-        );
-        let tp = upstream_traceparent(&h);
-        assert!(
-            tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
-            "{tp}"
-        );
-        assert!(tp.ends_with("-01"));
-        assert!(!tp.contains("00f067aa0ba902b7"), "a new parent id");
-        h.insert(
-            HeaderName::from_static("traceparent"),
-            HeaderValue::from_static("garbage"),
-        );
-        assert_eq!(upstream_traceparent(&h).len(), 55);
-        assert_eq!(upstream_traceparent(&HeaderMap::new()).len(), 55);
-    }
 }

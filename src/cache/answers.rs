@@ -1,0 +1,372 @@
+//! The response cache: whole answers by [`CacheKey`], with a raw-query index for repeated
+//! identical questions, coalescing, stale serving, and (with Redis) a tier shared by replicas.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use moka::future::Cache;
+use prometheus::IntCounter;
+
+use super::freshness::{Freshness, Lifetime};
+use super::key::CacheKey;
+use super::memory::{MemoryStore, MemoryValue};
+use super::redis::{Accept, RedisAnswers, Turn};
+use super::store::Store;
+use super::{Answer, CacheError, CacheReport, Directives, ENTRY_OVERHEAD, Entry, Hasher, Route};
+use crate::clock::Clock;
+use crate::coalesce::{Coalescer, Joined, TaskFailed};
+use crate::query::{Format, MetricQuery, PurgeFilter};
+use crate::redis::SharedState;
+use crate::settings::CacheSettings;
+use crate::telemetry::GatewayMetrics;
+
+/// The cache's events, kept in the gateway's Prometheus series (resolved once, so counting
+/// costs one atomic add).
+struct Counters {
+    hits: IntCounter,
+    misses: IntCounter,
+    collapsed: IntCounter,
+    stale: IntCounter,
+    fetches: AtomicU64,
+}
+
+impl Counters {
+    fn new(metrics: &GatewayMetrics) -> Self {
+        let event = |name: &str| metrics.cache_events.with_label_values(&[name]);
+        Self {
+            hits: event("hit"),
+            misses: event("miss"),
+            collapsed: event("collapsed"),
+            stale: event("stale"),
+            fetches: AtomicU64::new(0),
+        }
+    }
+}
+
+impl MemoryValue for Arc<Entry> {
+    fn bytes(&self) -> usize {
+        ENTRY_OVERHEAD
+            + self.body.len()
+            + self.gzip.as_ref().map_or(0, Bytes::len)
+            + self.etag.capacity()
+            + std::mem::size_of::<Entry>()
+    }
+
+    fn keep_for(&self) -> std::time::Duration {
+        self.deadlines.keep_for()
+    }
+}
+
+/// Bytes the raw-query index may hold (it only points into the store).
+const EXACT_MAX_BYTES: u64 = 16 << 20;
+
+/// Raw query string → key, one index per representation, so a lookup borrows the caller's
+/// text instead of building a key.
+type ExactIndex = Cache<Arc<str>, CacheKey, Hasher>;
+
+fn format_slot(format: Format) -> usize {
+    match format {
+        Format::Json => 0,
+        Format::Csv => 1,
+        Format::Sdk => 2,
+    }
+}
+
+pub struct ResponseCache<E> {
+    store: Arc<MemoryStore<CacheKey, Arc<Entry>>>,
+    /// For historic questions only: their key no longer depends on the clock, so a repeated
+    /// identical request skips parsing and validation.
+    exact: [ExactIndex; 3],
+    inflight: Coalescer<CacheKey, Arc<Entry>, E>,
+    freshness: Freshness,
+    clock: Clock,
+    identity: Arc<str>,
+    gzip_min: usize,
+    counters: Arc<Counters>,
+    shared: Option<RedisAnswers>,
+}
+
+impl<E> ResponseCache<E>
+where
+    E: From<TaskFailed> + Clone + Send + Sync + 'static,
+{
+    pub fn new(
+        settings: &CacheSettings,
+        identity: &str,
+        metrics: &GatewayMetrics,
+        shared: Option<Arc<SharedState>>,
+        clock: Clock,
+    ) -> Self {
+        let exact = || {
+            Cache::builder()
+                .max_capacity(EXACT_MAX_BYTES / 3)
+                .weigher(|raw: &Arc<str>, key: &CacheKey| {
+                    use super::memory::MemoryKey;
+                    u32::try_from(ENTRY_OVERHEAD + raw.len() + key.bytes()).unwrap_or(u32::MAX)
+                })
+                .build_with_hasher(Hasher::default())
+        };
+        Self {
+            store: Arc::new(MemoryStore::new(settings.max_bytes)),
+            exact: [exact(), exact(), exact()],
+            inflight: Coalescer::default(),
+            freshness: Freshness::new(settings),
+            identity: Arc::from(identity),
+            gzip_min: settings.gzip_min_bytes,
+            counters: Arc::new(Counters::new(metrics)),
+            shared: shared.map(|s| RedisAnswers::new(s, settings.gzip_min_bytes, clock.clone())),
+            clock,
+        }
+    }
+
+    /// A fresh answer for exactly this query string in this representation, if one was given
+    /// before: the fast path, taken before parsing. Only historic questions are indexed.
+    pub async fn exact_hit(
+        &self,
+        format: Format,
+        raw_query: &str,
+        now: i64,
+        directives: Directives,
+    ) -> Option<Arc<Entry>> {
+        if directives.no_cache {
+            return None;
+        }
+        let key = self.exact[format_slot(format)].get(raw_query).await?;
+        let entry = self.store.lookup(&key).await?;
+        if !entry.deadlines.is_fresh(now) {
+            return None;
+        }
+        self.counters.hits.inc();
+        Some(entry)
+    }
+
+    /// Answers `query` in `format` (which `raw_query` spelled) from the store, or by running
+    /// `fetch` (coalesced), which returns the rendered body.
+    pub async fn answer<F, Fut>(
+        &self,
+        format: Format,
+        raw_query: &str,
+        query: MetricQuery,
+        now: i64,
+        directives: Directives,
+        fetch: F,
+    ) -> Result<Answer<E>, CacheError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Bytes, E>> + Send + 'static,
+    {
+        let lifetime = self.freshness.lifetime(&query, now);
+        let key = CacheKey::new(self.identity.clone(), Arc::new(query), format, lifetime);
+        let answer = self
+            .lookup_or_fetch(key.clone(), lifetime, now, directives, fetch)
+            .await?;
+        if lifetime == Lifetime::Historic && answer.entry.deadlines.is_fresh(now) {
+            self.exact[format_slot(format)]
+                .insert(raw_query.into(), key)
+                .await;
+        }
+        Ok(answer)
+    }
+
+    async fn lookup_or_fetch<F, Fut>(
+        &self,
+        key: CacheKey,
+        lifetime: Lifetime,
+        now: i64,
+        directives: Directives,
+        fetch: F,
+    ) -> Result<Answer<E>, CacheError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Bytes, E>> + Send + 'static,
+    {
+        let c = &self.counters;
+        let stored = match self.store.lookup(&key).await {
+            Some(e) => Some(e),
+            None => match key.previous_bucket() {
+                Some(previous) => self.store.lookup(&previous).await,
+                None => None,
+            },
+        };
+        if !directives.no_cache {
+            if let Some(entry) = &stored {
+                if entry.deadlines.is_fresh(now) {
+                    c.hits.inc();
+                    return Ok(Answer {
+                        entry: entry.clone(),
+                        route: Route::Hit,
+                        failure: None,
+                    });
+                }
+                if now < entry.deadlines.stale_while_revalidate_until {
+                    c.stale.inc();
+                    // Refresh once in the background; a refresh already running is joined.
+                    let _ = self.start(key, now, lifetime, directives, fetch);
+                    return Ok(Answer {
+                        entry: entry.clone(),
+                        route: Route::StaleWhileRevalidate,
+                        failure: None,
+                    });
+                }
+            }
+            if directives.only_if_cached {
+                return Err(CacheError::NotCached);
+            }
+        }
+        let joined = self.start(key, now, lifetime, directives, fetch);
+        let collapsed = joined.is_collapsed();
+        if collapsed {
+            c.collapsed.inc();
+        } else {
+            c.misses.inc();
+        }
+        match joined.into_fetch().await {
+            Ok(entry) => Ok(Answer {
+                entry,
+                route: if directives.no_cache {
+                    Route::Forced { collapsed }
+                } else {
+                    Route::Miss { collapsed }
+                },
+                failure: None,
+            }),
+            Err(error) => match stored {
+                Some(entry) if now < entry.deadlines.stale_if_error_until => {
+                    c.stale.inc();
+                    Ok(Answer {
+                        entry,
+                        route: Route::StaleIfError,
+                        failure: Some(error),
+                    })
+                }
+                _ => Err(CacheError::Fetch(error)),
+            },
+        }
+    }
+
+    /// Starts (or joins) the fetch for `key`. The fetched body is stored before the fetch
+    /// leaves the in-flight map, so later askers find it in the store.
+    fn start<F, Fut>(
+        &self,
+        key: CacheKey,
+        asked_at: i64,
+        lifetime: Lifetime,
+        directives: Directives,
+        fetch: F,
+    ) -> Joined<Arc<Entry>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Bytes, E>> + Send + 'static,
+    {
+        let store = self.store.clone();
+        let freshness = self.freshness.clone();
+        let clock = self.clock.clone();
+        let gzip_min = self.gzip_min;
+        let counters = self.counters.clone();
+        let shared = self.shared.clone().filter(RedisAnswers::is_up);
+        let body = fetch();
+        let task_key = key.clone();
+        self.inflight.join_or_start(key, async move {
+            let accept = Accept {
+                asked_at,
+                only_newer: directives.no_cache,
+            };
+            // A fetch that finished between our lookup and our turn here already answered.
+            if let Some(entry) = store.lookup(&task_key).await
+                && accept.accepts(&entry.deadlines)
+            {
+                return Ok(entry);
+            }
+            // With Redis, another replica may have the answer, or be fetching it.
+            let shared_id = shared.as_ref().map(|_| task_key.shared_id());
+            let mut lock = None;
+            if let (Some(s), Some(id)) = (&shared, &shared_id) {
+                match s.take_turn(id, accept).await {
+                    Turn::Answered(entry) => {
+                        store.insert(task_key, entry.clone()).await;
+                        return Ok(entry);
+                    }
+                    Turn::Fetch { lock: held } => lock = held,
+                }
+            }
+            counters.fetches.fetch_add(1, Ordering::Relaxed);
+            let started = std::time::Instant::now();
+            let result = body.await;
+            let entry = result.map(|body| {
+                Arc::new(Entry {
+                    gzip: (body.len() >= gzip_min)
+                        .then(|| super::gzip(&body))
+                        .flatten(),
+                    etag: etag(&body),
+                    deadlines: freshness.deadlines(lifetime, clock.now_ms()),
+                    upstream_ms: started.elapsed().as_millis() as u64,
+                    // Serializers grow their buffers by doubling; an entry keeps exactly its
+                    // bytes.
+                    body: Bytes::copy_from_slice(&body),
+                })
+            });
+            if let Ok(entry) = &entry {
+                store.insert(task_key, entry.clone()).await;
+                if let (Some(s), Some(id)) = (&shared, &shared_id) {
+                    s.insert(id.clone(), entry.clone()).await;
+                }
+            }
+            if let (Some(s), Some(l)) = (&shared, &lock) {
+                s.release(l).await;
+            }
+            entry
+        })
+    }
+
+    /// Removes what `filter` names, here and in Redis.
+    pub async fn purge(&self, filter: &PurgeFilter) -> u64 {
+        if filter.is_everything() {
+            for index in &self.exact {
+                index.invalidate_all();
+            }
+        }
+        let purged = self.store.purge(filter).await;
+        if let Some(s) = &self.shared {
+            s.purge(filter).await;
+        }
+        purged
+    }
+
+    pub async fn report(&self) -> CacheReport {
+        let store = self.store.report().await;
+        let mut index_bytes = 0;
+        for index in &self.exact {
+            index.run_pending_tasks().await;
+            index_bytes += index.weighted_size();
+        }
+        let c = &self.counters;
+        let hits = c.hits.get();
+        let misses = c.misses.get();
+        let stale = c.stale.get();
+        let asked = hits + misses + stale;
+        CacheReport {
+            entries: store.entries,
+            bytes: store.bytes,
+            max_bytes: store.max_bytes,
+            hits,
+            misses,
+            collapsed: c.collapsed.get(),
+            stale,
+            fetches: c.fetches.load(Ordering::Relaxed),
+            hit_ratio: if asked == 0 {
+                0.0
+            } else {
+                hits as f64 / asked as f64
+            },
+            index_bytes,
+            segments: None,
+        }
+    }
+}
+
+fn etag(body: &[u8]) -> String {
+    use sha1::{Digest, Sha1};
+    let digest = Sha1::digest(body);
+    format!("\"{}\"", hex::encode(&digest[..12]))
+}

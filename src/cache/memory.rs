@@ -1,0 +1,100 @@
+//! The in-process store: moka, bounded in bytes, each entry kept as long as its own
+//! deadlines say.
+
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use moka::Expiry;
+use moka::future::Cache;
+
+use super::Hasher;
+use super::store::{Store, StoreReport};
+use crate::query::PurgeFilter;
+
+/// A key the memory store can weigh and match against a purge.
+pub trait MemoryKey: Hash + Eq + Clone + Send + Sync + 'static {
+    /// Bytes the key holds beyond what the value counts.
+    fn bytes(&self) -> usize;
+    fn matches(&self, filter: &PurgeFilter) -> bool;
+}
+
+/// A value the memory store can weigh and expire.
+pub trait MemoryValue: Clone + Send + Sync + 'static {
+    /// Bytes the value holds, the store's bookkeeping included.
+    fn bytes(&self) -> usize;
+    /// How long to keep it after it is stored (fresh and stale time together).
+    fn keep_for(&self) -> Duration;
+}
+
+struct KeepFor<K, V>(PhantomData<fn(K, V)>);
+
+impl<K: MemoryKey, V: MemoryValue> Expiry<K, V> for KeepFor<K, V> {
+    fn expire_after_create(&self, _: &K, value: &V, _: std::time::Instant) -> Option<Duration> {
+        Some(value.keep_for())
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &K,
+        value: &V,
+        _: std::time::Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.keep_for())
+    }
+}
+
+pub struct MemoryStore<K: MemoryKey, V: MemoryValue> {
+    cache: Cache<K, V, Hasher>,
+    max_bytes: u64,
+}
+
+impl<K: MemoryKey, V: MemoryValue> MemoryStore<K, V> {
+    pub fn new(max_bytes: u64) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|k: &K, v: &V| u32::try_from(k.bytes() + v.bytes()).unwrap_or(u32::MAX))
+            .expire_after(KeepFor(PhantomData))
+            .build_with_hasher(Hasher::default());
+        Self { cache, max_bytes }
+    }
+}
+
+impl<K: MemoryKey, V: MemoryValue> Store<K, V> for MemoryStore<K, V> {
+    async fn lookup(&self, key: &K) -> Option<V> {
+        self.cache.get(key).await
+    }
+
+    async fn insert(&self, key: K, value: V) {
+        self.cache.insert(key, value).await;
+    }
+
+    async fn purge(&self, filter: &PurgeFilter) -> u64 {
+        self.cache.run_pending_tasks().await;
+        if filter.is_everything() {
+            let n = self.cache.entry_count();
+            self.cache.invalidate_all();
+            self.cache.run_pending_tasks().await;
+            return n;
+        }
+        let mut purged = 0;
+        for (key, _) in self.cache.iter() {
+            if key.matches(filter) {
+                self.cache.invalidate(&*key).await;
+                purged += 1;
+            }
+        }
+        self.cache.run_pending_tasks().await;
+        purged
+    }
+
+    async fn report(&self) -> StoreReport {
+        self.cache.run_pending_tasks().await;
+        StoreReport {
+            entries: self.cache.entry_count(),
+            bytes: self.cache.weighted_size(),
+            max_bytes: self.max_bytes,
+        }
+    }
+}

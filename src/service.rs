@@ -1,0 +1,170 @@
+//! The use case: a metric-data question in, an answer out. Owns the order of the steps (the
+//! raw-query index, parsing, the caches, the fetch, rendering) and knows nothing of HTTP:
+//! handlers extract a [`MetricRequest`] and write the [`Served`] answer.
+
+use std::sync::Arc;
+
+use crate::cache::segments::{Reuse, SegmentCache};
+use crate::cache::{CacheError, CacheReport, Directives, Entry, Purged, ResponseCache, Route};
+use crate::catalog::Catalog;
+use crate::clock::Clock;
+use crate::fetch::{FetchError, MetricSource};
+use crate::query::{self, Dialect, FieldError, MetricQuery, PurgeFilter, Representation};
+use crate::render;
+use crate::settings::Settings;
+use crate::telemetry::{GatewayMetrics, trace};
+
+/// One caller's question, as the HTTP layer extracted it.
+pub struct MetricRequest<'a> {
+    pub dialect: Dialect,
+    pub raw_query: &'a str,
+    pub representation: Representation,
+    pub directives: Directives,
+    /// The caller's `traceparent`, continued towards the appliance on a miss.
+    pub traceparent: Option<&'a str>,
+}
+
+/// The answer, and how it was obtained.
+pub struct Served {
+    pub entry: Arc<Entry>,
+    pub route: Route,
+    /// The fetch's error, when a stale answer is served because of it.
+    pub failure: Option<FetchError>,
+    /// When the answer was ready (for `Age` and freshness left).
+    pub now_ms: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("the query is invalid")]
+    InvalidQuery(Vec<FieldError>),
+    #[error("not in the cache (only-if-cached)")]
+    NotCached,
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+}
+
+pub struct MetricService {
+    clock: Clock,
+    catalog: Arc<Catalog>,
+    limits: crate::settings::QueryLimits,
+    source: MetricSource,
+    cache: ResponseCache<FetchError>,
+    segments: Option<Arc<SegmentCache<FetchError>>>,
+}
+
+impl MetricService {
+    pub fn new(
+        settings: &Settings,
+        source: MetricSource,
+        catalog: Arc<Catalog>,
+        metrics: &GatewayMetrics,
+        shared: Option<Arc<crate::redis::SharedState>>,
+        clock: Clock,
+    ) -> Self {
+        let identity = source.client().identity();
+        Self {
+            cache: ResponseCache::new(&settings.cache, &identity, metrics, shared, clock.clone()),
+            segments: settings.segments.enabled.then(|| {
+                Arc::new(SegmentCache::new(
+                    &settings.segments,
+                    &settings.cache,
+                    &identity,
+                ))
+            }),
+            limits: settings.query.clone(),
+            source,
+            catalog,
+            clock,
+        }
+    }
+
+    pub async fn answer(&self, req: MetricRequest<'_>) -> Result<Served, ServiceError> {
+        let now = self.clock.now_ms();
+        let format = req.representation.format;
+        if let Some(entry) = self
+            .cache
+            .exact_hit(format, req.raw_query, now, req.directives)
+            .await
+        {
+            return Ok(Served {
+                entry,
+                route: Route::Hit,
+                failure: None,
+                now_ms: now,
+            });
+        }
+        let names = self.catalog.names();
+        let query = query::parse_in(req.dialect, req.raw_query, &self.limits, &names, now)
+            .map_err(ServiceError::InvalidQuery)?;
+        let asked = query.clone();
+        let directives = req.directives;
+        let fetch = move || {
+            // A new hop of the caller's trace, made only when the appliance is asked.
+            let traceparent = Some(trace::upstream_traceparent(req.traceparent));
+            let source = self.source.clone();
+            let segments = self.segments.clone();
+            async move {
+                let data = match segments {
+                    Some(segments) => {
+                        let reuse = if directives.no_cache {
+                            Reuse::Refetch
+                        } else {
+                            Reuse::Cached
+                        };
+                        let by_range = {
+                            let source = source.clone();
+                            let traceparent = traceparent.clone();
+                            move |ranged: MetricQuery| {
+                                let source = source.clone();
+                                let traceparent = traceparent.clone();
+                                async move { source.fetch(&ranged, now, traceparent).await }
+                            }
+                        };
+                        match segments.answer(&asked, now, reuse, by_range).await {
+                            Some(data) => data?,
+                            None => source.fetch(&asked, now, traceparent).await?,
+                        }
+                    }
+                    None => source.fetch(&asked, now, traceparent).await?,
+                };
+                Ok(render::render(format, &data)?)
+            }
+        };
+        let answer = self
+            .cache
+            .answer(format, req.raw_query, query, now, directives, fetch)
+            .await
+            .map_err(|e| match e {
+                CacheError::NotCached => ServiceError::NotCached,
+                CacheError::Fetch(e) => ServiceError::Fetch(e),
+            })?;
+        Ok(Served {
+            entry: answer.entry,
+            route: answer.route,
+            failure: answer.failure,
+            now_ms: self.clock.now_ms(),
+        })
+    }
+
+    /// Both caches' statistics.
+    pub async fn cache_report(&self) -> CacheReport {
+        let mut report = self.cache.report().await;
+        if let Some(segments) = &self.segments {
+            report.segments = Some(segments.report().await);
+        }
+        report
+    }
+
+    /// Both caches, purged alike: everything, or what `filter` names.
+    pub async fn purge(&self, filter: &PurgeFilter) -> Purged {
+        let segments = match &self.segments {
+            Some(s) => s.purge(filter).await,
+            None => 0,
+        };
+        Purged {
+            purged: self.cache.purge(filter).await,
+            segments,
+        }
+    }
+}

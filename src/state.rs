@@ -1,0 +1,40 @@
+//! What every handler shares, built once by `startup`. Nothing below `api/` imports this.
+
+use std::sync::Arc;
+
+use crate::cache::{CacheReport, Purged};
+use crate::catalog::Catalog;
+use crate::clock::Clock;
+use crate::health::ApplianceHealth;
+use crate::limits::CallerLimits;
+use crate::query::PurgeFilter;
+use crate::redis::SharedState;
+use crate::service::MetricService;
+use crate::settings::Settings;
+use crate::telemetry::GatewayMetrics;
+use crate::upstream::ApplianceClient;
+
+pub struct AppState {
+    pub settings: Settings,
+    pub clock: Clock,
+    pub catalog: Arc<Catalog>,
+    pub service: MetricService,
+    pub client: ApplianceClient,
+    pub callers: Arc<CallerLimits>,
+    pub health: Arc<ApplianceHealth>,
+    pub metrics: Arc<GatewayMetrics>,
+    /// Redis, when replicas share state (`None` in embedded mode).
+    pub shared: Option<Arc<SharedState>>,
+}
+
+impl AppState {
+    /// Both caches' statistics.
+    pub async fn cache_report(&self) -> CacheReport {
+        self.service.cache_report().await
+    }
+
+    /// Both caches, purged alike: everything, or what `filter` names.
+    pub async fn purge_caches(&self, filter: &PurgeFilter) -> Purged {
+        self.service.purge(filter).await
+    }
+}
