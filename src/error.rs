@@ -298,3 +298,27 @@ impl ResponseError for ApiError {
         response.json(problem)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coalesce::Coalescer;
+
+    #[tokio::test]
+    async fn our_own_failures_are_500s_never_the_appliances() {
+        let fetches: Coalescer<u8, u8, FetchError> = Coalescer::default();
+        let panicked = fetches
+            .join_or_start(1, async { panic!("a bug of ours") })
+            .into_fetch()
+            .await
+            .unwrap_err();
+        assert!(matches!(panicked, FetchError::Task(_)));
+        let problem = ApiError::Fetch(panicked).problem();
+        assert_eq!(problem.status, 500);
+        assert_eq!(problem.type_, "urn:metricgate:problem:internal");
+        assert!(!problem.detail.contains("appliance"), "{}", problem.detail);
+
+        let appliance = ApiError::Fetch(FetchError::Answer(AnswerError::Reported("x".into())));
+        assert_eq!(appliance.problem().status, 502);
+    }
+}

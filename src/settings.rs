@@ -348,7 +348,7 @@ impl Settings {
             ));
         }
         for proxy in &r.trusted_proxies {
-            if crate::limits::parse_proxy(proxy).is_none() {
+            if parse_proxy(proxy).is_none() {
                 problems.push(format!(
                     "rate_limit.trusted_proxies: {proxy:?} is not an IP address or CIDR"
                 ));
@@ -403,6 +403,15 @@ fn positive(problems: &mut Vec<String>, name: &str, value: u64) {
     if value == 0 {
         problems.push(format!("{name} must be greater than 0"));
     }
+}
+
+/// An IP address or CIDR, as `rate_limit.trusted_proxies` holds them.
+pub fn parse_proxy(text: &str) -> Option<ipnet::IpNet> {
+    text.parse::<ipnet::IpNet>().ok().or_else(|| {
+        text.parse::<std::net::IpAddr>()
+            .ok()
+            .map(ipnet::IpNet::from)
+    })
 }
 
 #[cfg(test)]

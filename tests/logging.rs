@@ -105,7 +105,13 @@ async fn the_private_token_never_reaches_the_logs() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // The last access line is written as its answer leaves; wait for it, boundedly.
+    for _ in 0..200 {
+        if String::from_utf8_lossy(&logs.0.lock().unwrap()).contains("log-test-request") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 
     let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
     // One access line per request, with the request id, client, cache status and upstream time.

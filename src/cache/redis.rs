@@ -40,8 +40,11 @@ pub(super) struct Accept {
 }
 
 impl Accept {
+    /// An answer stored after the request asked, or (without `no-cache`) one still fresh
+    /// then. Stored in the same millisecond is not "after": a frozen test clock must not let
+    /// `no-cache` take the answer it wanted replaced.
     pub(super) fn accepts(&self, d: &Deadlines) -> bool {
-        d.stored_at >= self.asked_at || (!self.only_newer && d.is_fresh(self.asked_at))
+        d.stored_at > self.asked_at || (!self.only_newer && d.is_fresh(self.asked_at))
     }
 }
 

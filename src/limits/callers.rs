@@ -16,7 +16,7 @@ use governor::{Quota, RateLimiter};
 use ipnet::IpNet;
 
 use crate::redis::SharedState;
-use crate::settings::{ClientQuota, RateLimitSettings};
+use crate::settings::{ClientQuota, RateLimitSettings, parse_proxy};
 
 type Keyed = RateLimiter<
     Caller,
@@ -100,13 +100,6 @@ fn quota(q: &ClientQuota) -> Quota {
     let per_minute = NonZeroU32::new(q.per_minute).unwrap_or(NonZeroU32::MIN);
     let burst = NonZeroU32::new(q.burst).unwrap_or(NonZeroU32::MIN);
     Quota::per_minute(per_minute).allow_burst(burst)
-}
-
-/// An IP address or CIDR, as `trusted_proxies` holds them.
-pub fn parse_proxy(text: &str) -> Option<IpNet> {
-    text.parse::<IpNet>()
-        .ok()
-        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
 impl CallerLimits {

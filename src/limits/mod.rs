@@ -3,4 +3,4 @@
 
 mod callers;
 
-pub use callers::{Caller, CallerLimits, Decision, RateState, parse_proxy};
+pub use callers::{Caller, CallerLimits, Decision, RateState};

@@ -174,7 +174,8 @@ impl ApplianceClient {
                         return Err(e);
                     };
                     tracing::debug!(error = %e, attempt, ?backoff, "retrying");
-                    self.clock.sleep(backoff).await;
+                    // Real time: the backoff paces a remote peer; it decides nothing.
+                    tokio::time::sleep(backoff).await;
                 }
                 other => return other,
             }

@@ -78,6 +78,8 @@ impl RetryBudget {
 pub struct ApplianceGuard {
     slots: std::sync::Arc<Semaphore>,
     max_in_flight: usize,
+    /// Requests waiting for a slot or a token.
+    queued: std::sync::atomic::AtomicUsize,
     per_minute: PerMinute,
     queue_timeout: Duration,
     clock: Clock,
@@ -123,6 +125,8 @@ impl Drop for Ticket<'_> {
 pub struct GuardReport {
     pub max_in_flight: usize,
     pub in_flight: usize,
+    /// Requests waiting for a slot or the per-minute budget.
+    pub queued: usize,
     pub per_minute: u32,
     pub queue_timeout_ms: u64,
     pub retries: u32,
@@ -156,6 +160,7 @@ impl ApplianceGuard {
             budget_burst: quota.burst_size().get(),
             slots: std::sync::Arc::new(Semaphore::new(s.max_in_flight)),
             max_in_flight: s.max_in_flight,
+            queued: std::sync::atomic::AtomicUsize::new(0),
             per_minute: RateLimiter::direct_with_clock(window_quota(s.per_minute), clock.clone()),
             clock,
             queue_timeout: Duration::from_millis(s.queue_timeout_ms),
@@ -175,6 +180,13 @@ impl ApplianceGuard {
     /// Waits (boundedly) for leave to send one request.
     pub async fn admit(&self) -> Result<Ticket<'_>, UpstreamError> {
         self.breaker_allows()?;
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        let admitted = self.wait_for_leave().await;
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        admitted
+    }
+
+    async fn wait_for_leave(&self) -> Result<Ticket<'_>, UpstreamError> {
         let queue_ms = i64::try_from(self.queue_timeout.as_millis()).unwrap_or(i64::MAX);
         let deadline = self.clock.now_ms().saturating_add(queue_ms);
         let saturated = |retry_after_secs| UpstreamError::Saturated { retry_after_secs };
@@ -319,6 +331,7 @@ impl ApplianceGuard {
         GuardReport {
             max_in_flight: self.max_in_flight,
             in_flight: self.in_flight(),
+            queued: self.queued.load(Ordering::Relaxed),
             per_minute: s.per_minute,
             queue_timeout_ms: s.queue_timeout_ms,
             retries: self.retries,

@@ -19,15 +19,6 @@ fn slow(app: &TestApp, ms: u64) {
     });
 }
 
-async fn wait_for_upstream(app: &TestApp, count: u64) {
-    for _ in 0..200 {
-        if app.upstream_metricdata() >= count {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_repeated_request_is_a_hit() {
     let app = spawn_app().await;
@@ -138,8 +129,8 @@ async fn live_answers_expire_with_their_bucket() {
     })
     .await;
     // Start just after a bucket boundary, so both requests land in the same bucket.
-    let now = chrono::Utc::now().timestamp_millis();
-    tokio::time::sleep(Duration::from_millis((2000 - now % 2000 + 20) as u64)).await;
+    let now = app.clock.now_ms();
+    app.clock.set(now - now % 2000 + 2020);
     let q = "/v1/metricdata?metric=connections&did=1";
     let a = app.get(q).await;
     assert!(a.header("cache-status").contains("fwd=miss"));
@@ -152,9 +143,10 @@ async fn live_answers_expire_with_their_bucket() {
         max_age <= 2,
         "a live answer lives at most its bucket: {max_age}"
     );
+    app.advance(Duration::from_millis(1970));
     assert!(app.get(q).await.header("cache-status").contains("hit"));
     assert_eq!(app.upstream_metricdata(), 1);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    app.advance(Duration::from_millis(10));
     let c = app.get(q).await;
     assert!(
         c.header("cache-status").contains("fwd=miss"),
@@ -172,7 +164,7 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once() {
     })
     .await;
     assert_eq!(app.get(HISTORIC).await.status, 200);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app.advance(Duration::from_millis(1000));
     slow(&app, 300);
     let stale = join_all((0..10).map(|_| app.get(HISTORIC))).await;
     for a in &stale {
@@ -185,18 +177,27 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once() {
         );
         assert_eq!(a.header("cache-control"), "max-age=0");
     }
-    wait_for_upstream(&app, 2).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Every stale answer above was given before the refresh stored its answer (each says
+    // so), so all of them joined the one refresh in flight.
+    let mut fresh = app.get(HISTORIC).await;
+    for _ in 0..200 {
+        if !fresh.header("cache-status").contains("stale") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        fresh = app.get(HISTORIC).await;
+    }
+    assert!(
+        fresh
+            .header("cache-status")
+            .starts_with("metricgate; hit; ttl="),
+        "{}",
+        fresh.header("cache-status")
+    );
     assert_eq!(
         app.upstream_metricdata(),
         2,
         "exactly one background refresh"
-    );
-    let fresh = app.get(HISTORIC).await;
-    assert!(
-        fresh.header("cache-status").starts_with("metricgate; hit"),
-        "{}",
-        fresh.header("cache-status")
     );
 }
 
@@ -209,7 +210,7 @@ async fn stale_if_error_answers_stale_when_the_appliance_fails() {
     })
     .await;
     let original = app.get(HISTORIC).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app.advance(Duration::from_millis(1000));
     app.sim.set_faults(Faults {
         error_rate: 1.0,
         ..Faults::default()
@@ -419,14 +420,14 @@ async fn answers_made_before_the_catalog_are_dropped_when_it_arrives() {
             .contains("hit")
     );
     app.sim.set_faults(Faults::default());
-    let mut unit = Value::Null;
-    for _ in 0..100 {
-        unit = app.get(HISTORIC).await.body["series"][0]["unit"].clone();
-        if unit != Value::Null {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The next probe, a period later on the gateway's clock, fetches the catalog.
+    let arrived = app
+        .advance_until(HISTORIC, Duration::from_secs(1), 10, |a| {
+            a.body["series"][0]["unit"] != Value::Null
+        })
+        .await;
+    assert!(arrived, "the catalog arrived");
+    let unit = app.get(HISTORIC).await.body["series"][0]["unit"].clone();
     assert_eq!(unit, "connections", "the catalog's unit, once it arrived");
     assert_eq!(
         app.upstream_metricdata(),

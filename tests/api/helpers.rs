@@ -1,5 +1,6 @@
 //! Starts the real gateway on port 0 against the real simulator on port 0, on loopback.
 
+use metricgate::clock::Clock;
 use metricgate::settings::Settings;
 use metricgate::sim::Simulator;
 use metricgate::startup::Application;
@@ -12,6 +13,8 @@ pub struct TestApp {
     pub url: String,
     pub sim: Simulator,
     pub http: reqwest::Client,
+    /// The gateway's clock: manual, so a test moves time instead of sleeping through it.
+    pub clock: Clock,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -60,12 +63,16 @@ pub async fn spawn_app_against(sim: Simulator, adjust: impl FnOnce(&mut Settings
     let mut settings = test_settings(&sim);
     adjust(&mut settings);
     settings.validate().expect("test settings are valid");
-    let app = Application::build(settings).await.expect("gateway builds");
+    let clock = Clock::manual_from_now();
+    let app = Application::build_with_clock(settings, clock.clone())
+        .await
+        .expect("gateway builds");
     let url = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
     TestApp {
         url,
         sim,
+        clock,
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -102,6 +109,46 @@ impl Answer {
 }
 
 impl TestApp {
+    /// Moves the gateway's clock forward.
+    pub fn advance(&self, by: std::time::Duration) {
+        self.clock.advance(by);
+    }
+
+    /// Advances the clock by `step` until `done` holds for the gateway's answer to `path`,
+    /// at most `steps` times; whether it did. (Background work such as probes runs on the
+    /// clock, so each step gives it a moment of real time to act.)
+    pub async fn advance_until(
+        &self,
+        path: &str,
+        step: std::time::Duration,
+        steps: u32,
+        done: impl Fn(&Answer) -> bool,
+    ) -> bool {
+        for _ in 0..steps {
+            self.advance(step);
+            for _ in 0..20 {
+                if done(&self.get(path).await) {
+                    return true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+        false
+    }
+
+    /// Polls the gateway's appliance guard until `done` holds for its report (real time,
+    /// bounded): for tests that must know requests are queued before moving the clock.
+    pub async fn wait_for_guard(&self, done: impl Fn(&Value) -> bool) {
+        for _ in 0..500 {
+            let limits = self.get("/internal/limits").await;
+            if done(&limits.body["appliance"]) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the appliance guard never reached the expected state");
+    }
+
     pub async fn get(&self, path_and_query: &str) -> Answer {
         self.get_with(path_and_query, &[]).await
     }

@@ -153,7 +153,14 @@ async fn without_a_slot_in_time_the_answer_is_503_with_retry_after() {
         ..Faults::default()
     });
     let queries: Vec<String> = (1..=3).map(|did| format!("{Q}&did={did}")).collect();
-    let answers = join_all(queries.iter().map(|q| app.get(q))).await;
+    let asked = join_all(queries.iter().map(|q| app.get(q)));
+    let expire = async {
+        // One request holds the slot; once the other two wait for it, their time runs out.
+        app.wait_for_guard(|g| g["in_flight"] == 1 && g["queued"] == 2)
+            .await;
+        app.advance(std::time::Duration::from_millis(100));
+    };
+    let (answers, ()) = tokio::join!(asked, expire);
     let busy: Vec<_> = answers.iter().filter(|a| a.status == 503).collect();
     assert_eq!(busy.len(), 2);
     assert_eq!(answers.iter().filter(|a| a.status == 200).count(), 1);
@@ -169,7 +176,7 @@ async fn without_a_slot_in_time_the_answer_is_503_with_retry_after() {
     let slow_query = format!("{Q}&did=99");
     let slow = app.get(&slow_query);
     let hit = async {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        app.wait_for_guard(|g| g["in_flight"] == 1).await;
         app.get(&queries[answers.iter().position(|a| a.status == 200).unwrap()])
             .await
     };
@@ -254,7 +261,7 @@ async fn the_breaker_opens_fails_fast_and_recovers() {
     );
 
     app.sim.set_faults(Faults::default());
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    app.advance(std::time::Duration::from_millis(1000));
     assert_eq!(
         app.get(&format!("{Q}&did=5")).await.status,
         200,
@@ -285,7 +292,7 @@ async fn an_open_breaker_serves_stale_where_it_can() {
         ..Faults::default()
     });
     assert_eq!(app.get(&format!("{Q}&did=1")).await.status, 502); // opens the breaker
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    app.advance(std::time::Duration::from_millis(1000));
     let seen = app.sim.stats.snapshot().requests;
     let a = app.get(Q).await;
     assert_eq!(a.status, 200);

@@ -136,15 +136,13 @@ async fn readiness_follows_the_appliance() {
         error_rate: 1.0,
         ..Faults::default()
     });
-    let mut waited = 0;
-    while app.get("/readyz").await.status == 200 {
-        assert!(
-            waited < 50,
-            "readiness did not notice the appliance failing"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        waited += 1;
-    }
+    // Probes run every second of the gateway's clock.
+    let second = Duration::from_secs(1);
+    assert!(
+        app.advance_until("/readyz", second, 3, |r| r.status == 503)
+            .await,
+        "readiness did not notice the appliance failing"
+    );
     let r = app.get("/readyz").await;
     assert_eq!(r.status, 503);
     assert!(
@@ -157,15 +155,11 @@ async fn readiness_follows_the_appliance() {
     );
 
     app.sim.set_faults(Faults::default());
-    let mut waited = 0;
-    while app.get("/readyz").await.status != 200 {
-        assert!(
-            waited < 50,
-            "readiness did not notice the appliance recover"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        waited += 1;
-    }
+    assert!(
+        app.advance_until("/readyz", second, 3, |r| r.status == 200)
+            .await,
+        "readiness did not notice the appliance recover"
+    );
 }
 
 #[tokio::test]
@@ -175,16 +169,15 @@ async fn readiness_reports_refused_credentials_and_a_vanished_appliance() {
         s.upstream.probe_secs = 1;
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let r = app.get("/readyz").await;
-    assert_eq!(r.status, 503);
+    // The first probe runs at start.
     assert!(
-        r.body["reasons"]
+        app.advance_until("/readyz", Duration::ZERO, 1, |r| r.body["reasons"]
             .to_string()
-            .contains("API SIGNATURE ERROR"),
-        "{}",
-        r.body
+            .contains("API SIGNATURE ERROR"))
+            .await,
+        "readiness did not report the refused signature"
     );
+    assert_eq!(app.get("/readyz").await.status, 503);
 
     let app = spawn_app_with(|s| {
         s.upstream.probe_secs = 1;
@@ -194,15 +187,11 @@ async fn readiness_reports_refused_credentials_and_a_vanished_appliance() {
     .await;
     app.ready().await;
     app.sim.stop().await;
-    let mut waited = 0;
-    while app.get("/readyz").await.status == 200 {
-        assert!(
-            waited < 50,
-            "readiness did not notice the appliance going away"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        waited += 1;
-    }
+    assert!(
+        app.advance_until("/readyz", Duration::from_secs(1), 3, |r| r.status == 503)
+            .await,
+        "readiness did not notice the appliance going away"
+    );
 }
 
 #[tokio::test]

@@ -150,3 +150,34 @@ async fn each_representation_has_its_own_shared_entry() {
     let sdk: serde_json::Value = sdk.json().await.expect("JSON, not CSV from Redis");
     assert_eq!(sdk["metric"], "connections", "{sdk}");
 }
+
+#[tokio::test]
+async fn a_lock_is_released_only_by_its_holder() {
+    let redis = TestRedis::start();
+    let mut settings = metricgate::settings::Settings::defaults().redis;
+    settings.url = redis.url();
+    let metrics = std::sync::Arc::new(metricgate::telemetry::GatewayMetrics::new());
+    let shared = metricgate::redis::SharedState::new(&settings, metrics)
+        .unwrap()
+        .unwrap();
+    tokio::spawn(shared.clone().keep());
+    for _ in 0..300 {
+        if shared.is_up() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(shared.is_up());
+    let key = shared.key("lock", "owner-test");
+    let mine = shared.try_lock(&key, 60_000).await.unwrap().unwrap();
+    assert_eq!(shared.try_lock(&key, 60_000).await, Some(None), "held");
+    // As if this holder's lock expired and another replica took it with its own token.
+    shared.set(&key, b"another-replica", 60_000).await;
+    assert!(
+        !shared.unlock(&key, &mine).await,
+        "the old holder must not delete the new holder's lock"
+    );
+    assert_eq!(shared.exists(&key).await, Some(true));
+    assert!(shared.unlock(&key, "another-replica").await);
+    assert_eq!(shared.exists(&key).await, Some(false));
+}
