@@ -9,60 +9,11 @@ use utoipa::IntoParams;
 
 use super::metricdata::serve;
 use super::openapi::ApplianceFailures;
+use super::params::SdkMetricDataParams;
 use crate::catalog::{MetricCatalog, MetricInfo};
 use crate::error::{ApiError, Problem};
 use crate::query::{Dialect, FieldError};
 use crate::state::AppState;
-
-/// The SDK's parameters, for the OpenAPI document. Parsing is `query::parse_in(Dialect::Sdk)`.
-#[allow(dead_code)]
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct SdkMetricDataParams {
-    /// One metric name, or several joined by commas (darktrace-sdk 0.9). darktrace-sdk 0.10
-    /// sends several as `metric1=`, `metric2=`, …, which are accepted too.
-    #[param(example = "bandwidth")]
-    metric: Option<String>,
-    /// Several metric names: repeat `metrics=` or give a comma list.
-    #[param(style = Form, explode)]
-    metrics: Option<Vec<String>>,
-    /// Device id. Not with `devices`.
-    #[param(example = 123, minimum = 1)]
-    did: Option<u64>,
-    #[param(minimum = 1)]
-    ddid: Option<u64>,
-    #[param(minimum = 1)]
-    odid: Option<u64>,
-    #[param(minimum = 1, maximum = 65535)]
-    port: Option<u16>,
-    #[param(minimum = 1, maximum = 65535)]
-    sourceport: Option<u16>,
-    #[param(minimum = 1, maximum = 65535)]
-    destinationport: Option<u16>,
-    /// IP protocol: a name (`tcp`, `udp`, …) or a number 0–255.
-    protocol: Option<String>,
-    #[param(pattern = "^[A-Za-z0-9_.:-]{1,32}$")]
-    applicationprotocol: Option<String>,
-    /// Start: epoch ms, ISO-8601 or `YYYY-MM-DD HH:MM:SS` (UTC).
-    #[param(example = "1705320000000")]
-    starttime: Option<String>,
-    /// End, same formats.
-    #[param(example = "1705323600000")]
-    endtime: Option<String>,
-    /// Alias of `starttime` (the SDK's `from_`).
-    from: Option<String>,
-    /// Alias of `endtime`.
-    to: Option<String>,
-    /// Seconds (`300`) or a label (`5min`, `1hour`, `1day`).
-    #[param(example = "5min")]
-    interval: Option<String>,
-    /// `True`/`False` (as Python writes them), `true`/`false`, `1`/`0`.
-    breachtimes: Option<bool>,
-    fulldevicedetails: Option<bool>,
-    /// Several device ids: comma-joined (darktrace-sdk 0.9) or repeated (0.10). Not with `did`.
-    #[param(example = json!(["123", "456"]), style = Form, explode)]
-    devices: Option<Vec<String>>,
-}
 
 /// Metric data in the shapes darktrace-sdk scripts expect.
 ///

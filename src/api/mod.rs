@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod observe;
 pub mod openapi;
 pub mod ops;
+mod params;
 
 use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, HttpResponse, web};

@@ -3,6 +3,7 @@
 //! A `MetricQuery` can only be built valid, so nothing past this module re-checks it, and two
 //! requests that mean the same thing produce equal values (the cache key relies on it).
 
+mod parameters;
 mod params;
 mod representation;
 mod values;
@@ -10,7 +11,8 @@ mod values;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-pub use params::{Dialect, KNOWN_PARAMETERS, parse, parse_in};
+pub use parameters::{Example, PARAMETERS, Parameter, Shape};
+pub use params::{Dialect, parse, parse_in};
 pub use representation::{Encoding, Format, Offer, Representation};
 pub use values::{interval_label, shown};
 

@@ -6,29 +6,6 @@ use super::values::{self, shown};
 use super::{FieldError, MetricNames, MetricQuery};
 use crate::settings::QueryLimits;
 
-/// Every parameter `/v1/metricdata` accepts.
-pub const KNOWN_PARAMETERS: &[&str] = &[
-    "metric",
-    "metrics",
-    "did",
-    "ddid",
-    "odid",
-    "port",
-    "sourceport",
-    "destinationport",
-    "protocol",
-    "applicationprotocol",
-    "starttime",
-    "endtime",
-    "from",
-    "to",
-    "interval",
-    "breachtimes",
-    "fulldevicedetails",
-    "devices",
-    "format",
-];
-
 /// Parameters that may repeat, or carry comma lists.
 const LIST_PARAMETERS: &[&str] = &["metrics", "devices"];
 
@@ -127,7 +104,7 @@ impl Parser {
                 );
                 continue;
             }
-            let Some(name) = KNOWN_PARAMETERS.iter().copied().find(|k| *k == key) else {
+            let Some(name) = super::parameters::known(&key).map(|p| p.name) else {
                 let hint = closest_parameter(&key)
                     .map(|k| format!("; did you mean `{k}`?"))
                     .unwrap_or_default();
@@ -475,9 +452,9 @@ fn closest_parameter(key: &str) -> Option<&'static str> {
         .filter(|c| c.is_ascii_alphanumeric())
         .collect::<String>()
         .to_ascii_lowercase();
-    KNOWN_PARAMETERS
+    super::parameters::PARAMETERS
         .iter()
-        .copied()
+        .map(|p| p.name)
         .map(|k| (strsim::jaro_winkler(&squashed, k), k))
         .filter(|(score, _)| *score > 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
@@ -590,7 +567,9 @@ mod properties {
         #[test]
         fn the_parser_never_panics_on_plausible_queries(
             pairs in proptest::collection::vec((
-                proptest::sample::select(KNOWN_PARAMETERS.to_vec()),
+                proptest::sample::select(
+                    crate::query::PARAMETERS.iter().map(|p| p.name).collect::<Vec<_>>()
+                ),
                 r"[0-9a-zA-Z:,. %+-]{0,24}",
             ), 0..12)
         ) {

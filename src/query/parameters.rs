@@ -1,0 +1,171 @@
+//! Every `/metricdata` parameter, once: the parser's list of known names and the OpenAPI
+//! document's parameters (both dialects) are read from [`PARAMETERS`].
+
+/// What a parameter's values look like, for the OpenAPI document (the parser checks them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Free text the parser interprets (times, intervals, protocol names).
+    Text,
+    /// `[A-Za-z0-9_.:-]`, at most this many characters.
+    Token(usize),
+    /// A positive integer id.
+    Id,
+    Port,
+    Boolean,
+    /// Repeated, or a comma list.
+    List,
+    /// `json` or `csv`.
+    Format,
+}
+
+/// A documented example value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Example {
+    Text(&'static str),
+    Number(i64),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Parameter {
+    pub name: &'static str,
+    pub shape: Shape,
+    /// `/v1`'s description.
+    pub doc: &'static str,
+    /// `/darktrace`'s, where the SDK's spelling differs; `None` means the same as `/v1`.
+    pub sdk_doc: Option<&'static str>,
+    /// Present on `/darktrace` (the SDK route has no `format`).
+    pub in_sdk: bool,
+    /// Examples are given only where, all together, they form one valid request: Swagger UI
+    /// sends every example at once.
+    pub example: Option<Example>,
+}
+
+const fn p(name: &'static str, shape: Shape, doc: &'static str) -> Parameter {
+    Parameter {
+        name,
+        shape,
+        doc,
+        sdk_doc: None,
+        in_sdk: true,
+        example: None,
+    }
+}
+
+impl Parameter {
+    const fn sdk(mut self, doc: &'static str) -> Self {
+        self.sdk_doc = Some(doc);
+        self
+    }
+
+    const fn example(mut self, example: Example) -> Self {
+        self.example = Some(example);
+        self
+    }
+
+    const fn gateway_only(mut self) -> Self {
+        self.in_sdk = false;
+        self
+    }
+}
+
+pub const PARAMETERS: &[Parameter] = &[
+    p(
+        "metric",
+        Shape::Token(64),
+        "One metric name (see `GET /v1/metrics`). Give `metric` or `metrics`, not both.",
+    )
+    .sdk("One metric name, or several joined by commas (darktrace-sdk 0.9). darktrace-sdk 0.10 sends several as `metric1=`, `metric2=`, …, which are accepted too.")
+    .example(Example::Text("connections")),
+    p(
+        "metrics",
+        Shape::List,
+        "Several metric names: repeat `metrics=` or give a comma list. Sorted and deduplicated. Not with `metric`.",
+    ),
+    p("did", Shape::Id, "Device id. Give `did` or `devices`, not both.")
+        .example(Example::Number(1)),
+    p("ddid", Shape::Id, "Destination device id."),
+    p("odid", Shape::Id, "Other device id."),
+    p("port", Shape::Port, "Port (source or destination)."),
+    p("sourceport", Shape::Port, "Source port."),
+    p("destinationport", Shape::Port, "Destination port."),
+    p(
+        "protocol",
+        Shape::Text,
+        "IP protocol: a name (`tcp`, `udp`, `icmp`, …) or a number 0–255.",
+    ),
+    p(
+        "applicationprotocol",
+        Shape::Token(32),
+        "Application protocol code (letters, digits, `_ . : -`; at most 32).",
+    ),
+    p(
+        "starttime",
+        Shape::Text,
+        "Start: epoch ms, ISO-8601 (`2024-01-15T12:00:00Z`) or `YYYY-MM-DD HH:MM:SS` (UTC). Alias: `from`. Without an end, the range runs until now; without a start, the appliance's recent window is asked for.",
+    ),
+    p(
+        "endtime",
+        Shape::Text,
+        "End (exclusive), same formats as `starttime`. Alias: `to`. Needs a start.",
+    ),
+    p("from", Shape::Text, "Alias of `starttime`.").sdk("Alias of `starttime` (the SDK's `from_`)."),
+    p("to", Shape::Text, "Alias of `endtime`."),
+    p(
+        "interval",
+        Shape::Text,
+        "Bucket width: seconds (`300`) or a label (`1min`, `5min`, `15min`, `1hour`, `1day`). Default 60 seconds. Each bucket holds the maximum value inside it.",
+    )
+    .example(Example::Text("5min")),
+    p(
+        "breachtimes",
+        Shape::Boolean,
+        "Include model breach times (`true`/`false`/`1`/`0`).",
+    )
+    .sdk("Include model breach times: `True`/`False` (as Python writes them), `true`/`false`, `1`/`0`."),
+    p(
+        "fulldevicedetails",
+        Shape::Boolean,
+        "Include full device details (`true`/`false`/`1`/`0`).",
+    ),
+    p(
+        "devices",
+        Shape::List,
+        "Several numeric device ids: repeat `devices=` or give a comma list. Not with `did`.",
+    )
+    .sdk("Several device ids: comma-joined (darktrace-sdk 0.9) or repeated (0.10). Not with `did`."),
+    p(
+        "format",
+        Shape::Format,
+        "`json` (default) or `csv`: one row per point, `timestamp_iso,timestamp_ms,metric,did,value,in,out`. `Accept: text/csv` does the same.",
+    )
+    .gateway_only(),
+];
+
+/// The parameter named `name`, as `/v1` knows it.
+pub fn known(name: &str) -> Option<&'static Parameter> {
+    PARAMETERS.iter().find(|p| p.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::{AnyMetric, Dialect, parse_in};
+    use crate::settings::Settings;
+
+    #[test]
+    fn the_parser_knows_every_listed_parameter_and_no_other() {
+        let limits = Settings::defaults().query;
+        for p in PARAMETERS {
+            for dialect in [Dialect::Gateway, Dialect::Sdk] {
+                let raw = format!("{}=%00", p.name);
+                let errors = parse_in(dialect, &raw, &limits, &AnyMetric, 0).unwrap_err();
+                let unknown = errors
+                    .iter()
+                    .any(|e| e.message.contains("unknown parameter"));
+                assert!(!unknown, "{dialect:?} does not know `{}`", p.name);
+            }
+        }
+        let errors = parse_in(Dialect::Gateway, "nosuch=1", &limits, &AnyMetric, 0).unwrap_err();
+        assert!(errors[0].message.contains("unknown parameter"));
+    }
+}
