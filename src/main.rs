@@ -8,6 +8,7 @@ use metricgate::settings::{LogFormat, Settings};
 use metricgate::sim::Simulator;
 use metricgate::startup::Application;
 use metricgate::telemetry;
+use metricgate::upstream::tls;
 
 #[derive(Parser)]
 #[command(
@@ -42,7 +43,7 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
     },
-    /// Validate the configuration and exit.
+    /// Validate the configuration and exit; for an https appliance, check its certificate too.
     CheckConfig {
         #[arg(long)]
         config: Option<PathBuf>,
@@ -67,10 +68,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::CheckConfig { config } => match Settings::load(config.as_deref()) {
-            Ok(_) => {
+            Ok(settings) => run(async move {
+                if let Some(tls) = tls::check(&settings.upstream).await? {
+                    println!("{tls}");
+                }
                 println!("configuration OK");
-                ExitCode::SUCCESS
-            }
+                Ok(())
+            }),
             Err(e) => report(&e),
         },
         Command::Serve { config } => {

@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use reqwest::{StatusCode, Url, redirect};
 use secrecy::SecretString;
 
-use super::sign;
+use super::{sign, tls};
 use crate::limits::ApplianceGuard;
 use crate::redis::SharedState;
 use crate::settings::UpstreamSettings;
@@ -53,7 +53,7 @@ impl UpstreamError {
                     status: 502..=504,
                     ..
                 }
-        )
+        ) && !self.is_certificate_refusal()
     }
 
     /// The appliance is unwell (as opposed to refusing this request): feeds the breaker.
@@ -64,7 +64,12 @@ impl UpstreamError {
                 | UpstreamError::Timeout(_)
                 | UpstreamError::Body(_)
                 | UpstreamError::Rejected { status: 500.., .. }
-        )
+        ) && !self.is_certificate_refusal()
+    }
+
+    /// A refused TLS certificate: a setting to fix, not a sick appliance; no retry helps.
+    fn is_certificate_refusal(&self) -> bool {
+        matches!(self, UpstreamError::Connect(m) if tls::is_refusal(m))
     }
 }
 
@@ -107,20 +112,13 @@ impl ApplianceClient {
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("metricgate/", env!("CARGO_PKG_VERSION")))
             .gzip(true);
-        if !settings.ca_file.is_empty() {
-            let pem =
-                std::fs::read(&settings.ca_file).map_err(|e| format!("upstream.ca_file: {e}"))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("upstream.ca_file: {e}"))?
-            {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
         if settings.insecure_skip_verify {
             tracing::warn!(
                 "upstream.insecure_skip_verify is set: the appliance's TLS certificate is NOT verified"
             );
             builder = builder.danger_accept_invalid_certs(true);
+        } else {
+            builder = builder.use_preconfigured_tls(tls::client_config(settings)?);
         }
         Ok(Self {
             http: builder.build().map_err(|e| format!("HTTP client: {e}"))?,
@@ -306,7 +304,7 @@ impl ApplianceClient {
         if e.is_timeout() {
             UpstreamError::Timeout(timeout)
         } else if e.is_connect() {
-            UpstreamError::Connect(error_chain(e))
+            UpstreamError::Connect(tls::refusal(e).unwrap_or_else(|| error_chain(e)))
         } else {
             UpstreamError::Body(error_chain(e))
         }

@@ -3,6 +3,7 @@
 pub mod client;
 pub mod dialect;
 pub mod sign;
+pub mod tls;
 
 pub use client::{ApplianceClient, UpstreamError};
 pub use dialect::ApplianceRequest;
