@@ -147,7 +147,13 @@ fn upstream_parts(e: &UpstreamError) -> Parts {
                 "The appliance cannot be reached",
                 "the gateway could not connect to the appliance".into(),
             ),
-            U::Body(_) => (
+            U::Untrusted { .. } => (
+            bad_gateway,
+            "appliance-untrusted",
+            "The appliance's TLS certificate is not trusted",
+            "the gateway refused the appliance's certificate; an operator must check upstream.ca_file or upstream.pin_sha256 (GET /readyz says why)".into(),
+        ),
+        U::Body(_) => (
                 bad_gateway,
                 "appliance-broken-answer",
                 "The appliance's answer broke off",

@@ -18,6 +18,7 @@ pub mod fetch;
 pub mod health;
 pub mod limits;
 pub mod normalize;
+pub mod pin;
 pub mod query;
 pub mod redis;
 pub mod render;

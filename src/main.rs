@@ -8,6 +8,7 @@ use metricgate::settings::{LogFormat, Settings};
 use metricgate::sim::Simulator;
 use metricgate::startup::Application;
 use metricgate::telemetry;
+use metricgate::upstream::tls;
 
 #[derive(Parser)]
 #[command(
@@ -36,13 +37,19 @@ enum Command {
         public_token: String,
         #[arg(long, env = "METRICGATE_SIM_PRIVATE_TOKEN", default_value = DEMO_PRIVATE, hide_default_value = true)]
         private_token: String,
+        /// Serve HTTPS with this PEM certificate chain (server certificate first).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Run the gateway on an embedded simulator: no appliance needed.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
     },
-    /// Validate the configuration and exit.
+    /// Validate the configuration and exit; for an https appliance, check its certificate too.
     CheckConfig {
         #[arg(long)]
         config: Option<PathBuf>,
@@ -67,10 +74,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::CheckConfig { config } => match Settings::load(config.as_deref()) {
-            Ok(_) => {
+            Ok(settings) => run(async move {
+                if let Some(tls) = tls::check(&settings.upstream).await? {
+                    println!("{tls}");
+                }
                 println!("configuration OK");
-                ExitCode::SUCCESS
-            }
+                Ok(())
+            }),
             Err(e) => report(&e),
         },
         Command::Serve { config } => {
@@ -90,11 +100,22 @@ fn main() -> ExitCode {
             listen,
             public_token,
             private_token,
+            tls_cert,
+            tls_key,
         } => {
             let _logs = telemetry::init("info", LogFormat::Json);
             run(async move {
-                let (sim, server) = Simulator::bind(&listen, &public_token, &private_token)
-                    .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+                let (sim, server) = match (tls_cert, tls_key) {
+                    (Some(cert), Some(key)) => {
+                        let read = |p: PathBuf| {
+                            std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))
+                        };
+                        let (cert, key) = (read(cert)?, read(key)?);
+                        Simulator::bind_tls(&listen, &public_token, &private_token, &cert, &key)
+                    }
+                    _ => Simulator::bind(&listen, &public_token, &private_token),
+                }
+                .map_err(|e| format!("cannot serve on {listen}: {e}"))?;
                 tracing::info!(url = %sim.url(), "appliance simulator listening");
                 server.await.map_err(|e| e.to_string())
             })

@@ -101,7 +101,13 @@ pub struct UpstreamSettings {
     /// `SecretString` redacts itself in `Debug`, so settings can be logged whole.
     pub private_token: SecretString,
     pub private_token_file: String,
+    /// PEM certificates to trust: CAs, or the appliance's own certificate (self-signed or not),
+    /// which is then trusted whatever host name or IP the URL uses.
     pub ca_file: String,
+    /// SHA-256 pins, comma-separated (`sha256//<base64>`, base64 or hex), of the appliance's
+    /// certificate or of its public key. When set, a matching certificate is trusted without a
+    /// CA and any other is refused.
+    pub pin_sha256: String,
     pub insecure_skip_verify: bool,
     pub connect_timeout_ms: u64,
     pub timeout_ms: u64,
@@ -241,6 +247,14 @@ impl Settings {
                     problems.push(format!("upstream.ca_file: cannot read {}: {e}", up.ca_file))
                 }
             }
+        }
+        if let Err(e) = crate::pin::parse_pins(&up.pin_sha256) {
+            problems.push(format!("upstream.pin_sha256: {e}"));
+        } else if up.insecure_skip_verify && !up.pin_sha256.trim().is_empty() {
+            problems.push(
+                "upstream.pin_sha256 and upstream.insecure_skip_verify are both set; a pin needs verification on"
+                    .into(),
+            );
         }
         positive(
             &mut problems,
@@ -480,6 +494,7 @@ mod tests {
             env(&[
                 ("METRICGATE__SERVER__LISTEN", "nonsense"),
                 ("METRICGATE__UPSTREAM__CA_FILE", "/nonexistent/ca.pem"),
+                ("METRICGATE__UPSTREAM__PIN_SHA256", "sha256//tooshort"),
                 ("METRICGATE__QUERY__MAX_POINTS", "0"),
                 ("METRICGATE__RATE_LIMIT__TRUSTED_PROXIES", "10.0.0.0/33"),
             ]),
@@ -492,11 +507,32 @@ mod tests {
             "upstream.public_token",
             "upstream.private_token",
             "upstream.ca_file",
+            "upstream.pin_sha256",
             "query.max_points",
             "rate_limit.trusted_proxies",
         ] {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn a_pin_needs_verification_on() {
+        let err = Settings::load_from(
+            None,
+            env(&[
+                ("METRICGATE__UPSTREAM__URL", "https://dt.example"),
+                ("METRICGATE__UPSTREAM__PUBLIC_TOKEN", "12345"),
+                ("METRICGATE__UPSTREAM__PRIVATE_TOKEN", "s3cret"),
+                ("METRICGATE__UPSTREAM__INSECURE_SKIP_VERIFY", "true"),
+                (
+                    "METRICGATE__UPSTREAM__PIN_SHA256",
+                    "sha256//7svNiXd7VHL0AUMOV4Lc4Ozl82xktVnfbNf0Dt2byds=",
+                ),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert!(err.to_string().contains("upstream.pin_sha256"), "{err}");
     }
 
     #[test]

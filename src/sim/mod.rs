@@ -121,6 +121,8 @@ struct SimState {
 /// A running simulator.
 pub struct Simulator {
     pub addr: std::net::SocketAddr,
+    /// `http`, or `https` when built by [`Simulator::spawn_tls`] or [`Simulator::bind_tls`].
+    scheme: &'static str,
     pub stats: Arc<SimStats>,
     pub faults: Arc<RwLock<Faults>>,
     handle: ServerHandle,
@@ -134,12 +136,49 @@ impl Simulator {
         Ok(sim)
     }
 
+    /// Like [`Simulator::spawn`], serving HTTPS with `cert_chain_pem` (the server's certificate
+    /// first) and its private key `key_pem`.
+    pub fn spawn_tls(
+        listen: &str,
+        public_token: &str,
+        private_token: &str,
+        cert_chain_pem: &str,
+        key_pem: &str,
+    ) -> std::io::Result<Self> {
+        let (sim, server) =
+            Self::bind_tls(listen, public_token, private_token, cert_chain_pem, key_pem)?;
+        tokio::spawn(server);
+        Ok(sim)
+    }
+
     /// Binds `listen` and builds the server, which the caller runs.
     pub fn bind(
         listen: &str,
         public_token: &str,
         private_token: &str,
     ) -> std::io::Result<(Self, Server)> {
+        Self::build(listen, public_token, private_token, None)
+    }
+
+    /// Like [`Simulator::bind`], serving HTTPS (see [`Simulator::spawn_tls`]).
+    pub fn bind_tls(
+        listen: &str,
+        public_token: &str,
+        private_token: &str,
+        cert_chain_pem: &str,
+        key_pem: &str,
+    ) -> std::io::Result<(Self, Server)> {
+        let tls = tls_config(cert_chain_pem, key_pem)?;
+        Self::build(listen, public_token, private_token, Some(tls))
+    }
+
+    fn build(
+        listen: &str,
+        public_token: &str,
+        private_token: &str,
+        tls: Option<rustls::ServerConfig>,
+    ) -> std::io::Result<(Self, Server)> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let listener = TcpListener::bind(listen)?;
         let addr = listener.local_addr()?;
         let stats = Arc::new(SimStats::default());
@@ -163,12 +202,16 @@ impl Simulator {
         })
         .workers(2)
         .disable_signals()
-        .shutdown_timeout(1)
-        .listen(listener)?
+        .shutdown_timeout(1);
+        let server = match tls {
+            Some(config) => server.listen_rustls_0_23(listener, config)?,
+            None => server.listen(listener)?,
+        }
         .run();
         Ok((
             Self {
                 addr,
+                scheme,
                 stats,
                 faults,
                 handle: server.handle(),
@@ -178,7 +221,7 @@ impl Simulator {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     pub fn set_faults(&self, faults: Faults) {
@@ -190,6 +233,20 @@ impl Simulator {
     pub async fn stop(&self) {
         self.handle.stop(false).await;
     }
+}
+
+/// A TLS server configuration from PEM text: a certificate chain and its private key.
+fn tls_config(cert_chain_pem: &str, key_pem: &str) -> std::io::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_slice_iter(cert_chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(std::io::Error::other)?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(std::io::Error::other)?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
+        .map_err(std::io::Error::other)
 }
 
 async fn get_stats(state: web::Data<SimState>) -> HttpResponse {

@@ -9,7 +9,7 @@ use reqwest::{StatusCode, Url, redirect};
 use secrecy::SecretString;
 
 use super::guard::ApplianceGuard;
-use super::sign;
+use super::{sign, tls};
 use crate::clock::Clock;
 use crate::redis::SharedState;
 use crate::settings::UpstreamSettings;
@@ -31,6 +31,14 @@ pub enum UpstreamError {
     Timeout(Duration),
     #[error("cannot connect to the appliance")]
     Connect(#[source] Arc<reqwest::Error>),
+    /// The appliance's TLS certificate is not trusted: a setting to fix, with the reason and
+    /// the presented certificate's pin in plain words.
+    #[error("{reason}")]
+    Untrusted {
+        reason: String,
+        #[source]
+        cause: Arc<reqwest::Error>,
+    },
     #[error("the appliance's answer broke off")]
     Body(#[source] Arc<reqwest::Error>),
     #[error("the appliance's answer is larger than {0} bytes")]
@@ -107,20 +115,13 @@ impl ApplianceClient {
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("metricgate/", env!("CARGO_PKG_VERSION")))
             .gzip(true);
-        if !settings.ca_file.is_empty() {
-            let pem =
-                std::fs::read(&settings.ca_file).map_err(|e| format!("upstream.ca_file: {e}"))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("upstream.ca_file: {e}"))?
-            {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
         if settings.insecure_skip_verify {
             tracing::warn!(
                 "upstream.insecure_skip_verify is set: the appliance's TLS certificate is NOT verified"
             );
             builder = builder.danger_accept_invalid_certs(true);
+        } else {
+            builder = builder.use_preconfigured_tls(tls::client_config(settings)?);
         }
         Ok(Self {
             http: builder.build().map_err(|e| format!("HTTP client: {e}"))?,
@@ -216,6 +217,7 @@ impl ApplianceClient {
             Err(UpstreamError::Rejected { .. }) => "rejected",
             Err(UpstreamError::Timeout(_)) => "timeout",
             Err(UpstreamError::Connect(_)) => "connect_error",
+            Err(UpstreamError::Untrusted { .. }) => "untrusted_certificate",
             Err(UpstreamError::Body(_)) => "broken_body",
             Err(UpstreamError::TooLarge(_)) => "too_large",
             Err(_) => "other",
@@ -314,7 +316,13 @@ impl ApplianceClient {
         if e.is_timeout() {
             UpstreamError::Timeout(timeout)
         } else if e.is_connect() {
-            UpstreamError::Connect(Arc::new(e))
+            match tls::refusal(&e) {
+                Some(reason) => UpstreamError::Untrusted {
+                    reason,
+                    cause: Arc::new(e),
+                },
+                None => UpstreamError::Connect(Arc::new(e)),
+            }
         } else {
             UpstreamError::Body(Arc::new(e))
         }

@@ -5,6 +5,7 @@ pub mod client;
 pub mod dialect;
 mod guard;
 pub mod sign;
+pub mod tls;
 
 pub use client::{ApplianceClient, UpstreamError};
 pub use dialect::ApplianceRequest;

@@ -16,5 +16,6 @@ mod sdk;
 mod segments;
 mod shutdown;
 mod signing;
+mod tls;
 mod translation;
 mod validation;
