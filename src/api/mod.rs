@@ -11,6 +11,7 @@ pub mod observe;
 pub mod openapi;
 pub mod ops;
 mod params;
+pub mod prometheus;
 
 use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -37,6 +38,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/internal/cache", web::get().to(admin::get_cache))
     .route("/internal/cache", web::delete().to(admin::delete_cache))
     .route("/internal/limits", web::get().to(admin::get_limits))
+    .configure(prometheus::configure)
     .service(openapi::swagger_ui());
 }
 
@@ -53,6 +55,16 @@ pub const ROUTES: &[&str] = &[
     "/openapi.json",
     "/internal/cache",
     "/internal/limits",
+    "/prometheus/api/v1/query",
+    "/prometheus/api/v1/query_range",
+    "/prometheus/api/v1/format_query",
+    "/prometheus/api/v1/query_exemplars",
+    "/prometheus/api/v1/labels",
+    "/prometheus/api/v1/series",
+    "/prometheus/api/v1/metadata",
+    "/prometheus/api/v1/status/buildinfo",
+    "/prometheus/api/v1/rules",
+    "/prometheus/api/v1/alerts",
 ];
 
 /// `/darktrace/metrics/{mlid}`, as a metric label and a prefix.

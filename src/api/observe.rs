@@ -51,6 +51,8 @@ fn route_label(path: &str) -> &'static str {
             "/docs/"
         } else if path.starts_with(by_id_prefix) {
             by_id
+        } else if path.starts_with(super::prometheus::LABEL_VALUES.1) {
+            super::prometheus::LABEL_VALUES.0
         } else {
             "unmatched"
         })

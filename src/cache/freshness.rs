@@ -91,18 +91,23 @@ impl Freshness {
     }
 
     /// A segment `[start, end)` of a series: historic once it ended before `now - settle`,
-    /// else live for `min(live_ttl, interval)`. Stale segments are never served.
+    /// else live until the end of the current `min(live_ttl, interval)` bucket, like a live
+    /// answer. Live segments fetched in one bucket expire together, so a dashboard's refreshes
+    /// refetch them once per bucket, in one request, instead of drifting out of phase (the
+    /// newest segment expiring at one refresh, the older live ones at the next). Stale
+    /// segments are never served.
     pub fn segment_deadlines(&self, end: i64, interval_ms: i64, now: i64) -> Deadlines {
-        let ttl = if end <= now - self.settle_ms {
-            self.historic_ttl_ms
+        let fresh_until = if end <= now - self.settle_ms {
+            now + self.historic_ttl_ms
         } else {
-            self.live_ttl_ms.min(interval_ms).max(1)
+            let step = self.live_ttl_ms.min(interval_ms).max(1);
+            (now.div_euclid(step) + 1) * step
         };
         Deadlines {
             stored_at: now,
-            fresh_until: now + ttl,
-            stale_while_revalidate_until: now + ttl,
-            stale_if_error_until: now + ttl,
+            fresh_until,
+            stale_while_revalidate_until: fresh_until,
+            stale_if_error_until: fresh_until,
         }
     }
 
@@ -155,6 +160,18 @@ mod tests {
             live,
             "live_ttl caps the step"
         );
+    }
+
+    #[test]
+    fn live_segments_expire_together_at_their_buckets_end() {
+        let f = Freshness::new(&Settings::defaults().cache);
+        let end = NOW + 60_000;
+        let early = f.segment_deadlines(end, 60_000, 1_705_329_960_000);
+        let late = f.segment_deadlines(end - 360_000, 60_000, 1_705_329_999_000);
+        assert_eq!(early.fresh_until, 1_705_330_020_000);
+        assert_eq!(late.fresh_until, early.fresh_until, "in phase");
+        let historic = f.segment_deadlines(NOW - 3_600_000, 60_000, NOW);
+        assert_eq!(historic.fresh_until, NOW + 86_400_000);
     }
 
     #[test]

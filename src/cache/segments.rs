@@ -21,7 +21,7 @@ use super::freshness::{Deadlines, Freshness};
 use super::memory::{MemoryKey, MemoryStore, MemoryValue};
 use super::store::Store;
 use crate::coalesce::{Coalescer, TaskFailed};
-use crate::normalize::{Breach, MetricData, Series, TimeRange};
+use crate::normalize::{Breach, Device, MetricData, Series, TimeRange};
 use crate::query::{MetricQuery, PurgeFilter};
 use crate::settings::{CacheSettings, SegmentSettings};
 
@@ -135,6 +135,23 @@ where
         self.store.purge(filter).await
     }
 
+    /// Every device the stored segments name, once each (a description with details
+    /// preferred): what callers have asked about, for listings such as Grafana's variables.
+    pub fn devices(&self) -> Vec<Device> {
+        let mut by_id: BTreeMap<u64, Device> = BTreeMap::new();
+        self.store.for_each_value(|segment| {
+            for device in segment.series.iter().filter_map(|s| s.device.as_ref()) {
+                let better = by_id
+                    .get(&device.did)
+                    .is_none_or(|known| known.hostname.is_none() && device.hostname.is_some());
+                if better {
+                    by_id.insert(device.did, device.clone());
+                }
+            }
+        });
+        by_id.into_values().collect()
+    }
+
     pub async fn report(&self) -> SegmentReport {
         let store = self.store.report().await;
         SegmentReport {
@@ -194,7 +211,7 @@ where
         let runs = missing_runs(&found, length);
         let fetched: Result<Vec<FetchedRun>, E> = futures::stream::iter(runs)
             .map(|(run_start, run_end)| {
-                self.fetch_run(&base, run_start, run_end, now, fetch.clone())
+                self.fetch_run(&base, (run_start, run_end), now, reuse, fetch.clone())
             })
             .buffer_unordered(self.concurrency)
             .collect::<Vec<_>>()
@@ -236,9 +253,9 @@ where
     async fn fetch_run<F, Fut>(
         &self,
         base: &Arc<MetricQuery>,
-        run_start: i64,
-        run_end: i64,
+        (run_start, run_end): (i64, i64),
         now: i64,
+        reuse: Reuse,
         fetch: F,
     ) -> Result<FetchedRun, E>
     where
@@ -258,6 +275,26 @@ where
         let interval = base.interval_ms();
         let length = interval.saturating_mul(self.points);
         let joined = self.runs.join_or_start(key, async move {
+            // A run that finished between our lookup and our turn here already answered.
+            if reuse == Reuse::Cached {
+                let mut stored = Vec::new();
+                let mut at = run_start;
+                while at < run_end {
+                    let key = SegmentKey {
+                        identity: identity.clone(),
+                        query: base.clone(),
+                        start: at,
+                    };
+                    match store.lookup(&key).await {
+                        Some(s) if s.deadlines.is_fresh(now) => stored.push((at, s)),
+                        _ => break,
+                    }
+                    at += length;
+                }
+                if at >= run_end {
+                    return Ok(Arc::new(stored));
+                }
+            }
             let upstream_end = run_end.min(now.max(run_start + 1));
             counters.runs.fetch_add(1, Ordering::Relaxed);
             let data = fetch(base.with_range(run_start, upstream_end)).await?;

@@ -113,6 +113,8 @@ fn walk(node: &Node<usize>, rows: &[Vec<Row>], times: &[i64], interval_ms: i64) 
             Evaluated::Scalar(v) => Evaluated::Scalar(-v),
             Evaluated::Vector(v) => Evaluated::Vector(map_values(v, |a| -a)),
         },
+        // Raw buckets are only ever the whole query, which the plan answers itself.
+        Node::Raw { .. } => Evaluated::Vector(Vec::new()),
     }
 }
 

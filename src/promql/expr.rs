@@ -88,6 +88,11 @@ pub(crate) enum Node<S> {
         rhs: Box<Node<S>>,
     },
     Negate(Box<Node<S>>),
+    /// A range vector's raw buckets (`x[1h]` alone, in an instant query).
+    Raw {
+        range_ms: i64,
+        selector: S,
+    },
 }
 
 impl<S> Node<S> {
@@ -95,7 +100,9 @@ impl<S> Node<S> {
     pub fn is_scalar(&self) -> bool {
         match self {
             Node::Number(_) => true,
-            Node::Select(_) | Node::OverTime { .. } | Node::Aggregate { .. } => false,
+            Node::Select(_) | Node::OverTime { .. } | Node::Aggregate { .. } | Node::Raw { .. } => {
+                false
+            }
             Node::Arithmetic { lhs, rhs, .. } => lhs.is_scalar() && rhs.is_scalar(),
             Node::Negate(inner) => inner.is_scalar(),
         }
@@ -133,6 +140,10 @@ impl<S> Node<S> {
                 rhs: Box::new(rhs.try_map(f)?),
             },
             Node::Negate(inner) => Node::Negate(Box::new(inner.try_map(f)?)),
+            Node::Raw { range_ms, selector } => Node::Raw {
+                range_ms,
+                selector: f(selector, Some(range_ms))?,
+            },
         })
     }
 }
@@ -140,6 +151,12 @@ impl<S> Node<S> {
 /// Parses `text` and keeps it if it is in the supported subset.
 pub(crate) fn parse(text: &str) -> Result<Node<Selector>, PromError> {
     let expr = parse_expr(text)?;
+    // A range vector alone reads its raw buckets (what prometheus-api-client's
+    // get_metric_range_data asks for); anywhere else it belongs in an *_over_time.
+    if let Expr::MatrixSelector(ms) = &expr {
+        let (range_ms, selector) = range_selector(ms)?;
+        return Ok(Node::Raw { range_ms, selector });
+    }
     convert(&expr)
 }
 
@@ -268,6 +285,15 @@ fn over_time(call: &parser::Call) -> Result<Node<Selector>, PromError> {
             call.func.name
         )));
     };
+    let (range_ms, selector) = range_selector(ms)?;
+    Ok(Node::OverTime {
+        func,
+        range_ms,
+        selector,
+    })
+}
+
+fn range_selector(ms: &parser::MatrixSelector) -> Result<(i64, Selector), PromError> {
     let Node::Select(selector) = self::selector(&ms.vs)? else {
         return Err(unsupported(format_args!("`{ms}`")));
     };
@@ -277,11 +303,7 @@ fn over_time(call: &parser::Call) -> Result<Node<Selector>, PromError> {
             "the range of `{ms}` must be positive"
         )));
     }
-    Ok(Node::OverTime {
-        func,
-        range_ms,
-        selector,
-    })
+    Ok((range_ms, selector))
 }
 
 fn aggregate(agg: &parser::AggregateExpr) -> Result<Node<Selector>, PromError> {
@@ -378,7 +400,7 @@ mod tests {
             ("connections + bandwidth", "arithmetic between two vectors"),
             ("connections offset 5m", "the offset modifier"),
             ("connections @ 1705320000", "the @ modifier"),
-            ("connections[5m]", "the range vector `connections[5m]`"),
+            ("sum(connections[5m])", "the range vector `connections[5m]`"),
             (
                 "max_over_time(connections[1h:5m])",
                 "its argument must be a selector with a range",

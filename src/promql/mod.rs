@@ -101,3 +101,9 @@ fn detail(d: &Device) -> usize {
         .filter(|f| f.is_some())
         .count()
 }
+
+/// Any valid PromQL (not only the subset) pretty-printed, as `/api/v1/format_query` answers
+/// Grafana's "Format query".
+pub fn format(text: &str) -> Result<String, PromError> {
+    Ok(expr::parse_expr(text)?.prettify())
+}

@@ -53,6 +53,12 @@ impl Plan {
         let (times, interval_seconds) = grid(at, ctx.limits)?;
         let interval_ms = interval_seconds as i64 * 1000;
         let node = expr::parse(text)?;
+        if matches!(node, Node::Raw { .. }) && matches!(at, At::Range { .. }) {
+            return Err(PromError::bad_data(
+                "invalid expression type \"range vector\" for range query, must be Scalar or \
+                 instant Vector",
+            ));
+        }
         let mut selections: Vec<Planned> = Vec::new();
         let mut fetches: Vec<Fetch> = Vec::new();
         let mut warnings = Vec::new();
@@ -118,6 +124,10 @@ impl Plan {
                 planned.selection.rows(&pairs, self.interval_ms)
             })
             .collect();
+        if let Node::Raw { range_ms, selector } = &self.root {
+            let raw = rows.get(*selector).map_or(&[][..], Vec::as_slice);
+            return Ok(QueryData::raw(raw, self.times[0], *range_ms));
+        }
         let value = eval::evaluate(&self.root, &rows, &self.times, self.interval_ms)?;
         Ok(match value {
             Evaluated::Scalar(v) if self.range => QueryData::scalar_matrix(&self.times, v),

@@ -7,6 +7,7 @@ use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 
 use super::eval::Series;
+use super::select::Row;
 use super::time::{sample, seconds};
 
 /// A series' labels, sorted by name.
@@ -45,6 +46,25 @@ impl QueryData {
             .collect();
         rows.sort_by(|a, b| a.0.cmp(&b.0));
         Self(Result::Matrix(rows))
+    }
+
+    /// A range vector's raw buckets at `time`: those starting in `(time - range, time]`, at
+    /// their own times, labels kept.
+    pub(crate) fn raw(rows: &[Row], time: i64, range_ms: i64) -> Self {
+        let mut out: Vec<(Labels, Vec<(i64, f64)>)> = rows
+            .iter()
+            .map(|row| {
+                let values = row
+                    .points
+                    .range(time.saturating_sub(range_ms).saturating_add(1)..=time)
+                    .map(|(t, v)| (*t, *v))
+                    .collect::<Vec<_>>();
+                (row.labels.clone(), values)
+            })
+            .filter(|(_, values)| !values.is_empty())
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Self(Result::Matrix(out))
     }
 
     /// A range query of a number: one series without labels, the number at every step.

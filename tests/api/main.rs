@@ -10,6 +10,7 @@ mod hostile;
 mod layers;
 mod limits;
 mod ops;
+mod prometheus;
 mod replicas;
 mod representation;
 mod sdk;
