@@ -11,6 +11,7 @@ mod layers;
 mod limits;
 mod ops;
 mod prometheus;
+mod prometheus_clients;
 mod replicas;
 mod representation;
 mod sdk;
