@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::expr::{Aggregation, Grouping, Node, OverTime};
-use super::select::Row;
+use super::select::{Reach, Row};
 use super::value::Labels;
 use super::{METRIC_NAME, PromError};
 
@@ -50,15 +50,22 @@ fn walk(node: &Node<usize>, rows: &[Vec<Row>], times: &[i64], interval_ms: i64) 
         Node::Number(v) => Evaluated::Scalar(*v),
         Node::Select(i) => {
             let floor = |t: i64| t.div_euclid(interval_ms) * interval_ms;
+            let lookback = super::plan::lookback(interval_ms);
+            let value = |row: &Row, t: i64| match row.reach {
+                // The newest sample in (t - lookback, t], as Prometheus reads one.
+                Reach::Lookback => row
+                    .points
+                    .range(t.saturating_sub(lookback).saturating_add(1)..=t)
+                    .next_back()
+                    .map(|(_, v)| *v),
+                Reach::Bucket => row.points.get(&floor(t)).copied(),
+            };
             Evaluated::Vector(
                 selected(rows, *i)
                     .iter()
                     .map(|row| Series {
                         labels: row.labels.clone(),
-                        values: times
-                            .iter()
-                            .map(|t| row.points.get(&floor(*t)).copied())
-                            .collect(),
+                        values: times.iter().map(|t| value(row, *t)).collect(),
                     })
                     .collect(),
             )
@@ -227,6 +234,7 @@ mod tests {
         Row {
             labels: labels(pairs),
             points: points.iter().copied().collect(),
+            reach: Reach::Lookback,
         }
     }
 
@@ -251,11 +259,36 @@ mod tests {
     }
 
     #[test]
-    fn the_bucket_holding_each_time_is_its_value() {
-        let v = vector(Node::Select(0), &[0, 30, 60, 150]);
-        assert_eq!(v[0].values, [Some(1.0), Some(1.0), Some(5.0), Some(3.0)]);
-        assert_eq!(v[1].values, [Some(10.0), Some(10.0), None, Some(30.0)]);
+    fn the_newest_sample_within_the_lookback_is_each_times_value() {
+        // The lookback is Prometheus' five minutes.
+        let v = vector(Node::Select(0), &[0, 30, 60, 150, 400, 300_120]);
+        assert_eq!(
+            v[0].values,
+            [Some(1.0), Some(1.0), Some(5.0), Some(3.0), Some(3.0), None]
+        );
+        assert_eq!(
+            v[1].values,
+            [
+                Some(10.0),
+                Some(10.0),
+                Some(10.0),
+                Some(30.0),
+                Some(30.0),
+                None
+            ]
+        );
         assert_eq!(v[0].labels["__name__"], "c");
+        let mut breach = rows();
+        breach[0][1].reach = Reach::Bucket;
+        let Evaluated::Vector(v) = evaluate(&Node::Select(0), &breach, &[0, 60], 60).unwrap()
+        else {
+            panic!("a vector");
+        };
+        assert_eq!(
+            v[1].values,
+            [Some(10.0), None],
+            "a breach marks its own bucket"
+        );
     }
 
     #[test]
@@ -268,7 +301,8 @@ mod tests {
         let v = vector(sum(Grouping::By(vec![])), &[0, 60]);
         assert_eq!(v.len(), 1);
         assert!(v[0].labels.is_empty());
-        assert_eq!(v[0].values, [Some(11.0), Some(5.0)]);
+        // At 60 the second series has no bucket: its newest within the lookback counts.
+        assert_eq!(v[0].values, [Some(11.0), Some(15.0)]);
         let v = vector(sum(Grouping::By(vec!["did".into()])), &[0]);
         assert_eq!(v.len(), 2);
         assert_eq!(v[1].labels, labels(&[("did", "2")]));
@@ -279,7 +313,7 @@ mod tests {
             grouping: Grouping::By(vec![]),
             inner: Box::new(Node::Select(0)),
         };
-        assert_eq!(vector(count, &[60])[0].values, [Some(1.0)]);
+        assert_eq!(vector(count, &[60, 300_200])[0].values, [Some(2.0), None]);
     }
 
     #[test]

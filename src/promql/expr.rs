@@ -400,7 +400,7 @@ mod tests {
             ("connections + bandwidth", "arithmetic between two vectors"),
             ("connections offset 5m", "the offset modifier"),
             ("connections @ 1705320000", "the @ modifier"),
-            ("sum(connections[5m])", "the range vector `connections[5m]`"),
+            ("(connections[5m])", "the range vector `connections[5m]`"),
             (
                 "max_over_time(connections[1h:5m])",
                 "its argument must be a selector with a range",

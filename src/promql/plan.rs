@@ -3,9 +3,13 @@
 //!
 //! A range query at step `s` is evaluated at `start, start + s, …, end` (as Prometheus does:
 //! the step is echoed), over appliance buckets of `s` rounded to whole minutes (at least the
-//! smallest interval allowed). The value at time `t` is the bucket that holds `t`; a range
-//! `[r]` at `t` holds the buckets that start in `(t - r, t]`. Each selector's window is asked
-//! for with interval-aligned times, so a dashboard's refreshes share the segment cache.
+//! smallest interval allowed). A bucket is a sample stamped at its start, and it exists once
+//! it is complete (the bucket still filling is never asked for, so a point never changes as
+//! its minute goes by). The value at time `t` is the newest sample in `(t - lookback, t]`,
+//! the lookback being Prometheus' 5 minutes or the interval if longer: the bucket holding `t`
+//! once complete, before that the one before it. A range `[r]` at `t` holds the samples in
+//! `(t - r, t]`. Each selector's window is asked for with interval-aligned times, so a
+//! dashboard's refreshes share the segment cache.
 
 use super::eval::{self, Evaluated};
 use super::expr::{self, Node};
@@ -30,6 +34,13 @@ const MAX_STEPS: i64 = 11_000;
 /// epoch seconds.
 const EARLIEST_MS: i64 = 1_000_000_000_000;
 const MINUTE_MS: i64 = 60_000;
+/// Prometheus' default lookback for instant vectors.
+const LOOKBACK_MS: i64 = 5 * MINUTE_MS;
+
+/// How far back the value at a time may come from: Prometheus' lookback, or one interval.
+pub(crate) fn lookback(interval_ms: i64) -> i64 {
+    LOOKBACK_MS.max(interval_ms)
+}
 
 struct Planned {
     selection: Selection,
@@ -65,7 +76,8 @@ impl Plan {
         let root = node.try_map(&mut |selector, range_ms| {
             let selection = select::resolve(&selector, ctx, Purpose::Query, &mut warnings)?;
             let mut indexes = Vec::new();
-            if let Some((start, end)) = window(&times, interval_ms, range_ms, ctx.now_ms) {
+            let reach = range_ms.unwrap_or_else(|| lookback(interval_ms));
+            if let Some((start, end)) = window(&times, interval_ms, reach, ctx.now_ms) {
                 check_points(start, end, interval_ms, at, ctx.limits)?;
                 for fetch in selection.fetches(start, end, interval_seconds, ctx)? {
                     let i = match fetches.iter().position(|f| *f == fetch) {
@@ -176,14 +188,14 @@ pub(crate) fn interval_for(step_ms: i64, limits: &QueryLimits) -> u64 {
     (minutes * 60).clamp(limits.min_interval_seconds, limits.max_interval_seconds)
 }
 
-/// The buckets a selector needs, `[start, end)`, interval-aligned and closed at `now`; `None`
-/// when none can exist yet (or ever).
-fn window(times: &[i64], interval_ms: i64, range_ms: Option<i64>, now: i64) -> Option<(i64, i64)> {
+/// The buckets a selector needs, `[start, end)`: those a time reads `reach` back from, and
+/// complete (ended by `now`), interval-aligned; `None` when none can exist yet (or ever).
+fn window(times: &[i64], interval_ms: i64, reach: i64, now: i64) -> Option<(i64, i64)> {
     let floor = |t: i64| t.div_euclid(interval_ms) * interval_ms;
     let first = *times.first()?;
     let last = *times.last()?;
-    let start = floor(first.saturating_sub(range_ms.unwrap_or(0))).max(floor(EARLIEST_MS));
-    let end = (floor(last) + interval_ms).min(now);
+    let start = floor(first.saturating_sub(reach)).max(floor(EARLIEST_MS));
+    let end = (floor(last) + interval_ms).min(floor(now));
     (end > start).then_some((start, end))
 }
 
@@ -232,18 +244,19 @@ mod tests {
     }
 
     #[test]
-    fn windows_are_aligned_and_closed_at_now() {
+    fn windows_are_aligned_and_hold_complete_buckets_only() {
         let times = [1_705_320_030_000, 1_705_320_090_000];
         assert_eq!(
-            window(&times, 60_000, None, i64::MAX),
+            window(&times, 60_000, 0, i64::MAX),
             Some((1_705_320_000_000, 1_705_320_120_000))
         );
+        // The bucket still filling at `now` (12:01:40) is left out.
         assert_eq!(
-            window(&times, 60_000, Some(300_000), 1_705_320_100_000),
-            Some((1_705_319_700_000, 1_705_320_100_000))
+            window(&times, 60_000, 300_000, 1_705_320_100_000),
+            Some((1_705_319_700_000, 1_705_320_060_000))
         );
-        assert_eq!(window(&times, 60_000, None, 1_705_319_000_000), None);
-        assert_eq!(window(&[4_000], 60_000, None, i64::MAX), None);
+        assert_eq!(window(&times, 60_000, 0, 1_705_319_000_000), None);
+        assert_eq!(window(&[4_000], 60_000, 0, i64::MAX), None);
     }
 
     #[test]

@@ -101,6 +101,16 @@ pub(crate) struct Fetch {
 pub(crate) struct Row {
     pub labels: Labels,
     pub points: BTreeMap<i64, f64>,
+    pub reach: Reach,
+}
+
+/// Which sample a time reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// The newest within the lookback, as Prometheus reads a metric.
+    Lookback,
+    /// Only the bucket holding the time: a breach marks its own bucket, not the minutes after.
+    Bucket,
 }
 
 fn value_of<'m>(labels: &'m Labels, name: &str) -> &'m str {
@@ -435,16 +445,25 @@ impl Selection {
     /// filtered by every matcher.
     pub fn rows(&self, answers: &[(&Fetch, &MetricData)], interval_ms: i64) -> Vec<Row> {
         let mut rows: BTreeMap<Labels, BTreeMap<i64, f64>> = BTreeMap::new();
+        let mut breaches: BTreeMap<Labels, BTreeMap<i64, f64>> = BTreeMap::new();
         for (fetch, data) in answers {
             if fetch.breaches {
-                self.breach_rows(data, interval_ms, &mut rows);
+                self.breach_rows(data, interval_ms, &mut breaches);
             } else {
                 self.metric_rows(data, &mut rows);
             }
         }
+        let reach = |r: Reach| {
+            move |(labels, points)| Row {
+                labels,
+                points,
+                reach: r,
+            }
+        };
         rows.into_iter()
-            .filter(|(labels, _)| matches_all(&self.matchers, labels))
-            .map(|(labels, points)| Row { labels, points })
+            .map(reach(Reach::Lookback))
+            .chain(breaches.into_iter().map(reach(Reach::Bucket)))
+            .filter(|row| matches_all(&self.matchers, &row.labels))
             .collect()
     }
 

@@ -54,6 +54,8 @@ pub struct SimStats {
     metricdata: AtomicU64,
     metrics: AtomicU64,
     rejected: AtomicU64,
+    /// Data points served in `/metricdata` answers (what a cache saves the appliance).
+    points: AtomicU64,
     in_flight: AtomicU64,
     peak_in_flight: AtomicU64,
     recent: Mutex<VecDeque<String>>,
@@ -69,6 +71,8 @@ pub struct StatsSnapshot {
     pub metrics: u64,
     /// Requests refused (auth, dialect).
     pub rejected: u64,
+    /// Data points served in `/metricdata` answers.
+    pub points: u64,
     pub peak_in_flight: u64,
     /// The last path-and-query strings received, oldest first.
     pub recent: Vec<String>,
@@ -85,6 +89,7 @@ impl SimStats {
             metricdata: self.metricdata.load(Ordering::SeqCst),
             metrics: self.metrics.load(Ordering::SeqCst),
             rejected: self.rejected.load(Ordering::SeqCst),
+            points: self.points.load(Ordering::SeqCst),
             peak_in_flight: self.peak_in_flight.load(Ordering::SeqCst),
             recent: self
                 .recent
@@ -101,6 +106,7 @@ impl SimStats {
             &self.metricdata,
             &self.metrics,
             &self.rejected,
+            &self.points,
             &self.peak_in_flight,
         ] {
             c.store(0, Ordering::SeqCst);
@@ -611,6 +617,10 @@ async fn metricdata(req: HttpRequest, state: web::Data<SimState>) -> HttpRespons
                 .map(data::device_details),
             data: data::series(&key, start, end, q.interval_ms, now),
         };
+        state
+            .stats
+            .points
+            .fetch_add(object.data.len() as u64, Ordering::SeqCst);
         let _ = serde_json::to_writer(&mut body, &object);
     }
     if faults.oversized_bytes > 0 {
