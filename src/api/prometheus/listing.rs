@@ -272,7 +272,7 @@ mod tests {
         assert_eq!(label_name("did").unwrap(), "did");
         assert_eq!(label_name("__name__").unwrap(), "__name__");
         assert_eq!(label_name("U__did").unwrap(), "did");
-        assert_eq!(label_name("U____name__").unwrap(), "__name__");
+        assert_eq!(label_name("U______name____").unwrap(), "__name__");
         assert_eq!(
             label_name("U__a_2e_b").unwrap_err().to_string(),
             "invalid label name: \"U__a_2e_b\""
