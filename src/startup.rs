@@ -19,7 +19,7 @@ use crate::redis::SharedState;
 use crate::service::MetricService;
 use crate::settings::Settings;
 use crate::state::AppState;
-use crate::telemetry::GatewayMetrics;
+use crate::telemetry::{GatewayMetrics, HttpSeries};
 use crate::upstream::ApplianceClient;
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +108,7 @@ impl Application {
             catalog,
             callers,
             health,
+            http_series: HttpSeries::new(&metrics, &api::route_labels()),
             metrics,
             settings,
         });

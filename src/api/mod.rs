@@ -55,6 +55,13 @@ pub const ROUTES: &[&str] = &[
     "/internal/limits",
 ];
 
+/// Every label `observe` gives a route in the HTTP series.
+pub fn route_labels() -> Vec<&'static str> {
+    let mut labels = ROUTES.to_vec();
+    labels.extend([METRIC_BY_ID.0, "/docs/", "unmatched"]);
+    labels
+}
+
 /// `/darktrace/metrics/{mlid}`, as a metric label and a prefix.
 pub const METRIC_BY_ID: (&str, &str) = ("/darktrace/metrics/{mlid}", "/darktrace/metrics/");
 

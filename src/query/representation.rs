@@ -81,19 +81,34 @@ impl Representation {
 }
 
 /// The first `format` parameter, when it names a format; a repeated or bad one is the
-/// parser's to refuse.
+/// parser's to refuse. Decodes only keys that could spell `format` (and then that one value),
+/// so the hit path does not decode every value of the query.
 fn format_parameter(raw_query: &str) -> Option<Format> {
-    // Cheap on the hit path: most query strings have no `%` or `+` and no key starting `f`.
-    if !raw_query.contains(['f', '%', 'F']) {
+    if !raw_query.contains("format") && !raw_query.contains('%') {
         return None;
     }
-    form_urlencoded::parse(raw_query.as_bytes())
-        .find(|(k, _)| k == "format")
-        .and_then(|(_, v)| match v.as_ref() {
-            "json" => Some(Format::Json),
-            "csv" => Some(Format::Csv),
-            _ => None,
-        })
+    let value = raw_query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let is_format = if key.contains(['%', '+']) {
+            decode(key) == "format"
+        } else {
+            key == "format"
+        };
+        is_format.then_some(value)
+    })?;
+    match decode(value).as_str() {
+        "json" => Some(Format::Json),
+        "csv" => Some(Format::Csv),
+        _ => None,
+    }
+}
+
+/// `application/x-www-form-urlencoded` decoding of one key or value, as the parser does it.
+fn decode(text: &str) -> String {
+    let bytes = text.replace('+', " ");
+    percent_encoding::percent_decode_str(&bytes)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// One `type/subtype;q=…` element's media range and weight. A weight that does not parse

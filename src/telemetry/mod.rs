@@ -7,7 +7,7 @@ pub mod trace;
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
-pub use metrics::GatewayMetrics;
+pub use metrics::{GatewayMetrics, HttpSeries};
 
 use crate::settings::LogFormat;
 
