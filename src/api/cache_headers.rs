@@ -32,25 +32,33 @@ pub fn directives(req: &HttpRequest) -> Directives {
     d
 }
 
-fn cache_status(answer: &Served, ttl: i64) -> String {
-    match answer.route {
-        Route::Hit => format!("metricgate; hit; ttl={ttl}"),
-        Route::Miss { collapsed: false } => format!("metricgate; fwd=miss; stored; ttl={ttl}"),
-        Route::Miss { collapsed: true } => {
-            format!("metricgate; fwd=miss; collapsed; stored; ttl={ttl}")
-        }
-        Route::Forced { collapsed } => format!(
-            "metricgate; fwd=request{}; stored; ttl={ttl}",
-            if collapsed { "; collapsed" } else { "" }
-        ),
-        Route::StaleWhileRevalidate => {
-            format!("metricgate; hit; ttl={ttl}; detail=stale-while-revalidate")
-        }
+fn cache_status(answer: &Served, ttl: i64) -> HeaderValue {
+    let head = match answer.route {
+        Route::Hit => "metricgate; hit; ttl=",
+        Route::Miss { collapsed: false } => "metricgate; fwd=miss; stored; ttl=",
+        Route::Miss { collapsed: true } => "metricgate; fwd=miss; collapsed; stored; ttl=",
+        Route::Forced { collapsed: false } => "metricgate; fwd=request; stored; ttl=",
+        Route::Forced { collapsed: true } => "metricgate; fwd=request; collapsed; stored; ttl=",
+        Route::StaleWhileRevalidate => "metricgate; hit; ttl=",
         Route::StaleIfError => {
             let status = answer.failure.as_ref().map_or(502, failure_status);
-            format!("metricgate; fwd=stale; fwd-status={status}; ttl={ttl}; detail=stale-if-error")
+            let text = format!(
+                "metricgate; fwd=stale; fwd-status={status}; ttl={ttl}; detail=stale-if-error"
+            );
+            return HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("metricgate"));
         }
-    }
+    };
+    let tail: &[u8] = match answer.route {
+        Route::StaleWhileRevalidate => b"; detail=stale-while-revalidate",
+        _ => b"",
+    };
+    // Built by hand: every answer carries it (a hit is otherwise a few lookups).
+    let mut text = Vec::with_capacity(head.len() + 20 + tail.len());
+    text.extend_from_slice(head.as_bytes());
+    text.extend_from_slice(itoa::Buffer::new().format(ttl).as_bytes());
+    text.extend_from_slice(tail);
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+        .unwrap_or(HeaderValue::from_static("metricgate"))
 }
 
 fn etag_matches(req: &HttpRequest, etag: &str) -> bool {
@@ -78,7 +86,7 @@ pub fn respond(req: &HttpRequest, answer: &Served, representation: Representatio
             cache_status(answer, ttl),
         ))
         .insert_header((header::AGE, entry.deadlines.age_secs(now)))
-        .insert_header((header::CACHE_CONTROL, format!("max-age={}", ttl.max(0))))
+        .insert_header((header::CACHE_CONTROL, max_age(ttl)))
         .insert_header((header::ETAG, entry.etag.as_str()))
         .insert_header((
             header::VARY,
@@ -101,4 +109,12 @@ pub fn respond(req: &HttpRequest, answer: &Served, representation: Representatio
             .body(gz.clone()),
         _ => response.body(entry.body.clone()),
     }
+}
+
+fn max_age(ttl: i64) -> HeaderValue {
+    let mut text = Vec::with_capacity(28);
+    text.extend_from_slice(b"max-age=");
+    text.extend_from_slice(itoa::Buffer::new().format(ttl.max(0)).as_bytes());
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+        .unwrap_or(HeaderValue::from_static("no-cache"))
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use moka::future::Cache;
+use moka::sync::Cache;
 use prometheus::IntCounter;
 
 use super::freshness::{Freshness, Lifetime};
@@ -132,7 +132,7 @@ where
         if directives.no_cache {
             return None;
         }
-        let key = self.exact[format_slot(format)].get(raw_query).await?;
+        let key = self.exact[format_slot(format)].get(raw_query)?;
         let entry = self.store.lookup(&key).await?;
         if !entry.deadlines.is_fresh(now) {
             return None;
@@ -162,9 +162,7 @@ where
             .lookup_or_fetch(key.clone(), lifetime, now, directives, fetch)
             .await?;
         if lifetime == Lifetime::Historic && answer.entry.deadlines.is_fresh(now) {
-            self.exact[format_slot(format)]
-                .insert(raw_query.into(), key)
-                .await;
+            self.exact[format_slot(format)].insert(raw_query.into(), key);
         }
         Ok(answer)
     }
@@ -337,7 +335,7 @@ where
         let store = self.store.report().await;
         let mut index_bytes = 0;
         for index in &self.exact {
-            index.run_pending_tasks().await;
+            index.run_pending_tasks();
             index_bytes += index.weighted_size();
         }
         let c = &self.counters;
