@@ -19,7 +19,7 @@ const DAY: i64 = 86_400_000;
 fn intervals() -> impl Strategy<Value = u64> {
     prop_oneof![
         proptest::sample::select(vec![
-            60_u64, 120, 300, 420, 900, 3_600, 5_400, 7_200, 86_400, 604_800
+            60_u64, 120, 300, 420, 900, 3_600, 5_400, 7_200, 86_400, 604_800, 2_592_000
         ]),
         (1_u64..=1_440).prop_map(|minutes| minutes * 60),
     ]
