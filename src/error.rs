@@ -98,6 +98,12 @@ fn answer_parts(e: &AnswerError) -> Parts {
             "The appliance answered with an error",
             format!("the appliance reported: {message}"),
         ),
+        AnswerError::MissingMetric { .. } => (
+            StatusCode::BAD_GATEWAY,
+            "appliance-missing-metric",
+            "The appliance's answer lacks a requested metric",
+            format!("{e}; the gateway gives no empty series in its place"),
+        ),
         AnswerError::UnknownShape { reason, .. } => (
             StatusCode::BAD_GATEWAY,
             "appliance-unknown-shape",
@@ -128,6 +134,18 @@ fn upstream_parts(e: &UpstreamError) -> Parts {
                 "appliance-refused",
                 "The appliance refused the gateway",
                 "the appliance refused the gateway's credentials or permissions (it answered with a redirect)".into(),
+            ),
+            U::Refused { message } => (
+                bad_gateway,
+                "appliance-refused-query",
+                "The appliance refused the query",
+                format!("the appliance refused the query: {message}"),
+            ),
+            U::Throttled { retry_after_secs } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "appliance-throttled",
+                "The appliance is rate-limiting the gateway",
+                format!("the appliance asked the gateway to slow down (429); retry in {retry_after_secs} s"),
             ),
             U::Rejected { status, message } => (
                 bad_gateway,
@@ -258,11 +276,14 @@ impl ApiError {
 
     fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            ApiError::RateLimited { retry_after_secs }
-            | ApiError::Fetch(FetchError::Upstream(
+            ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            ApiError::Fetch(FetchError::Upstream(e))
+            | ApiError::Catalog(CatalogError::Upstream(e)) => match e {
                 UpstreamError::Saturated { retry_after_secs }
-                | UpstreamError::CircuitOpen { retry_after_secs },
-            )) => Some(*retry_after_secs),
+                | UpstreamError::CircuitOpen { retry_after_secs }
+                | UpstreamError::Throttled { retry_after_secs } => Some(*retry_after_secs),
+                _ => None,
+            },
             _ => None,
         }
     }

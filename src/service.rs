@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use crate::cache::segments::{Reuse, SegmentCache};
-use crate::cache::{CacheError, CacheReport, Directives, Entry, Purged, ResponseCache, Route};
+use crate::cache::{
+    CacheError, CacheReport, Completeness, Directives, Entry, Fetched, Purged, ResponseCache, Route,
+};
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::fetch::{FetchError, MetricSource};
@@ -128,7 +130,11 @@ impl MetricService {
                     }
                     None => source.fetch(&asked, now, traceparent).await?,
                 };
-                Ok(render::render(format, &data)?)
+                Ok(Fetched {
+                    body: render::render(format, &data)?,
+                    completeness: Completeness::of(&data),
+                    left_out: data.warnings.len(),
+                })
             }
         };
         let answer = self

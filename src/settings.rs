@@ -292,6 +292,12 @@ impl Settings {
                     .into(),
             );
         }
+        if !q.default_interval_seconds.is_multiple_of(60) {
+            problems.push(
+                "query.default_interval_seconds must be a whole number of minutes (appliances keep one value per minute)"
+                    .into(),
+            );
+        }
         let c = &self.cache;
         positive(&mut problems, "cache.max_bytes", c.max_bytes);
         positive(

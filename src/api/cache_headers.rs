@@ -33,6 +33,9 @@ pub fn directives(req: &HttpRequest) -> Directives {
 }
 
 fn cache_status(answer: &Served, ttl: i64) -> HeaderValue {
+    if answer.entry.left_out > 0 {
+        return HeaderValue::from_static("metricgate; fwd=miss; detail=partial");
+    }
     let head = match answer.route {
         Route::Hit => "metricgate; hit; ttl=",
         Route::Miss { collapsed: false } => "metricgate; fwd=miss; stored; ttl=",
@@ -70,6 +73,14 @@ fn etag_matches(req: &HttpRequest, etag: &str) -> bool {
         .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == etag)
 }
 
+/// `Warning` (RFC 7234's, code 199) for an answer that left out parts of the appliance's: a
+/// count only; JSON answers name each in `warnings`, the log names their keys.
+fn warning(left_out: usize) -> String {
+    format!(
+        "199 metricgate \"{left_out} part(s) of the appliance's answer had no known shape and were left out; this answer is not cached\""
+    )
+}
+
 pub fn respond(req: &HttpRequest, answer: &Served, representation: Representation) -> HttpResponse {
     let now = answer.now_ms;
     let entry = &answer.entry;
@@ -86,12 +97,19 @@ pub fn respond(req: &HttpRequest, answer: &Served, representation: Representatio
             cache_status(answer, ttl),
         ))
         .insert_header((header::AGE, entry.deadlines.age_secs(now)))
-        .insert_header((header::CACHE_CONTROL, max_age(ttl)))
         .insert_header((header::ETAG, entry.etag.as_str()))
         .insert_header((
             header::VARY,
             HeaderValue::from_static("accept, accept-encoding"),
         ));
+    if entry.left_out > 0 {
+        // Served once to those who asked, kept nowhere: no cache downstream keeps it either.
+        response
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .insert_header((header::WARNING, warning(entry.left_out)));
+    } else {
+        response.insert_header((header::CACHE_CONTROL, max_age(ttl)));
+    }
     if let Route::Miss { .. } | Route::Forced { .. } = answer.route {
         response
             .extensions_mut()

@@ -19,6 +19,8 @@ use crate::state::AppState;
 ///
 /// Validated, cached, coalesced and rate-limited exactly like `/v1/metricdata`; only the
 /// spelling of the question and the shape of the answer differ. `DTAPI-*` headers are ignored.
+/// A `Warning` header marks an answer that left out parts of the appliance's the gateway did not
+/// understand (such an answer is never cached).
 #[utoipa::path(get, path = "/darktrace/metricdata", operation_id = "sdk_get_metricdata", tag = "darktrace-sdk", params(SdkMetricDataParams),
     responses(
         (status = 200, description = "One metric: `data` is a list of points; several: `data` maps names to lists; several devices: each point has `values` per device", body = crate::render::sdk::SdkMetricData),

@@ -19,11 +19,11 @@ pub enum ApplianceFailures {
     RateLimited(Problem),
     #[response(
         status = 502,
-        description = "The appliance failed, refused the gateway, or sent an unknown shape",
+        description = "The appliance failed, refused the gateway or the query (`appliance-refused-query`: the first line of its reason, never its address), sent an unknown shape, or left out a requested metric",
         content_type = "application/problem+json"
     )]
     BadGateway(Problem),
-    #[response(status = 503, description = "The appliance's request budget is exhausted, or its circuit breaker is open",
+    #[response(status = 503, description = "The appliance's request budget is exhausted, its circuit breaker is open, or the appliance itself is rate-limiting the gateway (its 429; `Retry-After` is the appliance's own when it sends one)",
         content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait")))]
     Unavailable(Problem),
     #[response(

@@ -13,7 +13,9 @@ use super::key::CacheKey;
 use super::memory::{MemoryStore, MemoryValue};
 use super::redis::{Accept, RedisAnswers, Turn};
 use super::store::Store;
-use super::{Answer, CacheError, CacheReport, Directives, ENTRY_OVERHEAD, Entry, Hasher, Route};
+use super::{
+    Answer, CacheError, CacheReport, Directives, ENTRY_OVERHEAD, Entry, Fetched, Hasher, Route,
+};
 use crate::clock::Clock;
 use crate::coalesce::{Coalescer, Joined, TaskFailed};
 use crate::query::{Format, MetricQuery, PurgeFilter};
@@ -142,7 +144,7 @@ where
     }
 
     /// Answers `query` in `format` (which `raw_query` spelled) from the store, or by running
-    /// `fetch` (coalesced), which returns the rendered body.
+    /// `fetch` (coalesced), which returns the rendered body and its completeness.
     pub async fn answer<F, Fut>(
         &self,
         format: Format,
@@ -154,7 +156,7 @@ where
     ) -> Result<Answer<E>, CacheError<E>>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Bytes, E>> + Send + 'static,
+        Fut: std::future::Future<Output = Result<Fetched, E>> + Send + 'static,
     {
         let lifetime = self.freshness.lifetime(&query, now);
         let key = CacheKey::new(self.identity.clone(), Arc::new(query), format, lifetime);
@@ -177,7 +179,7 @@ where
     ) -> Result<Answer<E>, CacheError<E>>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Bytes, E>> + Send + 'static,
+        Fut: std::future::Future<Output = Result<Fetched, E>> + Send + 'static,
     {
         let c = &self.counters;
         let stored = match self.store.lookup(&key).await {
@@ -255,7 +257,7 @@ where
     ) -> Joined<Arc<Entry>, E>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Bytes, E>> + Send + 'static,
+        Fut: std::future::Future<Output = Result<Fetched, E>> + Send + 'static,
     {
         let store = self.store.clone();
         let freshness = self.freshness.clone();
@@ -291,20 +293,24 @@ where
             counters.fetches.fetch_add(1, Ordering::Relaxed);
             let started = std::time::Instant::now();
             let result = body.await;
-            let entry = result.map(|body| {
+            let entry = result.map(|fetched| {
+                let body = fetched.body;
                 Arc::new(Entry {
                     gzip: (body.len() >= gzip_min)
                         .then(|| super::gzip(&body))
                         .flatten(),
                     etag: etag(&body),
-                    deadlines: freshness.deadlines(lifetime, clock.now_ms()),
+                    deadlines: freshness.deadlines(lifetime, fetched.completeness, clock.now_ms()),
                     upstream_ms: started.elapsed().as_millis() as u64,
                     // Serializers grow their buffers by doubling; an entry keeps exactly its
                     // bytes.
                     body: Bytes::copy_from_slice(&body),
+                    left_out: fetched.left_out,
                 })
             });
-            if let Ok(entry) = &entry {
+            // A partly understood answer goes to those waiting for it, and nowhere else.
+            let keep = result_kept(&entry);
+            if let (Ok(entry), true) = (&entry, keep) {
                 store.insert(task_key, entry.clone()).await;
                 if let (Some(s), Some(id)) = (&shared, &shared_id) {
                     s.insert(id.clone(), entry.clone()).await;
@@ -361,6 +367,11 @@ where
             segments: None,
         }
     }
+}
+
+/// Whether a fetched entry may be stored: only what the gateway understood whole.
+fn result_kept<E>(entry: &Result<Arc<Entry>, E>) -> bool {
+    entry.as_ref().is_ok_and(|e| e.left_out == 0)
 }
 
 fn etag(body: &[u8]) -> String {

@@ -7,11 +7,59 @@
 //!   key carries the bucket `floor(now / step)` and it is fresh until the bucket ends, where
 //!   `step = min(live_ttl, interval)`: a caller asking for 1-minute points never gets an
 //!   answer older than a minute, and no caller gets one older than `live_ttl`.
+//!
+//! What came back counts too ([`Completeness`]): an answer or segment with a series without
+//! points, or whose newest bucket is empty, may come from an appliance that is behind or
+//! restarting, so it lives only as long as a live answer however old its range; an answer
+//! the gateway only partly understood is not kept at all.
 
 use std::time::Duration;
 
+use crate::normalize::{MetricData, Series};
 use crate::query::MetricQuery;
 use crate::settings::CacheSettings;
+
+/// What an answer's data says about keeping it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completeness {
+    /// Every series has a value in its newest bucket: kept as long as its lifetime says.
+    Complete,
+    /// A series has no points, or its newest bucket is empty: the appliance may not have the
+    /// data yet, so it is kept only as long as a live answer.
+    Late,
+    /// Part of the appliance's answer was not understood: served once, never kept.
+    Partial,
+}
+
+impl Completeness {
+    /// Of a whole answer, from its range, series and warnings.
+    pub fn of(data: &MetricData) -> Self {
+        if !data.warnings.is_empty() {
+            return Completeness::Partial;
+        }
+        match data.timerange.end {
+            Some(end) => Self::of_series(&data.series, end, data.query.interval_ms()),
+            // The appliance chose the window: the answer is live anyway.
+            None => Completeness::Complete,
+        }
+    }
+
+    /// Of the series of a range ending at `end` (exclusive), in buckets of `interval_ms`.
+    pub fn of_series(series: &[Series], end: i64, interval_ms: i64) -> Self {
+        let newest = (end - 1).div_euclid(interval_ms) * interval_ms;
+        let filled = !series.is_empty()
+            && series.iter().all(|s| {
+                s.points
+                    .last()
+                    .is_some_and(|p| p.timestamp == newest && p.value.is_some())
+            });
+        if filled {
+            Completeness::Complete
+        } else {
+            Completeness::Late
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Lifetime {
@@ -90,10 +138,16 @@ impl Freshness {
         }
     }
 
-    /// A segment `[start, end)` of a series: historic once it ended before `now - settle`,
-    /// else live for `min(live_ttl, interval)`. Stale segments are never served.
-    pub fn segment_deadlines(&self, end: i64, interval_ms: i64, now: i64) -> Deadlines {
-        let ttl = if end <= now - self.settle_ms {
+    /// A segment `[start, end)` of a series: historic once it ended before `now - settle` and
+    /// is complete, else live for `min(live_ttl, interval)`. Stale segments are never served.
+    pub fn segment_deadlines(
+        &self,
+        end: i64,
+        interval_ms: i64,
+        completeness: Completeness,
+        now: i64,
+    ) -> Deadlines {
+        let ttl = if end <= now - self.settle_ms && completeness == Completeness::Complete {
             self.historic_ttl_ms
         } else {
             self.live_ttl_ms.min(interval_ms).max(1)
@@ -106,10 +160,21 @@ impl Freshness {
         }
     }
 
-    pub fn deadlines(&self, lifetime: Lifetime, now: i64) -> Deadlines {
-        let fresh_until = match lifetime {
-            Lifetime::Historic => now + self.historic_ttl_ms,
-            Lifetime::Live { bucket, step_ms } => (bucket + 1) * step_ms,
+    /// When an answer of `lifetime` and `completeness`, made at `now`, stops being fresh and
+    /// may no longer be served stale. A partial answer is stale at once (it is never kept).
+    pub fn deadlines(&self, lifetime: Lifetime, completeness: Completeness, now: i64) -> Deadlines {
+        let fresh_until = match (lifetime, completeness) {
+            (_, Completeness::Partial) => {
+                return Deadlines {
+                    stored_at: now,
+                    fresh_until: now,
+                    stale_while_revalidate_until: now,
+                    stale_if_error_until: now,
+                };
+            }
+            (Lifetime::Historic, Completeness::Complete) => now + self.historic_ttl_ms,
+            (Lifetime::Historic, Completeness::Late) => now + self.live_ttl_ms,
+            (Lifetime::Live { bucket, step_ms }, _) => (bucket + 1) * step_ms,
         };
         Deadlines {
             stored_at: now,
@@ -166,11 +231,63 @@ mod tests {
                 bucket: 10,
                 step_ms: 60_000,
             },
+            Completeness::Complete,
             610_000,
         );
         assert_eq!(d.fresh_until, 660_000);
         assert_eq!(d.ttl_secs(610_000), 50);
         assert!(!d.is_fresh(660_000));
         assert_eq!(d.stale_while_revalidate_until, 690_000);
+    }
+
+    #[test]
+    fn late_or_partial_answers_are_not_pinned() {
+        let s = Settings::defaults();
+        let f = Freshness::new(&s.cache);
+        let historic = |c| f.deadlines(Lifetime::Historic, c, NOW);
+        assert_eq!(
+            historic(Completeness::Complete).ttl_secs(NOW),
+            s.cache.historic_ttl_secs as i64
+        );
+        assert_eq!(
+            historic(Completeness::Late).ttl_secs(NOW),
+            s.cache.live_ttl_secs as i64
+        );
+        assert_eq!(historic(Completeness::Partial).ttl_secs(NOW), 0);
+        let old_end = NOW - 3_600_000;
+        let segment = |c| f.segment_deadlines(old_end, 60_000, c, NOW).ttl_secs(NOW);
+        assert_eq!(
+            segment(Completeness::Complete),
+            s.cache.historic_ttl_secs as i64
+        );
+        assert_eq!(segment(Completeness::Late), 60);
+    }
+
+    #[test]
+    fn an_answer_is_late_when_a_series_lacks_its_newest_bucket() {
+        use crate::normalize::Point;
+        let point = |t: i64, v: Option<i64>| Point {
+            timestamp: t,
+            value: v.map(Into::into),
+            in_: None,
+            out: None,
+        };
+        let series = |points| Series {
+            metric: "a".into(),
+            unit: None,
+            device: None,
+            points,
+        };
+        let end = 600_000;
+        let full = series(vec![point(480_000, Some(1)), point(540_000, Some(2))]);
+        let behind = series(vec![point(480_000, Some(1))]);
+        let null = series(vec![point(540_000, None)]);
+        let empty = series(vec![]);
+        let of = |s: Vec<Series>| Completeness::of_series(&s, end, 60_000);
+        assert_eq!(of(vec![full.clone()]), Completeness::Complete);
+        assert_eq!(of(vec![full.clone(), behind]), Completeness::Late);
+        assert_eq!(of(vec![null]), Completeness::Late);
+        assert_eq!(of(vec![full, empty]), Completeness::Late);
+        assert_eq!(of(vec![]), Completeness::Late);
     }
 }

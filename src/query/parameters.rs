@@ -95,25 +95,25 @@ pub const PARAMETERS: &[Parameter] = &[
     ),
     p(
         "applicationprotocol",
-        Shape::Token(32),
-        "Application protocol code (letters, digits, `_ . : -`; at most 32).",
+        Shape::Text,
+        "Application protocol: the appliance's numeric code from its `/enums` (e.g. `1053`), or the protocol's name there in any case (`http`, `https`, `smtp`, …), which the gateway translates to the code. Unknown names are refused with the closest known ones; names are accepted once the gateway has read the appliance's `/enums` (codes always are).",
     ),
     p(
         "starttime",
         Shape::Text,
-        "Start: epoch ms, ISO-8601 (`2024-01-15T12:00:00Z`) or `YYYY-MM-DD HH:MM:SS` (UTC). Alias: `from`. Without an end, the range runs until now; without a start, the appliance's recent window is asked for.",
+        "Start: epoch ms, ISO-8601 (`2024-01-15T12:00:00Z`) or `YYYY-MM-DD HH:MM:SS` (UTC), between March 1973 and 9999. Alias: `from`. Without an end, the range runs until now; without a start, the appliance's recent window is asked for. The first bucket is the one holding the start (buckets start at epoch-aligned multiples of the interval).",
     ),
     p(
         "endtime",
         Shape::Text,
-        "End (exclusive), same formats as `starttime`. Alias: `to`. Needs a start.",
+        "End (exclusive: no bucket starting at or after it is returned), same formats as `starttime`. Alias: `to`. Needs a start.",
     ),
     p("from", Shape::Text, "Alias of `starttime`.").sdk("Alias of `starttime` (the SDK's `from_`)."),
     p("to", Shape::Text, "Alias of `endtime`."),
     p(
         "interval",
         Shape::Text,
-        "Bucket width: seconds (`300`) or a label (`1min`, `5min`, `15min`, `1hour`, `1day`). Default 60 seconds. Each bucket holds the maximum value inside it.",
+        "Bucket width: seconds (`300`) or a label (`1min`, `5min`, `15min`, `1hour`, `1day`), a whole number of minutes (appliances keep one value per minute). Default 60 seconds. Each bucket holds the maximum value inside it.",
     )
     .example(Example::Text("5min")),
     p(

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::values::{self, shown};
-use super::{FieldError, MetricNames, MetricQuery};
+use super::{FieldError, MetricNames, MetricQuery, ProtocolLookup};
 use crate::settings::QueryLimits;
 
 /// Parameters that may repeat, or carry comma lists.
@@ -12,7 +12,7 @@ const LIST_PARAMETERS: &[&str] = &["metrics", "devices"];
 /// A query string with more parameters than this is refused outright.
 const MAX_PARAMETERS: usize = 256;
 const MAX_NAME_LEN: usize = 64;
-const MAX_APPLICATION_PROTOCOL_LEN: usize = 32;
+const MAX_APPLICATION_PROTOCOL_LEN: usize = 64;
 
 /// How a caller spells its question.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,9 +164,7 @@ impl Parser {
         let sourceport = self.field("sourceport", values::port);
         let destinationport = self.field("destinationport", values::port);
         let protocol = self.field("protocol", values::protocol);
-        let applicationprotocol = self.field("applicationprotocol", |v| {
-            values::name_token(v, "applicationprotocol", MAX_APPLICATION_PROTOCOL_LEN)
-        });
+        let applicationprotocol = self.application_protocol(catalog);
         let breachtimes = self.field("breachtimes", values::boolean).unwrap_or(false);
         let fulldevicedetails = self
             .field("fulldevicedetails", values::boolean)
@@ -274,6 +272,66 @@ impl Parser {
         ok.then_some(names)
     }
 
+    /// `applicationprotocol`: the appliance's numeric code (from its `/enums`), or a name it
+    /// lists there, translated to the code. Names are only sent as codes.
+    fn application_protocol(&mut self, catalog: &dyn MetricNames) -> Option<u32> {
+        const NAME: &str = "applicationprotocol";
+        let raw = self.take(NAME)?;
+        if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
+            let Ok(code) = raw.parse::<u32>() else {
+                self.error(
+                    NAME,
+                    format!("`{}` is not an application protocol code", shown(&raw)),
+                );
+                return None;
+            };
+            if catalog.has_application_protocol(code) == Some(false) {
+                self.error(
+                    NAME,
+                    format!("`{code}` is not an application protocol code the appliance lists in its /enums; give a code it lists, or a name such as http"),
+                );
+                return None;
+            }
+            return Some(code);
+        }
+        let name_char = |c: char| c.is_ascii_alphanumeric() || " _.:/+-".contains(c);
+        if raw.is_empty()
+            || raw.chars().count() > MAX_APPLICATION_PROTOCOL_LEN
+            || !raw.chars().all(name_char)
+        {
+            self.error(
+                NAME,
+                format!("`{}` is not an application protocol; give its code, or its name (letters, digits, spaces and _ . : / + -; at most {MAX_APPLICATION_PROTOCOL_LEN} characters)", shown(&raw)),
+            );
+            return None;
+        }
+        match catalog.application_protocol(&raw) {
+            ProtocolLookup::Code(code) => Some(code),
+            ProtocolLookup::Unknown { closest } => {
+                let hint = if closest.is_empty() {
+                    "; the appliance's /enums lists the known names".to_owned()
+                } else {
+                    format!("; did you mean {}?", quoted_list(&closest))
+                };
+                self.error(
+                    NAME,
+                    format!("unknown application protocol `{}`{hint}", shown(&raw)),
+                );
+                None
+            }
+            ProtocolLookup::NotKnownYet => {
+                self.error(
+                    NAME,
+                    format!(
+                        "`{}` is a name, and the gateway has not read the appliance's application protocols (/enums) yet, so it cannot translate names; give the numeric code (e.g. 1053), or retry shortly",
+                        shown(&raw)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
     fn devices(&mut self, limits: &QueryLimits) -> Option<Vec<u64>> {
         let did = self.take("did");
         let list = self.lists.remove("devices");
@@ -337,6 +395,27 @@ impl Parser {
                 return None;
             }
         };
+        if !seconds.is_multiple_of(60) && seconds > 0 {
+            let below = (seconds / 60 * 60).max(60);
+            let above = seconds.div_ceil(60) * 60;
+            let choices = if below == above {
+                values::interval_label(above)
+            } else {
+                format!(
+                    "{} or {}",
+                    values::interval_label(below),
+                    values::interval_label(above)
+                )
+            };
+            self.error(
+                "interval",
+                format!(
+                    "`{}` is not a whole number of minutes; appliances keep one value per minute, so use e.g. {choices}",
+                    shown(&raw)
+                ),
+            );
+            return None;
+        }
         if !(limits.min_interval_seconds..=limits.max_interval_seconds).contains(&seconds) {
             self.error(
                 "interval",

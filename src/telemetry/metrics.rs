@@ -21,6 +21,7 @@ pub struct GatewayMetrics {
     pub upstream_requests: IntCounterVec,
     pub upstream_duration: HistogramVec,
     pub upstream_in_flight: IntGauge,
+    pub appliance_unknown_shapes: IntCounter,
     pub rate_limited: IntCounter,
     pub breaker_state: IntGauge,
     pub redis_up: IntGauge,
@@ -101,6 +102,11 @@ impl GatewayMetrics {
                 "metricgate_upstream_in_flight",
                 "Requests in flight to the appliance",
             ),
+            appliance_unknown_shapes: IntCounter::new(
+                "metricgate_appliance_unknown_shapes_total",
+                "Parts of appliance answers of no known shape, left out of answers served with a Warning and never cached",
+            )
+            .unwrap_or_else(|e| panic!("metric: {e}")),
             rate_limited: IntCounter::new(
                 "metricgate_rate_limited_total",
                 "Requests refused with 429 because the caller was over its limit",
@@ -126,6 +132,7 @@ impl GatewayMetrics {
             Box::new(m.upstream_requests.clone()),
             Box::new(m.upstream_duration.clone()),
             Box::new(m.upstream_in_flight.clone()),
+            Box::new(m.appliance_unknown_shapes.clone()),
             Box::new(m.rate_limited.clone()),
             Box::new(m.breaker_state.clone()),
             Box::new(m.redis_up.clone()),

@@ -64,6 +64,9 @@ pub async fn spawn_app_against(sim: Simulator, adjust: impl FnOnce(&mut Settings
     adjust(&mut settings);
     settings.validate().expect("test settings are valid");
     let clock = Clock::manual_from_now();
+    // The appliance's clock is the gateway's: a test moves both, and the appliance's data
+    // (which minutes exist yet) follows.
+    sim.set_clock(clock.clone());
     let app = Application::build_with_clock(settings, clock.clone())
         .await
         .expect("gateway builds");
