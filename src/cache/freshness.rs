@@ -8,7 +8,10 @@
 //!   `step = min(live_ttl, interval)`: a caller asking for 1-minute points never gets an
 //!   answer older than a minute, and no caller gets one older than `live_ttl`.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use crate::query::MetricQuery;
 use crate::settings::CacheSettings;
@@ -56,8 +59,16 @@ impl Deadlines {
     }
 }
 
+/// The TTLs in force. Cheap to clone: clones share them, and [`Freshness::reload`] replaces
+/// them for every clone at once (a configuration reload); answers already stored keep the
+/// deadlines they were given.
 #[derive(Debug, Clone)]
 pub struct Freshness {
+    ttls: Arc<ArcSwap<Ttls>>,
+}
+
+#[derive(Debug)]
+struct Ttls {
     historic_ttl_ms: i64,
     live_ttl_ms: i64,
     settle_ms: i64,
@@ -65,8 +76,8 @@ pub struct Freshness {
     sie_ms: i64,
 }
 
-impl Freshness {
-    pub fn new(s: &CacheSettings) -> Self {
+impl Ttls {
+    fn new(s: &CacheSettings) -> Self {
         let ms = |secs: u64| (secs as i64).saturating_mul(1000);
         Self {
             historic_ttl_ms: ms(s.historic_ttl_secs),
@@ -76,12 +87,26 @@ impl Freshness {
             sie_ms: ms(s.stale_if_error_secs),
         }
     }
+}
+
+impl Freshness {
+    pub fn new(s: &CacheSettings) -> Self {
+        Self {
+            ttls: Arc::new(ArcSwap::from_pointee(Ttls::new(s))),
+        }
+    }
+
+    /// Puts the TTLs of `s` in force for every clone.
+    pub fn reload(&self, s: &CacheSettings) {
+        self.ttls.store(Arc::new(Ttls::new(s)));
+    }
 
     pub fn lifetime(&self, q: &MetricQuery, now: i64) -> Lifetime {
+        let t = self.ttls.load();
         match q.endtime() {
-            Some(end) if end <= now - self.settle_ms => Lifetime::Historic,
+            Some(end) if end <= now - t.settle_ms => Lifetime::Historic,
             _ => {
-                let step_ms = self.live_ttl_ms.min(q.interval_ms()).max(1);
+                let step_ms = t.live_ttl_ms.min(q.interval_ms()).max(1);
                 Lifetime::Live {
                     bucket: now.div_euclid(step_ms),
                     step_ms,
@@ -93,10 +118,11 @@ impl Freshness {
     /// A segment `[start, end)` of a series: historic once it ended before `now - settle`,
     /// else live for `min(live_ttl, interval)`. Stale segments are never served.
     pub fn segment_deadlines(&self, end: i64, interval_ms: i64, now: i64) -> Deadlines {
-        let ttl = if end <= now - self.settle_ms {
-            self.historic_ttl_ms
+        let t = self.ttls.load();
+        let ttl = if end <= now - t.settle_ms {
+            t.historic_ttl_ms
         } else {
-            self.live_ttl_ms.min(interval_ms).max(1)
+            t.live_ttl_ms.min(interval_ms).max(1)
         };
         Deadlines {
             stored_at: now,
@@ -107,15 +133,16 @@ impl Freshness {
     }
 
     pub fn deadlines(&self, lifetime: Lifetime, now: i64) -> Deadlines {
+        let t = self.ttls.load();
         let fresh_until = match lifetime {
-            Lifetime::Historic => now + self.historic_ttl_ms,
+            Lifetime::Historic => now + t.historic_ttl_ms,
             Lifetime::Live { bucket, step_ms } => (bucket + 1) * step_ms,
         };
         Deadlines {
             stored_at: now,
             fresh_until,
-            stale_while_revalidate_until: fresh_until + self.swr_ms,
-            stale_if_error_until: fresh_until + self.sie_ms,
+            stale_while_revalidate_until: fresh_until + t.swr_ms,
+            stale_if_error_until: fresh_until + t.sie_ms,
         }
     }
 }
@@ -172,5 +199,15 @@ mod tests {
         assert_eq!(d.ttl_secs(610_000), 50);
         assert!(!d.is_fresh(660_000));
         assert_eq!(d.stale_while_revalidate_until, 690_000);
+    }
+
+    #[test]
+    fn a_reload_reaches_every_clone() {
+        let mut s = Settings::defaults();
+        let f = Freshness::new(&s.cache);
+        let shared = f.clone();
+        s.cache.historic_ttl_secs = 5;
+        f.reload(&s.cache);
+        assert_eq!(shared.deadlines(Lifetime::Historic, 0).fresh_until, 5_000);
     }
 }
