@@ -34,9 +34,9 @@ if ! python3 -c 'import selenium' >/dev/null 2>&1; then
     python3 -m pip install --quiet --root-user-action=ignore 'selenium==4.*'
 fi
 
-# The replica tests start their own redis-server.
-if ! command -v redis-server >/dev/null 2>&1; then
-    (apt-get update -qq && apt-get install -y -qq redis-server) >/dev/null
+# The replica tests start their own redis-server; the README test runs its curl lines.
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
+    (apt-get update -qq && apt-get install -y -qq redis-server curl) >/dev/null
 fi
 
 # The browser tests' screenshots land in target/artifacts/ (explorer.png, swagger.png).

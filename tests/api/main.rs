@@ -13,6 +13,7 @@ mod hostile;
 mod layers;
 mod limits;
 mod ops;
+mod readme;
 mod reload;
 mod replicas;
 mod representation;
