@@ -101,14 +101,16 @@ pub const PARAMETERS: &[Parameter] = &[
     p(
         "starttime",
         Shape::Text,
-        "Start: epoch ms, ISO-8601 (`2024-01-15T12:00:00Z`) or `YYYY-MM-DD HH:MM:SS` (UTC). Alias: `from` (give one of the two). Without an end, the range runs until now; without a start, the appliance's recent window is asked for.",
+        "Start: epoch ms, ISO-8601 (`2024-01-15T12:00:00Z`), `YYYY-MM-DD HH:MM:SS` (UTC), or relative to now (`now-1h`, `now-30min`, `now-7d`). Alias: `from` (give one of the two). Without an end, the range runs until now; without a start, the appliance's recent window is asked for.",
     ),
     p(
         "endtime",
         Shape::Text,
         "End (exclusive), same formats as `starttime`. Alias: `to` (give one of the two). Needs a start.",
     ),
-    p("from", Shape::Text, "Alias of `starttime`; give one of the two.").sdk("Alias of `starttime` (the SDK's `from_`)."),
+    p("from", Shape::Text, "Alias of `starttime`; give one of the two.")
+        .sdk("Alias of `starttime` (the SDK's `from_`).")
+        .example(Example::Text("now-1h")),
     p("to", Shape::Text, "Alias of `endtime`; give one of the two."),
     p(
         "interval",

@@ -388,10 +388,17 @@ impl Parser {
     }
 
     /// One of an alias pair, checking that both spellings agree when both are given.
-    fn aliased(&mut self, name: &'static str, alias: &'static str) -> Result<Option<i64>, ()> {
-        let a = self.field(name, values::timestamp_ms);
+    fn aliased(
+        &mut self,
+        name: &'static str,
+        alias: &'static str,
+        now_ms: i64,
+    ) -> Result<Option<i64>, ()> {
+        let time =
+            |v: &str| values::relative_ms(v, now_ms).unwrap_or_else(|| values::timestamp_ms(v));
+        let a = self.field(name, time);
         let a_failed = self.errors.iter().any(|e| e.parameter == name);
-        let b = self.field(alias, values::timestamp_ms);
+        let b = self.field(alias, time);
         let b_failed = self.errors.iter().any(|e| e.parameter == alias);
         if a_failed || b_failed {
             return Err(());
@@ -414,8 +421,8 @@ impl Parser {
         interval: Option<u64>,
         now_ms: i64,
     ) -> (Option<i64>, Option<i64>) {
-        let start = self.aliased("starttime", "from");
-        let end = self.aliased("endtime", "to");
+        let start = self.aliased("starttime", "from", now_ms);
+        let end = self.aliased("endtime", "to", now_ms);
         let (Ok(start), Ok(end)) = (start, end) else {
             return (None, None);
         };
@@ -633,6 +640,30 @@ mod tests {
         )
         .unwrap_err();
         assert!(e[0].message.contains("/appliance"), "{}", e[0].message);
+    }
+
+    #[test]
+    fn times_may_be_relative_to_now() {
+        let q = ok("metric=a&from=now-1h&interval=5min");
+        assert_eq!(q.starttime, Some(NOW - 3_600_000));
+        assert_eq!(q.endtime, None, "until now");
+        assert_eq!(
+            ok("metric=a&from=now-7d&to=now-1d").endtime,
+            Some(NOW - 86_400_000)
+        );
+        assert_eq!(
+            ok("metric=a&from=now-30min").starttime,
+            Some(NOW - 1_800_000)
+        );
+        for bad in ["now+1h", "now-1y", "now-h", "now-99999999999999w"] {
+            let e = errs(&format!("metric=a&from={bad}"));
+            assert_eq!(e[0].parameter, "from", "{bad}");
+            assert!(
+                e[0].message.contains("relative time"),
+                "{bad}: {}",
+                e[0].message
+            );
+        }
     }
 
     #[test]

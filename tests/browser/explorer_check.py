@@ -63,7 +63,7 @@ try:
     check(query.get("devices") == "123,456", f"devices in {url}")
     check(query.get("interval") == "15min", f"interval in {url}")
     check(query.get("breachtimes") == "true", f"breachtimes in {url}")
-    check("from" in query and "to" not in query, f"a rolling range in {url}")
+    check(query.get("from") == "now-24h" and "to" not in query, f"a rolling range in {url}")
 
     # The chart holds exactly what the gateway answers for that question (now a cache hit).
     answer = requests.get(gateway + url, timeout=10)

@@ -32,14 +32,15 @@ try:
     block.find_element(By.CSS_SELECTOR, ".opblock-summary").click()
     try_it = wait.until(lambda d: block.find_element(By.CSS_SELECTOR, ".try-out__btn"))
     try_it.click()
-    # The shipped examples fill the form: one metric, one device, an interval.
+    # The shipped examples fill the form: one metric, one device, a recent range, an interval.
     filled = {
         row.get_attribute("data-param-name"): row.find_element(By.CSS_SELECTOR, "input").get_attribute("value")
         for row in block.find_elements(By.CSS_SELECTOR, "tr[data-param-name]")
         if row.find_elements(By.CSS_SELECTOR, "input")
     }
     filled = {k: v for k, v in filled.items() if v}
-    check(filled == {"metric": "connections", "did": "1", "interval": "5min"}, f"filled: {filled}")
+    expected = {"metric": "connections", "did": "1", "from": "now-1h", "interval": "5min"}
+    check(filled == expected, f"filled: {filled}")
     block.find_element(By.CSS_SELECTOR, ".execute").click()
     status = wait.until(
         lambda d: block.find_element(By.CSS_SELECTOR, ".live-responses-table tbody .response-col_status")
@@ -49,12 +50,15 @@ try:
     try:
         answer = json.loads(body)
         check(answer["query"]["metrics"] == ["connections"], f"query: {answer['query']}")
-        check(len(answer["series"][0]["points"]) > 0, "points in the answer")
+        check(len(answer["series"][0]["points"]) >= 12, "an hour at 5 min")
+        check(answer["timerange"]["end"] - answer["timerange"]["start"] == 3_600_000, "the last hour")
     except (ValueError, KeyError, IndexError) as e:
         failures.append(f"the answer is not metric data ({e}): {body[:300]}")
     url = block.find_element(By.CSS_SELECTOR, ".request-url pre").text
     check(url.startswith(gateway + "/v1/metricdata?"), f"request URL {url}")
-    driver.execute_script("arguments[0].scrollIntoView()", block)
+    # The picture shows the answer: the request URL, the 200 and its body.
+    responses = block.find_element(By.CSS_SELECTOR, ".responses-wrapper")
+    driver.execute_script("arguments[0].scrollIntoView()", responses)
     driver.save_screenshot(screenshot)
     errors = browser.console_errors(driver)
     check(not errors, f"console errors: {errors}")

@@ -83,12 +83,10 @@
         params.push(["from", iso(from)], ["to", iso(to)]);
       }
     } else {
-      const secs = PRESETS[range];
-      if (interval === "auto") interval = autoInterval(secs);
-      // Start on a bucket boundary, and leave the end open ("until now"): the gateway's
-      // segment cache then fetches only what is new when the same view is asked again.
-      const step = INTERVALS[interval] * 1000;
-      params.push(["from", iso(Math.floor((Date.now() - secs * 1000) / step) * step)]);
+      if (interval === "auto") interval = autoInterval(PRESETS[range]);
+      // Relative to the gateway's clock and open-ended ("until now"): a copied question stays
+      // "the last hour", and the segment cache fetches only what is new when it is asked again.
+      params.push(["from", `now-${range}`]);
     }
     if (interval) params.push(["interval", interval]);
     for (const name of FILTERS) {
