@@ -9,6 +9,7 @@ use crate::catalog::CatalogError;
 use crate::fetch::FetchError;
 use crate::normalize::AnswerError;
 use crate::query::FieldError;
+use crate::reload::ReloadError;
 use crate::service::ServiceError;
 use crate::telemetry::chain;
 use crate::upstream::UpstreamError;
@@ -37,6 +38,8 @@ pub enum ApiError {
     UriTooLong { limit: usize },
     #[error("the request headers are too large")]
     HeadersTooLarge { limit: usize },
+    #[error(transparent)]
+    Reload(#[from] ReloadError),
 }
 
 /// An RFC 9457 problem.
@@ -267,6 +270,12 @@ impl ApiError {
                 "method-not-allowed",
                 "Method not allowed",
                 "this route only answers GET".into(),
+            ),
+            ApiError::Reload(e) => (
+                StatusCode::CONFLICT,
+                "not-reloaded",
+                "The configuration was not reloaded",
+                e.to_string(),
             ),
             ApiError::Fetch(e) => fetch_parts(e),
             ApiError::Catalog(CatalogError::Upstream(e)) => upstream_parts(e),

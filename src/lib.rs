@@ -21,6 +21,7 @@ pub mod normalize;
 pub mod pin;
 pub mod query;
 pub mod redis;
+pub mod reload;
 pub mod render;
 pub mod service;
 pub mod settings;

@@ -153,6 +153,14 @@ impl MetricService {
         })
     }
 
+    /// Puts the TTLs of `cache` in force in both caches (a configuration reload).
+    pub fn reload_ttls(&self, cache: &crate::settings::CacheSettings) {
+        self.cache.reload_ttls(cache);
+        if let Some(segments) = &self.segments {
+            segments.reload_ttls(cache);
+        }
+    }
+
     /// Both caches' statistics.
     pub async fn cache_report(&self) -> CacheReport {
         let mut report = self.cache.report().await;

@@ -49,7 +49,7 @@ const FIELDS: &[&str] = &[
 #[allow(dead_code)]
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct SdkMetricsParams {
+pub(super) struct SdkMetricsParams {
     /// Only these fields of each metric, comma-separated (e.g. `mlid,name`).
     #[param(example = "mlid,name")]
     responsedata: Option<String>,
@@ -111,7 +111,7 @@ async fn catalog(state: &AppState) -> Result<std::sync::Arc<MetricCatalog>, ApiE
 }
 
 /// `responsedata=a,b`: the fields to keep; `None` keeps all. Anything else is refused.
-fn responsedata(raw: &str) -> Result<Option<Vec<String>>, Vec<FieldError>> {
+pub(super) fn responsedata(raw: &str) -> Result<Option<Vec<String>>, Vec<FieldError>> {
     let mut fields = None;
     let mut errors = Vec::new();
     for (key, value) in form_urlencoded::parse(raw.as_bytes()) {

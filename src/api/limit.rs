@@ -43,10 +43,7 @@ pub async fn middleware(
     };
     let (decision, policy) = match shared {
         Some(d) => d,
-        None => {
-            let (decision, policy) = state.callers.check(&caller);
-            (decision, policy.clone())
-        }
+        None => state.callers.check(&caller),
     };
     req.extensions_mut().insert(caller);
     match decision {

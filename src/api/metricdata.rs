@@ -48,7 +48,7 @@ pub async fn get_metricdata(
     serve(&req, &state, Dialect::Gateway).await
 }
 
-/// What `/v1/metricdata` and `/darktrace/metricdata` share: the request handed to the use
+/// What `/v1/metricdata`, `/darktrace/metricdata` and `/appliance/metricdata` share: the request handed to the use
 /// case, and its answer written back.
 pub(super) async fn serve(
     req: &HttpRequest,
@@ -59,6 +59,7 @@ pub(super) async fn serve(
     let offer = match dialect {
         Dialect::Gateway => Offer::JsonOrCsv,
         Dialect::Sdk => Offer::Sdk,
+        Dialect::Appliance => Offer::Appliance,
     };
     let representation = Representation::negotiate(
         offer,

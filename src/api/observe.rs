@@ -49,8 +49,12 @@ fn route_label(path: &str) -> &'static str {
         .copied()
         .unwrap_or(if path.starts_with("/docs/") {
             "/docs/"
+        } else if path.starts_with("/explorer/") {
+            "/explorer/"
         } else if path.starts_with(by_id_prefix) {
             by_id
+        } else if path.starts_with(super::APPLIANCE_METRIC_BY_ID.1) {
+            super::APPLIANCE_METRIC_BY_ID.0
         } else {
             "unmatched"
         })

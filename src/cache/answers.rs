@@ -72,6 +72,7 @@ fn format_slot(format: Format) -> usize {
         Format::Json => 0,
         Format::Csv => 1,
         Format::Sdk => 2,
+        Format::Appliance => 3,
     }
 }
 
@@ -79,7 +80,7 @@ pub struct ResponseCache<E> {
     store: Arc<MemoryStore<CacheKey, Arc<Entry>>>,
     /// For historic questions only: their key no longer depends on the clock, so a repeated
     /// identical request skips parsing and validation.
-    exact: [ExactIndex; 3],
+    exact: [ExactIndex; 4],
     inflight: Coalescer<CacheKey, Arc<Entry>, E>,
     freshness: Freshness,
     clock: Clock,
@@ -102,7 +103,7 @@ where
     ) -> Self {
         let exact = || {
             Cache::builder()
-                .max_capacity(EXACT_MAX_BYTES / 3)
+                .max_capacity(EXACT_MAX_BYTES / 4)
                 .weigher(|raw: &Arc<str>, key: &CacheKey| {
                     use super::memory::MemoryKey;
                     u32::try_from(ENTRY_OVERHEAD + raw.len() + key.bytes()).unwrap_or(u32::MAX)
@@ -111,7 +112,7 @@ where
         };
         Self {
             store: Arc::new(MemoryStore::new(settings.max_bytes)),
-            exact: [exact(), exact(), exact()],
+            exact: [exact(), exact(), exact(), exact()],
             inflight: Coalescer::default(),
             freshness: Freshness::new(settings),
             identity: Arc::from(identity),
@@ -321,6 +322,11 @@ where
             }
             entry
         })
+    }
+
+    /// Puts new TTLs in force for answers stored from now on (a configuration reload).
+    pub fn reload_ttls(&self, settings: &CacheSettings) {
+        self.freshness.reload(settings);
     }
 
     /// Removes what `filter` names, here and in Redis.

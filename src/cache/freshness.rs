@@ -13,7 +13,10 @@
 //! restarting, so it lives only as long as a live answer however old its range; an answer
 //! the gateway only partly understood is not kept at all.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use crate::normalize::{MetricData, Series};
 use crate::query::MetricQuery;
@@ -104,8 +107,16 @@ impl Deadlines {
     }
 }
 
+/// The TTLs in force. Cheap to clone: clones share them, and [`Freshness::reload`] replaces
+/// them for every clone at once (a configuration reload); answers already stored keep the
+/// deadlines they were given.
 #[derive(Debug, Clone)]
 pub struct Freshness {
+    ttls: Arc<ArcSwap<Ttls>>,
+}
+
+#[derive(Debug)]
+struct Ttls {
     historic_ttl_ms: i64,
     live_ttl_ms: i64,
     settle_ms: i64,
@@ -113,8 +124,8 @@ pub struct Freshness {
     sie_ms: i64,
 }
 
-impl Freshness {
-    pub fn new(s: &CacheSettings) -> Self {
+impl Ttls {
+    fn new(s: &CacheSettings) -> Self {
         let ms = |secs: u64| (secs as i64).saturating_mul(1000);
         Self {
             historic_ttl_ms: ms(s.historic_ttl_secs),
@@ -124,12 +135,26 @@ impl Freshness {
             sie_ms: ms(s.stale_if_error_secs),
         }
     }
+}
+
+impl Freshness {
+    pub fn new(s: &CacheSettings) -> Self {
+        Self {
+            ttls: Arc::new(ArcSwap::from_pointee(Ttls::new(s))),
+        }
+    }
+
+    /// Puts the TTLs of `s` in force for every clone.
+    pub fn reload(&self, s: &CacheSettings) {
+        self.ttls.store(Arc::new(Ttls::new(s)));
+    }
 
     pub fn lifetime(&self, q: &MetricQuery, now: i64) -> Lifetime {
+        let t = self.ttls.load();
         match q.endtime() {
-            Some(end) if end <= now - self.settle_ms => Lifetime::Historic,
+            Some(end) if end <= now - t.settle_ms => Lifetime::Historic,
             _ => {
-                let step_ms = self.live_ttl_ms.min(q.interval_ms()).max(1);
+                let step_ms = t.live_ttl_ms.min(q.interval_ms()).max(1);
                 Lifetime::Live {
                     bucket: now.div_euclid(step_ms),
                     step_ms,
@@ -147,10 +172,11 @@ impl Freshness {
         completeness: Completeness,
         now: i64,
     ) -> Deadlines {
-        let ttl = if end <= now - self.settle_ms && completeness == Completeness::Complete {
-            self.historic_ttl_ms
+        let t = self.ttls.load();
+        let ttl = if end <= now - t.settle_ms && completeness == Completeness::Complete {
+            t.historic_ttl_ms
         } else {
-            self.live_ttl_ms.min(interval_ms).max(1)
+            t.live_ttl_ms.min(interval_ms).max(1)
         };
         Deadlines {
             stored_at: now,
@@ -163,6 +189,7 @@ impl Freshness {
     /// When an answer of `lifetime` and `completeness`, made at `now`, stops being fresh and
     /// may no longer be served stale. A partial answer is stale at once (it is never kept).
     pub fn deadlines(&self, lifetime: Lifetime, completeness: Completeness, now: i64) -> Deadlines {
+        let t = self.ttls.load();
         let fresh_until = match (lifetime, completeness) {
             (_, Completeness::Partial) => {
                 return Deadlines {
@@ -172,15 +199,15 @@ impl Freshness {
                     stale_if_error_until: now,
                 };
             }
-            (Lifetime::Historic, Completeness::Complete) => now + self.historic_ttl_ms,
-            (Lifetime::Historic, Completeness::Late) => now + self.live_ttl_ms,
+            (Lifetime::Historic, Completeness::Complete) => now + t.historic_ttl_ms,
+            (Lifetime::Historic, Completeness::Late) => now + t.live_ttl_ms,
             (Lifetime::Live { bucket, step_ms }, _) => (bucket + 1) * step_ms,
         };
         Deadlines {
             stored_at: now,
             fresh_until,
-            stale_while_revalidate_until: fresh_until + self.swr_ms,
-            stale_if_error_until: fresh_until + self.sie_ms,
+            stale_while_revalidate_until: fresh_until + t.swr_ms,
+            stale_if_error_until: fresh_until + t.sie_ms,
         }
     }
 }

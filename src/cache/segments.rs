@@ -143,6 +143,11 @@ where
         self.store.purge(filter).await
     }
 
+    /// Puts new TTLs in force for segments stored from now on (a configuration reload).
+    pub fn reload_ttls(&self, cache: &CacheSettings) {
+        self.freshness.reload(cache);
+    }
+
     pub async fn report(&self) -> SegmentReport {
         let store = self.store.report().await;
         SegmentReport {

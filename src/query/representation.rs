@@ -10,12 +10,15 @@ pub enum Format {
     Csv,
     /// The shapes the darktrace-sdk documentation promises, for `/darktrace/metricdata`.
     Sdk,
+    /// The appliance's own array, as the vendor's API guide documents it, for
+    /// `/appliance/metricdata`.
+    Appliance,
 }
 
 impl Format {
     pub fn content_type(self) -> &'static str {
         match self {
-            Format::Json | Format::Sdk => "application/json",
+            Format::Json | Format::Sdk | Format::Appliance => "application/json",
             Format::Csv => "text/csv; charset=utf-8",
         }
     }
@@ -26,6 +29,7 @@ impl Format {
             Format::Json => "json",
             Format::Csv => "csv",
             Format::Sdk => "sdk",
+            Format::Appliance => "appliance",
         }
     }
 }
@@ -51,6 +55,8 @@ pub enum Offer {
     JsonOrCsv,
     /// `/darktrace`: the SDK's JSON shapes only.
     Sdk,
+    /// `/appliance`: the appliance's JSON array only.
+    Appliance,
 }
 
 impl Representation {
@@ -70,6 +76,7 @@ impl Representation {
         };
         let format = match offer {
             Offer::Sdk => Format::Sdk,
+            Offer::Appliance => Format::Appliance,
             Offer::JsonOrCsv => match format_parameter(raw_query) {
                 Some(f) => f,
                 None if accept.is_some_and(prefers_csv) => Format::Csv,

@@ -130,6 +130,43 @@ const LARGEST_MS: i64 = 253_402_300_799_999;
 /// A time a caller may copy when told what to give.
 const EXAMPLE_MS: i64 = 1_705_320_000_000;
 
+/// A time relative to `now_ms` (the gateway's clock): `now`, or `now-<n><unit>` with the unit
+/// `s`, `min` (or `m`), `h`, `d` or `w`, e.g. `now-1h`. `None` when `value` is not relative.
+pub fn relative_ms(value: &str, now_ms: i64) -> Option<Result<i64, String>> {
+    let rest = value.strip_prefix("now")?;
+    if rest.is_empty() {
+        return Some(Ok(now_ms));
+    }
+    let refused = || {
+        Err(format!(
+            "`{}` is not a relative time; use `now`, or `now-` and an amount such as now-1h, now-30min, now-7d",
+            shown(value)
+        ))
+    };
+    let Some(ago) = rest.strip_prefix('-') else {
+        return Some(refused());
+    };
+    let digits = ago.bytes().take_while(u8::is_ascii_digit).count();
+    let (amount, unit) = ago.split_at(digits);
+    let unit_ms: i64 = match unit {
+        "s" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 604_800_000,
+        _ => return Some(refused()),
+    };
+    Some(
+        amount
+            .parse::<i64>()
+            .ok()
+            .and_then(|n| n.checked_mul(unit_ms))
+            .and_then(|ago| now_ms.checked_sub(ago))
+            .filter(|ms| *ms >= 0)
+            .map_or_else(refused, Ok),
+    )
+}
+
 /// Epoch ms, ISO-8601 (with or without offset; UTC when none), or `YYYY-MM-DD HH:MM:SS` UTC,
 /// between March 1973 and the end of 9999, however it is written.
 pub fn timestamp_ms(value: &str) -> Result<i64, String> {

@@ -118,7 +118,7 @@ impl GatewayMetrics {
             ),
             redis_up: gauge(
                 "metricgate_redis_up",
-                "1 when this replica shares state through Redis, 0 in embedded mode",
+                "1 when this replica shares state through Redis, 0 when Redis is configured but out of reach (absent without Redis)",
             ),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -135,7 +135,6 @@ impl GatewayMetrics {
             Box::new(m.appliance_unknown_shapes.clone()),
             Box::new(m.rate_limited.clone()),
             Box::new(m.breaker_state.clone()),
-            Box::new(m.redis_up.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {
@@ -143,6 +142,12 @@ impl GatewayMetrics {
             let _ = m.registry.register(c);
         }
         m
+    }
+
+    /// Exposes `metricgate_redis_up`: only a gateway with Redis configured has the series, so
+    /// an embedded gateway does not report a Redis that is "down" when there is none.
+    pub fn track_redis(&self) {
+        let _ = self.registry.register(Box::new(self.redis_up.clone()));
     }
 
     /// The text exposition format.

@@ -1,11 +1,14 @@
 //! Integration tests: one binary, one module per feature.
 
+mod appliance;
+mod browser;
 mod buckets;
 mod cache;
 mod clients;
 mod contract;
 mod deploy;
 mod docs;
+mod edges;
 mod helpers;
 mod hostile;
 mod late_data;
@@ -13,6 +16,8 @@ mod layers;
 mod limits;
 mod ops;
 mod protocols;
+mod readme;
+mod reload;
 mod replicas;
 mod replies;
 mod representation;
