@@ -29,15 +29,24 @@ fi
 # The Prometheus-compatible API is checked with real clients: promtool (Debian's prometheus
 # package; only its promtool is used, no server is started) and prometheus-api-client (PyPI).
 if ! command -v promtool >/dev/null 2>&1; then
-    (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus) >/dev/null
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null
 fi
 if ! python3 -c 'import prometheus_api_client' >/dev/null 2>&1; then
     python3 -m pip install --quiet --root-user-action=ignore 'prometheus-api-client==0.7.*'
 fi
 
-# The replica tests start their own redis-server.
-if ! command -v redis-server >/dev/null 2>&1; then
-    (apt-get update -qq && apt-get install -y -qq redis-server) >/dev/null
+# The browser tests drive Debian's headless Chromium with Selenium from PyPI.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null
+fi
+if ! python3 -c 'import selenium' >/dev/null 2>&1; then
+    python3 -m pip install --quiet --root-user-action=ignore 'selenium==4.*'
 fi
 
+# The replica tests start their own redis-server; the README test runs its curl lines.
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
+    (apt-get update -qq && apt-get install -y -qq redis-server curl) >/dev/null
+fi
+
+# The browser tests' screenshots land in target/artifacts/ (explorer.png, swagger.png).
 cargo test --locked --all-targets

@@ -1,5 +1,6 @@
-//! The appliance's metric catalog (`/metrics`): fetched at startup, refreshed periodically,
-//! used to check metric names and to fill in units.
+//! The appliance's catalogs: its metrics (`/metrics`) and its application protocols
+//! (`/enums`), fetched at startup, refreshed periodically, used to check metric names, fill in
+//! units, and translate application protocol names to the codes the appliance takes.
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
@@ -9,8 +10,8 @@ use utoipa::ToSchema;
 
 use crate::clock::Clock;
 pub use crate::normalize::MetricInfo;
-use crate::normalize::{self, AnswerError};
-use crate::query::MetricNames;
+use crate::normalize::{self, AnswerError, ApplicationProtocols};
+use crate::query::{MetricNames, ProtocolLookup};
 use crate::upstream::{ApplianceClient, UpstreamError, dialect};
 
 /// Why the catalog could not be fetched.
@@ -35,6 +36,8 @@ struct State {
     catalog: Option<Arc<MetricCatalog>>,
     names: Arc<HashSet<String>>,
     last_error: Option<String>,
+    /// From `/enums`; kept through failed refreshes, `None` until first read.
+    protocols: Option<Arc<ApplicationProtocols>>,
 }
 
 /// Shared, periodically refreshed view of the catalog.
@@ -61,17 +64,27 @@ impl Catalog {
 /// A consistent view of the known names, for one request.
 pub struct NameSnapshot {
     names: Option<Arc<HashSet<String>>>,
+    protocols: Option<Arc<ApplicationProtocols>>,
 }
 
 impl Catalog {
+    /// Fetches `/metrics`, and with it `/enums`. The metric catalog decides the outcome: the
+    /// gateway works without `/enums`, taking application protocols as codes only.
     pub async fn refresh(&self, client: &ApplianceClient) -> Result<(), CatalogError> {
         let result = match client.get(dialect::CATALOG, None).await {
             Ok(body) => normalize::catalog(&body).map_err(CatalogError::from),
             Err(e) => Err(e.into()),
         };
+        let protocols = match &result {
+            Ok(_) => self.fetch_protocols(client).await,
+            Err(_) => None,
+        };
         let Ok(mut state) = self.state.write() else {
             return Ok(());
         };
+        if let Some(protocols) = protocols {
+            state.protocols = Some(Arc::new(protocols));
+        }
         match result {
             Ok(metrics) => {
                 state.names = Arc::new(metrics.iter().map(|m| m.name.clone()).collect());
@@ -90,6 +103,40 @@ impl Catalog {
                 Err(e)
             }
         }
+    }
+
+    /// The application protocols from `/enums`; `None` (logged) when they cannot be read, so
+    /// the last ones known stay in use.
+    async fn fetch_protocols(&self, client: &ApplianceClient) -> Option<ApplicationProtocols> {
+        let result = match client.get(dialect::ENUMS, None).await {
+            Ok(body) => normalize::application_protocols(&body).map_err(CatalogError::from),
+            Err(e) => Err(e.into()),
+        };
+        match result {
+            Ok(protocols) => Some(protocols),
+            Err(e) => {
+                let kept = self
+                    .state
+                    .read()
+                    .ok()
+                    .is_some_and(|s| s.protocols.is_some());
+                tracing::warn!(
+                    error = %crate::telemetry::chain(&e),
+                    kept_previous = kept,
+                    "cannot read the appliance's application protocols (/enums); protocol names are refused until they are read, codes are accepted"
+                );
+                None
+            }
+        }
+    }
+
+    /// How many application protocols the gateway knows (0 until `/enums` is read).
+    pub fn application_protocol_count(&self) -> usize {
+        self.state
+            .read()
+            .ok()
+            .and_then(|s| s.protocols.as_ref().map(|p| p.len()))
+            .unwrap_or(0)
     }
 
     /// Resolves once a catalog has been fetched (at once if one has).
@@ -137,13 +184,15 @@ impl Catalog {
     }
 
     pub fn names(&self) -> NameSnapshot {
+        let Ok(state) = self.state.read() else {
+            return NameSnapshot {
+                names: None,
+                protocols: None,
+            };
+        };
         NameSnapshot {
-            names: self
-                .state
-                .read()
-                .ok()
-                .filter(|s| s.catalog.is_some())
-                .map(|s| s.names.clone()),
+            names: state.catalog.is_some().then(|| state.names.clone()),
+            protocols: state.protocols.clone(),
         }
     }
 
@@ -178,5 +227,21 @@ impl MetricNames for NameSnapshot {
             .collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
         scored.into_iter().take(3).map(|(_, n)| n.clone()).collect()
+    }
+
+    fn application_protocol(&self, name: &str) -> ProtocolLookup {
+        let Some(protocols) = &self.protocols else {
+            return ProtocolLookup::NotKnownYet;
+        };
+        match protocols.code_of(name) {
+            Some(code) => ProtocolLookup::Code(code),
+            None => ProtocolLookup::Unknown {
+                closest: protocols.closest(name),
+            },
+        }
+    }
+
+    fn has_application_protocol(&self, code: u32) -> Option<bool> {
+        self.protocols.as_ref().map(|p| p.has_code(code))
     }
 }

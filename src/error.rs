@@ -10,6 +10,7 @@ use crate::fetch::FetchError;
 use crate::normalize::AnswerError;
 use crate::promql::PromError;
 use crate::query::FieldError;
+use crate::reload::ReloadError;
 use crate::service::ServiceError;
 use crate::telemetry::chain;
 use crate::upstream::UpstreamError;
@@ -38,6 +39,8 @@ pub enum ApiError {
     UriTooLong { limit: usize },
     #[error("the request headers are too large")]
     HeadersTooLarge { limit: usize },
+    #[error(transparent)]
+    Reload(#[from] ReloadError),
 }
 
 /// An RFC 9457 problem.
@@ -99,6 +102,12 @@ fn answer_parts(e: &AnswerError) -> Parts {
             "The appliance answered with an error",
             format!("the appliance reported: {message}"),
         ),
+        AnswerError::MissingMetric { .. } => (
+            StatusCode::BAD_GATEWAY,
+            "appliance-missing-metric",
+            "The appliance's answer lacks a requested metric",
+            format!("{e}; the gateway gives no empty series in its place"),
+        ),
         AnswerError::UnknownShape { reason, .. } => (
             StatusCode::BAD_GATEWAY,
             "appliance-unknown-shape",
@@ -129,6 +138,18 @@ fn upstream_parts(e: &UpstreamError) -> Parts {
                 "appliance-refused",
                 "The appliance refused the gateway",
                 "the appliance refused the gateway's credentials or permissions (it answered with a redirect)".into(),
+            ),
+            U::Refused { message } => (
+                bad_gateway,
+                "appliance-refused-query",
+                "The appliance refused the query",
+                format!("the appliance refused the query: {message}"),
+            ),
+            U::Throttled { retry_after_secs } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "appliance-throttled",
+                "The appliance is rate-limiting the gateway",
+                format!("the appliance asked the gateway to slow down (429); retry in {retry_after_secs} s"),
             ),
             U::Rejected { status, message } => (
                 bad_gateway,
@@ -251,6 +272,12 @@ impl ApiError {
                 "Method not allowed",
                 "this route only answers GET".into(),
             ),
+            ApiError::Reload(e) => (
+                StatusCode::CONFLICT,
+                "not-reloaded",
+                "The configuration was not reloaded",
+                e.to_string(),
+            ),
             ApiError::Fetch(e) => fetch_parts(e),
             ApiError::Catalog(CatalogError::Upstream(e)) => upstream_parts(e),
             ApiError::Catalog(CatalogError::Answer(e)) => answer_parts(e),
@@ -259,11 +286,14 @@ impl ApiError {
 
     fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            ApiError::RateLimited { retry_after_secs }
-            | ApiError::Fetch(FetchError::Upstream(
+            ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            ApiError::Fetch(FetchError::Upstream(e))
+            | ApiError::Catalog(CatalogError::Upstream(e)) => match e {
                 UpstreamError::Saturated { retry_after_secs }
-                | UpstreamError::CircuitOpen { retry_after_secs },
-            )) => Some(*retry_after_secs),
+                | UpstreamError::CircuitOpen { retry_after_secs }
+                | UpstreamError::Throttled { retry_after_secs } => Some(*retry_after_secs),
+                _ => None,
+            },
             _ => None,
         }
     }

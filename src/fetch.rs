@@ -79,8 +79,25 @@ impl MetricSource {
             start: query.starttime(),
             end: query.starttime().map(|_| query.endtime().unwrap_or(now_ms)),
         };
-        Ok(normalize::normalize(query, timerange, &parts, &|m| {
-            self.catalog.unit_of(m)
-        })?)
+        let data = normalize::normalize(query, timerange, &parts, &|m| self.catalog.unit_of(m))
+            .map_err(|e| match e {
+                // The appliance's words reach callers: never with its address.
+                AnswerError::Reported(message) => {
+                    AnswerError::Reported(self.client.scrub(&message))
+                }
+                other => other,
+            })?;
+        if !data.warnings.is_empty() {
+            self.client
+                .metrics()
+                .appliance_unknown_shapes
+                .inc_by(data.warnings.len() as u64);
+            // Keys and names only: the warnings never quote the appliance's values.
+            tracing::warn!(
+                warnings = ?data.warnings,
+                "the appliance's answer held parts of no known shape; served without them, not cached"
+            );
+        }
+        Ok(data)
     }
 }

@@ -22,6 +22,7 @@ pub mod pin;
 pub mod promql;
 pub mod query;
 pub mod redis;
+pub mod reload;
 pub mod render;
 pub mod service;
 pub mod settings;

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use metricgate::settings::{LogFormat, Settings};
 use metricgate::sim::Simulator;
 use metricgate::startup::Application;
-use metricgate::telemetry;
+use metricgate::telemetry::{self, LogOutput};
 use metricgate::upstream::tls;
 
 #[derive(Parser)]
@@ -88,7 +88,11 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(e) => return report(&e),
             };
-            let _logs = telemetry::init(&settings.server.log_level, settings.server.log_format);
+            let _logs = telemetry::init(
+                &settings.server.log_level,
+                settings.server.log_format,
+                LogOutput::Stdout,
+            );
             run(async move {
                 let app = Application::build(settings)
                     .await
@@ -103,7 +107,7 @@ fn main() -> ExitCode {
             tls_cert,
             tls_key,
         } => {
-            let _logs = telemetry::init("info", LogFormat::Json);
+            let _logs = telemetry::init("info", LogFormat::Json, LogOutput::Stdout);
             run(async move {
                 let (sim, server) = match (tls_cert, tls_key) {
                     (Some(cert), Some(key)) => {
@@ -121,7 +125,9 @@ fn main() -> ExitCode {
             })
         }
         Command::Demo { listen } => {
-            let _logs = telemetry::init("info", LogFormat::Pretty);
+            // Logs to stderr, the banner to stdout: `demo > file` keeps the banner alone, and
+            // on a terminal the banner comes after the startup lines.
+            let _logs = telemetry::init("info", LogFormat::Pretty, LogOutput::Stderr);
             run(async move {
                 let sim = Simulator::spawn("127.0.0.1:0", DEMO_PUBLIC, DEMO_PRIVATE)
                     .map_err(|e| e.to_string())?;
@@ -133,22 +139,44 @@ fn main() -> ExitCode {
                     .await
                     .map_err(|e| e.to_string())?;
                 let url = format!("http://127.0.0.1:{}", app.port());
-                println!();
-                println!(
-                    "metricgate demo: gateway on {url}, appliance simulator on {}",
-                    sim.url()
-                );
-                println!("try:");
-                println!(
-                    "  curl -s '{url}/v1/metricdata?metric=connections&did=123&from=2024-01-15T12:00:00Z&to=2024-01-15T13:00:00Z&interval=5min'"
-                );
-                println!("  curl -s '{url}/v1/metrics'");
-                println!("API docs: {url}/docs/");
-                println!();
+                let ready = app.ready();
+                let appliance = sim.url();
+                tokio::spawn(async move {
+                    let in_time = tokio::time::timeout(DEMO_READY_WITHIN, ready).await.is_ok();
+                    // Let the log thread write the startup lines before the banner.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    print!("{}", demo_banner(&url, &appliance, in_time));
+                });
                 app.run_until_stopped().await.map_err(|e| e.to_string())
             })
         }
     }
+}
+
+/// How long the demo waits for the gateway to be ready before printing its banner anyway.
+const DEMO_READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What the demo prints once it can answer: the explorer's address first.
+fn demo_banner(url: &str, appliance: &str, ready: bool) -> String {
+    let state = if ready {
+        "ready"
+    } else {
+        "started (not ready yet: see the logs)"
+    };
+    format!(
+        "
+metricgate demo {state}. Open the explorer:
+
+    {url}/
+
+  API docs (Swagger UI)  {url}/docs/
+  a first query          curl -s '{url}/v1/metricdata?metric=connections&did=123&from=2024-01-15T12:00:00Z&to=2024-01-15T13:00:00Z&interval=5min'
+  the metric catalog     curl -s '{url}/v1/metrics'
+  appliance simulator    {appliance} (demo tokens; the gateway signs for you)
+
+Ctrl-C stops it.
+"
+    )
 }
 
 fn run(fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {

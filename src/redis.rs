@@ -85,6 +85,7 @@ impl SharedState {
         }
         let client =
             redis::Client::open(settings.url.as_str()).map_err(|e| format!("redis.url: {e}"))?;
+        metrics.track_redis();
         Ok(Some(Arc::new(Self {
             client,
             connection: RwLock::new(None),

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use crate::cache::segments::{Reuse, SegmentCache};
-use crate::cache::{CacheError, CacheReport, Directives, Entry, Purged, ResponseCache, Route};
+use crate::cache::{
+    CacheError, CacheReport, Completeness, Directives, Entry, Fetched, Purged, ResponseCache, Route,
+};
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::fetch::{FetchError, MetricSource};
@@ -129,7 +131,11 @@ impl MetricService {
                     }
                     None => source.fetch(&asked, now, traceparent).await?,
                 };
-                Ok(render::render(format, &data)?)
+                Ok(Fetched {
+                    body: render::render(format, &data)?,
+                    completeness: Completeness::of(&data),
+                    left_out: data.warnings.len(),
+                })
             }
         };
         let answer = self
@@ -179,6 +185,14 @@ impl MetricService {
         self.segments
             .as_ref()
             .map_or_else(Vec::new, |segments| segments.devices())
+    }
+
+    /// Puts the TTLs of `cache` in force in both caches (a configuration reload).
+    pub fn reload_ttls(&self, cache: &crate::settings::CacheSettings) {
+        self.cache.reload_ttls(cache);
+        if let Some(segments) = &self.segments {
+            segments.reload_ttls(cache);
+        }
     }
 
     /// Both caches' statistics.

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 
 use config::{Config, Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The defaults, compiled in so `config/default.toml` is the single place they live.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub server: ServerSettings,
@@ -24,10 +24,13 @@ pub struct Settings {
     pub segments: SegmentSettings,
     pub redis: RedisSettings,
     pub prometheus: PrometheusSettings,
+    /// Where these settings came from, so a reload reads the same sources again.
+    #[serde(skip)]
+    pub source: ConfigSource,
 }
 
 /// The Prometheus-compatible API (`/prometheus`, for Grafana).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrometheusSettings {
     /// Device ids that `label_values(did)` lists even before an answer has named them
@@ -35,7 +38,17 @@ pub struct PrometheusSettings {
     pub devices: Vec<u64>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// Where a gateway's settings came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// Built in code (`demo`, tests): there is nothing to read again.
+    #[default]
+    Built,
+    /// `config/default.toml`, this file if any, then the environment.
+    Loaded { file: Option<PathBuf> },
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
     pub url: String,
@@ -44,7 +57,7 @@ pub struct RedisSettings {
     pub prefix: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SegmentSettings {
     pub enabled: bool,
@@ -53,7 +66,7 @@ pub struct SegmentSettings {
     pub max_concurrent_fetches: usize,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSettings {
     pub per_client_per_minute: u32,
@@ -66,14 +79,14 @@ pub struct RateLimitSettings {
     pub overrides: BTreeMap<String, ClientQuota>,
 }
 
-#[derive(Debug, Clone, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientQuota {
     pub per_minute: u32,
     pub burst: u32,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheSettings {
     pub max_bytes: u64,
@@ -85,7 +98,7 @@ pub struct CacheSettings {
     pub gzip_min_bytes: usize,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     pub listen: String,
@@ -96,19 +109,21 @@ pub struct ServerSettings {
     pub client_request_timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Json,
     Pretty,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamSettings {
     pub url: String,
     pub public_token: String,
-    /// `SecretString` redacts itself in `Debug`, so settings can be logged whole.
+    /// `SecretString` redacts itself in `Debug`, so settings can be logged whole. Never
+    /// serialized.
+    #[serde(skip_serializing)]
     pub private_token: SecretString,
     pub private_token_file: String,
     /// PEM certificates to trust: CAs, or the appliance's own certificate (self-signed or not),
@@ -135,7 +150,7 @@ pub struct UpstreamSettings {
     pub breaker_open_secs: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueryLimits {
     pub max_metrics: usize,
@@ -186,7 +201,19 @@ impl Settings {
             .map_err(|e| SettingsError(vec![format!("configuration: {e}")]))?;
         settings.resolve_private_token()?;
         settings.validate()?;
+        settings.source = ConfigSource::Loaded {
+            file: file.map(Path::to_path_buf),
+        };
         Ok(settings)
+    }
+
+    /// The same sources read again (the configuration file may have changed); `None` for
+    /// settings built in code.
+    pub fn reread(&self) -> Option<Result<Self, SettingsError>> {
+        match &self.source {
+            ConfigSource::Built => None,
+            ConfigSource::Loaded { file } => Some(Self::load(file.as_deref())),
+        }
     }
 
     fn resolve_private_token(&mut self) -> Result<(), SettingsError> {
@@ -300,6 +327,12 @@ impl Settings {
         {
             problems.push(
                 "query.default_interval_seconds is outside min_interval_seconds..=max_interval_seconds"
+                    .into(),
+            );
+        }
+        if !q.default_interval_seconds.is_multiple_of(60) {
+            problems.push(
+                "query.default_interval_seconds must be a whole number of minutes (appliances keep one value per minute)"
                     .into(),
             );
         }

@@ -16,10 +16,11 @@ use crate::health::{self, ApplianceHealth};
 use crate::limits::CallerLimits;
 use crate::query::PurgeFilter;
 use crate::redis::SharedState;
+use crate::reload::Reloader;
 use crate::service::MetricService;
 use crate::settings::Settings;
 use crate::state::AppState;
-use crate::telemetry::GatewayMetrics;
+use crate::telemetry::{GatewayMetrics, HttpSeries};
 use crate::upstream::ApplianceClient;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,26 @@ pub struct Application {
     port: u16,
     server: Server,
     background: Vec<tokio::task::JoinHandle<()>>,
+    state: web::Data<AppState>,
+}
+
+/// SIGHUP reloads the configuration, as `POST /internal/reload` does. (Without a handler,
+/// SIGHUP would end the process.)
+async fn reload_on_sighup(state: web::Data<AppState>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload with POST /internal/reload");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the configuration");
+        if let Err(e) = state.reload().await {
+            tracing::warn!(error = %crate::telemetry::chain(&e), "configuration not reloaded");
+        }
+    }
 }
 
 impl Application {
@@ -61,7 +82,6 @@ impl Application {
         let catalog = Arc::new(Catalog::new(clock.clone()));
         let health = Arc::new(ApplianceHealth::default());
         let callers = Arc::new(CallerLimits::new(&settings.rate_limit));
-        let sweep_every = Duration::from_secs(settings.rate_limit.sweep_secs);
         let sweeper = callers.clone();
         let mut background = vec![
             tokio::spawn(health::probe_loop(
@@ -73,7 +93,9 @@ impl Application {
             )),
             tokio::spawn(async move {
                 loop {
-                    tokio::time::sleep(sweep_every).await;
+                    // Read each time: a reload may change it.
+                    let every = Duration::from_secs(sweeper.settings().sweep_secs.max(1));
+                    tokio::time::sleep(every).await;
                     sweeper.sweep();
                 }
             }),
@@ -108,9 +130,12 @@ impl Application {
             catalog,
             callers,
             health,
+            http_series: HttpSeries::new(&metrics, &api::route_labels()),
             metrics,
+            reloader: Reloader::new(&settings),
             settings,
         });
+        background.push(tokio::spawn(reload_on_sighup(state.clone())));
         // Answers made before the catalog arrived lack units; drop them when it does. Readiness
         // waits for this, so a balancer's first callers never see an answer purged under them.
         let arrival = state.clone();
@@ -126,6 +151,7 @@ impl Application {
             }
             arrival.catalog.settle();
         }));
+        let ready = state.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -149,11 +175,24 @@ impl Application {
             port,
             server,
             background,
+            state: ready,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Resolves once the gateway can answer: the metric catalog is in, and answers made
+    /// without it are gone (what `/readyz` waits for besides the appliance's probe).
+    pub fn ready(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let state = self.state.clone();
+        async move {
+            state.catalog.arrived().await;
+            while !state.catalog.is_settled() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {

@@ -9,9 +9,10 @@ use crate::health::ApplianceHealth;
 use crate::limits::CallerLimits;
 use crate::query::PurgeFilter;
 use crate::redis::SharedState;
+use crate::reload::{ReloadError, ReloadReport, Reloader};
 use crate::service::MetricService;
 use crate::settings::Settings;
-use crate::telemetry::GatewayMetrics;
+use crate::telemetry::{GatewayMetrics, HttpSeries};
 use crate::upstream::ApplianceClient;
 
 pub struct AppState {
@@ -23,14 +24,23 @@ pub struct AppState {
     pub callers: Arc<CallerLimits>,
     pub health: Arc<ApplianceHealth>,
     pub metrics: Arc<GatewayMetrics>,
+    /// The HTTP series by route and status, resolved once.
+    pub http_series: HttpSeries,
     /// Redis, when replicas share state (`None` in embedded mode).
     pub shared: Option<Arc<SharedState>>,
+    /// Reloads the configuration (SIGHUP, `POST /internal/reload`).
+    pub reloader: Reloader,
 }
 
 impl AppState {
     /// Both caches' statistics.
     pub async fn cache_report(&self) -> CacheReport {
         self.service.cache_report().await
+    }
+
+    /// Reads the configuration again and puts what can change in place in force.
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        self.reloader.reload(&self.callers, &self.service).await
     }
 
     /// Both caches, purged alike: everything, or what `filter` names.

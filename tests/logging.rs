@@ -91,6 +91,11 @@ async fn the_private_token_never_reaches_the_logs() {
             error_body: true,
             ..Faults::default()
         },
+        // An element of no known shape: logged by its keys, never its values.
+        Faults {
+            unknown_element: true,
+            ..Faults::default()
+        },
     ] {
         sim.set_faults(faults);
         bodies.push(get(format!("{good}/v1/metricdata?metric=connections")).await);
@@ -155,6 +160,15 @@ async fn the_private_token_never_reaches_the_logs() {
     assert!(
         !text.contains(PRIVATE),
         "the private token appears in the logs"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("\"level\":\"WARN\"") && l.contains("novelty, weight")),
+        "no warning names the unknown element's keys"
+    );
+    assert!(
+        !text.contains("value-not-to-log"),
+        "an unknown element's value reached the logs"
     );
     for body in bodies {
         assert!(

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use crate::cache::{CacheReport, Purged};
 use crate::error::{ApiError, Problem};
 use crate::query;
+use crate::reload::ReloadReport;
 use crate::settings::ClientQuota;
 use crate::state::AppState;
 use crate::upstream::GuardReport;
@@ -38,6 +39,17 @@ pub async fn delete_cache(
     Ok(HttpResponse::Ok().json(purged))
 }
 
+/// Reads the configuration file again: rate limits, client overrides, the log level and the
+/// cache TTLs change in place (as on SIGHUP); other changed settings are named as needing a
+/// restart.
+#[utoipa::path(post, path = "/internal/reload", tag = "operations",
+    responses(
+        (status = 200, description = "Reloaded", body = ReloadReport),
+        (status = 409, description = "Not reloaded: no configuration file to read, or it is invalid (the running configuration stays)", body = Problem, content_type = "application/problem+json")))]
+pub async fn reload(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state.reload().await?))
+}
+
 /// The limits in force: per caller, per client override, and towards the appliance.
 #[derive(Serialize, ToSchema)]
 pub struct Limits {
@@ -61,11 +73,12 @@ pub struct Limits {
 #[utoipa::path(get, path = "/internal/limits", tag = "operations",
     responses((status = 200, description = "Limits in force", body = Limits)))]
 pub async fn get_limits(state: web::Data<AppState>) -> HttpResponse {
-    let r = &state.settings.rate_limit;
+    // The limits in force, which a reload may have changed since startup.
+    let r = state.callers.settings();
     HttpResponse::Ok().json(Limits {
         client_header: state.callers.header().to_string(),
         trusted_proxies: r.trusted_proxies.clone(),
-        per_client: state.callers.default_quota().clone(),
+        per_client: state.callers.default_quota(),
         overrides: r.overrides.clone(),
         tracked_clients: state.callers.tracked(),
         redis: match &state.shared {

@@ -32,25 +32,36 @@ pub fn directives(req: &HttpRequest) -> Directives {
     d
 }
 
-fn cache_status(answer: &Served, ttl: i64) -> String {
-    match answer.route {
-        Route::Hit => format!("metricgate; hit; ttl={ttl}"),
-        Route::Miss { collapsed: false } => format!("metricgate; fwd=miss; stored; ttl={ttl}"),
-        Route::Miss { collapsed: true } => {
-            format!("metricgate; fwd=miss; collapsed; stored; ttl={ttl}")
-        }
-        Route::Forced { collapsed } => format!(
-            "metricgate; fwd=request{}; stored; ttl={ttl}",
-            if collapsed { "; collapsed" } else { "" }
-        ),
-        Route::StaleWhileRevalidate => {
-            format!("metricgate; hit; ttl={ttl}; detail=stale-while-revalidate")
-        }
+fn cache_status(answer: &Served, ttl: i64) -> HeaderValue {
+    if answer.entry.left_out > 0 {
+        return HeaderValue::from_static("metricgate; fwd=miss; detail=partial");
+    }
+    let head = match answer.route {
+        Route::Hit => "metricgate; hit; ttl=",
+        Route::Miss { collapsed: false } => "metricgate; fwd=miss; stored; ttl=",
+        Route::Miss { collapsed: true } => "metricgate; fwd=miss; collapsed; stored; ttl=",
+        Route::Forced { collapsed: false } => "metricgate; fwd=request; stored; ttl=",
+        Route::Forced { collapsed: true } => "metricgate; fwd=request; collapsed; stored; ttl=",
+        Route::StaleWhileRevalidate => "metricgate; hit; ttl=",
         Route::StaleIfError => {
             let status = answer.failure.as_ref().map_or(502, failure_status);
-            format!("metricgate; fwd=stale; fwd-status={status}; ttl={ttl}; detail=stale-if-error")
+            let text = format!(
+                "metricgate; fwd=stale; fwd-status={status}; ttl={ttl}; detail=stale-if-error"
+            );
+            return HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("metricgate"));
         }
-    }
+    };
+    let tail: &[u8] = match answer.route {
+        Route::StaleWhileRevalidate => b"; detail=stale-while-revalidate",
+        _ => b"",
+    };
+    // Built by hand: every answer carries it (a hit is otherwise a few lookups).
+    let mut text = Vec::with_capacity(head.len() + 20 + tail.len());
+    text.extend_from_slice(head.as_bytes());
+    text.extend_from_slice(itoa::Buffer::new().format(ttl).as_bytes());
+    text.extend_from_slice(tail);
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+        .unwrap_or(HeaderValue::from_static("metricgate"))
 }
 
 fn etag_matches(req: &HttpRequest, etag: &str) -> bool {
@@ -60,6 +71,14 @@ fn etag_matches(req: &HttpRequest, etag: &str) -> bool {
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == etag)
+}
+
+/// `Warning` (RFC 7234's, code 199) for an answer that left out parts of the appliance's: a
+/// count only; JSON answers name each in `warnings`, the log names their keys.
+fn warning(left_out: usize) -> String {
+    format!(
+        "199 metricgate \"{left_out} part(s) of the appliance's answer had no known shape and were left out; this answer is not cached\""
+    )
 }
 
 pub fn respond(req: &HttpRequest, answer: &Served, representation: Representation) -> HttpResponse {
@@ -78,12 +97,19 @@ pub fn respond(req: &HttpRequest, answer: &Served, representation: Representatio
             cache_status(answer, ttl),
         ))
         .insert_header((header::AGE, entry.deadlines.age_secs(now)))
-        .insert_header((header::CACHE_CONTROL, format!("max-age={}", ttl.max(0))))
         .insert_header((header::ETAG, entry.etag.as_str()))
         .insert_header((
             header::VARY,
             HeaderValue::from_static("accept, accept-encoding"),
         ));
+    if entry.left_out > 0 {
+        // Served once to those who asked, kept nowhere: no cache downstream keeps it either.
+        response
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .insert_header((header::WARNING, warning(entry.left_out)));
+    } else {
+        response.insert_header((header::CACHE_CONTROL, max_age(ttl)));
+    }
     if let Route::Miss { .. } | Route::Forced { .. } = answer.route {
         response
             .extensions_mut()
@@ -101,4 +127,12 @@ pub fn respond(req: &HttpRequest, answer: &Served, representation: Representatio
             .body(gz.clone()),
         _ => response.body(entry.body.clone()),
     }
+}
+
+fn max_age(ttl: i64) -> HeaderValue {
+    let mut text = Vec::with_capacity(28);
+    text.extend_from_slice(b"max-age=");
+    text.extend_from_slice(itoa::Buffer::new().format(ttl.max(0)).as_bytes());
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+        .unwrap_or(HeaderValue::from_static("no-cache"))
 }

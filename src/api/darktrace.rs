@@ -19,6 +19,8 @@ use crate::state::AppState;
 ///
 /// Validated, cached, coalesced and rate-limited exactly like `/v1/metricdata`; only the
 /// spelling of the question and the shape of the answer differ. `DTAPI-*` headers are ignored.
+/// A `Warning` header marks an answer that left out parts of the appliance's the gateway did not
+/// understand (such an answer is never cached).
 #[utoipa::path(get, path = "/darktrace/metricdata", operation_id = "sdk_get_metricdata", tag = "darktrace-sdk", params(SdkMetricDataParams),
     responses(
         (status = 200, description = "One metric: `data` is a list of points; several: `data` maps names to lists; several devices: each point has `values` per device", body = crate::render::sdk::SdkMetricData),
@@ -47,7 +49,7 @@ const FIELDS: &[&str] = &[
 #[allow(dead_code)]
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct SdkMetricsParams {
+pub(super) struct SdkMetricsParams {
     /// Only these fields of each metric, comma-separated (e.g. `mlid,name`).
     #[param(example = "mlid,name")]
     responsedata: Option<String>,
@@ -109,7 +111,7 @@ async fn catalog(state: &AppState) -> Result<std::sync::Arc<MetricCatalog>, ApiE
 }
 
 /// `responsedata=a,b`: the fields to keep; `None` keeps all. Anything else is refused.
-fn responsedata(raw: &str) -> Result<Option<Vec<String>>, Vec<FieldError>> {
+pub(super) fn responsedata(raw: &str) -> Result<Option<Vec<String>>, Vec<FieldError>> {
     let mut fields = None;
     let mut errors = Vec::new();
     for (key, value) in form_urlencoded::parse(raw.as_bytes()) {

@@ -18,7 +18,11 @@ const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// Time-series metric data, normalized into one schema.
 ///
 /// Every parameter is validated before anything reaches the appliance; a 400 names every bad
-/// parameter at once. Answers are cached by canonical query (however it is spelled) and time
+/// parameter at once. Buckets keep one contract whatever the appliance's own alignment: they
+/// start at epoch-aligned multiples of the interval, from the one holding the start up to the
+/// exclusive end, each the maximum over its whole bucket (see `MetricData`). When part of the
+/// appliance's answer has no known shape, the rest is served with a `Warning` header (and a
+/// `warnings` list in JSON), never cached. Answers are cached by canonical query (however it is spelled) and time
 /// bucket; `Cache-Status`, `Age`, `Cache-Control` and a strong `ETag` say how fresh each one
 /// is. Send `Cache-Control: no-cache` to force a fresh fetch, `only-if-cached` to never wait on
 /// the appliance, and `If-None-Match` to get a 304 when nothing changed.
@@ -31,6 +35,7 @@ const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
             ("Age" = u64, description = "Seconds since the answer was fetched"),
             ("Cache-Control" = String, description = "`max-age=<seconds of freshness left>`"),
             ("ETag" = String, description = "Strong validator of the body"),
+            ("Warning" = String, description = "`199 metricgate \"<n> part(s) of the appliance's answer had no known shape and were left out; this answer is not cached\"`: only then, with `Cache-Control: no-store`"),
             ("RateLimit-Policy" = String, description = "The caller's quota: `<per minute>;w=60;burst=<burst>`"),
             ("RateLimit" = String, description = "The caller's budget: `limit=<burst>, remaining=<n>, reset=<seconds until full>`"))),
         (status = 304, description = "Not modified (`If-None-Match` matched)"),
@@ -43,7 +48,7 @@ pub async fn get_metricdata(
     serve(&req, &state, Dialect::Gateway).await
 }
 
-/// What `/v1/metricdata` and `/darktrace/metricdata` share: the request handed to the use
+/// What `/v1/metricdata`, `/darktrace/metricdata` and `/appliance/metricdata` share: the request handed to the use
 /// case, and its answer written back.
 pub(super) async fn serve(
     req: &HttpRequest,
@@ -54,6 +59,7 @@ pub(super) async fn serve(
     let offer = match dialect {
         Dialect::Gateway => Offer::JsonOrCsv,
         Dialect::Sdk => Offer::Sdk,
+        Dialect::Appliance => Offer::Appliance,
     };
     let representation = Representation::negotiate(
         offer,

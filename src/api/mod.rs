@@ -2,8 +2,10 @@
 //! (`/openapi.json` and `/docs/` are served by the Swagger UI service.)
 
 pub mod admin;
+pub mod appliance;
 mod cache_headers;
 pub mod darktrace;
+mod explorer;
 mod limit;
 pub mod metricdata;
 pub mod metrics;
@@ -32,12 +34,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/metrics", web::get().to(darktrace::get_metrics))
             .route("/metrics/{mlid}", web::get().to(darktrace::get_metric)),
     )
+    .service(
+        web::scope("/appliance")
+            .wrap(from_fn(limit::middleware))
+            .route("/metricdata", web::get().to(appliance::get_metricdata))
+            .route("/metrics", web::get().to(appliance::get_metrics))
+            .route("/metrics/{mlid}", web::get().to(appliance::get_metric)),
+    )
     .route("/healthz", web::get().to(ops::healthz))
     .route("/readyz", web::get().to(ops::readyz))
     .route("/metrics", web::get().to(ops::prometheus))
     .route("/internal/cache", web::get().to(admin::get_cache))
     .route("/internal/cache", web::delete().to(admin::delete_cache))
     .route("/internal/limits", web::get().to(admin::get_limits))
+    .route("/internal/reload", web::post().to(admin::reload))
+    .route("/", web::get().to(explorer::page))
+    .route("/explorer/{file}", web::get().to(explorer::asset))
+    .route("/docs", web::get().to(openapi::docs_without_slash))
     .configure(prometheus::configure)
     .service(openapi::swagger_ui());
 }
@@ -45,16 +58,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// Every route's path, for the fallback and metric labels. Only one has a parameter:
 /// [`METRIC_BY_ID`], matched by prefix.
 pub const ROUTES: &[&str] = &[
+    "/",
+    "/docs",
     "/v1/metricdata",
     "/v1/metrics",
     "/darktrace/metricdata",
     "/darktrace/metrics",
+    "/appliance/metricdata",
+    "/appliance/metrics",
     "/healthz",
     "/readyz",
     "/metrics",
     "/openapi.json",
     "/internal/cache",
     "/internal/limits",
+    "/internal/reload",
     "/prometheus/api/v1/query",
     "/prometheus/api/v1/query_range",
     "/prometheus/api/v1/format_query",
@@ -67,14 +85,28 @@ pub const ROUTES: &[&str] = &[
     "/prometheus/api/v1/alerts",
 ];
 
+/// Every label `observe` gives a route in the HTTP series.
+pub fn route_labels() -> Vec<&'static str> {
+    let mut labels = ROUTES.to_vec();
+    labels.extend([METRIC_BY_ID.0, "/docs/", "unmatched"]);
+    labels
+}
+
 /// `/darktrace/metrics/{mlid}`, as a metric label and a prefix.
 pub const METRIC_BY_ID: (&str, &str) = ("/darktrace/metrics/{mlid}", "/darktrace/metrics/");
+
+/// `/appliance/metrics/{mlid}`, likewise.
+pub const APPLIANCE_METRIC_BY_ID: (&str, &str) =
+    ("/appliance/metrics/{mlid}", "/appliance/metrics/");
 
 /// Unknown routes and methods get a problem too, never actix's plain-text default.
 pub async fn fallback(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let path = req.path();
     Err(
-        if ROUTES.contains(&path) || path.starts_with(METRIC_BY_ID.1) {
+        if ROUTES.contains(&path)
+            || path.starts_with(METRIC_BY_ID.1)
+            || path.starts_with(APPLIANCE_METRIC_BY_ID.1)
+        {
             ApiError::MethodNotAllowed
         } else {
             ApiError::NotFound

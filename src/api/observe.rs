@@ -49,8 +49,12 @@ fn route_label(path: &str) -> &'static str {
         .copied()
         .unwrap_or(if path.starts_with("/docs/") {
             "/docs/"
+        } else if path.starts_with("/explorer/") {
+            "/explorer/"
         } else if path.starts_with(by_id_prefix) {
             by_id
+        } else if path.starts_with(super::APPLIANCE_METRIC_BY_ID.1) {
+            super::APPLIANCE_METRIC_BY_ID.0
         } else if path.starts_with(super::prometheus::LABEL_VALUES.1) {
             super::prometheus::LABEL_VALUES.0
         } else {
@@ -102,9 +106,7 @@ pub async fn observe(
     let started = Instant::now();
     let id = request_id(&req);
     let id_text = id.to_str().unwrap_or("-");
-    let metrics = req
-        .app_data::<web::Data<AppState>>()
-        .map(|s| s.metrics.clone());
+    let state = req.app_data::<web::Data<AppState>>().cloned();
     let span = tracing::info_span!("request", request_id = %id_text);
     let method = req.method().clone();
     let mut response = match refusal(&req) {
@@ -121,15 +123,12 @@ pub async fn observe(
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     let route = route_label(response.request().path());
-    if let Some(m) = &metrics {
-        m.http_requests
-            .with_label_values(&[route, response.status().as_str()])
-            .inc();
-        m.http_duration
-            .with_label_values(&[route])
-            .observe(elapsed.as_secs_f64());
+    if let Some(state) = &state {
+        state
+            .http_series
+            .record(route, status, elapsed.as_secs_f64());
         if status == 429 {
-            m.rate_limited.inc();
+            state.metrics.rate_limited.inc();
         }
     }
     response.headers_mut().insert(REQUEST_ID, id.clone());

@@ -1,12 +1,21 @@
 //! The OpenAPI document (the contract's source of truth) and Swagger UI.
 
-use utoipa::OpenApi;
+use std::time::Duration;
+
+use serde_json::Value;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::example::ExampleBuilder;
+use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::catalog::{MetricCatalog, MetricInfo};
-use crate::error::Problem;
-use crate::normalize::{Breach, Device, MetricData, Point, Series, TimeRange};
-use crate::query::{FieldError, MetricQuery};
+use crate::error::{ApiError, PROBLEM_JSON, Problem};
+use crate::fetch::FetchError;
+use crate::normalize::{AnswerError, Breach, Device, MetricData, Point, Series, TimeRange};
+use crate::query::{self, Dialect, FieldError, MetricQuery};
+use crate::reload::ReloadError;
+use crate::settings::{Settings, SettingsError};
+use crate::upstream::UpstreamError;
 
 /// The failures every route that may ask the appliance shares, documented once.
 #[allow(dead_code)]
@@ -19,11 +28,11 @@ pub enum ApplianceFailures {
     RateLimited(Problem),
     #[response(
         status = 502,
-        description = "The appliance failed, refused the gateway, or sent an unknown shape",
+        description = "The appliance failed, refused the gateway or the query (`appliance-refused-query`: the first line of its reason, never its address), sent an unknown shape, or left out a requested metric",
         content_type = "application/problem+json"
     )]
     BadGateway(Problem),
-    #[response(status = 503, description = "The appliance's request budget is exhausted, or its circuit breaker is open",
+    #[response(status = 503, description = "The appliance's request budget is exhausted, its circuit breaker is open, or the appliance itself is rate-limiting the gateway (its 429; `Retry-After` is the appliance's own when it sends one)",
         content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait")))]
     Unavailable(Problem),
     #[response(
@@ -36,6 +45,7 @@ pub enum ApplianceFailures {
 
 #[derive(OpenApi)]
 #[openapi(
+    modifiers(&ProblemExamples),
     info(
         title = "metricgate",
         description = "An internal gateway in front of a Darktrace appliance's time-series API. \
@@ -49,12 +59,16 @@ normalized schema. No authentication: callers never hold appliance tokens.",
         super::darktrace::get_metricdata,
         super::darktrace::get_metrics,
         super::darktrace::get_metric,
+        super::appliance::get_metricdata,
+        super::appliance::get_metrics,
+        super::appliance::get_metric,
         super::ops::healthz,
         super::ops::readyz,
         super::ops::prometheus,
         super::admin::get_cache,
         super::admin::delete_cache,
         super::admin::get_limits,
+        super::admin::reload,
         super::prometheus::query::get_query,
         super::prometheus::query::post_query,
         super::prometheus::query::get_query_range,
@@ -77,12 +91,19 @@ normalized schema. No authentication: callers never hold appliance tokens.",
         super::ops::Health, super::ops::Readiness, crate::health::ProbeResult,
         crate::cache::CacheReport, crate::cache::segments::SegmentReport, crate::cache::Purged, super::admin::Limits,
         crate::settings::ClientQuota, crate::upstream::GuardReport, crate::upstream::BreakerState,
+        crate::reload::ReloadReport,
+        crate::render::appliance::ApplianceElement, crate::render::appliance::ApplianceBreaches,
+        crate::render::appliance::ApplianceBreach, crate::render::appliance::ApplianceMetric,
+        crate::render::appliance::AppliancePoint,
         crate::error::PrometheusFailure,
     )),
     tags(
         (name = "metrics", description = "Darktrace metric data"),
         (name = "darktrace-sdk", description = "A drop-in for scripts written against darktrace-sdk: \
 set `host=\"http://<gateway>/darktrace\"`. The SDK's parameters, the shapes its documentation shows."),
+        (name = "appliance", description = "For scripts written against the vendor's API guide, which call the appliance \
+directly: change only the host to `http://<gateway>/appliance` (tokens may go). The appliance's parameters and \
+its own array answers, from the gateway's cache and under its limits."),
         (name = "operations", description = "Health and readiness"),
         (name = "prometheus", description = "The Prometheus HTTP API over Darktrace metrics, for Grafana's built-in \
 Prometheus data source (URL `http://<gateway>/prometheus`). A metric is the catalog's name; labels are \
@@ -99,6 +120,179 @@ Anything else is a `bad_data` naming the part. Errors use Prometheus' envelope."
 )]
 pub struct ApiDoc;
 
+/// Gives every problem response examples of its own, made by the code that makes the real
+/// ones (the parser's messages, `ApiError::problem`), so Swagger UI never shows a 400's body
+/// under a 503 and the examples cannot drift from what callers get.
+struct ProblemExamples;
+
+impl Modify for ProblemExamples {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let operations = [item.get.as_mut(), item.post.as_mut(), item.delete.as_mut()];
+            for operation in operations.into_iter().flatten() {
+                for (status, response) in operation.responses.responses.iter_mut() {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    let Some(content) = response.content.get_mut(PROBLEM_JSON) else {
+                        continue;
+                    };
+                    let mut examples = problem_examples(path, status).into_iter();
+                    match (examples.next(), examples.len()) {
+                        (None, _) => {}
+                        (Some((_, _, one)), 0) => content.example = Some(one),
+                        (Some(first), _) => {
+                            for (name, summary, value) in std::iter::once(first).chain(examples) {
+                                let example = ExampleBuilder::new()
+                                    .summary(summary)
+                                    .value(Some(value))
+                                    .build();
+                                content.examples.insert(name.to_owned(), RefOr::T(example));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// (name, summary, problem) for one route's response status.
+fn problem_examples(path: &str, status: &str) -> Vec<(&'static str, &'static str, Value)> {
+    let problem = |e: ApiError| serde_json::to_value(e.problem()).unwrap_or_default();
+    let invalid = |errors: Vec<FieldError>| problem(ApiError::InvalidQuery(errors));
+    let limits = Settings::defaults().query;
+    let parse = |dialect, raw: &str| {
+        query::parse_in(dialect, raw, &limits, &query::AnyMetric, 0)
+            .err()
+            .unwrap_or_default()
+    };
+    match (status, path) {
+        ("400", "/v1/metricdata") => vec![(
+            "invalid-query",
+            "Every bad parameter, named",
+            invalid(parse(
+                Dialect::Gateway,
+                "metric=connections&did=1&did=2&interval=7x",
+            )),
+        )],
+        ("400", "/darktrace/metricdata" | "/appliance/metricdata") => vec![(
+            "invalid-query",
+            "Every bad parameter, named as the SDK sent it",
+            invalid(parse(Dialect::Sdk, "metric=bandwidth&did=abc&interval=7x")),
+        )],
+        (
+            "400",
+            "/darktrace/metrics"
+            | "/darktrace/metrics/{mlid}"
+            | "/appliance/metrics"
+            | "/appliance/metrics/{mlid}",
+        ) => vec![(
+            "unknown-field",
+            "An unknown field in responsedata",
+            invalid(
+                super::darktrace::responsedata("responsedata=mlid,nme")
+                    .err()
+                    .unwrap_or_default(),
+            ),
+        )],
+        ("400", "/internal/cache") => vec![(
+            "invalid-filter",
+            "A bad purge filter",
+            invalid(query::parse_purge("did=0").err().unwrap_or_default()),
+        )],
+        ("404", _) => vec![(
+            "unknown-metric",
+            "No metric has this id",
+            problem(ApiError::UnknownMetricId(99)),
+        )],
+        ("409", _) => vec![
+            (
+                "invalid",
+                "The file is invalid: the running configuration stays",
+                problem(ApiError::Reload(ReloadError::Invalid(SettingsError(vec![
+                    "rate_limit.burst must be greater than 0".into(),
+                ])))),
+            ),
+            (
+                "no-file",
+                "Started without configuration files (demo)",
+                problem(ApiError::Reload(ReloadError::NotFromConfiguration)),
+            ),
+        ],
+        ("429", _) => vec![(
+            "rate-limited",
+            "Over the caller's limit",
+            problem(ApiError::RateLimited {
+                retry_after_secs: 6,
+            }),
+        )],
+        ("502", _) => vec![
+            (
+                "appliance-error",
+                "The appliance answered with an error",
+                problem(upstream(UpstreamError::Rejected {
+                    status: 500,
+                    message: "Internal Server Error".into(),
+                })),
+            ),
+            (
+                "appliance-credentials",
+                "The appliance refused the gateway's signature",
+                problem(upstream(UpstreamError::BadSignature)),
+            ),
+            (
+                "appliance-unknown-shape",
+                "The appliance's answer has an unknown shape",
+                problem(ApiError::Fetch(FetchError::Answer(
+                    AnswerError::UnknownShape {
+                        reason: "expected an array of metric objects".into(),
+                        cause: None,
+                    },
+                ))),
+            ),
+        ],
+        ("503", _) => vec![
+            (
+                "appliance-busy",
+                "The appliance's request budget is exhausted",
+                problem(upstream(UpstreamError::Saturated {
+                    retry_after_secs: 5,
+                })),
+            ),
+            (
+                "appliance-failing",
+                "The circuit breaker is open",
+                problem(upstream(UpstreamError::CircuitOpen {
+                    retry_after_secs: 15,
+                })),
+            ),
+        ],
+        ("504", "/v1/metricdata" | "/darktrace/metricdata" | "/appliance/metricdata") => vec![
+            (
+                "appliance-timeout",
+                "The appliance did not answer in time",
+                problem(upstream(UpstreamError::Timeout(Duration::from_secs(30)))),
+            ),
+            (
+                "not-cached",
+                "only-if-cached, and nothing is stored",
+                problem(ApiError::NotCached),
+            ),
+        ],
+        ("504", _) => vec![(
+            "appliance-timeout",
+            "The appliance did not answer in time",
+            problem(upstream(UpstreamError::Timeout(Duration::from_secs(30)))),
+        )],
+        _ => Vec::new(),
+    }
+}
+
+fn upstream(e: UpstreamError) -> ApiError {
+    ApiError::Fetch(FetchError::Upstream(e))
+}
+
 /// The document as pretty JSON, exactly as committed in `openapi/openapi.json`.
 pub fn document() -> String {
     let mut text = ApiDoc::openapi()
@@ -106,6 +300,13 @@ pub fn document() -> String {
         .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
     text.push('\n');
     text
+}
+
+/// `/docs` → `/docs/`, where Swagger UI is (its relative links need the slash).
+pub async fn docs_without_slash() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::PermanentRedirect()
+        .insert_header((actix_web::http::header::LOCATION, "/docs/"))
+        .finish()
 }
 
 pub fn swagger_ui() -> SwaggerUi {

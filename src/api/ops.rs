@@ -22,6 +22,9 @@ pub struct Readiness {
     pub reasons: Vec<String>,
     /// Whether the metric catalog has been fetched.
     pub catalog: bool,
+    /// Application protocols known from the appliance's `/enums` (not a readiness condition):
+    /// 0 means protocol names are refused and only numeric codes accepted.
+    pub application_protocols: usize,
     /// The last probe of the appliance, if any.
     pub appliance: Option<ProbeResult>,
     pub breaker: BreakerState,
@@ -79,6 +82,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         ready: reasons.is_empty(),
         reasons,
         catalog,
+        application_protocols: state.catalog.application_protocol_count(),
         appliance: probe,
         breaker,
     };

@@ -14,6 +14,10 @@ pub struct MetricDataParams;
 /// `/darktrace/metricdata`'s parameters (the SDK's spellings).
 pub struct SdkMetricDataParams;
 
+/// `/appliance/metricdata`'s parameters: the SDK's spellings are the appliance's, plus the
+/// guide's `startTime`/`endTime`, which are not listed (they are `starttime`/`endtime`).
+pub struct ApplianceMetricDataParams;
+
 fn schema(shape: Shape) -> Schema {
     let integer = |format, min: i64, max: Option<i64>| {
         ObjectBuilder::new()
@@ -77,6 +81,12 @@ impl IntoParams for MetricDataParams {
 }
 
 impl IntoParams for SdkMetricDataParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        parameters(true)
+    }
+}
+
+impl IntoParams for ApplianceMetricDataParams {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
         parameters(true)
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use moka::future::Cache;
+use moka::sync::Cache;
 use prometheus::IntCounter;
 
 use super::freshness::{Freshness, Lifetime};
@@ -13,7 +13,9 @@ use super::key::CacheKey;
 use super::memory::{MemoryStore, MemoryValue};
 use super::redis::{Accept, RedisAnswers, Turn};
 use super::store::Store;
-use super::{Answer, CacheError, CacheReport, Directives, ENTRY_OVERHEAD, Entry, Hasher, Route};
+use super::{
+    Answer, CacheError, CacheReport, Directives, ENTRY_OVERHEAD, Entry, Fetched, Hasher, Route,
+};
 use crate::clock::Clock;
 use crate::coalesce::{Coalescer, Joined, TaskFailed};
 use crate::query::{Format, MetricQuery, PurgeFilter};
@@ -70,6 +72,7 @@ fn format_slot(format: Format) -> usize {
         Format::Json => 0,
         Format::Csv => 1,
         Format::Sdk => 2,
+        Format::Appliance => 3,
     }
 }
 
@@ -77,7 +80,7 @@ pub struct ResponseCache<E> {
     store: Arc<MemoryStore<CacheKey, Arc<Entry>>>,
     /// For historic questions only: their key no longer depends on the clock, so a repeated
     /// identical request skips parsing and validation.
-    exact: [ExactIndex; 3],
+    exact: [ExactIndex; 4],
     inflight: Coalescer<CacheKey, Arc<Entry>, E>,
     freshness: Freshness,
     clock: Clock,
@@ -100,7 +103,7 @@ where
     ) -> Self {
         let exact = || {
             Cache::builder()
-                .max_capacity(EXACT_MAX_BYTES / 3)
+                .max_capacity(EXACT_MAX_BYTES / 4)
                 .weigher(|raw: &Arc<str>, key: &CacheKey| {
                     use super::memory::MemoryKey;
                     u32::try_from(ENTRY_OVERHEAD + raw.len() + key.bytes()).unwrap_or(u32::MAX)
@@ -109,7 +112,7 @@ where
         };
         Self {
             store: Arc::new(MemoryStore::new(settings.max_bytes)),
-            exact: [exact(), exact(), exact()],
+            exact: [exact(), exact(), exact(), exact()],
             inflight: Coalescer::default(),
             freshness: Freshness::new(settings),
             identity: Arc::from(identity),
@@ -132,7 +135,7 @@ where
         if directives.no_cache {
             return None;
         }
-        let key = self.exact[format_slot(format)].get(raw_query).await?;
+        let key = self.exact[format_slot(format)].get(raw_query)?;
         let entry = self.store.lookup(&key).await?;
         if !entry.deadlines.is_fresh(now) {
             return None;
@@ -142,7 +145,7 @@ where
     }
 
     /// Answers `query` in `format` (which `raw_query` spelled) from the store, or by running
-    /// `fetch` (coalesced), which returns the rendered body.
+    /// `fetch` (coalesced), which returns the rendered body and its completeness.
     pub async fn answer<F, Fut>(
         &self,
         format: Format,
@@ -154,7 +157,7 @@ where
     ) -> Result<Answer<E>, CacheError<E>>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Bytes, E>> + Send + 'static,
+        Fut: std::future::Future<Output = Result<Fetched, E>> + Send + 'static,
     {
         let lifetime = self.freshness.lifetime(&query, now);
         let key = CacheKey::new(self.identity.clone(), Arc::new(query), format, lifetime);
@@ -162,9 +165,7 @@ where
             .lookup_or_fetch(key.clone(), lifetime, now, directives, fetch)
             .await?;
         if lifetime == Lifetime::Historic && answer.entry.deadlines.is_fresh(now) {
-            self.exact[format_slot(format)]
-                .insert(raw_query.into(), key)
-                .await;
+            self.exact[format_slot(format)].insert(raw_query.into(), key);
         }
         Ok(answer)
     }
@@ -179,7 +180,7 @@ where
     ) -> Result<Answer<E>, CacheError<E>>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Bytes, E>> + Send + 'static,
+        Fut: std::future::Future<Output = Result<Fetched, E>> + Send + 'static,
     {
         let c = &self.counters;
         let stored = match self.store.lookup(&key).await {
@@ -257,7 +258,7 @@ where
     ) -> Joined<Arc<Entry>, E>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Bytes, E>> + Send + 'static,
+        Fut: std::future::Future<Output = Result<Fetched, E>> + Send + 'static,
     {
         let store = self.store.clone();
         let freshness = self.freshness.clone();
@@ -293,20 +294,24 @@ where
             counters.fetches.fetch_add(1, Ordering::Relaxed);
             let started = std::time::Instant::now();
             let result = body.await;
-            let entry = result.map(|body| {
+            let entry = result.map(|fetched| {
+                let body = fetched.body;
                 Arc::new(Entry {
                     gzip: (body.len() >= gzip_min)
                         .then(|| super::gzip(&body))
                         .flatten(),
                     etag: etag(&body),
-                    deadlines: freshness.deadlines(lifetime, clock.now_ms()),
+                    deadlines: freshness.deadlines(lifetime, fetched.completeness, clock.now_ms()),
                     upstream_ms: started.elapsed().as_millis() as u64,
                     // Serializers grow their buffers by doubling; an entry keeps exactly its
                     // bytes.
                     body: Bytes::copy_from_slice(&body),
+                    left_out: fetched.left_out,
                 })
             });
-            if let Ok(entry) = &entry {
+            // A partly understood answer goes to those waiting for it, and nowhere else.
+            let keep = result_kept(&entry);
+            if let (Ok(entry), true) = (&entry, keep) {
                 store.insert(task_key, entry.clone()).await;
                 if let (Some(s), Some(id)) = (&shared, &shared_id) {
                     s.insert(id.clone(), entry.clone()).await;
@@ -317,6 +322,11 @@ where
             }
             entry
         })
+    }
+
+    /// Puts new TTLs in force for answers stored from now on (a configuration reload).
+    pub fn reload_ttls(&self, settings: &CacheSettings) {
+        self.freshness.reload(settings);
     }
 
     /// Removes what `filter` names, here and in Redis.
@@ -337,7 +347,7 @@ where
         let store = self.store.report().await;
         let mut index_bytes = 0;
         for index in &self.exact {
-            index.run_pending_tasks().await;
+            index.run_pending_tasks();
             index_bytes += index.weighted_size();
         }
         let c = &self.counters;
@@ -363,6 +373,11 @@ where
             segments: None,
         }
     }
+}
+
+/// Whether a fetched entry may be stored: only what the gateway understood whole.
+fn result_kept<E>(entry: &Result<Arc<Entry>, E>) -> bool {
+    entry.as_ref().is_ok_and(|e| e.left_out == 0)
 }
 
 fn etag(body: &[u8]) -> String {

@@ -7,11 +7,62 @@
 //!   key carries the bucket `floor(now / step)` and it is fresh until the bucket ends, where
 //!   `step = min(live_ttl, interval)`: a caller asking for 1-minute points never gets an
 //!   answer older than a minute, and no caller gets one older than `live_ttl`.
+//!
+//! What came back counts too ([`Completeness`]): an answer or segment with a series without
+//! points, or whose newest bucket is empty, may come from an appliance that is behind or
+//! restarting, so it lives only as long as a live answer however old its range; an answer
+//! the gateway only partly understood is not kept at all.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+
+use crate::normalize::{MetricData, Series};
 use crate::query::MetricQuery;
 use crate::settings::CacheSettings;
+
+/// What an answer's data says about keeping it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completeness {
+    /// Every series has a value in its newest bucket: kept as long as its lifetime says.
+    Complete,
+    /// A series has no points, or its newest bucket is empty: the appliance may not have the
+    /// data yet, so it is kept only as long as a live answer.
+    Late,
+    /// Part of the appliance's answer was not understood: served once, never kept.
+    Partial,
+}
+
+impl Completeness {
+    /// Of a whole answer, from its range, series and warnings.
+    pub fn of(data: &MetricData) -> Self {
+        if !data.warnings.is_empty() {
+            return Completeness::Partial;
+        }
+        match data.timerange.end {
+            Some(end) => Self::of_series(&data.series, end, data.query.interval_ms()),
+            // The appliance chose the window: the answer is live anyway.
+            None => Completeness::Complete,
+        }
+    }
+
+    /// Of the series of a range ending at `end` (exclusive), in buckets of `interval_ms`.
+    pub fn of_series(series: &[Series], end: i64, interval_ms: i64) -> Self {
+        let newest = (end - 1).div_euclid(interval_ms) * interval_ms;
+        let filled = !series.is_empty()
+            && series.iter().all(|s| {
+                s.points
+                    .last()
+                    .is_some_and(|p| p.timestamp == newest && p.value.is_some())
+            });
+        if filled {
+            Completeness::Complete
+        } else {
+            Completeness::Late
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Lifetime {
@@ -56,8 +107,16 @@ impl Deadlines {
     }
 }
 
+/// The TTLs in force. Cheap to clone: clones share them, and [`Freshness::reload`] replaces
+/// them for every clone at once (a configuration reload); answers already stored keep the
+/// deadlines they were given.
 #[derive(Debug, Clone)]
 pub struct Freshness {
+    ttls: Arc<ArcSwap<Ttls>>,
+}
+
+#[derive(Debug)]
+struct Ttls {
     historic_ttl_ms: i64,
     live_ttl_ms: i64,
     settle_ms: i64,
@@ -65,8 +124,8 @@ pub struct Freshness {
     sie_ms: i64,
 }
 
-impl Freshness {
-    pub fn new(s: &CacheSettings) -> Self {
+impl Ttls {
+    fn new(s: &CacheSettings) -> Self {
         let ms = |secs: u64| (secs as i64).saturating_mul(1000);
         Self {
             historic_ttl_ms: ms(s.historic_ttl_secs),
@@ -76,12 +135,26 @@ impl Freshness {
             sie_ms: ms(s.stale_if_error_secs),
         }
     }
+}
+
+impl Freshness {
+    pub fn new(s: &CacheSettings) -> Self {
+        Self {
+            ttls: Arc::new(ArcSwap::from_pointee(Ttls::new(s))),
+        }
+    }
+
+    /// Puts the TTLs of `s` in force for every clone.
+    pub fn reload(&self, s: &CacheSettings) {
+        self.ttls.store(Arc::new(Ttls::new(s)));
+    }
 
     pub fn lifetime(&self, q: &MetricQuery, now: i64) -> Lifetime {
+        let t = self.ttls.load();
         match q.endtime() {
-            Some(end) if end <= now - self.settle_ms => Lifetime::Historic,
+            Some(end) if end <= now - t.settle_ms => Lifetime::Historic,
             _ => {
-                let step_ms = self.live_ttl_ms.min(q.interval_ms()).max(1);
+                let step_ms = t.live_ttl_ms.min(q.interval_ms()).max(1);
                 Lifetime::Live {
                     bucket: now.div_euclid(step_ms),
                     step_ms,
@@ -90,17 +163,24 @@ impl Freshness {
         }
     }
 
-    /// A segment `[start, end)` of a series: historic once it ended before `now - settle`,
-    /// else live until the end of the current `min(live_ttl, interval)` bucket, like a live
-    /// answer. Live segments fetched in one bucket expire together, so a dashboard's refreshes
-    /// refetch them once per bucket, in one request, instead of drifting out of phase (the
-    /// newest segment expiring at one refresh, the older live ones at the next). Stale
-    /// segments are never served.
-    pub fn segment_deadlines(&self, end: i64, interval_ms: i64, now: i64) -> Deadlines {
-        let fresh_until = if end <= now - self.settle_ms {
-            now + self.historic_ttl_ms
+    /// A segment `[start, end)` of a series: historic once it ended before `now - settle` and
+    /// is complete, else live until the end of the current `min(live_ttl, interval)` bucket,
+    /// like a live answer. Live segments fetched in one bucket expire together, so a
+    /// dashboard's refreshes refetch them once per bucket, in one request, instead of drifting
+    /// out of phase (the newest segment expiring at one refresh, the older live ones at the
+    /// next). Stale segments are never served.
+    pub fn segment_deadlines(
+        &self,
+        end: i64,
+        interval_ms: i64,
+        completeness: Completeness,
+        now: i64,
+    ) -> Deadlines {
+        let t = self.ttls.load();
+        let fresh_until = if end <= now - t.settle_ms && completeness == Completeness::Complete {
+            now + t.historic_ttl_ms
         } else {
-            let step = self.live_ttl_ms.min(interval_ms).max(1);
+            let step = t.live_ttl_ms.min(interval_ms).max(1);
             (now.div_euclid(step) + 1) * step
         };
         Deadlines {
@@ -111,16 +191,28 @@ impl Freshness {
         }
     }
 
-    pub fn deadlines(&self, lifetime: Lifetime, now: i64) -> Deadlines {
-        let fresh_until = match lifetime {
-            Lifetime::Historic => now + self.historic_ttl_ms,
-            Lifetime::Live { bucket, step_ms } => (bucket + 1) * step_ms,
+    /// When an answer of `lifetime` and `completeness`, made at `now`, stops being fresh and
+    /// may no longer be served stale. A partial answer is stale at once (it is never kept).
+    pub fn deadlines(&self, lifetime: Lifetime, completeness: Completeness, now: i64) -> Deadlines {
+        let t = self.ttls.load();
+        let fresh_until = match (lifetime, completeness) {
+            (_, Completeness::Partial) => {
+                return Deadlines {
+                    stored_at: now,
+                    fresh_until: now,
+                    stale_while_revalidate_until: now,
+                    stale_if_error_until: now,
+                };
+            }
+            (Lifetime::Historic, Completeness::Complete) => now + t.historic_ttl_ms,
+            (Lifetime::Historic, Completeness::Late) => now + t.live_ttl_ms,
+            (Lifetime::Live { bucket, step_ms }, _) => (bucket + 1) * step_ms,
         };
         Deadlines {
             stored_at: now,
             fresh_until,
-            stale_while_revalidate_until: fresh_until + self.swr_ms,
-            stale_if_error_until: fresh_until + self.sie_ms,
+            stale_while_revalidate_until: fresh_until + t.swr_ms,
+            stale_if_error_until: fresh_until + t.sie_ms,
         }
     }
 }
@@ -166,11 +258,12 @@ mod tests {
     fn live_segments_expire_together_at_their_buckets_end() {
         let f = Freshness::new(&Settings::defaults().cache);
         let end = NOW + 60_000;
-        let early = f.segment_deadlines(end, 60_000, 1_705_329_960_000);
-        let late = f.segment_deadlines(end - 360_000, 60_000, 1_705_329_999_000);
+        let c = Completeness::Complete;
+        let early = f.segment_deadlines(end, 60_000, c, 1_705_329_960_000);
+        let late = f.segment_deadlines(end - 360_000, 60_000, c, 1_705_329_999_000);
         assert_eq!(early.fresh_until, 1_705_330_020_000);
         assert_eq!(late.fresh_until, early.fresh_until, "in phase");
-        let historic = f.segment_deadlines(NOW - 3_600_000, 60_000, NOW);
+        let historic = f.segment_deadlines(NOW - 3_600_000, 60_000, c, NOW);
         assert_eq!(historic.fresh_until, NOW + 86_400_000);
     }
 
@@ -183,11 +276,64 @@ mod tests {
                 bucket: 10,
                 step_ms: 60_000,
             },
+            Completeness::Complete,
             610_000,
         );
         assert_eq!(d.fresh_until, 660_000);
         assert_eq!(d.ttl_secs(610_000), 50);
         assert!(!d.is_fresh(660_000));
         assert_eq!(d.stale_while_revalidate_until, 690_000);
+    }
+
+    #[test]
+    fn late_or_partial_answers_are_not_pinned() {
+        let s = Settings::defaults();
+        let f = Freshness::new(&s.cache);
+        let historic = |c| f.deadlines(Lifetime::Historic, c, NOW);
+        assert_eq!(
+            historic(Completeness::Complete).ttl_secs(NOW),
+            s.cache.historic_ttl_secs as i64
+        );
+        assert_eq!(
+            historic(Completeness::Late).ttl_secs(NOW),
+            s.cache.live_ttl_secs as i64
+        );
+        assert_eq!(historic(Completeness::Partial).ttl_secs(NOW), 0);
+        let old_end = NOW - 3_600_000;
+        let segment = |c| f.segment_deadlines(old_end, 60_000, c, NOW).ttl_secs(NOW);
+        assert_eq!(
+            segment(Completeness::Complete),
+            s.cache.historic_ttl_secs as i64
+        );
+        // Live, like a late one: until the end of the current minute (NOW is 40 s into it).
+        assert_eq!(segment(Completeness::Late), 20);
+    }
+
+    #[test]
+    fn an_answer_is_late_when_a_series_lacks_its_newest_bucket() {
+        use crate::normalize::Point;
+        let point = |t: i64, v: Option<i64>| Point {
+            timestamp: t,
+            value: v.map(Into::into),
+            in_: None,
+            out: None,
+        };
+        let series = |points| Series {
+            metric: "a".into(),
+            unit: None,
+            device: None,
+            points,
+        };
+        let end = 600_000;
+        let full = series(vec![point(480_000, Some(1)), point(540_000, Some(2))]);
+        let behind = series(vec![point(480_000, Some(1))]);
+        let null = series(vec![point(540_000, None)]);
+        let empty = series(vec![]);
+        let of = |s: Vec<Series>| Completeness::of_series(&s, end, 60_000);
+        assert_eq!(of(vec![full.clone()]), Completeness::Complete);
+        assert_eq!(of(vec![full.clone(), behind]), Completeness::Late);
+        assert_eq!(of(vec![null]), Completeness::Late);
+        assert_eq!(of(vec![full, empty]), Completeness::Late);
+        assert_eq!(of(vec![]), Completeness::Late);
     }
 }

@@ -72,7 +72,6 @@ impl MemoryKey for CacheKey {
             + std::mem::size_of::<MetricQuery>()
             + q.metrics().iter().map(|m| m.len() + 24).sum::<usize>()
             + q.devices().len() * 8
-            + q.applicationprotocol().map_or(0, str::len)
     }
 
     fn matches(&self, filter: &PurgeFilter) -> bool {

@@ -19,7 +19,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 pub use answers::ResponseCache;
-pub use freshness::{Deadlines, Freshness, Lifetime};
+pub use freshness::{Completeness, Deadlines, Freshness, Lifetime};
 pub use key::CacheKey;
 pub use store::{Store, StoreReport};
 
@@ -35,6 +35,18 @@ pub struct Entry {
     pub deadlines: Deadlines,
     /// How long the appliance took to produce it.
     pub upstream_ms: u64,
+    /// Parts of the appliance's answer left out because they had no known shape (0 for a
+    /// whole answer). An entry with any is served to the callers waiting for it, never kept.
+    pub left_out: usize,
+}
+
+/// What a fetch gives the response cache: the rendered body and what its data says about
+/// keeping it.
+pub struct Fetched {
+    pub body: Bytes,
+    pub completeness: Completeness,
+    /// Parts of the appliance's answer left out (see [`Entry::left_out`]).
+    pub left_out: usize,
 }
 
 /// How an answer was obtained, for `Cache-Status`.

@@ -205,6 +205,8 @@ fn decode(bytes: &[u8], gzip_min: usize) -> Option<Entry> {
             stale_if_error_until: number(3)?,
         },
         upstream_ms: number(4)?.max(0) as u64,
+        // Only whole answers are ever stored.
+        left_out: 0,
     })
 }
 
@@ -226,6 +228,7 @@ mod tests {
                 stale_if_error_until: 4,
             },
             upstream_ms: 5,
+            left_out: 0,
         };
         let back = decode(&encode(&entry).unwrap(), 1024).unwrap();
         assert_eq!(back.body, body);

@@ -3,10 +3,12 @@
 //! every minute") costs the appliance only what is new.
 //!
 //! Segment `i` of a query covers `[i·L, (i+1)·L)` with `L = points × interval`. The answer to
-//! `[start, end)` is every bucket `t` with `floor(start, interval) ≤ t < end` (buckets are
-//! floored to the interval, as appliances do) and every breach with `start ≤ time < end`:
-//! exactly what the appliance returns for that range directly. The caller hands in how to
-//! fetch a range; this module only decides which ranges, and stores what comes back.
+//! `[start, end)` is every bucket `t` with `floor(start, interval) ≤ t < end` (the gateway's
+//! contract: epoch-aligned buckets, whatever the appliance's own rule) and every breach with
+//! `start ≤ time < end`: exactly what the direct path answers for that range. Runs are asked
+//! with bucket-aligned ends, like every request. The caller hands in how to fetch a range;
+//! this module only decides which ranges, and stores what comes back (never an answer that
+//! was only partly understood).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -17,7 +19,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::freshness::{Deadlines, Freshness};
+use super::freshness::{Completeness, Deadlines, Freshness};
 use super::memory::{MemoryKey, MemoryStore, MemoryValue};
 use super::store::Store;
 use crate::coalesce::{Coalescer, TaskFailed};
@@ -91,8 +93,14 @@ pub enum Reuse {
     Refetch,
 }
 
-/// The segments one upstream request produced, by start.
-type FetchedRun = Arc<Vec<(i64, Arc<Segment>)>>;
+/// The segments one upstream request produced, by start, and what the answer left out.
+struct Run {
+    segments: Vec<(i64, Arc<Segment>)>,
+    /// The fetched answer's warnings; a run with any is never stored.
+    warnings: Vec<String>,
+}
+
+type FetchedRun = Arc<Run>;
 
 /// What the segment cache did, for benchmarks and `/internal/cache`.
 #[derive(Debug, Default)]
@@ -152,6 +160,11 @@ where
         by_id.into_values().collect()
     }
 
+    /// Puts new TTLs in force for segments stored from now on (a configuration reload).
+    pub fn reload_ttls(&self, cache: &CacheSettings) {
+        self.freshness.reload(cache);
+    }
+
     pub async fn report(&self) -> SegmentReport {
         let store = self.store.report().await;
         SegmentReport {
@@ -181,7 +194,7 @@ where
         let end = query.endtime().unwrap_or(now);
         let interval = query.interval_ms();
         let length = interval.saturating_mul(self.points);
-        let first_bucket = start.div_euclid(interval) * interval;
+        let first_bucket = query.bucket_of(start);
         let first = first_bucket.div_euclid(length) * length;
         let last = (end - 1).div_euclid(length) * length;
         let base = Arc::new(query.without_range());
@@ -226,18 +239,16 @@ where
             .into_iter()
             .filter_map(|(at, s)| s.map(|s| (at, s)))
             .collect();
+        let mut warnings = Vec::new();
         for run in fetched {
-            for (at, segment) in run.iter() {
+            for (at, segment) in run.segments.iter() {
                 by_start.insert(*at, segment.clone());
             }
+            warnings.extend(run.warnings.iter().cloned());
         }
-        Some(Ok(stitch(
-            query,
-            start,
-            end,
-            first_bucket,
-            by_start.values(),
-        )))
+        let mut data = stitch(query, start, end, first_bucket, by_start.values());
+        data.warnings = warnings;
+        Some(Ok(data))
     }
 
     fn key(&self, base: &Arc<MetricQuery>, start: i64) -> SegmentKey {
@@ -292,10 +303,15 @@ where
                     at += length;
                 }
                 if at >= run_end {
-                    return Ok(Arc::new(stored));
+                    return Ok(Arc::new(Run {
+                        segments: stored,
+                        warnings: Vec::new(),
+                    }));
                 }
             }
-            let upstream_end = run_end.min(now.max(run_start + 1));
+            // Not beyond the bucket holding now, and a bucket boundary, like every request.
+            let upstream_end =
+                run_end.min(base.boundary_at_or_after(now).max(run_start + interval));
             counters.runs.fetch_add(1, Ordering::Relaxed);
             let data = fetch(base.with_range(run_start, upstream_end)).await?;
             let points: usize = data.series.iter().map(|s| s.points.len()).sum();
@@ -305,23 +321,30 @@ where
             let mut segments = Vec::new();
             let mut at = run_start;
             while at < run_end {
-                let segment = Arc::new(cut(&data, at, at + length, |seg_end| {
-                    freshness.segment_deadlines(seg_end, interval, now)
+                let segment = Arc::new(cut(&data, at, at + length, |series, seg_end| {
+                    let completeness = Completeness::of_series(series, seg_end, interval);
+                    freshness.segment_deadlines(seg_end, interval, completeness, now)
                 }));
-                store
-                    .insert(
-                        SegmentKey {
-                            identity: identity.clone(),
-                            query: base.clone(),
-                            start: at,
-                        },
-                        segment.clone(),
-                    )
-                    .await;
+                // An answer the gateway only partly understood is used once, never kept.
+                if data.warnings.is_empty() {
+                    store
+                        .insert(
+                            SegmentKey {
+                                identity: identity.clone(),
+                                query: base.clone(),
+                                start: at,
+                            },
+                            segment.clone(),
+                        )
+                        .await;
+                }
                 segments.push((at, segment));
                 at += length;
             }
-            Ok(Arc::new(segments))
+            Ok(Arc::new(Run {
+                segments,
+                warnings: data.warnings,
+            }))
         });
         joined.into_fetch().await
     }
@@ -343,7 +366,12 @@ fn missing_runs(found: &[(i64, Option<Arc<Segment>>)], length: i64) -> Vec<(i64,
 }
 
 /// The part of `data` in `[start, end)`, as a segment.
-fn cut(data: &MetricData, start: i64, end: i64, deadlines: impl Fn(i64) -> Deadlines) -> Segment {
+fn cut(
+    data: &MetricData,
+    start: i64,
+    end: i64,
+    deadlines: impl Fn(&[Series], i64) -> Deadlines,
+) -> Segment {
     let series: Vec<Series> = data
         .series
         .iter()
@@ -372,9 +400,9 @@ fn cut(data: &MetricData, start: i64, end: i64, deadlines: impl Fn(i64) -> Deadl
         .collect();
     let bytes = weight(&series, &breaches);
     Segment {
+        deadlines: deadlines(&series, end),
         series,
         breaches,
-        deadlines: deadlines(end),
         bytes,
     }
 }
@@ -452,6 +480,7 @@ fn stitch<'a>(
         },
         series: series.into_values().collect(),
         breaches,
+        warnings: Vec::new(),
     }
 }
 

@@ -3,11 +3,13 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_web::HttpRequest;
 use actix_web::http::header::{HeaderName, HeaderValue};
+use arc_swap::ArcSwap;
 use governor::clock::Clock;
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
@@ -80,13 +82,82 @@ impl Policy {
     }
 }
 
-pub struct CallerLimits {
-    default: Keyed,
+/// The limits in force, replaced whole when the configuration is reloaded.
+struct Rules {
+    settings: Arc<RateLimitSettings>,
+    default: Arc<Keyed>,
     default_policy: Policy,
-    overrides: HashMap<Box<str>, (Direct, Policy)>,
+    overrides: HashMap<Box<str>, (Arc<Direct>, Policy)>,
     header: HeaderName,
     trusted: Vec<IpNet>,
-    max_tracked: usize,
+}
+
+impl Rules {
+    /// The rules of `s`. A limiter whose quota is the same as in `previous` is kept, with the
+    /// budgets callers have used: a reload that does not touch a quota resets nobody.
+    fn new(s: &RateLimitSettings, previous: Option<&Rules>) -> Self {
+        let default_quota = ClientQuota {
+            per_minute: s.per_client_per_minute,
+            burst: s.burst,
+        };
+        let default = match previous {
+            Some(p) if p.default_policy.quota == default_quota => p.default.clone(),
+            _ => Arc::new(
+                RateLimiter::keyed(quota(&default_quota))
+                    .with_middleware::<StateInformationMiddleware>(),
+            ),
+        };
+        let overrides = s
+            .overrides
+            .iter()
+            .map(|(id, q)| {
+                let kept = previous
+                    .and_then(|p| p.overrides.get(id.as_str()))
+                    .filter(|(_, policy)| policy.quota == *q)
+                    .map(|(limiter, _)| limiter.clone());
+                let limiter = kept.unwrap_or_else(|| {
+                    Arc::new(
+                        RateLimiter::direct(quota(q))
+                            .with_middleware::<StateInformationMiddleware>(),
+                    )
+                });
+                (Box::from(id.as_str()), (limiter, Policy::new(q.clone())))
+            })
+            .collect();
+        Self {
+            settings: Arc::new(s.clone()),
+            default,
+            overrides,
+            default_policy: Policy::new(default_quota),
+            header: HeaderName::try_from(s.client_header.as_str())
+                .unwrap_or(HeaderName::from_static("x-client-id")),
+            trusted: s
+                .trusted_proxies
+                .iter()
+                .filter_map(|p| parse_proxy(p))
+                .collect(),
+        }
+    }
+
+    /// The quota that applies to `caller`, and its policy header.
+    fn policy(&self, caller: &Caller) -> &Policy {
+        match caller {
+            Caller::Id(id) => self
+                .overrides
+                .get(id)
+                .map_or(&self.default_policy, |(_, p)| p),
+            _ => &self.default_policy,
+        }
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|net| net.contains(&ip))
+    }
+}
+
+pub struct CallerLimits {
+    /// One atomic load per request; a reload stores new rules without stopping anyone.
+    rules: ArcSwap<Rules>,
     /// When the last over-the-cap sweep ran (ms since the limiter started), so a flood of new
     /// callers sweeps at most a few times a second instead of on every request.
     last_sweep_ms: AtomicU64,
@@ -104,83 +175,43 @@ fn quota(q: &ClientQuota) -> Quota {
 
 impl CallerLimits {
     pub fn new(s: &RateLimitSettings) -> Self {
-        let default_quota = ClientQuota {
-            per_minute: s.per_client_per_minute,
-            burst: s.burst,
-        };
         Self {
-            default: RateLimiter::keyed(quota(&default_quota))
-                .with_middleware::<StateInformationMiddleware>(),
-            overrides: s
-                .overrides
-                .iter()
-                .map(|(id, q)| {
-                    let limiter = RateLimiter::direct(quota(q))
-                        .with_middleware::<StateInformationMiddleware>();
-                    (Box::from(id.as_str()), (limiter, Policy::new(q.clone())))
-                })
-                .collect(),
-            default_policy: Policy::new(default_quota),
-            header: HeaderName::try_from(s.client_header.as_str())
-                .unwrap_or(HeaderName::from_static("x-client-id")),
-            trusted: s
-                .trusted_proxies
-                .iter()
-                .filter_map(|p| parse_proxy(p))
-                .collect(),
-            max_tracked: s.max_tracked_clients,
+            rules: ArcSwap::from_pointee(Rules::new(s, None)),
             last_sweep_ms: AtomicU64::new(0),
             started: Instant::now(),
         }
     }
 
+    /// Puts `s` in force (a configuration reload). Requests being checked finish on the
+    /// rules they started with; callers whose quota is unchanged keep their budgets.
+    pub fn reconfigure(&self, s: &RateLimitSettings) {
+        let next = Rules::new(s, Some(&self.rules.load()));
+        self.rules.store(Arc::new(next));
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> Arc<RateLimitSettings> {
+        self.rules.load().settings.clone()
+    }
+
     /// The caller's identity: the client header when it holds a sensible id, else the
     /// client IP (from `X-Forwarded-For` only when the peer is a trusted proxy).
     pub fn identify(&self, req: &HttpRequest) -> Caller {
+        let rules = self.rules.load();
         if let Some(id) = req
             .headers()
-            .get(&self.header)
+            .get(&rules.header)
             .and_then(|v| v.to_str().ok())
             .filter(|id| (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()))
         {
             return Caller::Id(Box::from(id));
         }
         match req.peer_addr().map(|a| a.ip()) {
-            Some(ip) if self.is_trusted(ip) => Caller::Ip(self.forwarded_client(req).unwrap_or(ip)),
+            Some(ip) if rules.is_trusted(ip) => {
+                Caller::Ip(forwarded_client(&rules, req).unwrap_or(ip))
+            }
             Some(ip) => Caller::Ip(ip),
             None => Caller::Unknown,
-        }
-    }
-
-    fn is_trusted(&self, ip: IpAddr) -> bool {
-        self.trusted.iter().any(|net| net.contains(&ip))
-    }
-
-    /// The rightmost address in `X-Forwarded-For` that is not a trusted proxy.
-    fn forwarded_client(&self, req: &HttpRequest) -> Option<IpAddr> {
-        let chain: Vec<IpAddr> = req
-            .headers()
-            .get_all("x-forwarded-for")
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|part| part.trim().parse().ok())
-            .collect();
-        chain
-            .iter()
-            .rev()
-            .find(|ip| !self.is_trusted(**ip))
-            .or(chain.first())
-            .copied()
-    }
-
-    /// The quota that applies to `caller`, and its policy header.
-    fn policy(&self, caller: &Caller) -> &Policy {
-        match caller {
-            Caller::Id(id) => self
-                .overrides
-                .get(id)
-                .map_or(&self.default_policy, |(_, p)| p),
-            _ => &self.default_policy,
         }
     }
 
@@ -191,7 +222,8 @@ impl CallerLimits {
         shared: &SharedState,
         caller: &Caller,
     ) -> Option<(Decision, HeaderValue)> {
-        let policy = self.policy(caller);
+        let rules = self.rules.load_full();
+        let policy = rules.policy(caller);
         let q = &policy.quota;
         let period_ms = 60_000 / u64::from(q.per_minute.max(1));
         let g = shared
@@ -217,15 +249,17 @@ impl CallerLimits {
         Some((decision, policy.header.clone()))
     }
 
-    pub fn check(&self, caller: &Caller) -> (Decision, &HeaderValue) {
+    /// The caller's limit on this replica, and the `RateLimit-Policy` header that goes with it.
+    pub fn check(&self, caller: &Caller) -> (Decision, HeaderValue) {
+        let rules = self.rules.load();
         if let Caller::Id(id) = caller
-            && let Some((limiter, policy)) = self.overrides.get(id)
+            && let Some((limiter, policy)) = rules.overrides.get(id)
         {
             let now = limiter.clock().now();
             let outcome = limiter.check().map_err(|e| e.wait_time_from(now));
-            return (decide(outcome, &policy.quota), &policy.header);
+            return (decide(outcome, &policy.quota), policy.header.clone());
         }
-        if self.default.len() > self.max_tracked {
+        if rules.default.len() > rules.settings.max_tracked_clients {
             let now_ms = self.started.elapsed().as_millis() as u64;
             let last = self.last_sweep_ms.load(Ordering::Relaxed);
             if now_ms >= last + SWEEP_GAP_MS
@@ -237,34 +271,52 @@ impl CallerLimits {
                 self.sweep();
             }
         }
-        let now = self.default.clock().now();
-        let outcome = self
+        let now = rules.default.clock().now();
+        let outcome = rules
             .default
             .check_key(caller)
             .map_err(|e| e.wait_time_from(now));
         (
-            decide(outcome, &self.default_policy.quota),
-            &self.default_policy.header,
+            decide(outcome, &rules.default_policy.quota),
+            rules.default_policy.header.clone(),
         )
     }
 
     /// Forgets callers whose budget is full again: they are indistinguishable from new ones.
     pub fn sweep(&self) {
-        self.default.retain_recent();
-        self.default.shrink_to_fit();
+        let rules = self.rules.load();
+        rules.default.retain_recent();
+        rules.default.shrink_to_fit();
     }
 
     pub fn tracked(&self) -> usize {
-        self.default.len()
+        self.rules.load().default.len()
     }
 
-    pub fn default_quota(&self) -> &ClientQuota {
-        &self.default_policy.quota
+    pub fn default_quota(&self) -> ClientQuota {
+        self.rules.load().default_policy.quota.clone()
     }
 
-    pub fn header(&self) -> &HeaderName {
-        &self.header
+    pub fn header(&self) -> HeaderName {
+        self.rules.load().header.clone()
     }
+}
+
+/// The rightmost address in `X-Forwarded-For` that is not a trusted proxy.
+fn forwarded_client(rules: &Rules, req: &HttpRequest) -> Option<IpAddr> {
+    let chain: Vec<IpAddr> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|part| part.trim().parse().ok())
+        .collect();
+    chain
+        .iter()
+        .rev()
+        .find(|ip| !rules.is_trusted(**ip))
+        .or(chain.first())
+        .copied()
 }
 
 fn decide(
@@ -333,6 +385,32 @@ mod tests {
         match l.check(&Caller::Id("dash".into())).0 {
             Decision::Allowed(s) => assert_eq!((s.limit, s.remaining), (50, 49)),
             Decision::Limited { .. } => panic!("override not applied"),
+        }
+    }
+
+    #[test]
+    fn a_reload_keeps_the_budgets_of_unchanged_quotas() {
+        let l = limits(60, 2);
+        let c = Caller::Id("a".into());
+        for _ in 0..2 {
+            assert!(matches!(l.check(&c).0, Decision::Allowed(_)));
+        }
+        assert!(matches!(l.check(&c).0, Decision::Limited { .. }));
+        let mut s = (*l.settings()).clone();
+        s.sweep_secs = 99;
+        l.reconfigure(&s);
+        assert!(
+            matches!(l.check(&c).0, Decision::Limited { .. }),
+            "an unchanged quota keeps the budget used"
+        );
+        s.burst = 5;
+        l.reconfigure(&s);
+        match l.check(&c) {
+            (Decision::Allowed(state), policy) => {
+                assert_eq!((state.limit, state.remaining), (5, 4));
+                assert_eq!(policy, "60;w=60;burst=5");
+            }
+            (Decision::Limited { .. }, _) => panic!("the new quota is not in force"),
         }
     }
 

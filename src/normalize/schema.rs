@@ -7,19 +7,34 @@ use utoipa::ToSchema;
 use crate::query::MetricQuery;
 
 /// Time-series metric data, normalized.
+///
+/// Buckets, whatever the appliance's own alignment: with a range, the points are the buckets
+/// whose start `t` is a multiple of the interval since the epoch (1970-01-01T00:00:00Z) and
+/// lies in `[floor(timerange.start, interval), timerange.end)`; `timerange.end` is exclusive.
+/// Each point is the maximum over its whole bucket `[t, t + interval)`, even where the range
+/// starts or ends inside it. Daily buckets start at 00:00 UTC and weekly ones on Thursdays (the
+/// epoch's weekday). Breaches are those with `timerange.start ≤ time < timerange.end`. Without a
+/// range the appliance picks the window, and its buckets are passed on as it anchors them.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct MetricData {
     /// The question answered, in canonical form (aliases merged, lists sorted, times in ms).
     pub query: MetricQuery,
-    /// Width of each point's bucket, in seconds.
+    /// Width of each point's bucket, in seconds: a whole number of minutes.
     #[schema(example = 300)]
     pub interval_seconds: u64,
-    /// The range asked of the appliance; both ends are null when the appliance chose it.
+    /// The range asked, `start` inclusive and `end` exclusive; both null when the caller gave
+    /// no range and the appliance chose it.
     pub timerange: TimeRange,
     /// One series per (metric, device), sorted by metric then device id.
     pub series: Vec<Series>,
     /// Model breaches in the range (only with `breachtimes=true`), sorted by time.
     pub breaches: Vec<Breach>,
+    /// What the gateway left out of the appliance's answer because it did not understand it
+    /// (described by keys, never values). Absent when everything was understood. An answer
+    /// with warnings also carries a `Warning` header and is never cached.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(example = json!([]))]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -107,7 +122,7 @@ impl Device {
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Point {
-    /// Start of the bucket, epoch ms.
+    /// Start of the bucket, epoch ms: a multiple of the interval (for ranged questions).
     #[schema(example = 1705320000000_i64)]
     pub timestamp: i64,
     /// The bucket's value (the maximum inside it); null when the appliance has none.

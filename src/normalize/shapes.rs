@@ -3,6 +3,11 @@
 //! One permissive point type covers them all: the appliance's `{time, timems, size, in, out}`
 //! and the seed's `{timestamp, value, device, breaches, values}`. Unknown fields are ignored;
 //! a body with none of the fields that make a shape is refused.
+//!
+//! `fulldevicedetails=true` may add a `{"devices": […]}` element to the array, or wrap the
+//! array in an object beside a `devices` list (as other endpoints do); both are read, and the
+//! devices attached to their series. An array element, or a wrapper's field, of no known shape
+//! is never dropped silently: it is recorded (by its keys, never its values) for a warning.
 
 use std::collections::BTreeMap;
 
@@ -12,10 +17,12 @@ use serde_json::Number;
 use super::AnswerError;
 use super::{Breach, Collected, Device, Point};
 
-/// An element of the appliance's array: a metric object, or the leading `breachtimes` object.
+/// An element of the appliance's array: a metric object, the leading `breachtimes` object,
+/// or a `devices` list.
 #[derive(Deserialize)]
 struct ArrayElement {
     breachtimes: Option<Vec<InBreach>>,
+    devices: Option<Vec<InDevice>>,
     metric: Option<String>,
     data: Option<Vec<InPoint>>,
     device: Option<InDevice>,
@@ -137,37 +144,146 @@ pub(super) fn decode(
         Some(b'[') => {
             let elements: Vec<ArrayElement> =
                 serde_json::from_slice(body).map_err(|e| bad_json("array", e))?;
-            for element in elements {
-                decode_array_element(element, asked_device, out)?;
-            }
-            Ok(())
+            decode_elements(elements, asked_device, out, || {
+                serde_json::from_slice::<Vec<Keys>>(body).unwrap_or_default()
+            })
         }
         Some(b'{') => {
-            let object: ObjectBody =
+            let object: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_slice(body).map_err(|e| bad_json("object", e))?;
+            if object.contains_key("devices")
+                && !object.contains_key("data")
+                && !object.contains_key("error")
+            {
+                return decode_wrapped(object, asked_device, out);
+            }
+            let object: ObjectBody = serde_json::from_value(serde_json::Value::Object(object))
+                .map_err(|e| bad_json("object", e))?;
             decode_object(object, asked_device, out)
         }
         _ => Err(bad("the body is not a JSON array or object")),
     }
 }
 
+/// The keys of an element, for a warning that never shows its values.
+type Keys = BTreeMap<String, serde::de::IgnoredAny>;
+
+/// The array's elements into `out`; `keys` reads every element's keys again, only when one
+/// of them has no known shape.
+fn decode_elements(
+    elements: Vec<ArrayElement>,
+    asked_device: Option<u64>,
+    out: &mut Collected,
+    keys: impl FnOnce() -> Vec<Keys>,
+) -> Result<(), AnswerError> {
+    let mut unknown = Vec::new();
+    for (i, element) in elements.into_iter().enumerate() {
+        if !decode_array_element(element, asked_device, out)? {
+            unknown.push(i);
+        }
+    }
+    if !unknown.is_empty() {
+        let keys = keys();
+        for i in unknown {
+            let names: Vec<&str> = keys
+                .get(i)
+                .map(|k| k.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            out.unknown(format!(
+                "an array element with keys [{}]",
+                names
+                    .iter()
+                    .map(|k| crate::query::shown(k))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `{"<list>": [elements], "devices": [...]}`: the answer wrapped beside device details.
+fn decode_wrapped(
+    object: serde_json::Map<String, serde_json::Value>,
+    asked_device: Option<u64>,
+    out: &mut Collected,
+) -> Result<(), AnswerError> {
+    let mut lists = 0;
+    for (key, value) in object {
+        if key == "devices" {
+            let devices: Vec<InDevice> =
+                serde_json::from_value(value).map_err(|e| bad_json("devices", e))?;
+            add_devices(devices, out)?;
+            continue;
+        }
+        match value {
+            serde_json::Value::Array(items) => {
+                lists += 1;
+                let keys: Vec<Keys> = items
+                    .iter()
+                    .map(|item| {
+                        item.as_object()
+                            .map(|o| {
+                                o.keys()
+                                    .map(|k| (k.clone(), serde::de::IgnoredAny))
+                                    .collect()
+                            })
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                let elements: Vec<ArrayElement> =
+                    serde_json::from_value(serde_json::Value::Array(items))
+                        .map_err(|e| bad_json(&format!("`{}`", crate::query::shown(&key)), e))?;
+                decode_elements(elements, asked_device, out, || keys)?;
+            }
+            _ => out.unknown(format!(
+                "a field `{}` beside the device details",
+                crate::query::shown(&key)
+            )),
+        }
+    }
+    if lists == 0 {
+        return Err(bad(
+            "an object with `devices` but no list of metric objects",
+        ));
+    }
+    Ok(())
+}
+
+fn add_devices(devices: Vec<InDevice>, out: &mut Collected) -> Result<(), AnswerError> {
+    for d in devices {
+        if let Some(device) = device_for(Some(d), None)? {
+            out.add_device(device);
+        }
+    }
+    Ok(())
+}
+
+/// One array element into `out`; `false` when it has no known shape.
 fn decode_array_element(
     e: ArrayElement,
     asked_device: Option<u64>,
     out: &mut Collected,
-) -> Result<(), AnswerError> {
+) -> Result<bool, AnswerError> {
+    let mut known = false;
     if let Some(list) = e.breachtimes {
+        known = true;
         for b in list {
             out.add_breach(breach(b, asked_device)?);
         }
+    }
+    if let Some(devices) = e.devices {
+        known = true;
+        add_devices(devices, out)?;
     }
     match (e.metric, e.data) {
         (Some(metric), Some(points)) => {
             let device = device_for(e.device, asked_device)?;
             let unit = e.unit.or(e.units);
-            add_points(out, &metric, device, unit, points, asked_device)
+            add_points(out, &metric, device, unit, points, asked_device)?;
+            Ok(true)
         }
-        (None, None) => Ok(()),
+        (None, None) => Ok(known),
         (Some(_), None) => Err(bad("a metric object has no `data`")),
         (None, Some(_)) => Err(bad("a `data` list has no `metric`")),
     }

@@ -222,6 +222,108 @@ fn duplicate_buckets_are_reported_once() {
     assert_eq!(values, [Some(2.into()), Some(5.into())]);
 }
 
+fn ranged(
+    raw_query: &str,
+    start: i64,
+    end: i64,
+    parts: &[(Option<u64>, serde_json::Value)],
+) -> Result<MetricData, AnswerError> {
+    let parts: Vec<Part> = parts
+        .iter()
+        .map(|(device, body)| Part {
+            device: *device,
+            body: Bytes::from(body.to_string()),
+        })
+        .collect();
+    let range = TimeRange {
+        start: Some(start),
+        end: Some(end),
+    };
+    normalize(&query(raw_query), range, &parts, &|_| None)
+}
+
+#[test]
+fn device_details_given_apart_are_attached_to_their_series() {
+    let devices = json!([{"did": 7, "hostname": "ws-7", "typelabel": "Desktop", "ips": [{"ip": "10.0.0.7"}]}]);
+    let metric = json!({"metric": "a", "data": [{"timems": 60_000, "size": 1}]});
+    let listed = json!([metric.clone(), {"devices": devices.clone()}]);
+    let wrapped = json!({"metricdata": [metric], "devices": devices});
+    for body in [listed, wrapped] {
+        let d = run(
+            "metric=a&did=7&fulldevicedetails=true",
+            &[(Some(7), body.clone())],
+        )
+        .unwrap();
+        let device = d.series[0].device.as_ref().unwrap();
+        assert_eq!(device.hostname.as_deref(), Some("ws-7"), "{body}");
+        assert!(d.warnings.is_empty(), "{body}: {:?}", d.warnings);
+    }
+}
+
+#[test]
+fn unknown_elements_are_named_by_their_keys_and_left_out() {
+    let body = json!([
+        {"metric": "a", "data": [{"timems": 60_000, "size": 1}]},
+        {"novelty": {"secret": "do-not-show"}, "weight": 3}
+    ]);
+    let d = run("metric=a", &[(None, body)]).unwrap();
+    assert_eq!(d.series[0].points.len(), 1);
+    assert_eq!(d.warnings.len(), 1);
+    assert!(
+        d.warnings[0].contains("[novelty, weight]"),
+        "{:?}",
+        d.warnings
+    );
+    assert!(!d.warnings[0].contains("do-not-show"));
+    // A wrapper's stray field too.
+    let wrapped = json!({"metricdata": [{"metric": "a", "data": []}], "devices": [], "extra": 1});
+    let d = run("metric=a", &[(None, wrapped)]).unwrap();
+    assert!(d.warnings[0].contains("`extra`"), "{:?}", d.warnings);
+    // A metric nobody asked for.
+    let more = json!([{"metric": "a", "data": []}, {"metric": "b", "data": []}]);
+    let d = run("metric=a", &[(None, more)]).unwrap();
+    assert_eq!(d.series.len(), 1);
+    assert!(d.warnings[0].contains("`b`"), "{:?}", d.warnings);
+}
+
+#[test]
+fn a_requested_metric_missing_is_an_error() {
+    let e = run(
+        "metrics=a,b",
+        &[(None, json!([{"metric": "a", "data": []}]))],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, AnswerError::MissingMetric { metric, device: None } if metric == "b"),
+        "{e:?}"
+    );
+    let e = run("metric=a", &[(None, json!([{"surprise": 1}]))]).unwrap_err();
+    assert!(matches!(e, AnswerError::UnknownShape { .. }), "{e:?}");
+}
+
+#[test]
+fn only_the_contracts_buckets_are_kept() {
+    // Range 00:01:30 to 00:05:00 at 2 minutes: buckets 00:00, 00:02, 00:04.
+    let body = json!([{"metric": "a", "data": [
+        {"timems": 0, "size": 1},
+        {"timems": 120_000, "size": 2},
+        {"timems": 240_000, "size": 3},
+        {"timems": 300_000, "size": 9},
+        {"timems": 360_000, "size": 4}
+    ]}, {"breachtimes": [{"time": 30_000}, {"time": 100_000}, {"time": 300_000}]}]);
+    let d = ranged("metric=a&interval=2min", 90_000, 300_000, &[(None, body)]).unwrap();
+    let times: Vec<i64> = d.series[0].points.iter().map(|p| p.timestamp).collect();
+    assert_eq!(times, [0, 120_000, 240_000]);
+    assert_eq!(d.breaches.len(), 1, "breaches keep the range itself");
+    assert_eq!(d.breaches[0].time, 100_000);
+    assert_eq!(
+        d.warnings.len(),
+        1,
+        "a misaligned bucket is named: {:?}",
+        d.warnings
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 

@@ -4,8 +4,8 @@
 //! A range query at step `s` is evaluated at `start, start + s, …, end` (as Prometheus does:
 //! the step is echoed), over appliance buckets of `s` rounded to whole minutes (at least the
 //! smallest interval allowed). A bucket is a sample stamped at its start, and it exists once
-//! it is complete (the bucket still filling is never asked for, so a point never changes as
-//! its minute goes by). The value at time `t` is the newest sample in `(t - lookback, t]`,
+//! it is complete (the bucket still filling is never read, so a point never changes as its
+//! minute goes by). The value at time `t` is the newest sample in `(t - lookback, t]`,
 //! the lookback being Prometheus' 5 minutes or the interval if longer: the bucket holding `t`
 //! once complete, before that the one before it. A range `[r]` at `t` holds the samples in
 //! `(t - r, t]`. Each selector's window is asked for with interval-aligned times, so a

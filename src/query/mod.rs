@@ -42,8 +42,9 @@ pub struct MetricQuery {
     /// IANA protocol number.
     #[serde(skip_serializing_if = "Option::is_none")]
     protocol: Option<u8>,
+    /// The appliance's application protocol code (from its `/enums`), however it was asked.
     #[serde(skip_serializing_if = "Option::is_none")]
-    applicationprotocol: Option<String>,
+    applicationprotocol: Option<u32>,
     /// Start, epoch ms (UTC).
     #[serde(skip_serializing_if = "Option::is_none")]
     starttime: Option<i64>,
@@ -81,8 +82,8 @@ impl MetricQuery {
     pub fn protocol(&self) -> Option<u8> {
         self.protocol
     }
-    pub fn applicationprotocol(&self) -> Option<&str> {
-        self.applicationprotocol.as_deref()
+    pub fn applicationprotocol(&self) -> Option<u32> {
+        self.applicationprotocol
     }
     pub fn starttime(&self) -> Option<i64> {
         self.starttime
@@ -97,6 +98,22 @@ impl MetricQuery {
     /// The interval in milliseconds, at least 1.
     pub fn interval_ms(&self) -> i64 {
         (self.interval_seconds as i64).saturating_mul(1000).max(1)
+    }
+
+    /// The start of the bucket holding `t`. The gateway's contract: buckets start at
+    /// epoch-aligned multiples of the interval, whatever the appliance's own rule.
+    pub fn bucket_of(&self, t: i64) -> i64 {
+        t.div_euclid(self.interval_ms()) * self.interval_ms()
+    }
+
+    /// The first bucket boundary at or after `t`.
+    pub fn boundary_at_or_after(&self, t: i64) -> i64 {
+        let floor = self.bucket_of(t);
+        if floor == t {
+            t
+        } else {
+            floor.saturating_add(self.interval_ms())
+        }
     }
     pub fn breachtimes(&self) -> bool {
         self.breachtimes
@@ -147,15 +164,40 @@ impl FieldError {
     }
 }
 
-/// What the query parser needs to know about the appliance's metric catalog.
+/// What the query parser needs to know about the appliance's catalogs: its metric names
+/// (`/metrics`) and its application protocols (`/enums`).
 pub trait MetricNames {
     /// `None` when the catalog is not known yet (then names are not checked).
     fn contains(&self, name: &str) -> Option<bool>;
     /// Known names closest to `name`, best first.
     fn closest(&self, name: &str) -> Vec<String>;
+    /// The appliance's code for the application protocol named `name`. By default (no
+    /// `/enums` known) names cannot be translated, and only codes are accepted.
+    fn application_protocol(&self, name: &str) -> ProtocolLookup {
+        let _ = name;
+        ProtocolLookup::NotKnownYet
+    }
+    /// Whether the appliance lists application protocol `code`; `None` when not known yet.
+    fn has_application_protocol(&self, code: u32) -> Option<bool> {
+        let _ = code;
+        None
+    }
 }
 
-/// Accepts every name: used when no catalog is wanted.
+/// An application protocol's name, looked up in the appliance's `/enums`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProtocolLookup {
+    Code(u32),
+    /// Not a name the appliance lists; the closest ones it does, best first.
+    Unknown {
+        closest: Vec<String>,
+    },
+    /// The gateway has not read the appliance's `/enums` (yet).
+    NotKnownYet,
+}
+
+/// Accepts every metric name, and application protocols as codes only: used when no catalog
+/// is wanted.
 pub struct AnyMetric;
 
 impl MetricNames for AnyMetric {

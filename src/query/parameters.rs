@@ -72,16 +72,16 @@ pub const PARAMETERS: &[Parameter] = &[
     p(
         "metric",
         Shape::Token(64),
-        "One metric name (see `GET /v1/metrics`). Give `metric` or `metrics`, not both.",
+        "One metric name (see `GET /v1/metrics`). Mutually exclusive with `metrics`; given once (for several metrics, use `metrics`).",
     )
     .sdk("One metric name, or several joined by commas (darktrace-sdk 0.9). darktrace-sdk 0.10 sends several as `metric1=`, `metric2=`, …, which are accepted too.")
     .example(Example::Text("connections")),
     p(
         "metrics",
         Shape::List,
-        "Several metric names: repeat `metrics=` or give a comma list. Sorted and deduplicated. Not with `metric`.",
+        "Several metric names: a comma list (`a,b`, or `[a,b]`) or `metrics=` repeated. Sorted and deduplicated. Mutually exclusive with `metric`.",
     ),
-    p("did", Shape::Id, "Device id. Give `did` or `devices`, not both.")
+    p("did", Shape::Id, "One device id. Mutually exclusive with `devices`; given once (for several devices, use `devices`).")
         .example(Example::Number(1)),
     p("ddid", Shape::Id, "Destination device id."),
     p("odid", Shape::Id, "Other device id."),
@@ -95,25 +95,27 @@ pub const PARAMETERS: &[Parameter] = &[
     ),
     p(
         "applicationprotocol",
-        Shape::Token(32),
-        "Application protocol code (letters, digits, `_ . : -`; at most 32).",
+        Shape::Text,
+        "Application protocol: the appliance's numeric code from its `/enums` (e.g. `1053`), or the protocol's name there in any case (`http`, `https`, `smtp`, …), which the gateway translates to the code. Unknown names are refused with the closest known ones; names are accepted once the gateway has read the appliance's `/enums` (codes always are).",
     ),
     p(
         "starttime",
         Shape::Text,
-        "Start: epoch ms, ISO-8601 (`2024-01-15T12:00:00Z`) or `YYYY-MM-DD HH:MM:SS` (UTC). Alias: `from`. Without an end, the range runs until now; without a start, the appliance's recent window is asked for.",
+        "Start: epoch ms, ISO-8601 (`2024-01-15T12:00:00Z`), `YYYY-MM-DD HH:MM:SS` (UTC) between March 1973 and 9999, or relative to now (`now-1h`, `now-30min`, `now-7d`). Alias: `from` (give one of the two). Without an end, the range runs until now; without a start, the appliance's recent window is asked for. The first bucket is the one holding the start (buckets start at epoch-aligned multiples of the interval).",
     ),
     p(
         "endtime",
         Shape::Text,
-        "End (exclusive), same formats as `starttime`. Alias: `to`. Needs a start.",
+        "Start: epoch ms, ISO-8601 (`2024-01-15T12:00:00Z`), `YYYY-MM-DD HH:MM:SS` (UTC) between March 1973 and 9999, or relative to now (`now-1h`, `now-30min`, `now-7d`). Alias: `from` (give one of the two). Without an end, the range runs until now; without a start, the appliance's recent window is asked for. The first bucket is the one holding the start (buckets start at epoch-aligned multiples of the interval).",
     ),
-    p("from", Shape::Text, "Alias of `starttime`.").sdk("Alias of `starttime` (the SDK's `from_`)."),
-    p("to", Shape::Text, "Alias of `endtime`."),
+    p("from", Shape::Text, "Alias of `starttime`; give one of the two.")
+        .sdk("Alias of `starttime` (the SDK's `from_`).")
+        .example(Example::Text("now-1h")),
+    p("to", Shape::Text, "Alias of `endtime`; give one of the two."),
     p(
         "interval",
         Shape::Text,
-        "Bucket width: seconds (`300`) or a label (`1min`, `5min`, `15min`, `1hour`, `1day`). Default 60 seconds. Each bucket holds the maximum value inside it.",
+        "Bucket width: seconds (`300`) or a label (`1min`, `5min`, `15min`, `1hour`, `1day`), a whole number of minutes (appliances keep one value per minute). Default 60 seconds. Each bucket holds the maximum value inside it.",
     )
     .example(Example::Text("5min")),
     p(
@@ -130,9 +132,9 @@ pub const PARAMETERS: &[Parameter] = &[
     p(
         "devices",
         Shape::List,
-        "Several numeric device ids: repeat `devices=` or give a comma list. Not with `did`.",
+        "Several numeric device ids: a comma list (`123,456`, or `[123,456]`) or `devices=` repeated; each is its own appliance request. Mutually exclusive with `did`.",
     )
-    .sdk("Several device ids: comma-joined (darktrace-sdk 0.9) or repeated (0.10). Not with `did`."),
+    .sdk("Several device ids: comma-joined (darktrace-sdk 0.9) or repeated (0.10). Mutually exclusive with `did`."),
     p(
         "format",
         Shape::Format,
@@ -156,7 +158,7 @@ mod tests {
     fn the_parser_knows_every_listed_parameter_and_no_other() {
         let limits = Settings::defaults().query;
         for p in PARAMETERS {
-            for dialect in [Dialect::Gateway, Dialect::Sdk] {
+            for dialect in [Dialect::Gateway, Dialect::Sdk, Dialect::Appliance] {
                 let raw = format!("{}=%00", p.name);
                 let errors = parse_in(dialect, &raw, &limits, &AnyMetric, 0).unwrap_err();
                 let unknown = errors

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::values::{self, shown};
-use super::{FieldError, MetricNames, MetricQuery};
+use super::{FieldError, MetricNames, MetricQuery, ProtocolLookup};
 use crate::settings::QueryLimits;
 
 /// Parameters that may repeat, or carry comma lists.
@@ -12,7 +12,7 @@ const LIST_PARAMETERS: &[&str] = &["metrics", "devices"];
 /// A query string with more parameters than this is refused outright.
 const MAX_PARAMETERS: usize = 256;
 const MAX_NAME_LEN: usize = 64;
-const MAX_APPLICATION_PROTOCOL_LEN: usize = 32;
+const MAX_APPLICATION_PROTOCOL_LEN: usize = 64;
 
 /// How a caller spells its question.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +23,26 @@ pub enum Dialect {
     /// `metric1=a&metric2=b` (SDK 0.10, the appliance's own spelling) name several metrics too.
     /// There is no `format`: the answer has the seed's shapes.
     Sdk,
+    /// Scripts written against the vendor's API guide (`/appliance`): the appliance's own
+    /// spelling, `metric1=`, `metric2=`, … and the guide's `startTime`/`endTime`; everything
+    /// `/darktrace` accepts. No `format`: the answer is the appliance's array.
+    Appliance,
+}
+
+impl Dialect {
+    /// Several metrics as `metric=a,b` and `metric1=a&metric2=b`.
+    fn numbers_metrics(self) -> bool {
+        matches!(self, Dialect::Sdk | Dialect::Appliance)
+    }
+}
+
+/// The vendor's guide writes `startTime`/`endTime` in its examples; appliances accept them.
+fn guide_spelling(key: &str) -> Option<&'static str> {
+    match key {
+        "startTime" | "StartTime" | "STARTTIME" => Some("starttime"),
+        "endTime" | "EndTime" | "ENDTIME" => Some("endtime"),
+        _ => None,
+    }
 }
 
 /// Parses and validates a `/v1` query string. `now_ms` anchors open-ended ranges.
@@ -89,18 +109,26 @@ impl Parser {
                 )];
                 return;
             }
-            if self.dialect == Dialect::Sdk
+            let key = match (self.dialect, guide_spelling(&key)) {
+                (Dialect::Appliance, Some(canonical)) => std::borrow::Cow::Borrowed(canonical),
+                _ => key,
+            };
+            if self.dialect.numbers_metrics()
                 && (is_numbered_metric(&key) || (key == "metric" && value.contains(',')))
             {
                 let items = value.split(',').map(|v| (key.to_string(), v.to_owned()));
                 self.lists.entry("metrics").or_default().extend(items);
                 continue;
             }
-            if self.dialect == Dialect::Sdk && key == "format" {
+            if self.dialect != Dialect::Gateway && key == "format" {
+                let route = if self.dialect == Dialect::Sdk {
+                    "/darktrace answers in the SDK's JSON shapes"
+                } else {
+                    "/appliance answers in the appliance's JSON array"
+                };
                 self.error(
                     "format",
-                    "not accepted here: /darktrace answers in the SDK's JSON shapes; \
-                     /v1/metricdata?format=csv gives CSV",
+                    format!("not accepted here: {route}; /v1/metricdata?format=csv gives CSV"),
                 );
                 continue;
             }
@@ -118,11 +146,12 @@ impl Parser {
                 self.lists
                     .entry(name)
                     .or_default()
-                    .extend(value.split(',').map(|v| (name.to_owned(), v.to_owned())));
+                    .extend(list_items(&value).map(|v| (name.to_owned(), v.to_owned())));
             } else if self.scalars.contains_key(name) {
                 if !seen_repeat.contains(&name) {
                     seen_repeat.push(name);
-                    self.error(name, format!("`{name}` is given more than once"));
+                    let message = repeated(self.dialect, name);
+                    self.error(name, message);
                 }
             } else {
                 self.scalars.insert(name, value.into_owned());
@@ -164,9 +193,7 @@ impl Parser {
         let sourceport = self.field("sourceport", values::port);
         let destinationport = self.field("destinationport", values::port);
         let protocol = self.field("protocol", values::protocol);
-        let applicationprotocol = self.field("applicationprotocol", |v| {
-            values::name_token(v, "applicationprotocol", MAX_APPLICATION_PROTOCOL_LEN)
-        });
+        let applicationprotocol = self.application_protocol(catalog);
         let breachtimes = self.field("breachtimes", values::boolean).unwrap_or(false);
         let fulldevicedetails = self
             .field("fulldevicedetails", values::boolean)
@@ -274,6 +301,66 @@ impl Parser {
         ok.then_some(names)
     }
 
+    /// `applicationprotocol`: the appliance's numeric code (from its `/enums`), or a name it
+    /// lists there, translated to the code. Names are only sent as codes.
+    fn application_protocol(&mut self, catalog: &dyn MetricNames) -> Option<u32> {
+        const NAME: &str = "applicationprotocol";
+        let raw = self.take(NAME)?;
+        if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
+            let Ok(code) = raw.parse::<u32>() else {
+                self.error(
+                    NAME,
+                    format!("`{}` is not an application protocol code", shown(&raw)),
+                );
+                return None;
+            };
+            if catalog.has_application_protocol(code) == Some(false) {
+                self.error(
+                    NAME,
+                    format!("`{code}` is not an application protocol code the appliance lists in its /enums; give a code it lists, or a name such as http"),
+                );
+                return None;
+            }
+            return Some(code);
+        }
+        let name_char = |c: char| c.is_ascii_alphanumeric() || " _.:/+-".contains(c);
+        if raw.is_empty()
+            || raw.chars().count() > MAX_APPLICATION_PROTOCOL_LEN
+            || !raw.chars().all(name_char)
+        {
+            self.error(
+                NAME,
+                format!("`{}` is not an application protocol; give its code, or its name (letters, digits, spaces and _ . : / + -; at most {MAX_APPLICATION_PROTOCOL_LEN} characters)", shown(&raw)),
+            );
+            return None;
+        }
+        match catalog.application_protocol(&raw) {
+            ProtocolLookup::Code(code) => Some(code),
+            ProtocolLookup::Unknown { closest } => {
+                let hint = if closest.is_empty() {
+                    "; the appliance's /enums lists the known names".to_owned()
+                } else {
+                    format!("; did you mean {}?", quoted_list(&closest))
+                };
+                self.error(
+                    NAME,
+                    format!("unknown application protocol `{}`{hint}", shown(&raw)),
+                );
+                None
+            }
+            ProtocolLookup::NotKnownYet => {
+                self.error(
+                    NAME,
+                    format!(
+                        "`{}` is a name, and the gateway has not read the appliance's application protocols (/enums) yet, so it cannot translate names; give the numeric code (e.g. 1053), or retry shortly",
+                        shown(&raw)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
     fn devices(&mut self, limits: &QueryLimits) -> Option<Vec<u64>> {
         let did = self.take("did");
         let list = self.lists.remove("devices");
@@ -285,6 +372,13 @@ impl Parser {
             (None, None) => Some(Vec::new()),
             (Some(one), None) => match values::positive_id(&one) {
                 Ok(id) => Some(vec![id]),
+                Err(m) if one.contains([',', '[']) => {
+                    self.error(
+                        "did",
+                        format!("{m}; `did` takes one device: for several, use `devices=123,456`"),
+                    );
+                    None
+                }
                 Err(m) => {
                     self.error("did", m);
                     None
@@ -337,6 +431,27 @@ impl Parser {
                 return None;
             }
         };
+        if !seconds.is_multiple_of(60) && seconds > 0 {
+            let below = (seconds / 60 * 60).max(60);
+            let above = seconds.div_ceil(60) * 60;
+            let choices = if below == above {
+                values::interval_label(above)
+            } else {
+                format!(
+                    "{} or {}",
+                    values::interval_label(below),
+                    values::interval_label(above)
+                )
+            };
+            self.error(
+                "interval",
+                format!(
+                    "`{}` is not a whole number of minutes; appliances keep one value per minute, so use e.g. {choices}",
+                    shown(&raw)
+                ),
+            );
+            return None;
+        }
         if !(limits.min_interval_seconds..=limits.max_interval_seconds).contains(&seconds) {
             self.error(
                 "interval",
@@ -352,10 +467,17 @@ impl Parser {
     }
 
     /// One of an alias pair, checking that both spellings agree when both are given.
-    fn aliased(&mut self, name: &'static str, alias: &'static str) -> Result<Option<i64>, ()> {
-        let a = self.field(name, values::timestamp_ms);
+    fn aliased(
+        &mut self,
+        name: &'static str,
+        alias: &'static str,
+        now_ms: i64,
+    ) -> Result<Option<i64>, ()> {
+        let time =
+            |v: &str| values::relative_ms(v, now_ms).unwrap_or_else(|| values::timestamp_ms(v));
+        let a = self.field(name, time);
         let a_failed = self.errors.iter().any(|e| e.parameter == name);
-        let b = self.field(alias, values::timestamp_ms);
+        let b = self.field(alias, time);
         let b_failed = self.errors.iter().any(|e| e.parameter == alias);
         if a_failed || b_failed {
             return Err(());
@@ -378,8 +500,8 @@ impl Parser {
         interval: Option<u64>,
         now_ms: i64,
     ) -> (Option<i64>, Option<i64>) {
-        let start = self.aliased("starttime", "from");
-        let end = self.aliased("endtime", "to");
+        let start = self.aliased("starttime", "from", now_ms);
+        let end = self.aliased("endtime", "to", now_ms);
         let (Ok(start), Ok(end)) = (start, end) else {
             return (None, None);
         };
@@ -431,6 +553,32 @@ impl Parser {
             }
         }
         (Some(start), end)
+    }
+}
+
+/// A list parameter's items: `a,b`, also written `[a,b]` (as JSON or Python print a list).
+fn list_items(value: &str) -> impl Iterator<Item = &str> {
+    let inner = value
+        .strip_prefix('[')
+        .and_then(|v| v.strip_suffix(']'))
+        .unwrap_or(value);
+    inner.split(',').map(str::trim)
+}
+
+/// What to say about a parameter given twice: for `did` and `metric`, where the list goes
+/// (HTTP libraries repeat a parameter to send a list, e.g. Python `requests`).
+fn repeated(dialect: Dialect, name: &str) -> String {
+    match (dialect, name) {
+        (_, "did") => "`did` is given more than once; it takes one device: for several, use \
+             `devices=123,456` (or repeat `devices=`)"
+            .to_owned(),
+        (Dialect::Gateway, "metric") => "`metric` is given more than once; it takes one name: \
+             for several, use `metrics=a,b` (or repeat `metrics=`)"
+            .to_owned(),
+        (_, "metric") => "`metric` is given more than once; for several metrics, use \
+             `metric=a,b` or `metric1=a&metric2=b`"
+            .to_owned(),
+        _ => format!("`{name}` is given more than once"),
     }
 }
 
@@ -539,6 +687,86 @@ mod tests {
     }
 
     #[test]
+    fn the_guides_spellings_are_the_gateways_question() {
+        let guide = |raw: &str| {
+            parse_in(
+                Dialect::Appliance,
+                raw,
+                &Settings::defaults().query,
+                &AnyMetric,
+                NOW,
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            guide(
+                "metric=internalconnections&startTime=1584694800000&endTime=1584698400000&did=1&&ddid=18&protocol=6&interval=300"
+            ),
+            ok(
+                "metric=internalconnections&starttime=1584694800000&endtime=1584698400000&did=1&ddid=18&protocol=tcp&interval=5min"
+            )
+        );
+        assert_eq!(
+            guide("metric1=b&metric2=a&from=2020-03-20T00:00:00&to=2020-03-20T23:59:59"),
+            ok("metrics=a,b&from=2020-03-20T00:00:00Z&to=2020-03-20T23:59:59Z")
+        );
+        let e = parse_in(
+            Dialect::Appliance,
+            "metric=a&format=csv",
+            &Settings::defaults().query,
+            &AnyMetric,
+            NOW,
+        )
+        .unwrap_err();
+        assert!(e[0].message.contains("/appliance"), "{}", e[0].message);
+    }
+
+    #[test]
+    fn times_may_be_relative_to_now() {
+        let q = ok("metric=a&from=now-1h&interval=5min");
+        assert_eq!(q.starttime, Some(NOW - 3_600_000));
+        assert_eq!(q.endtime, None, "until now");
+        assert_eq!(
+            ok("metric=a&from=now-7d&to=now-1d").endtime,
+            Some(NOW - 86_400_000)
+        );
+        assert_eq!(
+            ok("metric=a&from=now-30min").starttime,
+            Some(NOW - 1_800_000)
+        );
+        for bad in ["now+1h", "now-1y", "now-h", "now-99999999999999w"] {
+            let e = errs(&format!("metric=a&from={bad}"));
+            assert_eq!(e[0].parameter, "from", "{bad}");
+            assert!(
+                e[0].message.contains("relative time"),
+                "{bad}: {}",
+                e[0].message
+            );
+        }
+    }
+
+    #[test]
+    fn lists_may_be_bracketed_and_repeats_point_at_the_list_parameter() {
+        assert_eq!(ok("metric=x&devices=[456,%20123]").devices, [123, 456]);
+        assert_eq!(ok("metrics=[b,a]").metrics, ["a", "b"]);
+        assert_eq!(
+            ok("metric=x&devices=[456,123]"),
+            ok("metric=x&devices=123&devices=456")
+        );
+        let e = errs("metric=x&did=1&did=2");
+        assert_eq!(e[0].parameter, "did");
+        assert!(
+            e[0].message.contains("`devices=123,456`"),
+            "{}",
+            e[0].message
+        );
+        let e = errs("metric=x&metric=y");
+        assert!(e[0].message.contains("`metrics=a,b`"), "{}", e[0].message);
+        let e = errs("metric=x&did=[1,2]");
+        assert!(e[0].message.contains("`devices="), "{}", e[0].message);
+    }
+
+    #[test]
     fn points_limit_suggests_coarser_interval() {
         let e = errs("metric=a&starttime=1600000000000&endtime=1630000000000&interval=1min");
         assert_eq!(e[0].parameter, "interval");
@@ -559,7 +787,7 @@ mod properties {
 
         #[test]
         fn the_parser_never_panics(raw in ".{0,300}") {
-            for dialect in [Dialect::Gateway, Dialect::Sdk] {
+            for dialect in [Dialect::Gateway, Dialect::Sdk, Dialect::Appliance] {
                 let _ = parse_in(dialect, &raw, &Settings::defaults().query, &AnyMetric, 1_705_330_000_000);
             }
         }

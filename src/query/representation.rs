@@ -10,12 +10,15 @@ pub enum Format {
     Csv,
     /// The shapes the darktrace-sdk documentation promises, for `/darktrace/metricdata`.
     Sdk,
+    /// The appliance's own array, as the vendor's API guide documents it, for
+    /// `/appliance/metricdata`.
+    Appliance,
 }
 
 impl Format {
     pub fn content_type(self) -> &'static str {
         match self {
-            Format::Json | Format::Sdk => "application/json",
+            Format::Json | Format::Sdk | Format::Appliance => "application/json",
             Format::Csv => "text/csv; charset=utf-8",
         }
     }
@@ -26,6 +29,7 @@ impl Format {
             Format::Json => "json",
             Format::Csv => "csv",
             Format::Sdk => "sdk",
+            Format::Appliance => "appliance",
         }
     }
 }
@@ -51,6 +55,8 @@ pub enum Offer {
     JsonOrCsv,
     /// `/darktrace`: the SDK's JSON shapes only.
     Sdk,
+    /// `/appliance`: the appliance's JSON array only.
+    Appliance,
 }
 
 impl Representation {
@@ -70,6 +76,7 @@ impl Representation {
         };
         let format = match offer {
             Offer::Sdk => Format::Sdk,
+            Offer::Appliance => Format::Appliance,
             Offer::JsonOrCsv => match format_parameter(raw_query) {
                 Some(f) => f,
                 None if accept.is_some_and(prefers_csv) => Format::Csv,
@@ -81,19 +88,34 @@ impl Representation {
 }
 
 /// The first `format` parameter, when it names a format; a repeated or bad one is the
-/// parser's to refuse.
+/// parser's to refuse. Decodes only keys that could spell `format` (and then that one value),
+/// so the hit path does not decode every value of the query.
 fn format_parameter(raw_query: &str) -> Option<Format> {
-    // Cheap on the hit path: most query strings have no `%` or `+` and no key starting `f`.
-    if !raw_query.contains(['f', '%', 'F']) {
+    if !raw_query.contains("format") && !raw_query.contains('%') {
         return None;
     }
-    form_urlencoded::parse(raw_query.as_bytes())
-        .find(|(k, _)| k == "format")
-        .and_then(|(_, v)| match v.as_ref() {
-            "json" => Some(Format::Json),
-            "csv" => Some(Format::Csv),
-            _ => None,
-        })
+    let value = raw_query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let is_format = if key.contains(['%', '+']) {
+            decode(key) == "format"
+        } else {
+            key == "format"
+        };
+        is_format.then_some(value)
+    })?;
+    match decode(value).as_str() {
+        "json" => Some(Format::Json),
+        "csv" => Some(Format::Csv),
+        _ => None,
+    }
+}
+
+/// `application/x-www-form-urlencoded` decoding of one key or value, as the parser does it.
+fn decode(text: &str) -> String {
+    let bytes = text.replace('+', " ");
+    percent_encoding::percent_decode_str(&bytes)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// One `type/subtype;q=…` element's media range and weight. A weight that does not parse

@@ -122,32 +122,134 @@ pub fn interval_label(seconds: u64) -> String {
     format!("{seconds}")
 }
 
-/// Epoch ms below this (3 March 1973) are almost certainly epoch *seconds* by mistake.
+/// Epoch ms below this (3 March 1973) are almost certainly epoch *seconds* by mistake: no
+/// appliance holds data that old.
 const SMALLEST_PLAUSIBLE_MS: i64 = 100_000_000_000;
 /// 9999-12-31T23:59:59.999Z
 const LARGEST_MS: i64 = 253_402_300_799_999;
+/// A time a caller may copy when told what to give.
+const EXAMPLE_MS: i64 = 1_705_320_000_000;
 
-/// Epoch ms, ISO-8601 (with or without offset; UTC when none), or `YYYY-MM-DD HH:MM:SS` UTC.
+/// A time relative to `now_ms` (the gateway's clock): `now`, or `now-<n><unit>` with the unit
+/// `s`, `min` (or `m`), `h`, `d` or `w`, e.g. `now-1h`. `None` when `value` is not relative.
+pub fn relative_ms(value: &str, now_ms: i64) -> Option<Result<i64, String>> {
+    let rest = value.strip_prefix("now")?;
+    if rest.is_empty() {
+        return Some(Ok(now_ms));
+    }
+    let refused = || {
+        Err(format!(
+            "`{}` is not a relative time; use `now`, or `now-` and an amount such as now-1h, now-30min, now-7d",
+            shown(value)
+        ))
+    };
+    let Some(ago) = rest.strip_prefix('-') else {
+        return Some(refused());
+    };
+    let digits = ago.bytes().take_while(u8::is_ascii_digit).count();
+    let (amount, unit) = ago.split_at(digits);
+    let unit_ms: i64 = match unit {
+        "s" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 604_800_000,
+        _ => return Some(refused()),
+    };
+    Some(
+        amount
+            .parse::<i64>()
+            .ok()
+            .and_then(|n| n.checked_mul(unit_ms))
+            .and_then(|ago| now_ms.checked_sub(ago))
+            .filter(|ms| *ms >= 0)
+            .map_or_else(refused, Ok),
+    )
+}
+
+/// Epoch ms, ISO-8601 (with or without offset; UTC when none), or `YYYY-MM-DD HH:MM:SS` UTC,
+/// between March 1973 and the end of 9999, however it is written.
 pub fn timestamp_ms(value: &str) -> Result<i64, String> {
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         return match value.parse::<i64>() {
-            Ok(ms) if ms < SMALLEST_PLAUSIBLE_MS => Err(format!(
-                "`{value}` looks like epoch seconds; give epoch milliseconds (e.g. {}000)",
-                value
+            Ok(ms) if ms <= LARGEST_MS => plausible(value, ms),
+            _ => Err(format!(
+                "`{}` is after 9999-12-31T23:59:59Z, the latest time accepted; give epoch milliseconds",
+                shown(value)
             )),
-            Ok(ms) if ms <= LARGEST_MS => Ok(ms),
-            _ => Err(format!("`{}` is out of range for epoch ms", shown(value))),
         };
     }
-    parse_datetime(value)
+    let ms = parse_datetime(value)
         // A `+01:00` offset arrives as ` 01:00` when the caller did not percent-encode the `+`.
         .or_else(|| plus_decoded_as_space(value).and_then(|v| parse_datetime(&v)))
         .ok_or_else(|| {
+            if five_digit_year(value) {
+                return format!(
+                    "`{}` is after 9999-12-31T23:59:59Z, the latest time accepted",
+                    shown(value)
+                );
+            }
             format!(
                 "`{}` is not a time; use epoch ms, ISO-8601 (2024-01-15T12:00:00Z) or `2024-01-15 12:00:00` (UTC)",
                 shown(value)
             )
-        })
+        })?;
+    if ms < 0 {
+        return Err(format!(
+            "`{}` is before 1970-01-01T00:00:00Z (the epoch); no appliance holds data that old",
+            shown(value)
+        ));
+    }
+    if ms > LARGEST_MS {
+        return Err(format!(
+            "`{}` is after 9999-12-31T23:59:59Z, the latest time accepted",
+            shown(value)
+        ));
+    }
+    plausible(value, ms)
+}
+
+/// `ms` (parsed from `value`) unless it is before March 1973, where the message says what the
+/// caller probably meant: epoch seconds taken for milliseconds, whichever way it was written.
+fn plausible(value: &str, ms: i64) -> Result<i64, String> {
+    if ms >= SMALLEST_PLAUSIBLE_MS {
+        return Ok(ms);
+    }
+    let iso = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .unwrap_or_default()
+    };
+    let as_seconds = ms.saturating_mul(1000);
+    if ms == 0 {
+        return Err(format!(
+            "`{}` is the epoch itself (1970-01-01T00:00:00Z), not a time any appliance has data for; give epoch milliseconds (e.g. {EXAMPLE_MS}) or ISO-8601 (2024-01-15T12:00:00Z)",
+            shown(value)
+        ));
+    }
+    let read_as = if value.bytes().all(|b| b.is_ascii_digit()) {
+        String::new()
+    } else {
+        format!(" ({})", iso(ms))
+    };
+    if (SMALLEST_PLAUSIBLE_MS..=LARGEST_MS).contains(&as_seconds) {
+        return Err(format!(
+            "`{}`{read_as} is in {}, before any appliance data: it looks like epoch seconds read as milliseconds; the time meant is probably {} (epoch ms {as_seconds})",
+            shown(value),
+            iso(ms).get(..4).unwrap_or("1970"),
+            iso(as_seconds)
+        ));
+    }
+    Err(format!(
+        "`{}`{read_as} is before March 1973, before any appliance data; give epoch milliseconds (e.g. {EXAMPLE_MS}) or ISO-8601 (2024-01-15T12:00:00Z)",
+        shown(value)
+    ))
+}
+
+/// `10000-01-01…`: a year chrono will not read without a sign, and no caller means.
+fn five_digit_year(value: &str) -> bool {
+    let digits = value.bytes().take_while(u8::is_ascii_digit).count();
+    digits >= 5 && value.as_bytes().get(digits) == Some(&b'-')
 }
 
 fn parse_datetime(value: &str) -> Option<i64> {
@@ -168,7 +270,6 @@ fn parse_datetime(value: &str) -> Option<i64> {
         .ok()
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|naive| naive.and_utc().timestamp_millis())
-        .filter(|ms| *ms >= 0)
 }
 
 fn plus_decoded_as_space(value: &str) -> Option<String> {
@@ -227,6 +328,36 @@ mod tests {
         assert!(timestamp_ms("1705320000").unwrap_err().contains("seconds"));
         assert!(timestamp_ms("yesterday").is_err());
         assert!(timestamp_ms("-5").is_err());
+    }
+
+    #[test]
+    fn times_outside_1973_to_9999_are_refused_with_a_reason() {
+        let before = timestamp_ms("1969-12-31T23:59:59Z").unwrap_err();
+        assert!(before.contains("before 1970"), "{before}");
+        for late in [
+            "10000-01-01T00:00:00Z",
+            "+10000-01-01T00:00:00",
+            "253402300800000",
+        ] {
+            let e = timestamp_ms(late).unwrap_err();
+            assert!(e.contains("after 9999"), "{late}: {e}");
+        }
+        assert_eq!(
+            timestamp_ms("9999-12-31T23:59:59Z"),
+            Ok(253_402_300_799_000)
+        );
+        // Epoch seconds read as milliseconds, written as digits or as ISO: the same hint.
+        for seconds in ["1705320000", "1970-01-20T17:42:00Z", "1970-01-20 17:42:00"] {
+            let e = timestamp_ms(seconds).unwrap_err();
+            assert!(e.contains("epoch seconds"), "{seconds}: {e}");
+            assert!(e.contains("2024-01-15T12:00:00Z"), "{seconds}: {e}");
+            assert!(e.contains("1705320000000"), "{seconds}: {e}");
+        }
+        let zero = timestamp_ms("0").unwrap_err();
+        assert!(zero.contains("the epoch itself"), "{zero}");
+        assert!(!zero.contains("0000 "), "{zero}");
+        let tiny = timestamp_ms("1970-01-01T00:00:05Z").unwrap_err();
+        assert!(tiny.contains("before March 1973"), "{tiny}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! One answer, written in the representation the caller negotiated: JSON, CSV, or the shapes
-//! darktrace-sdk scripts expect.
+//! One answer, written in the representation the caller negotiated: JSON, CSV, the shapes
+//! darktrace-sdk scripts expect, or the appliance's own array.
 
+pub mod appliance;
 pub mod csv;
 pub mod sdk;
 
@@ -25,5 +26,6 @@ pub fn render(format: Format, data: &MetricData) -> Result<Bytes, RenderError> {
         Format::Csv => Ok(csv::render(data)),
         Format::Json => serde_json::to_vec(data).map(Bytes::from).map_err(failed),
         Format::Sdk => sdk::render(data).map_err(failed),
+        Format::Appliance => appliance::render(data).map_err(failed),
     }
 }

@@ -319,6 +319,7 @@ mod tests {
             query,
             series,
             breaches,
+            warnings: Vec::new(),
         };
         serde_json::from_slice(&render(&data).unwrap()).unwrap()
     }

@@ -4,6 +4,8 @@ use std::hash::{Hash, Hasher};
 
 use serde::Serialize;
 
+use super::profile::{Anchoring, EndRule, Profile};
+
 /// (name, label, units, filtertypes) of every metric the simulator knows: the real appliance
 /// names, and the seed's names so its examples run.
 const METRICS: &[(&str, &str, &str, &[&str])] = &[
@@ -123,7 +125,7 @@ pub fn is_known(metric: &str) -> bool {
 pub struct MetricObject<'a> {
     pub metric: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub device: Option<DeviceDetails>,
+    pub device: Option<&'a DeviceDetails>,
     pub data: Vec<DataPoint>,
 }
 
@@ -208,24 +210,55 @@ pub struct SeriesKey<'a> {
 
 const MINUTE: i64 = 60_000;
 
-/// Buckets `[floor(start), end)` of `interval_ms`, each the maximum of its minutes, as
-/// appliances report them. Minutes after `now` do not exist yet.
-pub fn series(
-    key: &SeriesKey<'_>,
-    start: i64,
-    end: i64,
-    interval_ms: i64,
-    now: i64,
-) -> Vec<DataPoint> {
+/// What one `/metricdata` request asked for, in ms.
+#[derive(Debug, Clone, Copy)]
+pub struct Asked {
+    pub start: i64,
+    pub end: i64,
+    pub interval_ms: i64,
+}
+
+impl Asked {
+    /// Whether `t` is inside the range, as `profile` reads its end.
+    fn inside(&self, t: i64, profile: &Profile) -> bool {
+        match profile.end {
+            EndRule::Exclusive => t < self.end,
+            EndRule::Inclusive => t <= self.end,
+        }
+    }
+}
+
+/// The newest minute the appliance has data for, at `now`.
+fn newest_minute(now: i64, profile: &Profile) -> i64 {
+    now.saturating_sub((profile.behind_minutes as i64).saturating_mul(MINUTE))
+}
+
+/// Buckets of `asked.interval_ms`, anchored as `profile` says, each the maximum of its
+/// minutes inside the asked range, as appliances report them. Minutes the appliance has no
+/// data for yet (after `now`, or later than it is behind) are left out, and a bucket without
+/// any is not reported.
+pub fn series(key: &SeriesKey<'_>, asked: &Asked, now: i64, profile: &Profile) -> Vec<DataPoint> {
     let seed = hash(key);
+    let interval = asked.interval_ms;
+    let newest = newest_minute(now, profile);
+    let provisional_after =
+        newest.saturating_sub((profile.revise_minutes as i64).saturating_mul(MINUTE));
+    let first_minute = asked.start.div_euclid(MINUTE) * MINUTE;
     let mut points = Vec::new();
-    let mut t = start.div_euclid(interval_ms) * interval_ms;
-    while t < end {
+    let mut t = match profile.anchoring {
+        Anchoring::Epoch => asked.start.div_euclid(interval) * interval,
+        Anchoring::Start => asked.start,
+        Anchoring::Minute => first_minute,
+    };
+    while asked.inside(t, profile) {
         let mut best: Option<(u64, u64)> = None;
-        let mut m = t.div_euclid(MINUTE) * MINUTE;
-        while m < t + interval_ms && m <= now {
+        let mut m = (t.div_euclid(MINUTE) * MINUTE).max(first_minute);
+        while m < t + interval && asked.inside(m, profile) && m <= newest {
             let h = hash(&(seed, m));
-            let size = 10 + h % 990;
+            let mut size = 10 + h % 990;
+            if m > provisional_after {
+                size /= 2;
+            }
             let inbound = size * ((h >> 20) % 100) / 100;
             if best.is_none_or(|(s, _)| size > s) {
                 best = Some((size, inbound));
@@ -241,9 +274,52 @@ pub fn series(
                 out: size - inbound,
             });
         }
-        t += interval_ms;
+        t += interval;
     }
     points
+}
+
+/// Application protocols by the appliance's code: the guide's BITTORRENT (1053) and a few
+/// common ones. Codes differ between appliances; the gateway learns them from `/enums`.
+pub const APPLICATION_PROTOCOLS: &[(u32, &str)] = &[
+    (1, "Unknown"),
+    (1001, "HTTP"),
+    (1002, "HTTPS"),
+    (1003, "SMTP"),
+    (1004, "DNS"),
+    (1005, "SSH"),
+    (1006, "FTP"),
+    (1007, "SMB"),
+    (1008, "RDP"),
+    (1009, "SSL/TLS"),
+    (1010, "IMAP"),
+    (1011, "POP3"),
+    (1053, "BITTORRENT"),
+];
+
+/// `GET /enums`, in the guide's shape: categories by readable name, each a list of
+/// `{code, name}` with the codes as strings.
+pub fn enums() -> serde_json::Value {
+    let list = |items: &[(&str, &str)]| {
+        items
+            .iter()
+            .map(|(code, name)| serde_json::json!({"code": code, "name": name}))
+            .collect::<Vec<_>>()
+    };
+    let protocols: Vec<serde_json::Value> = APPLICATION_PROTOCOLS
+        .iter()
+        .map(|(code, name)| serde_json::json!({"code": code.to_string(), "name": name}))
+        .collect();
+    serde_json::json!({
+        "Country": list(&[("0", "Unknown"), ("AD", "Andorra"), ("GB", "United Kingdom")]),
+        "Matching metrics": METRICS.iter().map(|m| serde_json::json!({"code": m.0, "name": m.1})).collect::<Vec<_>>(),
+        "Protocol": list(&[("1", "ICMP"), ("6", "TCP"), ("17", "UDP")]),
+        "Application protocol": protocols,
+        "Internal source device type": [
+            {"code": "0", "name": "None", "hidden": true},
+            {"code": "2", "name": "Laptop"}
+        ],
+    })
 }
 
 const MODELS: &[&str] = &[
@@ -252,16 +328,18 @@ const MODELS: &[&str] = &[
     "Anomalous Connection::Data Sent to Rare Domain",
 ];
 
-/// Model breaches: a few per day, at deterministic times.
-pub fn breaches(did: Option<u64>, start: i64, end: i64) -> Vec<BreachTime> {
+/// Model breaches: a few per day, at deterministic times, none newer than the appliance's
+/// data.
+pub fn breaches(did: Option<u64>, asked: &Asked, now: i64, profile: &Profile) -> Vec<BreachTime> {
     const HOUR: i64 = 3_600_000;
+    let newest = newest_minute(now, profile);
     let mut out = Vec::new();
-    let mut h = start.div_euclid(HOUR) * HOUR;
-    while h < end {
+    let mut h = asked.start.div_euclid(HOUR) * HOUR;
+    while asked.inside(h, profile) {
         let x = hash(&("breach", did, h));
         if x.is_multiple_of(5) {
             let time = h + (x >> 8) as i64 % HOUR;
-            if (start..end).contains(&time) {
+            if time >= asked.start && asked.inside(time, profile) && time <= newest {
                 out.push(BreachTime {
                     pid: 300 + x % 50,
                     pbid: 290_000 + (x >> 16) % 10_000,
@@ -294,34 +372,97 @@ fn hash(value: &impl Hash) -> u64 {
 mod tests {
     use super::*;
 
+    const KEY: SeriesKey<'static> = SeriesKey {
+        metric: "connections",
+        did: Some(7),
+        filters: &[],
+    };
+
+    fn asked(start: i64, end: i64, interval_ms: i64) -> Asked {
+        Asked {
+            start,
+            end,
+            interval_ms,
+        }
+    }
+
     #[test]
     fn coarse_buckets_are_the_max_of_fine_ones() {
-        let key = SeriesKey {
-            metric: "connections",
-            did: Some(7),
-            filters: &[],
-        };
         let start = 1_705_320_000_000;
         let end = start + 3_600_000;
-        let fine = series(&key, start, end, 300_000, i64::MAX);
-        let coarse = series(&key, start, end, 3_600_000, i64::MAX);
+        let p = Profile::default();
+        let fine = series(&KEY, &asked(start, end, 300_000), i64::MAX, &p);
+        let coarse = series(&KEY, &asked(start, end, 3_600_000), i64::MAX, &p);
         assert_eq!(fine.len(), 12);
         assert_eq!(coarse.len(), 1);
         assert_eq!(coarse[0].size, fine.iter().map(|p| p.size).max().unwrap());
-        assert_eq!(
-            series(&key, start, end, 300_000, i64::MAX)[3].size,
-            fine[3].size
-        );
     }
 
     #[test]
     fn buckets_are_floored_to_the_interval() {
-        let key = SeriesKey {
-            metric: "connections",
-            did: None,
-            filters: &[],
-        };
-        let p = series(&key, 1_582_900_189_000, 1_582_900_300_000, 60_000, i64::MAX);
+        let p = series(
+            &KEY,
+            &asked(1_582_900_189_000, 1_582_900_300_000, 60_000),
+            i64::MAX,
+            &Profile::default(),
+        );
         assert_eq!(p[0].timems, 1_582_900_140_000);
+    }
+
+    #[test]
+    fn profiles_anchor_and_end_differently_on_unaligned_ranges() {
+        // 12:02:30 to 13:00, hourly buckets.
+        let a = asked(1_705_320_150_000, 1_705_323_600_000, 3_600_000);
+        let times = |anchoring, end| {
+            let profile = Profile {
+                anchoring,
+                end,
+                ..Profile::default()
+            };
+            series(&KEY, &a, i64::MAX, &profile)
+                .iter()
+                .map(|p| p.timems)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            times(Anchoring::Epoch, EndRule::Exclusive),
+            [1_705_320_000_000]
+        );
+        assert_eq!(
+            times(Anchoring::Start, EndRule::Exclusive),
+            [1_705_320_150_000]
+        );
+        assert_eq!(
+            times(Anchoring::Minute, EndRule::Exclusive),
+            [1_705_320_120_000]
+        );
+        assert_eq!(
+            times(Anchoring::Epoch, EndRule::Inclusive),
+            [1_705_320_000_000, 1_705_323_600_000]
+        );
+    }
+
+    #[test]
+    fn a_behind_appliance_fills_in_later_and_revises_its_newest_minutes() {
+        let start = 1_705_320_000_000;
+        let a = asked(start, start + 600_000, 60_000);
+        let now = start + 600_000;
+        let behind = Profile {
+            behind_minutes: 3,
+            ..Profile::default()
+        };
+        assert_eq!(series(&KEY, &a, now, &behind).len(), 8);
+        assert_eq!(series(&KEY, &a, now + 180_000, &behind).len(), 10);
+        let revising = Profile {
+            revise_minutes: 2,
+            ..Profile::default()
+        };
+        let early = series(&KEY, &a, start + 540_000, &revising);
+        let late = series(&KEY, &a, start + 900_000, &revising);
+        assert!(
+            early[9].size < late[9].size,
+            "the newest minute is revised up"
+        );
+        assert_eq!(early[6].size, late[6].size, "older minutes are final");
     }
 }

@@ -3,6 +3,11 @@
 //! faults on request, and counts what reached it so tests can assert on it.
 
 mod data;
+mod metricdata;
+mod profile;
+
+pub use data::APPLICATION_PROTOCOLS;
+pub use profile::{Anchoring, DeviceDetails, EndRule, Profile};
 
 use std::collections::VecDeque;
 use std::net::TcpListener;
@@ -17,6 +22,7 @@ use bytes::Bytes;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Clock;
 use crate::upstream::sign;
 
 /// Faults the simulator injects into `/metricdata` and `/metrics` answers.
@@ -45,6 +51,16 @@ pub struct Faults {
     pub redirect: bool,
     /// Answer `/metrics` (the catalog) with this status, leaving `/metricdata` alone.
     pub catalog_status: Option<u16>,
+    /// Answer `/enums` with this status, leaving the other routes alone.
+    pub enums_status: Option<u16>,
+    /// Send this `Retry-After` (seconds) with the `error_rate` answers (e.g. with a 429).
+    pub retry_after_secs: Option<u64>,
+    /// Refuse `/metricdata` with a 400 `{"error": <this text>}`, as for input it rejects.
+    pub refuse: Option<String>,
+    /// Add an element of a shape nobody documented to `/metricdata` arrays.
+    pub unknown_element: bool,
+    /// Leave the last requested metric out of `/metricdata` answers.
+    pub omit_metric: bool,
 }
 
 /// What reached the simulator.
@@ -53,6 +69,7 @@ pub struct SimStats {
     requests: AtomicU64,
     metricdata: AtomicU64,
     metrics: AtomicU64,
+    enums: AtomicU64,
     rejected: AtomicU64,
     /// Data points served in `/metricdata` answers (what a cache saves the appliance).
     points: AtomicU64,
@@ -68,7 +85,10 @@ pub struct StatsSnapshot {
     /// Every request that passed authentication.
     pub requests: u64,
     pub metricdata: u64,
+    /// Catalog requests: `/metrics`, `/metrics/{mlid}` and `/enums`.
     pub metrics: u64,
+    /// `/enums` requests (counted in `metrics` too).
+    pub enums: u64,
     /// Requests refused (auth, dialect).
     pub rejected: u64,
     /// Data points served in `/metricdata` answers.
@@ -88,6 +108,7 @@ impl SimStats {
             requests: self.requests.load(Ordering::SeqCst),
             metricdata: self.metricdata.load(Ordering::SeqCst),
             metrics: self.metrics.load(Ordering::SeqCst),
+            enums: self.enums.load(Ordering::SeqCst),
             rejected: self.rejected.load(Ordering::SeqCst),
             points: self.points.load(Ordering::SeqCst),
             peak_in_flight: self.peak_in_flight.load(Ordering::SeqCst),
@@ -105,6 +126,7 @@ impl SimStats {
             &self.requests,
             &self.metricdata,
             &self.metrics,
+            &self.enums,
             &self.rejected,
             &self.points,
             &self.peak_in_flight,
@@ -122,6 +144,22 @@ struct SimState {
     private_token: SecretString,
     stats: Arc<SimStats>,
     faults: Arc<RwLock<Faults>>,
+    profile: Arc<RwLock<Profile>>,
+    clock: Arc<RwLock<Clock>>,
+}
+
+impl SimState {
+    /// The appliance's own clock: the system's, or the one a test handed in.
+    fn now_ms(&self) -> i64 {
+        self.clock
+            .read()
+            .map(|c| c.now_ms())
+            .unwrap_or_else(|_| Clock::system().now_ms())
+    }
+
+    fn profile(&self) -> Profile {
+        self.profile.read().map(|p| p.clone()).unwrap_or_default()
+    }
 }
 
 /// A running simulator.
@@ -131,6 +169,8 @@ pub struct Simulator {
     scheme: &'static str,
     pub stats: Arc<SimStats>,
     pub faults: Arc<RwLock<Faults>>,
+    pub profile: Arc<RwLock<Profile>>,
+    clock: Arc<RwLock<Clock>>,
     handle: ServerHandle,
 }
 
@@ -189,21 +229,27 @@ impl Simulator {
         let addr = listener.local_addr()?;
         let stats = Arc::new(SimStats::default());
         let faults = Arc::new(RwLock::new(Faults::default()));
+        let profile = Arc::new(RwLock::new(Profile::default()));
+        let clock = Arc::new(RwLock::new(Clock::system()));
         let state = web::Data::new(SimState {
             public_token: public_token.to_owned(),
             private_token: SecretString::from(private_token.to_owned()),
             stats: stats.clone(),
             faults: faults.clone(),
+            profile: profile.clone(),
+            clock: clock.clone(),
         });
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .route("/_sim/stats", web::get().to(get_stats))
                 .route("/_sim/faults", web::post().to(set_faults))
+                .route("/_sim/profile", web::post().to(set_profile))
                 .route("/_sim/reset", web::post().to(reset))
                 .route("/metricdata", web::get().to(metricdata))
                 .route("/metrics", web::get().to(metrics))
                 .route("/metrics/{mlid}", web::get().to(metric))
+                .route("/enums", web::get().to(enums))
                 .default_service(web::to(not_found))
         })
         .workers(2)
@@ -220,6 +266,8 @@ impl Simulator {
                 scheme,
                 stats,
                 faults,
+                profile,
+                clock,
                 handle: server.handle(),
             },
             server,
@@ -233,6 +281,21 @@ impl Simulator {
     pub fn set_faults(&self, faults: Faults) {
         if let Ok(mut f) = self.faults.write() {
             *f = faults;
+        }
+    }
+
+    /// Makes the simulator behave as another appliance of the family (see [`Profile`]).
+    pub fn set_profile(&self, profile: Profile) {
+        if let Ok(mut p) = self.profile.write() {
+            *p = profile;
+        }
+    }
+
+    /// Runs the appliance on `clock` (its data's "now" and its check of request dates): a
+    /// test hands in the gateway's manual clock and moves both together.
+    pub fn set_clock(&self, clock: Clock) {
+        if let Ok(mut c) = self.clock.write() {
+            *c = clock;
         }
     }
 
@@ -266,10 +329,20 @@ async fn set_faults(state: web::Data<SimState>, faults: web::Json<Faults>) -> Ht
     HttpResponse::NoContent().finish()
 }
 
+async fn set_profile(state: web::Data<SimState>, profile: web::Json<Profile>) -> HttpResponse {
+    if let Ok(mut p) = state.profile.write() {
+        *p = profile.into_inner();
+    }
+    HttpResponse::NoContent().finish()
+}
+
 async fn reset(state: web::Data<SimState>) -> HttpResponse {
     state.stats.reset();
     if let Ok(mut f) = state.faults.write() {
         *f = Faults::default();
+    }
+    if let Ok(mut p) = state.profile.write() {
+        *p = Profile::default();
     }
     HttpResponse::NoContent().finish()
 }
@@ -313,9 +386,10 @@ fn authenticate(req: &HttpRequest, state: &SimState) -> Result<(), Box<HttpRespo
         .next()
         .unwrap_or("")
         .to_owned();
+    let now = chrono::DateTime::from_timestamp_millis(state.now_ms()).unwrap_or_default();
     let date_ok = header("DTAPI-Date")
         .and_then(|d| chrono::NaiveDateTime::parse_from_str(d, sign::DATE_FORMAT).ok())
-        .is_some_and(|d| (chrono::Utc::now().naive_utc() - d).num_minutes().abs() <= 30);
+        .is_some_and(|d| (now.naive_utc() - d).num_minutes().abs() <= 30);
     if !date_ok {
         return Err(Box::new(appliance_error(&segment, "API DATE ERROR")));
     }
@@ -366,7 +440,11 @@ async fn inject(state: &SimState, counter: u64) -> Result<Faults, HttpResponse> 
     if rate > 0.0 && ((counter + 1) as f64 * rate).floor() > (counter as f64 * rate).floor() {
         let status = StatusCode::from_u16(faults.error_status.unwrap_or(503))
             .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        return Err(HttpResponse::build(status).body("upstream trouble"));
+        let mut answer = HttpResponse::build(status);
+        if let Some(secs) = faults.retry_after_secs {
+            answer.insert_header(("Retry-After", secs.to_string()));
+        }
+        return Err(answer.body("upstream trouble"));
     }
     if faults.malformed_body {
         return Err(HttpResponse::Ok()
@@ -448,6 +526,24 @@ async fn metrics(req: HttpRequest, state: web::Data<SimState>) -> HttpResponse {
     }
 }
 
+async fn enums(req: HttpRequest, state: web::Data<SimState>) -> HttpResponse {
+    match admit_catalog(&req, &state).await {
+        Ok((_guard, faults)) => {
+            state.stats.enums.fetch_add(1, Ordering::SeqCst);
+            if let Some(status) = faults.enums_status {
+                let status =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                return HttpResponse::build(status).body("enums unavailable");
+            }
+            deliver(
+                serde_json::to_vec(&data::enums()).unwrap_or_default(),
+                &faults,
+            )
+        }
+        Err(answer) => answer,
+    }
+}
+
 async fn metric(req: HttpRequest, state: web::Data<SimState>) -> HttpResponse {
     let (_guard, faults) = match admit_catalog(&req, &state).await {
         Ok(admitted) => admitted,
@@ -482,94 +578,12 @@ fn remember(stats: &SimStats, req: &HttpRequest) {
     }
 }
 
-/// The parts of a `/metricdata` query the simulator acts on.
-struct DataQuery {
-    metrics: Vec<String>,
-    did: Option<u64>,
-    filters: Vec<(String, String)>,
-    start: Option<i64>,
-    end: Option<i64>,
-    interval_ms: i64,
-    breachtimes: bool,
-    fulldevicedetails: bool,
-}
-
-/// Parses the appliance dialect, refusing what real appliances refuse.
-fn parse_dialect(query: &str) -> Result<DataQuery, &'static str> {
-    let mut q = DataQuery {
-        metrics: Vec::new(),
-        did: None,
-        filters: Vec::new(),
-        start: None,
-        end: None,
-        interval_ms: 60_000,
-        breachtimes: false,
-        fulldevicedetails: false,
-    };
-    let (mut from, mut to) = (None, None);
-    let mut numbered = Vec::new();
-    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-        match k.as_ref() {
-            "devices" => return Err("Unknown parameter: devices"),
-            "metric" if v.contains(',') => return Err("Invalid metric"),
-            "metric" => q.metrics.push(v.into_owned()),
-            k if k.starts_with("metric") && k[6..].parse::<u32>().is_ok() => {
-                numbered.push((k[6..].parse::<u32>().unwrap_or(0), v.into_owned()))
-            }
-            "did" => q.did = Some(v.parse().map_err(|_| "Invalid did")?),
-            "interval" => {
-                let secs: i64 = v.parse().map_err(|_| "Invalid interval")?;
-                if secs <= 0 {
-                    return Err("Invalid interval");
-                }
-                q.interval_ms = secs * 1000;
-            }
-            "starttime" => q.start = Some(v.parse().map_err(|_| "Invalid starttime")?),
-            "endtime" => q.end = Some(v.parse().map_err(|_| "Invalid endtime")?),
-            "from" => from = Some(parse_sql_time(&v).ok_or("Invalid from")?),
-            "to" => to = Some(parse_sql_time(&v).ok_or("Invalid to")?),
-            "breachtimes" => q.breachtimes = v == "true",
-            "fulldevicedetails" => q.fulldevicedetails = v == "true",
-            "ddid"
-            | "odid"
-            | "port"
-            | "sourceport"
-            | "destinationport"
-            | "protocol"
-            | "applicationprotocol" => q.filters.push((k.to_string(), v.into_owned())),
-            _ => {}
-        }
-    }
-    numbered.sort();
-    q.metrics.extend(numbered.into_iter().map(|(_, m)| m));
-    if q.start.is_none() && q.end.is_none() {
-        (q.start, q.end) = (from, to);
-    }
-    if q.start.is_some() != q.end.is_some() {
-        return Err("Time parameters must be given in pairs");
-    }
-    if q.metrics.is_empty() {
-        return Err("No metric specified");
-    }
-    if let Some(bad) = q.metrics.iter().find(|m| !data::is_known(m)) {
-        let _ = bad;
-        return Err("Unknown metric");
-    }
-    Ok(q)
-}
-
-fn parse_sql_time(s: &str) -> Option<i64> {
-    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
-        .ok()
-        .map(|t| t.and_utc().timestamp_millis())
-}
-
 async fn metricdata(req: HttpRequest, state: web::Data<SimState>) -> HttpResponse {
     if let Err(refusal) = authenticate(&req, &state) {
         state.stats.rejected.fetch_add(1, Ordering::SeqCst);
         return *refusal;
     }
-    let q = match parse_dialect(req.query_string()) {
+    let q = match metricdata::parse_dialect(req.query_string()) {
         Ok(q) => q,
         Err(message) => {
             state.stats.rejected.fetch_add(1, Ordering::SeqCst);
@@ -584,66 +598,10 @@ async fn metricdata(req: HttpRequest, state: web::Data<SimState>) -> HttpRespons
         Ok(f) => f,
         Err(answer) => return answer,
     };
-    let now = chrono::Utc::now().timestamp_millis();
-    let (start, end) = match (q.start, q.end) {
-        (Some(s), Some(e)) => (s, e),
-        _ => (now - 3_600_000, now),
-    };
-    let mut body = Vec::with_capacity(4096);
-    body.push(b'[');
-    if q.breachtimes {
-        let _ = serde_json::to_writer(
-            &mut body,
-            &data::BreachTimes {
-                breachtimes: data::breaches(q.did, start, end),
-            },
-        );
-        body.push(b',');
+    if let Some(reason) = &faults.refuse {
+        return bad_request(reason);
     }
-    for (i, metric) in q.metrics.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        let key = data::SeriesKey {
-            metric,
-            did: q.did,
-            filters: &q.filters,
-        };
-        let object = data::MetricObject {
-            metric,
-            device: q
-                .did
-                .filter(|_| q.fulldevicedetails)
-                .map(data::device_details),
-            data: data::series(&key, start, end, q.interval_ms, now),
-        };
-        state
-            .stats
-            .points
-            .fetch_add(object.data.len() as u64, Ordering::SeqCst);
-        let _ = serde_json::to_writer(&mut body, &object);
-    }
-    if faults.oversized_bytes > 0 {
-        body.extend_from_slice(b",{\"padding\":\"");
-        body.extend(std::iter::repeat_n(b'x', faults.oversized_bytes));
-        body.extend_from_slice(b"\"}");
-    }
-    body.push(b']');
+    let (body, points) = metricdata::answer(&q, &faults, &state.profile(), state.now_ms());
+    state.stats.points.fetch_add(points, Ordering::SeqCst);
     deliver(body, &faults)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dialect_refusals() {
-        assert!(parse_dialect("metric=connections&devices=1,2").is_err());
-        assert!(parse_dialect("metric=connections,bandwidth").is_err());
-        assert!(parse_dialect("metric=connections&interval=5min").is_err());
-        assert!(parse_dialect("metric=connections&starttime=1").is_err());
-        let q = parse_dialect("metric2=bandwidth&metric1=connections&interval=300").unwrap();
-        assert_eq!(q.metrics, ["connections", "bandwidth"]);
-        assert_eq!(q.interval_ms, 300_000);
-    }
 }

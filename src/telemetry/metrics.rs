@@ -2,9 +2,11 @@
 //!
 //! One registry per gateway, so several gateways in one process (the tests) keep apart.
 
+use std::sync::OnceLock;
+
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct GatewayMetrics {
@@ -19,6 +21,7 @@ pub struct GatewayMetrics {
     pub upstream_requests: IntCounterVec,
     pub upstream_duration: HistogramVec,
     pub upstream_in_flight: IntGauge,
+    pub appliance_unknown_shapes: IntCounter,
     pub rate_limited: IntCounter,
     pub breaker_state: IntGauge,
     pub redis_up: IntGauge,
@@ -99,6 +102,11 @@ impl GatewayMetrics {
                 "metricgate_upstream_in_flight",
                 "Requests in flight to the appliance",
             ),
+            appliance_unknown_shapes: IntCounter::new(
+                "metricgate_appliance_unknown_shapes_total",
+                "Parts of appliance answers of no known shape, left out of answers served with a Warning and never cached",
+            )
+            .unwrap_or_else(|e| panic!("metric: {e}")),
             rate_limited: IntCounter::new(
                 "metricgate_rate_limited_total",
                 "Requests refused with 429 because the caller was over its limit",
@@ -110,7 +118,7 @@ impl GatewayMetrics {
             ),
             redis_up: gauge(
                 "metricgate_redis_up",
-                "1 when this replica shares state through Redis, 0 in embedded mode",
+                "1 when this replica shares state through Redis, 0 when Redis is configured but out of reach (absent without Redis)",
             ),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -124,9 +132,9 @@ impl GatewayMetrics {
             Box::new(m.upstream_requests.clone()),
             Box::new(m.upstream_duration.clone()),
             Box::new(m.upstream_in_flight.clone()),
+            Box::new(m.appliance_unknown_shapes.clone()),
             Box::new(m.rate_limited.clone()),
             Box::new(m.breaker_state.clone()),
-            Box::new(m.redis_up.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {
@@ -136,10 +144,83 @@ impl GatewayMetrics {
         m
     }
 
+    /// Exposes `metricgate_redis_up`: only a gateway with Redis configured has the series, so
+    /// an embedded gateway does not report a Redis that is "down" when there is none.
+    pub fn track_redis(&self) {
+        let _ = self.registry.register(Box::new(self.redis_up.clone()));
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
         String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+/// Statuses whose series are kept resolved per route; others take the label lookup.
+const COMMON_STATUSES: [u16; 14] = [
+    200, 304, 400, 404, 405, 408, 413, 414, 429, 431, 500, 502, 503, 504,
+];
+
+/// One route's resolved series, each made on first use (so unused ones stay absent).
+struct RouteSeries {
+    route: &'static str,
+    duration: OnceLock<Histogram>,
+    by_status: [OnceLock<IntCounter>; COMMON_STATUSES.len()],
+}
+
+/// The HTTP series by route and status, resolved once: recording a request costs an atomic
+/// add or two instead of hashing its labels under a lock (a visible part of a cache hit).
+pub struct HttpSeries {
+    routes: Vec<RouteSeries>,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+}
+
+impl HttpSeries {
+    /// `routes` are the route labels the caller will record (compared by address first).
+    pub fn new(metrics: &GatewayMetrics, routes: &[&'static str]) -> Self {
+        Self {
+            routes: routes
+                .iter()
+                .map(|route| RouteSeries {
+                    route,
+                    duration: OnceLock::new(),
+                    by_status: Default::default(),
+                })
+                .collect(),
+            requests: metrics.http_requests.clone(),
+            duration: metrics.http_duration.clone(),
+        }
+    }
+
+    pub fn record(&self, route: &'static str, status: u16, seconds: f64) {
+        let known = self
+            .routes
+            .iter()
+            .find(|r| std::ptr::eq(r.route, route) || r.route == route);
+        let Some(r) = known else {
+            self.requests
+                .with_label_values(&[route, &status.to_string()])
+                .inc();
+            self.duration.with_label_values(&[route]).observe(seconds);
+            return;
+        };
+        r.duration
+            .get_or_init(|| self.duration.with_label_values(&[route]))
+            .observe(seconds);
+        match COMMON_STATUSES.iter().position(|s| *s == status) {
+            Some(i) => r.by_status[i]
+                .get_or_init(|| {
+                    self.requests
+                        .with_label_values(&[route, &status.to_string()])
+                })
+                .inc(),
+            None => self
+                .requests
+                .with_label_values(&[route, &status.to_string()])
+                .inc(),
+        }
     }
 }

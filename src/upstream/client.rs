@@ -25,6 +25,14 @@ pub enum UpstreamError {
     BadDate,
     #[error("the appliance redirected to {location:?}")]
     Redirected { location: String },
+    /// A 400 that is not about signing: the appliance refused the query itself. `message` is
+    /// the first line of its reason, at most 200 characters, with its address taken out.
+    #[error("the appliance refused the query: {message}")]
+    Refused { message: String },
+    /// A 429: the appliance asks the gateway to slow down, for `retry_after_secs` (its own
+    /// `Retry-After` when it sends one).
+    #[error("the appliance is rate-limiting the gateway")]
+    Throttled { retry_after_secs: u64 },
     #[error("the appliance answered {status}: {message}")]
     Rejected { status: u16, message: String },
     #[error("the appliance did not answer within {0:?}")]
@@ -63,10 +71,12 @@ impl UpstreamError {
     }
 
     /// The appliance is unwell (as opposed to refusing this request): feeds the breaker.
+    /// A throttling appliance counts too: it must not be asked again at once.
     fn is_appliance_failure(&self) -> bool {
         matches!(
             self,
             UpstreamError::Connect(_)
+                | UpstreamError::Throttled { .. }
                 | UpstreamError::Timeout(_)
                 | UpstreamError::Body(_)
                 | UpstreamError::Rejected { status: 500.., .. }
@@ -149,6 +159,11 @@ impl ApplianceClient {
         &self.guard
     }
 
+    /// The gateway's Prometheus series, which appliance requests count into.
+    pub fn metrics(&self) -> &GatewayMetrics {
+        &self.metrics
+    }
+
     /// GETs `path_and_query` (which must start with `/`), signed, within the appliance's
     /// budget, retrying transient failures, and returns the body of a 2xx answer.
     /// `traceparent` (W3C) is passed on to the appliance.
@@ -213,6 +228,8 @@ impl ApplianceClient {
             Err(UpstreamError::BadSignature) => "bad_signature",
             Err(UpstreamError::BadDate) => "bad_date",
             Err(UpstreamError::Redirected { .. }) => "redirected",
+            Err(UpstreamError::Refused { .. }) => "refused",
+            Err(UpstreamError::Throttled { .. }) => "throttled",
             Err(UpstreamError::Rejected { status: 500.., .. }) => "server_error",
             Err(UpstreamError::Rejected { .. }) => "rejected",
             Err(UpstreamError::Timeout(_)) => "timeout",
@@ -283,11 +300,21 @@ impl ApplianceClient {
                 .collect();
             return Err(UpstreamError::Redirected { location });
         }
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
         let body = self.read_body(response).await?;
         if status.is_success() {
             return Ok(body);
         }
-        Err(classify_failure(status, &body))
+        Err(classify_failure(status, retry_after, &body, &self.base))
+    }
+
+    /// `text` with the appliance's address taken out: for messages that reach callers.
+    pub fn scrub(&self, text: &str) -> String {
+        scrub(text, &self.base)
     }
 
     async fn read_body(&self, mut response: reqwest::Response) -> Result<Bytes, UpstreamError> {
@@ -335,8 +362,23 @@ fn budget_name(base: &str, public_token: &str) -> String {
     hex::encode(&Sha1::digest(format!("{base}|{public_token}"))[..8])
 }
 
-fn classify_failure(status: StatusCode, body: &[u8]) -> UpstreamError {
+/// How long a throttled gateway waits when the appliance's 429 does not say.
+const THROTTLED_RETRY_SECS: u64 = 30;
+/// The most of an appliance's refusal a caller is shown.
+const REFUSAL_CHARS: usize = 200;
+
+fn classify_failure(
+    status: StatusCode,
+    retry_after: Option<u64>,
+    body: &[u8],
+    base: &Url,
+) -> UpstreamError {
     let text = String::from_utf8_lossy(&body[..body.len().min(4096)]);
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return UpstreamError::Throttled {
+            retry_after_secs: retry_after.unwrap_or(THROTTLED_RETRY_SECS).clamp(1, 3600),
+        };
+    }
     if status == StatusCode::BAD_REQUEST {
         if text.contains("API SIGNATURE ERROR") {
             return UpstreamError::BadSignature;
@@ -345,15 +387,121 @@ fn classify_failure(status: StatusCode, body: &[u8]) -> UpstreamError {
             return UpstreamError::BadDate;
         }
     }
-    #[derive(serde::Deserialize)]
-    struct ErrorBody {
-        error: String,
+    let reason = reason(body).unwrap_or_else(|| text.trim().to_owned());
+    if status == StatusCode::BAD_REQUEST {
+        let first_line = reason.lines().map(str::trim).find(|l| !l.is_empty());
+        let message: String = scrub(first_line.unwrap_or(""), base)
+            .chars()
+            .take(REFUSAL_CHARS)
+            .collect();
+        return UpstreamError::Refused {
+            message: if message.is_empty() {
+                "(no reason given)".to_owned()
+            } else {
+                message
+            },
+        };
     }
-    let message = serde_json::from_slice::<ErrorBody>(body)
-        .map(|b| b.error)
-        .unwrap_or_else(|_| text.trim().to_owned());
     UpstreamError::Rejected {
         status: status.as_u16(),
-        message: message.chars().take(300).collect(),
+        message: scrub(&reason, base).chars().take(300).collect(),
+    }
+}
+
+/// The reason in an appliance's JSON error: `{"error": "…"}`, or the appliance's own
+/// `{"<endpoint>": "…"}` with one text value.
+fn reason(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let object = value.as_object()?;
+    if let Some(error) = object.get("error").and_then(|e| e.as_str()) {
+        return Some(error.to_owned());
+    }
+    match object.values().collect::<Vec<_>>().as_slice() {
+        [only] => only.as_str().map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// Replaces the appliance's URL, `host:port` and host in `text` (any case) with `<appliance>`.
+fn scrub(text: &str, base: &Url) -> String {
+    let mut needles: Vec<String> = vec![base.as_str().trim_end_matches('/').to_owned()];
+    if let Some(host) = base.host_str() {
+        if let Some(port) = base.port_or_known_default() {
+            needles.push(format!("{host}:{port}"));
+        }
+        needles.push(host.to_owned());
+    }
+    let mut out = text.to_owned();
+    for needle in needles.iter().filter(|n| !n.is_empty()) {
+        out = replace_ignoring_case(&out, needle, "<appliance>");
+    }
+    out
+}
+
+fn replace_ignoring_case(text: &str, needle: &str, with: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let needle = needle.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    while let Some(found) = lower[at..].find(&needle) {
+        out.push_str(&text[at..at + found]);
+        out.push_str(with);
+        at += found + needle.len();
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_keep_their_first_line_and_never_the_appliances_address() {
+        let base = Url::parse("https://DT-01.example.internal:8443").unwrap();
+        let body = br#"{"error": "Invalid applicationprotocol at https://dt-01.example.internal:8443/metricdata\nTraceback: ..."}"#;
+        let e = classify_failure(StatusCode::BAD_REQUEST, None, body, &base);
+        let UpstreamError::Refused { message } = e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(
+            message,
+            "Invalid applicationprotocol at <appliance>/metricdata"
+        );
+
+        let long = format!("{{\"metricdata\": \"{}\"}}", "x".repeat(500));
+        let UpstreamError::Refused { message } =
+            classify_failure(StatusCode::BAD_REQUEST, None, long.as_bytes(), &base)
+        else {
+            panic!()
+        };
+        assert_eq!(message.chars().count(), 200);
+
+        let plain = b"bad input from 10.0.0.1 on dt-01.example.internal";
+        let UpstreamError::Refused { message } =
+            classify_failure(StatusCode::BAD_REQUEST, None, plain, &base)
+        else {
+            panic!()
+        };
+        assert!(!message.to_lowercase().contains("dt-01"), "{message}");
+    }
+
+    #[test]
+    fn throttling_keeps_the_appliances_retry_after() {
+        let base = Url::parse("http://127.0.0.1:1").unwrap();
+        let e = classify_failure(StatusCode::TOO_MANY_REQUESTS, Some(7), b"slow down", &base);
+        assert!(matches!(
+            e,
+            UpstreamError::Throttled {
+                retry_after_secs: 7
+            }
+        ));
+        let e = classify_failure(StatusCode::TOO_MANY_REQUESTS, None, b"", &base);
+        assert!(matches!(
+            e,
+            UpstreamError::Throttled {
+                retry_after_secs: THROTTLED_RETRY_SECS
+            }
+        ));
     }
 }

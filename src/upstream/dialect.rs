@@ -10,6 +10,9 @@ use crate::query::MetricQuery;
 /// The metric catalog.
 pub const CATALOG: &str = "/metrics";
 
+/// The appliance's enumerated types: the codes its protocol filters take.
+pub const ENUMS: &str = "/enums";
+
 /// One metric's description, by the appliance's id for it.
 pub fn catalog_entry(mlid: u64) -> String {
     format!("/metrics/{mlid}")
@@ -60,12 +63,18 @@ fn request(q: &MetricQuery, device: Option<u64>, now_ms: i64) -> ApplianceReques
     num("sourceport", q.sourceport().map(u64::from));
     num("destinationport", q.destinationport().map(u64::from));
     num("protocol", q.protocol().map(u64::from));
-    if let Some(app) = q.applicationprotocol() {
-        let _ = write!(s, "&applicationprotocol={app}");
-    }
-    // Appliances want times in pairs.
+    num(
+        "applicationprotocol",
+        q.applicationprotocol().map(u64::from),
+    );
+    // Appliances want times in pairs. Both ends are bucket boundaries, so every anchoring
+    // rule (the epoch, the start time, the start's minute) gives the same buckets, and each
+    // edge bucket is asked for whole; an appliance whose end is inclusive adds one bucket
+    // beyond, which normalize trims with everything else outside the caller's range.
     if let Some(start) = q.starttime() {
         let end = q.endtime().unwrap_or(now_ms);
+        let start = q.bucket_of(start);
+        let end = q.boundary_at_or_after(end).max(start + q.interval_ms());
         let _ = write!(s, "&starttime={start}&endtime={end}");
     }
     let _ = write!(s, "&interval={}", q.interval_seconds());
@@ -114,8 +123,13 @@ mod tests {
         assert_eq!(
             wire("metrics=b,a&starttime=2024-01-15 12:00:00"),
             [
-                "/metricdata?metric1=a&metric2=b&starttime=1705320000000&endtime=1705330000000&interval=60"
+                "/metricdata?metric1=a&metric2=b&starttime=1705320000000&endtime=1705330020000&interval=60"
             ]
+        );
+        // Unaligned ends are widened to bucket boundaries.
+        assert_eq!(
+            wire("metric=a&from=2024-01-15T12:02:30Z&to=2024-01-15T12:58:10Z&interval=15min"),
+            ["/metricdata?metric=a&starttime=1705320000000&endtime=1705323600000&interval=900"]
         );
         assert_eq!(
             wire("metric=x&devices=456,123"),

@@ -63,7 +63,15 @@ pub async fn spawn_app_against(sim: Simulator, adjust: impl FnOnce(&mut Settings
     let mut settings = test_settings(&sim);
     adjust(&mut settings);
     settings.validate().expect("test settings are valid");
+    spawn_app_from(sim, settings).await
+}
+
+/// A gateway built from `settings` as they are (e.g. loaded from a file), in front of `sim`.
+pub async fn spawn_app_from(sim: Simulator, settings: Settings) -> TestApp {
     let clock = Clock::manual_from_now();
+    // The appliance's clock is the gateway's: a test moves both, and the appliance's data
+    // (which minutes exist yet) follows.
+    sim.set_clock(clock.clone());
     let app = Application::build_with_clock(settings, clock.clone())
         .await
         .expect("gateway builds");
@@ -157,6 +165,14 @@ impl TestApp {
         self.send(
             self.http.get(format!("{}{}", self.url, path_and_query)),
             headers,
+        )
+        .await
+    }
+
+    pub async fn post(&self, path_and_query: &str) -> Answer {
+        self.send(
+            self.http.post(format!("{}{}", self.url, path_and_query)),
+            &[],
         )
         .await
     }

@@ -1,23 +1,34 @@
 //! Integration tests: one binary, one module per feature.
 
+mod appliance;
+mod browser;
+mod buckets;
 mod cache;
 mod clients;
 mod contract;
 mod deploy;
 mod docs;
+mod edges;
 mod helpers;
 mod hostile;
+mod late_data;
 mod layers;
 mod limits;
 mod ops;
 mod prometheus;
 mod prometheus_clients;
+mod protocols;
+mod readme;
+mod reload;
 mod replicas;
+mod replies;
 mod representation;
 mod sdk;
 mod segments;
+mod shapes;
 mod shutdown;
 mod signing;
+mod times;
 mod tls;
 mod translation;
 mod validation;

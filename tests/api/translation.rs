@@ -117,12 +117,13 @@ async fn devices_fan_out_to_one_request_each_and_merge() {
 }
 
 #[tokio::test]
-async fn filters_pass_through_as_numbers_and_tokens() {
+async fn filters_pass_through_as_numbers() {
+    // `https` is the appliance's code 1002 in the simulator's /enums.
     let q = upstream_for("metric=connections&ddid=7&odid=8&port=53&sourceport=1024&destinationport=443&applicationprotocol=https").await;
     assert_eq!(
         q,
         [
-            "/metricdata?metric=connections&ddid=7&odid=8&port=53&sourceport=1024&destinationport=443&applicationprotocol=https&interval=60"
+            "/metricdata?metric=connections&ddid=7&odid=8&port=53&sourceport=1024&destinationport=443&applicationprotocol=1002&interval=60"
         ]
     );
 }

@@ -1,0 +1,246 @@
+#!/usr/bin/env bash
+# CPU time per cache hit: metricgate against nginx proxy_cache in front of it and against a
+# floor (bare actix-web answering the same bytes, bench/floor.rs), on loopback.
+#
+#   bash bench/cpu_per_request.sh [seconds-per-round=10] [rounds=3]
+#
+# For each round and server: the server's CPU time (utime+stime from /proc/<pid>/stat, all
+# threads; for nginx the master, worker and cache manager processes) read before and after
+# `wrk -t1 -c64`, divided by the requests wrk completed. wrk's own CPU is not counted. CPU per
+# request depends much less on what else the machine runs than throughput does, but loopback
+# kernel work is split between client and server in ways the scheduler decides: compare the
+# ratios, not absolute figures across machines.
+#
+# BASELINE=<an older metricgate binary> adds it as a fourth server ("baseline"), measured in the
+# same rounds: the previous commit's figure from the same run.
+#
+# All servers get WORKERS (default 2) workers; rounds alternate floor, nginx, gateway,
+# each preceded once by a WARMUP-second (default 2) unmeasured run. Cargo runs under
+# `nice -n BUILD_NICE` (default 15); CARGO_TARGET_DIR is honoured.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10}
+ROUNDS=${2:-3}
+WORKERS=${WORKERS:-2}
+WARMUP=${WARMUP:-2}
+CONNECTIONS=64
+
+for tool in nginx wrk curl python3; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "$tool is required (apt-get install nginx-light wrk curl python3)" >&2; exit 1; }
+done
+nice -n "${BUILD_NICE:-15}" cargo build --release --locked --examples --bins -q
+OUT=${CARGO_TARGET_DIR:-target}/release
+BIN=$OUT/metricgate
+FLOOR=$OUT/examples/floor
+HZ=$(getconf CLK_TCK)
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; nginx -p "$WORK" -c nginx.conf -s stop 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+SIM_PORT=$(free_port); GW_PORT=$(free_port); NGINX_PORT=$(free_port); FLOOR_PORT=$(free_port); BASE_PORT=$(free_port)
+
+$BIN simulate --listen 127.0.0.1:$SIM_PORT >"$WORK/sim.log" 2>&1 & PIDS+=($!)
+METRICGATE__SERVER__LISTEN=127.0.0.1:$GW_PORT \
+METRICGATE__SERVER__WORKERS=$WORKERS \
+METRICGATE__SERVER__LOG_LEVEL=warn \
+METRICGATE__RATE_LIMIT__PER_CLIENT_PER_MINUTE=100000000 \
+METRICGATE__RATE_LIMIT__BURST=10000000 \
+METRICGATE__UPSTREAM__URL=http://127.0.0.1:$SIM_PORT \
+METRICGATE__UPSTREAM__PUBLIC_TOKEN=demo-public-token \
+METRICGATE__UPSTREAM__PRIVATE_TOKEN=demo-private-token \
+$BIN serve >"$WORK/gw.log" 2>&1 & GW_PID=$!; PIDS+=($GW_PID)
+BASE_PID=
+if [ -n "${BASELINE:-}" ]; then
+    METRICGATE__SERVER__LISTEN=127.0.0.1:$BASE_PORT \
+    METRICGATE__SERVER__WORKERS=$WORKERS \
+    METRICGATE__SERVER__LOG_LEVEL=warn \
+    METRICGATE__RATE_LIMIT__PER_CLIENT_PER_MINUTE=100000000 \
+    METRICGATE__RATE_LIMIT__BURST=10000000 \
+    METRICGATE__UPSTREAM__URL=http://127.0.0.1:$SIM_PORT \
+    METRICGATE__UPSTREAM__PUBLIC_TOKEN=demo-public-token \
+    METRICGATE__UPSTREAM__PRIVATE_TOKEN=demo-private-token \
+    "$BASELINE" serve >"$WORK/base.log" 2>&1 & BASE_PID=$!; PIDS+=($BASE_PID)
+fi
+
+mkdir -p "$WORK/cache" "$WORK/logs"
+# nginx workers drop to an unprivileged user: let them use the cache folder.
+chmod 755 "$WORK"; chmod 777 "$WORK/cache"
+cat >"$WORK/nginx.conf" <<NGINX
+worker_processes $WORKERS;
+pid $WORK/nginx.pid;
+error_log $WORK/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    proxy_cache_path $WORK/cache levels=1:2 keys_zone=mg:16m max_size=256m inactive=1h use_temp_path=off;
+    upstream gateway { server 127.0.0.1:$GW_PORT; keepalive 64; }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_pass http://gateway;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache mg;
+            proxy_cache_valid 200 1h;
+            proxy_cache_lock on;
+            add_header X-Cache-Status \$upstream_cache_status;
+        }
+    }
+}
+NGINX
+
+# A 16-hour series at 5 minutes: about 12 KB of JSON (the body of bench/cache_hit.sh).
+QUERY="/v1/metricdata?metric=connections&did=42&from=2024-01-15T00:00:00Z&to=2024-01-15T16:00:00Z&interval=5min"
+# Ready, not just alive: answers made before the metric catalog arrives differ (unit null) and
+# are dropped when it does.
+for _ in $(seq 300); do curl -fsS -o /dev/null "http://127.0.0.1:$GW_PORT/readyz" 2>/dev/null && break; sleep 0.1; done
+curl -fsS -o /dev/null "http://127.0.0.1:$GW_PORT/readyz" || { echo "the gateway is not ready" >&2; exit 1; }
+curl -fsS "http://127.0.0.1:$GW_PORT$QUERY" -o "$WORK/body"
+# The floor sends the gateway's hit headers too (fixed values): the same bytes on the wire.
+curl -fsS -o /dev/null -D "$WORK/headers" "http://127.0.0.1:$GW_PORT$QUERY"
+tr -d '\r' <"$WORK/headers" | tail -n +2 >"$WORK/headers.txt"
+nginx -p "$WORK" -c nginx.conf
+$FLOOR --listen 127.0.0.1:$FLOOR_PORT --body "$WORK/body" --headers "$WORK/headers.txt" --workers "$WORKERS" >"$WORK/floor.log" 2>&1 & FLOOR_PID=$!; PIDS+=($FLOOR_PID)
+for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:$FLOOR_PORT/" 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 100); do [ -s "$WORK/nginx.pid" ] && break; sleep 0.1; done
+NGINX_MASTER=$(cat "$WORK/nginx.pid")
+
+header() { curl -fsS -o /dev/null -D - "$1" | tr -d '\r' | awk -F': ' -v h="$2" 'tolower($1)==h{print $2}'; }
+# Fill nginx's cache, then check that all three send the same bytes and nginx its cached copy.
+curl -fsS -o /dev/null "http://127.0.0.1:$NGINX_PORT$QUERY"
+check_same() {
+    local name=$1 url=$2
+    curl -fsS "$url" -o "$WORK/body.$name"
+    cmp -s "$WORK/body" "$WORK/body.$name" || { echo "$name: $(wc -c <"$WORK/body.$name") bytes differ from the gateway's first answer ($(wc -c <"$WORK/body") bytes)" >&2; exit 1; }
+}
+check_same gateway "http://127.0.0.1:$GW_PORT$QUERY"
+check_same nginx "http://127.0.0.1:$NGINX_PORT$QUERY"
+check_same floor "http://127.0.0.1:$FLOOR_PORT$QUERY"
+if [ -n "$BASE_PID" ]; then
+    for _ in $(seq 300); do curl -fsS -o /dev/null "http://127.0.0.1:$BASE_PORT/readyz" 2>/dev/null && break; sleep 0.1; done
+    curl -fsS -o /dev/null "http://127.0.0.1:$BASE_PORT$QUERY"
+    check_same baseline "http://127.0.0.1:$BASE_PORT$QUERY"
+fi
+check_hit() {
+    local s
+    s=$(header "http://127.0.0.1:$NGINX_PORT$QUERY" x-cache-status)
+    [ "$s" = "HIT" ] || { echo "nginx is not serving from its cache (X-Cache-Status: $s)" >&2; exit 1; }
+}
+check_hit
+head_bytes() { curl -fsS -o /dev/null -D - "$1" | wc -c; }
+echo "body: $(wc -c <"$WORK/body") bytes, sha256 $(sha256sum "$WORK/body" | cut -c1-16), identical from floor, nginx, gateway"
+echo "response head bytes: floor $(head_bytes "http://127.0.0.1:$FLOOR_PORT$QUERY"), nginx $(head_bytes "http://127.0.0.1:$NGINX_PORT$QUERY"), gateway $(head_bytes "http://127.0.0.1:$GW_PORT$QUERY")"
+echo "nginx X-Cache-Status: HIT; gateway Cache-Status: $(header "http://127.0.0.1:$GW_PORT$QUERY" cache-status)"
+echo "workers: $WORKERS each; wrk -t1 -c$CONNECTIONS -d${DURATION}s; $ROUNDS rounds; CLK_TCK $HZ; loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# The nginx processes that serve: the master, its workers and the cache manager (the cache
+# loader runs once, a minute after start, and exits).
+nginx_pids() {
+    local p
+    echo "$NGINX_MASTER"
+    for p in $(pgrep -P "$NGINX_MASTER"); do
+        grep -qa 'cache loader' "/proc/$p/cmdline" 2>/dev/null || echo "$p"
+    done
+}
+# utime+stime in clock ticks (fields 14 and 15 of /proc/<pid>/stat; the command name, field 2,
+# may hold spaces, so count from after its closing parenthesis), summed over the pids given.
+cpu_ticks() {
+    local p total=0 rest
+    for p in "$@"; do
+        rest=$(sed 's/^.*) //' "/proc/$p/stat")
+        total=$((total + $(awk '{print $12 + $13}' <<<"$rest")))
+    done
+    echo "$total"
+}
+
+# Busy clock ticks of the whole machine (every CPU, steal included) from /proc/stat.
+host_ticks() { awk '$1=="cpu"{print $2+$3+$4+$7+$8+$9; exit}' /proc/stat; }
+# CPU seconds of this shell's reaped children, from the builtin `times` (run in this shell, not
+# in a command substitution, which would report its own children).
+children_secs() { awk 'NR==2{t=0; for(i=1;i<=2;i++){split($i,a,/[ms]/); t+=a[1]*60+a[2]}; print t}' "$1"; }
+
+# run URL SECONDS PID...: wrk against URL; prints "requests server-ticks wrk-secs host-ticks",
+# the server's ticks summed over the PIDs, the host's over the whole machine.
+run() {
+    local url=$1 secs=$2; shift 2
+    local before after host0 host1 wrk0 wrk1 requests
+    before=$(cpu_ticks "$@")
+    host0=$(host_ticks)
+    times >"$WORK/times0"
+    wrk -t1 -c$CONNECTIONS -d"${secs}s" "$url" >"$WORK/wrk.out"
+    times >"$WORK/times1"
+    host1=$(host_ticks)
+    after=$(cpu_ticks "$@")
+    wrk0=$(children_secs "$WORK/times0")
+    wrk1=$(children_secs "$WORK/times1")
+    if grep -qE "Non-2xx|Socket errors" "$WORK/wrk.out"; then cat "$WORK/wrk.out" >&2; echo "errors during the run" >&2; exit 1; fi
+    requests=$(awk '/requests in/{print $1}' "$WORK/wrk.out")
+    echo "$requests $((after - before)) $(awk -v a="$wrk0" -v b="$wrk1" 'BEGIN{print b-a}') $((host1 - host0))"
+}
+
+declare -A URL=(
+    [floor]="http://127.0.0.1:$FLOOR_PORT$QUERY"
+    [nginx]="http://127.0.0.1:$NGINX_PORT$QUERY"
+    [gateway]="http://127.0.0.1:$GW_PORT$QUERY"
+    [baseline]="http://127.0.0.1:$BASE_PORT$QUERY"
+)
+pids_of() {
+    case $1 in
+        floor) echo "$FLOOR_PID" ;;
+        nginx) nginx_pids ;;
+        gateway) echo "$GW_PID" ;;
+        baseline) echo "$BASE_PID" ;;
+    esac
+}
+SERVERS=(floor nginx gateway)
+[ -n "$BASE_PID" ] && SERVERS+=(baseline)
+
+for s in "${SERVERS[@]}"; do
+    # shellcheck disable=SC2046
+    run "${URL[$s]}" "$WARMUP" $(pids_of "$s") >/dev/null
+done
+
+# "other" is what the rest of the machine used meanwhile: busy time minus the server and wrk
+# (interrupts taken while idle land there too). Much above 0.05 cores, something else ran.
+printf '%-6s %-8s %10s %9s %9s %9s %9s %11s\n' round server requests "req/s" server wrk other "cpu us/req"
+printf '%-6s %-8s %10s %9s %9s %9s %9s %11s\n' "" "" "" "" cores cores cores ""
+: >"$WORK/results"
+GW_DURING_NGINX=0
+for round in $(seq "$ROUNDS"); do
+    for s in "${SERVERS[@]}"; do
+        gw_before=$(cpu_ticks "$GW_PID")
+        # shellcheck disable=SC2046
+        out=$(run "${URL[$s]}" "$DURATION" $(pids_of "$s"))
+        read -r requests ticks wrk_secs host <<<"$out"
+        [ "$s" = nginx ] && GW_DURING_NGINX=$((GW_DURING_NGINX + $(cpu_ticks "$GW_PID") - gw_before))
+        python3 - "$round" "$s" "$requests" "$ticks" "$wrk_secs" "$host" "$HZ" "$DURATION" <<'PY' | tee -a "$WORK/results"
+import sys
+rnd, server, requests, ticks, wrk, host, hz, secs = sys.argv[1:]
+requests, hz, secs = int(requests), int(hz), float(secs)
+cpu = int(ticks) / hz
+other = int(host) / hz - cpu - float(wrk)
+print(f"{rnd:<6} {server:<8} {requests:>10} {requests / secs:>9.0f} {cpu / secs:>9.2f} "
+      f"{float(wrk) / secs:>9.2f} {other / secs:>9.2f} {cpu * 1e6 / requests:>11.2f}")
+PY
+    done
+done
+check_hit
+echo "gateway CPU during the nginx rounds: $GW_DURING_NGINX ticks (nginx answered from its cache); loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+python3 - "$WORK/results" <<'PY'
+import statistics, sys
+us, other = {}, 0.0
+for line in open(sys.argv[1]):
+    f = line.split()
+    us.setdefault(f[1], []).append(float(f[7]))
+    other = max(other, float(f[6]))
+m = {s: statistics.median(v) for s, v in us.items()}
+print("median cpu us/request: " + ", ".join(f"{s} {m[s]:.2f}" for s in m))
+print(f"ratios: gateway/floor = {m['gateway']/m['floor']:.2f}x, gateway/nginx = {m['gateway']/m['nginx']:.2f}x")
+if "baseline" in m:
+    print(f"baseline (BASELINE binary): baseline/floor = {m['baseline']/m['floor']:.2f}x, gateway/baseline = {m['gateway']/m['baseline']:.2f}x")
+if other > 0.05:
+    print(f"warning: up to {other:.2f} cores used by other processes during a round; figures are suspect")
+PY

@@ -1,0 +1,257 @@
+//! Every command the README shows is run: the demo, each curl line against it, `serve` with the
+//! README's variables (made real: the simulator and its tokens) and the curl line that goes
+//! with it; the test command is CI's own (`.ci/run`). A command added to the README that this
+//! file does not know how to run fails the test.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
+
+use metricgate::sim::Simulator;
+
+use crate::helpers::{PRIVATE, PUBLIC, spawn_app};
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// The commands of the README's `sh` blocks, continuation lines joined.
+fn commands(markdown: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut in_block = false;
+    let mut pending = String::new();
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            in_block = line.trim() == "```sh";
+            continue;
+        }
+        if !in_block || line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        match line.trim_end().strip_suffix('\\') {
+            Some(part) => pending.push_str(part),
+            None => {
+                pending.push_str(line.trim());
+                out.push(std::mem::take(&mut pending).trim().to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// Shell words: whitespace-separated, single quotes kept together and removed.
+fn words(command: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    for c in command.chars() {
+        match c {
+            '\'' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => {
+                if !word.is_empty() {
+                    out.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        out.push(word);
+    }
+    out
+}
+
+/// Runs a README curl line against `base` instead of `http://127.0.0.1:8080`; its body.
+fn curl(command: &str, base: &str) -> String {
+    let args: Vec<String> = words(command)
+        .into_iter()
+        .skip(1)
+        .map(|w| w.replace("http://127.0.0.1:8080", base))
+        .collect();
+    let out = Command::new("curl")
+        .arg("--fail-with-body")
+        .args(&args)
+        .output()
+        .expect("curl is installed");
+    let body = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{command} failed: {body}");
+    body
+}
+
+fn lines_of(child: &mut Child) -> Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+#[tokio::test]
+async fn every_command_in_the_readme_runs() {
+    let readme = read("README.md");
+    let mut demo = false;
+    let mut test_command = false;
+    let mut serve = None;
+    let mut with_demo = Vec::new();
+    let mut with_serve = Vec::new();
+    for command in commands(&readme) {
+        match command.as_str() {
+            "cargo run --release -- demo" => demo = true,
+            "bash scripts/test.sh" => test_command = true,
+            c if c.starts_with("curl ") && c.contains("/internal/reload") => {
+                with_serve.push(command)
+            }
+            c if c.starts_with("curl ") => with_demo.push(command),
+            c if c.ends_with("cargo run --release -- serve") => serve = Some(command),
+            c => panic!(
+                "README command `{c}` is run by no test: teach tests/api/readme.rs to run it"
+            ),
+        }
+    }
+    assert!(demo && test_command, "the two commands are in the README");
+    assert!(with_demo.len() >= 3 && !with_serve.is_empty());
+    assert!(
+        read(".ci/run")
+            .lines()
+            .any(|l| l.trim() == "bash scripts/test.sh"),
+        "CI runs the README's test command"
+    );
+
+    // `cargo run --release -- demo` is this binary's `demo` (on a free port here).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_metricgate"))
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let banner = lines_of(&mut child);
+    let explorer = loop {
+        let line = banner
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the demo prints where to go");
+        let line = line.trim();
+        if line.starts_with("http://127.0.0.1:") {
+            break line.trim_end_matches('/').to_owned();
+        }
+    };
+    let base = explorer.clone();
+    let bodies = tokio::task::spawn_blocking(move || {
+        with_demo
+            .iter()
+            .map(|c| (c.clone(), curl(c, &base)))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    stop(child);
+    for (command, body) in bodies {
+        if command.contains("format=csv") {
+            assert!(body.starts_with("timestamp_iso,"), "{command}: {body}");
+        } else {
+            let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert!(json.is_object(), "{command}: {body}");
+        }
+    }
+
+    // `serve` with the README's variables, their values made real.
+    let sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("dt_private");
+    std::fs::write(&token_file, format!("{PRIVATE}\n")).unwrap();
+    let serve = serve.unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_metricgate"));
+    cmd.arg("serve")
+        .env_remove("RUST_LOG")
+        .env("METRICGATE__SERVER__LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for assignment in words(&serve).iter().take_while(|w| w.contains('=')) {
+        let (name, _) = assignment.split_once('=').unwrap();
+        let value = match name {
+            "METRICGATE__UPSTREAM__URL" => sim.url(),
+            "METRICGATE__UPSTREAM__PUBLIC_TOKEN" => PUBLIC.to_owned(),
+            "METRICGATE__UPSTREAM__PRIVATE_TOKEN_FILE" => token_file.display().to_string(),
+            other => panic!("the README sets {other}: teach tests/api/readme.rs its value"),
+        };
+        cmd.env(name, value);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let logs = lines_of(&mut child);
+    let port = loop {
+        let line = logs
+            .recv_timeout(Duration::from_secs(30))
+            .expect("serve logs its port");
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if v["message"] == "metricgate listening" {
+            break v["port"].as_u64().unwrap();
+        }
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..250 {
+        if http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ready, "serve with the README's variables becomes ready");
+    let bodies = tokio::task::spawn_blocking(move || {
+        with_serve
+            .iter()
+            .map(|c| curl(c, &base))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    stop(child);
+    for body in bodies {
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["restart_needed"], serde_json::json!([]), "{body}");
+    }
+    assert_eq!(sim.stats.snapshot().rejected, 0);
+}
+
+#[tokio::test]
+async fn the_caching_guides_two_spellings_share_one_answer() {
+    let app = spawn_app().await;
+    let guide = read("docs/caching.md");
+    let spellings: Vec<&str> = guide
+        .split('`')
+        .filter(|s| s.starts_with("metrics="))
+        .collect();
+    assert_eq!(spellings.len(), 2, "{spellings:?}");
+    let first = app.get(&format!("/v1/metricdata?{}", spellings[0])).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let second = app.get(&format!("/v1/metricdata?{}", spellings[1])).await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    assert!(
+        second.header("cache-status").contains("hit"),
+        "{:?}",
+        second.headers
+    );
+    assert_eq!(first.body, second.body);
+    assert_eq!(app.upstream_metricdata(), 1);
+}
