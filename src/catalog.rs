@@ -64,32 +64,53 @@ pub struct NameSnapshot {
 }
 
 impl Catalog {
+    /// Fetches the catalog now, as a caller's request (the probes refresh it otherwise).
     pub async fn refresh(&self, client: &ApplianceClient) -> Result<(), CatalogError> {
-        let result = match client.get(dialect::CATALOG, None).await {
-            Ok(body) => normalize::catalog(&body).map_err(CatalogError::from),
-            Err(e) => Err(e.into()),
-        };
-        let Ok(mut state) = self.state.write() else {
-            return Ok(());
-        };
-        match result {
-            Ok(metrics) => {
-                state.names = Arc::new(metrics.iter().map(|m| m.name.clone()).collect());
-                state.catalog = Some(Arc::new(MetricCatalog {
-                    metrics,
-                    fetched_at: self.clock.now_ms(),
-                }));
-                state.last_error = None;
-                self.known.send_replace(true);
-                Ok(())
-            }
+        match client.get(dialect::CATALOG, None).await {
+            Ok(body) => self.accept(&body),
             Err(e) => {
-                let why = crate::telemetry::chain(&e);
-                tracing::warn!(error = %why, "cannot fetch the appliance's metric catalog; metric names are not checked until it is fetched");
-                state.last_error = Some(why);
+                let e = CatalogError::from(e);
+                self.failed(&e);
                 Err(e)
             }
         }
+    }
+
+    /// Takes `body`, the appliance's answer to [`dialect::CATALOG`], as the new catalog.
+    pub fn accept(&self, body: &[u8]) -> Result<(), CatalogError> {
+        let metrics = match normalize::catalog(body) {
+            Ok(metrics) => metrics,
+            Err(e) => {
+                let e = CatalogError::from(e);
+                self.failed(&e);
+                return Err(e);
+            }
+        };
+        if let Ok(mut state) = self.state.write() {
+            state.names = Arc::new(metrics.iter().map(|m| m.name.clone()).collect());
+            state.catalog = Some(Arc::new(MetricCatalog {
+                metrics,
+                fetched_at: self.clock.now_ms(),
+            }));
+            state.last_error = None;
+        }
+        self.known.send_replace(true);
+        Ok(())
+    }
+
+    /// Records why the catalog could not be fetched (kept until one is).
+    pub fn failed(&self, e: &CatalogError) {
+        let why = crate::telemetry::chain(e);
+        tracing::warn!(error = %why, "cannot fetch the appliance's metric catalog; metric names are not checked until it is fetched");
+        if let Ok(mut state) = self.state.write() {
+            state.last_error = Some(why);
+        }
+    }
+
+    /// Whether the catalog is missing, or older than `refresh_ms`.
+    pub fn is_due(&self, refresh_ms: i64) -> bool {
+        self.get()
+            .is_none_or(|c| self.clock.now_ms() - c.fetched_at >= refresh_ms)
     }
 
     /// Resolves once a catalog has been fetched (at once if one has).
@@ -107,13 +128,6 @@ impl Catalog {
     /// A catalog is known and no answer made without it remains: ready to serve.
     pub fn is_settled(&self) -> bool {
         self.settled.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// The cheapest signed request: one metric's description, or the catalog if none is known.
-    pub fn probe_path(&self) -> String {
-        self.get()
-            .and_then(|c| c.metrics.iter().find_map(|m| m.mlid))
-            .map_or_else(|| dialect::CATALOG.to_owned(), dialect::catalog_entry)
     }
 
     /// The catalog, fetched now if the gateway has none yet (`None` only if the lock is

@@ -11,7 +11,7 @@ use crate::query::PurgeFilter;
 use crate::redis::SharedState;
 use crate::service::MetricService;
 use crate::settings::Settings;
-use crate::telemetry::GatewayMetrics;
+use crate::telemetry::{AccessLog, GatewayMetrics};
 use crate::upstream::ApplianceClient;
 
 pub struct AppState {
@@ -23,6 +23,8 @@ pub struct AppState {
     pub callers: Arc<CallerLimits>,
     pub health: Arc<ApplianceHealth>,
     pub metrics: Arc<GatewayMetrics>,
+    /// Which requests get an access line.
+    pub access_log: AccessLog,
     /// Redis, when replicas share state (`None` in embedded mode).
     pub shared: Option<Arc<SharedState>>,
 }

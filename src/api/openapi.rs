@@ -52,16 +52,11 @@ normalized schema. No authentication: callers never hold appliance tokens.",
         super::ops::healthz,
         super::ops::readyz,
         super::ops::prometheus,
-        super::admin::get_cache,
-        super::admin::delete_cache,
-        super::admin::get_limits,
     ),
     components(schemas(
         MetricData, MetricQuery, TimeRange, Series, Device, Point, Breach,
         MetricCatalog, MetricInfo, Problem, FieldError,
-        super::ops::Health, super::ops::Readiness, crate::health::ProbeResult,
-        crate::cache::CacheReport, crate::cache::segments::SegmentReport, crate::cache::Purged, super::admin::Limits,
-        crate::settings::ClientQuota, crate::upstream::GuardReport, crate::upstream::BreakerState,
+        super::ops::Health, super::ops::Ready,
     )),
     tags(
         (name = "metrics", description = "Darktrace metric data"),
@@ -72,6 +67,33 @@ set `host=\"http://<gateway>/darktrace\"`. The SDK's parameters, the shapes its 
 )]
 pub struct ApiDoc;
 
+/// The admin surface, served on the admin listener (`admin.listen`) at `/openapi.json`.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "metricgate admin",
+        description = "The operator's endpoints: the cache, the limits in force and readiness with \
+its reasons. Served on the admin listener (`admin.listen`, loopback by default), or on the main \
+port when `admin.listen` is empty. When `admin.token` is set, every one needs \
+`Authorization: Bearer <admin token>`.",
+        license(name = "MIT"),
+    ),
+    paths(
+        super::admin::get_cache,
+        super::admin::delete_cache,
+        super::admin::get_limits,
+        super::ops::readiness_detail,
+    ),
+    components(schemas(
+        Problem, FieldError,
+        super::ops::Readiness, crate::health::ProbeResult, crate::health::ProbeStatus,
+        crate::cache::CacheReport, crate::cache::segments::SegmentReport, crate::cache::Purged, super::admin::Limits,
+        crate::settings::ClientQuota, crate::upstream::GuardReport, crate::upstream::BreakerState,
+    )),
+    tags((name = "admin", description = "For operators, off the public surface")),
+)]
+pub struct AdminApiDoc;
+
 /// The document as pretty JSON, exactly as committed in `openapi/openapi.json`.
 pub fn document() -> String {
     let mut text = ApiDoc::openapi()
@@ -79,6 +101,13 @@ pub fn document() -> String {
         .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
     text.push('\n');
     text
+}
+
+/// The admin surface's document, as pretty JSON.
+pub fn admin_document() -> String {
+    AdminApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }
 
 pub fn swagger_ui() -> SwaggerUi {

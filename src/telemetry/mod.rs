@@ -1,12 +1,14 @@
 //! Logs (tracing: JSON lines for services, pretty for people), request ids and access lines,
 //! and the gateway's Prometheus series.
 
+pub mod access;
 pub mod metrics;
 pub mod trace;
 
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
+pub use access::AccessLog;
 pub use metrics::GatewayMetrics;
 
 use crate::settings::LogFormat;

@@ -10,11 +10,6 @@ use crate::query::MetricQuery;
 /// The metric catalog.
 pub const CATALOG: &str = "/metrics";
 
-/// One metric's description, by the appliance's id for it.
-pub fn catalog_entry(mlid: u64) -> String {
-    format!("/metrics/{mlid}")
-}
-
 /// One appliance request: the path and query to sign and send, and the device it asks about.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ApplianceRequest {

@@ -1,6 +1,8 @@
 //! Integration tests: one binary, one module per feature.
 
+mod admin;
 mod cache;
+mod callers;
 mod clients;
 mod contract;
 mod deploy;
@@ -10,6 +12,7 @@ mod hostile;
 mod layers;
 mod limits;
 mod ops;
+mod protection;
 mod replicas;
 mod representation;
 mod sdk;
