@@ -17,7 +17,7 @@ need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get inst
 need nginx nginx-light
 need wrk wrk
 cargo build --release --locked -q
-BIN=target/release/metricgate
+BIN=${CARGO_TARGET_DIR:-target}/release/metricgate
 
 WORK=$(mktemp -d)
 PIDS=()

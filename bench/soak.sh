@@ -12,7 +12,7 @@ CONNECTIONS=${2:-64}
 
 command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 cargo build --release --locked -q
-BIN=target/release/metricgate
+BIN=${CARGO_TARGET_DIR:-target}/release/metricgate
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
