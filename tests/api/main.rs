@@ -1,9 +1,11 @@
 //! Integration tests: one binary, one module per feature.
 
+mod admin;
 mod appliance;
 mod browser;
 mod buckets;
 mod cache;
+mod callers;
 mod clients;
 mod contract;
 mod deploy;
@@ -15,6 +17,7 @@ mod late_data;
 mod layers;
 mod limits;
 mod ops;
+mod protection;
 mod protocols;
 mod readme;
 mod reload;
