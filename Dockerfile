@@ -16,6 +16,8 @@ RUN apt-get update \
 COPY --from=build /src/target/release/metricgate /usr/local/bin/metricgate
 COPY config/default.toml /etc/metricgate/default.toml
 USER 10001
+# The admin listener (admin.listen, 127.0.0.1:8081) stays on the container's loopback: not
+# exposed; `docker exec <container> curl -s 127.0.0.1:8081/internal/cache`.
 EXPOSE 8080
 ENV METRICGATE__SERVER__LISTEN=0.0.0.0:8080
 HEALTHCHECK --interval=10s --timeout=2s CMD curl -fsS http://127.0.0.1:8080/healthz || exit 1

@@ -75,10 +75,17 @@ async fn measure(segments: bool) {
     settings.segments.enabled = segments;
     settings.rate_limit.per_client_per_minute = 100_000_000;
     settings.rate_limit.burst = 10_000_000;
+    settings.rate_limit.per_ip_per_minute = 100_000_000;
+    settings.rate_limit.per_ip_burst = 10_000_000;
     settings.upstream.per_minute = 100_000_000;
     settings.upstream.max_in_flight = 64;
+    settings.admin.listen = "127.0.0.1:0".into();
     let app = Application::build(settings).await.expect("gateway");
     let url = format!("http://127.0.0.1:{}", app.port());
+    let admin = format!(
+        "http://127.0.0.1:{}",
+        app.admin_port().expect("an admin listener")
+    );
     tokio::spawn(app.run_until_stopped());
     let http = reqwest::Client::new();
     let ask = |did: u64| {
@@ -96,12 +103,12 @@ async fn measure(segments: bool) {
     for chunk in (1..=200).collect::<Vec<_>>().chunks(16) {
         join_all(chunk.iter().map(|d| ask(*d))).await;
     }
-    let before = counted(&http, &url).await;
+    let before = counted(&http, &admin).await;
     let live_before = LIVE.load(Ordering::Relaxed);
     for chunk in (1_000..1_000 + QUESTIONS).collect::<Vec<_>>().chunks(16) {
         join_all(chunk.iter().map(|d| ask(*d))).await;
     }
-    let after = counted(&http, &url).await;
+    let after = counted(&http, &admin).await;
     let live = LIVE.load(Ordering::Relaxed) - live_before;
     let counted_bytes = (after.1 - before.1) + (after.3 - before.3);
     println!(

@@ -12,13 +12,13 @@ CONNECTIONS=${2:-64}
 
 command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 cargo build --release --locked -q
-BIN=target/release/metricgate
+BIN=${CARGO_TARGET_DIR:-target}/release/metricgate
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-SIM_PORT=$(free_port); GW_PORT=$(free_port)
+SIM_PORT=$(free_port); GW_PORT=$(free_port); ADMIN_PORT=$(free_port)
 
 cat >"$WORK/soak.toml" <<TOML
 [server]
@@ -30,9 +30,13 @@ public_token = "demo-public-token"
 private_token = "demo-private-token"
 max_in_flight = 32
 per_minute = 10000000
+[admin]
+listen = "127.0.0.1:$ADMIN_PORT"
 [rate_limit]
 per_client_per_minute = 100000000
 burst = 10000000
+per_ip_per_minute = 100000000
+per_ip_burst = 10000000
 [rate_limit.overrides]
 limited = { per_minute = 60, burst = 5 }
 TOML
@@ -76,7 +80,7 @@ rss() { awk '/VmRSS/{print $2}' /proc/$GW/status; }
 ( for _ in $(seq 0 5 "$DURATION"); do rss >>"$WORK/rss"; sleep 5; done ) & PIDS+=($!)
 wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$WORK/mix.lua" "http://127.0.0.1:$GW_PORT" | tee "$WORK/wrk.out"
 rss >>"$WORK/rss"
-curl -fsS "http://127.0.0.1:$GW_PORT/internal/cache" >"$WORK/cache.json"
+curl -fsS "http://127.0.0.1:$ADMIN_PORT/internal/cache" >"$WORK/cache.json"
 
 echo "RSS (KiB) every 5 s: $(tr '\n' ' ' <"$WORK/rss")"
 # What the caches count against their budgets, next to what the process holds.

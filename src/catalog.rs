@@ -68,52 +68,39 @@ pub struct NameSnapshot {
 }
 
 impl Catalog {
-    /// Fetches `/metrics`, and with it `/enums`. The metric catalog decides the outcome: the
-    /// gateway works without `/enums`, taking application protocols as codes only.
+    /// Fetches `/metrics` now, as a caller's request (the probes refresh it otherwise), and
+    /// with it `/enums`. The metric catalog decides the outcome: the gateway works without
+    /// `/enums`, taking application protocols as codes only.
     pub async fn refresh(&self, client: &ApplianceClient) -> Result<(), CatalogError> {
-        let result = match client.get(dialect::CATALOG, None).await {
-            Ok(body) => normalize::catalog(&body).map_err(CatalogError::from),
-            Err(e) => Err(e.into()),
-        };
-        let protocols = match &result {
-            Ok(_) => self.fetch_protocols(client).await,
-            Err(_) => None,
-        };
-        let Ok(mut state) = self.state.write() else {
-            return Ok(());
-        };
-        if let Some(protocols) = protocols {
-            state.protocols = Some(Arc::new(protocols));
-        }
-        match result {
-            Ok(metrics) => {
-                state.names = Arc::new(metrics.iter().map(|m| m.name.clone()).collect());
-                state.catalog = Some(Arc::new(MetricCatalog {
-                    metrics,
-                    fetched_at: self.clock.now_ms(),
-                }));
-                state.last_error = None;
-                self.known.send_replace(true);
+        match client.get(dialect::CATALOG, None).await {
+            Ok(body) => {
+                self.accept(&body)?;
+                self.refresh_protocols(client).await;
                 Ok(())
             }
             Err(e) => {
-                let why = crate::telemetry::chain(&e);
-                tracing::warn!(error = %why, "cannot fetch the appliance's metric catalog; metric names are not checked until it is fetched");
-                state.last_error = Some(why);
+                let e = CatalogError::from(e);
+                self.failed(&e);
                 Err(e)
             }
         }
     }
 
-    /// The application protocols from `/enums`; `None` (logged) when they cannot be read, so
-    /// the last ones known stay in use.
-    async fn fetch_protocols(&self, client: &ApplianceClient) -> Option<ApplicationProtocols> {
-        let result = match client.get(dialect::ENUMS, None).await {
+    /// Reads `/enums` again; the protocols known stay in use when it cannot be read.
+    pub async fn refresh_protocols(&self, client: &ApplianceClient) {
+        let answer = client.get(dialect::ENUMS, None).await;
+        self.accept_protocols(answer);
+    }
+
+    /// Takes the appliance's answer to [`dialect::ENUMS`] (the probes fetch it within their
+    /// share of the budget); the protocols known stay in use when it cannot be read.
+    pub fn accept_protocols(&self, answer: Result<bytes::Bytes, UpstreamError>) {
+        let result = match answer {
             Ok(body) => normalize::application_protocols(&body).map_err(CatalogError::from),
             Err(e) => Err(e.into()),
         };
-        match result {
-            Ok(protocols) => Some(protocols),
+        let protocols = match result {
+            Ok(protocols) => protocols,
             Err(e) => {
                 let kept = self
                     .state
@@ -125,8 +112,11 @@ impl Catalog {
                     kept_previous = kept,
                     "cannot read the appliance's application protocols (/enums); protocol names are refused until they are read, codes are accepted"
                 );
-                None
+                return;
             }
+        };
+        if let Ok(mut state) = self.state.write() {
+            state.protocols = Some(Arc::new(protocols));
         }
     }
 
@@ -137,6 +127,43 @@ impl Catalog {
             .ok()
             .and_then(|s| s.protocols.as_ref().map(|p| p.len()))
             .unwrap_or(0)
+    }
+
+    /// Takes `body`, the appliance's answer to [`dialect::CATALOG`], as the new catalog.
+    pub fn accept(&self, body: &[u8]) -> Result<(), CatalogError> {
+        let metrics = match normalize::catalog(body) {
+            Ok(metrics) => metrics,
+            Err(e) => {
+                let e = CatalogError::from(e);
+                self.failed(&e);
+                return Err(e);
+            }
+        };
+        if let Ok(mut state) = self.state.write() {
+            state.names = Arc::new(metrics.iter().map(|m| m.name.clone()).collect());
+            state.catalog = Some(Arc::new(MetricCatalog {
+                metrics,
+                fetched_at: self.clock.now_ms(),
+            }));
+            state.last_error = None;
+        }
+        self.known.send_replace(true);
+        Ok(())
+    }
+
+    /// Records why the catalog could not be fetched (kept until one is).
+    pub fn failed(&self, e: &CatalogError) {
+        let why = crate::telemetry::chain(e);
+        tracing::warn!(error = %why, "cannot fetch the appliance's metric catalog; metric names are not checked until it is fetched");
+        if let Ok(mut state) = self.state.write() {
+            state.last_error = Some(why);
+        }
+    }
+
+    /// Whether the catalog is missing, or older than `refresh_ms`.
+    pub fn is_due(&self, refresh_ms: i64) -> bool {
+        self.get()
+            .is_none_or(|c| self.clock.now_ms() - c.fetched_at >= refresh_ms)
     }
 
     /// Resolves once a catalog has been fetched (at once if one has).
@@ -154,13 +181,6 @@ impl Catalog {
     /// A catalog is known and no answer made without it remains: ready to serve.
     pub fn is_settled(&self) -> bool {
         self.settled.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// The cheapest signed request: one metric's description, or the catalog if none is known.
-    pub fn probe_path(&self) -> String {
-        self.get()
-            .and_then(|c| c.metrics.iter().find_map(|m| m.mlid))
-            .map_or_else(|| dialect::CATALOG.to_owned(), dialect::catalog_entry)
     }
 
     /// The catalog, fetched now if the gateway has none yet (`None` only if the lock is

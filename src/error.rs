@@ -41,6 +41,8 @@ pub enum ApiError {
     HeadersTooLarge { limit: usize },
     #[error(transparent)]
     Reload(#[from] ReloadError),
+    #[error("the admin endpoints need the admin token")]
+    Unauthorized,
 }
 
 /// An RFC 9457 problem.
@@ -100,7 +102,7 @@ fn answer_parts(e: &AnswerError) -> Parts {
             StatusCode::BAD_GATEWAY,
             "appliance-error",
             "The appliance answered with an error",
-            format!("the appliance reported: {message}"),
+            format!("the appliance reported: {}", first_line(message)),
         ),
         AnswerError::MissingMetric { .. } => (
             StatusCode::BAD_GATEWAY,
@@ -155,7 +157,7 @@ fn upstream_parts(e: &UpstreamError) -> Parts {
                 bad_gateway,
                 "appliance-error",
                 "The appliance answered with an error",
-                format!("the appliance answered {status}: {message}"),
+                format!("the appliance answered {status}: {}", first_line(message)),
             ),
             U::Timeout(after) => (
                 StatusCode::GATEWAY_TIMEOUT,
@@ -199,6 +201,17 @@ fn upstream_parts(e: &UpstreamError) -> Parts {
                 "The appliance is failing",
                 format!("recent appliance requests failed, so the gateway is not sending more for now; retry in {retry_after_secs} s"),
             ),
+    }
+}
+
+/// The most of an appliance's error text a caller sees: its first line, at most 200
+/// characters (the whole of it goes to the logs).
+fn first_line(text: &str) -> String {
+    const MOST: usize = 200;
+    let line = text.trim().lines().next().unwrap_or("").trim();
+    match line.char_indices().nth(MOST) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line.to_owned(),
     }
 }
 
@@ -266,11 +279,17 @@ impl ApiError {
                 "Request headers too large",
                 format!("the request headers may total at most {limit} bytes"),
             ),
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Unauthorized",
+                "this endpoint needs `Authorization: Bearer <admin token>`".into(),
+            ),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
                 "Method not allowed",
-                "this route only answers GET".into(),
+                "this route answers GET and HEAD only (and DELETE on /internal/cache)".into(),
             ),
             ApiError::Reload(e) => (
                 StatusCode::CONFLICT,
@@ -331,6 +350,9 @@ impl ResponseError for ApiError {
             .insert_header(("Cache-Control", "no-store"));
         if let Some(secs) = self.retry_after_secs() {
             response.insert_header(("Retry-After", secs.to_string()));
+        }
+        if matches!(self, ApiError::Unauthorized) {
+            response.insert_header(("WWW-Authenticate", "Bearer"));
         }
         response.json(problem)
     }
@@ -476,5 +498,24 @@ mod tests {
 
         let appliance = ApiError::Fetch(FetchError::Answer(AnswerError::Reported("x".into())));
         assert_eq!(appliance.problem().status, 502);
+    }
+
+    #[test]
+    fn appliance_error_text_is_cut_to_a_short_first_line() {
+        let body = format!("{}\nsecond line with internals\n", "é".repeat(300));
+        let problem = ApiError::Fetch(FetchError::Upstream(UpstreamError::Rejected {
+            status: 500,
+            message: body,
+        }))
+        .problem();
+        assert!(
+            !problem.detail.contains("second line"),
+            "{}",
+            problem.detail
+        );
+        let shown = problem
+            .detail
+            .trim_start_matches("the appliance answered 500: ");
+        assert_eq!(shown.chars().count(), 201, "200 characters and an ellipsis");
     }
 }

@@ -1,5 +1,11 @@
 //! Is the appliance there, and does it accept our signature? A periodic probe answers, and
 //! keeps the metric catalog fresh on the way.
+//!
+//! The probe asks for what every appliance serves, the catalog (`GET /metrics`): any answer
+//! short of a 5xx, a 404 included, shows the appliance is reachable. Probes have their own
+//! small share of the appliance's budget, take an in-flight slot only when one is free in
+//! time, and never move the circuit breaker: a slow or failing probe makes the gateway
+//! unready, it never locks callers out.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -7,11 +13,24 @@ use std::time::Duration;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, CatalogError};
 use crate::clock::Clock;
 use crate::settings::UpstreamSettings;
 use crate::telemetry::chain;
-use crate::upstream::ApplianceClient;
+use crate::upstream::{ApplianceClient, ApplianceGuard, UpstreamError, dialect};
+
+/// What the last probe showed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeStatus {
+    /// The appliance answered (any status short of a 5xx) and accepted the signature.
+    Reachable,
+    /// No answer in time, no connection, or a 5xx.
+    Unreachable,
+    /// The appliance refused the gateway: signature, date, token (a redirect) or its TLS
+    /// certificate. A setting to fix.
+    Refused,
+}
 
 /// The last probe's outcome.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -19,6 +38,7 @@ pub struct ProbeResult {
     /// When it finished, epoch ms.
     pub at: i64,
     pub ok: bool,
+    pub status: ProbeStatus,
     /// What went wrong (never a token).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -34,19 +54,47 @@ impl ApplianceHealth {
         self.last.read().ok().and_then(|l| l.clone())
     }
 
-    fn record(&self, at: i64, error: Option<String>) {
+    fn record(&self, result: ProbeResult) {
         if let Ok(mut last) = self.last.write() {
-            *last = Some(ProbeResult {
-                at,
-                ok: error.is_none(),
-                error,
-            });
+            *last = Some(result);
         }
     }
 }
 
-/// Probes every `probe_secs`: a catalog fetch when the catalog is missing or due, else the
-/// cheapest signed request there is, one metric's description.
+/// What a probe's answer says about the appliance.
+fn classify(answer: &Result<bytes::Bytes, UpstreamError>) -> ProbeStatus {
+    use UpstreamError as U;
+    match answer {
+        Ok(_) => ProbeStatus::Reachable,
+        Err(U::Rejected { status, .. }) if *status < 500 => ProbeStatus::Reachable,
+        Err(U::TooLarge(_)) => ProbeStatus::Reachable,
+        Err(U::BadSignature | U::BadDate | U::Redirected { .. } | U::Untrusted { .. }) => {
+            ProbeStatus::Refused
+        }
+        Err(_) => ProbeStatus::Unreachable,
+    }
+}
+
+/// The record of one probe that got an answer, or none.
+fn probed(answer: Result<bytes::Bytes, UpstreamError>, at: i64) -> ProbeResult {
+    let status = classify(&answer);
+    let error = answer
+        .err()
+        .map(|e| chain(&e))
+        .filter(|_| status != ProbeStatus::Reachable);
+    if let Some(e) = &error {
+        tracing::warn!(error = %e, ?status, "appliance probe failed");
+    }
+    ProbeResult {
+        at,
+        ok: status == ProbeStatus::Reachable,
+        status,
+        error,
+    }
+}
+
+/// Probes every `probe_secs` (less often when the probes' share of the budget is smaller):
+/// a signed `GET /metrics`, whose answer also refreshes the catalog when it is missing or due.
 pub async fn probe_loop(
     health: Arc<ApplianceHealth>,
     catalog: Arc<Catalog>,
@@ -54,26 +102,130 @@ pub async fn probe_loop(
     settings: UpstreamSettings,
     clock: Clock,
 ) {
-    let every = Duration::from_secs(settings.probe_secs);
+    let every = ApplianceGuard::probe_every(&settings);
     let timeout = Duration::from_millis(settings.probe_timeout_ms);
     let refresh_ms = (settings.catalog_refresh_secs as i64).saturating_mul(1000);
     loop {
-        let due = catalog
-            .get()
-            .is_none_or(|c| clock.now_ms() - c.fetched_at >= refresh_ms);
-        let error = if due {
-            catalog.refresh(&client).await.err().map(|e| chain(&e))
-        } else {
-            client
-                .probe(&catalog.probe_path(), timeout)
-                .await
-                .err()
-                .map(|e| chain(&e))
-        };
-        if let Some(e) = &error {
-            tracing::warn!(error = %e, "appliance probe failed");
+        let answer = client.probe(dialect::CATALOG, timeout).await;
+        match answer {
+            // Callers' requests held every slot for the probe's whole timeout: they tell how
+            // the appliance is (readiness reads their answers), so this probe is skipped.
+            Err(UpstreamError::Saturated { .. }) => {
+                tracing::debug!("appliance probe skipped: every in-flight slot is busy");
+            }
+            answer => {
+                if catalog.is_due(refresh_ms) {
+                    match &answer {
+                        Ok(body) => {
+                            if catalog.accept(body).is_ok() {
+                                let enums = client.probe(dialect::ENUMS, timeout).await;
+                                catalog.accept_protocols(enums);
+                            }
+                        }
+                        Err(e) => catalog.failed(&CatalogError::Upstream(e.clone())),
+                    }
+                }
+                health.record(probed(answer, clock.now_ms()));
+            }
         }
-        health.record(clock.now_ms(), error);
         clock.sleep(every).await;
+    }
+}
+
+/// The appliance's side of readiness: `None` when it is fine, else why not.
+///
+/// Reachable if the last probe (not older than `stale_after_ms`) found it so, or if a
+/// caller's request got an answer within that time: a probe that times out against a slow
+/// but healthy appliance does not make the gateway unready while callers are being answered.
+/// A refusal (credentials, clock, certificate) always counts: callers' requests fail too.
+pub fn appliance_problem(
+    probe: Option<&ProbeResult>,
+    last_answered_ms: Option<i64>,
+    now_ms: i64,
+    stale_after_ms: i64,
+) -> Option<String> {
+    let answered_lately = last_answered_ms.is_some_and(|t| now_ms - t <= stale_after_ms);
+    match probe {
+        Some(p) if p.status == ProbeStatus::Refused => Some(format!(
+            "appliance: {}",
+            p.error.as_deref().unwrap_or("it refused the gateway")
+        )),
+        _ if answered_lately => None,
+        None => Some("appliance: not probed yet".to_owned()),
+        Some(p) if !p.ok => Some(format!(
+            "appliance: {}",
+            p.error.as_deref().unwrap_or("probe failed")
+        )),
+        Some(p) if now_ms - p.at > stale_after_ms => Some(format!(
+            "appliance: no probe answer for {} s",
+            (now_ms - p.at) / 1000
+        )),
+        Some(_) => None,
+    }
+}
+
+/// How old the last probe may be before readiness stops trusting it.
+pub fn stale_after_ms(settings: &UpstreamSettings) -> i64 {
+    let every = ApplianceGuard::probe_every(settings).as_millis() as i64;
+    (every + settings.probe_timeout_ms as i64) * 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(at: i64, status: ProbeStatus) -> ProbeResult {
+        ProbeResult {
+            at,
+            ok: status == ProbeStatus::Reachable,
+            status,
+            error: (status != ProbeStatus::Reachable).then(|| "the reason".to_owned()),
+        }
+    }
+
+    #[test]
+    fn a_404_is_reachable_and_only_5xx_or_silence_is_not() {
+        let rejected = |status| {
+            Err(UpstreamError::Rejected {
+                status,
+                message: String::new(),
+            })
+        };
+        assert_eq!(classify(&rejected(404)), ProbeStatus::Reachable);
+        assert_eq!(classify(&rejected(429)), ProbeStatus::Reachable);
+        assert_eq!(classify(&rejected(503)), ProbeStatus::Unreachable);
+        assert_eq!(
+            classify(&Err(UpstreamError::Timeout(Duration::from_secs(3)))),
+            ProbeStatus::Unreachable
+        );
+        assert_eq!(
+            classify(&Err(UpstreamError::BadSignature)),
+            ProbeStatus::Refused
+        );
+    }
+
+    #[test]
+    fn readiness_of_the_appliance() {
+        let stale = 10_000;
+        let ok = probe(1_000, ProbeStatus::Reachable);
+        let down = probe(1_000, ProbeStatus::Unreachable);
+        let refused = probe(1_000, ProbeStatus::Refused);
+        assert_eq!(appliance_problem(Some(&ok), None, 2_000, stale), None);
+        assert!(appliance_problem(None, None, 0, stale).is_some());
+        assert!(appliance_problem(Some(&down), None, 2_000, stale).is_some());
+        assert!(
+            appliance_problem(Some(&ok), None, 20_000, stale)
+                .unwrap()
+                .contains("no probe answer for 19 s")
+        );
+        // Slow probes, but callers are answered: ready.
+        assert_eq!(
+            appliance_problem(Some(&down), Some(1_500), 2_000, stale),
+            None
+        );
+        assert_eq!(appliance_problem(None, Some(1_500), 2_000, stale), None);
+        assert!(appliance_problem(Some(&down), Some(1_500), 20_000, stale).is_some());
+        // A refusal is a setting to fix, whatever else happened.
+        assert!(appliance_problem(Some(&refused), Some(1_900), 2_000, stale).is_some());
     }
 }

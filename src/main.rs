@@ -132,6 +132,9 @@ fn main() -> ExitCode {
                 let sim = Simulator::spawn("127.0.0.1:0", DEMO_PUBLIC, DEMO_PRIVATE)
                     .map_err(|e| e.to_string())?;
                 let mut settings = Settings::for_upstream(&sim.url(), DEMO_PUBLIC, DEMO_PRIVATE);
+                // The operator's endpoints on a free loopback port beside it, off the public one.
+                let host = listen.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h);
+                settings.admin.listen = format!("{host}:0");
                 settings.server.listen = listen;
                 settings.server.log_format = LogFormat::Pretty;
                 settings.validate().map_err(|e| e.to_string())?;
@@ -139,13 +142,17 @@ fn main() -> ExitCode {
                     .await
                     .map_err(|e| e.to_string())?;
                 let url = format!("http://127.0.0.1:{}", app.port());
+                let admin = app
+                    .admin_port()
+                    .map(|p| format!("http://127.0.0.1:{p}"))
+                    .unwrap_or_else(|| url.clone());
                 let ready = app.ready();
                 let appliance = sim.url();
                 tokio::spawn(async move {
                     let in_time = tokio::time::timeout(DEMO_READY_WITHIN, ready).await.is_ok();
                     // Let the log thread write the startup lines before the banner.
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    print!("{}", demo_banner(&url, &appliance, in_time));
+                    print!("{}", demo_banner(&url, &admin, &appliance, in_time));
                 });
                 app.run_until_stopped().await.map_err(|e| e.to_string())
             })
@@ -157,7 +164,7 @@ fn main() -> ExitCode {
 const DEMO_READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the demo prints once it can answer: the explorer's address first.
-fn demo_banner(url: &str, appliance: &str, ready: bool) -> String {
+fn demo_banner(url: &str, admin: &str, appliance: &str, ready: bool) -> String {
     let state = if ready {
         "ready"
     } else {
@@ -173,6 +180,7 @@ metricgate demo {state}. Open the explorer:
   a first query          curl -s '{url}/v1/metricdata?metric=connections&did=123&from=2024-01-15T12:00:00Z&to=2024-01-15T13:00:00Z&interval=5min'
   the metric catalog     curl -s '{url}/v1/metrics'
   appliance simulator    {appliance} (demo tokens; the gateway signs for you)
+  admin (operators only) {admin}/internal/cache, /internal/limits, /internal/reload
 
 Ctrl-C stops it.
 "

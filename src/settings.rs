@@ -27,6 +27,23 @@ pub struct Settings {
     /// Where these settings came from, so a reload reads the same sources again.
     #[serde(skip)]
     pub source: ConfigSource,
+    pub admin: AdminSettings,
+}
+
+/// Where the operator's endpoints (`/internal/*`, detailed readiness) are served, and the
+/// token that guards them.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Address of the admin listener (loopback by default). Empty: the admin endpoints are
+    /// served on `server.listen` instead, and `token` or `token_file` is required.
+    pub listen: String,
+    /// Bearer token the admin endpoints require (wherever they are served); compared in
+    /// constant time. Never serialized.
+    #[serde(skip_serializing)]
+    pub token: SecretString,
+    /// A file holding the admin token (trailing whitespace is trimmed). Set this or `token`.
+    pub token_file: String,
 }
 
 /// The Prometheus-compatible API (`/prometheus`, for Grafana).
@@ -77,6 +94,25 @@ pub struct RateLimitSettings {
     pub sweep_secs: u64,
     #[serde(default)]
     pub overrides: BTreeMap<String, ClientQuota>,
+    /// Requests per minute from one client address, whatever client ids it sends (callers
+    /// proven by a key are exempt): rotating ids gains nothing beyond it.
+    pub per_ip_per_minute: u32,
+    /// Requests one address may make at once, before `per_ip_per_minute` applies.
+    pub per_ip_burst: u32,
+    /// `Cache-Control: no-cache` refetches each caller may force per minute; beyond it the
+    /// cached answer is served. Callers without a proven id are counted by address.
+    pub no_cache_per_minute: u32,
+    /// Client ids that must prove themselves with a key to use their own quota.
+    #[serde(default)]
+    pub clients: BTreeMap<String, ClientKey>,
+}
+
+/// A client id's key: callers sending this id must send `Authorization: Bearer <key>`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientKey {
+    /// Lowercase or uppercase hex SHA-256 of the key (the key itself is never configured).
+    pub key_sha256: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
@@ -107,6 +143,21 @@ pub struct ServerSettings {
     pub log_format: LogFormat,
     pub shutdown_grace_secs: u64,
     pub client_request_timeout_ms: u64,
+    /// Which requests get an access line: `all`, `errors` (status 400 and above) or
+    /// `sampled` (every error, and one success in `access_log_sample`).
+    pub access_log: AccessLogMode,
+    /// In `sampled` mode, one success in this many gets an access line.
+    pub access_log_sample: u64,
+    /// Most access lines written per second, whatever the mode; the rest are counted.
+    pub access_log_max_per_second: u32,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogMode {
+    All,
+    Errors,
+    Sampled,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -200,6 +251,7 @@ impl Settings {
             .try_deserialize()
             .map_err(|e| SettingsError(vec![format!("configuration: {e}")]))?;
         settings.resolve_private_token()?;
+        settings.resolve_admin_token()?;
         settings.validate()?;
         settings.source = ConfigSource::Loaded {
             file: file.map(Path::to_path_buf),
@@ -231,6 +283,26 @@ impl Settings {
                 }
                 Err(e) => Err(SettingsError(vec![format!(
                     "upstream.private_token_file: cannot read {file}: {e}"
+                )])),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    fn resolve_admin_token(&mut self) -> Result<(), SettingsError> {
+        let inline = !self.admin.token.expose_secret().is_empty();
+        let file = &self.admin.token_file;
+        match (inline, file.is_empty()) {
+            (true, false) => Err(SettingsError(vec![
+                "admin.token and admin.token_file are both set; set one".into(),
+            ])),
+            (false, false) => match std::fs::read_to_string(file) {
+                Ok(text) => {
+                    self.admin.token = SecretString::from(text.trim_end().to_owned());
+                    Ok(())
+                }
+                Err(e) => Err(SettingsError(vec![format!(
+                    "admin.token_file: cannot read {file}: {e}"
                 )])),
             },
             _ => Ok(()),
@@ -380,7 +452,12 @@ impl Settings {
             "upstream.max_in_flight",
             up.max_in_flight as u64,
         );
-        positive(&mut problems, "upstream.per_minute", up.per_minute.into());
+        if up.per_minute < 2 {
+            problems.push(
+                "upstream.per_minute must be at least 2 (a tenth, at least one, is kept for readiness probes)"
+                    .into(),
+            );
+        }
         positive(
             &mut problems,
             "upstream.queue_timeout_ms",
@@ -422,6 +499,33 @@ impl Settings {
                 ));
             }
         }
+        positive(
+            &mut problems,
+            "rate_limit.per_ip_per_minute",
+            r.per_ip_per_minute.into(),
+        );
+        positive(
+            &mut problems,
+            "rate_limit.per_ip_burst",
+            r.per_ip_burst.into(),
+        );
+        for (client, key) in &r.clients {
+            let hex = key.key_sha256.trim();
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                problems.push(format!(
+                    "rate_limit.clients.{client}.key_sha256: not 64 hex digits (the SHA-256 of the key, e.g. from `printf %s KEY | sha256sum`)"
+                ));
+            }
+        }
+        self.validate_admin(&mut problems);
+        if self.server.access_log_sample == 0 {
+            problems.push("server.access_log_sample must be greater than 0".into());
+        }
+        positive(
+            &mut problems,
+            "server.access_log_max_per_second",
+            self.server.access_log_max_per_second.into(),
+        );
         for (client, quota) in &r.overrides {
             if quota.per_minute == 0 || quota.burst == 0 {
                 problems.push(format!(
@@ -434,6 +538,37 @@ impl Settings {
         } else {
             Err(SettingsError(problems))
         }
+    }
+
+    fn validate_admin(&self, problems: &mut Vec<String>) {
+        let a = &self.admin;
+        if a.listen.is_empty() {
+            if a.token.expose_secret().is_empty() {
+                problems.push(
+                    "admin.listen is empty, so the admin endpoints are on server.listen: set admin.token or admin.token_file"
+                        .into(),
+                );
+            }
+            return;
+        }
+        match a.listen.parse::<SocketAddr>() {
+            Err(_) => problems.push(format!(
+                "admin.listen: {:?} is not an address such as 127.0.0.1:8081 (or empty)",
+                a.listen
+            )),
+            Ok(addr) if addr.port() != 0 && Some(addr) == self.server.listen.parse().ok() => {
+                problems.push(
+                    "admin.listen equals server.listen; to serve the admin endpoints on the main port, set admin.listen = \"\" and admin.token"
+                        .into(),
+                )
+            }
+            Ok(_) => {}
+        }
+    }
+
+    /// The admin listener's address; `None` when the admin endpoints share the main port.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.listen.parse().ok()
     }
 
     pub fn listen_addr(&self) -> SocketAddr {
@@ -589,6 +724,85 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.0.len(), 1, "{err}");
         assert!(err.to_string().contains("upstream.pin_sha256"), "{err}");
+    }
+
+    #[test]
+    fn the_admin_endpoints_are_never_left_open_on_the_main_port() {
+        let base = [
+            ("METRICGATE__UPSTREAM__URL", "https://dt.example"),
+            ("METRICGATE__UPSTREAM__PUBLIC_TOKEN", "12345"),
+            ("METRICGATE__UPSTREAM__PRIVATE_TOKEN", "s3cret"),
+        ];
+        let load = |extra: &[(&str, &str)]| {
+            let mut vars = base.to_vec();
+            vars.extend_from_slice(extra);
+            Settings::load_from(None, env(&vars))
+        };
+        let s = load(&[]).unwrap();
+        assert_eq!(
+            s.admin_addr(),
+            Some(SocketAddr::from(([127, 0, 0, 1], 8081)))
+        );
+        let err = load(&[("METRICGATE__ADMIN__LISTEN", "")]).unwrap_err();
+        assert!(err.to_string().contains("admin.token"), "{err}");
+        let err = load(&[("METRICGATE__ADMIN__LISTEN", "127.0.0.1:8080")]).unwrap_err();
+        assert!(err.to_string().contains("equals server.listen"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("admin");
+        std::fs::write(&token_file, "admin-secret\n").unwrap();
+        let s = load(&[
+            ("METRICGATE__ADMIN__LISTEN", ""),
+            (
+                "METRICGATE__ADMIN__TOKEN_FILE",
+                token_file.to_str().unwrap(),
+            ),
+        ])
+        .unwrap();
+        assert_eq!(s.admin_addr(), None);
+        assert_eq!(s.admin.token.expose_secret(), "admin-secret");
+        assert!(!format!("{s:?}").contains("admin-secret"));
+        let err = load(&[
+            ("METRICGATE__ADMIN__TOKEN", "x"),
+            (
+                "METRICGATE__ADMIN__TOKEN_FILE",
+                token_file.to_str().unwrap(),
+            ),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("both set"), "{err}");
+        let err = load(&[
+            ("METRICGATE__UPSTREAM__PER_MINUTE", "1"),
+            ("METRICGATE__RATE_LIMIT__PER_IP_BURST", "0"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("upstream.per_minute"), "{err}");
+        assert!(err.to_string().contains("rate_limit.per_ip_burst"), "{err}");
+    }
+
+    #[test]
+    fn client_keys_are_sha256_digests() {
+        let mut s = Settings::for_upstream("https://dt.example", "p", "q");
+        s.rate_limit.clients.insert(
+            "dash".into(),
+            ClientKey {
+                key_sha256: "not-hex".into(),
+            },
+        );
+        let err = s.validate().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("rate_limit.clients.dash.key_sha256"),
+            "{err}"
+        );
+        s.rate_limit.clients.insert(
+            "dash".into(),
+            ClientKey {
+                key_sha256: "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08"
+                    .into(),
+            },
+        );
+        s.validate().unwrap();
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::reload::Reloader;
 use crate::service::MetricService;
 use crate::settings::Settings;
 use crate::state::AppState;
-use crate::telemetry::{GatewayMetrics, HttpSeries};
+use crate::telemetry::{AccessLog, GatewayMetrics, HttpSeries};
 use crate::upstream::ApplianceClient;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +37,8 @@ pub enum StartupError {
 pub struct Application {
     port: u16,
     server: Server,
+    /// The admin listener's port and server, when it has its own (`admin.listen`).
+    admin: Option<(u16, Server)>,
     background: Vec<tokio::task::JoinHandle<()>>,
     state: web::Data<AppState>,
 }
@@ -60,6 +62,46 @@ async fn reload_on_sighup(state: web::Data<AppState>) {
     }
 }
 
+/// Binds `addr` (port 0 picks a free port); the listener and the port it got.
+fn bind(addr: std::net::SocketAddr) -> Result<(TcpListener, u16), StartupError> {
+    let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind {
+        addr: addr.to_string(),
+        source,
+    })?;
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    Ok((listener, port))
+}
+
+/// The admin listener's server: one worker, the operator's routes.
+fn admin_server(
+    state: web::Data<AppState>,
+    listener: TcpListener,
+    addr: std::net::SocketAddr,
+    settings: &Settings,
+) -> Result<Server, StartupError> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(from_fn(api::observe::observe))
+            .configure(api::admin_listener_routes)
+            .default_service(web::to(api::admin_fallback))
+    })
+    .workers(1)
+    .client_request_timeout(Duration::from_millis(
+        settings.server.client_request_timeout_ms,
+    ))
+    // It stops with the main server (run_until_stopped), not on its own signals.
+    .disable_signals()
+    .shutdown_timeout(settings.server.shutdown_grace_secs)
+    .listen(listener)
+    .map_err(|source| StartupError::Bind {
+        addr: addr.to_string(),
+        source,
+    })?
+    .run();
+    Ok(server)
+}
+
 impl Application {
     /// Builds the gateway and binds `settings.server.listen` (port 0 picks a free port).
     /// Must be called inside a Tokio runtime.
@@ -81,7 +123,7 @@ impl Application {
         .map_err(StartupError::Client)?;
         let catalog = Arc::new(Catalog::new(clock.clone()));
         let health = Arc::new(ApplianceHealth::default());
-        let callers = Arc::new(CallerLimits::new(&settings.rate_limit));
+        let callers = Arc::new(CallerLimits::new(&settings.rate_limit, clock.clone()));
         let sweeper = callers.clone();
         let mut background = vec![
             tokio::spawn(health::probe_loop(
@@ -104,11 +146,9 @@ impl Application {
             background.push(tokio::spawn(s.clone().keep()));
         }
         let addr = settings.listen_addr();
-        let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind {
-            addr: addr.to_string(),
-            source,
-        })?;
-        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let (listener, port) = bind(addr)?;
+        let admin_addr = settings.admin_addr();
+        let admin_listener = admin_addr.map(bind).transpose()?;
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
@@ -126,6 +166,7 @@ impl Application {
             ),
             shared,
             client,
+            access_log: AccessLog::new(&settings.server, &metrics, clock.clone()),
             clock,
             catalog,
             callers,
@@ -152,11 +193,27 @@ impl Application {
             arrival.catalog.settle();
         }));
         let ready = state.clone();
+        let admin = match (admin_listener, admin_addr) {
+            (Some((listener, admin_port)), Some(addr)) => {
+                let server = admin_server(state.clone(), listener, addr, &state.settings)?;
+                tracing::info!(%addr, port = admin_port, "metricgate admin listening");
+                Some((admin_port, server))
+            }
+            _ => None,
+        };
+        // Without an admin listener, the admin endpoints share the main port, behind the
+        // admin token (settings require one then).
+        let admin_on_main = admin.is_none();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .wrap(from_fn(api::observe::observe))
                 .configure(api::routes)
+                .configure(|cfg| {
+                    if admin_on_main {
+                        api::admin_routes(cfg);
+                    }
+                })
                 .default_service(web::to(api::fallback))
         })
         .workers(workers)
@@ -174,6 +231,7 @@ impl Application {
         Ok(Self {
             port,
             server,
+            admin,
             background,
             state: ready,
         })
@@ -195,8 +253,21 @@ impl Application {
         }
     }
 
+    /// The admin listener's port; `None` when the admin endpoints share the main port.
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin.as_ref().map(|(port, _)| *port)
+    }
+
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let admin = self.admin.map(|(_, server)| {
+            let handle = server.handle();
+            (handle, tokio::spawn(server))
+        });
         let result = self.server.await;
+        if let Some((handle, task)) = admin {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
         for task in self.background {
             task.abort();
         }

@@ -12,7 +12,7 @@ use crate::redis::SharedState;
 use crate::reload::{ReloadError, ReloadReport, Reloader};
 use crate::service::MetricService;
 use crate::settings::Settings;
-use crate::telemetry::{GatewayMetrics, HttpSeries};
+use crate::telemetry::{AccessLog, GatewayMetrics, HttpSeries};
 use crate::upstream::ApplianceClient;
 
 pub struct AppState {
@@ -26,6 +26,8 @@ pub struct AppState {
     pub metrics: Arc<GatewayMetrics>,
     /// The HTTP series by route and status, resolved once.
     pub http_series: HttpSeries,
+    /// Which requests get an access line.
+    pub access_log: AccessLog,
     /// Redis, when replicas share state (`None` in embedded mode).
     pub shared: Option<Arc<SharedState>>,
     /// Reloads the configuration (SIGHUP, `POST /internal/reload`).

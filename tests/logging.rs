@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use metricgate::settings::Settings;
+use metricgate::settings::{AccessLogMode, Settings};
 use metricgate::sim::{Faults, Simulator};
 use metricgate::startup::Application;
 use secrecy::SecretString;
@@ -26,11 +26,13 @@ impl Write for Captured {
     }
 }
 
-async fn gateway(settings: Settings) -> String {
+/// The gateway's URL and its admin listener's.
+async fn gateway(settings: Settings) -> (String, String) {
     let app = Application::build(settings).await.unwrap();
     let url = format!("http://127.0.0.1:{}", app.port());
+    let admin = format!("http://127.0.0.1:{}", app.admin_port().unwrap());
     tokio::spawn(app.run_until_stopped());
-    url
+    (url, admin)
 }
 
 #[tokio::test]
@@ -50,11 +52,13 @@ async fn the_private_token_never_reaches_the_logs() {
     let mut settings = Settings::for_upstream(&sim.url(), PUBLIC, PRIVATE);
     settings.server.listen = "127.0.0.1:0".into();
     settings.server.workers = 1;
+    settings.server.access_log = AccessLogMode::All;
+    settings.admin.listen = "127.0.0.1:0".into();
     tracing::info!(?settings, "settings (Debug)");
-    let good = gateway(settings.clone()).await;
+    let (good, good_admin) = gateway(settings.clone()).await;
     let mut wrong = settings.clone();
     wrong.upstream.private_token = SecretString::from(format!("{PRIVATE}-but-wrong"));
-    let wrong = gateway(wrong).await;
+    let (wrong, _) = gateway(wrong).await;
 
     let http = reqwest::Client::new();
     let get = |url: String| {
@@ -110,9 +114,17 @@ async fn the_private_token_never_reaches_the_logs() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
-    // The last access line is written as its answer leaves; wait for it, boundedly.
+    let purge = http
+        .delete(format!("{good_admin}/internal/cache?did=77"))
+        .header("x-client-id", "ops-team")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(purge.status().as_u16(), 200);
+    // The last access lines are written as their answers leave; wait for them, boundedly.
     for _ in 0..200 {
-        if String::from_utf8_lossy(&logs.0.lock().unwrap()).contains("log-test-request") {
+        let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+        if text.contains("log-test-request") && text.contains("cache purged") {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -141,6 +153,15 @@ async fn the_private_token_never_reaches_the_logs() {
     assert!(line["cache"].as_str().unwrap().contains("fwd=miss"));
     assert!(line["upstream_ms"].is_u64());
     assert!(line["duration_ms"].is_f64());
+    // A purge is logged with who asked.
+    let purged = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message"] == "cache purged")
+        .expect("the purge is logged");
+    assert_eq!(purged["caller"], "id:ops-team");
+    assert_eq!(purged["peer"], "127.0.0.1");
+    assert_eq!(purged["answers"], 1);
     // The appliance request's own log lines carry the same request id.
     assert!(
         text.lines()

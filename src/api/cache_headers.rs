@@ -10,6 +10,16 @@ use crate::error::failure_status;
 use crate::query::{Encoding, Representation};
 use crate::service::Served;
 
+/// What became of a caller's `Cache-Control: no-cache`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    /// As the caller asked (or it did not ask).
+    AsAsked,
+    /// The caller is over its forced refreshes (`rate_limit.no_cache_per_minute`): answered as
+    /// if it had not asked, and `Cache-Status` says so.
+    Limited,
+}
+
 pub fn directives(req: &HttpRequest) -> Directives {
     let mut d = Directives::default();
     for value in req.headers().get_all(header::CACHE_CONTROL) {
@@ -32,7 +42,22 @@ pub fn directives(req: &HttpRequest) -> Directives {
     d
 }
 
-fn cache_status(answer: &Served, ttl: i64) -> HeaderValue {
+fn cache_status(answer: &Served, ttl: i64, refresh: Refresh) -> HeaderValue {
+    let status = route_status(answer, ttl);
+    match refresh {
+        Refresh::AsAsked => status,
+        Refresh::Limited => {
+            let text = String::from_utf8_lossy(status.as_bytes()).into_owned();
+            let limited = match text.split_once("; detail=") {
+                Some((head, detail)) => format!("{head}; detail=\"no-cache-limited {detail}\""),
+                None => format!("{text}; detail=no-cache-limited"),
+            };
+            HeaderValue::try_from(limited).unwrap_or(status)
+        }
+    }
+}
+
+fn route_status(answer: &Served, ttl: i64) -> HeaderValue {
     if answer.entry.left_out > 0 {
         return HeaderValue::from_static("metricgate; fwd=miss; detail=partial");
     }
@@ -81,7 +106,12 @@ fn warning(left_out: usize) -> String {
     )
 }
 
-pub fn respond(req: &HttpRequest, answer: &Served, representation: Representation) -> HttpResponse {
+pub fn respond(
+    req: &HttpRequest,
+    answer: &Served,
+    representation: Representation,
+    refresh: Refresh,
+) -> HttpResponse {
     let now = answer.now_ms;
     let entry = &answer.entry;
     let ttl = entry.deadlines.ttl_secs(now);
@@ -94,7 +124,7 @@ pub fn respond(req: &HttpRequest, answer: &Served, representation: Representatio
     response
         .insert_header((
             header::HeaderName::from_static("cache-status"),
-            cache_status(answer, ttl),
+            cache_status(answer, ttl, refresh),
         ))
         .insert_header((header::AGE, entry.deadlines.age_secs(now)))
         .insert_header((header::ETAG, entry.etag.as_str()))

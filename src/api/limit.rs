@@ -59,16 +59,16 @@ async fn limit<B: MessageBody + 'static>(
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return next.call(req).await.map(|r| r.map_into_left_body());
     };
-    let caller = state.callers.identify(req.request());
+    let who = state.callers.identify(req.request());
     let shared = match state.shared.as_ref().filter(|s| s.is_up()) {
-        Some(s) => state.callers.check_shared(s, &caller).await,
+        Some(s) => state.callers.check_shared(s, &who).await,
         None => None,
     };
     let (decision, policy) = match shared {
         Some(d) => d,
-        None => state.callers.check(&caller),
+        None => state.callers.check(&who),
     };
-    req.extensions_mut().insert(caller);
+    req.extensions_mut().insert(who);
     match decision {
         Decision::Allowed(s) => {
             let mut response = next.call(req).await?;

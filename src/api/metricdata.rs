@@ -4,10 +4,11 @@
 use actix_web::http::header::{self, HeaderName};
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::cache_headers;
+use super::cache_headers::{self, Refresh};
 use super::openapi::ApplianceFailures;
 use super::params::MetricDataParams;
 use crate::error::{ApiError, Problem};
+use crate::limits::Identity;
 use crate::normalize::MetricData;
 use crate::query::{Dialect, Offer, Representation};
 use crate::service::MetricRequest;
@@ -24,14 +25,16 @@ const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// appliance's answer has no known shape, the rest is served with a `Warning` header (and a
 /// `warnings` list in JSON), never cached. Answers are cached by canonical query (however it is spelled) and time
 /// bucket; `Cache-Status`, `Age`, `Cache-Control` and a strong `ETag` say how fresh each one
-/// is. Send `Cache-Control: no-cache` to force a fresh fetch, `only-if-cached` to never wait on
-/// the appliance, and `If-None-Match` to get a 304 when nothing changed.
+/// is. Send `Cache-Control: no-cache` to force a fresh fetch (a few times a minute per caller:
+/// beyond that the cached answer is served, with `detail=no-cache-limited` in `Cache-Status`),
+/// `only-if-cached` to never wait on the appliance, and `If-None-Match` to get a 304 when
+/// nothing changed.
 #[utoipa::path(get, path = "/v1/metricdata", tag = "metrics", params(MetricDataParams),
     responses(
         (status = 200, description = "The data: JSON, or CSV with `format=csv` / `Accept: text/csv`", content(
             (MetricData = "application/json"),
             (String = "text/csv", example = "timestamp_iso,timestamp_ms,metric,did,value,in,out\n2024-01-15T12:00:00.000Z,1705320000000,connections,123,762,335,427\n")), headers(
-            ("Cache-Status" = String, description = "RFC 9211: `metricgate; hit; ttl=42`, `metricgate; fwd=miss; stored`, or a stale answer with `detail=stale-while-revalidate` / `detail=stale-if-error`"),
+            ("Cache-Status" = String, description = "RFC 9211: `metricgate; hit; ttl=42`, `metricgate; fwd=miss; stored`, a stale answer with `detail=stale-while-revalidate` / `detail=stale-if-error`, and `detail=no-cache-limited` when the caller's `no-cache` was over its limit"),
             ("Age" = u64, description = "Seconds since the answer was fetched"),
             ("Cache-Control" = String, description = "`max-age=<seconds of freshness left>`"),
             ("ETag" = String, description = "Strong validator of the body"),
@@ -67,15 +70,42 @@ pub(super) async fn serve(
         header(header::ACCEPT),
         header(header::ACCEPT_ENCODING),
     );
+    let mut directives = cache_headers::directives(req);
+    let refresh = if directives.no_cache && !may_refetch(req, state).await {
+        directives.no_cache = false;
+        Refresh::Limited
+    } else {
+        Refresh::AsAsked
+    };
     let served = state
         .service
         .answer(MetricRequest {
             dialect,
             raw_query: req.query_string(),
             representation,
-            directives: cache_headers::directives(req),
+            directives,
             traceparent: header(TRACEPARENT),
         })
         .await?;
-    Ok(cache_headers::respond(req, &served, representation))
+    Ok(cache_headers::respond(
+        req,
+        &served,
+        representation,
+        refresh,
+    ))
+}
+
+/// Whether the caller may force a refresh now (see `rate_limit.no_cache_per_minute`).
+async fn may_refetch(req: &HttpRequest, state: &AppState) -> bool {
+    use actix_web::HttpMessage;
+    let who = match req.extensions().get::<Identity>() {
+        Some(who) => who.clone(),
+        None => state.callers.identify(req),
+    };
+    if let Some(shared) = state.shared.as_ref().filter(|s| s.is_up())
+        && let Some(allowed) = state.callers.may_refetch_shared(shared, &who).await
+    {
+        return allowed;
+    }
+    state.callers.may_refetch(&who)
 }

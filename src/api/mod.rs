@@ -19,7 +19,9 @@ use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::error::ApiError;
+use crate::state::AppState;
 
+/// The public surface.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/v1")
@@ -44,15 +46,38 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/healthz", web::get().to(ops::healthz))
     .route("/readyz", web::get().to(ops::readyz))
     .route("/metrics", web::get().to(ops::prometheus))
-    .route("/internal/cache", web::get().to(admin::get_cache))
-    .route("/internal/cache", web::delete().to(admin::delete_cache))
-    .route("/internal/limits", web::get().to(admin::get_limits))
-    .route("/internal/reload", web::post().to(admin::reload))
     .route("/", web::get().to(explorer::page))
     .route("/explorer/{file}", web::get().to(explorer::asset))
     .route("/docs", web::get().to(openapi::docs_without_slash))
     .configure(prometheus::configure)
     .service(openapi::swagger_ui());
+}
+
+/// The operator's endpoints, each behind [`admin::authorize`].
+pub fn admin_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/internal")
+            .wrap(from_fn(admin::authorize))
+            .route("/cache", web::get().to(admin::get_cache))
+            .route("/cache", web::delete().to(admin::delete_cache))
+            .route("/limits", web::get().to(admin::get_limits))
+            .route("/reload", web::post().to(admin::reload))
+            .route("/readiness", web::get().to(ops::readiness_detail)),
+    );
+}
+
+/// The admin listener: the operator's endpoints, liveness, readiness with its reasons, the
+/// Prometheus series and the admin surface's OpenAPI document.
+pub fn admin_listener_routes(cfg: &mut web::ServiceConfig) {
+    admin_routes(cfg);
+    cfg.route("/healthz", web::get().to(ops::healthz))
+        .service(
+            web::resource("/readyz")
+                .wrap(from_fn(admin::authorize))
+                .route(web::get().to(ops::readiness_detail)),
+        )
+        .route("/metrics", web::get().to(ops::prometheus))
+        .route("/openapi.json", web::get().to(admin::openapi));
 }
 
 /// Every route's path, for the fallback and metric labels. Only one has a parameter:
@@ -72,6 +97,7 @@ pub const ROUTES: &[&str] = &[
     "/openapi.json",
     "/internal/cache",
     "/internal/limits",
+    "/internal/readiness",
     "/internal/reload",
     "/prometheus/api/v1/query",
     "/prometheus/api/v1/query_range",
@@ -85,10 +111,28 @@ pub const ROUTES: &[&str] = &[
     "/prometheus/api/v1/alerts",
 ];
 
+/// The operator's routes: on the admin listener, or on the main port when `admin.listen` is
+/// empty.
+pub const ADMIN_ROUTES: &[&str] = &[
+    "/internal/cache",
+    "/internal/limits",
+    "/internal/readiness",
+    "/internal/reload",
+];
+
+/// What the admin listener serves besides [`ADMIN_ROUTES`].
+const ADMIN_LISTENER_ROUTES: &[&str] = &["/healthz", "/readyz", "/metrics", "/openapi.json"];
+
 /// Every label `observe` gives a route in the HTTP series.
 pub fn route_labels() -> Vec<&'static str> {
     let mut labels = ROUTES.to_vec();
-    labels.extend([METRIC_BY_ID.0, "/docs/", "unmatched"]);
+    labels.extend([
+        METRIC_BY_ID.0,
+        APPLIANCE_METRIC_BY_ID.0,
+        "/docs/",
+        "/explorer/",
+        "unmatched",
+    ]);
     labels
 }
 
@@ -100,13 +144,31 @@ pub const APPLIANCE_METRIC_BY_ID: (&str, &str) =
     ("/appliance/metrics/{mlid}", "/appliance/metrics/");
 
 /// Unknown routes and methods get a problem too, never actix's plain-text default.
-pub async fn fallback(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn fallback(
+    req: HttpRequest,
+    state: Option<web::Data<AppState>>,
+) -> Result<HttpResponse, ApiError> {
     let path = req.path();
-    Err(
-        if ROUTES.contains(&path)
+    let admin_here = state.is_some_and(|s| s.settings.admin.listen.is_empty());
+    let known = if ADMIN_ROUTES.contains(&path) {
+        admin_here
+    } else {
+        ROUTES.contains(&path)
             || path.starts_with(METRIC_BY_ID.1)
             || path.starts_with(APPLIANCE_METRIC_BY_ID.1)
-        {
+    };
+    Err(if known {
+        ApiError::MethodNotAllowed
+    } else {
+        ApiError::NotFound
+    })
+}
+
+/// The admin listener's fallback.
+pub async fn admin_fallback(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let path = req.path();
+    Err(
+        if ADMIN_ROUTES.contains(&path) || ADMIN_LISTENER_ROUTES.contains(&path) {
             ApiError::MethodNotAllowed
         } else {
             ApiError::NotFound

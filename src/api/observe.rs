@@ -1,17 +1,20 @@
-//! Per request, before routing: hostile shapes refused, an id (the caller's `X-Request-Id`, or a new one, returned either way), a
-//! span that every log line of the request carries, one access line, and the HTTP series.
+//! Per request, before routing: hostile shapes refused, `HEAD` answered as `GET` without the
+//! body, an id (the caller's `X-Request-Id`, or a new one, returned either way), a span that
+//! every log line of the request carries, an access line (as `server.access_log` says), and
+//! the HTTP series.
 
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, web};
 use tracing::Instrument;
 
 use crate::error::ApiError;
-use crate::limits::Caller;
+use crate::limits::Identity;
 use crate::state::AppState;
 
 /// How long the appliance took for the answer this response carries (none for cache hits).
@@ -100,7 +103,7 @@ fn refusal(req: &ServiceRequest) -> Option<ApiError> {
 }
 
 pub async fn observe(
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
@@ -109,6 +112,11 @@ pub async fn observe(
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let span = tracing::info_span!("request", request_id = %id_text);
     let method = req.method().clone();
+    // Every GET route answers HEAD: routed as a GET, and actix sends the head without the
+    // body (it reads the method from the wire, not from here).
+    if method == Method::HEAD {
+        req.head_mut().method = Method::GET;
+    }
     let mut response = match refusal(&req) {
         None => next
             .call(req)
@@ -132,11 +140,13 @@ pub async fn observe(
         }
     }
     response.headers_mut().insert(REQUEST_ID, id.clone());
-    if tracing::enabled!(tracing::Level::INFO) {
+    if state.as_ref().is_none_or(|s| s.access_log.admit(status))
+        && tracing::enabled!(tracing::Level::INFO)
+    {
         let client = response
             .request()
             .extensions()
-            .get::<Caller>()
+            .get::<Identity>()
             .map(|c| c.to_string());
         let upstream_ms = response
             .response()

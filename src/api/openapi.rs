@@ -65,10 +65,6 @@ normalized schema. No authentication: callers never hold appliance tokens.",
         super::ops::healthz,
         super::ops::readyz,
         super::ops::prometheus,
-        super::admin::get_cache,
-        super::admin::delete_cache,
-        super::admin::get_limits,
-        super::admin::reload,
         super::prometheus::query::get_query,
         super::prometheus::query::post_query,
         super::prometheus::query::get_query_range,
@@ -88,10 +84,7 @@ normalized schema. No authentication: callers never hold appliance tokens.",
     components(schemas(
         MetricData, MetricQuery, TimeRange, Series, Device, Point, Breach,
         MetricCatalog, MetricInfo, Problem, FieldError,
-        super::ops::Health, super::ops::Readiness, crate::health::ProbeResult,
-        crate::cache::CacheReport, crate::cache::segments::SegmentReport, crate::cache::Purged, super::admin::Limits,
-        crate::settings::ClientQuota, crate::upstream::GuardReport, crate::upstream::BreakerState,
-        crate::reload::ReloadReport,
+        super::ops::Health, super::ops::Ready,
         crate::render::appliance::ApplianceElement, crate::render::appliance::ApplianceBreaches,
         crate::render::appliance::ApplianceBreach, crate::render::appliance::ApplianceMetric,
         crate::render::appliance::AppliancePoint,
@@ -292,6 +285,34 @@ fn problem_examples(path: &str, status: &str) -> Vec<(&'static str, &'static str
 fn upstream(e: UpstreamError) -> ApiError {
     ApiError::Fetch(FetchError::Upstream(e))
 }
+/// The admin surface, served on the admin listener (`admin.listen`) at `/openapi.json`.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "metricgate admin",
+        description = "The operator's endpoints: the cache, the limits in force and readiness with \
+its reasons. Served on the admin listener (`admin.listen`, loopback by default), or on the main \
+port when `admin.listen` is empty. When `admin.token` is set, every one needs \
+`Authorization: Bearer <admin token>`.",
+        license(name = "MIT"),
+    ),
+    paths(
+        super::admin::get_cache,
+        super::admin::delete_cache,
+        super::admin::get_limits,
+        super::admin::reload,
+        super::ops::readiness_detail,
+    ),
+    components(schemas(
+        Problem, FieldError,
+        super::ops::Readiness, crate::health::ProbeResult, crate::health::ProbeStatus,
+        crate::cache::CacheReport, crate::cache::segments::SegmentReport, crate::cache::Purged, super::admin::Limits,
+        crate::settings::ClientQuota, crate::upstream::GuardReport, crate::upstream::BreakerState,
+        crate::reload::ReloadReport,
+    )),
+    tags((name = "admin", description = "For operators, off the public surface")),
+)]
+pub struct AdminApiDoc;
 
 /// The document as pretty JSON, exactly as committed in `openapi/openapi.json`.
 pub fn document() -> String {
@@ -307,6 +328,13 @@ pub async fn docs_without_slash() -> actix_web::HttpResponse {
     actix_web::HttpResponse::PermanentRedirect()
         .insert_header((actix_web::http::header::LOCATION, "/docs/"))
         .finish()
+}
+
+/// The admin surface's document, as pretty JSON.
+pub fn admin_document() -> String {
+    AdminApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }
 
 pub fn swagger_ui() -> SwaggerUi {

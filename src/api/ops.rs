@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::health::ProbeResult;
+use crate::health::{self, ProbeResult};
 use crate::state::AppState;
 use crate::upstream::BreakerState;
 
@@ -14,7 +14,7 @@ pub struct Health {
     pub status: &'static str,
 }
 
-/// Readiness, with the reasons when not ready.
+/// Readiness, with the reasons when not ready: on the admin listener only.
 #[derive(Serialize, ToSchema)]
 pub struct Readiness {
     pub ready: bool,
@@ -30,6 +30,12 @@ pub struct Readiness {
     pub breaker: BreakerState,
 }
 
+/// Readiness as anyone may see it: ready or not, nothing more.
+#[derive(Serialize, ToSchema)]
+pub struct Ready {
+    pub ready: bool,
+}
+
 /// The process is alive.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "Alive", body = Health)))]
@@ -37,33 +43,47 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health { status: "ok" })
 }
 
-/// The gateway can answer: the configuration is loaded (it is, or the process would not
-/// run), the appliance answered the last periodic probe and accepted our signature, the
-/// metric catalog is fetched, and the circuit breaker is not open.
+/// The gateway can answer: the appliance answered the last periodic probe (or a caller's
+/// request lately) and accepted our signature, the metric catalog is fetched, and the circuit
+/// breaker is not open. The reasons are on the admin surface (`/internal/readiness`).
 #[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Ready),
+        (status = 503, description = "Not ready", body = Ready)))]
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let ready = readiness(&state).ready;
+    answer(ready, Ready { ready })
+}
+
+/// Readiness with its reasons, for operators (also the admin listener's `/readyz`).
+#[utoipa::path(get, path = "/internal/readiness", tag = "admin",
     responses(
         (status = 200, description = "Ready", body = Readiness),
         (status = 503, description = "Not ready, with reasons", body = Readiness)))]
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+pub async fn readiness_detail(state: web::Data<AppState>) -> HttpResponse {
+    let detail = readiness(&state);
+    answer(detail.ready, detail)
+}
+
+fn answer(ready: bool, body: impl Serialize) -> HttpResponse {
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+fn readiness(state: &AppState) -> Readiness {
     let mut reasons = Vec::new();
     let probe = state.health.last();
-    let now_ms = state.clock.now_ms();
-    // A probe stuck longer than this means the appliance is not answering.
-    let stale_after_ms = (state.settings.upstream.probe_secs * 1000
-        + state.settings.upstream.probe_timeout_ms) as i64
-        * 2;
-    match &probe {
-        None => reasons.push("appliance: not probed yet".to_owned()),
-        Some(p) if !p.ok => reasons.push(format!(
-            "appliance: {}",
-            p.error.as_deref().unwrap_or("probe failed")
-        )),
-        Some(p) if now_ms - p.at > stale_after_ms => reasons.push(format!(
-            "appliance: no probe answer for {} s",
-            (now_ms - p.at) / 1000
-        )),
-        Some(_) => {}
-    }
+    let guard = state.client.guard();
+    let upstream = &state.settings.upstream;
+    reasons.extend(health::appliance_problem(
+        probe.as_ref(),
+        guard.last_answered_ms(),
+        state.clock.now_ms(),
+        health::stale_after_ms(upstream),
+    ));
     let catalog = state.catalog.get().is_some();
     if catalog && !state.catalog.is_settled() {
         reasons.push("metric catalog: just fetched, dropping answers made without it".into());
@@ -74,22 +94,17 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             .unwrap_or_else(|| "not fetched yet".into());
         reasons.push(format!("metric catalog: {why}"));
     }
-    let breaker = state.client.guard().breaker_state();
+    let breaker = guard.breaker_state();
     if breaker == BreakerState::Open {
         reasons.push("appliance: circuit breaker open after repeated failures".into());
     }
-    let body = Readiness {
+    Readiness {
         ready: reasons.is_empty(),
         reasons,
         catalog,
         application_protocols: state.catalog.application_protocol_count(),
         appliance: probe,
         breaker,
-    };
-    if body.ready {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::ServiceUnavailable().json(body)
     }
 }
 

@@ -1,51 +1,37 @@
-//! Per-caller rate limits (GCRA, `governor`), who a caller is, and the `RateLimit` headers.
+//! Callers' budgets (GCRA, `governor`, on the gateway's clock): each caller's quota, a ceiling
+//! per client address across every id it sends, and how many forced refreshes (`no-cache`) a
+//! caller may make. Plus the `RateLimit` headers' values.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
 use actix_web::HttpRequest;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use arc_swap::ArcSwap;
-use governor::clock::Clock;
+use governor::clock::Clock as _;
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
-use ipnet::IpNet;
 
+use super::identity::{Caller, Identifier, Identity};
+use crate::clock::Clock;
 use crate::redis::SharedState;
-use crate::settings::{ClientQuota, RateLimitSettings, parse_proxy};
+use crate::settings::{ClientQuota, RateLimitSettings};
 
-type Keyed = RateLimiter<
-    Caller,
-    DefaultKeyedStateStore<Caller>,
-    governor::clock::DefaultClock,
-    StateInformationMiddleware,
->;
-type Direct =
-    RateLimiter<NotKeyed, InMemoryState, governor::clock::DefaultClock, StateInformationMiddleware>;
+type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, Clock, StateInformationMiddleware>;
+type Direct = RateLimiter<NotKeyed, InMemoryState, Clock, StateInformationMiddleware>;
 
-/// Who is asking: a client id from the header, or an IP address. Stored in the request's
-/// extensions for logging.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Caller {
-    Id(Box<str>),
-    Ip(IpAddr),
-    Unknown,
-}
-
-impl std::fmt::Display for Caller {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Caller::Id(id) => write!(f, "id:{id}"),
-            Caller::Ip(ip) => write!(f, "ip:{ip}"),
-            Caller::Unknown => f.write_str("unknown"),
-        }
-    }
+fn keyed<K: Clone + std::hash::Hash + Eq>(quota: Quota, clock: &Clock) -> Keyed<K> {
+    RateLimiter::<K, _, _, StateInformationMiddleware>::new(
+        quota,
+        DefaultKeyedStateStore::default(),
+        clock.clone(),
+    )
 }
 
 /// A caller's budget after this request.
@@ -80,63 +66,116 @@ impl Policy {
             quota,
         }
     }
+
+    fn gcra(&self) -> Quota {
+        quota(&self.quota)
+    }
 }
 
-/// The limits in force, replaced whole when the configuration is reloaded.
+/// The limits in force, replaced whole when the configuration is reloaded (limiters whose
+/// quota did not change are carried over, with the budgets callers have used).
 struct Rules {
     settings: Arc<RateLimitSettings>,
-    default: Arc<Keyed>,
+    identifier: Identifier,
+    default: Arc<Keyed<Caller>>,
     default_policy: Policy,
     overrides: HashMap<Box<str>, (Arc<Direct>, Policy)>,
-    header: HeaderName,
-    trusted: Vec<IpNet>,
+    /// Every caller from one address but proven ids, whatever ids they send.
+    per_ip: Arc<Keyed<IpAddr>>,
+    per_ip_policy: Policy,
+    /// Whether the ceiling can bind before an anonymous caller's own quota does (else it
+    /// is not checked for them: their quota is per address already).
+    ceiling_binds_anonymous: bool,
+    /// Forced refreshes, by principal; `None` when `no-cache` never forces one.
+    refetches: Option<Arc<Keyed<Caller>>>,
+    no_cache_per_minute: u32,
+    max_tracked: usize,
+    /// When the last over-the-cap sweep ran (ms, the gateway's clock), so a flood of new
+    /// callers sweeps at most a few times a second instead of on every request.
+    last_sweep_ms: AtomicI64,
+    clock: Clock,
+}
+
+/// Least time between two sweeps forced by too many tracked callers.
+const SWEEP_GAP_MS: i64 = 250;
+
+fn quota(q: &ClientQuota) -> Quota {
+    let per_minute = NonZeroU32::new(q.per_minute).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(q.burst).unwrap_or(NonZeroU32::MIN);
+    Quota::per_minute(per_minute).allow_burst(burst)
+}
+
+/// At most `n` in any 60 s: a burst of a third, refilled at the rest.
+fn minute_window(n: NonZeroU32) -> Quota {
+    let burst = (n.get() / 3).max(1);
+    let refill = n.get().saturating_sub(burst).max(1);
+    let period = Duration::from_micros(60_000_000_u64.div_ceil(u64::from(refill)));
+    Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_minute(n))
+        .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
 }
 
 impl Rules {
-    /// The rules of `s`. A limiter whose quota is the same as in `previous` is kept, with the
-    /// budgets callers have used: a reload that does not touch a quota resets nobody.
-    fn new(s: &RateLimitSettings, previous: Option<&Rules>) -> Self {
+    fn new(s: &RateLimitSettings, clock: Clock, previous: Option<&Rules>) -> Self {
         let default_quota = ClientQuota {
             per_minute: s.per_client_per_minute,
             burst: s.burst,
         };
-        let default = match previous {
-            Some(p) if p.default_policy.quota == default_quota => p.default.clone(),
-            _ => Arc::new(
-                RateLimiter::keyed(quota(&default_quota))
-                    .with_middleware::<StateInformationMiddleware>(),
-            ),
+        let per_ip_quota = ClientQuota {
+            per_minute: s.per_ip_per_minute,
+            burst: s.per_ip_burst,
         };
-        let overrides = s
-            .overrides
-            .iter()
-            .map(|(id, q)| {
-                let kept = previous
-                    .and_then(|p| p.overrides.get(id.as_str()))
-                    .filter(|(_, policy)| policy.quota == *q)
-                    .map(|(limiter, _)| limiter.clone());
-                let limiter = kept.unwrap_or_else(|| {
-                    Arc::new(
-                        RateLimiter::direct(quota(q))
-                            .with_middleware::<StateInformationMiddleware>(),
-                    )
-                });
-                (Box::from(id.as_str()), (limiter, Policy::new(q.clone())))
-            })
-            .collect();
+        let default_policy = Policy::new(default_quota);
+        let per_ip_policy = Policy::new(per_ip_quota);
+        let default = match previous {
+            Some(p) if p.default_policy.quota == default_policy.quota => p.default.clone(),
+            _ => Arc::new(keyed(default_policy.gcra(), &clock)),
+        };
+        let per_ip = match previous {
+            Some(p) if p.per_ip_policy.quota == per_ip_policy.quota => p.per_ip.clone(),
+            _ => Arc::new(keyed(per_ip_policy.gcra(), &clock)),
+        };
+        let refetches = match previous {
+            Some(p) if p.no_cache_per_minute == s.no_cache_per_minute => p.refetches.clone(),
+            _ => NonZeroU32::new(s.no_cache_per_minute)
+                .map(|n| Arc::new(keyed(minute_window(n), &clock))),
+        };
         Self {
             settings: Arc::new(s.clone()),
+            identifier: Identifier::new(s),
             default,
-            overrides,
-            default_policy: Policy::new(default_quota),
-            header: HeaderName::try_from(s.client_header.as_str())
-                .unwrap_or(HeaderName::from_static("x-client-id")),
-            trusted: s
-                .trusted_proxies
+            overrides: s
+                .overrides
                 .iter()
-                .filter_map(|p| parse_proxy(p))
+                .map(|(id, q)| {
+                    let kept = previous
+                        .and_then(|p| p.overrides.get(id.as_str()))
+                        .filter(|(_, policy)| policy.quota == *q)
+                        .map(|(limiter, _)| limiter.clone());
+                    let limiter = kept.unwrap_or_else(|| {
+                        Arc::new(
+                            RateLimiter::direct_with_clock(quota(q), clock.clone())
+                                .with_middleware::<StateInformationMiddleware>(),
+                        )
+                    });
+                    (Box::from(id.as_str()), (limiter, Policy::new(q.clone())))
+                })
                 .collect(),
+            per_ip,
+            ceiling_binds_anonymous: s.per_ip_per_minute < s.per_client_per_minute
+                || s.per_ip_burst < s.burst,
+            default_policy,
+            per_ip_policy,
+            refetches,
+            no_cache_per_minute: s.no_cache_per_minute,
+            max_tracked: s.max_tracked_clients,
+            last_sweep_ms: AtomicI64::new(i64::MIN),
+            clock,
         }
+    }
+
+    pub fn identify(&self, req: &HttpRequest) -> Identity {
+        self.identifier.identify(req)
     }
 
     /// The quota that applies to `caller`, and its policy header.
@@ -150,42 +189,171 @@ impl Rules {
         }
     }
 
-    fn is_trusted(&self, ip: IpAddr) -> bool {
-        self.trusted.iter().any(|net| net.contains(&ip))
+    /// Whether the per-address ceiling is checked for `who`.
+    fn ceiling_applies(&self, who: &Identity) -> bool {
+        !who.is_proven()
+            && who.address.is_some()
+            && (self.ceiling_binds_anonymous || matches!(who.caller, Caller::Id(_)))
+    }
+
+    /// The caller's limit, and the per-address ceiling, across every replica through Redis;
+    /// `None` when Redis is out of reach (then the local limits apply).
+    pub async fn check_shared(
+        &self,
+        shared: &SharedState,
+        who: &Identity,
+    ) -> Option<(Decision, HeaderValue)> {
+        if self.ceiling_applies(who)
+            && let Some(ip) = who.address
+        {
+            let ceiling = shared_decision(
+                shared,
+                "ceiling",
+                &ip.to_string(),
+                &self.per_ip_policy.quota,
+            )
+            .await?;
+            if let Decision::Limited { .. } = ceiling {
+                return Some((ceiling, self.per_ip_policy.header.clone()));
+            }
+        }
+        let policy = self.policy(&who.caller);
+        let decision =
+            shared_decision(shared, "caller", &who.caller.to_string(), &policy.quota).await?;
+        Some((decision, policy.header.clone()))
+    }
+
+    /// The caller's limit and the per-address ceiling, in this replica.
+    pub fn check(&self, who: &Identity) -> (Decision, HeaderValue) {
+        self.sweep_if_crowded();
+        if self.ceiling_applies(who)
+            && let Some(ip) = who.address
+        {
+            let now = self.per_ip.clock().now();
+            let outcome = self
+                .per_ip
+                .check_key(&ip)
+                .map_err(|e| e.wait_time_from(now));
+            if outcome.is_err() {
+                return (
+                    decide(outcome, &self.per_ip_policy.quota),
+                    self.per_ip_policy.header.clone(),
+                );
+            }
+        }
+        if let Caller::Id(id) = &who.caller
+            && let Some((limiter, policy)) = self.overrides.get(id)
+        {
+            let now = limiter.clock().now();
+            let outcome = limiter.check().map_err(|e| e.wait_time_from(now));
+            return (decide(outcome, &policy.quota), policy.header.clone());
+        }
+        let now = self.default.clock().now();
+        let outcome = self
+            .default
+            .check_key(&who.caller)
+            .map_err(|e| e.wait_time_from(now));
+        (
+            decide(outcome, &self.default_policy.quota),
+            self.default_policy.header.clone(),
+        )
+    }
+
+    /// Whether `who` may force a refresh (`Cache-Control: no-cache`) now: at most
+    /// `no_cache_per_minute` in any minute, charged to a proven id or else the address.
+    pub fn may_refetch(&self, who: &Identity) -> bool {
+        self.refetches
+            .as_ref()
+            .is_some_and(|r| r.check_key(&who.principal()).is_ok())
+    }
+
+    /// [`Rules::may_refetch`] across every replica; `None` when Redis is out of reach.
+    pub async fn may_refetch_shared(&self, shared: &SharedState, who: &Identity) -> Option<bool> {
+        let n = NonZeroU32::new(self.no_cache_per_minute)?;
+        let window = minute_window(n);
+        let period_ms = window.replenish_interval().as_millis().max(1) as u64;
+        let g = shared
+            .gcra(
+                &shared.key("refetch", &who.principal().to_string()),
+                period_ms,
+                window.burst_size().get(),
+            )
+            .await?;
+        Some(g.allowed)
+    }
+
+    fn sweep_if_crowded(&self) {
+        if self.default.len() + self.per_ip.len() <= self.max_tracked {
+            return;
+        }
+        let now_ms = self.clock.now_ms();
+        let last = self.last_sweep_ms.load(Ordering::Relaxed);
+        if now_ms >= last.saturating_add(SWEEP_GAP_MS)
+            && self
+                .last_sweep_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.sweep();
+        }
+    }
+
+    /// Forgets callers whose budget is full again: they are indistinguishable from new ones.
+    pub fn sweep(&self) {
+        self.default.retain_recent();
+        self.default.shrink_to_fit();
+        self.per_ip.retain_recent();
+        self.per_ip.shrink_to_fit();
+        if let Some(r) = &self.refetches {
+            r.retain_recent();
+            r.shrink_to_fit();
+        }
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.default.len()
+    }
+
+    pub fn default_quota(&self) -> &ClientQuota {
+        &self.default_policy.quota
+    }
+
+    pub fn per_ip_quota(&self) -> &ClientQuota {
+        &self.per_ip_policy.quota
+    }
+
+    pub fn no_cache_per_minute(&self) -> u32 {
+        self.no_cache_per_minute
+    }
+
+    pub fn keyed_ids(&self) -> Vec<String> {
+        self.identifier.keyed_ids()
+    }
+
+    pub fn header(&self) -> &HeaderName {
+        self.identifier.header()
     }
 }
 
+/// Every caller's limits. One atomic load per request; a reload stores new rules without
+/// stopping anyone, and callers whose quota is unchanged keep their used budgets.
 pub struct CallerLimits {
-    /// One atomic load per request; a reload stores new rules without stopping anyone.
     rules: ArcSwap<Rules>,
-    /// When the last over-the-cap sweep ran (ms since the limiter started), so a flood of new
-    /// callers sweeps at most a few times a second instead of on every request.
-    last_sweep_ms: AtomicU64,
-    started: Instant,
-}
-
-/// Least time between two sweeps forced by too many tracked callers.
-const SWEEP_GAP_MS: u64 = 250;
-
-fn quota(q: &ClientQuota) -> Quota {
-    let per_minute = NonZeroU32::new(q.per_minute).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new(q.burst).unwrap_or(NonZeroU32::MIN);
-    Quota::per_minute(per_minute).allow_burst(burst)
+    clock: Clock,
 }
 
 impl CallerLimits {
-    pub fn new(s: &RateLimitSettings) -> Self {
+    pub fn new(s: &RateLimitSettings, clock: Clock) -> Self {
         Self {
-            rules: ArcSwap::from_pointee(Rules::new(s, None)),
-            last_sweep_ms: AtomicU64::new(0),
-            started: Instant::now(),
+            rules: ArcSwap::from_pointee(Rules::new(s, clock.clone(), None)),
+            clock,
         }
     }
 
     /// Puts `s` in force (a configuration reload). Requests being checked finish on the
-    /// rules they started with; callers whose quota is unchanged keep their budgets.
+    /// rules they started with.
     pub fn reconfigure(&self, s: &RateLimitSettings) {
-        let next = Rules::new(s, Some(&self.rules.load()));
+        let next = Rules::new(s, self.clock.clone(), Some(&self.rules.load()));
         self.rules.store(Arc::new(next));
     }
 
@@ -194,129 +362,91 @@ impl CallerLimits {
         self.rules.load().settings.clone()
     }
 
-    /// The caller's identity: the client header when it holds a sensible id, else the
-    /// client IP (from `X-Forwarded-For` only when the peer is a trusted proxy).
-    pub fn identify(&self, req: &HttpRequest) -> Caller {
-        let rules = self.rules.load();
-        if let Some(id) = req
-            .headers()
-            .get(&rules.header)
-            .and_then(|v| v.to_str().ok())
-            .filter(|id| (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()))
-        {
-            return Caller::Id(Box::from(id));
-        }
-        match req.peer_addr().map(|a| a.ip()) {
-            Some(ip) if rules.is_trusted(ip) => {
-                Caller::Ip(forwarded_client(&rules, req).unwrap_or(ip))
-            }
-            Some(ip) => Caller::Ip(ip),
-            None => Caller::Unknown,
-        }
+    /// Who is asking: a client id (proven by its key where it has one) and the address.
+    pub fn identify(&self, req: &HttpRequest) -> Identity {
+        self.rules.load().identify(req)
     }
 
-    /// The caller's limit across every replica, through Redis; `None` when Redis is out of
-    /// reach (then the local limit applies).
+    /// The caller's limit and the per-address ceiling across every replica, through Redis;
+    /// `None` when Redis is out of reach (then the local limits apply).
     pub async fn check_shared(
         &self,
         shared: &SharedState,
-        caller: &Caller,
+        who: &Identity,
     ) -> Option<(Decision, HeaderValue)> {
         let rules = self.rules.load_full();
-        let policy = rules.policy(caller);
-        let q = &policy.quota;
-        let period_ms = 60_000 / u64::from(q.per_minute.max(1));
-        let g = shared
-            .gcra(
-                &shared.key("caller", &caller.to_string()),
-                period_ms,
-                q.burst,
-            )
-            .await?;
-        let state = RateState {
-            limit: q.burst,
-            remaining: g.remaining,
-            reset_secs: g.reset_ms.div_ceil(1000),
-        };
-        let decision = if g.allowed {
-            Decision::Allowed(state)
-        } else {
-            Decision::Limited {
-                state,
-                retry_after_secs: g.retry_after_ms.div_ceil(1000).max(1),
-            }
-        };
-        Some((decision, policy.header.clone()))
+        rules.check_shared(shared, who).await
     }
 
-    /// The caller's limit on this replica, and the `RateLimit-Policy` header that goes with it.
-    pub fn check(&self, caller: &Caller) -> (Decision, HeaderValue) {
-        let rules = self.rules.load();
-        if let Caller::Id(id) = caller
-            && let Some((limiter, policy)) = rules.overrides.get(id)
-        {
-            let now = limiter.clock().now();
-            let outcome = limiter.check().map_err(|e| e.wait_time_from(now));
-            return (decide(outcome, &policy.quota), policy.header.clone());
-        }
-        if rules.default.len() > rules.settings.max_tracked_clients {
-            let now_ms = self.started.elapsed().as_millis() as u64;
-            let last = self.last_sweep_ms.load(Ordering::Relaxed);
-            if now_ms >= last + SWEEP_GAP_MS
-                && self
-                    .last_sweep_ms
-                    .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
-            {
-                self.sweep();
-            }
-        }
-        let now = rules.default.clock().now();
-        let outcome = rules
-            .default
-            .check_key(caller)
-            .map_err(|e| e.wait_time_from(now));
-        (
-            decide(outcome, &rules.default_policy.quota),
-            rules.default_policy.header.clone(),
-        )
+    /// The caller's limit and the per-address ceiling, in this replica.
+    pub fn check(&self, who: &Identity) -> (Decision, HeaderValue) {
+        self.rules.load().check(who)
     }
 
-    /// Forgets callers whose budget is full again: they are indistinguishable from new ones.
+    /// Whether `who` may force a refresh (`Cache-Control: no-cache`) now.
+    pub fn may_refetch(&self, who: &Identity) -> bool {
+        self.rules.load().may_refetch(who)
+    }
+
+    /// [`CallerLimits::may_refetch`] across every replica; `None` when Redis is out of reach.
+    pub async fn may_refetch_shared(&self, shared: &SharedState, who: &Identity) -> Option<bool> {
+        let rules = self.rules.load_full();
+        rules.may_refetch_shared(shared, who).await
+    }
+
+    /// Forgets callers whose budget is full again.
     pub fn sweep(&self) {
-        let rules = self.rules.load();
-        rules.default.retain_recent();
-        rules.default.shrink_to_fit();
+        self.rules.load().sweep();
     }
 
     pub fn tracked(&self) -> usize {
-        self.rules.load().default.len()
+        self.rules.load().tracked()
     }
 
     pub fn default_quota(&self) -> ClientQuota {
-        self.rules.load().default_policy.quota.clone()
+        self.rules.load().default_quota().clone()
+    }
+
+    pub fn per_ip_quota(&self) -> ClientQuota {
+        self.rules.load().per_ip_quota().clone()
+    }
+
+    pub fn no_cache_per_minute(&self) -> u32 {
+        self.rules.load().no_cache_per_minute()
+    }
+
+    pub fn keyed_ids(&self) -> Vec<String> {
+        self.rules.load().keyed_ids()
     }
 
     pub fn header(&self) -> HeaderName {
-        self.rules.load().header.clone()
+        self.rules.load().header().clone()
     }
 }
 
-/// The rightmost address in `X-Forwarded-For` that is not a trusted proxy.
-fn forwarded_client(rules: &Rules, req: &HttpRequest) -> Option<IpAddr> {
-    let chain: Vec<IpAddr> = req
-        .headers()
-        .get_all("x-forwarded-for")
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|part| part.trim().parse().ok())
-        .collect();
-    chain
-        .iter()
-        .rev()
-        .find(|ip| !rules.is_trusted(**ip))
-        .or(chain.first())
-        .copied()
+async fn shared_decision(
+    shared: &SharedState,
+    kind: &str,
+    id: &str,
+    q: &ClientQuota,
+) -> Option<Decision> {
+    let period_ms = 60_000 / u64::from(q.per_minute.max(1));
+    let g = shared
+        .gcra(&shared.key(kind, id), period_ms, q.burst)
+        .await?;
+    let state = RateState {
+        limit: q.burst,
+        remaining: g.remaining,
+        reset_secs: g.reset_ms.div_ceil(1000),
+    };
+    Some(if g.allowed {
+        Decision::Allowed(state)
+    } else {
+        Decision::Limited {
+            state,
+            retry_after_secs: g.retry_after_ms.div_ceil(1000).max(1),
+        }
+    })
 }
 
 fn decide(
@@ -341,9 +471,10 @@ fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::identity::Proof;
     use crate::settings::Settings;
 
-    fn limits(per_minute: u32, burst: u32) -> CallerLimits {
+    fn limits(per_minute: u32, burst: u32) -> (CallerLimits, Clock) {
         let mut s = Settings::defaults().rate_limit;
         s.per_client_per_minute = per_minute;
         s.burst = burst;
@@ -354,20 +485,40 @@ mod tests {
                 burst: 50,
             },
         );
-        CallerLimits::new(&s)
+        s.per_ip_per_minute = 120;
+        s.per_ip_burst = 10;
+        s.no_cache_per_minute = 6;
+        let clock = Clock::manual(1_000_000);
+        (CallerLimits::new(&s, clock.clone()), clock)
+    }
+
+    fn who(caller: Caller, ip: &str, proof: Proof) -> Identity {
+        Identity {
+            caller,
+            address: Some(ip.parse().unwrap()),
+            proof,
+        }
+    }
+
+    fn id(name: &str) -> Identity {
+        who(Caller::Id(name.into()), "192.0.2.1", Proof::Claimed)
+    }
+
+    fn allowed(d: &Decision) -> bool {
+        matches!(d, Decision::Allowed(_))
     }
 
     #[test]
     fn a_burst_then_limited_with_retry_after() {
-        let l = limits(60, 3);
-        let c = Caller::Id("a".into());
+        let (l, _) = limits(60, 3);
+        let a = who(Caller::Id("a".into()), "192.0.2.50", Proof::Claimed);
         for expected in [2, 1, 0] {
-            match l.check(&c).0 {
+            match l.check(&a).0 {
                 Decision::Allowed(s) => assert_eq!(s.remaining, expected),
                 Decision::Limited { .. } => panic!("limited too early"),
             }
         }
-        match l.check(&c).0 {
+        match l.check(&a).0 {
             Decision::Limited {
                 retry_after_secs,
                 state,
@@ -378,50 +529,92 @@ mod tests {
             }
             Decision::Allowed(_) => panic!("not limited"),
         }
-        assert!(matches!(
-            l.check(&Caller::Id("b".into())).0,
-            Decision::Allowed(_)
+        assert!(allowed(
+            &l.check(&who(Caller::Id("b".into()), "192.0.2.51", Proof::Claimed))
+                .0
         ));
-        match l.check(&Caller::Id("dash".into())).0 {
+        match l
+            .check(&who(
+                Caller::Id("dash".into()),
+                "192.0.2.52",
+                Proof::Claimed,
+            ))
+            .0
+        {
             Decision::Allowed(s) => assert_eq!((s.limit, s.remaining), (50, 49)),
             Decision::Limited { .. } => panic!("override not applied"),
         }
     }
 
     #[test]
-    fn a_reload_keeps_the_budgets_of_unchanged_quotas() {
-        let l = limits(60, 2);
-        let c = Caller::Id("a".into());
-        for _ in 0..2 {
-            assert!(matches!(l.check(&c).0, Decision::Allowed(_)));
-        }
-        assert!(matches!(l.check(&c).0, Decision::Limited { .. }));
-        let mut s = (*l.settings()).clone();
-        s.sweep_secs = 99;
-        l.reconfigure(&s);
-        assert!(
-            matches!(l.check(&c).0, Decision::Limited { .. }),
-            "an unchanged quota keeps the budget used"
+    fn rotating_ids_from_one_address_meet_the_ceiling() {
+        let (l, clock) = limits(60, 3);
+        let through = (0..40)
+            .filter(|i| allowed(&l.check(&id(&format!("rotating-{i}"))).0))
+            .count();
+        assert_eq!(through, 10, "the address's burst, whatever the ids");
+        let (decision, policy) = l.check(&id("yet-another"));
+        assert!(!allowed(&decision));
+        assert_eq!(policy, "120;w=60;burst=10");
+        // Another address is unaffected; a proven id is exempt.
+        assert!(allowed(
+            &l.check(&who(Caller::Id("x".into()), "192.0.2.2", Proof::Claimed))
+                .0
+        ));
+        assert!(allowed(
+            &l.check(&who(Caller::Id("dash".into()), "192.0.2.1", Proof::Proven))
+                .0
+        ));
+        // The ceiling refills at its rate: 2 a second.
+        clock.advance(Duration::from_secs(1));
+        let through = (0..5)
+            .filter(|i| allowed(&l.check(&id(&format!("later-{i}"))).0))
+            .count();
+        assert_eq!(through, 2);
+    }
+
+    #[test]
+    fn forced_refreshes_are_counted_per_principal() {
+        let (l, clock) = limits(6000, 1000);
+        // 6 a minute: a burst of 2, then one every 15 s; rotating ids change nothing.
+        let granted = (0..10)
+            .filter(|i| l.may_refetch(&id(&format!("rotating-{i}"))))
+            .count();
+        assert_eq!(granted, 2);
+        let elsewhere = who(
+            Caller::Ip("192.0.2.9".parse().unwrap()),
+            "192.0.2.9",
+            Proof::Anonymous,
         );
-        s.burst = 5;
-        l.reconfigure(&s);
-        match l.check(&c) {
-            (Decision::Allowed(state), policy) => {
-                assert_eq!((state.limit, state.remaining), (5, 4));
-                assert_eq!(policy, "60;w=60;burst=5");
-            }
-            (Decision::Limited { .. }, _) => panic!("the new quota is not in force"),
+        assert!(l.may_refetch(&elsewhere));
+        clock.advance(Duration::from_secs(15));
+        assert!(l.may_refetch(&id("any")));
+        assert!(!l.may_refetch(&id("any")));
+        // In any minute, at most 6.
+        let mut total = 0;
+        for _ in 0..60 {
+            clock.advance(Duration::from_secs(1));
+            total += usize::from(l.may_refetch(&id("any")));
         }
+        assert!(total <= 6, "{total}");
     }
 
     #[test]
     fn a_million_callers_do_not_stay_in_memory() {
         // 60 000 per minute: a caller's state is fresh again 1 ms after its last request.
-        let l = limits(60_000, 1);
+        let mut s = Settings::defaults().rate_limit;
+        s.per_client_per_minute = 60_000;
+        s.burst = 1;
+        s.per_ip_per_minute = 60_000;
+        s.per_ip_burst = 1;
+        let clock = Clock::manual(1_000_000);
+        let l = CallerLimits::new(&s, clock.clone());
         let mut peak = 0;
         for i in 0..1_000_000u32 {
-            let _ = l.check(&Caller::Ip(std::net::Ipv4Addr::from(i).into()));
+            let ip = std::net::IpAddr::from(std::net::Ipv4Addr::from(i));
+            let _ = l.check(&who(Caller::Ip(ip), &ip.to_string(), Proof::Anonymous));
             if i % 1000 == 0 {
+                clock.advance(Duration::from_millis(5));
                 peak = peak.max(l.tracked());
             }
         }
@@ -429,7 +622,7 @@ mod tests {
             peak < 1_000_000,
             "over-the-cap sweeps dropped idle callers (peak {peak})"
         );
-        std::thread::sleep(Duration::from_millis(5));
+        clock.advance(Duration::from_millis(5));
         l.sweep();
         assert_eq!(l.tracked(), 0);
     }

@@ -1,6 +1,8 @@
-//! Each caller's budget, so callers are treated fairly. (The appliance's budget is
-//! `upstream::ApplianceGuard`'s.)
+//! Each caller's budget, so callers are treated fairly, and who a caller is. (The appliance's
+//! budget is `upstream::ApplianceGuard`'s.)
 
 mod callers;
+mod identity;
 
-pub use callers::{Caller, CallerLimits, Decision, RateState};
+pub use callers::{CallerLimits, Decision, RateState};
+pub use identity::{Caller, Identity, Proof, bearer, key_matches, sha256};

@@ -25,6 +25,8 @@ pub struct GatewayMetrics {
     pub rate_limited: IntCounter,
     pub breaker_state: IntGauge,
     pub redis_up: IntGauge,
+    pub access_log_lines: IntCounterVec,
+    pub cache_purges: IntCounter,
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -120,6 +122,16 @@ impl GatewayMetrics {
                 "metricgate_redis_up",
                 "1 when this replica shares state through Redis, 0 when Redis is configured but out of reach (absent without Redis)",
             ),
+            access_log_lines: counter_vec(
+                "metricgate_access_log_lines_total",
+                "Access lines, by what became of them: kept (handed to the log at level info), sampled_out (server.access_log) or over_cap (server.access_log_max_per_second)",
+                &["outcome"],
+            ),
+            cache_purges: IntCounter::new(
+                "metricgate_cache_purges_total",
+                "Cache purges made through the admin endpoint",
+            )
+            .unwrap_or_else(|e| panic!("metric: {e}")),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.http_requests.clone()),
@@ -135,6 +147,8 @@ impl GatewayMetrics {
             Box::new(m.appliance_unknown_shapes.clone()),
             Box::new(m.rate_limited.clone()),
             Box::new(m.breaker_state.clone()),
+            Box::new(m.access_log_lines.clone()),
+            Box::new(m.cache_purges.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {

@@ -1,6 +1,7 @@
 //! Logs (tracing: JSON lines for services, pretty for people), request ids and access lines,
 //! and the gateway's Prometheus series.
 
+pub mod access;
 pub mod metrics;
 pub mod trace;
 
@@ -12,6 +13,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 
+pub use access::AccessLog;
 pub use metrics::{GatewayMetrics, HttpSeries};
 
 use crate::settings::LogFormat;

@@ -9,7 +9,7 @@ use reqwest::{StatusCode, Url, redirect};
 use secrecy::SecretString;
 
 use super::guard::ApplianceGuard;
-use super::{sign, tls};
+use super::{Outcome, sign, tls};
 use crate::clock::Clock;
 use crate::redis::SharedState;
 use crate::settings::UpstreamSettings;
@@ -178,11 +178,7 @@ impl ApplianceClient {
         loop {
             let ticket = self.guard.admit().await?;
             let result = self.send(path_and_query, traceparent, self.timeout).await;
-            ticket.done(
-                !result
-                    .as_ref()
-                    .is_err_and(UpstreamError::is_appliance_failure),
-            );
+            ticket.done(outcome(&result));
             match result {
                 Err(e) if e.is_transient() => {
                     attempt += 1;
@@ -198,20 +194,20 @@ impl ApplianceClient {
         }
     }
 
-    /// One attempt within `timeout`, no retries: for readiness probes.
+    /// One attempt within `timeout`, no retries, for readiness: it takes an in-flight slot
+    /// (waiting at most `timeout`; else `Saturated`, the slots being busy with callers'
+    /// requests) but no token and no breaker trial, and its outcome never moves the breaker.
     pub async fn probe(
         &self,
         path_and_query: &str,
         timeout: Duration,
     ) -> Result<Bytes, UpstreamError> {
-        let ticket = self.guard.admit().await?;
-        let result = self.send(path_and_query, None, timeout).await;
-        ticket.done(
-            !result
-                .as_ref()
-                .is_err_and(UpstreamError::is_appliance_failure),
-        );
-        result
+        let Some(_slot) = self.guard.admit_probe(timeout).await else {
+            return Err(UpstreamError::Saturated {
+                retry_after_secs: timeout.as_secs().max(1),
+            });
+        };
+        self.send(path_and_query, None, timeout).await
     }
 
     /// Sends once, and counts the outcome and its time.
@@ -340,6 +336,9 @@ impl ApplianceClient {
     }
 
     fn transport_error(&self, e: reqwest::Error, timeout: Duration) -> UpstreamError {
+        // Causes are shown to operators (readiness, logs); the appliance's address is in the
+        // settings already.
+        let e = e.without_url();
         if e.is_timeout() {
             UpstreamError::Timeout(timeout)
         } else if e.is_connect() {
@@ -353,6 +352,15 @@ impl ApplianceClient {
         } else {
             UpstreamError::Body(Arc::new(e))
         }
+    }
+}
+
+/// What a request's result tells the breaker.
+fn outcome(result: &Result<Bytes, UpstreamError>) -> Outcome {
+    match result {
+        Ok(_) => Outcome::Answered,
+        Err(e) if e.is_appliance_failure() => Outcome::Failed,
+        Err(_) => Outcome::Refused,
     }
 }
 

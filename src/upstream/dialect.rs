@@ -13,11 +13,6 @@ pub const CATALOG: &str = "/metrics";
 /// The appliance's enumerated types: the codes its protocol filters take.
 pub const ENUMS: &str = "/enums";
 
-/// One metric's description, by the appliance's id for it.
-pub fn catalog_entry(mlid: u64) -> String {
-    format!("/metrics/{mlid}")
-}
-
 /// One appliance request: the path and query to sign and send, and the device it asks about.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ApplianceRequest {

@@ -1,49 +1,21 @@
-//! The appliance's budget, whatever the callers do: a bound on requests in flight, a bound
-//! per minute, a retry budget, and a circuit breaker.
+//! The appliance's protection, whatever the callers do: a bound on requests in flight, the
+//! per-minute budget (with a small fixed share kept for readiness probes), a retry budget,
+//! and the circuit breaker, which only callers' requests move.
 
-use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use governor::clock::Clock as _;
-use governor::middleware::NoOpMiddleware;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use utoipa::ToSchema;
 
 use super::UpstreamError;
+use super::breaker::{Breaker, BreakerState, Outcome, Pass, Transition};
+use super::budget::{MinuteBudget, caller_share, probe_share};
 use crate::clock::Clock;
 use crate::redis::SharedState;
 use crate::settings::UpstreamSettings;
-
-/// The per-minute token bucket, on the gateway's clock.
-type PerMinute =
-    RateLimiter<NotKeyed, InMemoryState, Clock, NoOpMiddleware<governor::nanos::Nanos>>;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum BreakerState {
-    Closed,
-    Open,
-    HalfOpen,
-}
-
-#[derive(Debug)]
-enum Breaker {
-    Closed {
-        failures: u32,
-    },
-    /// Until this time (epoch ms, the gateway's clock).
-    Open {
-        until: i64,
-    },
-    HalfOpen {
-        probing: bool,
-    },
-}
 
 /// Retries may use `percent`% of first attempts, plus a small reserve: a struggling
 /// appliance sees at most that much extra load from retries.
@@ -76,24 +48,26 @@ impl RetryBudget {
 
 /// Guards every appliance request.
 pub struct ApplianceGuard {
-    slots: std::sync::Arc<Semaphore>,
+    slots: Arc<Semaphore>,
     max_in_flight: usize,
-    /// Requests waiting for a slot or a token.
-    queued: std::sync::atomic::AtomicUsize,
-    per_minute: PerMinute,
+    /// Callers' requests waiting for a slot or a token.
+    queued: AtomicUsize,
+    /// The callers' share of the per-minute budget.
+    budget: MinuteBudget,
+    per_minute: u32,
     queue_timeout: Duration,
     clock: Clock,
     breaker: Mutex<Breaker>,
-    breaker_failures: u32,
-    open_for: Duration,
-    budget: RetryBudget,
+    retry_budget: RetryBudget,
     pub retries: u32,
     backoff: Duration,
-    opened: AtomicU64,
     /// The appliance's per-minute budget, shared by replicas through Redis.
     shared: Option<(Arc<SharedState>, String)>,
-    budget_period_ms: u64,
-    budget_burst: u32,
+    /// How long an appliance request typically takes (moving average, ms): how fast slots
+    /// free up.
+    typical_ms: AtomicU64,
+    /// When a caller's request last got a 2xx answer (epoch ms), for readiness.
+    last_answered: AtomicI64,
 }
 
 /// Leave to send one request. Report how it went with [`Ticket::done`]; a ticket dropped
@@ -101,21 +75,47 @@ pub struct ApplianceGuard {
 pub struct Ticket<'a> {
     guard: &'a ApplianceGuard,
     _slot: OwnedSemaphorePermit,
+    pass: Pass,
+    started: Instant,
     reported: bool,
 }
 
 impl Ticket<'_> {
-    /// `healthy` is false when the appliance failed (connect error, timeout, broken body, 5xx).
-    pub fn done(mut self, healthy: bool) {
+    pub fn done(mut self, outcome: Outcome) {
         self.reported = true;
-        self.guard.record(healthy);
+        self.guard
+            .record(self.pass, outcome, self.started.elapsed());
     }
 }
 
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
         if !self.reported {
-            self.guard.record(false);
+            self.guard
+                .record(self.pass, Outcome::Failed, self.started.elapsed());
+        }
+    }
+}
+
+/// Leave for one readiness probe: an in-flight slot, and nothing else.
+pub struct ProbeTicket {
+    _slot: OwnedSemaphorePermit,
+}
+
+/// A caller's request waiting for leave: counted in `queued`, and its breaker pass given back
+/// unless it gets through (also when the wait is cancelled).
+struct Waiting<'a> {
+    guard: &'a ApplianceGuard,
+    pass: Option<Pass>,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.guard.queued.fetch_sub(1, Ordering::Relaxed);
+        if let Some(pass) = self.pass
+            && let Ok(mut b) = self.guard.breaker.lock()
+        {
+            b.give_back(pass);
         }
     }
 }
@@ -127,23 +127,15 @@ pub struct GuardReport {
     pub in_flight: usize,
     /// Requests waiting for a slot or the per-minute budget.
     pub queued: usize,
+    /// `upstream.per_minute`: the callers' share plus the probes'.
     pub per_minute: u32,
+    /// The part of `per_minute` kept for readiness probes.
+    pub probe_per_minute: u32,
     pub queue_timeout_ms: u64,
     pub retries: u32,
     pub breaker: BreakerState,
     /// Times the breaker has opened.
     pub breaker_opened: u64,
-}
-
-/// The token bucket that lets at most `n` requests through in any 60 s: a burst of a sixth,
-/// refilled at the rest.
-fn window_quota(n: u32) -> Quota {
-    let burst = (n / 6).max(1);
-    let refill = n.saturating_sub(burst).max(1);
-    let period = Duration::from_micros(60_000_000_u64.div_ceil(u64::from(refill)));
-    Quota::with_period(period)
-        .unwrap_or_else(|| Quota::per_minute(NonZeroU32::MIN))
-        .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
 }
 
 impl ApplianceGuard {
@@ -153,95 +145,136 @@ impl ApplianceGuard {
         shared: Option<(Arc<SharedState>, String)>,
         clock: Clock,
     ) -> Self {
-        let quota = window_quota(s.per_minute);
         Self {
             shared,
-            budget_period_ms: quota.replenish_interval().as_millis().max(1) as u64,
-            budget_burst: quota.burst_size().get(),
-            slots: std::sync::Arc::new(Semaphore::new(s.max_in_flight)),
+            slots: Arc::new(Semaphore::new(s.max_in_flight)),
             max_in_flight: s.max_in_flight,
-            queued: std::sync::atomic::AtomicUsize::new(0),
-            per_minute: RateLimiter::direct_with_clock(window_quota(s.per_minute), clock.clone()),
+            queued: AtomicUsize::new(0),
+            budget: MinuteBudget::per_minute(caller_share(s.per_minute)),
+            per_minute: s.per_minute,
             clock,
             queue_timeout: Duration::from_millis(s.queue_timeout_ms),
-            breaker: Mutex::new(Breaker::Closed { failures: 0 }),
-            breaker_failures: s.breaker_failures,
-            open_for: Duration::from_secs(s.breaker_open_secs),
-            budget: RetryBudget {
+            breaker: Mutex::new(Breaker::new(
+                s.breaker_failures,
+                i64::try_from(s.breaker_open_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+            )),
+            retry_budget: RetryBudget {
                 balance: AtomicI64::new(3 * RETRY_COST),
                 deposit: i64::from(s.retry_budget_percent),
             },
             retries: s.retries,
             backoff: Duration::from_millis(s.retry_backoff_ms),
-            opened: AtomicU64::new(0),
+            typical_ms: AtomicU64::new(0),
+            last_answered: AtomicI64::new(i64::MIN),
         }
     }
 
-    /// Waits (boundedly) for leave to send one request.
+    /// Waits (boundedly) for leave to send one caller's request.
     pub async fn admit(&self) -> Result<Ticket<'_>, UpstreamError> {
-        self.breaker_allows()?;
+        let pass = self.breaker_admit()?;
         self.queued.fetch_add(1, Ordering::Relaxed);
-        let admitted = self.wait_for_leave().await;
-        self.queued.fetch_sub(1, Ordering::Relaxed);
-        admitted
+        let mut waiting = Waiting {
+            guard: self,
+            pass: Some(pass),
+        };
+        let slot = self.wait_for_leave().await?;
+        waiting.pass = None;
+        Ok(Ticket {
+            guard: self,
+            _slot: slot,
+            pass,
+            started: Instant::now(),
+            reported: false,
+        })
     }
 
-    async fn wait_for_leave(&self) -> Result<Ticket<'_>, UpstreamError> {
-        let queue_ms = i64::try_from(self.queue_timeout.as_millis()).unwrap_or(i64::MAX);
-        let deadline = self.clock.now_ms().saturating_add(queue_ms);
-        let saturated = |retry_after_secs| UpstreamError::Saturated { retry_after_secs };
+    /// Leave for one readiness probe: a slot within `within`, or `None` when callers' requests
+    /// hold every slot that long (then they tell how the appliance is). Probes take no token
+    /// (their share is kept aside: they run at most `probe_share` times a minute) and never
+    /// touch the breaker.
+    pub async fn admit_probe(&self, within: Duration) -> Option<ProbeTicket> {
+        let within_ms = i64::try_from(within.as_millis()).unwrap_or(i64::MAX);
+        let deadline = self.clock.now_ms().saturating_add(within_ms);
         let slot = self
             .clock
             .run_until(deadline, self.slots.clone().acquire_owned())
+            .await?
+            .ok()?;
+        Some(ProbeTicket { _slot: slot })
+    }
+
+    /// How often probes may run so that they keep to their share of the budget.
+    pub fn probe_every(s: &UpstreamSettings) -> Duration {
+        let share_every = 60_u64.div_ceil(u64::from(probe_share(s.per_minute)));
+        Duration::from_secs(s.probe_secs.max(share_every))
+    }
+
+    async fn wait_for_leave(&self) -> Result<OwnedSemaphorePermit, UpstreamError> {
+        let queue_ms = i64::try_from(self.queue_timeout.as_millis()).unwrap_or(i64::MAX);
+        let deadline = self.clock.now_ms().saturating_add(queue_ms);
+        let slot = match self
+            .clock
+            .run_until(deadline, self.slots.clone().acquire_owned())
             .await
-            .ok_or(saturated(1))?
-            .map_err(|_| saturated(1))?;
+        {
+            Some(Ok(slot)) => slot,
+            _ => return Err(self.saturated(Duration::ZERO)),
+        };
         // Waits for `wait`, unless that would pass the deadline.
         let wait_within = |wait: Duration| {
             let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
             let at = self.clock.now_ms().saturating_add(wait_ms);
             if at > deadline {
-                Err(saturated(wait.as_millis().div_ceil(1000).max(1) as u64))
+                Err(self.saturated(wait))
             } else {
                 Ok(self.clock.sleep_until(at))
             }
         };
-        loop {
-            match self.per_minute.check() {
-                Ok(()) => break,
-                Err(not_until) => {
-                    let wait = not_until.wait_time_from(self.per_minute.clock().now());
-                    wait_within(wait)?.await;
-                }
-            }
+        while let Err(wait) = self.budget.try_take(self.clock.now_ms()) {
+            wait_within(wait)?.await;
         }
         // Across replicas, through Redis while it answers.
         while let Some((shared, name)) = self.shared.as_ref().filter(|(s, _)| s.is_up()) {
             let key = shared.key("budget", name);
-            match shared
-                .gcra(&key, self.budget_period_ms, self.budget_burst)
-                .await
-            {
+            let period_ms = self.budget.period().as_millis().max(1) as u64;
+            match shared.gcra(&key, period_ms, self.budget.burst()).await {
                 Some(g) if g.allowed => break,
                 Some(g) => wait_within(Duration::from_millis(g.retry_after_ms))?.await,
                 None => break,
             }
         }
-        Ok(Ticket {
-            guard: self,
-            _slot: slot,
-            reported: false,
-        })
+        Ok(slot)
+    }
+
+    /// The 503 for a request that got no leave in time, with an honest `Retry-After`: when the
+    /// budget could have served everyone still waiting ahead of it and it (each needs a token),
+    /// and when the slots could have (at the typical request time); `own_wait` is what this
+    /// request was told to wait for its next token.
+    fn saturated(&self, own_wait: Duration) -> UpstreamError {
+        let waiting = u32::try_from(self.queued.load(Ordering::Relaxed).max(1)).unwrap_or(u32::MAX);
+        let ahead = waiting - 1;
+        let by_budget = self
+            .budget
+            .wait_for(waiting, self.clock.now_ms())
+            .max(own_wait + self.budget.period() * ahead);
+        let slots = u64::try_from(self.max_in_flight.max(1)).unwrap_or(1);
+        let by_slots = Duration::from_millis(
+            self.typical_ms.load(Ordering::Relaxed) * u64::from(waiting) / slots,
+        );
+        let wait = by_budget.max(by_slots);
+        UpstreamError::Saturated {
+            retry_after_secs: wait.as_millis().div_ceil(1000).max(1) as u64,
+        }
     }
 
     /// Counts a first attempt towards the retry budget.
     pub fn first_attempt(&self) {
-        self.budget.on_request();
+        self.retry_budget.on_request();
     }
 
     /// Whether attempt number `attempt` (1 = first retry) may go, and after how long.
     pub fn retry_after(&self, attempt: u32) -> Option<Duration> {
-        if attempt > self.retries || !self.budget.try_spend() {
+        if attempt > self.retries || !self.retry_budget.try_spend() {
             return None;
         }
         // Full jitter: uniformly in [0, backoff * 2^(attempt-1)].
@@ -249,78 +282,52 @@ impl ApplianceGuard {
         Some(ceiling.mul_f64(rand::random::<f64>()))
     }
 
-    fn breaker_allows(&self) -> Result<(), UpstreamError> {
+    fn breaker_admit(&self) -> Result<Pass, UpstreamError> {
         let Ok(mut b) = self.breaker.lock() else {
-            return Ok(());
+            return Ok(Pass::Normal);
         };
-        match *b {
-            Breaker::Closed { .. } => Ok(()),
-            Breaker::Open { until } => {
-                let now = self.clock.now_ms();
-                if now >= until {
-                    *b = Breaker::HalfOpen { probing: true };
-                    Ok(())
-                } else {
-                    Err(UpstreamError::CircuitOpen {
-                        retry_after_secs: ((until - now) as u64).div_ceil(1000).max(1),
-                    })
-                }
-            }
-            Breaker::HalfOpen { probing: true } => Err(UpstreamError::CircuitOpen {
-                retry_after_secs: 1,
-            }),
-            Breaker::HalfOpen { probing: false } => {
-                *b = Breaker::HalfOpen { probing: true };
-                Ok(())
-            }
-        }
+        b.admit(self.clock.now_ms())
+            .map_err(|secs| UpstreamError::CircuitOpen {
+                retry_after_secs: secs.max(1),
+            })
     }
 
-    fn record(&self, healthy: bool) {
+    fn record(&self, pass: Pass, outcome: Outcome, took: Duration) {
+        let now = self.clock.now_ms();
+        if outcome == Outcome::Answered {
+            self.last_answered.fetch_max(now, Ordering::Relaxed);
+        }
+        let took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+        let _ = self
+            .typical_ms
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                Some(if t == 0 {
+                    took_ms
+                } else {
+                    (t * 7 + took_ms) / 8
+                })
+            });
         let Ok(mut b) = self.breaker.lock() else {
             return;
         };
-        let next = match (&*b, healthy) {
-            (_, true) => Breaker::Closed { failures: 0 },
-            (Breaker::Closed { failures }, false) if failures + 1 < self.breaker_failures => {
-                Breaker::Closed {
-                    failures: failures + 1,
-                }
+        match b.record(pass, outcome, now) {
+            Some(Transition::Opened) => {
+                tracing::warn!(?pass, "appliance circuit breaker opened")
             }
-            // An old request finishing late while open changes nothing.
-            (Breaker::Open { until }, false) => Breaker::Open { until: *until },
-            (_, false) => {
-                self.opened.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    open_for_secs = self.open_for.as_secs(),
-                    "appliance circuit breaker opened"
-                );
-                Breaker::Open {
-                    until: self
-                        .clock
-                        .now_ms()
-                        .saturating_add(self.open_for.as_millis() as i64),
-                }
-            }
-        };
-        if matches!(*b, Breaker::Open { .. } | Breaker::HalfOpen { .. })
-            && matches!(next, Breaker::Closed { .. })
-        {
-            tracing::info!("appliance circuit breaker closed");
+            Some(Transition::Closed) => tracing::info!("appliance circuit breaker closed"),
+            None => {}
         }
-        *b = next;
     }
 
     pub fn breaker_state(&self) -> BreakerState {
-        match self.breaker.lock().map(|b| match *b {
-            Breaker::Closed { .. } => BreakerState::Closed,
-            Breaker::Open { until } if self.clock.now_ms() >= until => BreakerState::HalfOpen,
-            Breaker::Open { .. } => BreakerState::Open,
-            Breaker::HalfOpen { .. } => BreakerState::HalfOpen,
-        }) {
-            Ok(state) => state,
-            Err(_) => BreakerState::Closed,
-        }
+        self.breaker
+            .lock()
+            .map_or(BreakerState::Closed, |b| b.state(self.clock.now_ms()))
+    }
+
+    /// When a caller's request last got a 2xx answer (epoch ms).
+    pub fn last_answered_ms(&self) -> Option<i64> {
+        Some(self.last_answered.load(Ordering::Relaxed)).filter(|t| *t != i64::MIN)
     }
 
     pub fn in_flight(&self) -> usize {
@@ -332,11 +339,12 @@ impl ApplianceGuard {
             max_in_flight: self.max_in_flight,
             in_flight: self.in_flight(),
             queued: self.queued.load(Ordering::Relaxed),
-            per_minute: s.per_minute,
+            per_minute: self.per_minute,
+            probe_per_minute: probe_share(self.per_minute),
             queue_timeout_ms: s.queue_timeout_ms,
             retries: self.retries,
             breaker: self.breaker_state(),
-            breaker_opened: self.opened.load(Ordering::Relaxed),
+            breaker_opened: self.breaker.lock().map_or(0, |b| b.opened()),
         }
     }
 }
@@ -346,23 +354,164 @@ mod tests {
     use super::*;
     use crate::settings::Settings;
 
-    #[test]
-    fn the_breaker_opens_fails_fast_and_half_opens() {
+    fn guard(adjust: impl FnOnce(&mut UpstreamSettings)) -> (ApplianceGuard, Clock) {
         let mut s = Settings::defaults().upstream;
-        s.breaker_failures = 2;
-        s.breaker_open_secs = 0;
-        let g = ApplianceGuard::new(&s, None, Clock::manual(0));
-        g.record(false);
+        adjust(&mut s);
+        let clock = Clock::manual(1_000_000);
+        (ApplianceGuard::new(&s, None, clock.clone()), clock)
+    }
+
+    #[tokio::test]
+    async fn only_callers_requests_move_the_breaker() {
+        let (g, clock) = guard(|s| {
+            s.breaker_failures = 2;
+            s.breaker_open_secs = 15;
+        });
+        // Probes fail as often as they like: the breaker never hears of them.
+        for _ in 0..10 {
+            let probe = g.admit_probe(Duration::ZERO).await.expect("a free slot");
+            drop(probe);
+        }
         assert_eq!(g.breaker_state(), BreakerState::Closed);
-        g.record(false);
-        assert_eq!(g.breaker_state(), BreakerState::HalfOpen, "open for 0 s");
-        assert!(g.breaker_allows().is_ok(), "one probe goes through");
+        for _ in 0..2 {
+            g.admit().await.unwrap().done(Outcome::Failed);
+        }
+        assert_eq!(g.breaker_state(), BreakerState::Open);
         assert!(matches!(
-            g.breaker_allows(),
+            g.admit().await,
+            Err(UpstreamError::CircuitOpen {
+                retry_after_secs: 15
+            })
+        ));
+        // A probe still gets a slot while the breaker is open: readiness keeps looking.
+        assert!(g.admit_probe(Duration::ZERO).await.is_some());
+        clock.advance(Duration::from_secs(15));
+        assert_eq!(g.breaker_state(), BreakerState::HalfOpen);
+        let trial = g.admit().await.expect("a caller's request is the trial");
+        assert!(matches!(
+            g.admit().await,
             Err(UpstreamError::CircuitOpen { .. })
         ));
-        g.record(true);
+        trial.done(Outcome::Answered);
         assert_eq!(g.breaker_state(), BreakerState::Closed);
+        assert_eq!(g.report(&Settings::defaults().upstream).breaker_opened, 1);
+    }
+
+    #[tokio::test]
+    async fn a_trial_that_gets_no_token_is_given_back() {
+        // The reproduction: 6 per minute (5 for callers: a burst of 1, then one every
+        // 15 s), 2 failures open the breaker for 2 s.
+        let (g, clock) = guard(|s| {
+            s.per_minute = 6;
+            s.breaker_failures = 2;
+            s.breaker_open_secs = 2;
+            s.queue_timeout_ms = 1_000;
+        });
+        g.admit().await.unwrap().done(Outcome::Failed);
+        clock.advance(Duration::from_secs(15));
+        g.admit().await.unwrap().done(Outcome::Failed);
+        assert_eq!(g.breaker_state(), BreakerState::Open);
+        clock.advance(Duration::from_secs(2));
+        // Half-open: the trial waits for a token that is 13 s away, past its 1 s queue time.
+        let saturated = g.admit().await.err().expect("no token in time");
+        assert!(
+            matches!(saturated, UpstreamError::Saturated { retry_after_secs } if retry_after_secs >= 13),
+            "{saturated:?}"
+        );
+        assert_eq!(g.breaker_state(), BreakerState::HalfOpen, "not stuck");
+        clock.advance(Duration::from_secs(13));
+        let trial = g.admit().await.expect("the next caller is the trial");
+        trial.done(Outcome::Answered);
+        assert_eq!(g.breaker_state(), BreakerState::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_trial_that_gets_no_slot_is_given_back() {
+        let (g, clock) = guard(|s| {
+            s.max_in_flight = 1;
+            s.breaker_failures = 1;
+            s.breaker_open_secs = 1;
+            s.queue_timeout_ms = 500;
+        });
+        let g = Arc::new(g);
+        g.admit().await.unwrap().done(Outcome::Failed);
+        clock.advance(Duration::from_secs(1));
+        // A probe holds the only slot while the trial waits for it.
+        let probe = g.admit_probe(Duration::ZERO).await.unwrap();
+        let waiting = tokio::spawn({
+            let g = g.clone();
+            async move { g.admit().await.map(|t| t.done(Outcome::Answered)) }
+        });
+        while g.queued.load(Ordering::Relaxed) == 0 {
+            tokio::task::yield_now().await;
+        }
+        clock.advance(Duration::from_millis(500));
+        let result = waiting.await.unwrap();
+        assert!(
+            matches!(result, Err(UpstreamError::Saturated { .. })),
+            "{result:?}"
+        );
+        drop(probe);
+        assert_eq!(g.breaker_state(), BreakerState::HalfOpen);
+        g.admit()
+            .await
+            .expect("the trial is free again")
+            .done(Outcome::Answered);
+        assert_eq!(g.breaker_state(), BreakerState::Closed);
+    }
+
+    #[tokio::test]
+    async fn retry_after_counts_the_waiters_ahead() {
+        // 60 per minute: 54 for callers, a burst of 9, then one every 60/45 s.
+        let (g, clock) = guard(|s| {
+            s.per_minute = 60;
+            s.queue_timeout_ms = 5_000;
+        });
+        let g = Arc::new(g);
+        for _ in 0..9 {
+            g.admit().await.unwrap().done(Outcome::Answered);
+        }
+        let waiters: Vec<_> = (0..20)
+            .map(|_| {
+                let g = g.clone();
+                tokio::spawn(async move {
+                    match g.admit().await {
+                        Ok(t) => {
+                            t.done(Outcome::Answered);
+                            0
+                        }
+                        Err(UpstreamError::Saturated { retry_after_secs }) => retry_after_secs,
+                        Err(e) => panic!("{e}"),
+                    }
+                })
+            })
+            .collect();
+        while g.queued.load(Ordering::Relaxed) < 20 {
+            tokio::task::yield_now().await;
+        }
+        clock.advance(Duration::from_secs(5));
+        let mut advice = Vec::new();
+        for w in waiters {
+            advice.push(w.await.unwrap());
+        }
+        let refused: Vec<u64> = advice.iter().copied().filter(|s| *s > 0).collect();
+        assert!(refused.len() >= 16, "{advice:?}");
+        // Each is told when the budget could have served it and those still ahead: spread
+        // out to about 20 tokens' worth (27 s), not all told the same second.
+        let most = *refused.iter().max().unwrap();
+        assert!((20..=30).contains(&most), "{advice:?}");
+        let mut distinct = refused.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert!(distinct.len() >= 10, "{advice:?}");
+    }
+
+    #[test]
+    fn probes_run_no_more_often_than_their_share() {
+        let mut s = Settings::defaults().upstream;
+        assert_eq!(ApplianceGuard::probe_every(&s), Duration::from_secs(5));
+        s.per_minute = 6; // one probe a minute
+        assert_eq!(ApplianceGuard::probe_every(&s), Duration::from_secs(60));
     }
 
     #[test]
@@ -378,15 +527,5 @@ mod tests {
         }
         assert!(g.retry_after(1).is_some(), "ten requests earn one retry");
         assert!(g.retry_after(1).is_none());
-    }
-
-    #[test]
-    fn the_window_quota_never_exceeds_n_per_minute() {
-        for n in [1, 2, 6, 60, 120, 1000] {
-            let q = window_quota(n);
-            let burst = q.burst_size().get();
-            let refills = (60.0 / q.replenish_interval().as_secs_f64()).floor() as u32;
-            assert!(burst + refills <= n.max(2), "{n}: {burst} + {refills}");
-        }
     }
 }

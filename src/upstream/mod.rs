@@ -1,12 +1,15 @@
 //! Talking to the appliance: its dialect, request signing, the HTTP client, and the guard
 //! that keeps the appliance's load bounded.
 
+mod breaker;
+mod budget;
 pub mod client;
 pub mod dialect;
 mod guard;
 pub mod sign;
 pub mod tls;
 
+pub use breaker::{BreakerState, Outcome};
 pub use client::{ApplianceClient, UpstreamError};
 pub use dialect::ApplianceRequest;
-pub use guard::{ApplianceGuard, BreakerState, GuardReport};
+pub use guard::{ApplianceGuard, GuardReport};

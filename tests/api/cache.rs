@@ -336,7 +336,7 @@ async fn the_cache_reports_and_purges() {
         "/v1/metricdata?metric=bandwidth&did=9&from=2024-01-15T12:00:00Z&to=2024-01-15T13:00:00Z",
     )
     .await;
-    let r = app.get("/internal/cache").await;
+    let r = app.admin_get("/internal/cache").await;
     assert_eq!(r.body["entries"], 2);
     assert_eq!(r.body["hits"], 1);
     assert!(r.body["bytes"].as_u64().unwrap() > 1000);
@@ -349,7 +349,7 @@ async fn the_cache_reports_and_purges() {
     );
     assert!(segments["bytes"].as_u64().unwrap() > 0);
 
-    let purge = app.delete("/internal/cache?did=9").await;
+    let purge = app.admin_delete("/internal/cache?did=9").await;
     assert_eq!(purge.status, 200);
     assert_eq!(purge.body["purged"], 1);
     assert!(
@@ -358,7 +358,7 @@ async fn the_cache_reports_and_purges() {
             .header("cache-status")
             .contains("hit")
     );
-    let purge = app.delete("/internal/cache?metric=connections").await;
+    let purge = app.admin_delete("/internal/cache?metric=connections").await;
     assert_eq!(
         (
             purge.body["purged"].as_u64(),
@@ -375,9 +375,9 @@ async fn the_cache_reports_and_purges() {
             .contains("miss")
     );
     assert_eq!(app.upstream_metricdata(), asked + 1);
-    let purge = app.delete("/internal/cache").await;
+    let purge = app.admin_delete("/internal/cache").await;
     assert_eq!(purge.body["purged"], 1);
-    let bad = app.delete("/internal/cache?did=x&foo=1").await;
+    let bad = app.admin_delete("/internal/cache?did=x&foo=1").await;
     assert_eq!(bad.status, 400);
 }
 
@@ -392,7 +392,7 @@ async fn the_cache_never_exceeds_max_bytes() {
             .collect();
         join_all(queries.iter().map(|q| app.get(q))).await;
     }
-    let r = app.get("/internal/cache").await;
+    let r = app.admin_get("/internal/cache").await;
     let bytes = r.body["bytes"].as_u64().unwrap();
     assert!(bytes <= max, "{bytes} > {max}");
     assert!(bytes > max / 4, "the cache holds something: {bytes}");

@@ -11,6 +11,8 @@ pub const PRIVATE: &str = "test-PRIVATE-token-9f8e7d6c";
 
 pub struct TestApp {
     pub url: String,
+    /// The admin listener (`/internal/*`, readiness with reasons).
+    pub admin_url: String,
     pub sim: Simulator,
     pub http: reqwest::Client,
     /// The gateway's clock: manual, so a test moves time instead of sleeping through it.
@@ -29,10 +31,17 @@ fn test_settings(sim: &Simulator) -> Settings {
     // Tests share one loopback address: callers' limits only where a test sets them.
     settings.rate_limit.per_client_per_minute = 1_000_000;
     settings.rate_limit.burst = 100_000;
+    settings.rate_limit.per_ip_per_minute = 1_000_000;
+    settings.rate_limit.per_ip_burst = 100_000;
+    settings.rate_limit.no_cache_per_minute = 1_000_000;
     settings.upstream.per_minute = 100_000;
     settings.upstream.max_in_flight = 64;
+    settings.admin.listen = "127.0.0.1:0".into();
     settings
 }
+
+/// The admin token of gateways whose admin endpoints share the main port.
+pub const ADMIN_TOKEN: &str = "test-admin-token-3c1d";
 
 /// `adjust` may change the settings before the gateway is built.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
@@ -76,9 +85,14 @@ pub async fn spawn_app_from(sim: Simulator, settings: Settings) -> TestApp {
         .await
         .expect("gateway builds");
     let url = format!("http://127.0.0.1:{}", app.port());
+    let admin_url = match app.admin_port() {
+        Some(port) => format!("http://127.0.0.1:{port}"),
+        None => url.clone(),
+    };
     tokio::spawn(app.run_until_stopped());
     TestApp {
         url,
+        admin_url,
         sim,
         clock,
         http: reqwest::Client::builder()
@@ -122,9 +136,10 @@ impl TestApp {
         self.clock.advance(by);
     }
 
-    /// Advances the clock by `step` until `done` holds for the gateway's answer to `path`,
-    /// at most `steps` times; whether it did. (Background work such as probes runs on the
-    /// clock, so each step gives it a moment of real time to act.)
+    /// Advances the clock by `step` until `done` holds for the gateway's answer to `path`
+    /// (`/internal/*` is asked of the admin listener), at most `steps` times; whether it did.
+    /// (Background work such as probes runs on the clock, so each step gives it a moment of
+    /// real time to act.)
     pub async fn advance_until(
         &self,
         path: &str,
@@ -135,7 +150,12 @@ impl TestApp {
         for _ in 0..steps {
             self.advance(step);
             for _ in 0..20 {
-                if done(&self.get(path).await) {
+                let answer = if path.starts_with("/internal/") {
+                    self.admin_get(path).await
+                } else {
+                    self.get(path).await
+                };
+                if done(&answer) {
                     return true;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -148,7 +168,7 @@ impl TestApp {
     /// bounded): for tests that must know requests are queued before moving the clock.
     pub async fn wait_for_guard(&self, done: impl Fn(&Value) -> bool) {
         for _ in 0..500 {
-            let limits = self.get("/internal/limits").await;
+            let limits = self.admin_get("/internal/limits").await;
             if done(&limits.body["appliance"]) {
                 return;
             }
@@ -169,20 +189,54 @@ impl TestApp {
         .await
     }
 
-    pub async fn post(&self, path_and_query: &str) -> Answer {
+    /// The body of a GET, as text.
+    pub async fn get_text(&self, path_and_query: &str) -> String {
+        self.http
+            .get(format!("{}{}", self.url, path_and_query))
+            .send()
+            .await
+            .expect("gateway answers")
+            .text()
+            .await
+            .expect("body")
+    }
+
+    /// GETs from the admin listener.
+    pub async fn admin_get(&self, path_and_query: &str) -> Answer {
         self.send(
-            self.http.post(format!("{}{}", self.url, path_and_query)),
+            self.http
+                .get(format!("{}{}", self.admin_url, path_and_query)),
             &[],
         )
         .await
     }
 
-    pub async fn delete(&self, path_and_query: &str) -> Answer {
+    /// POSTs to the admin listener.
+    pub async fn admin_post(&self, path_and_query: &str) -> Answer {
         self.send(
-            self.http.delete(format!("{}{}", self.url, path_and_query)),
+            self.http
+                .post(format!("{}{}", self.admin_url, path_and_query)),
             &[],
         )
         .await
+    }
+
+    /// DELETEs on the admin listener.
+    pub async fn admin_delete(&self, path_and_query: &str) -> Answer {
+        self.send(
+            self.http
+                .delete(format!("{}{}", self.admin_url, path_and_query)),
+            &[],
+        )
+        .await
+    }
+
+    pub async fn send_with(
+        &self,
+        req: reqwest::RequestBuilder,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        self.send(req, headers).await
     }
 
     async fn send(&self, mut req: reqwest::RequestBuilder, headers: &[(&str, &str)]) -> Answer {
@@ -299,6 +353,9 @@ pub async fn spawn_replicas(
         let mut settings = test_settings(&sim);
         settings.server.workers = 1;
         settings.redis.url = redis_url.to_owned();
+        // The admin endpoints on the main port, behind the token.
+        settings.admin.listen = String::new();
+        settings.admin.token = ADMIN_TOKEN.to_owned().into();
         adjust(&mut settings);
         let app = Application::build(settings).await.expect("gateway builds");
         urls.push(format!("http://127.0.0.1:{}", app.port()));
@@ -317,7 +374,12 @@ pub async fn wait_for_mode(urls: &[String], shared: bool) {
     for _ in 0..300 {
         let mut all = true;
         for url in urls {
-            let body: Value = match http.get(format!("{url}/internal/limits")).send().await {
+            let body: Value = match http
+                .get(format!("{url}/internal/limits"))
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+            {
                 Ok(r) => r.json().await.unwrap_or(Value::Null),
                 Err(_) => Value::Null,
             };

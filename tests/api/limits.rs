@@ -55,10 +55,15 @@ async fn a_burst_beyond_the_limit_gets_429s_while_others_get_200s() {
         assert_eq!(a.status, 200);
         assert!(a.header("ratelimit").starts_with("limit=20"));
     }
-    // Health, readiness and the internal endpoints are exempt.
-    for path in ["/healthz", "/readyz", "/internal/cache", "/internal/limits"] {
+    // Health, readiness and the admin endpoints are exempt.
+    for path in ["/healthz", "/readyz"] {
         let a = app.get_with(path, &[("x-client-id", "greedy")]).await;
         assert_ne!(a.status, 429, "{path}");
+        assert!(a.header("ratelimit").is_empty(), "{path}");
+    }
+    for path in ["/internal/cache", "/internal/limits"] {
+        let a = app.admin_get(path).await;
+        assert_eq!(a.status, 200, "{path}");
         assert!(a.header("ratelimit").is_empty(), "{path}");
     }
     // Even a 400 counts and carries the headers.
@@ -188,16 +193,21 @@ async fn without_a_slot_in_time_the_answer_is_503_with_retry_after() {
 #[tokio::test]
 async fn the_per_minute_budget_holds() {
     let app = spawn_app_with(|s| {
-        s.upstream.per_minute = 6; // a burst of 1, then one every 12 s
+        // 5 for callers (a burst of 1, then one every 15 s) and 1 for probes.
+        s.upstream.per_minute = 6;
         s.upstream.queue_timeout_ms = 200;
     })
     .await;
-    app.ready().await; // the catalog fetch used the burst
-    let a = app.get(&format!("{Q}&did=1")).await;
+    app.ready().await; // the catalog came with the probe, from the probes' share
+    assert_eq!(app.get(&format!("{Q}&did=1")).await.status, 200);
+    let a = app.get(&format!("{Q}&did=2")).await;
     assert_eq!(a.status, 503);
     assert_eq!(a.body["type"], "urn:metricgate:problem:appliance-busy");
-    assert!(a.header("retry-after").parse::<u64>().unwrap() > 1);
-    assert_eq!(app.upstream_metricdata(), 0);
+    assert_eq!(a.header("retry-after"), "15", "the next token, not a guess");
+    assert_eq!(app.upstream_metricdata(), 1);
+    app.advance(std::time::Duration::from_secs(15));
+    assert_eq!(app.get(&format!("{Q}&did=2")).await.status, 200);
+    assert_eq!(app.upstream_metricdata(), 2);
 }
 
 #[tokio::test]
@@ -247,7 +257,7 @@ async fn the_breaker_opens_fails_fast_and_recovers() {
     for did in 1..=3 {
         assert_eq!(app.get(&format!("{Q}&did={did}")).await.status, 502);
     }
-    let limits = app.get("/internal/limits").await;
+    let limits = app.admin_get("/internal/limits").await;
     assert_eq!(limits.body["appliance"]["breaker"], "open");
     let seen = app.sim.stats.snapshot().requests;
     let a = app.get(&format!("{Q}&did=4")).await;
@@ -268,7 +278,7 @@ async fn the_breaker_opens_fails_fast_and_recovers() {
         "the half-open probe"
     );
     assert_eq!(
-        app.get("/internal/limits").await.body["appliance"]["breaker"],
+        app.admin_get("/internal/limits").await.body["appliance"]["breaker"],
         "closed"
     );
     assert_eq!(app.get(&format!("{Q}&did=6")).await.status, 200);
@@ -321,7 +331,7 @@ async fn internal_limits_shows_the_effective_limits() {
         s.upstream.per_minute = 90;
     })
     .await;
-    let a = app.get("/internal/limits").await;
+    let a = app.admin_get("/internal/limits").await;
     assert_eq!(a.status, 200);
     assert_eq!(a.body["client_header"], "x-client-id");
     assert_eq!(a.body["per_client"]["per_minute"], 120);

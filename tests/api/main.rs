@@ -1,9 +1,11 @@
 //! Integration tests: one binary, one module per feature.
 
+mod admin;
 mod appliance;
 mod browser;
 mod buckets;
 mod cache;
+mod callers;
 mod clients;
 mod contract;
 mod deploy;
@@ -17,6 +19,7 @@ mod limits;
 mod ops;
 mod prometheus;
 mod prometheus_clients;
+mod protection;
 mod protocols;
 mod readme;
 mod reload;

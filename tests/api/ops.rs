@@ -128,9 +128,10 @@ async fn readiness_follows_the_appliance() {
     })
     .await;
     app.ready().await;
-    let r = app.get("/readyz").await;
+    let r = app.admin_get("/internal/readiness").await;
     assert_eq!(r.body["ready"], true);
     assert_eq!(r.body["appliance"]["ok"], true);
+    assert_eq!(r.body["appliance"]["status"], "reachable");
 
     app.sim.set_faults(Faults {
         error_rate: 1.0,
@@ -143,8 +144,9 @@ async fn readiness_follows_the_appliance() {
             .await,
         "readiness did not notice the appliance failing"
     );
-    let r = app.get("/readyz").await;
+    let r = app.admin_get("/internal/readiness").await;
     assert_eq!(r.status, 503);
+    assert_eq!(app.get("/readyz").await.status, 503);
     assert!(
         r.body["reasons"][0]
             .as_str()
@@ -171,10 +173,12 @@ async fn readiness_reports_refused_credentials_and_a_vanished_appliance() {
     .await;
     // The first probe runs at start.
     assert!(
-        app.advance_until("/readyz", Duration::ZERO, 1, |r| r.body["reasons"]
-            .to_string()
-            .contains("API SIGNATURE ERROR"))
-            .await,
+        app.advance_until("/internal/readiness", Duration::ZERO, 1, |r| {
+            r.body["reasons"]
+                .to_string()
+                .contains("API SIGNATURE ERROR")
+        })
+        .await,
         "readiness did not report the refused signature"
     );
     assert_eq!(app.get("/readyz").await.status, 503);
@@ -225,4 +229,121 @@ async fn request_ids_are_returned_and_traceparent_reaches_the_appliance() {
         "{sent}"
     );
     assert_ne!(sent, trace, "the gateway is a new hop");
+}
+
+/// HEAD answers every GET route (liveness and readiness included): GET's status and headers,
+/// no body, and the connection stays usable.
+#[tokio::test]
+async fn head_answers_every_get_route() {
+    let app = spawn_app().await;
+    app.ready().await;
+    let routes = [
+        "/healthz".to_owned(),
+        "/readyz".to_owned(),
+        "/metrics".to_owned(),
+        "/openapi.json".to_owned(),
+        "/v1/metrics".to_owned(),
+        Q.to_owned(),
+        format!("{Q}&format=csv"),
+        "/darktrace/metricdata?metric=connections&did=1".to_owned(),
+        "/darktrace/metrics".to_owned(),
+        "/darktrace/metrics/1".to_owned(),
+        "/docs/".to_owned(),
+    ];
+    for path in &routes {
+        let get = app
+            .http
+            .get(format!("{}{path}", app.url))
+            .send()
+            .await
+            .unwrap();
+        let get_status = get.status();
+        let get_type = get.headers().get("content-type").cloned();
+        let head = app
+            .http
+            .head(format!("{}{path}", app.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.status(), get_status, "{path}");
+        assert_eq!(
+            head.headers().get("content-type").cloned(),
+            get_type,
+            "{path}"
+        );
+        assert!(head.bytes().await.unwrap().is_empty(), "{path}: a body");
+    }
+    let admin = app
+        .http
+        .head(format!("{}/internal/cache", app.admin_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin.status().as_u16(), 200);
+    // A cached answer's validators work for HEAD too.
+    let etag = app.get(Q).await.header("etag").to_owned();
+    let revalidated = app
+        .http
+        .head(format!("{}{Q}", app.url))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revalidated.status().as_u16(), 304);
+
+    // On one kept-alive connection: HEAD, then GET, both answered whole.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(app.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut text))
+        .await
+        .expect("both answered")
+        .unwrap();
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
+    assert_eq!(text.matches(r#"{"status":"ok"}"#).count(), 1, "{text}");
+}
+
+/// The issue's eighth case: any caller could drive the access log. Lines over the cap are
+/// dropped and counted.
+#[tokio::test]
+async fn access_lines_are_capped_and_what_is_dropped_is_counted() {
+    let app = spawn_app_with(|s| {
+        s.server.access_log = metricgate::settings::AccessLogMode::Errors;
+        s.server.access_log_max_per_second = 5;
+    })
+    .await;
+    app.ready().await;
+    let lines = |text: &str, outcome: &str| {
+        value(
+            text,
+            &format!(r#"metricgate_access_log_lines_total{{outcome="{outcome}"}}"#),
+        )
+    };
+    let scrape = || async { app.get_text("/metrics").await };
+    app.advance(Duration::from_secs(1)); // a full cap
+    let before = scrape().await;
+    for _ in 0..20 {
+        assert_eq!(app.get("/nowhere").await.status, 404);
+    }
+    for _ in 0..10 {
+        assert_eq!(app.get("/healthz").await.status, 200);
+    }
+    let after = scrape().await;
+    assert_eq!(lines(&after, "kept") - lines(&before, "kept"), 5.0);
+    assert_eq!(lines(&after, "over_cap") - lines(&before, "over_cap"), 15.0);
+    assert_eq!(
+        lines(&after, "sampled_out") - lines(&before, "sampled_out"),
+        11.0,
+        "successes (the first scrape's too) are left out in `errors` mode"
+    );
+    app.advance(Duration::from_secs(1));
+    app.get("/nowhere").await;
+    let later = scrape().await;
+    assert_eq!(lines(&later, "kept") - lines(&after, "kept"), 1.0);
 }

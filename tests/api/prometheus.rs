@@ -824,7 +824,7 @@ async fn grafanas_refreshes_are_served_from_segments() {
         refetched_minutes.iter().all(|m| *m <= 10 + 6 + 1),
         "{refetched_minutes:?}"
     );
-    let cache = app.get("/internal/cache").await;
+    let cache = app.admin_get("/internal/cache").await;
     assert!(
         cache.body["segments"]["hits"].as_u64().unwrap() > 100,
         "{}",

@@ -15,7 +15,7 @@ const Q: &str =
 async fn names_become_the_appliances_codes_and_share_one_answer() {
     let app = spawn_app().await;
     assert!(app.sim.stats.snapshot().enums >= 1, "/enums was read");
-    let ready = app.get("/readyz").await;
+    let ready = app.admin_get("/internal/readiness").await;
     assert_eq!(
         ready.body["application_protocols"],
         metricgate::sim::APPLICATION_PROTOCOLS.len()
@@ -80,7 +80,7 @@ async fn before_enums_are_known_codes_work_and_names_are_refused_clearly() {
     });
     let app = spawn_app_against(sim, |s| s.upstream.catalog_refresh_secs = 60).await;
     app.ready().await;
-    let ready = app.get("/readyz").await;
+    let ready = app.admin_get("/internal/readiness").await;
     assert_eq!(ready.status, 200, "/enums is not a readiness condition");
     assert_eq!(ready.body["application_protocols"], 0);
     let a = app.get(&format!("{Q}&applicationprotocol=http")).await;

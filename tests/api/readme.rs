@@ -177,6 +177,7 @@ async fn every_command_in_the_readme_runs() {
     cmd.arg("serve")
         .env_remove("RUST_LOG")
         .env("METRICGATE__SERVER__LISTEN", "127.0.0.1:0")
+        .env("METRICGATE__ADMIN__LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     for assignment in words(&serve).iter().take_while(|w| w.contains('=')) {
@@ -191,18 +192,22 @@ async fn every_command_in_the_readme_runs() {
     }
     let mut child = cmd.spawn().unwrap();
     let logs = lines_of(&mut child);
-    let port = loop {
+    let (mut port, mut admin_port) = (None, None);
+    while port.is_none() || admin_port.is_none() {
         let line = logs
             .recv_timeout(Duration::from_secs(30))
-            .expect("serve logs its port");
+            .expect("serve logs its ports");
         let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
             continue;
         };
         if v["message"] == "metricgate listening" {
-            break v["port"].as_u64().unwrap();
+            port = v["port"].as_u64();
+        } else if v["message"] == "metricgate admin listening" {
+            admin_port = v["port"].as_u64();
         }
-    };
-    let base = format!("http://127.0.0.1:{port}");
+    }
+    let base = format!("http://127.0.0.1:{}", port.unwrap());
+    let admin = format!("http://127.0.0.1:{}", admin_port.unwrap());
     let http = reqwest::Client::new();
     let mut ready = false;
     for _ in 0..250 {
@@ -221,7 +226,7 @@ async fn every_command_in_the_readme_runs() {
     let bodies = tokio::task::spawn_blocking(move || {
         with_serve
             .iter()
-            .map(|c| curl(c, &base))
+            .map(|c| curl(&c.replace("http://127.0.0.1:8081", &admin), &base))
             .collect::<Vec<_>>()
     })
     .await

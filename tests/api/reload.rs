@@ -50,6 +50,8 @@ max_in_flight = 64
 [rate_limit]
 per_client_per_minute = 1000000
 burst = {burst}
+per_ip_per_minute = 100000000
+per_ip_burst = 10000000
 
 [rate_limit.overrides]
 tight = {{ per_minute = 1, burst = 2 }}
@@ -57,6 +59,9 @@ tight = {{ per_minute = 1, burst = 2 }}
 
 [cache]
 historic_ttl_secs = {ttl}
+
+[admin]
+listen = "127.0.0.1:0"
 "#,
         workers = k.workers,
         log_level = k.log_level,
@@ -78,7 +83,7 @@ async fn a_reload_puts_limits_and_ttls_in_force_and_names_what_needs_a_restart()
     write_config(&path, &sim_url, &KNOBS);
     let app = spawn_app_from(sim, Settings::load(Some(&path)).unwrap()).await;
     app.ready().await;
-    let limits = app.get("/internal/limits").await;
+    let limits = app.admin_get("/internal/limits").await;
     assert_eq!(limits.body["per_client"]["burst"], 100_000);
     let tight = [("X-Client-Id", "tight")];
     for _ in 0..2 {
@@ -103,7 +108,7 @@ async fn a_reload_puts_limits_and_ttls_in_force_and_names_what_needs_a_restart()
             ..KNOBS
         },
     );
-    let reloaded = app.post("/internal/reload").await;
+    let reloaded = app.admin_post("/internal/reload").await;
     assert_eq!(reloaded.status, 200, "{}", reloaded.body);
     assert_eq!(
         reloaded.body,
@@ -118,7 +123,7 @@ async fn a_reload_puts_limits_and_ttls_in_force_and_names_what_needs_a_restart()
             "notes": [],
         })
     );
-    let limits = app.get("/internal/limits").await;
+    let limits = app.admin_get("/internal/limits").await;
     assert_eq!(limits.body["per_client"]["burst"], 50_000);
     assert_eq!(
         limits.body["overrides"]["dash"],
@@ -146,7 +151,7 @@ async fn a_reload_puts_limits_and_ttls_in_force_and_names_what_needs_a_restart()
 
     // An invalid file is refused whole: the running configuration stays.
     write_config(&path, &sim_url, &Knobs { burst: 0, ..KNOBS });
-    let refused = app.post("/internal/reload").await;
+    let refused = app.admin_post("/internal/reload").await;
     assert_eq!(refused.status, 409, "{}", refused.body);
     assert_eq!(refused.header("content-type"), "application/problem+json");
     assert_eq!(refused.body["type"], "urn:metricgate:problem:not-reloaded");
@@ -155,7 +160,7 @@ async fn a_reload_puts_limits_and_ttls_in_force_and_names_what_needs_a_restart()
         detail.contains("rate_limit.burst must be greater than 0"),
         "{detail}"
     );
-    let limits = app.get("/internal/limits").await;
+    let limits = app.admin_get("/internal/limits").await;
     assert_eq!(limits.body["per_client"]["burst"], 50_000);
 
     // What needs a restart is named again on every reload until it is in force.
@@ -170,7 +175,7 @@ async fn a_reload_puts_limits_and_ttls_in_force_and_names_what_needs_a_restart()
             ..KNOBS
         },
     );
-    let again = app.post("/internal/reload").await;
+    let again = app.admin_post("/internal/reload").await;
     assert_eq!(again.body["applied"], json!([]));
     assert_eq!(again.body["restart_needed"], json!(["server.workers"]));
 }
@@ -178,7 +183,7 @@ async fn a_reload_puts_limits_and_ttls_in_force_and_names_what_needs_a_restart()
 #[tokio::test]
 async fn a_gateway_built_in_code_has_nothing_to_reload() {
     let app = spawn_app().await;
-    let refused = app.post("/internal/reload").await;
+    let refused = app.admin_post("/internal/reload").await;
     assert_eq!(refused.status, 409);
     assert_eq!(refused.body["type"], "urn:metricgate:problem:not-reloaded");
     assert!(
@@ -189,7 +194,7 @@ async fn a_gateway_built_in_code_has_nothing_to_reload() {
         "{}",
         refused.body
     );
-    assert_eq!(app.get("/internal/reload").await.status, 405);
+    assert_eq!(app.admin_get("/internal/reload").await.status, 405);
 }
 
 /// Log lines of a child process, as they arrive.
@@ -241,6 +246,14 @@ async fn sighup_reloads_the_running_binary_under_load_without_dropping_a_request
     })
     .await;
     let base = format!("http://127.0.0.1:{port}");
+    let admin_port = poll("the gateway logs its admin port", async || {
+        let logs = logs.lock().unwrap();
+        logs.iter()
+            .find(|l| l["message"] == "metricgate admin listening")
+            .and_then(|l| l["port"].as_u64())
+    })
+    .await;
+    let admin = format!("http://127.0.0.1:{admin_port}");
     let http = reqwest::Client::new();
     poll("readiness", async || {
         let r = http.get(format!("{base}/readyz")).send().await.ok()?;
@@ -302,7 +315,7 @@ async fn sighup_reloads_the_running_binary_under_load_without_dropping_a_request
         assert!(hup.success());
         poll("the new burst in force", async || {
             let r = http
-                .get(format!("{base}/internal/limits"))
+                .get(format!("{admin}/internal/limits"))
                 .send()
                 .await
                 .ok()?;

@@ -181,3 +181,53 @@ async fn a_lock_is_released_only_by_its_holder() {
     assert!(shared.unlock(&key, "another-replica").await);
     assert_eq!(shared.exists(&key).await, Some(false));
 }
+
+#[tokio::test]
+async fn forced_refreshes_and_the_address_ceiling_hold_across_replicas() {
+    let redis = TestRedis::start();
+    let (sim, urls) = spawn_replicas(3, &redis.url(), |s| {
+        s.rate_limit.no_cache_per_minute = 3; // a burst of 1
+        s.rate_limit.per_ip_per_minute = 1; // no refill within the test
+        s.rate_limit.per_ip_burst = 8;
+    })
+    .await;
+    wait_for_mode(&urls, true).await;
+    let http = reqwest::Client::new();
+    let ask = |i: usize, no_cache: bool| {
+        let mut req = http
+            .get(format!("{}{Q}", urls[i % 3]))
+            .header("x-client-id", format!("rotating-{i}"));
+        if no_cache {
+            req = req.header("cache-control", "no-cache");
+        }
+        req.send()
+    };
+    assert_eq!(ask(0, false).await.unwrap().status(), 200);
+    let before = sim.stats.snapshot().metricdata;
+    let mut cache_status = Vec::new();
+    for i in 1..=6 {
+        let r = ask(i, true).await.unwrap();
+        assert_eq!(r.status(), 200);
+        let status = r.headers()["cache-status"].to_str().unwrap().to_owned();
+        cache_status.push(status);
+    }
+    assert_eq!(
+        sim.stats.snapshot().metricdata - before,
+        1,
+        "one forced refresh for this address on any replica: {cache_status:?}"
+    );
+    assert_eq!(
+        cache_status
+            .iter()
+            .filter(|s| s.contains("no-cache-limited"))
+            .count(),
+        5
+    );
+    // 7 of the address's 8 are spent; rotating ids on any replica get one more, then 429s.
+    let statuses = join_all((7..=10).map(|i| ask(i, false))).await;
+    let limited = statuses
+        .into_iter()
+        .filter(|r| r.as_ref().unwrap().status() == 429)
+        .count();
+    assert_eq!(limited, 3);
+}

@@ -55,7 +55,7 @@ async fn an_unknown_element_is_left_out_with_a_warning_and_never_cached() {
         let q = "/v1/metricdata?metric=connections&did=3&from=2024-01-15T12:00:00Z&to=2024-01-15T13:00:00Z&interval=5min";
         let whole = app.get(q).await;
         assert_eq!(whole.status, 200);
-        assert_eq!(app.delete("/internal/cache").await.status, 200);
+        assert_eq!(app.admin_delete("/internal/cache").await.status, 200);
         app.sim.set_faults(Faults {
             unknown_element: true,
             ..Faults::default()

@@ -17,6 +17,7 @@ async fn sigterm_lets_requests_in_flight_finish() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_metricgate"))
         .arg("serve")
         .env("METRICGATE__SERVER__LISTEN", "127.0.0.1:0")
+        .env("METRICGATE__ADMIN__LISTEN", "127.0.0.1:0")
         .env("METRICGATE__SERVER__WORKERS", "1")
         .env("METRICGATE__SERVER__SHUTDOWN_GRACE_SECS", "10")
         .env("METRICGATE__UPSTREAM__URL", sim.url())

@@ -203,7 +203,7 @@ async fn readiness_reasons(app: &TestApp) -> Vec<String> {
     for _ in 0..150 {
         let body: Value = app
             .http
-            .get(format!("{}/readyz", app.url))
+            .get(format!("{}/readyz", app.admin_url))
             .send()
             .await
             .unwrap()
@@ -351,7 +351,7 @@ async fn a_certificate_other_than_the_pinned_one_is_refused_even_if_a_ca_vouches
     }
     let readiness: Value = app
         .http
-        .get(format!("{}/readyz", app.url))
+        .get(format!("{}/readyz", app.admin_url))
         .send()
         .await
         .unwrap()

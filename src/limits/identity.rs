@@ -1,0 +1,275 @@
+//! Who is asking: a client id (proven with its key when it has one), the client's address
+//! (trusted-proxy rules applied), and so whose budget a request spends.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use actix_web::HttpRequest;
+use actix_web::http::header::{AUTHORIZATION, HeaderName};
+use ipnet::IpNet;
+use subtle::ConstantTimeEq;
+
+use crate::settings::{RateLimitSettings, parse_proxy};
+
+/// Whose quota a request spends: a client id, or an address. Stored in the request's
+/// extensions (within [`Identity`]) for logging.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Caller {
+    Id(Box<str>),
+    Ip(IpAddr),
+    Unknown,
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Caller::Id(id) => write!(f, "id:{id}"),
+            Caller::Ip(ip) => write!(f, "ip:{ip}"),
+            Caller::Unknown => f.write_str("unknown"),
+        }
+    }
+}
+
+/// How far a client id is to be believed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Proof {
+    /// No client id: the address is the caller.
+    Anonymous,
+    /// An id that has no key configured: believed, as ids always were (it shares a budget,
+    /// not a secret).
+    Claimed,
+    /// An id sent with its key.
+    Proven,
+    /// An id that has a key, sent without it (or with a wrong one): the caller is treated as
+    /// anonymous, so nobody can spend that client's budget.
+    Unproven(Box<str>),
+}
+
+/// Who is asking, as far as the gateway can tell.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Whose quota the request spends.
+    pub caller: Caller,
+    /// The client's address (from `X-Forwarded-For` only behind a trusted proxy).
+    pub address: Option<IpAddr>,
+    pub proof: Proof,
+}
+
+impl Identity {
+    /// Whom a budget that ids must not escape (forced refreshes) is charged to: a proven id,
+    /// else the address.
+    pub fn principal(&self) -> Caller {
+        match (&self.caller, &self.proof) {
+            (Caller::Id(_), Proof::Proven) => self.caller.clone(),
+            _ => self.address.map_or(Caller::Unknown, Caller::Ip),
+        }
+    }
+
+    /// Whether the per-address ceiling applies: to everyone but proven ids.
+    pub fn is_proven(&self) -> bool {
+        self.proof == Proof::Proven
+    }
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.proof {
+            Proof::Unproven(id) => write!(f, "{} (id:{id} without its key)", self.caller),
+            _ => self.caller.fmt(f),
+        }
+    }
+}
+
+/// Reads who is asking from a request.
+pub struct Identifier {
+    header: HeaderName,
+    trusted: Vec<IpNet>,
+    /// SHA-256 of each keyed client's key.
+    keys: HashMap<Box<str>, [u8; 32]>,
+}
+
+impl Identifier {
+    pub fn new(s: &RateLimitSettings) -> Self {
+        Self {
+            header: HeaderName::try_from(s.client_header.as_str())
+                .unwrap_or(HeaderName::from_static("x-client-id")),
+            trusted: s
+                .trusted_proxies
+                .iter()
+                .filter_map(|p| parse_proxy(p))
+                .collect(),
+            keys: s
+                .clients
+                .iter()
+                .filter_map(|(id, k)| {
+                    Some((Box::from(id.as_str()), digest_from_hex(&k.key_sha256)?))
+                })
+                .collect(),
+        }
+    }
+
+    pub fn header(&self) -> &HeaderName {
+        &self.header
+    }
+
+    /// The ids that must be proven with a key (never the keys).
+    pub fn keyed_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.keys.keys().map(|k| k.to_string()).collect();
+        ids.sort();
+        ids
+    }
+
+    pub fn identify(&self, req: &HttpRequest) -> Identity {
+        let address = match req.peer_addr().map(|a| a.ip()) {
+            Some(ip) if self.is_trusted(ip) => Some(self.forwarded_client(req).unwrap_or(ip)),
+            peer => peer,
+        };
+        let anonymous = address.map_or(Caller::Unknown, Caller::Ip);
+        let Some(id) = req
+            .headers()
+            .get(&self.header)
+            .and_then(|v| v.to_str().ok())
+            .filter(|id| (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()))
+        else {
+            return Identity {
+                caller: anonymous,
+                address,
+                proof: Proof::Anonymous,
+            };
+        };
+        let (caller, proof) = match self.keys.get(id) {
+            None => (Caller::Id(Box::from(id)), Proof::Claimed),
+            Some(expected) if bearer(req).is_some_and(|key| key_matches(key, expected)) => {
+                (Caller::Id(Box::from(id)), Proof::Proven)
+            }
+            Some(_) => (anonymous, Proof::Unproven(Box::from(id))),
+        };
+        Identity {
+            caller,
+            address,
+            proof,
+        }
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The rightmost address in `X-Forwarded-For` that is not a trusted proxy.
+    fn forwarded_client(&self, req: &HttpRequest) -> Option<IpAddr> {
+        let chain: Vec<IpAddr> = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|part| part.trim().parse().ok())
+            .collect();
+        chain
+            .iter()
+            .rev()
+            .find(|ip| !self.is_trusted(**ip))
+            .or(chain.first())
+            .copied()
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer(req: &HttpRequest) -> Option<&str> {
+    let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// SHA-256 of `text`.
+pub fn sha256(text: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, text).as_ref());
+    out
+}
+
+/// Whether `presented` hashes to `expected`, compared in constant time.
+pub fn key_matches(presented: &str, expected: &[u8; 32]) -> bool {
+    sha256(presented.as_bytes()).ct_eq(expected).into()
+}
+
+fn digest_from_hex(text: &str) -> Option<[u8; 32]> {
+    let bytes = hex::decode(text.trim()).ok()?;
+    bytes.try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::{ClientKey, Settings};
+    use actix_web::test::TestRequest;
+
+    fn identifier() -> Identifier {
+        let mut s = Settings::defaults().rate_limit;
+        s.trusted_proxies = vec!["10.0.0.0/8".into()];
+        s.clients.insert(
+            "dash".into(),
+            ClientKey {
+                key_sha256: hex::encode(sha256(b"s3cret")),
+            },
+        );
+        Identifier::new(&s)
+    }
+
+    fn request(headers: &[(&str, &str)], peer: &str) -> HttpRequest {
+        let mut r = TestRequest::default().peer_addr(peer.parse().unwrap());
+        for (k, v) in headers {
+            r = r.insert_header((*k, *v));
+        }
+        r.to_http_request()
+    }
+
+    #[test]
+    fn a_keyed_id_needs_its_key() {
+        let ids = identifier();
+        let proven = ids.identify(&request(
+            &[("x-client-id", "dash"), ("authorization", "Bearer s3cret")],
+            "192.0.2.1:1000",
+        ));
+        assert_eq!(proven.caller, Caller::Id("dash".into()));
+        assert!(proven.is_proven());
+        assert_eq!(proven.principal(), Caller::Id("dash".into()));
+
+        for auth in [None, Some("Bearer wrong"), Some("Basic s3cret")] {
+            let mut headers = vec![("x-client-id", "dash")];
+            headers.extend(auth.map(|a| ("authorization", a)));
+            let who = ids.identify(&request(&headers, "192.0.2.1:1000"));
+            assert_eq!(
+                who.caller,
+                Caller::Ip("192.0.2.1".parse().unwrap()),
+                "{auth:?}"
+            );
+            assert_eq!(who.proof, Proof::Unproven("dash".into()));
+            assert_eq!(who.to_string(), "ip:192.0.2.1 (id:dash without its key)");
+        }
+    }
+
+    #[test]
+    fn ids_without_keys_are_claimed_and_charged_to_the_address_where_it_matters() {
+        let ids = identifier();
+        let who = ids.identify(&request(&[("x-client-id", "anyone")], "192.0.2.1:1000"));
+        assert_eq!(who.caller, Caller::Id("anyone".into()));
+        assert_eq!(who.proof, Proof::Claimed);
+        assert_eq!(who.principal(), Caller::Ip("192.0.2.1".parse().unwrap()));
+        assert_eq!(who.to_string(), "id:anyone");
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+        let ids = identifier();
+        let behind = ids.identify(&request(
+            &[("x-forwarded-for", "1.2.3.4, 203.0.113.9")],
+            "10.1.1.1:1000",
+        ));
+        assert_eq!(behind.address, Some("203.0.113.9".parse().unwrap()));
+        let direct = ids.identify(&request(&[("x-forwarded-for", "1.2.3.4")], "192.0.2.7:1"));
+        assert_eq!(direct.address, Some("192.0.2.7".parse().unwrap()));
+    }
+}
