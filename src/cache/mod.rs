@@ -10,6 +10,7 @@ mod key;
 mod memory;
 mod redis;
 pub mod segments;
+mod shared_segments;
 mod store;
 
 use std::sync::Arc;
