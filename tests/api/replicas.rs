@@ -232,6 +232,12 @@ async fn forced_refreshes_and_the_address_ceiling_hold_across_replicas() {
     assert_eq!(limited, 3);
 }
 
+/// Redis calls given time on a loaded test machine: one that times out switches a replica to
+/// embedded mode for a second, and these tests count what sharing saves.
+fn patient(s: &mut metricgate::settings::Settings) {
+    s.redis.timeout_ms = 2_000;
+}
+
 /// Asks `windows` (path and query) in order, each dashboard moving from replica to replica
 /// (request `i` on replica `(i + i / 3) % urls.len()`); the
 /// bodies, and the segments the replicas fetched.
@@ -283,13 +289,13 @@ async fn a_rolling_window_on_three_replicas_costs_what_one_costs() {
         })
         .collect();
     let one_redis = TestRedis::start();
-    let (one_sim, one) = spawn_replicas(1, &one_redis.url(), |_| {}).await;
+    let (one_sim, one) = spawn_replicas(1, &one_redis.url(), patient).await;
     wait_for_mode(&one, true).await;
     let (one_bodies, one_segments) = rolling(&one, &windows).await;
     let one_requests = one_sim.stats.snapshot().metricdata;
 
     let redis = TestRedis::start();
-    let (sim, three) = spawn_replicas(3, &redis.url(), |_| {}).await;
+    let (sim, three) = spawn_replicas(3, &redis.url(), patient).await;
     wait_for_mode(&three, true).await;
     let (bodies, segments) = rolling(&three, &windows).await;
     let requests = sim.stats.snapshot().metricdata;
@@ -308,7 +314,7 @@ async fn a_rolling_window_on_three_replicas_costs_what_one_costs() {
 #[tokio::test]
 async fn replicas_asking_the_same_segments_at_once_fetch_them_once() {
     let redis = TestRedis::start();
-    let (sim, urls) = spawn_replicas(3, &redis.url(), |_| {}).await;
+    let (sim, urls) = spawn_replicas(3, &redis.url(), patient).await;
     wait_for_mode(&urls, true).await;
     sim.set_faults(Faults {
         latency_ms: 300,
@@ -334,7 +340,11 @@ async fn replicas_asking_the_same_segments_at_once_fetch_them_once() {
 #[tokio::test]
 async fn a_lock_holder_that_stops_renewing_costs_the_others_about_one_lock_ttl() {
     let redis = TestRedis::start();
-    let (sim, urls) = spawn_replicas(2, &redis.url(), |s| s.redis.lock_ms = 600).await;
+    let (sim, urls) = spawn_replicas(2, &redis.url(), |s| {
+        patient(s);
+        s.redis.lock_ms = 600;
+    })
+    .await;
     wait_for_mode(&urls, true).await;
     sim.set_faults(Faults {
         latency_ms: 20_000,
@@ -381,4 +391,56 @@ async fn a_lock_holder_that_stops_renewing_costs_the_others_about_one_lock_ttl()
         "about one lock TTL (600 ms), not the holder's 20 s fetch: {waited:?}"
     );
     holder.abort();
+}
+
+#[tokio::test]
+async fn answers_found_in_redis_say_so() {
+    let redis = TestRedis::start();
+    let (sim, urls) = spawn_replicas(2, &redis.url(), patient).await;
+    wait_for_mode(&urls, true).await;
+    let http = reqwest::Client::new();
+    let first = http.get(format!("{}{Q}", urls[0])).send().await.unwrap();
+    let status = first.headers()["cache-status"].to_str().unwrap().to_owned();
+    assert!(status.contains("fwd=miss"), "{status}");
+    let body = first.text().await.unwrap();
+    let second = http.get(format!("{}{Q}", urls[1])).send().await.unwrap();
+    let status = second.headers()["cache-status"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        status.starts_with("metricgate; hit; ttl=") && status.ends_with("; detail=shared"),
+        "{status}"
+    );
+    assert_eq!(second.text().await.unwrap(), body);
+    // Then it is this replica's own: a plain hit.
+    let third = http.get(format!("{}{Q}", urls[1])).send().await.unwrap();
+    let status = third.headers()["cache-status"].to_str().unwrap().to_owned();
+    assert!(!status.contains("shared"), "{status}");
+    assert_eq!(sim.stats.snapshot().metricdata, 1);
+
+    let report: serde_json::Value = http
+        .get(format!("{}/internal/cache", urls[1]))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["shared_hits"], 1, "{report}");
+    assert_eq!(report["misses"], 0, "{report}");
+    let metrics = http
+        .get(format!("{}/metrics", urls[1]))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("metricgate_cache_events_total{event=\"shared_hit\"} 1"),
+        "{metrics}"
+    );
 }
