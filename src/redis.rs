@@ -44,6 +44,15 @@ end
 return 0
 ";
 
+/// Extends a lock only while it still holds the owner's token (a holder's heartbeat).
+/// KEYS[1]: the lock; ARGV[1]: the token; ARGV[2]: the new TTL in ms. Returns 1 when renewed.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
+
 /// Outcome of a GCRA check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gcra {
@@ -62,6 +71,7 @@ pub struct SharedState {
     prefix: String,
     gcra: Script,
     release: Script,
+    renew: Script,
     metrics: Arc<GatewayMetrics>,
 }
 
@@ -95,6 +105,7 @@ impl SharedState {
             prefix: settings.prefix.clone(),
             gcra: Script::new(GCRA),
             release: Script::new(RELEASE),
+            renew: Script::new(RENEW),
             metrics,
         })))
     }
@@ -189,6 +200,37 @@ impl SharedState {
         let _: Option<()> = self.call(cmd, false).await;
     }
 
+    /// Many keys in one `MGET`: one reply per key (`None` for a missing one), or `None`
+    /// when Redis is out of reach.
+    pub async fn mget(&self, keys: &[String]) -> Option<Vec<Option<Vec<u8>>>> {
+        if keys.is_empty() {
+            return Some(Vec::new());
+        }
+        let mut cmd = redis::cmd("MGET");
+        cmd.arg(keys);
+        self.call::<Vec<Option<Vec<u8>>>>(cmd, false).await
+    }
+
+    /// `SET key value PX ttl` for each entry, pipelined: one round trip for all of them.
+    pub async fn set_many(&self, entries: &[(String, Vec<u8>, u64)]) {
+        if entries.is_empty() || !self.is_up() {
+            return;
+        }
+        let Some(mut conn) = self.connection.read().await.clone() else {
+            return;
+        };
+        let mut pipe = redis::pipe();
+        for (key, value, ttl_ms) in entries {
+            pipe.cmd("SET")
+                .arg(key)
+                .arg(value.as_slice())
+                .arg("PX")
+                .arg((*ttl_ms).max(1))
+                .ignore();
+        }
+        let _: Option<()> = self.timed(pipe.query_async::<()>(&mut conn)).await;
+    }
+
     /// `SET key token NX PX ttl` with a new random token: `Some(Some(token))` when this
     /// caller holds the lock, `Some(None)` when another does, `None` when Redis is out of reach.
     pub async fn try_lock(&self, key: &str, ttl_ms: u64) -> Option<Option<String>> {
@@ -220,6 +262,22 @@ impl SharedState {
         };
         let mut invocation = self.release.key(key);
         invocation.arg(token);
+        self.timed(invocation.invoke_async::<i64>(&mut conn))
+            .await
+            .is_some_and(|n| n == 1)
+    }
+
+    /// Extends `key` to `ttl_ms` if it still holds `token`; whether it did (a holder whose
+    /// lock lapsed and was taken by another stops renewing).
+    pub async fn renew(&self, key: &str, token: &str, ttl_ms: u64) -> bool {
+        if !self.is_up() {
+            return false;
+        }
+        let Some(mut conn) = self.connection.read().await.clone() else {
+            return false;
+        };
+        let mut invocation = self.renew.key(key);
+        invocation.arg(token).arg(ttl_ms.max(1));
         self.timed(invocation.invoke_async::<i64>(&mut conn))
             .await
             .is_some_and(|n| n == 1)

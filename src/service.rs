@@ -67,13 +67,18 @@ impl MetricService {
     ) -> Self {
         let identity = source.client().identity();
         Self {
-            cache: ResponseCache::new(&settings.cache, &identity, metrics, shared, clock.clone()),
+            cache: ResponseCache::new(
+                &settings.cache,
+                &identity,
+                metrics,
+                shared.clone(),
+                clock.clone(),
+            ),
             segments: settings.segments.enabled.then(|| {
-                Arc::new(SegmentCache::new(
-                    &settings.segments,
-                    &settings.cache,
-                    &identity,
-                ))
+                Arc::new(
+                    SegmentCache::new(&settings.segments, &settings.cache, &identity)
+                        .with_shared(shared.clone(), clock.clone()),
+                )
             }),
             limits: settings.query.clone(),
             source,

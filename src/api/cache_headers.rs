@@ -62,7 +62,7 @@ fn route_status(answer: &Served, ttl: i64) -> HeaderValue {
         return HeaderValue::from_static("metricgate; fwd=miss; detail=partial");
     }
     let head = match answer.route {
-        Route::Hit => "metricgate; hit; ttl=",
+        Route::Hit | Route::SharedHit => "metricgate; hit; ttl=",
         Route::Miss { collapsed: false } => "metricgate; fwd=miss; stored; ttl=",
         Route::Miss { collapsed: true } => "metricgate; fwd=miss; collapsed; stored; ttl=",
         Route::Forced { collapsed: false } => "metricgate; fwd=request; stored; ttl=",
@@ -78,6 +78,7 @@ fn route_status(answer: &Served, ttl: i64) -> HeaderValue {
     };
     let tail: &[u8] = match answer.route {
         Route::StaleWhileRevalidate => b"; detail=stale-while-revalidate",
+        Route::SharedHit => b"; detail=shared",
         _ => b"",
     };
     // Built by hand: every answer carries it (a hit is otherwise a few lookups).

@@ -34,7 +34,7 @@ const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
         (status = 200, description = "The data: JSON, or CSV with `format=csv` / `Accept: text/csv`", content(
             (MetricData = "application/json"),
             (String = "text/csv", example = "timestamp_iso,timestamp_ms,metric,did,value,in,out\n2024-01-15T12:00:00.000Z,1705320000000,connections,123,762,335,427\n")), headers(
-            ("Cache-Status" = String, description = "RFC 9211: `metricgate; hit; ttl=42`, `metricgate; fwd=miss; stored`, a stale answer with `detail=stale-while-revalidate` / `detail=stale-if-error`, and `detail=no-cache-limited` when the caller's `no-cache` was over its limit"),
+            ("Cache-Status" = String, description = "RFC 9211: `metricgate; hit; ttl=42`, `metricgate; fwd=miss; stored`, an answer another replica fetched (found in Redis) with `detail=shared`, a stale answer with `detail=stale-while-revalidate` / `detail=stale-if-error`, and `detail=no-cache-limited` when the caller's `no-cache` was over its limit"),
             ("Age" = u64, description = "Seconds since the answer was fetched"),
             ("Cache-Control" = String, description = "`max-age=<seconds of freshness left>`"),
             ("ETag" = String, description = "Strong validator of the body"),

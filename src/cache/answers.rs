@@ -28,6 +28,7 @@ use crate::telemetry::GatewayMetrics;
 struct Counters {
     hits: IntCounter,
     misses: IntCounter,
+    shared_hits: IntCounter,
     collapsed: IntCounter,
     stale: IntCounter,
     fetches: AtomicU64,
@@ -39,6 +40,7 @@ impl Counters {
         Self {
             hits: event("hit"),
             misses: event("miss"),
+            shared_hits: event("shared_hit"),
             collapsed: event("collapsed"),
             stale: event("stale"),
             fetches: AtomicU64::new(0),
@@ -217,19 +219,25 @@ where
         }
         let joined = self.start(key, now, lifetime, directives, fetch);
         let collapsed = joined.is_collapsed();
-        if collapsed {
+        let result = joined.into_fetch().await;
+        // Counted once the answer is in: one found in Redis is a (shared) hit, not a miss.
+        if result.as_ref().is_ok_and(|e| e.shared) {
+            c.shared_hits.inc();
+        } else if collapsed {
             c.collapsed.inc();
         } else {
             c.misses.inc();
         }
-        match joined.into_fetch().await {
+        match result {
             Ok(entry) => Ok(Answer {
-                entry,
-                route: if directives.no_cache {
+                route: if entry.shared {
+                    Route::SharedHit
+                } else if directives.no_cache {
                     Route::Forced { collapsed }
                 } else {
                     Route::Miss { collapsed }
                 },
+                entry,
                 failure: None,
             }),
             Err(error) => match stored {
@@ -307,6 +315,7 @@ where
                     // bytes.
                     body: Bytes::copy_from_slice(&body),
                     left_out: fetched.left_out,
+                    shared: false,
                 })
             });
             // A partly understood answer goes to those waiting for it, and nowhere else.
@@ -352,22 +361,24 @@ where
         }
         let c = &self.counters;
         let hits = c.hits.get();
+        let shared_hits = c.shared_hits.get();
         let misses = c.misses.get();
         let stale = c.stale.get();
-        let asked = hits + misses + stale;
+        let asked = hits + shared_hits + misses + stale;
         CacheReport {
             entries: store.entries,
             bytes: store.bytes,
             max_bytes: store.max_bytes,
             hits,
             misses,
+            shared_hits,
             collapsed: c.collapsed.get(),
             stale,
             fetches: c.fetches.load(Ordering::Relaxed),
             hit_ratio: if asked == 0 {
                 0.0
             } else {
-                hits as f64 / asked as f64
+                (hits + shared_hits) as f64 / asked as f64
             },
             index_bytes,
             segments: None,

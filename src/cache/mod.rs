@@ -10,6 +10,7 @@ mod key;
 mod memory;
 mod redis;
 pub mod segments;
+mod shared_segments;
 mod store;
 
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub struct Entry {
     /// Parts of the appliance's answer left out because they had no known shape (0 for a
     /// whole answer). An entry with any is served to the callers waiting for it, never kept.
     pub left_out: usize,
+    /// Found in Redis: another replica (or an earlier life of this one) fetched it.
+    pub shared: bool,
 }
 
 /// What a fetch gives the response cache: the rendered body and what its data says about
@@ -54,6 +57,8 @@ pub struct Fetched {
 pub enum Route {
     /// Fresh from the store.
     Hit,
+    /// Not in this replica's store, but fresh in Redis: another replica fetched it.
+    SharedHit,
     /// Fetched: this request started the fetch, or (`collapsed`) joined one in flight.
     Miss { collapsed: bool },
     /// Fetched because the caller said `no-cache`.
@@ -97,12 +102,14 @@ pub struct CacheReport {
     pub max_bytes: u64,
     pub hits: u64,
     pub misses: u64,
+    /// Answers found in Redis after a local miss (fetched by another replica).
+    pub shared_hits: u64,
     /// Requests that waited for another's fetch instead of starting their own.
     pub collapsed: u64,
     pub stale: u64,
     /// Fetches started (each one appliance round, or one per device).
     pub fetches: u64,
-    /// hits ÷ (hits + misses + stale), 0 when nothing was asked.
+    /// (hits + shared_hits) ÷ (hits + shared_hits + misses + stale), 0 when nothing was asked.
     pub hit_ratio: f64,
     /// Bytes of the index from raw query strings to entries (its own budget of 16 MiB).
     pub index_bytes: u64,

@@ -207,6 +207,7 @@ fn decode(bytes: &[u8], gzip_min: usize) -> Option<Entry> {
         upstream_ms: number(4)?.max(0) as u64,
         // Only whole answers are ever stored.
         left_out: 0,
+        shared: true,
     })
 }
 
@@ -229,6 +230,7 @@ mod tests {
             },
             upstream_ms: 5,
             left_out: 0,
+            shared: false,
         };
         let back = decode(&encode(&entry).unwrap(), 1024).unwrap();
         assert_eq!(back.body, body);
@@ -236,6 +238,7 @@ mod tests {
         assert_eq!(back.deadlines, entry.deadlines);
         assert_eq!(back.upstream_ms, 5);
         assert!(back.gzip.is_some());
+        assert!(back.shared, "what Redis gives back says where it came from");
         assert!(decode(b"short", 1024).is_none());
     }
 }

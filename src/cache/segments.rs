@@ -21,10 +21,13 @@ use utoipa::ToSchema;
 
 use super::freshness::{Completeness, Deadlines, Freshness};
 use super::memory::{MemoryKey, MemoryStore, MemoryValue};
+use super::shared_segments::{RunTurn, SharedSegments};
 use super::store::Store;
+use crate::clock::Clock;
 use crate::coalesce::{Coalescer, TaskFailed};
 use crate::normalize::{Breach, Device, MetricData, Series, TimeRange};
 use crate::query::{MetricQuery, PurgeFilter};
+use crate::redis::SharedState;
 use crate::settings::{CacheSettings, SegmentSettings};
 
 /// One segment of one question.
@@ -56,12 +59,12 @@ struct RunKey {
 }
 
 #[derive(Debug)]
-struct Segment {
+pub(super) struct Segment {
     /// Every series the appliance returned for the run, with this segment's points.
-    series: Vec<Series>,
-    breaches: Vec<Breach>,
-    deadlines: Deadlines,
-    bytes: usize,
+    pub(super) series: Vec<Series>,
+    pub(super) breaches: Vec<Breach>,
+    pub(super) deadlines: Deadlines,
+    pub(super) bytes: usize,
 }
 
 impl MemoryValue for Arc<Segment> {
@@ -84,6 +87,8 @@ pub struct SegmentReport {
     /// Segments found, and segments fetched.
     pub hits: u64,
     pub misses: u64,
+    /// Of the segments found, those another replica had fetched (from Redis).
+    pub shared_hits: u64,
 }
 
 /// Whether stored segments may answer (a caller's `no-cache` says no).
@@ -107,6 +112,8 @@ type FetchedRun = Arc<Run>;
 pub struct SegmentCounters {
     pub hits: AtomicU64,
     pub misses: AtomicU64,
+    /// Segments found in Redis after a local miss (counted in `hits` too).
+    pub shared_hits: AtomicU64,
     /// Upstream fetches (runs), and the points they returned.
     pub runs: AtomicU64,
     pub upstream_points: AtomicU64,
@@ -119,6 +126,8 @@ pub struct SegmentCache<E> {
     identity: Arc<str>,
     points: i64,
     concurrency: usize,
+    /// Redis, shared with the other replicas: consulted after a local miss.
+    shared: Option<SharedSegments>,
     pub counters: Arc<SegmentCounters>,
 }
 
@@ -134,13 +143,24 @@ where
             identity: Arc::from(identity),
             points: settings.points.max(1) as i64,
             concurrency: settings.max_concurrent_fetches.max(1),
+            shared: None,
             counters: Arc::default(),
         }
     }
 
+    /// Shares segments with the other replicas through Redis.
+    pub fn with_shared(mut self, shared: Option<Arc<SharedState>>, clock: Clock) -> Self {
+        self.shared = shared.map(|s| SharedSegments::new(s, clock));
+        self
+    }
+
     /// Drops the segments of questions `filter` names (all for the empty filter).
     pub async fn purge(&self, filter: &PurgeFilter) -> u64 {
-        self.store.purge(filter).await
+        let local = self.store.purge(filter).await;
+        match &self.shared {
+            Some(shared) => local + shared.purge(filter).await,
+            None => local,
+        }
     }
 
     /// Every device the stored segments name, once each (a description with details
@@ -173,6 +193,7 @@ where
             max_bytes: store.max_bytes,
             hits: self.counters.hits.load(Ordering::Relaxed),
             misses: self.counters.misses.load(Ordering::Relaxed),
+            shared_hits: self.counters.shared_hits.load(Ordering::Relaxed),
         }
     }
 
@@ -211,20 +232,34 @@ where
                     .filter(|s| s.deadlines.is_fresh(now)),
                 Reuse::Refetch => None,
             };
+            found.push((at, segment));
+            at += length;
+        }
+        let series = self
+            .shared
+            .as_ref()
+            .filter(|s| s.is_up())
+            .map(|_| SharedSegments::series_id(&self.identity, &base, length));
+        if let (Some(series), Reuse::Cached) = (&series, reuse) {
+            self.fill_from_shared(&base, series, &mut found, now).await;
+        }
+        for (_, segment) in &found {
             let counter = if segment.is_some() {
                 &self.counters.hits
             } else {
                 &self.counters.misses
             };
             counter.fetch_add(1, Ordering::Relaxed);
-            found.push((at, segment));
-            at += length;
         }
 
         let runs = missing_runs(&found, length);
         let fetched: Result<Vec<FetchedRun>, E> = futures::stream::iter(runs)
             .map(|(run_start, run_end)| {
-                self.fetch_run(&base, (run_start, run_end), now, reuse, fetch.clone())
+                let turn = series
+                    .clone()
+                    .zip(self.shared.clone())
+                    .map(|(series, shared)| (shared, series, reuse == Reuse::Cached));
+                self.fetch_run(&base, (run_start, run_end), now, reuse, turn, fetch.clone())
             })
             .buffer_unordered(self.concurrency)
             .collect::<Vec<_>>()
@@ -251,6 +286,40 @@ where
         Some(Ok(data))
     }
 
+    /// Looks up every locally missing segment in Redis with one `MGET`, keeping what is
+    /// found (and fresh) locally too.
+    async fn fill_from_shared(
+        &self,
+        base: &Arc<MetricQuery>,
+        series: &Arc<str>,
+        found: &mut [(i64, Option<Arc<Segment>>)],
+        now: i64,
+    ) {
+        let Some(shared) = &self.shared else { return };
+        let missing: Vec<i64> = found
+            .iter()
+            .filter(|(_, s)| s.is_none())
+            .map(|(at, _)| *at)
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let mut from_shared = shared.lookup_many(series, &missing).await.into_iter();
+        for (at, slot) in found.iter_mut().filter(|(_, s)| s.is_none()) {
+            let Some(segment) = from_shared.next().flatten() else {
+                continue;
+            };
+            if !segment.deadlines.is_fresh(now) {
+                continue;
+            }
+            self.counters.shared_hits.fetch_add(1, Ordering::Relaxed);
+            self.store
+                .insert(self.key(base, *at), segment.clone())
+                .await;
+            *slot = Some(segment);
+        }
+    }
+
     fn key(&self, base: &Arc<MetricQuery>, start: i64) -> SegmentKey {
         SegmentKey {
             identity: self.identity.clone(),
@@ -267,6 +336,9 @@ where
         (run_start, run_end): (i64, i64),
         now: i64,
         reuse: Reuse,
+        // Redis, this question's shared name there, and whether another replica's segments
+        // may answer (not for `no-cache`).
+        turn: Option<(SharedSegments, Arc<str>, bool)>,
         fetch: F,
     ) -> Result<FetchedRun, E>
     where
@@ -309,11 +381,46 @@ where
                     }));
                 }
             }
+            let mut lock = None;
+            if let Some((shared, series, true)) = &turn {
+                match shared
+                    .take_turn(series, run_start, run_end, length, now)
+                    .await
+                {
+                    RunTurn::Found(segments) => {
+                        counters
+                            .shared_hits
+                            .fetch_add(segments.len() as u64, Ordering::Relaxed);
+                        for (at, segment) in &segments {
+                            let key = SegmentKey {
+                                identity: identity.clone(),
+                                query: base.clone(),
+                                start: *at,
+                            };
+                            store.insert(key, segment.clone()).await;
+                        }
+                        return Ok(Arc::new(Run {
+                            segments,
+                            warnings: Vec::new(),
+                        }));
+                    }
+                    RunTurn::Fetch(held) => lock = held,
+                }
+            }
             // Not beyond the bucket holding now, and a bucket boundary, like every request.
             let upstream_end =
                 run_end.min(base.boundary_at_or_after(now).max(run_start + interval));
             counters.runs.fetch_add(1, Ordering::Relaxed);
-            let data = fetch(base.with_range(run_start, upstream_end)).await?;
+            let data = match fetch(base.with_range(run_start, upstream_end)).await {
+                Ok(data) => data,
+                Err(e) => {
+                    // The others take their turn now, not when the lock lapses.
+                    if let Some(lock) = lock {
+                        lock.release().await;
+                    }
+                    return Err(e);
+                }
+            };
             let points: usize = data.series.iter().map(|s| s.points.len()).sum();
             counters
                 .upstream_points
@@ -340,6 +447,14 @@ where
                 }
                 segments.push((at, segment));
                 at += length;
+            }
+            if let Some((shared, series, _)) = &turn
+                && data.warnings.is_empty()
+            {
+                shared.publish(series, &segments).await;
+            }
+            if let Some(lock) = lock {
+                lock.release().await;
             }
             Ok(Arc::new(Run {
                 segments,
@@ -410,7 +525,7 @@ fn cut(
 /// What one stored segment occupies: its key (the query it shares with its run's other
 /// segments is left out), its series and breaches with their heap, and the cache's own
 /// per-entry bookkeeping.
-fn weight(series: &[Series], breaches: &[Breach]) -> usize {
+pub(super) fn weight(series: &[Series], breaches: &[Breach]) -> usize {
     use std::mem::size_of;
     let series_bytes: usize = series
         .iter()

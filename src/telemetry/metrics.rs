@@ -71,7 +71,7 @@ impl GatewayMetrics {
             ),
             cache_events: counter_vec(
                 "metricgate_cache_events_total",
-                "Cache lookups: hit, miss, stale (served stale) and collapsed (waited for another request's fetch)",
+                "Cache lookups: hit, shared_hit (found in Redis, fetched by another replica), miss, stale (served stale) and collapsed (waited for another request's fetch)",
                 &["event"],
             ),
             cache_bytes: gauge("metricgate_cache_bytes", "Bytes held by the response cache"),

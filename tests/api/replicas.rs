@@ -231,3 +231,216 @@ async fn forced_refreshes_and_the_address_ceiling_hold_across_replicas() {
         .count();
     assert_eq!(limited, 3);
 }
+
+/// Redis calls given time on a loaded test machine: one that times out switches a replica to
+/// embedded mode for a second, and these tests count what sharing saves.
+fn patient(s: &mut metricgate::settings::Settings) {
+    s.redis.timeout_ms = 2_000;
+}
+
+/// Asks `windows` (path and query) in order, each dashboard moving from replica to replica
+/// (request `i` on replica `(i + i / 3) % urls.len()`); the
+/// bodies, and the segments the replicas fetched.
+async fn rolling(urls: &[String], windows: &[String]) -> (Vec<String>, u64) {
+    let http = reqwest::Client::new();
+    let mut bodies = Vec::new();
+    for (i, window) in windows.iter().enumerate() {
+        let r = http
+            .get(format!("{}{window}", urls[(i + i / 3) % urls.len()]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        bodies.push(r.text().await.unwrap());
+    }
+    let mut fetched = 0;
+    for url in urls {
+        let report: serde_json::Value = http
+            .get(format!("{url}/internal/cache"))
+            .bearer_auth(crate::helpers::ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        fetched += report["segments"]["misses"].as_u64().unwrap();
+    }
+    (bodies, fetched)
+}
+
+#[tokio::test]
+async fn a_rolling_window_on_three_replicas_costs_what_one_costs() {
+    // Three dashboards' rolling windows (the last 6 h at 5 min, moved on 5 min each time),
+    // asked round-robin over the replicas.
+    let hour = 3_600_000i64;
+    let t0 = 1_705_320_000_000i64; // 2024-01-15T12:00:00Z
+    let windows: Vec<String> = (0..12)
+        .flat_map(|step| {
+            let end = t0 + step * 300_000;
+            ["connections", "bandwidth", "connections&did=7"]
+                .into_iter()
+                .map(move |m| {
+                    format!(
+                        "/v1/metricdata?metric={m}&from={}&to={end}&interval=5min",
+                        end - 6 * hour
+                    )
+                })
+        })
+        .collect();
+    let one_redis = TestRedis::start();
+    let (one_sim, one) = spawn_replicas(1, &one_redis.url(), patient).await;
+    wait_for_mode(&one, true).await;
+    let (one_bodies, one_segments) = rolling(&one, &windows).await;
+    let one_requests = one_sim.stats.snapshot().metricdata;
+
+    let redis = TestRedis::start();
+    let (sim, three) = spawn_replicas(3, &redis.url(), patient).await;
+    wait_for_mode(&three, true).await;
+    let (bodies, segments) = rolling(&three, &windows).await;
+    let requests = sim.stats.snapshot().metricdata;
+
+    assert_eq!(
+        bodies, one_bodies,
+        "the same answers from one replica or three"
+    );
+    assert_eq!(
+        requests, one_requests,
+        "three replicas ask the appliance what one asks"
+    );
+    assert_eq!(segments, one_segments, "and fetch the same segments");
+}
+
+#[tokio::test]
+async fn replicas_asking_the_same_segments_at_once_fetch_them_once() {
+    let redis = TestRedis::start();
+    let (sim, urls) = spawn_replicas(3, &redis.url(), patient).await;
+    wait_for_mode(&urls, true).await;
+    sim.set_faults(Faults {
+        latency_ms: 300,
+        ..Faults::default()
+    });
+    let http = reqwest::Client::new();
+    // Each replica in its own representation: the answers tier cannot share them, the
+    // segments below can.
+    let asks = [
+        format!("{}{Q}", urls[0]),
+        format!("{}{Q}&format=csv", urls[1]),
+        format!("{}{}", urls[2], Q.replace("/v1/", "/darktrace/")),
+    ];
+    let answers = join_all(asks.iter().map(|url| http.get(url).send())).await;
+    assert!(answers.into_iter().all(|r| r.unwrap().status() == 200));
+    assert_eq!(
+        sim.stats.snapshot().metricdata,
+        1,
+        "one replica fetched the run, the others took its segments"
+    );
+}
+
+#[tokio::test]
+async fn a_lock_holder_that_stops_renewing_costs_the_others_about_one_lock_ttl() {
+    let redis = TestRedis::start();
+    let (sim, urls) = spawn_replicas(2, &redis.url(), |s| {
+        patient(s);
+        s.redis.lock_ms = 600;
+    })
+    .await;
+    wait_for_mode(&urls, true).await;
+    sim.set_faults(Faults {
+        latency_ms: 20_000,
+        ..Faults::default()
+    });
+    let http = reqwest::Client::new();
+    let holder = tokio::spawn(http.get(format!("{}{Q}", urls[0])).send());
+    // Its run lock appears; take it over as a holder that died: never renewed, never released.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut lock = None;
+    for _ in 0..500 {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("*seglock*")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if let Some(k) = keys.into_iter().next() {
+            lock = Some(k);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let lock = lock.expect("the first replica holds the run's lock");
+    let _: () = redis::cmd("SET")
+        .arg(&lock)
+        .arg("a-dead-holder")
+        .arg("PX")
+        .arg(600)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    sim.set_faults(Faults::default());
+    let started = std::time::Instant::now();
+    let r = http
+        .get(format!("{}{Q}&format=csv", urls[1]))
+        .send()
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    assert_eq!(r.status(), 200);
+    assert!(
+        waited < std::time::Duration::from_millis(2_500),
+        "about one lock TTL (600 ms), not the holder's 20 s fetch: {waited:?}"
+    );
+    holder.abort();
+}
+
+#[tokio::test]
+async fn answers_found_in_redis_say_so() {
+    let redis = TestRedis::start();
+    let (sim, urls) = spawn_replicas(2, &redis.url(), patient).await;
+    wait_for_mode(&urls, true).await;
+    let http = reqwest::Client::new();
+    let first = http.get(format!("{}{Q}", urls[0])).send().await.unwrap();
+    let status = first.headers()["cache-status"].to_str().unwrap().to_owned();
+    assert!(status.contains("fwd=miss"), "{status}");
+    let body = first.text().await.unwrap();
+    let second = http.get(format!("{}{Q}", urls[1])).send().await.unwrap();
+    let status = second.headers()["cache-status"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        status.starts_with("metricgate; hit; ttl=") && status.ends_with("; detail=shared"),
+        "{status}"
+    );
+    assert_eq!(second.text().await.unwrap(), body);
+    // Then it is this replica's own: a plain hit.
+    let third = http.get(format!("{}{Q}", urls[1])).send().await.unwrap();
+    let status = third.headers()["cache-status"].to_str().unwrap().to_owned();
+    assert!(!status.contains("shared"), "{status}");
+    assert_eq!(sim.stats.snapshot().metricdata, 1);
+
+    let report: serde_json::Value = http
+        .get(format!("{}/internal/cache", urls[1]))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["shared_hits"], 1, "{report}");
+    assert_eq!(report["misses"], 0, "{report}");
+    let metrics = http
+        .get(format!("{}/metrics", urls[1]))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("metricgate_cache_events_total{event=\"shared_hit\"} 1"),
+        "{metrics}"
+    );
+}

@@ -1,0 +1,608 @@
+//! The segment cache's shared tier: segments in Redis, so replicas fill each other's misses.
+//!
+//! After a local miss the segment cache asks here with one `MGET` for every missing segment
+//! of a question; segments it fetched are published in one pipeline of `SET … PX`, each kept
+//! as long as its own deadlines say. Segments travel in a compact binary encoding (varints,
+//! delta-coded timestamps, tagged numbers), not JSON.
+//!
+//! Runs of missing segments are coalesced across replicas: one replica fetches a run under a
+//! short lock (its own token, renewed by a heartbeat while the fetch runs, released only while
+//! it still holds it); the others poll for the run's segments and, when the lock disappears
+//! without them (the holder failed or died: a dead holder's lock lapses within one lock TTL),
+//! take their turn. Redis out of reach: every replica fetches for itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Number;
+
+use super::freshness::Deadlines;
+use super::segments::{Segment, weight};
+use super::store::{Store, StoreReport};
+use crate::clock::Clock;
+use crate::normalize::{Breach, Device, Point, Series};
+use crate::query::{MetricQuery, PurgeFilter};
+use crate::redis::SharedState;
+
+/// One shared segment: the series it belongs to (a hash of identity, question and segment
+/// length) and its start.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct SharedSegmentKey {
+    pub series: Arc<str>,
+    pub start: i64,
+}
+
+/// What a replica should do about a run of missing segments.
+pub(super) enum RunTurn {
+    /// Another replica fetched them: every segment of the run, by start.
+    Found(Vec<(i64, Arc<Segment>)>),
+    /// Fetch the run; `lock` (when held) is released after publishing.
+    Fetch(Option<HeldLock>),
+}
+
+/// A run lock this replica holds, renewed in the background until released or dropped.
+pub(super) struct HeldLock {
+    shared: Arc<SharedState>,
+    key: String,
+    token: String,
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+impl HeldLock {
+    /// Stops the heartbeat and deletes the lock if it is still this holder's.
+    pub(super) async fn release(self) {
+        self.heartbeat.abort();
+        self.shared.unlock(&self.key, &self.token).await;
+    }
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        // A fetch cancelled before release: stop renewing, and the lock lapses within its TTL.
+        self.heartbeat.abort();
+    }
+}
+
+#[derive(Clone)]
+pub(super) struct SharedSegments {
+    shared: Arc<SharedState>,
+    clock: Clock,
+    /// TTL of a run lock; the holder renews it every third of that.
+    lock_ttl_ms: u64,
+}
+
+impl SharedSegments {
+    pub(super) fn new(shared: Arc<SharedState>, clock: Clock) -> Self {
+        // Short, renewed while the fetch runs: a dead holder costs the others about this.
+        let lock_ttl_ms = shared.lock_ms.clamp(300, 3_000);
+        Self {
+            shared,
+            clock,
+            lock_ttl_ms,
+        }
+    }
+
+    pub(super) fn is_up(&self) -> bool {
+        self.shared.is_up()
+    }
+
+    /// The shared name of `base`'s segments of `length` ms under `identity`.
+    pub(super) fn series_id(identity: &str, base: &MetricQuery, length: i64) -> Arc<str> {
+        use sha1::{Digest, Sha1};
+        let mut h = Sha1::new();
+        h.update(identity.as_bytes());
+        h.update(b"\n");
+        h.update(serde_json::to_vec(base).unwrap_or_default());
+        h.update(format!("\n{length}").as_bytes());
+        Arc::from(hex::encode(h.finalize()))
+    }
+
+    fn redis_key(&self, key: &SharedSegmentKey) -> String {
+        self.shared
+            .key("seg", &format!("{}:{}", key.series, key.start))
+    }
+
+    /// The segments of `series` at `starts`, with one `MGET` (`None` for each one missing,
+    /// undecodable, or everything when Redis is out of reach).
+    pub(super) async fn lookup_many(
+        &self,
+        series: &Arc<str>,
+        starts: &[i64],
+    ) -> Vec<Option<Arc<Segment>>> {
+        let keys: Vec<String> = starts
+            .iter()
+            .map(|&start| {
+                self.redis_key(&SharedSegmentKey {
+                    series: series.clone(),
+                    start,
+                })
+            })
+            .collect();
+        match self.shared.mget(&keys).await {
+            Some(values) if values.len() == starts.len() => values
+                .into_iter()
+                .map(|v| v.and_then(|bytes| decode(&bytes)).map(Arc::new))
+                .collect(),
+            _ => vec![None; starts.len()],
+        }
+    }
+
+    /// Publishes `segments` of `series` in one pipeline, each for as long as it may serve.
+    pub(super) async fn publish(&self, series: &Arc<str>, segments: &[(i64, Arc<Segment>)]) {
+        let entries: Vec<(String, Vec<u8>, u64)> = segments
+            .iter()
+            .map(|(start, segment)| {
+                let key = self.redis_key(&SharedSegmentKey {
+                    series: series.clone(),
+                    start: *start,
+                });
+                (key, encode(segment), ttl_ms(&segment.deadlines))
+            })
+            .collect();
+        self.shared.set_many(&entries).await;
+    }
+
+    /// Waits its turn for the run `[start, end)` of `series`: the run's segments fetched by
+    /// another replica (fresh at `now`), or the lock to fetch it.
+    pub(super) async fn take_turn(
+        &self,
+        series: &Arc<str>,
+        start: i64,
+        end: i64,
+        length: i64,
+        now: i64,
+    ) -> RunTurn {
+        let shared = &self.shared;
+        let lock_key = shared.key("seglock", &format!("{series}:{start}:{end}"));
+        let starts: Vec<i64> = (0..)
+            .map(|i| start + i * length)
+            .take_while(|at| *at < end)
+            .collect();
+        // Each turn waits while a live holder renews its lock; a holder whose fetch outlasts
+        // the gateway's own patience (the shared lock time) no longer holds the others back.
+        for _turn in 0..3 {
+            match shared.try_lock(&lock_key, self.lock_ttl_ms).await {
+                Some(Some(token)) => return RunTurn::Fetch(Some(self.hold(lock_key, token))),
+                None => return RunTurn::Fetch(None),
+                Some(None) => {}
+            }
+            let deadline = self.clock.now_ms() + shared.lock_ms as i64;
+            let mut delay = Duration::from_millis(5);
+            loop {
+                // Real time: the poll paces Redis round trips; the lock decides.
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(50));
+                let found = self.lookup_many(series, &starts).await;
+                if found
+                    .iter()
+                    .all(|s| s.as_ref().is_some_and(|s| s.deadlines.is_fresh(now)))
+                {
+                    return RunTurn::Found(
+                        starts
+                            .iter()
+                            .copied()
+                            .zip(found.into_iter().flatten())
+                            .collect(),
+                    );
+                }
+                match shared.exists(&lock_key).await {
+                    Some(true) if self.clock.now_ms() < deadline => continue,
+                    Some(true) => return RunTurn::Fetch(None),
+                    // Released without the segments (a failed or partly understood fetch),
+                    // or lapsed (a dead holder): take a turn.
+                    Some(false) => break,
+                    None => return RunTurn::Fetch(None),
+                }
+            }
+        }
+        RunTurn::Fetch(None)
+    }
+
+    fn hold(&self, key: String, token: String) -> HeldLock {
+        let shared = self.shared.clone();
+        let ttl = self.lock_ttl_ms;
+        let (renew_key, renew_token) = (key.clone(), token.clone());
+        let heartbeat = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(ttl / 3)).await;
+                if !shared.renew(&renew_key, &renew_token, ttl).await {
+                    return;
+                }
+            }
+        });
+        HeldLock {
+            shared: self.shared.clone(),
+            key,
+            token,
+            heartbeat,
+        }
+    }
+}
+
+impl Store<SharedSegmentKey, Arc<Segment>> for SharedSegments {
+    async fn lookup(&self, key: &SharedSegmentKey) -> Option<Arc<Segment>> {
+        let bytes = self.shared.get(&self.redis_key(key)).await?;
+        decode(&bytes).map(Arc::new)
+    }
+
+    async fn insert(&self, key: SharedSegmentKey, value: Arc<Segment>) {
+        self.shared
+            .set(
+                &self.redis_key(&key),
+                &encode(&value),
+                ttl_ms(&value.deadlines),
+            )
+            .await;
+    }
+
+    /// Everything: shared segments are named by hashes, so a filtered purge cannot pick them
+    /// out; those expire with their deadlines.
+    async fn purge(&self, filter: &PurgeFilter) -> u64 {
+        if !filter.is_everything() {
+            return 0;
+        }
+        self.shared.delete_kind("seg").await
+    }
+
+    async fn report(&self) -> StoreReport {
+        StoreReport::default()
+    }
+}
+
+fn ttl_ms(d: &Deadlines) -> u64 {
+    d.keep_for().as_millis().max(1) as u64
+}
+
+const VERSION: u8 = 1;
+
+/// The compact form of a segment.
+fn encode(segment: &Segment) -> Vec<u8> {
+    let mut w = Writer(Vec::with_capacity(64 + segment.bytes / 4));
+    w.0.push(VERSION);
+    let d = &segment.deadlines;
+    for n in [
+        d.stored_at,
+        d.fresh_until,
+        d.stale_while_revalidate_until,
+        d.stale_if_error_until,
+    ] {
+        w.signed(n);
+    }
+    w.unsigned(segment.series.len() as u64);
+    for s in &segment.series {
+        w.string(&s.metric);
+        w.opt_string(s.unit.as_deref());
+        match &s.device {
+            None => w.0.push(0),
+            Some(device) => {
+                w.0.push(1);
+                w.unsigned(device.did);
+                for field in [
+                    &device.ip,
+                    &device.hostname,
+                    &device.label,
+                    &device.macaddress,
+                    &device.vendor,
+                    &device.os,
+                    &device.typename,
+                ] {
+                    w.opt_string(field.as_deref());
+                }
+                match &device.tags {
+                    None => w.0.push(0),
+                    Some(tags) => {
+                        w.0.push(1);
+                        w.unsigned(tags.len() as u64);
+                        for tag in tags {
+                            w.string(tag);
+                        }
+                    }
+                }
+            }
+        }
+        w.unsigned(s.points.len() as u64);
+        let mut previous = 0i64;
+        for p in &s.points {
+            w.signed(p.timestamp.wrapping_sub(previous));
+            previous = p.timestamp;
+            w.number(p.value.as_ref());
+            w.number(p.in_.as_ref());
+            w.number(p.out.as_ref());
+        }
+    }
+    w.unsigned(segment.breaches.len() as u64);
+    for b in &segment.breaches {
+        w.signed(b.time);
+        w.opt_string(b.model.as_deref());
+        match b.score {
+            None => w.0.push(0),
+            Some(score) => {
+                w.0.push(1);
+                w.0.extend_from_slice(&score.to_le_bytes());
+            }
+        }
+        for n in [b.pbid, b.pid, b.did] {
+            match n {
+                None => w.0.push(0),
+                Some(n) => {
+                    w.0.push(1);
+                    w.unsigned(n);
+                }
+            }
+        }
+        w.opt_string(b.id.as_deref());
+    }
+    w.0
+}
+
+fn decode(bytes: &[u8]) -> Option<Segment> {
+    let mut r = Reader(bytes);
+    if r.byte()? != VERSION {
+        return None;
+    }
+    let deadlines = Deadlines {
+        stored_at: r.signed()?,
+        fresh_until: r.signed()?,
+        stale_while_revalidate_until: r.signed()?,
+        stale_if_error_until: r.signed()?,
+    };
+    let count = r.len()?;
+    let mut series = Vec::with_capacity(count);
+    for _ in 0..count {
+        let metric = r.string()?;
+        let unit = r.opt_string()?;
+        let device = match r.byte()? {
+            0 => None,
+            _ => Some(Device {
+                did: r.unsigned()?,
+                ip: r.opt_string()?,
+                hostname: r.opt_string()?,
+                label: r.opt_string()?,
+                macaddress: r.opt_string()?,
+                vendor: r.opt_string()?,
+                os: r.opt_string()?,
+                typename: r.opt_string()?,
+                tags: match r.byte()? {
+                    0 => None,
+                    _ => {
+                        let n = r.len()?;
+                        let mut tags = Vec::with_capacity(n);
+                        for _ in 0..n {
+                            tags.push(r.string()?);
+                        }
+                        Some(tags)
+                    }
+                },
+            }),
+        };
+        let n = r.len()?;
+        let mut points = Vec::with_capacity(n);
+        let mut previous = 0i64;
+        for _ in 0..n {
+            let timestamp = previous.wrapping_add(r.signed()?);
+            previous = timestamp;
+            points.push(Point {
+                timestamp,
+                value: r.number()?,
+                in_: r.number()?,
+                out: r.number()?,
+            });
+        }
+        series.push(Series {
+            metric,
+            unit,
+            device,
+            points,
+        });
+    }
+    let n = r.len()?;
+    let mut breaches = Vec::with_capacity(n);
+    for _ in 0..n {
+        let time = r.signed()?;
+        let model = r.opt_string()?;
+        let score = match r.byte()? {
+            0 => None,
+            _ => Some(f64::from_le_bytes(r.take(8)?.try_into().ok()?)),
+        };
+        let mut opt = || -> Option<Option<u64>> {
+            Some(match r.byte()? {
+                0 => None,
+                _ => Some(r.unsigned()?),
+            })
+        };
+        let (pbid, pid, did) = (opt()?, opt()?, opt()?);
+        breaches.push(Breach {
+            time,
+            model,
+            score,
+            pbid,
+            pid,
+            did,
+            id: r.opt_string()?,
+        });
+    }
+    if !r.0.is_empty() {
+        return None;
+    }
+    let bytes = weight(&series, &breaches);
+    Some(Segment {
+        series,
+        breaches,
+        deadlines,
+        bytes,
+    })
+}
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn unsigned(&mut self, mut n: u64) {
+        while n >= 0x80 {
+            self.0.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        self.0.push(n as u8);
+    }
+
+    fn signed(&mut self, n: i64) {
+        self.unsigned(((n << 1) ^ (n >> 63)) as u64);
+    }
+
+    fn string(&mut self, s: &str) {
+        self.unsigned(s.len() as u64);
+        self.0.extend_from_slice(s.as_bytes());
+    }
+
+    fn opt_string(&mut self, s: Option<&str>) {
+        match s {
+            None => self.0.push(0),
+            Some(s) => {
+                self.0.push(1);
+                self.string(s);
+            }
+        }
+    }
+
+    /// A JSON number as it was: unsigned, signed or floating.
+    fn number(&mut self, n: Option<&Number>) {
+        match n {
+            None => self.0.push(0),
+            Some(n) => {
+                if let Some(u) = n.as_u64() {
+                    self.0.push(1);
+                    self.unsigned(u);
+                } else if let Some(i) = n.as_i64() {
+                    self.0.push(2);
+                    self.signed(i);
+                } else {
+                    self.0.push(3);
+                    self.0
+                        .extend_from_slice(&n.as_f64().unwrap_or(0.0).to_le_bytes());
+                }
+            }
+        }
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Some(head)
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+
+    fn unsigned(&mut self) -> Option<u64> {
+        let mut n = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            n |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(n);
+            }
+        }
+        None
+    }
+
+    fn signed(&mut self) -> Option<i64> {
+        let n = self.unsigned()?;
+        Some(((n >> 1) as i64) ^ -((n & 1) as i64))
+    }
+
+    /// A count, never more than the bytes left could hold.
+    fn len(&mut self) -> Option<usize> {
+        let n = usize::try_from(self.unsigned()?).ok()?;
+        (n <= self.0.len()).then_some(n)
+    }
+
+    fn string(&mut self) -> Option<String> {
+        let n = self.len()?;
+        String::from_utf8(self.take(n)?.to_vec()).ok()
+    }
+
+    fn opt_string(&mut self) -> Option<Option<String>> {
+        Some(match self.byte()? {
+            0 => None,
+            _ => Some(self.string()?),
+        })
+    }
+
+    fn number(&mut self) -> Option<Option<Number>> {
+        Some(match self.byte()? {
+            0 => None,
+            1 => Some(Number::from(self.unsigned()?)),
+            2 => Some(Number::from(self.signed()?)),
+            _ => Some(Number::from_f64(f64::from_le_bytes(
+                self.take(8)?.try_into().ok()?,
+            ))?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_survive_the_compact_round_trip() {
+        let series = vec![Series {
+            metric: "connections".into(),
+            unit: Some("connections".into()),
+            device: Some(Device {
+                tags: Some(vec!["a".into(), "é".into()]),
+                hostname: Some("host".into()),
+                ..Device::bare(42)
+            }),
+            points: vec![
+                Point {
+                    timestamp: 1_705_320_000_000,
+                    value: Some(Number::from(14)),
+                    in_: Some(Number::from(-3)),
+                    out: Number::from_f64(2.5),
+                },
+                Point {
+                    timestamp: 1_705_320_300_000,
+                    value: None,
+                    in_: None,
+                    out: None,
+                },
+            ],
+        }];
+        let breaches = vec![Breach {
+            time: 1_705_320_060_000,
+            model: Some("Device / Anomalous Activity".into()),
+            score: Some(0.95),
+            pbid: Some(7),
+            pid: None,
+            did: Some(42),
+            id: None,
+        }];
+        let segment = Segment {
+            bytes: weight(&series, &breaches),
+            series,
+            breaches,
+            deadlines: Deadlines {
+                stored_at: 1,
+                fresh_until: 2,
+                stale_while_revalidate_until: 3,
+                stale_if_error_until: -4,
+            },
+        };
+        let bytes = encode(&segment);
+        let back = decode(&bytes).unwrap();
+        assert_eq!(back.series, segment.series);
+        assert_eq!(back.breaches, segment.breaches);
+        assert_eq!(back.deadlines, segment.deadlines);
+        assert!(bytes.len() < 150, "compact: {} bytes", bytes.len());
+        assert!(decode(&bytes[..bytes.len() - 1]).is_none());
+        assert!(decode(b"").is_none());
+    }
+}
