@@ -163,8 +163,18 @@ impl Freshness {
         }
     }
 
+    /// The bucket boundary before which every bucket of `interval_ms` is final at `now`: its
+    /// buckets ended before `now - settle`. A delta refresh of a segment starts here.
+    pub fn settled_before(&self, now: i64, interval_ms: i64) -> i64 {
+        let t = self.ttls.load();
+        let interval_ms = interval_ms.max(1);
+        (now - t.settle_ms).div_euclid(interval_ms) * interval_ms
+    }
+
     /// A segment `[start, end)` of a series: historic once it ended before `now - settle` and
-    /// is complete, else live for `min(live_ttl, interval)`. Stale segments are never served.
+    /// is complete, else live for `min(live_ttl, interval)`. Stale segments are never served;
+    /// a live one is kept past its freshness for the settle window (plus a bucket), as the
+    /// base a delta refresh extends: its settled buckets are never fetched again.
     pub fn segment_deadlines(
         &self,
         end: i64,
@@ -173,16 +183,18 @@ impl Freshness {
         now: i64,
     ) -> Deadlines {
         let t = self.ttls.load();
-        let ttl = if end <= now - t.settle_ms && completeness == Completeness::Complete {
-            t.historic_ttl_ms
+        let historic = end <= now - t.settle_ms && completeness == Completeness::Complete;
+        let (ttl, kept) = if historic {
+            (t.historic_ttl_ms, t.historic_ttl_ms)
         } else {
-            t.live_ttl_ms.min(interval_ms).max(1)
+            let ttl = t.live_ttl_ms.min(interval_ms).max(1);
+            (ttl, ttl + t.settle_ms + interval_ms.max(1))
         };
         Deadlines {
             stored_at: now,
             fresh_until: now + ttl,
-            stale_while_revalidate_until: now + ttl,
-            stale_if_error_until: now + ttl,
+            stale_while_revalidate_until: now + kept,
+            stale_if_error_until: now + kept,
         }
     }
 
