@@ -71,6 +71,9 @@ pub struct SegmentSettings {
     pub points: u64,
     pub max_bytes: u64,
     pub max_concurrent_fetches: usize,
+    /// Most points per series one upstream request for missing segments may ask for: a long
+    /// cold range is split, at segment boundaries, into requests of at most this many points.
+    pub max_points_per_request: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -416,6 +419,11 @@ impl Settings {
             ));
         }
         positive(&mut problems, "segments.max_bytes", self.segments.max_bytes);
+        positive(
+            &mut problems,
+            "segments.max_points_per_request",
+            self.segments.max_points_per_request,
+        );
         positive(
             &mut problems,
             "segments.max_concurrent_fetches",

@@ -150,6 +150,8 @@ pub struct SegmentCache<E> {
     identity: Arc<str>,
     points: i64,
     concurrency: usize,
+    /// Most segments one upstream request covers.
+    segments_per_request: i64,
     pub counters: Arc<SegmentCounters>,
 }
 
@@ -165,6 +167,8 @@ where
             identity: Arc::from(identity),
             points: settings.points.max(1) as i64,
             concurrency: settings.max_concurrent_fetches.max(1),
+            segments_per_request: (settings.max_points_per_request / settings.points.max(1)).max(1)
+                as i64,
             counters: Arc::default(),
         }
     }
@@ -237,7 +241,7 @@ where
             at += length;
         }
 
-        let runs = missing_runs(&found, length);
+        let runs = missing_runs(&found, length, self.segments_per_request);
         let fetched: Result<Vec<FetchedRun>, E> = futures::stream::iter(runs)
             .map(|plan| self.fetch_run(&base, plan, now, fetch.clone()))
             .buffer_unordered(self.concurrency)
@@ -368,14 +372,17 @@ where
 
 /// Adjacent segments to fetch, merged into runs. A run may start with an expired segment,
 /// asked for only from its settled point; expired segments further into a run are fetched
-/// whole with it (one request is cheaper than two).
-fn missing_runs(found: &[(i64, Slot)], length: i64) -> Vec<RunPlan> {
+/// whole with it (one request is cheaper than two). A run covers at most `most` segments: a
+/// long cold range reaches the appliance as several bounded requests.
+fn missing_runs(found: &[(i64, Slot)], length: i64, most: i64) -> Vec<RunPlan> {
     let mut runs: Vec<RunPlan> = Vec::new();
     for (at, slot) in found {
         let at = *at;
         match (slot, runs.last_mut()) {
             (Slot::Fresh(_), _) => {}
-            (_, Some(run)) if run.end == at => run.end += length,
+            (_, Some(run)) if run.end == at && (run.end - run.start) / length < most => {
+                run.end += length
+            }
             (Slot::Stale(base), _) => runs.push(RunPlan {
                 start: at,
                 end: at + length,
@@ -604,7 +611,7 @@ mod tests {
             (50, Slot::Missing),
         ];
         assert_eq!(
-            spans(&missing_runs(&found, 10)),
+            spans(&missing_runs(&found, 10, 100)),
             [(0, 20, 0), (30, 40, 30), (50, 60, 50)]
         );
     }
@@ -619,10 +626,19 @@ mod tests {
             (40, Slot::Missing),
             (50, Slot::Stale(segment(55))),
         ];
-        let runs = missing_runs(&found, 10);
+        let runs = missing_runs(&found, 10, 100);
         // The delta opens a run and the new segment joins it; an expired segment further
         // into a run is fetched whole with it.
         assert_eq!(spans(&runs), [(10, 30, 17), (40, 60, 40)]);
         assert!(runs[0].base.is_some() && runs[1].base.is_none());
+    }
+
+    #[test]
+    fn long_runs_are_split_into_bounded_requests() {
+        let found: Vec<_> = (0..7).map(|i| (i * 10, Slot::Missing)).collect();
+        assert_eq!(
+            spans(&missing_runs(&found, 10, 3)),
+            [(0, 30, 0), (30, 60, 30), (60, 70, 60)]
+        );
     }
 }

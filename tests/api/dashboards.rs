@@ -99,3 +99,33 @@ async fn a_segment_with_a_gap_in_its_settled_part_is_fetched_whole() {
     let points = a.body["series"][0]["points"].as_array().unwrap().len();
     assert_eq!(points, 25, "filled in once the appliance caught up");
 }
+
+#[tokio::test]
+async fn a_cold_month_reaches_the_appliance_as_bounded_requests() {
+    let (seg, plain) = (
+        spawn_app().await,
+        spawn_app_with(|s| s.segments.enabled = false).await,
+    );
+    align(&seg, &plain);
+    let q = "/v1/metricdata?metric=connections&from=2024-01-01T00:00:00Z&to=2024-01-31T00:00:00Z&interval=5min";
+    let (a, b) = (seg.get(q).await, plain.get(q).await);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.body, b.body, "the split answer equals the direct one");
+    assert_eq!(plain.upstream_metricdata(), 1);
+    // 8,640 points at the default 1,440 points a request: six requests, end to end.
+    let mut spans: Vec<(i64, i64)> = seg
+        .upstream_queries()
+        .iter()
+        .map(|q| (param(q, "starttime"), param(q, "endtime")))
+        .collect();
+    spans.sort();
+    assert_eq!(spans.len(), 6, "{spans:?}");
+    assert_eq!(spans[0].0, 1_704_067_200_000);
+    assert_eq!(spans[5].1, 1_706_659_200_000);
+    for pair in spans.windows(2) {
+        assert_eq!(pair[0].1, pair[1].0, "contiguous: {spans:?}");
+    }
+    for (start, end) in &spans {
+        assert!((end - start) / INTERVAL <= 1440, "{spans:?}");
+    }
+}
