@@ -26,6 +26,15 @@ if [ ! -d tests/clients/ts/node_modules ]; then
     (cd tests/clients/ts && npm ci --no-audit --no-fund --silent)
 fi
 
+# The Prometheus-compatible API is checked with real clients: promtool (Debian's prometheus
+# package; only its promtool is used, no server is started) and prometheus-api-client (PyPI).
+if ! command -v promtool >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null
+fi
+if ! python3 -c 'import prometheus_api_client' >/dev/null 2>&1; then
+    python3 -m pip install --quiet --root-user-action=ignore 'prometheus-api-client==0.7.*'
+fi
+
 # The browser tests drive Debian's headless Chromium with Selenium from PyPI.
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null

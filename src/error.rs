@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 use crate::catalog::CatalogError;
 use crate::fetch::FetchError;
 use crate::normalize::AnswerError;
+use crate::promql::PromError;
 use crate::query::FieldError;
 use crate::reload::ReloadError;
 use crate::service::ServiceError;
@@ -354,6 +355,125 @@ impl ResponseError for ApiError {
             response.insert_header(("WWW-Authenticate", "Bearer"));
         }
         response.json(problem)
+    }
+}
+
+/// A failure of the Prometheus-compatible API (`/prometheus`), answered in Prometheus' error
+/// envelope, `{"status":"error","errorType":…,"error":…}`, which Grafana and Prometheus
+/// clients read (a problem document would reach them as an unreadable body). The statuses
+/// are Prometheus' for its own failures and the gateway's for the appliance's.
+#[derive(Debug, thiserror::Error)]
+pub enum PrometheusError {
+    #[error(transparent)]
+    Query(#[from] PromError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("the request body is larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("the request body could not be read")]
+    Body,
+    #[error("the caller is over its rate limit")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("no such endpoint")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+}
+
+/// Prometheus' error envelope.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PrometheusFailure {
+    /// Always `error`.
+    #[schema(example = "error")]
+    pub status: &'static str,
+    /// `bad_data` (400), `execution` (422), `not_found` (404), `unavailable` (429, 502, 503),
+    /// `timeout` (504) or `internal` (500).
+    #[serde(rename = "errorType")]
+    #[schema(example = "bad_data")]
+    pub error_type: &'static str,
+    #[schema(example = "invalid parameter \"query\": parse error: unexpected end of input")]
+    pub error: String,
+}
+
+impl PrometheusError {
+    fn parts(&self) -> (StatusCode, &'static str, String) {
+        let from_problem = |(status, _, title, detail): Parts| {
+            let error_type = match status {
+                StatusCode::INTERNAL_SERVER_ERROR => "internal",
+                StatusCode::GATEWAY_TIMEOUT => "timeout",
+                _ => "unavailable",
+            };
+            (status, error_type, format!("{title}: {detail}"))
+        };
+        match self {
+            Self::Query(PromError::BadData(m)) => (StatusCode::BAD_REQUEST, "bad_data", m.clone()),
+            Self::Query(PromError::Execution(m)) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "execution", m.clone())
+            }
+            Self::Fetch(e) => from_problem(fetch_parts(e)),
+            Self::Catalog(CatalogError::Upstream(e)) => from_problem(upstream_parts(e)),
+            Self::Catalog(CatalogError::Answer(e)) => from_problem(answer_parts(e)),
+            Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "bad_data", self.to_string()),
+            Self::Body => (StatusCode::BAD_REQUEST, "bad_data", self.to_string()),
+            Self::RateLimited { retry_after_secs } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "unavailable",
+                format!("this caller is over its rate limit; retry in {retry_after_secs} s (see the RateLimit headers)"),
+            ),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "bad_data",
+                "this endpoint answers GET only (the queries and listings also take a form-encoded POST)".into(),
+            ),
+            Self::NotFound => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint; see /openapi.json for the Prometheus API's routes".into(),
+            ),
+        }
+    }
+
+    fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited { retry_after_secs }
+            | Self::Fetch(FetchError::Upstream(
+                UpstreamError::Saturated { retry_after_secs }
+                | UpstreamError::CircuitOpen { retry_after_secs },
+            )) => Some(*retry_after_secs),
+            _ => None,
+        }
+    }
+
+    pub fn failure(&self) -> PrometheusFailure {
+        let (_, error_type, error) = self.parts();
+        PrometheusFailure {
+            status: "error",
+            error_type,
+            error,
+        }
+    }
+}
+
+impl ResponseError for PrometheusError {
+    fn status_code(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %chain(self), "request failed: our own fault");
+        } else if status.is_server_error() {
+            tracing::warn!(error = %chain(self), status = status.as_u16(), "request failed");
+        }
+        let mut response = HttpResponse::build(status);
+        response.insert_header(("Cache-Control", "no-store"));
+        if let Some(secs) = self.retry_after_secs() {
+            response.insert_header(("Retry-After", secs.to_string()));
+        }
+        response.json(self.failure())
     }
 }
 

@@ -11,6 +11,7 @@ use crate::cache::{
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::fetch::{FetchError, MetricSource};
+use crate::normalize::{Device, MetricData};
 use crate::query::{self, Dialect, FieldError, MetricQuery, PurgeFilter, Representation};
 use crate::render;
 use crate::settings::Settings;
@@ -151,6 +152,39 @@ impl MetricService {
             failure: answer.failure,
             now_ms: self.clock.now_ms(),
         })
+    }
+
+    /// The normalized answer to `query`, for callers that shape it themselves (the
+    /// Prometheus-compatible API): from the segment cache, which fetches only what it lacks
+    /// (coalesced, within the appliance's budget), or straight from the appliance when
+    /// segments are off or the query has no range.
+    pub async fn data(
+        &self,
+        query: &MetricQuery,
+        traceparent: Option<&str>,
+    ) -> Result<MetricData, FetchError> {
+        let now = self.clock.now_ms();
+        let traceparent = Some(trace::upstream_traceparent(traceparent));
+        if let Some(segments) = &self.segments {
+            let source = self.source.clone();
+            let upstream = traceparent.clone();
+            let by_range = move |ranged: MetricQuery| {
+                let source = source.clone();
+                let traceparent = upstream.clone();
+                async move { source.fetch(&ranged, now, traceparent).await }
+            };
+            if let Some(answer) = segments.answer(query, now, Reuse::Cached, by_range).await {
+                return answer;
+            }
+        }
+        self.source.fetch(query, now, traceparent).await
+    }
+
+    /// The devices the segment cache's answers name, as described there.
+    pub fn seen_devices(&self) -> Vec<Device> {
+        self.segments
+            .as_ref()
+            .map_or_else(Vec::new, |segments| segments.devices())
     }
 
     /// Puts the TTLs of `cache` in force in both caches (a configuration reload).

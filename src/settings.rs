@@ -23,6 +23,7 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     pub segments: SegmentSettings,
     pub redis: RedisSettings,
+    pub prometheus: PrometheusSettings,
     /// Where these settings came from, so a reload reads the same sources again.
     #[serde(skip)]
     pub source: ConfigSource,
@@ -43,6 +44,15 @@ pub struct AdminSettings {
     pub token: SecretString,
     /// A file holding the admin token (trailing whitespace is trimmed). Set this or `token`.
     pub token_file: String,
+}
+
+/// The Prometheus-compatible API (`/prometheus`, for Grafana).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusSettings {
+    /// Device ids that `label_values(did)` lists even before an answer has named them
+    /// (Grafana's device variables); devices seen in cached answers are listed anyway.
+    pub devices: Vec<u64>,
 }
 
 /// Where a gateway's settings came from.
@@ -234,7 +244,8 @@ impl Settings {
             .separator("__")
             .try_parsing(true)
             .list_separator(",")
-            .with_list_parse_key("rate_limit.trusted_proxies");
+            .with_list_parse_key("rate_limit.trusted_proxies")
+            .with_list_parse_key("prometheus.devices");
         let raw = builder
             .add_source(env)
             .build()
@@ -419,6 +430,16 @@ impl Settings {
             ));
         }
         positive(&mut problems, "segments.max_bytes", self.segments.max_bytes);
+        if let Some(bad) = self
+            .prometheus
+            .devices
+            .iter()
+            .find(|d| !(1..=(1u64 << 53) - 1).contains(*d))
+        {
+            problems.push(format!(
+                "prometheus.devices: {bad} is not a device id (1 to 2^53 - 1)"
+            ));
+        }
         positive(
             &mut problems,
             "segments.max_points_per_request",
@@ -643,6 +664,7 @@ mod tests {
                 ("METRICGATE__UPSTREAM__PER_MINUTE", "30"),
                 ("METRICGATE__RATE_LIMIT__PER_CLIENT_PER_MINUTE", "90"),
                 ("METRICGATE__RATE_LIMIT__BURST", "7"),
+                ("METRICGATE__PROMETHEUS__DEVICES", "123,456"),
                 (
                     "METRICGATE__RATE_LIMIT__TRUSTED_PROXIES",
                     "10.0.0.0/8,192.168.1.1",
@@ -654,6 +676,7 @@ mod tests {
         assert_eq!(s.upstream.per_minute, 30);
         assert_eq!(s.rate_limit.per_client_per_minute, 90);
         assert_eq!(s.rate_limit.burst, 7);
+        assert_eq!(s.prometheus.devices, [123, 456]);
         assert_eq!(s.rate_limit.trusted_proxies, ["10.0.0.0/8", "192.168.1.1"]);
         assert_eq!(s.server.listen, "127.0.0.1:9999");
         assert_eq!(s.upstream.url, "https://dt.example");

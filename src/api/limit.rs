@@ -1,13 +1,14 @@
 //! The caller's limit on every metric route: who is asking, whether they may, and the
 //! `RateLimit` headers either way.
 
-use actix_web::body::MessageBody;
+use actix_web::HttpResponse;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, ResponseError, web};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, PrometheusError};
 use crate::limits::{Decision, RateState};
 use crate::state::AppState;
 
@@ -33,6 +34,28 @@ pub async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    limit(req, next, |retry_after_secs| {
+        ApiError::RateLimited { retry_after_secs }.error_response()
+    })
+    .await
+}
+
+/// The same limit for the Prometheus-compatible API, refusing in Prometheus' envelope.
+pub async fn prometheus(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    limit(req, next, |retry_after_secs| {
+        PrometheusError::RateLimited { retry_after_secs }.error_response()
+    })
+    .await
+}
+
+async fn limit<B: MessageBody + 'static>(
+    req: ServiceRequest,
+    next: Next<B>,
+    refuse: fn(u64) -> HttpResponse,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return next.call(req).await.map(|r| r.map_into_left_body());
     };
@@ -56,7 +79,7 @@ pub async fn middleware(
             state: s,
             retry_after_secs,
         } => {
-            let mut response = ApiError::RateLimited { retry_after_secs }.error_response();
+            let mut response = refuse(retry_after_secs);
             write_headers(response.headers_mut(), &policy, &s);
             Ok(req.into_response(response).map_into_right_body())
         }

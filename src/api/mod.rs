@@ -13,6 +13,7 @@ pub mod observe;
 pub mod openapi;
 pub mod ops;
 mod params;
+pub mod prometheus;
 
 use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -48,6 +49,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/", web::get().to(explorer::page))
     .route("/explorer/{file}", web::get().to(explorer::asset))
     .route("/docs", web::get().to(openapi::docs_without_slash))
+    .configure(prometheus::configure)
     .service(openapi::swagger_ui());
 }
 
@@ -97,6 +99,16 @@ pub const ROUTES: &[&str] = &[
     "/internal/limits",
     "/internal/readiness",
     "/internal/reload",
+    "/prometheus/api/v1/query",
+    "/prometheus/api/v1/query_range",
+    "/prometheus/api/v1/format_query",
+    "/prometheus/api/v1/query_exemplars",
+    "/prometheus/api/v1/labels",
+    "/prometheus/api/v1/series",
+    "/prometheus/api/v1/metadata",
+    "/prometheus/api/v1/status/buildinfo",
+    "/prometheus/api/v1/rules",
+    "/prometheus/api/v1/alerts",
 ];
 
 /// The operator's routes: on the admin listener, or on the main port when `admin.listen` is

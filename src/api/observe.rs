@@ -58,6 +58,8 @@ fn route_label(path: &str) -> &'static str {
             by_id
         } else if path.starts_with(super::APPLIANCE_METRIC_BY_ID.1) {
             super::APPLIANCE_METRIC_BY_ID.0
+        } else if path.starts_with(super::prometheus::LABEL_VALUES.1) {
+            super::prometheus::LABEL_VALUES.0
         } else {
             "unmatched"
         })

@@ -65,6 +65,21 @@ normalized schema. No authentication: callers never hold appliance tokens.",
         super::ops::healthz,
         super::ops::readyz,
         super::ops::prometheus,
+        super::prometheus::query::get_query,
+        super::prometheus::query::post_query,
+        super::prometheus::query::get_query_range,
+        super::prometheus::query::post_query_range,
+        super::prometheus::query::format_query,
+        super::prometheus::query::query_exemplars,
+        super::prometheus::listing::get_labels,
+        super::prometheus::listing::post_labels,
+        super::prometheus::listing::label_values,
+        super::prometheus::listing::get_series,
+        super::prometheus::listing::post_series,
+        super::prometheus::listing::metadata,
+        super::prometheus::listing::buildinfo,
+        super::prometheus::listing::rules,
+        super::prometheus::listing::alerts,
     ),
     components(schemas(
         MetricData, MetricQuery, TimeRange, Series, Device, Point, Breach,
@@ -73,6 +88,7 @@ normalized schema. No authentication: callers never hold appliance tokens.",
         crate::render::appliance::ApplianceElement, crate::render::appliance::ApplianceBreaches,
         crate::render::appliance::ApplianceBreach, crate::render::appliance::ApplianceMetric,
         crate::render::appliance::AppliancePoint,
+        crate::error::PrometheusFailure,
     )),
     tags(
         (name = "metrics", description = "Darktrace metric data"),
@@ -82,6 +98,17 @@ set `host=\"http://<gateway>/darktrace\"`. The SDK's parameters, the shapes its 
 directly: change only the host to `http://<gateway>/appliance` (tokens may go). The appliance's parameters and \
 its own array answers, from the gateway's cache and under its limits."),
         (name = "operations", description = "Health and readiness"),
+        (name = "prometheus", description = "The Prometheus HTTP API over Darktrace metrics, for Grafana's built-in \
+Prometheus data source (URL `http://<gateway>/prometheus`). A metric is the catalog's name; labels are \
+the appliance's filters (`did`, `ddid`, `odid`, `port`, `sourceport`, `destinationport`, `protocol`, \
+`applicationprotocol`), `direction` (`in`, `out`) for the parts of a value (without a `direction` matcher \
+a selector reads the total), and `hostname`, `ip`, `label` where the device is known. A selector without \
+a `did` matcher reads the network-wide series; `did=~\"1|2\"` asks once per device. The step becomes \
+the appliance's interval, rounded to whole minutes; the value at a time is the bucket holding it. \
+Model breaches are `darktrace_model_breach{model, pbid, pid, did}`, valued at their score. The PromQL \
+subset: selectors with `=`, `!=`, `=~`, `!~`; sum, min, max, avg and count by/without; max_over_time, \
+min_over_time, avg_over_time, sum_over_time and count_over_time over a range; arithmetic with numbers. \
+Anything else is a `bad_data` naming the part. Errors use Prometheus' envelope."),
     )
 )]
 pub struct ApiDoc;

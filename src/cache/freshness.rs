@@ -172,9 +172,14 @@ impl Freshness {
     }
 
     /// A segment `[start, end)` of a series: historic once it ended before `now - settle` and
-    /// is complete, else live for `min(live_ttl, interval)`. Stale segments are never served;
-    /// a live one is kept past its freshness for the settle window (plus a bucket), as the
-    /// base a delta refresh extends: its settled buckets are never fetched again.
+    /// is complete, else live until the end of the current `min(live_ttl, interval)` bucket,
+    /// like a live answer. Live segments fetched in one bucket expire together, so a
+    /// dashboard's refreshes refetch them once per bucket, in one request, instead of drifting
+    /// out of phase (the newest segment expiring at one refresh, the older live ones at the
+    /// out of phase (the newest segment expiring at one refresh, the older live ones at the
+    /// next). Stale segments are never served; a live one is kept past its freshness for the
+    /// settle window (plus a bucket), as the base a delta refresh extends: its settled buckets
+    /// are never fetched again.
     pub fn segment_deadlines(
         &self,
         end: i64,
@@ -184,17 +189,19 @@ impl Freshness {
     ) -> Deadlines {
         let t = self.ttls.load();
         let historic = end <= now - t.settle_ms && completeness == Completeness::Complete;
-        let (ttl, kept) = if historic {
-            (t.historic_ttl_ms, t.historic_ttl_ms)
+        let (fresh_until, kept_until) = if historic {
+            let until = now + t.historic_ttl_ms;
+            (until, until)
         } else {
-            let ttl = t.live_ttl_ms.min(interval_ms).max(1);
-            (ttl, ttl + t.settle_ms + interval_ms.max(1))
+            let step = t.live_ttl_ms.min(interval_ms).max(1);
+            let until = (now.div_euclid(step) + 1) * step;
+            (until, until + t.settle_ms + interval_ms.max(1))
         };
         Deadlines {
             stored_at: now,
-            fresh_until: now + ttl,
-            stale_while_revalidate_until: now + kept,
-            stale_if_error_until: now + kept,
+            fresh_until,
+            stale_while_revalidate_until: kept_until,
+            stale_if_error_until: kept_until,
         }
     }
 
@@ -262,6 +269,19 @@ mod tests {
     }
 
     #[test]
+    fn live_segments_expire_together_at_their_buckets_end() {
+        let f = Freshness::new(&Settings::defaults().cache);
+        let end = NOW + 60_000;
+        let c = Completeness::Complete;
+        let early = f.segment_deadlines(end, 60_000, c, 1_705_329_960_000);
+        let late = f.segment_deadlines(end - 360_000, 60_000, c, 1_705_329_999_000);
+        assert_eq!(early.fresh_until, 1_705_330_020_000);
+        assert_eq!(late.fresh_until, early.fresh_until, "in phase");
+        let historic = f.segment_deadlines(NOW - 3_600_000, 60_000, c, NOW);
+        assert_eq!(historic.fresh_until, NOW + 86_400_000);
+    }
+
+    #[test]
     fn live_answers_are_fresh_until_their_bucket_ends() {
         let s = Settings::defaults();
         let f = Freshness::new(&s.cache);
@@ -299,7 +319,8 @@ mod tests {
             segment(Completeness::Complete),
             s.cache.historic_ttl_secs as i64
         );
-        assert_eq!(segment(Completeness::Late), 60);
+        // Live, like a late one: until the end of the current minute (NOW is 40 s into it).
+        assert_eq!(segment(Completeness::Late), 20);
     }
 
     #[test]

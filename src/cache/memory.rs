@@ -62,6 +62,15 @@ impl<K: MemoryKey, V: MemoryValue> MemoryStore<K, V> {
     }
 }
 
+impl<K: MemoryKey, V: MemoryValue> MemoryStore<K, V> {
+    /// Calls `f` with every stored value (a snapshot as of now; no order).
+    pub fn for_each_value(&self, mut f: impl FnMut(&V)) {
+        for (_, value) in self.cache.iter() {
+            f(&value);
+        }
+    }
+}
+
 impl<K: MemoryKey, V: MemoryValue> Store<K, V> for MemoryStore<K, V> {
     async fn lookup(&self, key: &K) -> Option<V> {
         self.cache.get(key)

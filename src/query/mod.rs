@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 pub use parameters::{Example, PARAMETERS, Parameter, Shape};
 pub use params::{Dialect, parse, parse_in};
 pub use representation::{Encoding, Format, Offer, Representation};
-pub use values::{interval_label, shown};
+pub use values::{interval_label, positive_id, shown};
 
 /// A validated `/metricdata` question in canonical form.
 ///

@@ -94,8 +94,14 @@ fn parse_sql_time(s: &str) -> Option<i64> {
         .map(|t| t.and_utc().timestamp_millis())
 }
 
-/// The `/metricdata` answer to `q`, as an appliance of `profile` gives it at `now`.
-pub(super) fn answer(q: &DataQuery, faults: &Faults, profile: &Profile, now: i64) -> Vec<u8> {
+/// The `/metricdata` answer to `q`, as an appliance of `profile` gives it at `now`, and how
+/// many data points it holds.
+pub(super) fn answer(
+    q: &DataQuery,
+    faults: &Faults,
+    profile: &Profile,
+    now: i64,
+) -> (Vec<u8>, u64) {
     let (start, end) = match (q.start, q.end) {
         (Some(s), Some(e)) => (s, e),
         _ => (now - 3_600_000, now),
@@ -130,16 +136,19 @@ pub(super) fn answer(q: &DataQuery, faults: &Faults, profile: &Profile, now: i64
     } else {
         &q.metrics[..]
     };
+    let mut points = 0;
     for metric in kept {
         let key = data::SeriesKey {
             metric,
             did: q.did,
             filters: &q.filters,
         };
+        let data = data::series(&key, &asked, now, profile);
+        points += data.len() as u64;
         array.push(&data::MetricObject {
             metric,
             device: details.as_ref().filter(|_| shape == DeviceDetails::Inline),
-            data: data::series(&key, &asked, now, profile),
+            data,
         });
     }
     if faults.unknown_element {
@@ -161,7 +170,7 @@ pub(super) fn answer(q: &DataQuery, faults: &Faults, profile: &Profile, now: i64
         let _ = serde_json::to_writer(&mut body, &details.iter().collect::<Vec<_>>());
         body.push(b'}');
     }
-    body
+    (body, points)
 }
 
 /// A JSON array being written: its bytes and how many elements it has.

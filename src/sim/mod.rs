@@ -71,6 +71,8 @@ pub struct SimStats {
     metrics: AtomicU64,
     enums: AtomicU64,
     rejected: AtomicU64,
+    /// Data points served in `/metricdata` answers (what a cache saves the appliance).
+    points: AtomicU64,
     in_flight: AtomicU64,
     peak_in_flight: AtomicU64,
     recent: Mutex<VecDeque<String>>,
@@ -89,6 +91,8 @@ pub struct StatsSnapshot {
     pub enums: u64,
     /// Requests refused (auth, dialect).
     pub rejected: u64,
+    /// Data points served in `/metricdata` answers.
+    pub points: u64,
     pub peak_in_flight: u64,
     /// The last path-and-query strings received, oldest first.
     pub recent: Vec<String>,
@@ -106,6 +110,7 @@ impl SimStats {
             metrics: self.metrics.load(Ordering::SeqCst),
             enums: self.enums.load(Ordering::SeqCst),
             rejected: self.rejected.load(Ordering::SeqCst),
+            points: self.points.load(Ordering::SeqCst),
             peak_in_flight: self.peak_in_flight.load(Ordering::SeqCst),
             recent: self
                 .recent
@@ -123,6 +128,7 @@ impl SimStats {
             &self.metrics,
             &self.enums,
             &self.rejected,
+            &self.points,
             &self.peak_in_flight,
         ] {
             c.store(0, Ordering::SeqCst);
@@ -595,6 +601,7 @@ async fn metricdata(req: HttpRequest, state: web::Data<SimState>) -> HttpRespons
     if let Some(reason) = &faults.refuse {
         return bad_request(reason);
     }
-    let body = metricdata::answer(&q, &faults, &state.profile(), state.now_ms());
+    let (body, points) = metricdata::answer(&q, &faults, &state.profile(), state.now_ms());
+    state.stats.points.fetch_add(points, Ordering::SeqCst);
     deliver(body, &faults)
 }

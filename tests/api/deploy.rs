@@ -98,3 +98,104 @@ fn the_dockerfile_builds_this_binary_and_runs_it_unprivileged() {
         assert!(std::path::Path::new(&format!("{}/{copied}", env!("CARGO_MANIFEST_DIR"))).exists());
     }
 }
+
+/// The provisioned dashboard's queries: every panel target and annotation, as Grafana sends
+/// them once `$did` is a multi-value selection (`(101|102|103)`).
+pub fn dashboard_queries(devices: &str) -> Vec<(String, String)> {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("deploy/grafana/dashboards/darktrace.json")).unwrap();
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap().replace("$did", devices);
+            queries.push((panel["title"].as_str().unwrap().to_owned(), expr));
+        }
+    }
+    for annotation in dashboard["annotations"]["list"].as_array().unwrap() {
+        if let Some(expr) = annotation["expr"].as_str() {
+            let name = format!("annotation {}", annotation["name"].as_str().unwrap());
+            queries.push((name, expr.replace("$did", devices)));
+        }
+    }
+    queries
+}
+
+#[test]
+fn grafana_is_provisioned_against_the_prometheus_api() {
+    let compose = read("docker-compose.yml");
+    assert!(compose.contains("  grafana:\n    image: grafana/grafana-oss:11."));
+    assert!(compose.contains("./deploy/grafana/provisioning:/etc/grafana/provisioning:ro"));
+    assert!(
+        compose.contains("./deploy/grafana/dashboards:/var/lib/grafana/dashboards/metricgate:ro")
+    );
+    assert!(compose.contains("\"127.0.0.1:3000:3000\""));
+
+    // The data source is Grafana's own Prometheus type, at the gateway's prefix, behind the
+    // balancer, with the appliance's one-minute resolution as its smallest step.
+    let datasource = read("deploy/grafana/provisioning/datasources/metricgate.yml");
+    let prefix = metricgate::api::prometheus::PREFIX
+        .strip_suffix("/api/v1")
+        .unwrap();
+    assert!(datasource.contains(&format!("url: http://balancer:8080{prefix}\n")));
+    assert!(datasource.contains("type: prometheus\n"));
+    assert!(datasource.contains("uid: metricgate\n"));
+    assert!(datasource.contains("timeInterval: 1m\n"));
+    assert!(datasource.contains("httpMethod: POST\n"));
+    let provider = read("deploy/grafana/provisioning/dashboards/metricgate.yml");
+    assert!(provider.contains("path: /var/lib/grafana/dashboards/metricgate\n"));
+
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("deploy/grafana/dashboards/darktrace.json")).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert_eq!(panels.len(), 12);
+    for panel in panels {
+        assert_eq!(
+            panel["datasource"]["uid"], "metricgate",
+            "{}",
+            panel["title"]
+        );
+        for target in panel["targets"].as_array().unwrap() {
+            assert_eq!(target["datasource"]["uid"], "metricgate");
+        }
+    }
+    let variable = &dashboard["templating"]["list"][0];
+    assert_eq!(variable["name"], "did");
+    assert_eq!(variable["query"]["query"], "label_values(did)");
+    let breaches = &dashboard["annotations"]["list"][1];
+    assert_eq!(breaches["datasource"]["uid"], "metricgate");
+    assert!(
+        breaches["expr"]
+            .as_str()
+            .unwrap()
+            .starts_with("darktrace_model_breach{")
+    );
+    let titles: Vec<&str> = panels
+        .iter()
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
+    for needed in ["Connections", "Bandwidth", "Model breaches"] {
+        assert!(
+            titles.iter().any(|t| t.contains(needed)),
+            "{needed}: {titles:?}"
+        );
+    }
+    // Each query is in the supported subset (the client test runs them all through promtool).
+    let settings = metricgate::settings::Settings::defaults();
+    let devices = metricgate::promql::KnownDevices::new(Vec::new);
+    let ctx = metricgate::promql::Context {
+        limits: &settings.query,
+        names: &metricgate::query::AnyMetric,
+        metrics: &[],
+        devices: &devices,
+        now_ms: 1_705_320_000_000,
+    };
+    let at = metricgate::promql::At::Range {
+        start: 1_705_298_400_000,
+        end: 1_705_320_000_000,
+        step: 60_000,
+    };
+    for (name, expr) in dashboard_queries("(101|102|103)") {
+        let plan = metricgate::promql::Plan::new(&expr, at, &ctx);
+        assert!(plan.is_ok(), "{name}: {expr}: {:?}", plan.err());
+    }
+}

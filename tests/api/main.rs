@@ -18,6 +18,8 @@ mod late_data;
 mod layers;
 mod limits;
 mod ops;
+mod prometheus;
+mod prometheus_clients;
 mod protection;
 mod protocols;
 mod readme;

@@ -1,0 +1,342 @@
+//! `/prometheus/api/v1/*`: the Prometheus HTTP API, so Grafana's built-in Prometheus data
+//! source (URL `http://<gateway>/prometheus`) plots Darktrace metrics. HTTP only: requests are
+//! read as Prometheus reads them (GET, or a form-encoded POST), queries are planned and
+//! evaluated by [`crate::promql`], their data comes from the use case (segments, coalescing,
+//! the appliance's budget), and answers and failures have Prometheus' envelopes.
+
+pub(crate) mod listing;
+pub(crate) mod query;
+
+use actix_web::http::header;
+use actix_web::middleware::from_fn;
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::limit;
+use crate::catalog::MetricCatalog;
+use crate::catalog::NameSnapshot;
+use crate::error::PrometheusError;
+use crate::normalize::Device;
+use crate::promql::{Context, KnownDevices, PromError};
+use crate::state::AppState;
+
+use listing::{
+    alerts, buildinfo, get_labels, get_series, label_values, metadata, post_labels, post_series,
+    rules,
+};
+use query::{
+    format_query, get_query, get_query_range, post_query, post_query_range, query_exemplars,
+};
+
+/// Where the API lives: Grafana's data source URL is `http://<gateway>/prometheus`.
+pub const PREFIX: &str = "/prometheus/api/v1";
+
+/// `/label/{name}/values`, as a metric label and a prefix.
+pub const LABEL_VALUES: (&str, &str) = (
+    "/prometheus/api/v1/label/{name}/values",
+    "/prometheus/api/v1/label/",
+);
+
+/// Largest form-encoded body accepted, in bytes (a query naming many devices is long).
+const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// The API's routes, each behind the caller's rate limit.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let both = |path: &str, get: fn() -> actix_web::Route, post: fn() -> actix_web::Route| {
+        web::resource(path)
+            .route(get())
+            .route(post())
+            .default_service(web::to(method_not_allowed))
+    };
+    let get_only = |path: &str, get: fn() -> actix_web::Route| {
+        web::resource(path)
+            .route(get())
+            .default_service(web::to(method_not_allowed))
+    };
+    cfg.service(
+        web::scope(PREFIX)
+            .wrap(from_fn(limit::prometheus))
+            .service(both(
+                "/query",
+                || web::get().to(get_query),
+                || web::post().to(post_query),
+            ))
+            .service(both(
+                "/query_range",
+                || web::get().to(get_query_range),
+                || web::post().to(post_query_range),
+            ))
+            .service(both(
+                "/format_query",
+                || web::get().to(format_query),
+                || web::post().to(format_query),
+            ))
+            .service(both(
+                "/query_exemplars",
+                || web::get().to(query_exemplars),
+                || web::post().to(query_exemplars),
+            ))
+            .service(both(
+                "/labels",
+                || web::get().to(get_labels),
+                || web::post().to(post_labels),
+            ))
+            .service(both(
+                "/series",
+                || web::get().to(get_series),
+                || web::post().to(post_series),
+            ))
+            .service(get_only("/label/{name}/values", || {
+                web::get().to(label_values)
+            }))
+            .service(get_only("/metadata", || web::get().to(metadata)))
+            .service(get_only("/status/buildinfo", || web::get().to(buildinfo)))
+            .service(get_only("/rules", || web::get().to(rules)))
+            .service(get_only("/alerts", || web::get().to(alerts)))
+            .default_service(web::to(not_found)),
+    );
+}
+
+async fn not_found() -> Result<HttpResponse, PrometheusError> {
+    Err(PrometheusError::NotFound)
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, PrometheusError> {
+    Err(PrometheusError::MethodNotAllowed)
+}
+
+/// A request's parameters as Prometheus reads them (Go's `ParseForm`): a form-encoded POST
+/// body's first, then the URL's; the first value of a name counts, `match[]` takes all.
+pub(super) struct Form {
+    pairs: Vec<(String, String)>,
+}
+
+impl Form {
+    async fn read(
+        req: &HttpRequest,
+        payload: Option<web::Payload>,
+    ) -> Result<Self, PrometheusError> {
+        let mut pairs = Vec::new();
+        let form_encoded = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';').next().is_some_and(|m| {
+                    m.trim()
+                        .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+                })
+            });
+        if let Some(mut payload) = payload.filter(|_| form_encoded) {
+            let mut body = web::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|_| PrometheusError::Body)?;
+                if body.len() + chunk.len() > MAX_BODY_BYTES {
+                    return Err(PrometheusError::BodyTooLarge {
+                        limit: MAX_BODY_BYTES,
+                    });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            pairs.extend(
+                form_urlencoded::parse(&body).map(|(k, v)| (k.into_owned(), v.into_owned())),
+            );
+        }
+        pairs.extend(
+            form_urlencoded::parse(req.query_string().as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned())),
+        );
+        Ok(Self { pairs })
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The value of `name`, or `None` when absent or empty (as Prometheus treats both).
+    fn given(&self, name: &str) -> Option<&str> {
+        self.get(name).filter(|v| !v.is_empty())
+    }
+
+    fn all(&self, name: &str) -> Vec<String> {
+        self.pairs
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// `limit`: a count of series, 0 (or none) for all.
+    fn limit(&self) -> Result<usize, PrometheusError> {
+        match self.given("limit") {
+            None => Ok(0),
+            Some(v) => v.parse::<usize>().map_err(|_| {
+                PromError::bad_data(format!(
+                    "invalid parameter \"limit\": cannot parse \"{}\" to a valid limit",
+                    crate::query::shown(v)
+                ))
+                .into()
+            }),
+        }
+    }
+
+    /// Checks the optional times a listing takes (they do not narrow it).
+    fn check_times(&self) -> Result<(), PrometheusError> {
+        for name in ["start", "end"] {
+            if let Some(v) = self.given(name) {
+                crate::promql::time::parse_time(name, v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks `timeout` (queries are bounded by the appliance's own timeouts).
+    fn check_timeout(&self) -> Result<(), PrometheusError> {
+        if let Some(v) = self.given("timeout") {
+            crate::promql::time::parse_duration("timeout", v)?;
+        }
+        Ok(())
+    }
+}
+
+/// Prometheus' success envelope.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PrometheusSuccess<T> {
+    /// Always `success`.
+    #[schema(example = "success")]
+    status: &'static str,
+    data: T,
+    /// Things the caller should know that did not stop the request.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+}
+
+fn success<T: Serialize>(data: T, warnings: Vec<String>) -> HttpResponse {
+    HttpResponse::Ok().json(PrometheusSuccess {
+        status: "success",
+        data,
+        warnings,
+    })
+}
+
+/// What a query is planned against, taken once per request.
+struct Known {
+    catalog: Option<std::sync::Arc<MetricCatalog>>,
+    names: NameSnapshot,
+    now_ms: i64,
+}
+
+impl Known {
+    fn of(state: &AppState) -> Self {
+        Self {
+            catalog: state.catalog.get(),
+            names: state.catalog.names(),
+            now_ms: state.clock.now_ms(),
+        }
+    }
+
+    fn context<'a>(&'a self, state: &'a AppState, devices: &'a KnownDevices<'a>) -> Context<'a> {
+        Context {
+            limits: &state.settings.query,
+            names: &self.names,
+            metrics: self.catalog.as_ref().map_or(&[], |c| &c.metrics),
+            devices,
+            now_ms: self.now_ms,
+        }
+    }
+}
+
+/// The devices the gateway knows: seen in the segment cache's answers, and configured.
+fn known_devices(state: &AppState) -> KnownDevices<'_> {
+    KnownDevices::new(move || {
+        let mut devices = state.service.seen_devices();
+        devices.extend(
+            state
+                .settings
+                .prometheus
+                .devices
+                .iter()
+                .map(|did| Device::bare(*did)),
+        );
+        devices
+    })
+}
+
+/// `/query`'s and `/query_range`'s documented parameters.
+#[allow(dead_code)]
+#[derive(Deserialize, IntoParams, ToSchema)]
+#[into_params(parameter_in = Query)]
+pub struct QueryParams {
+    /// A PromQL expression in the supported subset (see the README).
+    #[param(example = "sum by (did) (connections{did=~\"123|456\"})")]
+    query: String,
+    /// Evaluation time: RFC 3339 or Unix seconds; now when absent.
+    #[param(example = "2024-01-15T12:00:00Z")]
+    time: Option<String>,
+    /// Accepted and checked; queries are bounded by the appliance's timeouts.
+    timeout: Option<String>,
+    /// Most series in the answer; 0 for all.
+    limit: Option<u64>,
+}
+
+#[allow(dead_code)]
+#[derive(Deserialize, IntoParams, ToSchema)]
+#[into_params(parameter_in = Query)]
+pub struct QueryRangeParams {
+    /// A PromQL expression in the supported subset (see the README).
+    #[param(example = "sum(bandwidth{did=~\"123|456\"}) * 8")]
+    query: String,
+    /// Start, inclusive: RFC 3339 or Unix seconds.
+    #[param(example = "2024-01-15T12:00:00Z")]
+    start: String,
+    /// End, inclusive: RFC 3339 or Unix seconds.
+    #[param(example = "2024-01-15T18:00:00Z")]
+    end: String,
+    /// Step between evaluations: seconds or a duration such as `1m`. The appliance is asked
+    /// for buckets of the step rounded to whole minutes.
+    #[param(example = "60")]
+    step: String,
+    timeout: Option<String>,
+    /// Most series in the answer; 0 for all.
+    limit: Option<u64>,
+}
+
+/// The parameters of the listings (`/series`, `/labels`, `/label/{name}/values`).
+#[allow(dead_code)]
+#[derive(Deserialize, IntoParams, ToSchema)]
+#[into_params(parameter_in = Query)]
+pub struct SelectorParams {
+    /// Series selectors; only the series they name are listed.
+    #[serde(rename = "match[]")]
+    #[param(rename = "match[]", example = json!(["connections{did=\"123\"}"]))]
+    matches: Option<Vec<String>>,
+    /// Checked, but listings do not depend on time.
+    start: Option<String>,
+    end: Option<String>,
+    /// Most items in the answer; 0 for all.
+    limit: Option<u64>,
+}
+
+/// `/query_exemplars`' and `/format_query`'s parameter.
+#[allow(dead_code)]
+#[derive(Deserialize, IntoParams, ToSchema)]
+#[into_params(parameter_in = Query)]
+pub struct ExpressionParams {
+    /// A PromQL expression.
+    #[param(example = "sum(connections)")]
+    query: String,
+    start: Option<String>,
+    end: Option<String>,
+}
+
+/// A traceparent to continue towards the appliance.
+fn traceparent(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+}

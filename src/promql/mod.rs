@@ -1,0 +1,109 @@
+//! PromQL over Darktrace metrics, for Grafana's built-in Prometheus data source: a documented
+//! subset parsed by `promql-parser`, planned into `/metricdata` questions ([`MetricQuery`],
+//! validated by the same parser and limits as `/v1`) and evaluated over their normalized
+//! answers. No HTTP here: `api/prometheus` extracts and answers, the use case fetches.
+//!
+//! The mapping: a metric name is the catalog's name; labels are the appliance's filters
+//! (`did`, `ddid`, `odid`, `port`, `sourceport`, `destinationport`, `protocol`,
+//! `applicationprotocol`), `direction` (`in`/`out`) for the parts of a value, and the device's
+//! `hostname`, `ip` and `label` where known. A query at step `s` asks the appliance for
+//! buckets of `s` rounded to whole minutes; the value at time `t` is the bucket holding `t`.
+//! Model breaches are the series [`BREACH_METRIC`].
+
+mod eval;
+mod expr;
+mod listing;
+mod plan;
+mod select;
+pub mod time;
+mod value;
+
+use std::cell::OnceCell;
+use std::collections::BTreeMap;
+
+pub use listing::{Listing, Metadata, label_names, label_values, metadata, series};
+pub use plan::{At, Plan};
+pub use value::{Labels, QueryData};
+
+use crate::normalize::{Device, MetricInfo};
+use crate::query::MetricNames;
+use crate::settings::QueryLimits;
+
+/// The label that holds a series' metric name.
+pub const METRIC_NAME: &str = "__name__";
+/// The series of model breaches: one per breach, its value the breach's score.
+pub const BREACH_METRIC: &str = "darktrace_model_breach";
+
+/// Why a PromQL request gets no answer, in Prometheus' own words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PromError {
+    /// The request is wrong: Prometheus' `bad_data`.
+    #[error("{0}")]
+    BadData(String),
+    /// The query is valid but cannot be evaluated: Prometheus' `execution`.
+    #[error("{0}")]
+    Execution(String),
+}
+
+impl PromError {
+    pub fn bad_data(message: impl Into<String>) -> Self {
+        Self::BadData(message.into())
+    }
+}
+
+/// What planning needs to know besides the query: the limits, the appliance's catalog and
+/// the devices the gateway knows of.
+pub struct Context<'a> {
+    pub limits: &'a QueryLimits,
+    /// The catalog's names, as `/v1`'s parser checks them.
+    pub names: &'a dyn MetricNames,
+    /// The catalog's metrics; empty while it is not known.
+    pub metrics: &'a [MetricInfo],
+    pub devices: &'a KnownDevices<'a>,
+    pub now_ms: i64,
+}
+
+/// The devices the gateway knows of (seen in cached answers, or configured), looked up only
+/// when a query needs them: most name their devices.
+pub struct KnownDevices<'a> {
+    load: Box<dyn Fn() -> Vec<Device> + 'a>,
+    loaded: OnceCell<BTreeMap<u64, Device>>,
+}
+
+impl<'a> KnownDevices<'a> {
+    pub fn new(load: impl Fn() -> Vec<Device> + 'a) -> Self {
+        Self {
+            load: Box::new(load),
+            loaded: OnceCell::new(),
+        }
+    }
+
+    /// By id; of several descriptions of one device, the most detailed.
+    pub fn get(&self) -> &BTreeMap<u64, Device> {
+        self.loaded.get_or_init(|| {
+            let mut by_id: BTreeMap<u64, Device> = BTreeMap::new();
+            for device in (self.load)() {
+                match by_id.get(&device.did) {
+                    Some(known) if detail(known) >= detail(&device) => {}
+                    _ => {
+                        by_id.insert(device.did, device);
+                    }
+                }
+            }
+            by_id
+        })
+    }
+}
+
+fn detail(d: &Device) -> usize {
+    [&d.hostname, &d.ip, &d.label]
+        .iter()
+        .filter(|f| f.is_some())
+        .count()
+}
+
+/// Any valid PromQL (not only the subset) pretty-printed, as `/api/v1/format_query` answers
+/// Grafana's "Format query".
+pub fn format(text: &str) -> Result<String, PromError> {
+    Ok(expr::parse_expr(text)?.prettify())
+}

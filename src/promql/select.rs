@@ -1,0 +1,613 @@
+//! A selector's matchers → what to ask the appliance ([`Selection`]), and the appliance's
+//! normalized answers → labelled series ([`Row`]s).
+//!
+//! - `__name__` picks catalog metrics (a regex is matched against the catalog) and/or
+//!   [`BREACH_METRIC`].
+//! - `did="N"` or `did=~"N|M|…"` (optionally in parentheses, as Grafana writes multi-value
+//!   variables) names devices: one appliance request each, as `/v1`'s `devices`. Other `did`
+//!   matchers (`!=`, `!~`, any other regex) are matched against the devices the gateway knows.
+//!   Without any `did` matcher a selector reads the network-wide series (no device filter).
+//! - The other filters take `=` only (the appliance filters on one value).
+//! - `direction` chooses among the total (no `direction` label) and the `in` and `out` parts;
+//!   without a `direction` matcher only the total is read, so sums do not count twice.
+//! - Every matcher is then applied to every series' labels, as Prometheus does.
+
+use std::collections::BTreeMap;
+
+use promql_parser::label::{MatchOp, Matcher};
+
+use super::expr::Selector;
+use super::value::Labels;
+use super::{BREACH_METRIC, Context, METRIC_NAME, PromError};
+use crate::normalize::{Device, MetricData};
+use crate::query::{self, FieldError, MetricQuery};
+
+/// The appliance's filters, as labels: the names of `/metricdata`'s own parameters.
+pub(crate) const FILTERS: &[&str] = &[
+    "ddid",
+    "odid",
+    "port",
+    "sourceport",
+    "destinationport",
+    "protocol",
+    "applicationprotocol",
+];
+/// A device's details, as labels.
+pub(crate) const DETAILS: &[&str] = &["hostname", "ip", "label"];
+/// A breach's labels (besides `did`).
+pub(crate) const BREACH_LABELS: &[&str] = &["model", "pbid", "pid"];
+pub(crate) const DID: &str = "did";
+pub(crate) const DIRECTION: &str = "direction";
+
+/// Every label name a series can have.
+pub(crate) fn all_labels() -> Vec<&'static str> {
+    let mut names = vec![METRIC_NAME, DID, DIRECTION];
+    names.extend_from_slice(FILTERS);
+    names.extend_from_slice(DETAILS);
+    names.extend_from_slice(BREACH_LABELS);
+    names.sort_unstable();
+    names
+}
+
+/// A value, or a part of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    Total,
+    In,
+    Out,
+}
+
+impl Direction {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Total => "",
+            Self::In => "in",
+            Self::Out => "out",
+        }
+    }
+}
+
+/// Whether the selector is read for its values, or listed (`/series`, `/labels`): a listing
+/// names every series there is, a query only those its matchers ask the appliance for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    Query,
+    Listing,
+}
+
+/// A selector resolved against the catalog and the known devices.
+#[derive(Debug, Clone)]
+pub(crate) struct Selection {
+    pub metrics: Vec<String>,
+    pub breaches: bool,
+    /// Read the network-wide series (no device filter).
+    pub network: bool,
+    pub devices: Vec<u64>,
+    /// Appliance filters, spelled as the caller spelled them (and labelled so).
+    pub filters: Vec<(&'static str, String)>,
+    pub directions: Vec<Direction>,
+    pub matchers: Vec<Matcher>,
+}
+
+/// One question for the appliance, and what it is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Fetch {
+    pub query: MetricQuery,
+    pub breaches: bool,
+}
+
+/// A labelled series: its values by bucket start.
+#[derive(Debug, Clone)]
+pub(crate) struct Row {
+    pub labels: Labels,
+    pub points: BTreeMap<i64, f64>,
+    pub reach: Reach,
+}
+
+/// Which sample a time reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// The newest within the lookback, as Prometheus reads a metric.
+    Lookback,
+    /// Only the bucket holding the time: a breach marks its own bucket, not the minutes after.
+    Bucket,
+}
+
+fn value_of<'m>(labels: &'m Labels, name: &str) -> &'m str {
+    labels.get(name).map_or("", String::as_str)
+}
+
+/// Whether every matcher holds for `labels` (a missing label is the empty string).
+pub(crate) fn matches_all(matchers: &[Matcher], labels: &Labels) -> bool {
+    matchers
+        .iter()
+        .all(|m| m.is_match(value_of(labels, &m.name)))
+}
+
+/// `N`, `N|M|…` or `(N|M|…)`: the device ids a regex names literally, if that is all it does.
+fn literal_ids(regex: &str) -> Option<Vec<String>> {
+    let inner = regex
+        .strip_prefix('(')
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or(regex);
+    let ids: Vec<String> = inner.split('|').map(str::to_owned).collect();
+    ids.iter()
+        .all(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+        .then_some(ids)
+}
+
+fn by_name<'m>(matchers: &'m [Matcher], name: &str) -> Vec<&'m Matcher> {
+    matchers.iter().filter(|m| m.name == name).collect()
+}
+
+pub(crate) fn resolve(
+    selector: &Selector,
+    ctx: &Context<'_>,
+    purpose: Purpose,
+    warnings: &mut Vec<String>,
+) -> Result<Selection, PromError> {
+    let matchers = selector.matchers.clone();
+    let (metrics, breaches) = names(&matchers, ctx, purpose)?;
+    let (network, devices) = devices(&matchers, ctx, purpose)?;
+    let filters = filters(&matchers, purpose)?;
+    let direction_matchers = by_name(&matchers, DIRECTION);
+    let directions = if direction_matchers.is_empty() && purpose == Purpose::Query {
+        vec![Direction::Total]
+    } else {
+        [Direction::Total, Direction::In, Direction::Out]
+            .into_iter()
+            .filter(|d| direction_matchers.iter().all(|m| m.is_match(d.label())))
+            .collect()
+    };
+    let known = |name: &str| {
+        name == METRIC_NAME
+            || name == DID
+            || name == DIRECTION
+            || FILTERS.contains(&name)
+            || DETAILS.contains(&name)
+            || BREACH_LABELS.contains(&name)
+    };
+    for m in &matchers {
+        if !known(&m.name) && !m.is_match("") {
+            warnings.push(format!(
+                "no series has the label `{}`, so `{m}` matches nothing; the labels are {}",
+                m.name,
+                all_labels().join(", ")
+            ));
+        }
+    }
+    let nothing = matchers.iter().any(|m| !known(&m.name) && !m.is_match(""));
+    Ok(Selection {
+        metrics: if nothing { Vec::new() } else { metrics },
+        breaches: breaches && !nothing,
+        network,
+        devices,
+        filters,
+        directions,
+        matchers,
+    })
+}
+
+/// The catalog metrics, and whether the breaches, that the `__name__` matchers pick.
+fn names(
+    matchers: &[Matcher],
+    ctx: &Context<'_>,
+    purpose: Purpose,
+) -> Result<(Vec<String>, bool), PromError> {
+    let name_matchers = by_name(matchers, METRIC_NAME);
+    let unnamed = name_matchers.iter().all(|m| m.is_match(""));
+    if unnamed && purpose == Purpose::Query {
+        return Err(PromError::bad_data(
+            "a selector must name its metric (e.g. connections{did=\"123\"} or \
+             {__name__=~\"connections|bandwidth\"}); /api/v1/label/__name__/values lists them",
+        ));
+    }
+    let fits = |name: &str| name_matchers.iter().all(|m| m.is_match(name));
+    let exact = name_matchers
+        .iter()
+        .find(|m| m.op == MatchOp::Equal && !m.value.is_empty())
+        .map(|m| m.value.clone());
+    if let Some(name) = exact {
+        if !fits(&name) {
+            return Ok((Vec::new(), false));
+        }
+        if name == BREACH_METRIC {
+            return Ok((Vec::new(), true));
+        }
+        if ctx.names.contains(&name) == Some(false) {
+            let closest = ctx.names.closest(&name);
+            let hint = if closest.is_empty() {
+                "; /api/v1/label/__name__/values lists the metrics".to_owned()
+            } else {
+                let quoted: Vec<String> = closest.iter().map(|n| format!("`{n}`")).collect();
+                format!("; did you mean {}?", quoted.join(", "))
+            };
+            return Err(PromError::bad_data(format!(
+                "unknown metric `{name}`{hint}"
+            )));
+        }
+        return Ok((vec![name], false));
+    }
+    if ctx.metrics.is_empty() && purpose == Purpose::Query {
+        return Err(PromError::bad_data(
+            "the appliance's metric catalog is not known yet, so a metric name cannot be \
+             matched by a regex; name the metric with =",
+        ));
+    }
+    let metrics: Vec<String> = ctx
+        .metrics
+        .iter()
+        .map(|m| m.name.clone())
+        .filter(|n| fits(n))
+        .collect();
+    Ok((metrics, fits(BREACH_METRIC)))
+}
+
+/// Whether to read the network-wide series, and which devices.
+fn devices(
+    matchers: &[Matcher],
+    ctx: &Context<'_>,
+    purpose: Purpose,
+) -> Result<(bool, Vec<u64>), PromError> {
+    let did = by_name(matchers, DID);
+    let details: Vec<&Matcher> = matchers
+        .iter()
+        .filter(|m| DETAILS.contains(&m.name.as_str()))
+        .collect();
+    let network = did.iter().all(|m| m.is_match("")) && details.iter().all(|m| m.is_match(""));
+    // Ids the matchers name literally: the intersection of every such list.
+    let mut named: Option<Vec<String>> = None;
+    for m in &did {
+        let ids = match &m.op {
+            MatchOp::Equal if !m.value.is_empty() => Some(vec![m.value.clone()]),
+            MatchOp::Re(_) => literal_ids(&m.value),
+            _ => None,
+        };
+        if let Some(ids) = ids {
+            named = Some(match named {
+                None => ids,
+                Some(before) => before.into_iter().filter(|id| ids.contains(id)).collect(),
+            });
+        }
+    }
+    let wants_devices =
+        purpose == Purpose::Listing || !did.is_empty() || details.iter().any(|m| !m.is_match(""));
+    let mut devices: Vec<u64> = match named {
+        Some(ids) => ids
+            .iter()
+            .map(|id| {
+                query::positive_id(id).map_err(|m| PromError::bad_data(format!("label did: {m}")))
+            })
+            .collect::<Result<_, _>>()?,
+        None if wants_devices => {
+            // Described by the known devices' labels, so `did!="5"` or `hostname=~"web.*"`
+            // finds them.
+            ctx.devices
+                .get()
+                .values()
+                .filter(|d| {
+                    let mut labels = Labels::new();
+                    device_labels(d, &mut labels);
+                    did.iter()
+                        .chain(details.iter())
+                        .all(|m| m.is_match(value_of(&labels, &m.name)))
+                })
+                .map(|d| d.did)
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    devices.sort_unstable();
+    devices.dedup();
+    Ok((network, devices))
+}
+
+/// The appliance filters the matchers ask for: `label="value"` each.
+fn filters(
+    matchers: &[Matcher],
+    purpose: Purpose,
+) -> Result<Vec<(&'static str, String)>, PromError> {
+    let mut out = Vec::new();
+    for &name in FILTERS {
+        let on = by_name(matchers, name);
+        let chosen = on
+            .iter()
+            .find(|m| m.op == MatchOp::Equal && !m.value.is_empty());
+        match chosen {
+            Some(m) => out.push((name, m.value.clone())),
+            None => {
+                // Without a filter the series has no such label: fine for a matcher that
+                // matches the empty string.
+                if let Some(m) = on.iter().find(|m| !m.is_match("")) {
+                    if purpose == Purpose::Listing {
+                        continue;
+                    }
+                    return Err(PromError::bad_data(format!(
+                        "unsupported: `{m}`; the appliance filters {name} on one value, so \
+                         {name} takes only {name}=\"…\""
+                    )));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A device's labels: `did`, and `hostname`, `ip` and `label` where known.
+pub(crate) fn device_labels(device: &Device, labels: &mut Labels) {
+    labels.insert(DID.to_owned(), device.did.to_string());
+    for (name, value) in [
+        ("hostname", &device.hostname),
+        ("ip", &device.ip),
+        ("label", &device.label),
+    ] {
+        if let Some(v) = value.as_ref().filter(|v| !v.is_empty()) {
+            labels.insert(name.to_owned(), v.clone());
+        }
+    }
+}
+
+/// The metric the gateway asks for when it wants breaches (they come with any metric):
+/// `connections`, or the catalog's first metric if it has no such one.
+fn breach_carrier(ctx: &Context<'_>) -> String {
+    if ctx.metrics.is_empty() || ctx.metrics.iter().any(|m| m.name == "connections") {
+        "connections".to_owned()
+    } else {
+        ctx.metrics[0].name.clone()
+    }
+}
+
+/// Where a `/v1` parameter's problem shows in PromQL.
+fn label_for(parameter: &str) -> &str {
+    match parameter {
+        "metric" | "metrics" => METRIC_NAME,
+        "devices" | "did" => DID,
+        "interval" => "step",
+        "starttime" | "endtime" | "from" | "to" => "time range",
+        other => other,
+    }
+}
+
+impl Selection {
+    /// The appliance questions for `[start, end)` at `interval_seconds`, validated as `/v1`
+    /// validates its own (the same parser and limits).
+    pub fn fetches(
+        &self,
+        start: i64,
+        end: i64,
+        interval_seconds: u64,
+        ctx: &Context<'_>,
+    ) -> Result<Vec<Fetch>, PromError> {
+        let mut out = Vec::new();
+        let mut kinds: Vec<(bool, Vec<String>)> = Vec::new();
+        if !self.metrics.is_empty() {
+            kinds.push((false, self.metrics.clone()));
+        }
+        if self.breaches {
+            kinds.push((true, vec![breach_carrier(ctx)]));
+        }
+        for (breaches, metrics) in kinds {
+            let mut scopes: Vec<Option<&[u64]>> = Vec::new();
+            if self.network {
+                scopes.push(None);
+            }
+            if !self.devices.is_empty() {
+                scopes.push(Some(&self.devices));
+            }
+            for devices in scopes {
+                let raw = self.raw(&metrics, devices, breaches, start, end, interval_seconds);
+                let query = query::parse(&raw, ctx.limits, ctx.names, ctx.now_ms)
+                    .map_err(|errors| invalid(&errors))?;
+                out.push(Fetch { query, breaches });
+            }
+        }
+        Ok(out)
+    }
+
+    fn raw(
+        &self,
+        metrics: &[String],
+        devices: Option<&[u64]>,
+        breaches: bool,
+        start: i64,
+        end: i64,
+        interval_seconds: u64,
+    ) -> String {
+        let mut raw = form_urlencoded::Serializer::new(String::new());
+        raw.append_pair("metrics", &metrics.join(","));
+        if let Some(devices) = devices {
+            let ids: Vec<String> = devices.iter().map(u64::to_string).collect();
+            raw.append_pair("devices", &ids.join(","));
+            // Device details become the hostname, ip and label labels.
+            raw.append_pair("fulldevicedetails", "true");
+        }
+        for (name, value) in &self.filters {
+            raw.append_pair(name, value);
+        }
+        raw.append_pair("starttime", &start.to_string());
+        raw.append_pair("endtime", &end.to_string());
+        raw.append_pair("interval", &interval_seconds.to_string());
+        if breaches {
+            raw.append_pair("breachtimes", "true");
+        }
+        raw.finish()
+    }
+
+    /// The labels every series of this selection carries besides its own.
+    fn base_labels(&self) -> Labels {
+        self.filters
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect()
+    }
+
+    /// The series the answers hold, labelled, each point keyed by its bucket start, and
+    /// filtered by every matcher.
+    pub fn rows(&self, answers: &[(&Fetch, &MetricData)], interval_ms: i64) -> Vec<Row> {
+        let mut rows: BTreeMap<Labels, BTreeMap<i64, f64>> = BTreeMap::new();
+        let mut breaches: BTreeMap<Labels, BTreeMap<i64, f64>> = BTreeMap::new();
+        for (fetch, data) in answers {
+            if fetch.breaches {
+                self.breach_rows(data, interval_ms, &mut breaches);
+            } else {
+                self.metric_rows(data, &mut rows);
+            }
+        }
+        let reach = |r: Reach| {
+            move |(labels, points)| Row {
+                labels,
+                points,
+                reach: r,
+            }
+        };
+        rows.into_iter()
+            .map(reach(Reach::Lookback))
+            .chain(breaches.into_iter().map(reach(Reach::Bucket)))
+            .filter(|row| matches_all(&self.matchers, &row.labels))
+            .collect()
+    }
+
+    fn metric_rows(&self, data: &MetricData, rows: &mut BTreeMap<Labels, BTreeMap<i64, f64>>) {
+        for series in &data.series {
+            let mut base = self.base_labels();
+            base.insert(METRIC_NAME.to_owned(), series.metric.clone());
+            if let Some(device) = &series.device {
+                device_labels(device, &mut base);
+            }
+            for direction in &self.directions {
+                let points: BTreeMap<i64, f64> = series
+                    .points
+                    .iter()
+                    .filter_map(|p| {
+                        let v = match direction {
+                            Direction::Total => p.value.as_ref(),
+                            Direction::In => p.in_.as_ref(),
+                            Direction::Out => p.out.as_ref(),
+                        }?;
+                        Some((p.timestamp, v.as_f64()?))
+                    })
+                    .collect();
+                if points.is_empty() && *direction != Direction::Total {
+                    continue;
+                }
+                let mut labels = base.clone();
+                if *direction != Direction::Total {
+                    labels.insert(DIRECTION.to_owned(), direction.label().to_owned());
+                }
+                rows.entry(labels).or_insert(points);
+            }
+        }
+    }
+
+    fn breach_rows(
+        &self,
+        data: &MetricData,
+        interval_ms: i64,
+        rows: &mut BTreeMap<Labels, BTreeMap<i64, f64>>,
+    ) {
+        let devices: BTreeMap<u64, &Device> = data
+            .series
+            .iter()
+            .filter_map(|s| s.device.as_ref().map(|d| (d.did, d)))
+            .collect();
+        for breach in &data.breaches {
+            let mut labels = self.base_labels();
+            labels.insert(METRIC_NAME.to_owned(), BREACH_METRIC.to_owned());
+            if let Some(did) = breach.did {
+                match devices.get(&did) {
+                    Some(device) => device_labels(device, &mut labels),
+                    None => device_labels(&Device::bare(did), &mut labels),
+                }
+            }
+            for (name, value) in [
+                ("model", breach.model.clone()),
+                ("pbid", breach.pbid.map(|v| v.to_string())),
+                ("pid", breach.pid.map(|v| v.to_string())),
+            ] {
+                if let Some(v) = value {
+                    labels.insert(name.to_owned(), v);
+                }
+            }
+            if !labels.contains_key("pbid")
+                && let Some(id) = &breach.id
+            {
+                labels.insert("pbid".to_owned(), id.clone());
+            }
+            let bucket = breach.time.div_euclid(interval_ms) * interval_ms;
+            // A breach without a score still marks its time.
+            let score = breach.score.unwrap_or(1.0);
+            let points = rows.entry(labels).or_default();
+            points.entry(bucket).or_insert(score);
+        }
+    }
+
+    /// The series a listing names, without asking the appliance: per metric, the
+    /// network-wide series and one per device, each as a total and its `in` and `out` parts.
+    pub fn label_sets(&self, ctx: &Context<'_>) -> Vec<Labels> {
+        let known = ctx.devices.get();
+        let mut scopes: Vec<Option<Device>> = Vec::new();
+        if self.network {
+            scopes.push(None);
+        }
+        for did in &self.devices {
+            scopes.push(Some(
+                known
+                    .get(did)
+                    .cloned()
+                    .unwrap_or_else(|| Device::bare(*did)),
+            ));
+        }
+        let mut names: Vec<&str> = self.metrics.iter().map(String::as_str).collect();
+        if self.breaches {
+            names.push(BREACH_METRIC);
+        }
+        let mut out = Vec::new();
+        for name in names {
+            for scope in &scopes {
+                let mut base = self.base_labels();
+                base.insert(METRIC_NAME.to_owned(), name.to_owned());
+                if let Some(device) = scope {
+                    device_labels(device, &mut base);
+                }
+                let directions: &[Direction] = if name == BREACH_METRIC {
+                    &[Direction::Total]
+                } else {
+                    &self.directions
+                };
+                for direction in directions {
+                    let mut labels = base.clone();
+                    if *direction != Direction::Total {
+                        labels.insert(DIRECTION.to_owned(), direction.label().to_owned());
+                    }
+                    if matches_all(&self.matchers, &labels) {
+                        out.push(labels);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn invalid(errors: &[FieldError]) -> PromError {
+    let parts: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{}: {}", label_for(&e.parameter), e.message))
+        .collect();
+    PromError::bad_data(parts.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grafana_multi_values_are_literal_ids() {
+        assert_eq!(literal_ids("1|22|333").unwrap(), ["1", "22", "333"]);
+        assert_eq!(literal_ids("(1|2)").unwrap(), ["1", "2"]);
+        assert_eq!(literal_ids("7").unwrap(), ["7"]);
+        assert!(literal_ids(".*").is_none());
+        assert!(literal_ids("1|").is_none());
+        assert!(literal_ids("1.*").is_none());
+    }
+}
