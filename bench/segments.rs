@@ -1,6 +1,9 @@
 //! Segment cache against an exact-key cache, for a dashboard's rolling window: the last 24 h at
 //! 5-minute points, refreshed every 60 s for one hour. Counts upstream requests and upstream
-//! data points (not time), and checks that both strategies give identical answers.
+//! data points (not time), and checks that both strategies give identical answers at every
+//! refresh. Per refresh after the first (warm-up), it prints the points the appliance sent
+//! against the floor: the buckets still unsettled at that refresh (`now - settle` to now)
+//! plus the one that became settled since the previous refresh, which a delta must re-read.
 //!
 //!     cargo bench --bench segments
 //!
@@ -70,9 +73,15 @@ async fn main() {
     let mut exact_cache: HashMap<MetricQuery, MetricData> = HashMap::new();
     let mut exact_points = 0;
     let refreshes = 60;
+    let settle_ms = settings.cache.settle_secs as i64 * 1000;
+    let interval_ms = 5 * MINUTE;
+    // After warm-up: (segment points, floor, exact-key points) per refresh.
+    let mut per_refresh: Vec<(u64, u64, u64)> = Vec::new();
     for k in 0..refreshes {
         let now = T0 + k * MINUTE;
         let query = window(&settings, now);
+        let exact_before = exact_points;
+        let seg_before = segments.counters.upstream_points.load(Ordering::Relaxed);
         let exact = match exact_cache.get(&query) {
             Some(hit) => hit.clone(),
             None => {
@@ -98,6 +107,14 @@ async fn main() {
             .expect("a ranged query")
             .expect("segment fetch");
         assert_eq!(stitched, exact, "refresh {k}: the answers differ");
+        if k > 0 {
+            let previous = now - MINUTE;
+            let settled = |t: i64| (t - settle_ms).div_euclid(interval_ms) * interval_ms;
+            let floor =
+                ((query.boundary_at_or_after(now) - settled(previous)) / interval_ms) as u64;
+            let seg = segments.counters.upstream_points.load(Ordering::Relaxed) - seg_before;
+            per_refresh.push((seg, floor, exact_points - exact_before));
+        }
     }
     let exact_requests = exact_sim.stats.snapshot().metricdata;
     let seg_requests = seg_sim.stats.snapshot().metricdata;
@@ -115,6 +132,22 @@ async fn main() {
         "exact key", exact_requests, exact_points
     );
     println!("{:<16} {:>18} {:>22}", "segments", seg_requests, seg_points);
+    let n = per_refresh.len() as f64;
+    let mean = |f: fn(&(u64, u64, u64)) -> u64| per_refresh.iter().map(f).sum::<u64>() as f64 / n;
+    let max = |f: fn(&(u64, u64, u64)) -> u64| per_refresh.iter().map(f).max().unwrap_or(0);
+    let over = per_refresh.iter().filter(|(s, f, _)| s > f).count();
+    println!(
+        "after warm-up ({} refreshes), appliance points per refresh: segments mean {:.2} max {}; \
+         floor (unsettled + newly settled bucket) mean {:.2} max {}; exact key mean {:.1} max {}",
+        per_refresh.len(),
+        mean(|r| r.0),
+        max(|r| r.0),
+        mean(|r| r.1),
+        max(|r| r.1),
+        mean(|r| r.2),
+        max(|r| r.2),
+    );
+    println!("refreshes above the floor: {over} (target 0)");
     println!(
         "ratio (exact / segments): requests {:.1}x, points {:.1}x (target >= 20x points); answers identical",
         exact_requests as f64 / seg_requests.max(1) as f64,

@@ -81,6 +81,9 @@ pub struct SegmentSettings {
     pub points: u64,
     pub max_bytes: u64,
     pub max_concurrent_fetches: usize,
+    /// Most points per series one upstream request for missing segments may ask for: a long
+    /// cold range is split, at segment boundaries, into requests of at most this many points.
+    pub max_points_per_request: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -437,6 +440,11 @@ impl Settings {
                 "prometheus.devices: {bad} is not a device id (1 to 2^53 - 1)"
             ));
         }
+        positive(
+            &mut problems,
+            "segments.max_points_per_request",
+            self.segments.max_points_per_request,
+        );
         positive(
             &mut problems,
             "segments.max_concurrent_fetches",

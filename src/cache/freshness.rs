@@ -163,12 +163,23 @@ impl Freshness {
         }
     }
 
+    /// The bucket boundary before which every bucket of `interval_ms` is final at `now`: its
+    /// buckets ended before `now - settle`. A delta refresh of a segment starts here.
+    pub fn settled_before(&self, now: i64, interval_ms: i64) -> i64 {
+        let t = self.ttls.load();
+        let interval_ms = interval_ms.max(1);
+        (now - t.settle_ms).div_euclid(interval_ms) * interval_ms
+    }
+
     /// A segment `[start, end)` of a series: historic once it ended before `now - settle` and
     /// is complete, else live until the end of the current `min(live_ttl, interval)` bucket,
     /// like a live answer. Live segments fetched in one bucket expire together, so a
     /// dashboard's refreshes refetch them once per bucket, in one request, instead of drifting
     /// out of phase (the newest segment expiring at one refresh, the older live ones at the
-    /// next). Stale segments are never served.
+    /// out of phase (the newest segment expiring at one refresh, the older live ones at the
+    /// next). Stale segments are never served; a live one is kept past its freshness for the
+    /// settle window (plus a bucket), as the base a delta refresh extends: its settled buckets
+    /// are never fetched again.
     pub fn segment_deadlines(
         &self,
         end: i64,
@@ -177,17 +188,20 @@ impl Freshness {
         now: i64,
     ) -> Deadlines {
         let t = self.ttls.load();
-        let fresh_until = if end <= now - t.settle_ms && completeness == Completeness::Complete {
-            now + t.historic_ttl_ms
+        let historic = end <= now - t.settle_ms && completeness == Completeness::Complete;
+        let (fresh_until, kept_until) = if historic {
+            let until = now + t.historic_ttl_ms;
+            (until, until)
         } else {
             let step = t.live_ttl_ms.min(interval_ms).max(1);
-            (now.div_euclid(step) + 1) * step
+            let until = (now.div_euclid(step) + 1) * step;
+            (until, until + t.settle_ms + interval_ms.max(1))
         };
         Deadlines {
             stored_at: now,
             fresh_until,
-            stale_while_revalidate_until: fresh_until,
-            stale_if_error_until: fresh_until,
+            stale_while_revalidate_until: kept_until,
+            stale_if_error_until: kept_until,
         }
     }
 

@@ -9,6 +9,12 @@
 //! with bucket-aligned ends, like every request. The caller hands in how to fetch a range;
 //! this module only decides which ranges, and stores what comes back (never an answer that
 //! was only partly understood).
+//!
+//! A live segment whose freshness ran out is not fetched whole again: every segment records
+//! up to where its buckets were settled when it was fetched, and only the buckets from there
+//! on (the ones that can still change) are asked for and merged into it ("delta-only live
+//! tail"). A segment whose settled part lacks data (the appliance may be behind) is fetched
+//! whole, like a missing one.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -50,12 +56,32 @@ impl MemoryKey for SegmentKey {
     }
 }
 
-/// A run of adjacent missing segments, fetched with one upstream request.
+/// A run of adjacent missing segments, fetched with one upstream request from `start` (a
+/// segment's start, or inside its first segment for a delta) to `end`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct RunKey {
     query: Arc<MetricQuery>,
     start: i64,
     end: i64,
+}
+
+/// What to fetch for a run: segments `[start, end)`, asked for from `fetch_from`; the buckets
+/// of the first segment before `fetch_from` come from `base`, its stored, settled prefix.
+#[derive(Debug, Clone)]
+struct RunPlan {
+    start: i64,
+    end: i64,
+    fetch_from: i64,
+    base: Option<Arc<Segment>>,
+}
+
+/// A segment position, as the lookup found it.
+#[derive(Debug, Clone)]
+enum Slot {
+    Fresh(Arc<Segment>),
+    /// Expired, with settled buckets a delta refresh keeps.
+    Stale(Arc<Segment>),
+    Missing,
 }
 
 #[derive(Debug)]
@@ -64,6 +90,9 @@ pub(super) struct Segment {
     pub(super) series: Vec<Series>,
     pub(super) breaches: Vec<Breach>,
     pub(super) deadlines: Deadlines,
+    /// Buckets before this were final when the segment was fetched (the segment's start when
+    /// none were, or its settled part lacked data): a delta refresh asks from here on.
+    pub(super) settled_until: i64,
     pub(super) bytes: usize,
 }
 
@@ -112,11 +141,13 @@ type FetchedRun = Arc<Run>;
 pub struct SegmentCounters {
     pub hits: AtomicU64,
     pub misses: AtomicU64,
-    /// Segments found in Redis after a local miss (counted in `hits` too).
+    /// Segments found in Redis after a local miss.
     pub shared_hits: AtomicU64,
     /// Upstream fetches (runs), and the points they returned.
     pub runs: AtomicU64,
     pub upstream_points: AtomicU64,
+    /// Expired live segments refreshed by asking only for their unsettled buckets.
+    pub deltas: AtomicU64,
 }
 
 pub struct SegmentCache<E> {
@@ -126,6 +157,8 @@ pub struct SegmentCache<E> {
     identity: Arc<str>,
     points: i64,
     concurrency: usize,
+    /// Most segments one upstream request covers.
+    segments_per_request: i64,
     /// Redis, shared with the other replicas: consulted after a local miss.
     shared: Option<SharedSegments>,
     pub counters: Arc<SegmentCounters>,
@@ -143,6 +176,8 @@ where
             identity: Arc::from(identity),
             points: settings.points.max(1) as i64,
             concurrency: settings.max_concurrent_fetches.max(1),
+            segments_per_request: (settings.max_points_per_request / settings.points.max(1)).max(1)
+                as i64,
             shared: None,
             counters: Arc::default(),
         }
@@ -220,21 +255,24 @@ where
         let last = (end - 1).div_euclid(length) * length;
         let base = Arc::new(query.without_range());
 
-        let mut found: Vec<(i64, Option<Arc<Segment>>)> = Vec::new();
+        let mut found: Vec<(i64, Slot)> = Vec::new();
         let mut at = first;
         while at <= last {
             let key = self.key(&base, at);
-            let segment = match reuse {
-                Reuse::Cached => self
-                    .store
-                    .lookup(&key)
-                    .await
-                    .filter(|s| s.deadlines.is_fresh(now)),
-                Reuse::Refetch => None,
+            let slot = match reuse {
+                Reuse::Cached => match self.store.lookup(&key).await {
+                    Some(s) if s.deadlines.is_fresh(now) => Slot::Fresh(s),
+                    Some(s) if s.settled_until > at && s.settled_until < at + length => {
+                        Slot::Stale(s)
+                    }
+                    _ => Slot::Missing,
+                },
+                Reuse::Refetch => Slot::Missing,
             };
-            found.push((at, segment));
+            found.push((at, slot));
             at += length;
         }
+
         let series = self
             .shared
             .as_ref()
@@ -243,8 +281,9 @@ where
         if let (Some(series), Reuse::Cached) = (&series, reuse) {
             self.fill_from_shared(&base, series, &mut found, now).await;
         }
-        for (_, segment) in &found {
-            let counter = if segment.is_some() {
+        // Counted once Redis had its say: a segment another replica fetched is a hit.
+        for (_, slot) in &found {
+            let counter = if matches!(slot, Slot::Fresh(_)) {
                 &self.counters.hits
             } else {
                 &self.counters.misses
@@ -252,14 +291,14 @@ where
             counter.fetch_add(1, Ordering::Relaxed);
         }
 
-        let runs = missing_runs(&found, length);
+        let runs = missing_runs(&found, length, self.segments_per_request);
         let fetched: Result<Vec<FetchedRun>, E> = futures::stream::iter(runs)
-            .map(|(run_start, run_end)| {
+            .map(|plan| {
                 let turn = series
                     .clone()
                     .zip(self.shared.clone())
                     .map(|(series, shared)| (shared, series, reuse == Reuse::Cached));
-                self.fetch_run(&base, (run_start, run_end), now, reuse, turn, fetch.clone())
+                self.fetch_run(&base, plan, now, reuse, turn, fetch.clone())
             })
             .buffer_unordered(self.concurrency)
             .collect::<Vec<_>>()
@@ -272,7 +311,10 @@ where
         };
         let mut by_start: BTreeMap<i64, Arc<Segment>> = found
             .into_iter()
-            .filter_map(|(at, s)| s.map(|s| (at, s)))
+            .filter_map(|(at, s)| match s {
+                Slot::Fresh(s) => Some((at, s)),
+                Slot::Stale(_) | Slot::Missing => None,
+            })
             .collect();
         let mut warnings = Vec::new();
         for run in fetched {
@@ -286,26 +328,27 @@ where
         Some(Ok(data))
     }
 
-    /// Looks up every locally missing segment in Redis with one `MGET`, keeping what is
-    /// found (and fresh) locally too.
+    /// Looks up every locally missing (or expired) segment in Redis with one `MGET`, keeping
+    /// what is found fresh locally too.
     async fn fill_from_shared(
         &self,
         base: &Arc<MetricQuery>,
         series: &Arc<str>,
-        found: &mut [(i64, Option<Arc<Segment>>)],
+        found: &mut [(i64, Slot)],
         now: i64,
     ) {
         let Some(shared) = &self.shared else { return };
+        let wanted = |slot: &Slot| !matches!(slot, Slot::Fresh(_));
         let missing: Vec<i64> = found
             .iter()
-            .filter(|(_, s)| s.is_none())
+            .filter(|(_, s)| wanted(s))
             .map(|(at, _)| *at)
             .collect();
         if missing.is_empty() {
             return;
         }
         let mut from_shared = shared.lookup_many(series, &missing).await.into_iter();
-        for (at, slot) in found.iter_mut().filter(|(_, s)| s.is_none()) {
+        for (at, slot) in found.iter_mut().filter(|(_, s)| wanted(s)) {
             let Some(segment) = from_shared.next().flatten() else {
                 continue;
             };
@@ -316,7 +359,7 @@ where
             self.store
                 .insert(self.key(base, *at), segment.clone())
                 .await;
-            *slot = Some(segment);
+            *slot = Slot::Fresh(segment);
         }
     }
 
@@ -328,12 +371,12 @@ where
         }
     }
 
-    /// Fetches `[run_start, run_end)` (closed at `now` if it reaches beyond) in one request,
-    /// shared with concurrent askers, and stores it as segments.
+    /// Fetches the run `plan` describes (closed at `now` if it reaches beyond) in one
+    /// request, shared with concurrent askers, and stores it as segments.
     async fn fetch_run<F, Fut>(
         &self,
         base: &Arc<MetricQuery>,
-        (run_start, run_end): (i64, i64),
+        plan: RunPlan,
         now: i64,
         reuse: Reuse,
         // Redis, this question's shared name there, and whether another replica's segments
@@ -345,9 +388,15 @@ where
         F: Fn(MetricQuery) -> Fut + Send + 'static,
         Fut: Future<Output = Result<MetricData, E>> + Send + 'static,
     {
+        let RunPlan {
+            start: run_start,
+            end: run_end,
+            fetch_from,
+            base: prefix,
+        } = plan;
         let key = RunKey {
             query: base.clone(),
-            start: run_start,
+            start: fetch_from,
             end: run_end,
         };
         let store = self.store.clone();
@@ -409,9 +458,12 @@ where
             }
             // Not beyond the bucket holding now, and a bucket boundary, like every request.
             let upstream_end =
-                run_end.min(base.boundary_at_or_after(now).max(run_start + interval));
+                run_end.min(base.boundary_at_or_after(now).max(fetch_from + interval));
             counters.runs.fetch_add(1, Ordering::Relaxed);
-            let data = match fetch(base.with_range(run_start, upstream_end)).await {
+            if prefix.is_some() {
+                counters.deltas.fetch_add(1, Ordering::Relaxed);
+            }
+            let data = match fetch(base.with_range(fetch_from, upstream_end)).await {
                 Ok(data) => data,
                 Err(e) => {
                     // The others take their turn now, not when the lock lapses.
@@ -425,13 +477,27 @@ where
             counters
                 .upstream_points
                 .fetch_add(points as u64, Ordering::Relaxed);
+            let settled = freshness.settled_before(now, interval);
             let mut segments = Vec::new();
             let mut at = run_start;
             while at < run_end {
-                let segment = Arc::new(cut(&data, at, at + length, |series, seg_end| {
-                    let completeness = Completeness::of_series(series, seg_end, interval);
-                    freshness.segment_deadlines(seg_end, interval, completeness, now)
-                }));
+                let from = at.max(fetch_from);
+                let (mut series, mut breaches) = cut(&data, from, at + length);
+                if let (Some(prefix), true) = (&prefix, at == run_start) {
+                    (series, breaches) = merge(prefix, series, breaches, from);
+                }
+                let seg_end = at + length;
+                let completeness = Completeness::of_series(&series, seg_end, interval);
+                let deadlines = freshness.segment_deadlines(seg_end, interval, completeness, now);
+                let settled_until = settled_prefix(&series, at, seg_end, settled, interval);
+                let bytes = weight(&series, &breaches);
+                let segment = Arc::new(Segment {
+                    series,
+                    breaches,
+                    deadlines,
+                    settled_until,
+                    bytes,
+                });
                 // An answer the gateway only partly understood is used once, never kept.
                 if data.warnings.is_empty() {
                     store
@@ -465,28 +531,105 @@ where
     }
 }
 
-/// Adjacent missing segments, merged into `[start, end)` runs.
-fn missing_runs(found: &[(i64, Option<Arc<Segment>>)], length: i64) -> Vec<(i64, i64)> {
-    let mut runs: Vec<(i64, i64)> = Vec::new();
-    for (at, segment) in found {
-        if segment.is_some() {
-            continue;
-        }
-        match runs.last_mut() {
-            Some((_, end)) if *end == *at => *end += length,
-            _ => runs.push((*at, *at + length)),
+/// Adjacent segments to fetch, merged into runs. A run may start with an expired segment,
+/// asked for only from its settled point; expired segments further into a run are fetched
+/// whole with it (one request is cheaper than two). A run covers at most `most` segments: a
+/// long cold range reaches the appliance as several bounded requests.
+fn missing_runs(found: &[(i64, Slot)], length: i64, most: i64) -> Vec<RunPlan> {
+    let mut runs: Vec<RunPlan> = Vec::new();
+    for (at, slot) in found {
+        let at = *at;
+        match (slot, runs.last_mut()) {
+            (Slot::Fresh(_), _) => {}
+            (_, Some(run)) if run.end == at && (run.end - run.start) / length < most => {
+                run.end += length
+            }
+            (Slot::Stale(base), _) => runs.push(RunPlan {
+                start: at,
+                end: at + length,
+                fetch_from: base.settled_until,
+                base: Some(base.clone()),
+            }),
+            (Slot::Missing, _) => runs.push(RunPlan {
+                start: at,
+                end: at + length,
+                fetch_from: at,
+                base: None,
+            }),
         }
     }
     runs
 }
 
-/// The part of `data` in `[start, end)`, as a segment.
-fn cut(
-    data: &MetricData,
-    start: i64,
-    end: i64,
-    deadlines: impl Fn(&[Series], i64) -> Deadlines,
-) -> Segment {
+/// Where a segment's settled part ends: the settled boundary within `[start, end)` if every
+/// series has data in the last settled bucket, else `start` (nothing is taken as final).
+fn settled_prefix(series: &[Series], start: i64, end: i64, settled: i64, interval: i64) -> i64 {
+    let until = settled.clamp(start, end);
+    if until == start {
+        return start;
+    }
+    let last = until - interval;
+    let filled = !series.is_empty()
+        && series.iter().all(|s| {
+            s.points
+                .iter()
+                .rev()
+                .find(|p| p.timestamp < until)
+                .is_some_and(|p| p.timestamp == last && p.value.is_some())
+        });
+    if filled { until } else { start }
+}
+
+/// `prefix`'s settled buckets and breaches (before `from`), followed by what was fetched
+/// from `from` on: a segment refreshed by its delta.
+fn merge(
+    prefix: &Segment,
+    fresh: Vec<Series>,
+    fresh_breaches: Vec<Breach>,
+    from: i64,
+) -> (Vec<Series>, Vec<Breach>) {
+    let mut fresh: Vec<Option<Series>> = fresh.into_iter().map(Some).collect();
+    let mut series: Vec<Series> = Vec::with_capacity(prefix.series.len());
+    for old in &prefix.series {
+        let did = old.device.as_ref().map(|d| d.did);
+        let newer = fresh.iter_mut().find(|f| {
+            f.as_ref()
+                .is_some_and(|f| f.metric == old.metric && f.device.as_ref().map(|d| d.did) == did)
+        });
+        let mut points: Vec<_> = old
+            .points
+            .iter()
+            .filter(|p| p.timestamp < from)
+            .cloned()
+            .collect();
+        let (unit, device) = match newer.and_then(Option::take) {
+            Some(f) => {
+                points.extend(f.points);
+                (f.unit, f.device)
+            }
+            None => (old.unit.clone(), old.device.clone()),
+        };
+        points.shrink_to_fit();
+        series.push(Series {
+            metric: old.metric.clone(),
+            unit,
+            device,
+            points,
+        });
+    }
+    series.extend(fresh.into_iter().flatten());
+    let mut breaches: Vec<Breach> = prefix
+        .breaches
+        .iter()
+        .filter(|b| b.time < from)
+        .cloned()
+        .collect();
+    breaches.extend(fresh_breaches);
+    (series, breaches)
+}
+
+/// The part of `data` in `[start, end)`: its series and breaches.
+fn cut(data: &MetricData, start: i64, end: i64) -> (Vec<Series>, Vec<Breach>) {
     let series: Vec<Series> = data
         .series
         .iter()
@@ -513,13 +656,7 @@ fn cut(
         .filter(|b| (start..end).contains(&b.time))
         .cloned()
         .collect();
-    let bytes = weight(&series, &breaches);
-    Segment {
-        deadlines: deadlines(&series, end),
-        series,
-        breaches,
-        bytes,
-    }
+    (series, breaches)
 }
 
 /// What one stored segment occupies: its key (the query it shares with its run's other
@@ -603,29 +740,66 @@ fn stitch<'a>(
 mod tests {
     use super::*;
 
+    fn segment(settled_until: i64) -> Arc<Segment> {
+        Arc::new(Segment {
+            series: Vec::new(),
+            breaches: Vec::new(),
+            deadlines: Deadlines {
+                stored_at: 0,
+                fresh_until: 0,
+                stale_while_revalidate_until: 0,
+                stale_if_error_until: 0,
+            },
+            settled_until,
+            bytes: 0,
+        })
+    }
+
+    fn spans(runs: &[RunPlan]) -> Vec<(i64, i64, i64)> {
+        runs.iter()
+            .map(|r| (r.start, r.end, r.fetch_from))
+            .collect()
+    }
+
     #[test]
     fn adjacent_missing_segments_merge_into_runs() {
-        let seg = || {
-            Some(Arc::new(Segment {
-                series: Vec::new(),
-                breaches: Vec::new(),
-                deadlines: Deadlines {
-                    stored_at: 0,
-                    fresh_until: 0,
-                    stale_while_revalidate_until: 0,
-                    stale_if_error_until: 0,
-                },
-                bytes: 0,
-            }))
-        };
         let found = vec![
-            (0, None),
-            (10, None),
-            (20, seg()),
-            (30, None),
-            (40, seg()),
-            (50, None),
+            (0, Slot::Missing),
+            (10, Slot::Missing),
+            (20, Slot::Fresh(segment(30))),
+            (30, Slot::Missing),
+            (40, Slot::Fresh(segment(50))),
+            (50, Slot::Missing),
         ];
-        assert_eq!(missing_runs(&found, 10), [(0, 20), (30, 40), (50, 60)]);
+        assert_eq!(
+            spans(&missing_runs(&found, 10, 100)),
+            [(0, 20, 0), (30, 40, 30), (50, 60, 50)]
+        );
+    }
+
+    #[test]
+    fn an_expired_segment_is_asked_for_from_its_settled_point() {
+        let found = vec![
+            (0, Slot::Fresh(segment(10))),
+            (10, Slot::Stale(segment(17))),
+            (20, Slot::Missing),
+            (30, Slot::Fresh(segment(30))),
+            (40, Slot::Missing),
+            (50, Slot::Stale(segment(55))),
+        ];
+        let runs = missing_runs(&found, 10, 100);
+        // The delta opens a run and the new segment joins it; an expired segment further
+        // into a run is fetched whole with it.
+        assert_eq!(spans(&runs), [(10, 30, 17), (40, 60, 40)]);
+        assert!(runs[0].base.is_some() && runs[1].base.is_none());
+    }
+
+    #[test]
+    fn long_runs_are_split_into_bounded_requests() {
+        let found: Vec<_> = (0..7).map(|i| (i * 10, Slot::Missing)).collect();
+        assert_eq!(
+            spans(&missing_runs(&found, 10, 3)),
+            [(0, 30, 0), (30, 60, 30), (60, 70, 60)]
+        );
     }
 }

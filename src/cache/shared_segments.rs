@@ -253,7 +253,7 @@ fn ttl_ms(d: &Deadlines) -> u64 {
     d.keep_for().as_millis().max(1) as u64
 }
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// The compact form of a segment.
 fn encode(segment: &Segment) -> Vec<u8> {
@@ -265,6 +265,7 @@ fn encode(segment: &Segment) -> Vec<u8> {
         d.fresh_until,
         d.stale_while_revalidate_until,
         d.stale_if_error_until,
+        segment.settled_until,
     ] {
         w.signed(n);
     }
@@ -346,6 +347,7 @@ fn decode(bytes: &[u8]) -> Option<Segment> {
         stale_while_revalidate_until: r.signed()?,
         stale_if_error_until: r.signed()?,
     };
+    let settled_until = r.signed()?;
     let count = r.len()?;
     let mut series = Vec::with_capacity(count);
     for _ in 0..count {
@@ -429,6 +431,7 @@ fn decode(bytes: &[u8]) -> Option<Segment> {
         series,
         breaches,
         deadlines,
+        settled_until,
         bytes,
     })
 }
@@ -595,12 +598,14 @@ mod tests {
                 stale_while_revalidate_until: 3,
                 stale_if_error_until: -4,
             },
+            settled_until: 5,
         };
         let bytes = encode(&segment);
         let back = decode(&bytes).unwrap();
         assert_eq!(back.series, segment.series);
         assert_eq!(back.breaches, segment.breaches);
         assert_eq!(back.deadlines, segment.deadlines);
+        assert_eq!(back.settled_until, 5);
         assert!(bytes.len() < 150, "compact: {} bytes", bytes.len());
         assert!(decode(&bytes[..bytes.len() - 1]).is_none());
         assert!(decode(b"").is_none());

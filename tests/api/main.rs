@@ -8,6 +8,7 @@ mod cache;
 mod callers;
 mod clients;
 mod contract;
+mod dashboards;
 mod deploy;
 mod docs;
 mod edges;
