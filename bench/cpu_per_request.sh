@@ -6,10 +6,10 @@
 #
 # For each round and server: the server's CPU time (utime+stime from /proc/<pid>/stat, all
 # threads; for nginx the master, worker and cache manager processes) read before and after
-# `wrk -t1 -c64`, divided by the requests wrk completed. wrk's own CPU is not counted. CPU per
-# request depends much less on what else the machine runs than throughput does, but loopback
-# kernel work is split between client and server in ways the scheduler decides: compare the
-# ratios, not absolute figures across machines.
+# `wrk -t1 -c64`, divided by the requests wrk completed. wrk's own CPU is not counted. Other load
+# changes CPU per request (servers batch more when the machine is busy, and the ratios move
+# too), so the script warns when other processes used more than 0.05 cores: only compare runs
+# without that warning, and ratios rather than absolute figures across machines.
 #
 # BASELINE=<an older metricgate binary> adds it as a fourth server ("baseline"), measured in the
 # same rounds: the previous commit's figure from the same run.
