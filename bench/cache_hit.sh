@@ -71,7 +71,8 @@ nginx -p "$WORK" -c nginx.conf
 
 # A 16-hour series at 5 minutes: about 12 KB of JSON.
 QUERY="/v1/metricdata?metric=connections&did=42&from=2024-01-15T00:00:00Z&to=2024-01-15T16:00:00Z&interval=5min"
-for _ in $(seq 50); do curl -fsS "http://127.0.0.1:$GW_PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+# Ready, not just alive: answers made before the metric catalog arrives differ (unit null).
+for _ in $(seq 300); do curl -fsS "http://127.0.0.1:$GW_PORT/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 GW_BYTES=$(curl -fsS "http://127.0.0.1:$GW_PORT$QUERY" | wc -c)
 NG_BYTES=$(curl -fsS "http://127.0.0.1:$NGINX_PORT$QUERY" | wc -c)
 NG_STATUS=$(curl -fsS -o /dev/null -D - "http://127.0.0.1:$NGINX_PORT$QUERY" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-cache-status"{print $2}')
