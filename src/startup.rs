@@ -19,7 +19,7 @@ use crate::redis::SharedState;
 use crate::reload::Reloader;
 use crate::service::MetricService;
 use crate::settings::Settings;
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
 use crate::telemetry::{AccessLog, GatewayMetrics, HttpSeries};
 use crate::upstream::ApplianceClient;
 
@@ -40,12 +40,12 @@ pub struct Application {
     /// The admin listener's port and server, when it has its own (`admin.listen`).
     admin: Option<(u16, Server)>,
     background: Vec<tokio::task::JoinHandle<()>>,
-    state: web::Data<AppState>,
+    state: AppState,
 }
 
 /// SIGHUP reloads the configuration, as `POST /internal/reload` does. (Without a handler,
 /// SIGHUP would end the process.)
-async fn reload_on_sighup(state: web::Data<AppState>) {
+async fn reload_on_sighup(state: AppState) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = match signal(SignalKind::hangup()) {
         Ok(s) => s,
@@ -74,14 +74,14 @@ fn bind(addr: std::net::SocketAddr) -> Result<(TcpListener, u16), StartupError> 
 
 /// The admin listener's server: one worker, the operator's routes.
 fn admin_server(
-    state: web::Data<AppState>,
+    state: AppState,
     listener: TcpListener,
     addr: std::net::SocketAddr,
     settings: &Settings,
 ) -> Result<Server, StartupError> {
     let server = HttpServer::new(move || {
         App::new()
-            .app_data(state.clone())
+            .app_data(state.for_worker())
             .wrap(from_fn(api::observe::observe))
             .configure(api::admin_listener_routes)
             .default_service(web::to(api::admin_fallback))
@@ -155,7 +155,7 @@ impl Application {
         };
         let grace = settings.server.shutdown_grace_secs;
         let client_timeout_ms = settings.server.client_request_timeout_ms;
-        let state = web::Data::new(AppState {
+        let state = AppState::new(Shared {
             service: MetricService::new(
                 &settings,
                 MetricSource::new(client.clone(), catalog.clone()),
@@ -206,7 +206,7 @@ impl Application {
         let admin_on_main = admin.is_none();
         let server = HttpServer::new(move || {
             App::new()
-                .app_data(state.clone())
+                .app_data(state.for_worker())
                 .wrap(from_fn(api::observe::observe))
                 .configure(api::routes)
                 .configure(|cfg| {
