@@ -54,14 +54,18 @@ return 0
 ";
 
 /// Stores an entry and names it in index sets (one per metric and per device it answers), so a
-/// filtered purge can find it: entry names are hashes. An index set lives as long as its
-/// longest-lived entry. KEYS[1]: the entry; KEYS[2..]: its index sets; ARGV[1]: the value;
-/// ARGV[2]: the TTL in ms.
+/// filtered purge can find it: entry names are hashes. An index is a sorted set scored by its
+/// members' expiry (Redis' clock), pruned of expired names on every insert, and lives as long
+/// as its longest-lived member: it never holds more than the live entries. KEYS[1]: the
+/// entry; KEYS[2..]: its index sets; ARGV[1]: the value; ARGV[2]: the TTL in ms.
 const SET_INDEXED: &str = r"
 local ttl = tonumber(ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 for i = 2, #KEYS do
-  redis.call('SADD', KEYS[i], KEYS[1])
+  redis.call('ZADD', KEYS[i], now + ttl, KEYS[1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
   if redis.call('PTTL', KEYS[i]) < ttl then
     redis.call('PEXPIRE', KEYS[i], ttl)
   end
@@ -73,18 +77,22 @@ return 1
 /// intersection of a metric's and a device's), and forgets them there. Returns how many
 /// entries went (names of entries that had expired already are not counted).
 const PURGE_INDEXED: &str = r"
-local members
-if #KEYS == 1 then
-  members = redis.call('SMEMBERS', KEYS[1])
-else
-  members = redis.call('SINTER', unpack(KEYS))
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+if #KEYS > 1 then
+  local both = {}
+  for _, m in ipairs(members) do
+    if redis.call('ZSCORE', KEYS[2], m) then
+      both[#both + 1] = m
+    end
+  end
+  members = both
 end
 local deleted = 0
 for i = 1, #members, 1000 do
   local last = math.min(i + 999, #members)
   deleted = deleted + redis.call('DEL', unpack(members, i, last))
   for _, set in ipairs(KEYS) do
-    redis.call('SREM', set, unpack(members, i, last))
+    redis.call('ZREM', set, unpack(members, i, last))
   end
 end
 return deleted

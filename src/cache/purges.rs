@@ -1,10 +1,11 @@
 //! Purges that reach the whole cluster.
 //!
 //! **Redis entries.** Answers and segments are named by hashes, so each is also named in an
-//! index set per metric and per device it answers (`{prefix}:idx:{kind}:m:{metric}`,
-//! `…:d:{did}`, living as long as their longest-lived member). A filtered purge deletes the
-//! members of one set, or of the intersection of a metric's and a device's (what
-//! [`PurgeFilter::matches`] names locally); a full purge deletes every key of the kind.
+//! index per metric and per device it answers (`{prefix}:idx:{kind}:m:{metric}`, `…:d:{did}`:
+//! sorted sets scored by expiry, pruned on insert, so they hold only live entries). A
+//! filtered purge deletes the members of one index, or of the intersection of a metric's and
+//! a device's (what [`PurgeFilter::matches`] names locally); a full purge deletes every key of
+//! the kind.
 //!
 //! **Other replicas' local copies.** A purge is announced with a generation counter
 //! (`{prefix}:purge:gen`, `INCR`), its filter kept an hour under its generation, and a pub/sub
