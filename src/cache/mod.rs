@@ -127,7 +127,7 @@ pub struct CacheReport {
 // What `DELETE /internal/cache` removed.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Purged {
-    /// Answers removed.
+    /// Answers removed: this replica's copies, and (with Redis) the shared ones.
     pub purged: u64,
     /// Segments removed from the segment cache below (whose points would otherwise answer
     /// the same questions again without asking the appliance).

@@ -254,7 +254,12 @@ async fn three_replicas_probe_the_appliance_once_per_period() {
     let all = urls(&replicas);
     wait_for_mode(&all, true).await;
     let http = reqwest::Client::new();
-    let probes = || sim.stats.snapshot().metrics;
+    // Catalog requests but `/enums` (which each replica asks once, after its first catalog,
+    // maybe after it reported ready): the probes.
+    let probes = || {
+        let s = sim.stats.snapshot();
+        s.metrics - s.enums
+    };
     let before = probes();
     // Each period, every replica's readiness shows the one probe made in it.
     let step = |expect: u16| {
@@ -288,4 +293,58 @@ async fn three_replicas_probe_the_appliance_once_per_period() {
     sim.set_faults(Faults::default());
     step(200).await;
     assert_eq!(probes() - before, 6);
+}
+
+#[tokio::test]
+async fn redis_indexes_name_only_live_entries_and_purges_take_what_both_name() {
+    use metricgate::redis::{IndexedEntry, SharedState};
+    let redis = TestRedis::start();
+    let mut settings = Settings::defaults().redis;
+    settings.url = redis.url();
+    let metrics = std::sync::Arc::new(metricgate::telemetry::GatewayMetrics::new());
+    let shared = SharedState::new(&settings, metrics).unwrap().unwrap();
+    tokio::spawn(shared.clone().keep());
+    eventually("Redis is reached", || async { shared.is_up() }).await;
+    let (metric, device) = (shared.key("idx", "t:m:x"), shared.key("idx", "t:d:1"));
+    let entry = |name: &str, ttl_ms: u64, index: Vec<String>| IndexedEntry {
+        key: shared.key("t", name),
+        value: name.as_bytes().to_vec(),
+        ttl_ms,
+        index,
+    };
+    shared
+        .set_indexed_many(&[entry("short", 50, vec![metric.clone()])])
+        .await;
+    eventually("the short-lived entry expires", || async {
+        shared.exists(&shared.key("t", "short")).await == Some(false)
+    })
+    .await;
+    shared
+        .set_indexed_many(&[
+            entry("both", 60_000, vec![metric.clone(), device.clone()]),
+            entry("metric-only", 60_000, vec![metric.clone()]),
+        ])
+        .await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let named: Vec<String> = redis::cmd("ZRANGE")
+        .arg(&metric)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(named.len(), 2, "the expired entry was pruned: {named:?}");
+    // A metric on a device: only the entry both name.
+    assert_eq!(shared.purge_indexed(&[metric.clone(), device]).await, 1);
+    assert_eq!(shared.exists(&shared.key("t", "both")).await, Some(false));
+    assert_eq!(
+        shared.exists(&shared.key("t", "metric-only")).await,
+        Some(true)
+    );
+    assert_eq!(shared.purge_indexed(&[metric]).await, 1);
+    assert_eq!(
+        shared.exists(&shared.key("t", "metric-only")).await,
+        Some(false)
+    );
 }
