@@ -73,7 +73,7 @@ pub struct RedisSettings {
     /// Longest a replica waits for another replica's fetch (a live holder, still renewing its
     /// lock) before fetching itself.
     pub lock_ms: u64,
-    /// TTL of a cross-replica fetch lock (answers, runs of segments, probes), renewed every
+    /// TTL of a cross-replica fetch lock (answers, runs of segments), renewed every
     /// third of it while the fetch runs: a holder that dies costs the others about this long.
     pub lock_ttl_ms: u64,
     pub prefix: String,

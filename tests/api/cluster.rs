@@ -179,6 +179,45 @@ async fn a_purge_on_one_replica_makes_every_replica_ask_the_appliance_again() {
 }
 
 #[tokio::test]
+async fn a_purge_whose_message_was_lost_is_found_by_polling_the_generation() {
+    let redis = TestRedis::start();
+    let (sim, replicas) = spawn_cluster(2, &redis.url(), None, patient).await;
+    let all = urls(&replicas);
+    wait_for_mode(&all, true).await;
+    let http = reqwest::Client::new();
+    for url in [&all[0], &all[1], &all[1]] {
+        assert_eq!(get(&http, &format!("{url}{Q}")).await.0, 200);
+    }
+    let (_, local, _) = get(&http, &format!("{}{Q}", all[1])).await;
+    assert!(!local.contains("shared"), "{local}");
+    // A purge of everything announced without its message (as if pub/sub had lost it).
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let generation: u64 = redis::cmd("INCR")
+        .arg("metricgate:purge:gen")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("metricgate:purge:{generation}"))
+        .arg("")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for url in &all {
+        eventually("every replica reads the counter", || async {
+            let (_, report) = admin(http.get(format!("{url}/internal/cache"))).await;
+            report["purge_generation"] == generation
+        })
+        .await;
+    }
+    // Its own copy is gone; Redis' (which this announcement left alone) answers.
+    let (_, after, _) = get(&http, &format!("{}{Q}", all[1])).await;
+    assert!(after.ends_with("detail=shared"), "{after}");
+    assert_eq!(sim.stats.snapshot().metricdata, 1);
+}
+
+#[tokio::test]
 async fn a_filtered_purge_reaches_every_replica_and_only_what_it_names() {
     let redis = TestRedis::start();
     let (sim, replicas) = spawn_cluster(3, &redis.url(), None, patient).await;
@@ -247,19 +286,19 @@ async fn three_replicas_probe_the_appliance_once_per_period() {
     let (sim, replicas) = spawn_cluster(3, &redis.url(), Some(&clock), |s| {
         patient(s);
         s.upstream.probe_secs = 1;
-        s.upstream.probe_timeout_ms = 300;
         s.upstream.breaker_failures = 1_000;
     })
     .await;
     let all = urls(&replicas);
     wait_for_mode(&all, true).await;
     let http = reqwest::Client::new();
-    // Catalog requests but `/enums` (which each replica asks once, after its first catalog,
-    // maybe after it reported ready): the probes.
-    let probes = || {
-        let s = sim.stats.snapshot();
-        s.metrics - s.enums
-    };
+    // Each replica asks `/enums` once after its first catalog, maybe after it reported ready:
+    // once those are in, catalog requests are probes.
+    eventually("every replica has its protocols", || async {
+        sim.stats.snapshot().enums == 3
+    })
+    .await;
+    let probes = || sim.stats.snapshot().metrics;
     let before = probes();
     // Each period, every replica's readiness shows the one probe made in it.
     let step = |expect: u16| {

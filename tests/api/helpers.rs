@@ -413,7 +413,10 @@ pub async fn spawn_cluster(
     }
     let http = reqwest::Client::new();
     for r in &replicas {
-        wait_ready(&http, &r.url, 150).await;
+        assert!(
+            wait_ready(&http, &r.url, 250).await,
+            "a replica never became ready"
+        );
     }
     (sim, replicas)
 }
