@@ -9,6 +9,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 
 use crate::api;
+use crate::cache::PurgeReach;
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::fetch::MetricSource;
@@ -132,6 +133,7 @@ impl Application {
                 client.clone(),
                 settings.upstream.clone(),
                 clock.clone(),
+                shared.clone(),
             )),
             tokio::spawn(async move {
                 loop {
@@ -177,12 +179,26 @@ impl Application {
             settings,
         });
         background.push(tokio::spawn(reload_on_sighup(state.clone())));
+        // Purges announced by other replicas drop this replica's copies too.
+        if let Some(purges) = state.service.cluster_purges() {
+            let follower = state.clone();
+            background.push(tokio::spawn(purges.follow(move |filter| {
+                let state = follower.clone();
+                async move {
+                    state.service.purge(&filter, PurgeReach::Local).await;
+                }
+            })));
+        }
         // Answers made before the catalog arrived lack units; drop them when it does. Readiness
         // waits for this, so a balancer's first callers never see an answer purged under them.
         let arrival = state.clone();
         background.push(tokio::spawn(async move {
             arrival.catalog.arrived().await;
-            let purged = arrival.purge_caches(&PurgeFilter::default()).await;
+            // This replica's own answers: the other replicas' (and Redis') had their catalog.
+            let purged = arrival
+                .service
+                .purge(&PurgeFilter::default(), PurgeReach::Local)
+                .await;
             if purged.purged + purged.segments > 0 {
                 tracing::info!(
                     purged.purged,

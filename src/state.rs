@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::cache::{CacheReport, Purged};
+use crate::cache::{CacheReport, PurgeReach, Purged};
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::health::ApplianceHealth;
@@ -70,8 +70,9 @@ impl Shared {
         self.reloader.reload(&self.callers, &self.service).await
     }
 
-    /// Both caches, purged alike: everything, or what `filter` names.
+    /// Both caches, purged alike (everything, or what `filter` names) on every replica: here,
+    /// in Redis, and announced to the others.
     pub async fn purge_caches(&self, filter: &PurgeFilter) -> Purged {
-        self.service.purge(filter).await
+        self.service.purge(filter, PurgeReach::Cluster).await
     }
 }

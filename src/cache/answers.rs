@@ -10,8 +10,10 @@ use prometheus::IntCounter;
 
 use super::freshness::{Freshness, Lifetime};
 use super::key::CacheKey;
+use super::lock::Turn;
 use super::memory::{MemoryStore, MemoryValue};
-use super::redis::{Accept, RedisAnswers, Turn};
+use super::purges::PurgeReach;
+use super::redis::{Accept, RedisAnswers};
 use super::store::Store;
 use super::{
     Answer, CacheError, CacheReport, Directives, ENTRY_OVERHEAD, Entry, Fetched, Hasher, Route,
@@ -314,15 +316,14 @@ where
                 return Ok(entry);
             }
             // With Redis, another replica may have the answer, or be fetching it.
-            let shared_id = shared.as_ref().map(|_| task_key.shared_id());
             let mut lock = None;
-            if let (Some(s), Some(id)) = (&shared, &shared_id) {
-                match s.take_turn(id, accept).await {
-                    Turn::Answered(entry) => {
+            if let Some(s) = &shared {
+                match s.take_turn(&task_key, accept).await {
+                    Turn::Found(entry) => {
                         store.insert(task_key, entry.clone()).await;
                         return Ok(entry);
                     }
-                    Turn::Fetch { lock: held } => lock = held,
+                    Turn::Fetch(held) => lock = held,
                 }
             }
             counters.fetches.fetch_add(1, Ordering::Relaxed);
@@ -347,13 +348,13 @@ where
             // A partly understood answer goes to those waiting for it, and nowhere else.
             let keep = result_kept(&entry);
             if let (Ok(entry), true) = (&entry, keep) {
-                store.insert(task_key, entry.clone()).await;
-                if let (Some(s), Some(id)) = (&shared, &shared_id) {
-                    s.insert(id.clone(), entry.clone()).await;
+                if let Some(s) = &shared {
+                    s.insert(task_key.clone(), entry.clone()).await;
                 }
+                store.insert(task_key, entry.clone()).await;
             }
-            if let (Some(s), Some(l)) = (&shared, &lock) {
-                s.release(l).await;
+            if let Some(lock) = lock {
+                lock.release().await;
             }
             entry
         })
@@ -364,17 +365,18 @@ where
         self.freshness.reload(settings);
     }
 
-    /// Removes what `filter` names, here and in Redis.
-    pub async fn purge(&self, filter: &PurgeFilter) -> u64 {
+    /// Removes what `filter` names here, and (for [`PurgeReach::Cluster`]) in Redis; how
+    /// many entries went from both.
+    pub async fn purge(&self, filter: &PurgeFilter, reach: PurgeReach) -> u64 {
         self.purges.fetch_add(1, Ordering::AcqRel);
         if filter.is_everything() {
             for index in &self.exact {
                 index.invalidate_all();
             }
         }
-        let purged = self.store.purge(filter).await;
-        if let Some(s) = &self.shared {
-            s.purge(filter).await;
+        let mut purged = self.store.purge(filter).await;
+        if let (Some(s), PurgeReach::Cluster) = (&self.shared, reach) {
+            purged += s.purge(filter).await;
         }
         purged
     }
@@ -409,6 +411,7 @@ where
             },
             index_bytes,
             segments: None,
+            purge_generation: None,
         }
     }
 }
