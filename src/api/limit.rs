@@ -6,7 +6,7 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{HttpMessage, ResponseError, web};
+use actix_web::{ResponseError, web};
 
 use crate::error::{ApiError, PrometheusError};
 use crate::limits::{Decision, RateState};
@@ -68,7 +68,8 @@ async fn limit<B: MessageBody + 'static>(
         Some(d) => d,
         None => state.callers.check(&who),
     };
-    req.extensions_mut().insert(who);
+    // Not kept in the request's extensions: that map insert showed on every hit, and the
+    // few that need the caller again (an access line, a forced refresh) identify it again.
     match decision {
         Decision::Allowed(s) => {
             let mut response = next.call(req).await?;

@@ -8,7 +8,6 @@ use super::cache_headers::{self, Refresh};
 use super::openapi::ApplianceFailures;
 use super::params::MetricDataParams;
 use crate::error::{ApiError, Problem};
-use crate::limits::Identity;
 use crate::normalize::MetricData;
 use crate::query::{Dialect, Offer, Representation};
 use crate::service::MetricRequest;
@@ -97,11 +96,7 @@ pub(super) async fn serve(
 
 /// Whether the caller may force a refresh now (see `rate_limit.no_cache_per_minute`).
 async fn may_refetch(req: &HttpRequest, state: &AppState) -> bool {
-    use actix_web::HttpMessage;
-    let who = match req.extensions().get::<Identity>() {
-        Some(who) => who.clone(),
-        None => state.callers.identify(req),
-    };
+    let who = state.callers.identify(req);
     if let Some(shared) = state.shared.as_ref().filter(|s| s.is_up())
         && let Some(allowed) = state.callers.may_refetch_shared(shared, &who).await
     {

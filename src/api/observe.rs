@@ -10,11 +10,10 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{HttpMessage, web};
+use actix_web::web;
 use tracing::Instrument;
 
 use crate::error::ApiError;
-use crate::limits::Identity;
 use crate::state::AppState;
 
 /// How long the appliance took for the answer this response carries (none for cache hits).
@@ -143,11 +142,9 @@ pub async fn observe(
     if state.as_ref().is_none_or(|s| s.access_log.admit(status))
         && tracing::enabled!(tracing::Level::INFO)
     {
-        let client = response
-            .request()
-            .extensions()
-            .get::<Identity>()
-            .map(|c| c.to_string());
+        let client = state
+            .as_ref()
+            .map(|s| s.callers.identify(response.request()).to_string());
         let upstream_ms = response
             .response()
             .extensions()
