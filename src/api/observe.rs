@@ -67,12 +67,26 @@ fn route_label(path: &str) -> &'static str {
 /// A path as the routes spell them: anything a router or proxy might read two ways (encoded
 /// characters, dot or empty segments, parameters, backslashes) is refused before routing.
 fn is_canonical(path: &str) -> bool {
-    path.starts_with('/')
-        && !path.contains(['%', '\\', ';'])
-        && !path.contains("//")
-        && !path
-            .split('/')
-            .any(|segment| segment == "." || segment == "..")
+    // One pass over the bytes (it runs on every request): no `%`, `\\` or `;`, and no empty,
+    // `.` or `..` segment after the leading `/`.
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return false;
+    }
+    let mut segment_start = 1;
+    for (i, b) in bytes.iter().enumerate().skip(1) {
+        match b {
+            b'%' | b'\\' | b';' => return false,
+            b'/' => {
+                if matches!(&bytes[segment_start..i], b"" | b"." | b"..") {
+                    return false;
+                }
+                segment_start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    !matches!(&bytes[segment_start..], b"." | b"..")
 }
 
 /// Longest path and query accepted, in bytes.
@@ -170,4 +184,44 @@ pub async fn observe(
         );
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_canonical;
+    use proptest::prelude::*;
+
+    /// The rule as plainly written: what the one-pass version must agree with.
+    fn plainly(path: &str) -> bool {
+        path.starts_with('/')
+            && !path.contains(['%', '\\', ';'])
+            && !path.contains("//")
+            && !path.split('/').any(|s| s == "." || s == "..")
+    }
+
+    #[test]
+    fn known_paths() {
+        for ok in [
+            "/",
+            "/v1/metricdata",
+            "/docs/",
+            "/a/.b/c.",
+            "/explorer/x.js",
+        ] {
+            assert!(is_canonical(ok), "{ok}");
+        }
+        for bad in [
+            "", "v1", "//v1", "/a//b", "/a/./b", "/a/../b", "/.", "/..", "/a/..", "/%2e", "/a\\b",
+            "/a;b",
+        ] {
+            assert!(!is_canonical(bad), "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_the_plain_rule(path in "[/a.%;\\\\]{0,12}") {
+            prop_assert_eq!(is_canonical(&path), plainly(&path));
+        }
+    }
 }
