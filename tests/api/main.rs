@@ -16,6 +16,7 @@ mod helpers;
 mod hostile;
 mod late_data;
 mod layers;
+mod leases;
 mod limits;
 mod ops;
 mod prometheus;
