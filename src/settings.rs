@@ -106,8 +106,8 @@ pub struct RateLimitSettings {
     /// cached answer is served. Callers without a proven id are counted by address.
     pub no_cache_per_minute: u32,
     /// With Redis: requests a replica may serve for one caller (or one address's ceiling)
-    /// before it settles them with Redis, never more than the burst. N replicas let a caller
-    /// past its limit by at most N x lease requests; 1 settles after every request.
+    /// before it settles them with Redis, at most a tenth of the burst. N replicas let a caller
+    /// past its limit by at most N x that many requests; 1 decides every request in Redis.
     pub lease: u32,
     /// Client ids that must prove themselves with a key to use their own quota.
     #[serde(default)]

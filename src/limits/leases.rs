@@ -8,7 +8,8 @@
 //! is older than [`REFRESH_MS`]) one background `EVALSHA` charges them to Redis and brings back
 //! the bucket's TAT, which now includes every other replica's settled requests. Only a replica
 //! that has served a whole lease unsettled (its background settlement not back yet), or that
-//! has no view of the caller yet, waits for Redis.
+//! has no view of the caller yet, waits for Redis; and while a whole lease is in flight, the
+//! requests arriving wait for its answer instead of each asking Redis again.
 //!
 //! The bound: at any moment a replica has served at most `lease` requests that Redis (and so
 //! the other replicas) do not know of, and it serves at most that many on a view before it is
@@ -19,12 +20,19 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use crate::redis::{Gcra, SharedState};
 
 /// A view older than this (ms) is refreshed in the background when next used, so a replica
 /// that serves a caller now and then does not decide on what Redis said minutes ago.
 pub const REFRESH_MS: i64 = 1_000;
+
+/// Longest a request waits for a settlement in flight (Redis' own timeout normally ends it
+/// sooner); past it the local limits decide.
+const WAIT_LIMIT: Duration = Duration::from_secs(2);
 
 /// A shared GCRA bucket: its Redis key, ms between cells, and burst.
 pub struct Bucket {
@@ -47,6 +55,10 @@ struct Lease {
     settling: bool,
     /// When Redis last answered for this lease.
     settled_at_ms: i64,
+    /// Counts settlements answered (or failed), so a waiter knows whether it missed one.
+    generation: u64,
+    /// Wakes the requests waiting for a settlement in flight.
+    done: Arc<Notify>,
 }
 
 impl Lease {
@@ -95,10 +107,15 @@ pub struct Leases {
 
 enum Next {
     Decided(Gcra),
-    /// Wait for Redis: no view yet, or a whole lease unsettled.
+    /// Ask Redis: no view yet, or a whole lease served and not all of it sent.
     Settle {
         charge: u32,
         mark: u64,
+    },
+    /// A whole lease is in flight: wait for its answer, asking Redis nothing more.
+    Wait {
+        done: Arc<Notify>,
+        generation: u64,
     },
 }
 
@@ -112,30 +129,67 @@ impl Leases {
         lease: u32,
         now_ms: i64,
     ) -> Option<Gcra> {
-        let next = {
-            let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-            match held.get_mut(&bucket.key) {
-                None => Next::Settle { charge: 0, mark: 0 },
-                Some(l) if l.unsettled + l.in_flight >= lease => {
-                    let (charge, mark) = l.send();
-                    Next::Settle { charge, mark }
-                }
-                Some(l) => {
-                    let decision = l.decide(now_ms, &bucket);
-                    let stale = now_ms.saturating_sub(l.settled_at_ms) >= REFRESH_MS;
-                    if !l.settling && (l.unsettled * 2 >= lease || stale) {
-                        l.settling = true;
-                        let (charge, mark) = l.send();
-                        self.settle_in_background(shared, &bucket, charge, mark, now_ms);
+        loop {
+            let next = {
+                let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+                match held.get_mut(&bucket.key) {
+                    None => Next::Settle { charge: 0, mark: 0 },
+                    Some(l) if l.unsettled + l.in_flight >= lease => {
+                        if l.unsettled > 0 {
+                            let (charge, mark) = l.send();
+                            Next::Settle { charge, mark }
+                        } else {
+                            Next::Wait {
+                                done: l.done.clone(),
+                                generation: l.generation,
+                            }
+                        }
                     }
-                    Next::Decided(decision)
+                    Some(l) => {
+                        let decision = l.decide(now_ms, &bucket);
+                        let stale = now_ms.saturating_sub(l.settled_at_ms) >= REFRESH_MS;
+                        if !l.settling && (l.unsettled * 2 >= lease || stale) {
+                            l.settling = true;
+                            let (charge, mark) = l.send();
+                            self.settle_in_background(shared, &bucket, charge, mark, now_ms);
+                        }
+                        Next::Decided(decision)
+                    }
+                }
+            };
+            match next {
+                Next::Decided(decision) => return Some(decision),
+                Next::Settle { charge, mark } => {
+                    return self.settle(shared, &bucket, charge, mark, now_ms).await;
+                }
+                Next::Wait { done, generation } => {
+                    let answered = done.notified();
+                    tokio::pin!(answered);
+                    answered.as_mut().enable();
+                    if self.generation(&bucket.key) == Some(generation)
+                        && tokio::time::timeout(WAIT_LIMIT, answered).await.is_err()
+                    {
+                        return None;
+                    }
                 }
             }
-        };
-        let (charge, mark) = match next {
-            Next::Decided(decision) => return Some(decision),
-            Next::Settle { charge, mark } => (charge, mark),
-        };
+        }
+    }
+
+    fn generation(&self, key: &str) -> Option<u64> {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.get(key).map(|l| l.generation)
+    }
+
+    /// Settles `charge` requests and waits for the answer, then decides on the new view.
+    async fn settle(
+        &self,
+        shared: &Arc<SharedState>,
+        bucket: &Bucket,
+        charge: u32,
+        mark: u64,
+        now_ms: i64,
+    ) -> Option<Gcra> {
         let tat = shared
             .settle(&bucket.key, now_ms, bucket.period_ms, charge)
             .await;
@@ -153,9 +207,11 @@ impl Leases {
             served: 0,
             settling: false,
             settled_at_ms: now_ms,
+            generation: 0,
+            done: Arc::default(),
         });
-        merge(lease, tat, charge, mark, now_ms, &bucket);
-        Some(lease.decide(now_ms, &bucket))
+        merge(lease, tat, charge, mark, now_ms, bucket);
+        Some(lease.decide(now_ms, bucket))
     }
 
     fn settle_in_background(
@@ -214,10 +270,18 @@ fn merge(lease: &mut Lease, tat: i64, charge: u32, mark: u64, now_ms: i64, b: &B
         .tat_ms
         .max(tat.saturating_add(since.saturating_mul(period)));
     lease.settled_at_ms = lease.settled_at_ms.max(now_ms);
+    answered(lease);
+}
+
+/// Wakes the requests waiting for a settlement: one has come back.
+fn answered(lease: &mut Lease) {
+    lease.generation += 1;
+    lease.done.notify_waiters();
 }
 
 /// A settlement that failed: its requests wait for the next one (Redis is back).
 fn unsent(lease: &mut Lease, charge: u32) {
     lease.in_flight = lease.in_flight.saturating_sub(charge);
     lease.unsettled += charge;
+    answered(lease);
 }

@@ -158,6 +158,43 @@ async fn limits_cost_redis_a_settlement_per_half_lease_not_a_command_per_request
 }
 
 #[tokio::test]
+async fn concurrent_requests_wait_for_a_settlement_instead_of_each_asking_redis() {
+    use futures::StreamExt;
+    let redis = TestRedis::start();
+    // A burst of 500, leases of 50: at most 650 of 800 get through, whatever the interleaving.
+    let (_sim, urls, _clock) = spawn_replicas_on_clock(3, &redis.url(), quota(500, 60, 50)).await;
+    wait_for_mode(&urls, true).await;
+    let http = reqwest::Client::new();
+    for i in 0..3 {
+        assert_eq!(ask(&http, &urls, i, "warm").await, 200);
+    }
+    let scripts_before = redis_info(&redis, "cmdstat_evalsha") + redis_info(&redis, "cmdstat_eval");
+    let statuses: Vec<u16> = futures::stream::iter(0..800)
+        .map(|i| {
+            let http = http.clone();
+            let urls = urls.clone();
+            async move { ask(&http, &urls, i, "crowd").await }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let scripts =
+        redis_info(&redis, "cmdstat_evalsha") + redis_info(&redis, "cmdstat_eval") - scripts_before;
+    let allowed = statuses.iter().filter(|s| **s == 200).count();
+    assert!(
+        (500..=650).contains(&allowed),
+        "{allowed} of 800: the burst of 500 plus at most 3 leases of 50"
+    );
+    // A settlement per half lease on each replica while the burst lasts, then none: refusals
+    // are decided on the view. Requests arriving while a whole lease is in flight wait for it
+    // instead of each asking Redis.
+    assert!(
+        scripts <= 60,
+        "{scripts} scripts for 800 concurrent requests"
+    );
+}
+
+#[tokio::test]
 async fn the_address_ceiling_holds_across_replicas_on_leases() {
     let redis = TestRedis::start();
     let (_sim, urls, _clock) = spawn_replicas_on_clock(3, &redis.url(), |s| {
