@@ -48,9 +48,11 @@ impl Redis {
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server is installed");
+        // Killed on drop, even if it never answers.
+        let redis = Self { port, child };
         for _ in 0..200 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Self { port, child };
+                return redis;
             }
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -59,6 +59,26 @@ struct Lease {
     generation: u64,
     /// Wakes the requests waiting for a settlement in flight.
     done: Arc<Notify>,
+    /// Redis has answered once: until then the view is unknown, and the requests arriving
+    /// wait for the first answer instead of each asking.
+    open: bool,
+}
+
+impl Lease {
+    /// A lease whose first read is in flight.
+    fn opening(now_ms: i64) -> Self {
+        Self {
+            tat_ms: i64::MIN,
+            unsettled: 0,
+            in_flight: 0,
+            served: 0,
+            settling: false,
+            settled_at_ms: now_ms,
+            generation: 0,
+            done: Arc::default(),
+            open: false,
+        }
+    }
 }
 
 impl Lease {
@@ -133,7 +153,14 @@ impl Leases {
             let next = {
                 let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
                 match held.get_mut(&bucket.key) {
-                    None => Next::Settle { charge: 0, mark: 0 },
+                    None => {
+                        held.insert(bucket.key.clone(), Lease::opening(now_ms));
+                        Next::Settle { charge: 0, mark: 0 }
+                    }
+                    Some(l) if !l.open => Next::Wait {
+                        done: l.done.clone(),
+                        generation: l.generation,
+                    },
                     Some(l) if l.unsettled + l.in_flight >= lease => {
                         if l.unsettled > 0 {
                             let (charge, mark) = l.send();
@@ -195,21 +222,21 @@ impl Leases {
             .await;
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(tat) = tat else {
-            if let Some(lease) = held.get_mut(&bucket.key) {
-                unsent(lease, charge);
+            match held.get_mut(&bucket.key) {
+                Some(lease) if !lease.open => {
+                    // Never opened: the next request tries again.
+                    answered(lease);
+                    held.remove(&bucket.key);
+                }
+                Some(lease) => unsent(lease, charge),
+                None => {}
             }
             return None;
         };
-        let lease = held.entry(bucket.key.clone()).or_insert(Lease {
-            tat_ms: i64::MIN,
-            unsettled: 0,
-            in_flight: 0,
-            served: 0,
-            settling: false,
-            settled_at_ms: now_ms,
-            generation: 0,
-            done: Arc::default(),
-        });
+        let lease = held
+            .entry(bucket.key.clone())
+            .or_insert_with(|| Lease::opening(now_ms));
+        lease.open = true;
         merge(lease, tat, charge, mark, now_ms, bucket);
         Some(lease.decide(now_ms, bucket))
     }
@@ -247,7 +274,9 @@ impl Leases {
     /// Drops leases with nothing to settle whose bucket is full again: a new view is as good.
     pub fn sweep(&self, now_ms: i64) {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        held.retain(|_, l| l.unsettled > 0 || l.in_flight > 0 || l.settling || l.tat_ms > now_ms);
+        held.retain(|_, l| {
+            !l.open || l.unsettled > 0 || l.in_flight > 0 || l.settling || l.tat_ms > now_ms
+        });
         held.shrink_to_fit();
     }
 
