@@ -13,33 +13,15 @@ ROUNDS=${2:-3}
 WORKERS=${WORKERS:-2}
 CONNECTIONS=64
 
-need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
-need nginx nginx-light
-need wrk wrk
-cargo build --release --locked -q
-BIN=${CARGO_TARGET_DIR:-target}/release/metricgate
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+bench_need nginx wrk curl python3
+bench_build
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; nginx -p "$WORK" -c nginx.conf -s stop 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
+SIM_PORT=$(free_port); GW_PORT=$(free_port); NGINX_PORT=$(free_port)
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-SIM_PORT=$(free_port); GW_PORT=$(free_port); NGINX_PORT=$(free_port); ADMIN_PORT=$(free_port)
-
-$BIN simulate --listen 127.0.0.1:$SIM_PORT >"$WORK/sim.log" 2>&1 & PIDS+=($!)
-METRICGATE__SERVER__LISTEN=127.0.0.1:$GW_PORT \
-METRICGATE__SERVER__WORKERS=$WORKERS \
-METRICGATE__SERVER__LOG_LEVEL=warn \
-METRICGATE__RATE_LIMIT__PER_CLIENT_PER_MINUTE=100000000 \
-METRICGATE__RATE_LIMIT__BURST=10000000 \
-METRICGATE__RATE_LIMIT__PER_IP_PER_MINUTE=100000000 \
-METRICGATE__RATE_LIMIT__PER_IP_BURST=10000000 \
-METRICGATE__ADMIN__LISTEN=127.0.0.1:$ADMIN_PORT \
-METRICGATE__UPSTREAM__URL=http://127.0.0.1:$SIM_PORT \
-METRICGATE__UPSTREAM__PUBLIC_TOKEN=demo-public-token \
-METRICGATE__UPSTREAM__PRIVATE_TOKEN=demo-private-token \
-$BIN serve >"$WORK/gw.log" 2>&1 & PIDS+=($!)
+start_sim "$SIM_PORT"
+start_gateway gw "$GW_PORT" "$SIM_PORT"
 
 mkdir -p "$WORK/cache" "$WORK/logs"
 # nginx workers drop to an unprivileged user: let them use the cache folder.
@@ -71,8 +53,7 @@ nginx -p "$WORK" -c nginx.conf
 
 # A 16-hour series at 5 minutes: about 12 KB of JSON.
 QUERY="/v1/metricdata?metric=connections&did=42&from=2024-01-15T00:00:00Z&to=2024-01-15T16:00:00Z&interval=5min"
-# Ready, not just alive: answers made before the metric catalog arrives differ (unit null).
-for _ in $(seq 300); do curl -fsS "http://127.0.0.1:$GW_PORT/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+wait_ready "$GW_PORT"
 GW_BYTES=$(curl -fsS "http://127.0.0.1:$GW_PORT$QUERY" | wc -c)
 NG_BYTES=$(curl -fsS "http://127.0.0.1:$NGINX_PORT$QUERY" | wc -c)
 NG_STATUS=$(curl -fsS -o /dev/null -D - "http://127.0.0.1:$NGINX_PORT$QUERY" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-cache-status"{print $2}')

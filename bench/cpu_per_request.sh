@@ -24,51 +24,22 @@ ROUNDS=${2:-3}
 WORKERS=${WORKERS:-2}
 WARMUP=${WARMUP:-2}
 CONNECTIONS=64
-
-for tool in nginx wrk curl python3; do
-    command -v "$tool" >/dev/null 2>&1 || { echo "$tool is required (apt-get install nginx-light wrk curl python3)" >&2; exit 1; }
-done
-nice -n "${BUILD_NICE:-15}" cargo build --release --locked --examples --bins -q
-OUT=${CARGO_TARGET_DIR:-target}/release
-BIN=$OUT/metricgate
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+bench_need nginx wrk curl python3
+bench_build
 FLOOR=$OUT/examples/floor
-HZ=$(getconf CLK_TCK)
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; nginx -p "$WORK" -c nginx.conf -s stop 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
+SIM_PORT=$(free_port); GW_PORT=$(free_port); NGINX_PORT=$(free_port); FLOOR_PORT=$(free_port); BASE_PORT=$(free_port)
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-SIM_PORT=$(free_port); GW_PORT=$(free_port); NGINX_PORT=$(free_port); FLOOR_PORT=$(free_port); BASE_PORT=$(free_port); ADMIN_PORT=$(free_port); BASE_ADMIN_PORT=$(free_port)
-
-$BIN simulate --listen 127.0.0.1:$SIM_PORT >"$WORK/sim.log" 2>&1 & PIDS+=($!)
-METRICGATE__SERVER__LISTEN=127.0.0.1:$GW_PORT \
-METRICGATE__SERVER__WORKERS=$WORKERS \
-METRICGATE__SERVER__LOG_LEVEL=warn \
-METRICGATE__RATE_LIMIT__PER_CLIENT_PER_MINUTE=100000000 \
-METRICGATE__RATE_LIMIT__BURST=10000000 \
-METRICGATE__RATE_LIMIT__PER_IP_PER_MINUTE=100000000 \
-METRICGATE__RATE_LIMIT__PER_IP_BURST=10000000 \
-METRICGATE__ADMIN__LISTEN=127.0.0.1:$ADMIN_PORT \
-METRICGATE__UPSTREAM__URL=http://127.0.0.1:$SIM_PORT \
-METRICGATE__UPSTREAM__PUBLIC_TOKEN=demo-public-token \
-METRICGATE__UPSTREAM__PRIVATE_TOKEN=demo-private-token \
-$BIN serve >"$WORK/gw.log" 2>&1 & GW_PID=$!; PIDS+=($GW_PID)
+start_sim "$SIM_PORT"
+start_gateway gw "$GW_PORT" "$SIM_PORT"
 BASE_PID=
 if [ -n "${BASELINE:-}" ]; then
-    METRICGATE__SERVER__LISTEN=127.0.0.1:$BASE_PORT \
-    METRICGATE__SERVER__WORKERS=$WORKERS \
-    METRICGATE__SERVER__LOG_LEVEL=warn \
-    METRICGATE__RATE_LIMIT__PER_CLIENT_PER_MINUTE=100000000 \
-    METRICGATE__RATE_LIMIT__BURST=10000000 \
-    METRICGATE__RATE_LIMIT__PER_IP_PER_MINUTE=100000000 \
-    METRICGATE__RATE_LIMIT__PER_IP_BURST=10000000 \
-    METRICGATE__ADMIN__LISTEN=127.0.0.1:$BASE_ADMIN_PORT \
-    METRICGATE__UPSTREAM__URL=http://127.0.0.1:$SIM_PORT \
-    METRICGATE__UPSTREAM__PUBLIC_TOKEN=demo-public-token \
-    METRICGATE__UPSTREAM__PRIVATE_TOKEN=demo-private-token \
-    "$BASELINE" serve >"$WORK/base.log" 2>&1 & BASE_PID=$!; PIDS+=($BASE_PID)
+    # The same settings as the gateway's, run from the older binary.
+    SAVED_BIN=$BIN SAVED_GW_PID=$GW_PID
+    BIN=$BASELINE start_gateway base "$BASE_PORT" "$SIM_PORT"
+    BASE_PID=$GW_PID BIN=$SAVED_BIN GW_PID=$SAVED_GW_PID
 fi
 
 mkdir -p "$WORK/cache" "$WORK/logs"
@@ -100,10 +71,7 @@ NGINX
 
 # A 16-hour series at 5 minutes: about 12 KB of JSON (the body of bench/cache_hit.sh).
 QUERY="/v1/metricdata?metric=connections&did=42&from=2024-01-15T00:00:00Z&to=2024-01-15T16:00:00Z&interval=5min"
-# Ready, not just alive: answers made before the metric catalog arrives differ (unit null) and
-# are dropped when it does.
-for _ in $(seq 300); do curl -fsS -o /dev/null "http://127.0.0.1:$GW_PORT/readyz" 2>/dev/null && break; sleep 0.1; done
-curl -fsS -o /dev/null "http://127.0.0.1:$GW_PORT/readyz" || { echo "the gateway is not ready" >&2; exit 1; }
+wait_ready "$GW_PORT"
 curl -fsS "http://127.0.0.1:$GW_PORT$QUERY" -o "$WORK/body"
 # The floor sends the gateway's hit headers too (fixed values): the same bytes on the wire.
 curl -fsS -o /dev/null -D "$WORK/headers" "http://127.0.0.1:$GW_PORT$QUERY"
@@ -114,7 +82,6 @@ for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:$FLOOR_PORT/" 2
 for _ in $(seq 100); do [ -s "$WORK/nginx.pid" ] && break; sleep 0.1; done
 NGINX_MASTER=$(cat "$WORK/nginx.pid")
 
-header() { curl -fsS -o /dev/null -D - "$1" | tr -d '\r' | awk -F': ' -v h="$2" 'tolower($1)==h{print $2}'; }
 # Fill nginx's cache, then check that all three send the same bytes and nginx its cached copy.
 curl -fsS -o /dev/null "http://127.0.0.1:$NGINX_PORT$QUERY"
 check_same() {
@@ -151,23 +118,6 @@ nginx_pids() {
         grep -qa 'cache loader' "/proc/$p/cmdline" 2>/dev/null || echo "$p"
     done
 }
-# utime+stime in clock ticks (fields 14 and 15 of /proc/<pid>/stat; the command name, field 2,
-# may hold spaces, so count from after its closing parenthesis), summed over the pids given.
-cpu_ticks() {
-    local p total=0 rest
-    for p in "$@"; do
-        rest=$(sed 's/^.*) //' "/proc/$p/stat")
-        total=$((total + $(awk '{print $12 + $13}' <<<"$rest")))
-    done
-    echo "$total"
-}
-
-# Busy clock ticks of the whole machine (every CPU, steal included) from /proc/stat.
-host_ticks() { awk '$1=="cpu"{print $2+$3+$4+$7+$8+$9; exit}' /proc/stat; }
-# CPU seconds of this shell's reaped children, from the builtin `times` (run in this shell, not
-# in a command substitution, which would report its own children).
-children_secs() { awk 'NR==2{t=0; for(i=1;i<=2;i++){split($i,a,/[ms]/); t+=a[1]*60+a[2]}; print t}' "$1"; }
-
 # run URL SECONDS PID...: wrk against URL; prints "requests server-ticks wrk-secs host-ticks",
 # the server's ticks summed over the PIDs, the host's over the whole machine.
 run() {

@@ -34,6 +34,25 @@ redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now + 1000)
 return {1, math.floor((now + period * burst - new_tat) / period), 0, new_tat - now}
 ";
 
+/// Settles a caller's lease (see `limits::leases`): charges the requests a replica served
+/// since its last settlement to the shared GCRA bucket, and returns the bucket's theoretical
+/// arrival time (TAT, ms) for the replica to decide on until the next one. The same key and
+/// TAT as [`GCRA`], on the gateway's clock (replicas' clocks agree to NTP's few ms; a test's
+/// manual clock drives every replica). KEYS[1]: the bucket; ARGV[1]: now (ms); ARGV[2]: ms
+/// between cells; ARGV[3]: requests to charge (0: read only).
+const SETTLE: &str = r"
+local now = tonumber(ARGV[1])
+local period = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+if n > 0 then
+  tat = tat + n * period
+  redis.call('SET', KEYS[1], tat, 'PX', tat - now + 1000)
+end
+return tat
+";
+
 /// Deletes a lock only while it still holds the owner's token: a holder whose lock expired
 /// and was taken by another replica must not delete that replica's lock. KEYS[1]: the lock;
 /// ARGV[1]: the token. Returns 1 when deleted.
@@ -136,6 +155,7 @@ pub struct SharedState {
     pub lock_ttl_ms: u64,
     prefix: String,
     gcra: Script,
+    settle: Script,
     release: Script,
     renew: Script,
     purge_indexed: Script,
@@ -173,6 +193,7 @@ impl SharedState {
             lock_ttl_ms: settings.lock_ttl_ms,
             prefix: settings.prefix.clone(),
             gcra: Script::new(GCRA),
+            settle: Script::new(SETTLE),
             release: Script::new(RELEASE),
             renew: Script::new(RENEW),
             purge_indexed: Script::new(PURGE_INDEXED),
@@ -503,5 +524,18 @@ impl SharedState {
             retry_after_ms: retry.max(0) as u64,
             reset_ms: reset.max(0) as u64,
         })
+    }
+
+    /// Charges `charge` requests to the GCRA bucket `key` (one cell every `period_ms`) at
+    /// `now_ms`, in one atomic step; the bucket's TAT afterwards (ms), or `None` when Redis
+    /// is out of reach.
+    pub async fn settle(&self, key: &str, now_ms: i64, period_ms: u64, charge: u32) -> Option<i64> {
+        if !self.is_up() {
+            return None;
+        }
+        let mut conn = self.connection.read().await.clone()?;
+        let mut invocation = self.settle.key(key);
+        invocation.arg(now_ms).arg(period_ms.max(1)).arg(charge);
+        self.timed(invocation.invoke_async::<i64>(&mut conn)).await
     }
 }

@@ -110,6 +110,10 @@ pub struct RateLimitSettings {
     /// `Cache-Control: no-cache` refetches each caller may force per minute; beyond it the
     /// cached answer is served. Callers without a proven id are counted by address.
     pub no_cache_per_minute: u32,
+    /// With Redis: requests a replica may serve for one caller (or one address's ceiling)
+    /// before it settles them with Redis, at most a tenth of the burst. N replicas let a caller
+    /// past its limit by at most N x that many requests; 1 decides every request in Redis.
+    pub lease: u32,
     /// Client ids that must prove themselves with a key to use their own quota.
     #[serde(default)]
     pub clients: BTreeMap<String, ClientKey>,
@@ -502,6 +506,7 @@ impl Settings {
             r.max_tracked_clients as u64,
         );
         positive(&mut problems, "rate_limit.sweep_secs", r.sweep_secs);
+        positive(&mut problems, "rate_limit.lease", u64::from(r.lease));
         if actix_web::http::header::HeaderName::try_from(r.client_header.as_str()).is_err() {
             problems.push(format!(
                 "rate_limit.client_header: {:?} is not a header name",

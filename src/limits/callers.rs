@@ -19,6 +19,7 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
 use super::identity::{Caller, Identifier, Identity};
+use super::leases::{Bucket, Leases};
 use crate::clock::Clock;
 use crate::redis::SharedState;
 use crate::settings::{ClientQuota, RateLimitSettings};
@@ -210,30 +211,37 @@ impl Rules {
             && (self.ceiling_binds_anonymous || matches!(who.caller, Caller::Id(_)))
     }
 
-    /// The caller's limit, and the per-address ceiling, across every replica through Redis;
-    /// `None` when Redis is out of reach (then the local limits apply).
-    pub async fn check_shared(
+    /// The caller's limit, and the per-address ceiling, across every replica through Redis
+    /// (on this replica's leases, see `limits::leases`); `None` when Redis is out of reach
+    /// (then the local limits apply).
+    async fn check_shared(
         &self,
-        shared: &SharedState,
+        shared: &Arc<SharedState>,
+        leases: &Arc<Leases>,
         who: &Identity,
     ) -> Option<(Decision, HeaderValue)> {
+        let now_ms = self.clock.now_ms();
+        let lease = self.settings.lease;
         if self.ceiling_applies(who)
             && let Some(ip) = who.address
         {
-            let ceiling = shared_decision(
-                shared,
-                "ceiling",
-                &ip.to_string(),
-                &self.per_ip_policy.quota,
-            )
-            .await?;
+            let bucket = SharedBucket {
+                kind: "ceiling",
+                id: &ip.to_string(),
+                quota: &self.per_ip_policy.quota,
+            };
+            let ceiling = bucket.decide(shared, leases, lease, now_ms).await?;
             if let Decision::Limited { .. } = ceiling {
                 return Some((ceiling, self.per_ip_policy.header()));
             }
         }
         let policy = self.policy(&who.caller);
-        let decision =
-            shared_decision(shared, "caller", &who.caller.to_string(), &policy.quota).await?;
+        let bucket = SharedBucket {
+            kind: "caller",
+            id: &who.caller.to_string(),
+            quota: &policy.quota,
+        };
+        let decision = bucket.decide(shared, leases, lease, now_ms).await?;
         Some((decision, policy.header()))
     }
 
@@ -361,6 +369,10 @@ impl Rules {
 /// stopping anyone, and callers whose quota is unchanged keep their used budgets.
 pub struct CallerLimits {
     rules: ArcSwap<Rules>,
+    /// Leases on the shared buckets (Redis mode); kept across reloads like the budgets.
+    leases: Arc<Leases>,
+    /// When leases were last swept because there were too many (ms, the gateway's clock).
+    last_lease_sweep_ms: AtomicI64,
     clock: Clock,
 }
 
@@ -368,6 +380,8 @@ impl CallerLimits {
     pub fn new(s: &RateLimitSettings, clock: Clock) -> Self {
         Self {
             rules: ArcSwap::from_pointee(Rules::new(s, clock.clone(), None)),
+            leases: Arc::default(),
+            last_lease_sweep_ms: AtomicI64::new(i64::MIN),
             clock,
         }
     }
@@ -393,11 +407,33 @@ impl CallerLimits {
     /// `None` when Redis is out of reach (then the local limits apply).
     pub async fn check_shared(
         &self,
-        shared: &SharedState,
+        shared: &Arc<SharedState>,
         who: &Identity,
     ) -> Option<(Decision, HeaderValue)> {
         let rules = self.rules.load_full();
-        rules.check_shared(shared, who).await
+        self.sweep_leases_if_crowded(rules.max_tracked);
+        rules.check_shared(shared, &self.leases, who).await
+    }
+
+    fn sweep_leases_if_crowded(&self, max_tracked: usize) {
+        if self.leases.len() <= max_tracked {
+            return;
+        }
+        let now_ms = self.clock.now_ms();
+        let last = self.last_lease_sweep_ms.load(Ordering::Relaxed);
+        if now_ms >= last.saturating_add(SWEEP_GAP_MS)
+            && self
+                .last_lease_sweep_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.leases.sweep(now_ms);
+        }
+    }
+
+    /// Leases this replica holds on shared buckets (Redis mode).
+    pub fn leases(&self) -> usize {
+        self.leases.len()
     }
 
     /// The caller's limit and the per-address ceiling, in this replica.
@@ -419,6 +455,7 @@ impl CallerLimits {
     /// Forgets callers whose budget is full again.
     pub fn sweep(&self) {
         self.rules.load().sweep();
+        self.leases.sweep(self.clock.now_ms());
     }
 
     pub fn tracked(&self) -> usize {
@@ -446,29 +483,56 @@ impl CallerLimits {
     }
 }
 
-async fn shared_decision(
-    shared: &SharedState,
-    kind: &str,
-    id: &str,
-    q: &ClientQuota,
-) -> Option<Decision> {
-    let period_ms = 60_000 / u64::from(q.per_minute.max(1));
-    let g = shared
-        .gcra(&shared.key(kind, id), period_ms, q.burst)
-        .await?;
-    let state = RateState {
-        limit: q.burst,
-        remaining: g.remaining,
-        reset_secs: g.reset_ms.div_ceil(1000),
-    };
-    Some(if g.allowed {
-        Decision::Allowed(state)
-    } else {
-        Decision::Limited {
-            state,
-            retry_after_secs: g.retry_after_ms.div_ceil(1000).max(1),
-        }
-    })
+/// The requests a replica serves on one lease for a bucket of `burst`: the configured lease,
+/// at most a tenth of the burst, so N replicas add at most N tenths of a burst. At 1 (bursts
+/// under 20, or `rate_limit.lease = 1`) every request is decided in Redis, exactly.
+pub fn effective_lease(configured: u32, burst: u32) -> u32 {
+    configured.min(burst / 10).max(1)
+}
+
+/// One of a caller's shared GCRA buckets in Redis.
+struct SharedBucket<'a> {
+    kind: &'static str,
+    id: &'a str,
+    quota: &'a ClientQuota,
+}
+
+impl SharedBucket<'_> {
+    async fn decide(
+        &self,
+        shared: &Arc<SharedState>,
+        leases: &Arc<Leases>,
+        lease: u32,
+        now_ms: i64,
+    ) -> Option<Decision> {
+        let q = self.quota;
+        let period_ms = 60_000 / u64::from(q.per_minute.max(1));
+        let key = shared.key(self.kind, self.id);
+        let lease = effective_lease(lease, q.burst);
+        let g = if lease <= 1 {
+            shared.gcra(&key, period_ms, q.burst).await?
+        } else {
+            let bucket = Bucket {
+                key,
+                period_ms,
+                burst: q.burst,
+            };
+            leases.check(shared, bucket, lease, now_ms).await?
+        };
+        let state = RateState {
+            limit: q.burst,
+            remaining: g.remaining,
+            reset_secs: g.reset_ms.div_ceil(1000),
+        };
+        Some(if g.allowed {
+            Decision::Allowed(state)
+        } else {
+            Decision::Limited {
+                state,
+                retry_after_secs: g.retry_after_ms.div_ceil(1000).max(1),
+            }
+        })
+    }
 }
 
 fn decide(

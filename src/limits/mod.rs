@@ -3,6 +3,7 @@
 
 mod callers;
 mod identity;
+mod leases;
 
-pub use callers::{CallerLimits, Decision, RateState};
+pub use callers::{CallerLimits, Decision, RateState, effective_lease};
 pub use identity::{Caller, Identity, Proof, bearer, key_matches, sha256};

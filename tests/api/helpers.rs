@@ -355,7 +355,30 @@ pub async fn spawn_replicas(
     redis_url: &str,
     adjust: impl Fn(&mut Settings),
 ) -> (Simulator, Vec<String>) {
+    spawn_replicas_with(n, redis_url, None, adjust).await
+}
+
+/// [`spawn_replicas`] on one manual clock (the simulator's too), which the test moves.
+pub async fn spawn_replicas_on_clock(
+    n: usize,
+    redis_url: &str,
+    adjust: impl Fn(&mut Settings),
+) -> (Simulator, Vec<String>, Clock) {
+    let clock = Clock::manual_from_now();
+    let (sim, urls) = spawn_replicas_with(n, redis_url, Some(clock.clone()), adjust).await;
+    (sim, urls, clock)
+}
+
+async fn spawn_replicas_with(
+    n: usize,
+    redis_url: &str,
+    clock: Option<Clock>,
+    adjust: impl Fn(&mut Settings),
+) -> (Simulator, Vec<String>) {
     let sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).expect("simulator binds");
+    if let Some(clock) = &clock {
+        sim.set_clock(clock.clone());
+    }
     let mut urls = Vec::new();
     for _ in 0..n {
         let mut settings = test_settings(&sim);
@@ -365,7 +388,11 @@ pub async fn spawn_replicas(
         settings.admin.listen = String::new();
         settings.admin.token = ADMIN_TOKEN.to_owned().into();
         adjust(&mut settings);
-        let app = Application::build(settings).await.expect("gateway builds");
+        let app = match &clock {
+            Some(clock) => Application::build_with_clock(settings, clock.clone()).await,
+            None => Application::build(settings).await,
+        }
+        .expect("gateway builds");
         urls.push(format!("http://127.0.0.1:{}", app.port()));
         tokio::spawn(app.run_until_stopped());
     }

@@ -17,6 +17,7 @@ mod helpers;
 mod hostile;
 mod late_data;
 mod layers;
+mod leases;
 mod limits;
 mod ops;
 mod prometheus;
