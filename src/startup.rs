@@ -177,6 +177,10 @@ impl Application {
             settings,
         });
         background.push(tokio::spawn(reload_on_sighup(state.clone())));
+        let prefetching = state.clone();
+        background.push(tokio::spawn(async move {
+            prefetching.service.run_prefetch().await;
+        }));
         // Answers made before the catalog arrived lack units; drop them when it does. Readiness
         // waits for this, so a balancer's first callers never see an answer purged under them.
         let arrival = state.clone();

@@ -198,6 +198,25 @@ impl SharedSegments {
         RunTurn::Fetch(None)
     }
 
+    /// For a prefetch, which never waits: the lock to fetch the run `[start, end)` of
+    /// `series` (`Some(None)` when Redis is out of reach: fetch alone), or `None` when another
+    /// replica holds it (it is fetching or prefetching the same run).
+    pub(super) async fn try_take(
+        &self,
+        series: &Arc<str>,
+        start: i64,
+        end: i64,
+    ) -> Option<Option<HeldLock>> {
+        let lock_key = self
+            .shared
+            .key("seglock", &format!("{series}:{start}:{end}"));
+        match self.shared.try_lock(&lock_key, self.lock_ttl_ms).await {
+            Some(Some(token)) => Some(Some(self.hold(lock_key, token))),
+            Some(None) => None,
+            None => Some(None),
+        }
+    }
+
     fn hold(&self, key: String, token: String) -> HeldLock {
         let shared = self.shared.clone();
         let ttl = self.lock_ttl_ms;
@@ -433,6 +452,8 @@ fn decode(bytes: &[u8]) -> Option<Segment> {
         deadlines,
         settled_until,
         bytes,
+        // Prefetched or not, as another replica fetched it: this replica did not.
+        prefetch: None,
     })
 }
 
@@ -599,6 +620,7 @@ mod tests {
                 stale_if_error_until: -4,
             },
             settled_until: 5,
+            prefetch: None,
         };
         let bytes = encode(&segment);
         let back = decode(&bytes).unwrap();

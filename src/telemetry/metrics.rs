@@ -27,6 +27,16 @@ pub struct GatewayMetrics {
     pub redis_up: IntGauge,
     pub access_log_lines: IntCounterVec,
     pub cache_purges: IntCounter,
+    /// Background prefetches of hot windows, by outcome.
+    pub prefetches: IntCounterVec,
+    /// Appliance requests prefetching sent (its share of the budget used).
+    pub prefetch_requests: IntCounter,
+    /// Callers' answers assembled with prefetched segments.
+    pub prefetch_hits: IntCounter,
+    /// Prefetches no caller's answer used.
+    pub prefetch_wasted: IntCounter,
+    /// Prefetching's share of the appliance budget, requests per minute.
+    pub prefetch_budget: IntGauge,
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -132,8 +142,37 @@ impl GatewayMetrics {
                 "Cache purges made through the admin endpoint",
             )
             .unwrap_or_else(|e| panic!("metric: {e}")),
+            prefetches: counter_vec(
+                "metricgate_prefetches_total",
+                "Background refreshes of hot rolling windows' live tails, by outcome: fetched (asked the appliance), fresh (nothing to fetch, or another replica's segments found), skipped (another replica holds the run's lock), deferred (no budget, or callers waiting) and failed",
+                &["outcome"],
+            ),
+            prefetch_requests: IntCounter::new(
+                "metricgate_prefetch_upstream_requests_total",
+                "Appliance requests sent by prefetching (its share of the budget used)",
+            )
+            .unwrap_or_else(|e| panic!("metric: {e}")),
+            prefetch_hits: IntCounter::new(
+                "metricgate_prefetch_hits_total",
+                "Callers' answers assembled with prefetched segments, without waiting for the appliance",
+            )
+            .unwrap_or_else(|e| panic!("metric: {e}")),
+            prefetch_wasted: IntCounter::new(
+                "metricgate_prefetch_wasted_total",
+                "Prefetches whose segments no caller's answer used",
+            )
+            .unwrap_or_else(|e| panic!("metric: {e}")),
+            prefetch_budget: gauge(
+                "metricgate_prefetch_budget_per_minute",
+                "Most appliance requests prefetching may send per minute (segments.prefetch_budget_percent of the callers' budget)",
+            ),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.prefetches.clone()),
+            Box::new(m.prefetch_requests.clone()),
+            Box::new(m.prefetch_hits.clone()),
+            Box::new(m.prefetch_wasted.clone()),
+            Box::new(m.prefetch_budget.clone()),
             Box::new(m.http_requests.clone()),
             Box::new(m.http_duration.clone()),
             Box::new(m.cache_events.clone()),
