@@ -18,6 +18,7 @@
 //! - Everything runs on the gateway's clock, so tests drive it with the manual clock.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -84,6 +85,8 @@ pub struct Prefetcher {
     live_ttl_ms: i64,
     idle_periods: i64,
     counters: Counters,
+    /// The clock's reading when the loop last found nothing due (it sleeps after).
+    settled_at: AtomicI64,
 }
 
 impl Prefetcher {
@@ -119,6 +122,7 @@ impl Prefetcher {
                 hits: metrics.prefetch_hits.clone(),
                 wasted: metrics.prefetch_wasted.clone(),
             },
+            settled_at: AtomicI64::new(i64::MIN),
         }
     }
 
@@ -185,6 +189,17 @@ impl Prefetcher {
         }
     }
 
+    /// The clock's reading when the prefetcher last had nothing left to do: every prefetch due
+    /// by then is done (for benchmarks on a manual clock).
+    pub fn settled_at(&self) -> i64 {
+        self.settled_at.load(Ordering::Acquire)
+    }
+
+    /// Wakes the loop to look at the clock again (after a manual clock moved).
+    pub fn nudge(&self) {
+        self.wake.notify_one();
+    }
+
     /// Counts a caller's answer assembled with prefetched segments.
     pub fn count_hit(&self) {
         self.counters.hits.inc();
@@ -205,6 +220,7 @@ impl Prefetcher {
                 continue;
             }
             let woken = self.wake.notified();
+            self.settled_at.store(now, Ordering::Release);
             match next {
                 Some(at) => {
                     tokio::select! {

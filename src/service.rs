@@ -247,6 +247,16 @@ impl MetricService {
         })
     }
 
+    /// When the prefetcher last had nothing left to do (`None` when prefetching is off), after
+    /// waking it to look at the clock: a benchmark on a manual clock waits for this to reach
+    /// the time it set.
+    pub fn prefetch_settled_at(&self) -> Option<i64> {
+        self.prefetcher.as_ref().map(|p| {
+            p.nudge();
+            p.settled_at()
+        })
+    }
+
     /// Prefetches hot rolling windows until the gateway stops (returns at once when
     /// prefetching is off).
     pub async fn run_prefetch(&self) {

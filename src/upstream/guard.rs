@@ -566,6 +566,64 @@ mod tests {
         assert!(distinct.len() >= 10, "{advice:?}");
     }
 
+    #[tokio::test]
+    async fn prefetches_keep_to_their_share_and_never_go_ahead_of_a_waiting_caller() {
+        // 60 a minute: 54 for callers (a burst of 9); 20% of that is 10 for prefetching.
+        let (g, clock) = guard(|s| {
+            s.per_minute = 60;
+            s.queue_timeout_ms = 60_000;
+        });
+        let g = Arc::new(g);
+        assert!(
+            g.admit_prefetch().await.is_none(),
+            "no share, no prefetching"
+        );
+        assert_eq!(g.share_with_prefetch(20), 10);
+        // Greedy for ten minutes: never more than its share in any 60 s.
+        let mut taken = Vec::new();
+        for t in 0..6_000 {
+            if let Some(ticket) = g.admit_prefetch().await {
+                ticket.done(Outcome::Answered);
+                taken.push(t * 100);
+            }
+            clock.advance(Duration::from_millis(100));
+        }
+        let most = taken
+            .iter()
+            .map(|start| {
+                taken
+                    .iter()
+                    .filter(|t| (*start..start + 60_000).contains(*t))
+                    .count()
+            })
+            .max()
+            .unwrap();
+        assert!((9..=10).contains(&most), "{most} in one minute");
+        // The callers' budget spent: a caller waits for its token, and prefetching yields.
+        clock.advance(Duration::from_secs(10));
+        while g.budget.try_take(clock.now_ms()).is_ok() {}
+        let caller = tokio::spawn({
+            let g = g.clone();
+            async move { g.admit().await.map(|t| t.done(Outcome::Answered)).is_ok() }
+        });
+        while g.queued.load(Ordering::Relaxed) == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(g.admit_prefetch().await.is_none(), "a caller is waiting");
+        clock.advance(Duration::from_secs(2));
+        assert!(caller.await.unwrap(), "the caller got through");
+        // Nobody waits, but taking a token would leave the callers none (one comes every
+        // 1.33 s: 45 a minute after the burst).
+        clock.advance(Duration::from_secs(60));
+        while g.budget.try_take(clock.now_ms()).is_ok() {}
+        clock.advance(Duration::from_millis(1_400));
+        assert_eq!(g.budget.wait_for(1, clock.now_ms()), Duration::ZERO);
+        assert!(
+            g.admit_prefetch().await.is_none(),
+            "the callers' last token is theirs"
+        );
+    }
+
     #[test]
     fn probes_run_no_more_often_than_their_share() {
         let mut s = Settings::defaults().upstream;
