@@ -40,7 +40,7 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-SIM_PORT=$(free_port); GW_PORT=$(free_port); NGINX_PORT=$(free_port); FLOOR_PORT=$(free_port); BASE_PORT=$(free_port); ADMIN_PORT=$(free_port)
+SIM_PORT=$(free_port); GW_PORT=$(free_port); NGINX_PORT=$(free_port); FLOOR_PORT=$(free_port); BASE_PORT=$(free_port); ADMIN_PORT=$(free_port); BASE_ADMIN_PORT=$(free_port)
 
 $BIN simulate --listen 127.0.0.1:$SIM_PORT >"$WORK/sim.log" 2>&1 & PIDS+=($!)
 METRICGATE__SERVER__LISTEN=127.0.0.1:$GW_PORT \
@@ -62,6 +62,9 @@ if [ -n "${BASELINE:-}" ]; then
     METRICGATE__SERVER__LOG_LEVEL=warn \
     METRICGATE__RATE_LIMIT__PER_CLIENT_PER_MINUTE=100000000 \
     METRICGATE__RATE_LIMIT__BURST=10000000 \
+    METRICGATE__RATE_LIMIT__PER_IP_PER_MINUTE=100000000 \
+    METRICGATE__RATE_LIMIT__PER_IP_BURST=10000000 \
+    METRICGATE__ADMIN__LISTEN=127.0.0.1:$BASE_ADMIN_PORT \
     METRICGATE__UPSTREAM__URL=http://127.0.0.1:$SIM_PORT \
     METRICGATE__UPSTREAM__PUBLIC_TOKEN=demo-public-token \
     METRICGATE__UPSTREAM__PRIVATE_TOKEN=demo-private-token \

@@ -6,21 +6,29 @@
 //! small share of the appliance's budget, take an in-flight slot only when one is free in
 //! time, and never move the circuit breaker: a slow or failing probe makes the gateway
 //! unready, it never locks callers out.
+//!
+//! Replicas sharing Redis probe once per cluster, not once each: each period of the clock
+//! (`now / period`) is claimed with `SET NX` by the first replica to get there, which probes
+//! and publishes its result; the others read that result instead of asking the appliance. A
+//! replica whose catalog is due probes for itself (it needs the answer's body), and so does
+//! one without Redis. A claimer that dies leaves its period unprobed: the next period's
+//! claimer probes, well within the staleness readiness tolerates (two periods).
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::clock::Clock;
+use crate::redis::SharedState;
 use crate::settings::UpstreamSettings;
 use crate::telemetry::chain;
 use crate::upstream::{ApplianceClient, ApplianceGuard, UpstreamError, dialect};
 
 /// What the last probe showed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProbeStatus {
     /// The appliance answered (any status short of a 5xx) and accepted the signature.
@@ -33,7 +41,7 @@ pub enum ProbeStatus {
 }
 
 /// The last probe's outcome.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ProbeResult {
     /// When it finished, epoch ms.
     pub at: i64,
@@ -93,19 +101,97 @@ fn probed(answer: Result<bytes::Bytes, UpstreamError>, at: i64) -> ProbeResult {
     }
 }
 
+/// A probe's result shared through Redis, with the period it was claimed for.
+#[derive(Serialize, Deserialize)]
+struct SharedProbe {
+    period: i64,
+    result: ProbeResult,
+}
+
+/// The probes' shared state in Redis: a claim per period, and the last result.
+struct SharedProbes {
+    shared: Arc<SharedState>,
+    every_ms: i64,
+}
+
+impl SharedProbes {
+    /// Whether this replica probes `period`: `Some(false)` when another replica claimed it,
+    /// `None` when Redis is out of reach (each replica probes for itself then).
+    async fn claim(&self, period: i64) -> Option<bool> {
+        if !self.shared.is_up() {
+            return None;
+        }
+        let key = self.shared.key("probe", &format!("claim:{period}"));
+        // Kept a little beyond the period; only its first setter matters.
+        let keep_ms = (self.every_ms as u64).saturating_mul(2) + 1_000;
+        self.shared.set_nx(&key, b"1", keep_ms).await
+    }
+
+    async fn publish(&self, period: i64, result: &ProbeResult, keep_ms: u64) {
+        let shared = SharedProbe {
+            period,
+            result: result.clone(),
+        };
+        if let Ok(json) = serde_json::to_vec(&shared) {
+            self.shared
+                .set(&self.shared.key("probe", "last"), &json, keep_ms)
+                .await;
+        }
+    }
+
+    /// The claimer's result for `period` (or a later one), polled until `within` has passed.
+    async fn result_of(&self, period: i64, within: Duration) -> Option<ProbeResult> {
+        let key = self.shared.key("probe", "last");
+        let started = std::time::Instant::now();
+        loop {
+            let last = self.shared.get(&key).await;
+            if let Some(p) = last.and_then(|b| serde_json::from_slice::<SharedProbe>(&b).ok())
+                && p.period >= period
+            {
+                return Some(p.result);
+            }
+            if started.elapsed() >= within {
+                return None;
+            }
+            // Real time: the claimer's probe is bounded in real time (its timeout).
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 /// Probes every `probe_secs` (less often when the probes' share of the budget is smaller):
 /// a signed `GET /metrics`, whose answer also refreshes the catalog when it is missing or due.
+/// With Redis (`shared`), one replica probes each period and the others take its result.
 pub async fn probe_loop(
     health: Arc<ApplianceHealth>,
     catalog: Arc<Catalog>,
     client: ApplianceClient,
     settings: UpstreamSettings,
     clock: Clock,
+    shared: Option<Arc<SharedState>>,
 ) {
     let every = ApplianceGuard::probe_every(&settings);
     let timeout = Duration::from_millis(settings.probe_timeout_ms);
     let refresh_ms = (settings.catalog_refresh_secs as i64).saturating_mul(1000);
+    let every_ms = (every.as_millis() as i64).max(1);
+    let keep_ms = (stale_after_ms(&settings) as u64).saturating_mul(4);
+    let shared = shared.map(|shared| SharedProbes { shared, every_ms });
     loop {
+        let period = clock.now_ms() / every_ms;
+        let catalog_due = catalog.is_due(refresh_ms);
+        let claimed = match &shared {
+            // A due catalog needs this replica's own request.
+            Some(s) if !catalog_due => s.claim(period).await,
+            _ => None,
+        };
+        if let (Some(s), Some(false)) = (&shared, claimed) {
+            // Another replica probes this period: its result is this replica's too.
+            if let Some(result) = s.result_of(period, timeout + Duration::from_secs(1)).await {
+                health.record(result);
+            }
+            clock.sleep(every).await;
+            continue;
+        }
         let answer = client.probe(dialect::CATALOG, timeout).await;
         match answer {
             // Callers' requests held every slot for the probe's whole timeout: they tell how
@@ -114,7 +200,7 @@ pub async fn probe_loop(
                 tracing::debug!("appliance probe skipped: every in-flight slot is busy");
             }
             answer => {
-                if catalog.is_due(refresh_ms) {
+                if catalog_due {
                     match &answer {
                         Ok(body) => {
                             if catalog.accept(body).is_ok() {
@@ -125,7 +211,11 @@ pub async fn probe_loop(
                         Err(e) => catalog.failed(&CatalogError::Upstream(e.clone())),
                     }
                 }
-                health.record(probed(answer, clock.now_ms()));
+                let result = probed(answer, clock.now_ms());
+                if let Some(s) = &shared {
+                    s.publish(period, &result, keep_ms).await;
+                }
+                health.record(result);
             }
         }
         clock.sleep(every).await;

@@ -53,6 +53,71 @@ end
 return 0
 ";
 
+/// Stores an entry and names it in index sets (one per metric and per device it answers), so a
+/// filtered purge can find it: entry names are hashes. An index is a sorted set scored by its
+/// members' expiry (Redis' clock), pruned of expired names on every insert, and lives as long
+/// as its longest-lived member: it never holds more than the live entries. KEYS[1]: the
+/// entry; KEYS[2..]: its index sets; ARGV[1]: the value; ARGV[2]: the TTL in ms.
+const SET_INDEXED: &str = r"
+local ttl = tonumber(ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 2, #KEYS do
+  redis.call('ZADD', KEYS[i], now + ttl, KEYS[1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
+  if redis.call('PTTL', KEYS[i]) < ttl then
+    redis.call('PEXPIRE', KEYS[i], ttl)
+  end
+end
+return 1
+";
+
+/// Deletes the entries named in every one of the index sets KEYS (one set, or the
+/// intersection of a metric's and a device's), and forgets them there. Returns how many
+/// entries went (names of entries that had expired already are not counted).
+const PURGE_INDEXED: &str = r"
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+if #KEYS > 1 then
+  local both = {}
+  for _, m in ipairs(members) do
+    if redis.call('ZSCORE', KEYS[2], m) then
+      both[#both + 1] = m
+    end
+  end
+  members = both
+end
+local deleted = 0
+for i = 1, #members, 1000 do
+  local last = math.min(i + 999, #members)
+  deleted = deleted + redis.call('DEL', unpack(members, i, last))
+  for _, set in ipairs(KEYS) do
+    redis.call('ZREM', set, unpack(members, i, last))
+  end
+end
+return deleted
+";
+
+/// Announces a purge: the next generation, its filter kept for followers that missed the
+/// message, and the message. KEYS[1]: the generation counter; ARGV[1]: the prefix of the
+/// filters' keys; ARGV[2]: the filter; ARGV[3]: how long filters are kept, ms; ARGV[4]: the
+/// channel. Returns {generation, subscribers that got the message}.
+const ANNOUNCE: &str = r"
+local g = redis.call('INCR', KEYS[1])
+redis.call('SET', ARGV[1] .. g, ARGV[2], 'PX', ARGV[3])
+local told = redis.call('PUBLISH', ARGV[4], g)
+return {g, told}
+";
+
+/// One entry to store with [`SharedState::set_indexed_many`].
+pub struct IndexedEntry {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub ttl_ms: u64,
+    /// The index sets that name it.
+    pub index: Vec<String>,
+}
+
 /// Outcome of a GCRA check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gcra {
@@ -68,10 +133,13 @@ pub struct SharedState {
     up: AtomicBool,
     timeout: Duration,
     pub lock_ms: u64,
+    pub lock_ttl_ms: u64,
     prefix: String,
     gcra: Script,
     release: Script,
     renew: Script,
+    purge_indexed: Script,
+    announce: Script,
     metrics: Arc<GatewayMetrics>,
 }
 
@@ -102,10 +170,13 @@ impl SharedState {
             up: AtomicBool::new(false),
             timeout: Duration::from_millis(settings.timeout_ms),
             lock_ms: settings.lock_ms,
+            lock_ttl_ms: settings.lock_ttl_ms,
             prefix: settings.prefix.clone(),
             gcra: Script::new(GCRA),
             release: Script::new(RELEASE),
             renew: Script::new(RENEW),
+            purge_indexed: Script::new(PURGE_INDEXED),
+            announce: Script::new(ANNOUNCE),
             metrics,
         })))
     }
@@ -194,6 +265,13 @@ impl SharedState {
         self.call::<Option<Vec<u8>>>(cmd, false).await.flatten()
     }
 
+    /// `GET`, telling a missing key (`Some(None)`) from Redis out of reach (`None`).
+    pub async fn get_checked(&self, key: &str) -> Option<Option<Vec<u8>>> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(key);
+        self.call::<Option<Vec<u8>>>(cmd, false).await
+    }
+
     pub async fn set(&self, key: &str, value: &[u8], ttl_ms: u64) {
         let mut cmd = redis::cmd("SET");
         cmd.arg(key).arg(value).arg("PX").arg(ttl_ms.max(1));
@@ -229,6 +307,103 @@ impl SharedState {
                 .ignore();
         }
         let _: Option<()> = self.timed(pipe.query_async::<()>(&mut conn)).await;
+    }
+
+    /// Stores each entry with its TTL and names it in its index sets, pipelined: one round
+    /// trip for all of them.
+    pub async fn set_indexed_many(&self, entries: &[IndexedEntry]) {
+        if entries.is_empty() || !self.is_up() {
+            return;
+        }
+        let Some(mut conn) = self.connection.read().await.clone() else {
+            return;
+        };
+        let mut pipe = redis::pipe();
+        for e in entries {
+            // EVAL, not EVALSHA: a pipeline cannot load a missing script on the way.
+            pipe.cmd("EVAL")
+                .arg(SET_INDEXED)
+                .arg(1 + e.index.len())
+                .arg(&e.key)
+                .arg(&e.index)
+                .arg(e.value.as_slice())
+                .arg(e.ttl_ms.max(1))
+                .ignore();
+        }
+        let _: Option<()> = self.timed(pipe.query_async::<()>(&mut conn)).await;
+    }
+
+    /// Deletes the entries every one of `index` names (see [`IndexedEntry::index`]); how many
+    /// went.
+    pub async fn purge_indexed(&self, index: &[String]) -> u64 {
+        if index.is_empty() || !self.is_up() {
+            return 0;
+        }
+        let Some(mut conn) = self.connection.read().await.clone() else {
+            return 0;
+        };
+        let mut invocation = self.purge_indexed.prepare_invoke();
+        for key in index {
+            invocation.key(key);
+        }
+        self.timed(invocation.invoke_async::<u64>(&mut conn))
+            .await
+            .unwrap_or(0)
+    }
+
+    /// Announces a purge (`filter`, as text) on `channel`: its generation and how many
+    /// subscribers got the message at once. Filters are kept `keep_ms` for followers that
+    /// missed it.
+    pub async fn announce(
+        &self,
+        counter: &str,
+        filters: &str,
+        filter: &str,
+        keep_ms: u64,
+        channel: &str,
+    ) -> Option<(u64, u64)> {
+        if !self.is_up() {
+            return None;
+        }
+        let mut conn = self.connection.read().await.clone()?;
+        let mut invocation = self.announce.key(counter);
+        invocation
+            .arg(filters)
+            .arg(filter)
+            .arg(keep_ms.max(1))
+            .arg(channel);
+        self.timed(invocation.invoke_async::<(u64, u64)>(&mut conn))
+            .await
+    }
+
+    /// A connection subscribed to `channel`, or `None` while Redis is out of reach.
+    pub async fn subscribe(&self, channel: &str) -> Option<redis::aio::PubSub> {
+        if !self.is_up() {
+            return None;
+        }
+        let mut pubsub = tokio::time::timeout(
+            self.timeout.max(Duration::from_secs(1)),
+            self.client.get_async_pubsub(),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        self.timed(pubsub.subscribe(channel)).await?;
+        Some(pubsub)
+    }
+
+    /// `SET key value NX PX ttl`: whether this caller set it (`None` when Redis is out of
+    /// reach). For claims that are never released, only outlived.
+    pub async fn set_nx(&self, key: &str, value: &[u8], ttl_ms: u64) -> Option<bool> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key)
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms.max(1));
+        self.call::<Option<String>>(cmd, false)
+            .await
+            .map(|reply| reply.is_some())
     }
 
     /// `SET key token NX PX ttl` with a new random token: `Some(Some(token))` when this

@@ -6,7 +6,8 @@ use std::sync::{Arc, OnceLock};
 
 use crate::cache::segments::{Assembled, Reuse, SegmentCache};
 use crate::cache::{
-    CacheError, CacheReport, Completeness, Directives, Entry, Fetched, Purged, ResponseCache, Route,
+    CacheError, CacheReport, ClusterPurges, Completeness, Directives, Entry, Fetched, PurgeReach,
+    Purged, ResponseCache, Route,
 };
 use crate::catalog::Catalog;
 use crate::clock::Clock;
@@ -104,6 +105,8 @@ pub struct MetricService {
     cache: ResponseCache<FetchError>,
     segments: Option<Arc<SegmentCache<FetchError>>>,
     prefetcher: Option<Arc<Prefetcher>>,
+    /// With Redis: purges announced to, and followed from, the other replicas.
+    purges: Option<Arc<ClusterPurges>>,
 }
 
 impl MetricService {
@@ -144,11 +147,18 @@ impl MetricService {
             ),
             segments,
             prefetcher,
+            purges: shared.map(|s| Arc::new(ClusterPurges::new(s))),
             limits: settings.query.clone(),
             source,
             catalog,
             clock,
         }
+    }
+
+    /// The purges other replicas announce, for the task that follows them (`None` without
+    /// Redis).
+    pub fn cluster_purges(&self) -> Option<Arc<ClusterPurges>> {
+        self.purges.clone()
     }
 
     pub async fn answer(&self, req: MetricRequest<'_>) -> Result<Served, ServiceError> {
@@ -322,18 +332,26 @@ impl MetricService {
         if let Some(segments) = &self.segments {
             report.segments = Some(segments.report().await);
         }
+        report.purge_generation = self.purges.as_ref().and_then(|p| p.applied());
         report
     }
 
-    /// Both caches, purged alike: everything, or what `filter` names.
-    pub async fn purge(&self, filter: &PurgeFilter) -> Purged {
+    /// Both caches, purged alike: everything, or what `filter` names; here only, or (for
+    /// [`PurgeReach::Cluster`]) in Redis too, announced to every other replica.
+    pub async fn purge(&self, filter: &PurgeFilter, reach: PurgeReach) -> Purged {
         let segments = match &self.segments {
-            Some(s) => s.purge(filter).await,
+            Some(s) => s.purge(filter, reach).await,
             None => 0,
         };
+        let purged = self.cache.purge(filter, reach).await;
+        let generation = match (&self.purges, reach) {
+            (Some(p), PurgeReach::Cluster) => p.announce(filter).await,
+            _ => None,
+        };
         Purged {
-            purged: self.cache.purge(filter).await,
+            purged,
             segments,
+            generation,
         }
     }
 }

@@ -70,7 +70,12 @@ pub enum ConfigSource {
 pub struct RedisSettings {
     pub url: String,
     pub timeout_ms: u64,
+    /// Longest a replica waits for another replica's fetch (a live holder, still renewing its
+    /// lock) before fetching itself.
     pub lock_ms: u64,
+    /// TTL of a cross-replica fetch lock (answers, runs of segments), renewed every
+    /// third of it while the fetch runs: a holder that dies costs the others about this long.
+    pub lock_ttl_ms: u64,
     pub prefix: String,
 }
 
@@ -435,6 +440,9 @@ impl Settings {
         positive(&mut problems, "segments.points", self.segments.points);
         positive(&mut problems, "redis.timeout_ms", self.redis.timeout_ms);
         positive(&mut problems, "redis.lock_ms", self.redis.lock_ms);
+        if self.redis.lock_ttl_ms < 30 {
+            problems.push("redis.lock_ttl_ms: at least 30 (it is renewed every third)".into());
+        }
         if !self.redis.url.is_empty() && redis::Client::open(self.redis.url.as_str()).is_err() {
             problems.push(format!(
                 "redis.url: {:?} is not a redis:// URL",

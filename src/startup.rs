@@ -9,6 +9,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 
 use crate::api;
+use crate::cache::PurgeReach;
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::fetch::MetricSource;
@@ -19,7 +20,7 @@ use crate::redis::SharedState;
 use crate::reload::Reloader;
 use crate::service::MetricService;
 use crate::settings::Settings;
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
 use crate::telemetry::{AccessLog, GatewayMetrics, HttpSeries};
 use crate::upstream::ApplianceClient;
 
@@ -40,12 +41,12 @@ pub struct Application {
     /// The admin listener's port and server, when it has its own (`admin.listen`).
     admin: Option<(u16, Server)>,
     background: Vec<tokio::task::JoinHandle<()>>,
-    state: web::Data<AppState>,
+    state: AppState,
 }
 
 /// SIGHUP reloads the configuration, as `POST /internal/reload` does. (Without a handler,
 /// SIGHUP would end the process.)
-async fn reload_on_sighup(state: web::Data<AppState>) {
+async fn reload_on_sighup(state: AppState) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = match signal(SignalKind::hangup()) {
         Ok(s) => s,
@@ -74,14 +75,14 @@ fn bind(addr: std::net::SocketAddr) -> Result<(TcpListener, u16), StartupError> 
 
 /// The admin listener's server: one worker, the operator's routes.
 fn admin_server(
-    state: web::Data<AppState>,
+    state: AppState,
     listener: TcpListener,
     addr: std::net::SocketAddr,
     settings: &Settings,
 ) -> Result<Server, StartupError> {
     let server = HttpServer::new(move || {
         App::new()
-            .app_data(state.clone())
+            .app_data(state.for_worker())
             .wrap(from_fn(api::observe::observe))
             .configure(api::admin_listener_routes)
             .default_service(web::to(api::admin_fallback))
@@ -132,6 +133,7 @@ impl Application {
                 client.clone(),
                 settings.upstream.clone(),
                 clock.clone(),
+                shared.clone(),
             )),
             tokio::spawn(async move {
                 loop {
@@ -155,7 +157,7 @@ impl Application {
         };
         let grace = settings.server.shutdown_grace_secs;
         let client_timeout_ms = settings.server.client_request_timeout_ms;
-        let state = web::Data::new(AppState {
+        let state = AppState::new(Shared {
             service: MetricService::new(
                 &settings,
                 MetricSource::new(client.clone(), catalog.clone()),
@@ -181,12 +183,26 @@ impl Application {
         background.push(tokio::spawn(async move {
             prefetching.service.run_prefetch().await;
         }));
+        // Purges announced by other replicas drop this replica's copies too.
+        if let Some(purges) = state.service.cluster_purges() {
+            let follower = state.clone();
+            background.push(tokio::spawn(purges.follow(move |filter| {
+                let state = follower.clone();
+                async move {
+                    state.service.purge(&filter, PurgeReach::Local).await;
+                }
+            })));
+        }
         // Answers made before the catalog arrived lack units; drop them when it does. Readiness
         // waits for this, so a balancer's first callers never see an answer purged under them.
         let arrival = state.clone();
         background.push(tokio::spawn(async move {
             arrival.catalog.arrived().await;
-            let purged = arrival.purge_caches(&PurgeFilter::default()).await;
+            // This replica's own answers: the other replicas' (and Redis') had their catalog.
+            let purged = arrival
+                .service
+                .purge(&PurgeFilter::default(), PurgeReach::Local)
+                .await;
             if purged.purged + purged.segments > 0 {
                 tracing::info!(
                     purged.purged,
@@ -210,7 +226,7 @@ impl Application {
         let admin_on_main = admin.is_none();
         let server = HttpServer::new(move || {
             App::new()
-                .app_data(state.clone())
+                .app_data(state.for_worker())
                 .wrap(from_fn(api::observe::observe))
                 .configure(api::routes)
                 .configure(|cfg| {

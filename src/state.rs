@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::cache::{CacheReport, Purged};
+use crate::cache::{CacheReport, PurgeReach, Purged};
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::health::ApplianceHealth;
@@ -15,7 +15,32 @@ use crate::settings::Settings;
 use crate::telemetry::{AccessLog, GatewayMetrics, HttpSeries};
 use crate::upstream::ApplianceClient;
 
-pub struct AppState {
+/// A handle to the gateway's [`Shared`] state. Each server worker registers its own handle
+/// (see `startup`), so the reference count that extractors and middleware touch on every
+/// request lives on that worker's core instead of bouncing between cores.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+
+    /// The handle a server worker registers: its own allocation, counted by that worker alone.
+    pub fn for_worker(&self) -> actix_web::web::Data<AppState> {
+        actix_web::web::Data::new(self.clone())
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub settings: Settings,
     pub clock: Clock,
     pub catalog: Arc<Catalog>,
@@ -34,7 +59,7 @@ pub struct AppState {
     pub reloader: Reloader,
 }
 
-impl AppState {
+impl Shared {
     /// Both caches' statistics.
     pub async fn cache_report(&self) -> CacheReport {
         self.service.cache_report().await
@@ -45,8 +70,9 @@ impl AppState {
         self.reloader.reload(&self.callers, &self.service).await
     }
 
-    /// Both caches, purged alike: everything, or what `filter` names.
+    /// Both caches, purged alike (everything, or what `filter` names) on every replica: here,
+    /// in Redis, and announced to the others.
     pub async fn purge_caches(&self, filter: &PurgeFilter) -> Purged {
-        self.service.purge(filter).await
+        self.service.purge(filter, PurgeReach::Cluster).await
     }
 }

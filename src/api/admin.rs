@@ -49,7 +49,8 @@ pub async fn get_cache(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(state.cache_report().await)
 }
 
-/// Removes every cached answer and segment, or those for one metric and/or one device.
+/// Removes every cached answer and segment, or those for one metric and/or one device, on
+/// every replica: here, in Redis, and (announced with a generation) on the other replicas.
 /// Counted (`metricgate_cache_purges_total`) and logged with who asked.
 #[utoipa::path(delete, path = "/internal/cache", tag = "admin",
     params(

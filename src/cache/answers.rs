@@ -10,8 +10,10 @@ use prometheus::IntCounter;
 
 use super::freshness::{Freshness, Lifetime};
 use super::key::CacheKey;
+use super::lock::Turn;
 use super::memory::{MemoryStore, MemoryValue};
-use super::redis::{Accept, RedisAnswers, Turn};
+use super::purges::PurgeReach;
+use super::redis::{Accept, RedisAnswers};
 use super::store::Store;
 use super::{
     Answer, CacheError, CacheReport, Directives, ENTRY_OVERHEAD, Entry, Fetched, Hasher, Route,
@@ -22,11 +24,13 @@ use crate::query::{Format, MetricQuery, PurgeFilter};
 use crate::redis::SharedState;
 use crate::settings::CacheSettings;
 use crate::telemetry::GatewayMetrics;
+use crate::telemetry::sharded::ShardedCounter;
 
 /// The cache's events, kept in the gateway's Prometheus series (resolved once, so counting
 /// costs one atomic add).
 struct Counters {
-    hits: IntCounter,
+    /// Every hit, on every worker: sharded, so counting it costs no shared cache line.
+    hits: Arc<ShardedCounter>,
     misses: IntCounter,
     shared_hits: IntCounter,
     collapsed: IntCounter,
@@ -36,9 +40,9 @@ struct Counters {
 
 impl Counters {
     fn new(metrics: &GatewayMetrics) -> Self {
-        let event = |name: &str| metrics.cache_events.with_label_values(&[name]);
+        let event = |name: &str| metrics.cache_events.vec().with_label_values(&[name]);
         Self {
-            hits: event("hit"),
+            hits: metrics.cache_events.sharded(&["hit"]),
             misses: event("miss"),
             shared_hits: event("shared_hit"),
             collapsed: event("collapsed"),
@@ -65,9 +69,19 @@ impl MemoryValue for Arc<Entry> {
 /// Bytes the raw-query index may hold (it only points into the store).
 const EXACT_MAX_BYTES: u64 = 16 << 20;
 
-/// Raw query string → key, one index per representation, so a lookup borrows the caller's
-/// text instead of building a key.
-type ExactIndex = Cache<Arc<str>, CacheKey, Hasher>;
+/// Raw query string → the stored entry, one index per representation, so a lookup borrows
+/// the caller's text instead of building a key, and takes one lookup instead of two.
+type ExactIndex = Cache<Arc<str>, Indexed, Hasher>;
+
+/// What the raw-query index points at. Weak, so the store alone decides how long an entry
+/// lives (its byte budget, its deadlines): an entry the store dropped or replaced can no
+/// longer be reached here. The purge generation makes a purge reach entries a response in
+/// flight still holds.
+#[derive(Clone)]
+struct Indexed {
+    entry: std::sync::Weak<Entry>,
+    generation: u64,
+}
 
 fn format_slot(format: Format) -> usize {
     match format {
@@ -83,6 +97,8 @@ pub struct ResponseCache<E> {
     /// For historic questions only: their key no longer depends on the clock, so a repeated
     /// identical request skips parsing and validation.
     exact: [ExactIndex; 4],
+    /// Bumped by every purge: index entries from before it are ignored.
+    purges: AtomicU64,
     inflight: Coalescer<CacheKey, Arc<Entry>, E>,
     freshness: Freshness,
     clock: Clock,
@@ -106,15 +122,15 @@ where
         let exact = || {
             Cache::builder()
                 .max_capacity(EXACT_MAX_BYTES / 4)
-                .weigher(|raw: &Arc<str>, key: &CacheKey| {
-                    use super::memory::MemoryKey;
-                    u32::try_from(ENTRY_OVERHEAD + raw.len() + key.bytes()).unwrap_or(u32::MAX)
+                .weigher(|raw: &Arc<str>, _: &Indexed| {
+                    u32::try_from(ENTRY_OVERHEAD + raw.len()).unwrap_or(u32::MAX)
                 })
                 .build_with_hasher(Hasher::default())
         };
         Self {
             store: Arc::new(MemoryStore::new(settings.max_bytes)),
             exact: [exact(), exact(), exact(), exact()],
+            purges: AtomicU64::new(0),
             inflight: Coalescer::default(),
             freshness: Freshness::new(settings),
             identity: Arc::from(identity),
@@ -137,8 +153,11 @@ where
         if directives.no_cache {
             return None;
         }
-        let key = self.exact[format_slot(format)].get(raw_query)?;
-        let entry = self.store.lookup(&key).await?;
+        let indexed = self.exact[format_slot(format)].get(raw_query)?;
+        if indexed.generation != self.purges.load(Ordering::Acquire) {
+            return None;
+        }
+        let entry = indexed.entry.upgrade()?;
         if !entry.deadlines.is_fresh(now) {
             return None;
         }
@@ -163,11 +182,20 @@ where
     {
         let lifetime = self.freshness.lifetime(&query, now);
         let key = CacheKey::new(self.identity.clone(), Arc::new(query), format, lifetime);
+        // Read before the lookup: a purge while it runs leaves this index entry outdated.
+        let generation = self.purges.load(Ordering::Acquire);
         let answer = self
-            .lookup_or_fetch(key.clone(), lifetime, now, directives, fetch)
+            .lookup_or_fetch(key, lifetime, now, directives, fetch)
             .await?;
-        if lifetime == Lifetime::Historic && answer.entry.deadlines.is_fresh(now) {
-            self.exact[format_slot(format)].insert(raw_query.into(), key);
+        if lifetime == Lifetime::Historic
+            && answer.entry.deadlines.is_fresh(now)
+            && answer.failure.is_none()
+        {
+            let indexed = Indexed {
+                entry: Arc::downgrade(&answer.entry),
+                generation,
+            };
+            self.exact[format_slot(format)].insert(raw_query.into(), indexed);
         }
         Ok(answer)
     }
@@ -288,15 +316,14 @@ where
                 return Ok(entry);
             }
             // With Redis, another replica may have the answer, or be fetching it.
-            let shared_id = shared.as_ref().map(|_| task_key.shared_id());
             let mut lock = None;
-            if let (Some(s), Some(id)) = (&shared, &shared_id) {
-                match s.take_turn(id, accept).await {
-                    Turn::Answered(entry) => {
+            if let Some(s) = &shared {
+                match s.take_turn(&task_key, accept).await {
+                    Turn::Found(entry) => {
                         store.insert(task_key, entry.clone()).await;
                         return Ok(entry);
                     }
-                    Turn::Fetch { lock: held } => lock = held,
+                    Turn::Fetch(held) => lock = held,
                 }
             }
             counters.fetches.fetch_add(1, Ordering::Relaxed);
@@ -321,13 +348,13 @@ where
             // A partly understood answer goes to those waiting for it, and nowhere else.
             let keep = result_kept(&entry);
             if let (Ok(entry), true) = (&entry, keep) {
-                store.insert(task_key, entry.clone()).await;
-                if let (Some(s), Some(id)) = (&shared, &shared_id) {
-                    s.insert(id.clone(), entry.clone()).await;
+                if let Some(s) = &shared {
+                    s.insert(task_key.clone(), entry.clone()).await;
                 }
+                store.insert(task_key, entry.clone()).await;
             }
-            if let (Some(s), Some(l)) = (&shared, &lock) {
-                s.release(l).await;
+            if let Some(lock) = lock {
+                lock.release().await;
             }
             entry
         })
@@ -338,16 +365,18 @@ where
         self.freshness.reload(settings);
     }
 
-    /// Removes what `filter` names, here and in Redis.
-    pub async fn purge(&self, filter: &PurgeFilter) -> u64 {
+    /// Removes what `filter` names here, and (for [`PurgeReach::Cluster`]) in Redis; how
+    /// many entries went from both.
+    pub async fn purge(&self, filter: &PurgeFilter, reach: PurgeReach) -> u64 {
+        self.purges.fetch_add(1, Ordering::AcqRel);
         if filter.is_everything() {
             for index in &self.exact {
                 index.invalidate_all();
             }
         }
-        let purged = self.store.purge(filter).await;
-        if let Some(s) = &self.shared {
-            s.purge(filter).await;
+        let mut purged = self.store.purge(filter).await;
+        if let (Some(s), PurgeReach::Cluster) = (&self.shared, reach) {
+            purged += s.purge(filter).await;
         }
         purged
     }
@@ -382,6 +411,7 @@ where
             },
             index_bytes,
             segments: None,
+            purge_generation: None,
         }
     }
 }

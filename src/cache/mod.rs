@@ -7,7 +7,9 @@
 mod answers;
 mod freshness;
 mod key;
+mod lock;
 mod memory;
+mod purges;
 mod redis;
 pub mod segments;
 mod shared_segments;
@@ -22,6 +24,7 @@ use utoipa::ToSchema;
 pub use answers::ResponseCache;
 pub use freshness::{Completeness, Deadlines, Freshness, Lifetime};
 pub use key::CacheKey;
+pub use purges::{ClusterPurges, PurgeReach};
 pub use store::{Store, StoreReport};
 
 /// A stored answer.
@@ -115,16 +118,25 @@ pub struct CacheReport {
     pub index_bytes: u64,
     /// The segment cache below it, when enabled.
     pub segments: Option<segments::SegmentReport>,
+    /// With Redis: the last cluster-wide purge (its `generation`) this replica has applied to
+    /// its own copies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purge_generation: Option<u64>,
 }
 
 // What `DELETE /internal/cache` removed.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Purged {
-    /// Answers removed.
+    /// Answers removed: this replica's copies, and (with Redis) the shared ones.
     pub purged: u64,
     /// Segments removed from the segment cache below (whose points would otherwise answer
     /// the same questions again without asking the appliance).
     pub segments: u64,
+    /// With Redis: this purge's generation, announced to every replica. Each drops its own
+    /// copies at once (pub/sub), within a second if the message is lost; its
+    /// `GET /internal/cache` shows `purge_generation` reaching this number once it has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
 }
 
 /// What moka keeps per entry besides the key and value (its hash-table node, access and write

@@ -1,35 +1,28 @@
 //! The Redis tier, shared by replicas: answers stored compressed with their deadlines, and
-//! cross-replica coalescing. One replica fetches under a short lock (`SET NX PX` with a token
-//! of its own, released only while it still holds that token); the others poll with backoff
-//! until the answer lands, the lock disappears (the holder died or failed: they try for the
-//! lock again), or the lock's time runs out (they fetch themselves). Nobody waits forever.
+//! cross-replica coalescing under the fetch locks of `lock.rs` (short, renewed while the fetch
+//! runs, owner-checked): one replica fetches, the others poll until the answer lands or the
+//! lock disappears (they try for it again). A dead holder costs them about one lock TTL.
+//!
+//! Answers are named by hashes; each is also named in index sets per metric and per device
+//! (`purges.rs`), so a filtered purge finds them.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::freshness::Deadlines;
+use super::key::CacheKey;
+use super::lock::{FetchLocks, Turn};
+use super::purges;
 use super::store::{Store, StoreReport};
 use super::{Entry, gzip};
 use crate::clock::Clock;
 use crate::query::PurgeFilter;
-use crate::redis::SharedState;
+use crate::redis::{IndexedEntry, SharedState};
 
-/// What a replica should do about a missing answer.
-pub(super) enum Turn {
-    /// Another replica (or an earlier fetch) stored it.
-    Answered(Arc<Entry>),
-    /// Fetch it; release `lock` afterwards when this replica holds it.
-    Fetch { lock: Option<Lock> },
-}
-
-/// A held cross-replica lock: its key and this holder's token.
-pub(super) struct Lock {
-    key: String,
-    token: String,
-}
+/// Which kind of key answers are stored under.
+const KIND: &str = "resp";
 
 /// Which stored answers a request accepts.
 #[derive(Clone, Copy)]
@@ -52,6 +45,7 @@ impl Accept {
 #[derive(Clone)]
 pub(super) struct RedisAnswers {
     shared: Arc<SharedState>,
+    locks: FetchLocks,
     gzip_min: usize,
     clock: Clock,
 }
@@ -59,6 +53,7 @@ pub(super) struct RedisAnswers {
 impl RedisAnswers {
     pub(super) fn new(shared: Arc<SharedState>, gzip_min: usize, clock: Clock) -> Self {
         Self {
+            locks: FetchLocks::new(shared.clone(), clock.clone()),
             shared,
             gzip_min,
             clock,
@@ -69,84 +64,55 @@ impl RedisAnswers {
         self.shared.is_up()
     }
 
-    pub(super) async fn take_turn(&self, id: &str, accept: Accept) -> Turn {
-        let shared = &self.shared;
-        let lock_key = shared.key("lock", id);
+    /// Waits its turn for the answer to `key`: found (stored by another replica, acceptable
+    /// to this request), or this replica's turn to fetch it.
+    pub(super) async fn take_turn(&self, key: &CacheKey, accept: Accept) -> Turn<Arc<Entry>> {
+        let id = key.shared_id();
         let read = || async {
-            self.lookup(&id.to_owned())
+            self.lookup_id(&id)
                 .await
                 .filter(|e| accept.accepts(&e.deadlines))
         };
         if let Some(entry) = read().await {
-            return Turn::Answered(entry);
+            return Turn::Found(entry);
         }
-        for _attempt in 0..3 {
-            match shared.try_lock(&lock_key, shared.lock_ms).await {
-                Some(Some(token)) => {
-                    return Turn::Fetch {
-                        lock: Some(Lock {
-                            key: lock_key,
-                            token,
-                        }),
-                    };
-                }
-                None => return Turn::Fetch { lock: None },
-                Some(None) => {}
-            }
-            let deadline = self.clock.now_ms() + shared.lock_ms as i64;
-            let mut delay = Duration::from_millis(5);
-            loop {
-                // Real time: the poll paces Redis round trips, it decides nothing.
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_millis(100));
-                if let Some(entry) = read().await {
-                    return Turn::Answered(entry);
-                }
-                match shared.exists(&lock_key).await {
-                    // The holder is still at it.
-                    Some(true) if self.clock.now_ms() < deadline => continue,
-                    // The holder ran out of time: fetch without waiting further.
-                    Some(true) => return Turn::Fetch { lock: None },
-                    // The lock is gone and no answer came: try for the lock again.
-                    Some(false) => break,
-                    None => return Turn::Fetch { lock: None },
-                }
-            }
-        }
-        Turn::Fetch { lock: None }
+        self.locks
+            .take_turn(&self.shared.key("lock", &id), read)
+            .await
     }
 
-    /// Releases `lock` if this holder still has it (never another replica's).
-    pub(super) async fn release(&self, lock: &Lock) {
-        self.shared.unlock(&lock.key, &lock.token).await;
+    async fn lookup_id(&self, id: &str) -> Option<Arc<Entry>> {
+        let bytes = self.shared.get(&self.shared.key(KIND, id)).await?;
+        decode(&bytes, self.gzip_min).map(Arc::new)
     }
 }
 
-impl Store<String, Arc<Entry>> for RedisAnswers {
-    async fn lookup(&self, id: &String) -> Option<Arc<Entry>> {
-        let bytes = self.shared.get(&self.shared.key("resp", id)).await?;
-        decode(&bytes, self.gzip_min).map(Arc::new)
+impl Store<CacheKey, Arc<Entry>> for RedisAnswers {
+    async fn lookup(&self, key: &CacheKey) -> Option<Arc<Entry>> {
+        self.lookup_id(&key.shared_id()).await
     }
 
-    /// Stores `entry` for the other replicas (gzip-compressed) for as long as it may be served.
-    async fn insert(&self, id: String, entry: Arc<Entry>) {
+    /// Stores `entry` for the other replicas (gzip-compressed) for as long as it may be
+    /// served, named in the index sets of its question's metrics and devices.
+    async fn insert(&self, key: CacheKey, entry: Arc<Entry>) {
         let d = &entry.deadlines;
         let until = d.stale_while_revalidate_until.max(d.stale_if_error_until);
-        let ttl = (until - self.clock.now_ms()).max(1) as u64;
-        if let Some(bytes) = encode(&entry) {
-            self.shared
-                .set(&self.shared.key("resp", &id), &bytes, ttl)
-                .await;
+        let ttl_ms = (until - self.clock.now_ms()).max(1) as u64;
+        if let Some(value) = encode(&entry) {
+            let stored = IndexedEntry {
+                key: self.shared.key(KIND, &key.shared_id()),
+                value,
+                ttl_ms,
+                index: purges::index_keys(&self.shared, KIND, key.query()),
+            };
+            self.shared.set_indexed_many(&[stored]).await;
         }
     }
 
-    /// Everything: every shared answer goes. Keys are hashes of the question, so a filtered
-    /// purge cannot pick answers out here; those expire with their deadlines.
+    /// What `filter` names: everything, or (through the index sets) the answers of a metric
+    /// and/or a device.
     async fn purge(&self, filter: &PurgeFilter) -> u64 {
-        if !filter.is_everything() {
-            return 0;
-        }
-        self.shared.delete_kind("resp").await
+        purges::purge_shared(&self.shared, KIND, filter).await
     }
 
     async fn report(&self) -> StoreReport {

@@ -26,8 +26,10 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::freshness::{Completeness, Deadlines, Freshness};
+use super::lock::Turn;
 use super::memory::{MemoryKey, MemoryStore, MemoryValue};
-use super::shared_segments::{RunTurn, SharedSegments};
+use super::purges::PurgeReach;
+use super::shared_segments::SharedSegments;
 use super::store::Store;
 use crate::clock::Clock;
 use crate::coalesce::{Coalescer, TaskFailed};
@@ -277,12 +279,13 @@ where
         self
     }
 
-    /// Drops the segments of questions `filter` names (all for the empty filter).
-    pub async fn purge(&self, filter: &PurgeFilter) -> u64 {
+    /// Drops the segments of questions `filter` names (all for the empty filter) here, and
+    /// (for [`PurgeReach::Cluster`]) in Redis.
+    pub async fn purge(&self, filter: &PurgeFilter, reach: PurgeReach) -> u64 {
         let local = self.store.purge(filter).await;
-        match &self.shared {
-            Some(shared) => local + shared.purge(filter).await,
-            None => local,
+        match (&self.shared, reach) {
+            (Some(shared), PurgeReach::Cluster) => local + shared.purge(filter).await,
+            _ => local,
         }
     }
 
@@ -663,7 +666,7 @@ where
                         .take_turn(series, run_start, run_end, length, now)
                         .await
                     {
-                        RunTurn::Found(segments) => {
+                        Turn::Found(segments) => {
                             counters
                                 .shared_hits
                                 .fetch_add(segments.len() as u64, Ordering::Relaxed);
@@ -677,7 +680,7 @@ where
                             }
                             return Ok(Run::found(segments));
                         }
-                        RunTurn::Fetch(held) => lock = held,
+                        Turn::Fetch(held) => lock = held,
                     }
                 }
                 _ => {}
@@ -748,7 +751,7 @@ where
             if let Some((shared, series, _)) = &turn
                 && data.warnings.is_empty()
             {
-                shared.publish(series, &segments).await;
+                shared.publish(series, &base, &segments).await;
             }
             if let Some(lock) = lock {
                 lock.release().await;

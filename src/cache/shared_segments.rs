@@ -5,24 +5,26 @@
 //! as long as its own deadlines say. Segments travel in a compact binary encoding (varints,
 //! delta-coded timestamps, tagged numbers), not JSON.
 //!
-//! Runs of missing segments are coalesced across replicas: one replica fetches a run under a
-//! short lock (its own token, renewed by a heartbeat while the fetch runs, released only while
-//! it still holds it); the others poll for the run's segments and, when the lock disappears
-//! without them (the holder failed or died: a dead holder's lock lapses within one lock TTL),
-//! take their turn. Redis out of reach: every replica fetches for itself.
+//! Runs of missing segments are coalesced across replicas under the fetch locks of `lock.rs`
+//! (short, renewed while the fetch runs, owner-checked): one replica fetches a run; the others
+//! poll for the run's segments and, when the lock disappears without them (the holder failed,
+//! or died and its lock lapsed within one lock TTL), take their turn. Redis out of reach:
+//! every replica fetches for itself. Segments are named in index sets per metric and per
+//! device (`purges.rs`), so a filtered purge finds them.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::Number;
 
 use super::freshness::Deadlines;
+use super::lock::{FetchLocks, HeldLock, Turn};
+use super::purges;
 use super::segments::{Segment, weight};
 use super::store::{Store, StoreReport};
 use crate::clock::Clock;
 use crate::normalize::{Breach, Device, Point, Series};
 use crate::query::{MetricQuery, PurgeFilter};
-use crate::redis::SharedState;
+use crate::redis::{IndexedEntry, SharedState};
 
 /// One shared segment: the series it belongs to (a hash of identity, question and segment
 /// length) and its start.
@@ -32,53 +34,20 @@ pub(super) struct SharedSegmentKey {
     pub start: i64,
 }
 
-/// What a replica should do about a run of missing segments.
-pub(super) enum RunTurn {
-    /// Another replica fetched them: every segment of the run, by start.
-    Found(Vec<(i64, Arc<Segment>)>),
-    /// Fetch the run; `lock` (when held) is released after publishing.
-    Fetch(Option<HeldLock>),
-}
-
-/// A run lock this replica holds, renewed in the background until released or dropped.
-pub(super) struct HeldLock {
-    shared: Arc<SharedState>,
-    key: String,
-    token: String,
-    heartbeat: tokio::task::JoinHandle<()>,
-}
-
-impl HeldLock {
-    /// Stops the heartbeat and deletes the lock if it is still this holder's.
-    pub(super) async fn release(self) {
-        self.heartbeat.abort();
-        self.shared.unlock(&self.key, &self.token).await;
-    }
-}
-
-impl Drop for HeldLock {
-    fn drop(&mut self) {
-        // A fetch cancelled before release: stop renewing, and the lock lapses within its TTL.
-        self.heartbeat.abort();
-    }
-}
+/// Which kind of key segments are stored under.
+const KIND: &str = "seg";
 
 #[derive(Clone)]
 pub(super) struct SharedSegments {
     shared: Arc<SharedState>,
-    clock: Clock,
-    /// TTL of a run lock; the holder renews it every third of that.
-    lock_ttl_ms: u64,
+    locks: FetchLocks,
 }
 
 impl SharedSegments {
     pub(super) fn new(shared: Arc<SharedState>, clock: Clock) -> Self {
-        // Short, renewed while the fetch runs: a dead holder costs the others about this.
-        let lock_ttl_ms = shared.lock_ms.clamp(300, 3_000);
         Self {
+            locks: FetchLocks::new(shared.clone(), clock),
             shared,
-            clock,
-            lock_ttl_ms,
         }
     }
 
@@ -99,7 +68,7 @@ impl SharedSegments {
 
     fn redis_key(&self, key: &SharedSegmentKey) -> String {
         self.shared
-            .key("seg", &format!("{}:{}", key.series, key.start))
+            .key(KIND, &format!("{}:{}", key.series, key.start))
     }
 
     /// The segments of `series` at `starts`, with one `MGET` (`None` for each one missing,
@@ -127,19 +96,28 @@ impl SharedSegments {
         }
     }
 
-    /// Publishes `segments` of `series` in one pipeline, each for as long as it may serve.
-    pub(super) async fn publish(&self, series: &Arc<str>, segments: &[(i64, Arc<Segment>)]) {
-        let entries: Vec<(String, Vec<u8>, u64)> = segments
+    /// Publishes `segments` of `series` (the segments of `base`) in one pipeline, each for as
+    /// long as it may serve, named in the index sets of `base`'s metrics and devices.
+    pub(super) async fn publish(
+        &self,
+        series: &Arc<str>,
+        base: &MetricQuery,
+        segments: &[(i64, Arc<Segment>)],
+    ) {
+        let index = purges::index_keys(&self.shared, KIND, base);
+        let entries: Vec<IndexedEntry> = segments
             .iter()
-            .map(|(start, segment)| {
-                let key = self.redis_key(&SharedSegmentKey {
+            .map(|(start, segment)| IndexedEntry {
+                key: self.redis_key(&SharedSegmentKey {
                     series: series.clone(),
                     start: *start,
-                });
-                (key, encode(segment), ttl_ms(&segment.deadlines))
+                }),
+                value: encode(segment),
+                ttl_ms: ttl_ms(&segment.deadlines),
+                index: index.clone(),
             })
             .collect();
-        self.shared.set_many(&entries).await;
+        self.shared.set_indexed_many(&entries).await;
     }
 
     /// Waits its turn for the run `[start, end)` of `series`: the run's segments fetched by
@@ -151,51 +129,28 @@ impl SharedSegments {
         end: i64,
         length: i64,
         now: i64,
-    ) -> RunTurn {
-        let shared = &self.shared;
-        let lock_key = shared.key("seglock", &format!("{series}:{start}:{end}"));
+    ) -> Turn<Vec<(i64, Arc<Segment>)>> {
+        let lock_key = self
+            .shared
+            .key("seglock", &format!("{series}:{start}:{end}"));
         let starts: Vec<i64> = (0..)
             .map(|i| start + i * length)
             .take_while(|at| *at < end)
             .collect();
-        // Each turn waits while a live holder renews its lock; a holder whose fetch outlasts
-        // the gateway's own patience (the shared lock time) no longer holds the others back.
-        for _turn in 0..3 {
-            match shared.try_lock(&lock_key, self.lock_ttl_ms).await {
-                Some(Some(token)) => return RunTurn::Fetch(Some(self.hold(lock_key, token))),
-                None => return RunTurn::Fetch(None),
-                Some(None) => {}
-            }
-            let deadline = self.clock.now_ms() + shared.lock_ms as i64;
-            let mut delay = Duration::from_millis(5);
-            loop {
-                // Real time: the poll paces Redis round trips; the lock decides.
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_millis(50));
-                let found = self.lookup_many(series, &starts).await;
-                if found
-                    .iter()
-                    .all(|s| s.as_ref().is_some_and(|s| s.deadlines.is_fresh(now)))
-                {
-                    return RunTurn::Found(
-                        starts
-                            .iter()
-                            .copied()
-                            .zip(found.into_iter().flatten())
-                            .collect(),
-                    );
-                }
-                match shared.exists(&lock_key).await {
-                    Some(true) if self.clock.now_ms() < deadline => continue,
-                    Some(true) => return RunTurn::Fetch(None),
-                    // Released without the segments (a failed or partly understood fetch),
-                    // or lapsed (a dead holder): take a turn.
-                    Some(false) => break,
-                    None => return RunTurn::Fetch(None),
-                }
-            }
-        }
-        RunTurn::Fetch(None)
+        let look = || async {
+            let found = self.lookup_many(series, &starts).await;
+            found
+                .iter()
+                .all(|s| s.as_ref().is_some_and(|s| s.deadlines.is_fresh(now)))
+                .then(|| {
+                    starts
+                        .iter()
+                        .copied()
+                        .zip(found.into_iter().flatten())
+                        .collect()
+                })
+        };
+        self.locks.take_turn(&lock_key, look).await
     }
 
     /// For a prefetch, which never waits: the lock to fetch the run `[start, end)` of
@@ -210,31 +165,7 @@ impl SharedSegments {
         let lock_key = self
             .shared
             .key("seglock", &format!("{series}:{start}:{end}"));
-        match self.shared.try_lock(&lock_key, self.lock_ttl_ms).await {
-            Some(Some(token)) => Some(Some(self.hold(lock_key, token))),
-            Some(None) => None,
-            None => Some(None),
-        }
-    }
-
-    fn hold(&self, key: String, token: String) -> HeldLock {
-        let shared = self.shared.clone();
-        let ttl = self.lock_ttl_ms;
-        let (renew_key, renew_token) = (key.clone(), token.clone());
-        let heartbeat = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(ttl / 3)).await;
-                if !shared.renew(&renew_key, &renew_token, ttl).await {
-                    return;
-                }
-            }
-        });
-        HeldLock {
-            shared: self.shared.clone(),
-            key,
-            token,
-            heartbeat,
-        }
+        self.locks.try_hold(&lock_key).await
     }
 }
 
@@ -244,6 +175,8 @@ impl Store<SharedSegmentKey, Arc<Segment>> for SharedSegments {
         decode(&bytes).map(Arc::new)
     }
 
+    /// One segment, unindexed (a filtered purge cannot find it): the segment cache publishes
+    /// with [`SharedSegments::publish`] instead.
     async fn insert(&self, key: SharedSegmentKey, value: Arc<Segment>) {
         self.shared
             .set(
@@ -254,13 +187,10 @@ impl Store<SharedSegmentKey, Arc<Segment>> for SharedSegments {
             .await;
     }
 
-    /// Everything: shared segments are named by hashes, so a filtered purge cannot pick them
-    /// out; those expire with their deadlines.
+    /// What `filter` names: everything, or (through the index sets) the segments of a
+    /// metric and/or a device.
     async fn purge(&self, filter: &PurgeFilter) -> u64 {
-        if !filter.is_everything() {
-            return 0;
-        }
-        self.shared.delete_kind("seg").await
+        purges::purge_shared(&self.shared, KIND, filter).await
     }
 
     async fn report(&self) -> StoreReport {

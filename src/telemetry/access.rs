@@ -2,7 +2,7 @@
 //! successes; and never more than a set number a second, whatever callers do. Every request's
 //! line is counted by what became of it, so dropped lines show in `/metrics`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
@@ -10,6 +10,7 @@ use governor::{Quota, RateLimiter};
 use prometheus::IntCounter;
 
 use super::GatewayMetrics;
+use super::sharded::ShardedCounter;
 use crate::clock::Clock;
 use crate::settings::{AccessLogMode, ServerSettings};
 
@@ -18,10 +19,13 @@ type Cap = RateLimiter<NotKeyed, InMemoryState, Clock, NoOpMiddleware<governor::
 pub struct AccessLog {
     mode: AccessLogMode,
     sample: u64,
-    successes: AtomicU64,
+    /// Successes seen, per thread: each thread keeps one in `sample` of its own, so no
+    /// counter is shared between the workers' cores.
+    successes: ShardedCounter,
     cap: Cap,
     kept: IntCounter,
-    sampled_out: IntCounter,
+    /// The common outcome when sampling: counted in shards too.
+    sampled_out: Arc<ShardedCounter>,
     over_cap: IntCounter,
 }
 
@@ -29,14 +33,14 @@ impl AccessLog {
     pub fn new(s: &ServerSettings, metrics: &GatewayMetrics, clock: Clock) -> Self {
         let per_second = std::num::NonZeroU32::new(s.access_log_max_per_second)
             .unwrap_or(std::num::NonZeroU32::MIN);
-        let lines = |outcome| metrics.access_log_lines.with_label_values(&[outcome]);
+        let lines = |outcome| metrics.access_log_lines.vec().with_label_values(&[outcome]);
         Self {
             mode: s.access_log,
             sample: s.access_log_sample.max(1),
-            successes: AtomicU64::new(0),
+            successes: ShardedCounter::default(),
             cap: RateLimiter::direct_with_clock(Quota::per_second(per_second), clock),
             kept: lines("kept"),
-            sampled_out: lines("sampled_out"),
+            sampled_out: metrics.access_log_lines.sharded(&["sampled_out"]),
             over_cap: lines("over_cap"),
         }
     }
@@ -48,11 +52,7 @@ impl AccessLog {
             AccessLogMode::All => true,
             AccessLogMode::Errors => error,
             AccessLogMode::Sampled => {
-                error
-                    || self
-                        .successes
-                        .fetch_add(1, Ordering::Relaxed)
-                        .is_multiple_of(self.sample)
+                error || self.successes.next_in_shard().is_multiple_of(self.sample)
             }
         };
         if !wanted {

@@ -2,18 +2,24 @@
 //!
 //! One registry per gateway, so several gateways in one process (the tests) keep apart.
 
-use std::sync::OnceLock;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{Bucket, Counter, Histogram, LabelPair, Metric, MetricFamily};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
+
+use super::sharded::{self, CaughtUp};
 
 pub struct GatewayMetrics {
     registry: Registry,
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
-    pub cache_events: IntCounterVec,
+    /// Cache lookups by event; hits are counted in shards (see [`CaughtUp`]).
+    pub cache_events: Arc<CaughtUp>,
     pub cache_bytes: IntGauge,
     pub cache_entries: IntGauge,
     pub segment_bytes: IntGauge,
@@ -25,7 +31,8 @@ pub struct GatewayMetrics {
     pub rate_limited: IntCounter,
     pub breaker_state: IntGauge,
     pub redis_up: IntGauge,
-    pub access_log_lines: IntCounterVec,
+    /// Access lines by outcome; `sampled_out` is counted in shards.
+    pub access_log_lines: Arc<CaughtUp>,
     pub cache_purges: IntCounter,
     /// Background prefetches of hot windows, by outcome.
     pub prefetches: IntCounterVec,
@@ -42,6 +49,10 @@ pub struct GatewayMetrics {
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     IntCounterVec::new(Opts::new(name, help), labels)
         .unwrap_or_else(|e| panic!("metric {name}: {e}"))
+}
+
+fn caught_up(name: &str, help: &str, labels: &[&str]) -> Arc<CaughtUp> {
+    Arc::new(CaughtUp::new(counter_vec(name, help, labels)))
 }
 
 fn gauge(name: &str, help: &str) -> IntGauge {
@@ -74,12 +85,9 @@ impl GatewayMetrics {
                 "metricgate_http_request_duration_seconds",
                 "Time to answer an HTTP request, by route",
                 &["route"],
-                vec![
-                    0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-                    2.5, 5.0, 10.0, 30.0,
-                ],
+                HTTP_BUCKETS.to_vec(),
             ),
-            cache_events: counter_vec(
+            cache_events: caught_up(
                 "metricgate_cache_events_total",
                 "Cache lookups: hit, shared_hit (found in Redis, fetched by another replica), miss, stale (served stale) and collapsed (waited for another request's fetch)",
                 &["event"],
@@ -132,7 +140,7 @@ impl GatewayMetrics {
                 "metricgate_redis_up",
                 "1 when this replica shares state through Redis, 0 when Redis is configured but out of reach (absent without Redis)",
             ),
-            access_log_lines: counter_vec(
+            access_log_lines: caught_up(
                 "metricgate_access_log_lines_total",
                 "Access lines, by what became of them: kept (handed to the log at level info), sampled_out (server.access_log) or over_cap (server.access_log_max_per_second)",
                 &["outcome"],
@@ -173,9 +181,7 @@ impl GatewayMetrics {
             Box::new(m.prefetch_hits.clone()),
             Box::new(m.prefetch_wasted.clone()),
             Box::new(m.prefetch_budget.clone()),
-            Box::new(m.http_requests.clone()),
-            Box::new(m.http_duration.clone()),
-            Box::new(m.cache_events.clone()),
+            Box::new(CaughtUpHandle(m.cache_events.clone())),
             Box::new(m.cache_bytes.clone()),
             Box::new(m.cache_entries.clone()),
             Box::new(m.segment_bytes.clone()),
@@ -186,7 +192,7 @@ impl GatewayMetrics {
             Box::new(m.appliance_unknown_shapes.clone()),
             Box::new(m.rate_limited.clone()),
             Box::new(m.breaker_state.clone()),
-            Box::new(m.access_log_lines.clone()),
+            Box::new(CaughtUpHandle(m.access_log_lines.clone())),
             Box::new(m.cache_purges.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
@@ -211,69 +217,197 @@ impl GatewayMetrics {
     }
 }
 
-/// Statuses whose series are kept resolved per route; others take the label lookup.
+/// Registers a shared [`CaughtUp`] (the registry takes its collectors by value).
+struct CaughtUpHandle(Arc<CaughtUp>);
+
+impl Collector for CaughtUpHandle {
+    fn desc(&self) -> Vec<&Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.0.collect()
+    }
+}
+
+/// Statuses whose series are kept per route in shards; others take the label lookup.
 const COMMON_STATUSES: [u16; 14] = [
     200, 304, 400, 404, 405, 408, 413, 414, 429, 431, 500, 502, 503, 504,
 ];
 
-/// One route's resolved series, each made on first use (so unused ones stay absent).
-struct RouteSeries {
-    route: &'static str,
-    duration: OnceLock<Histogram>,
-    by_status: [OnceLock<IntCounter>; COMMON_STATUSES.len()],
-}
+/// Upper bounds of `metricgate_http_request_duration_seconds`' buckets.
+const HTTP_BUCKETS: [f64; 16] = [
+    0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    30.0,
+];
 
-/// The HTTP series by route and status, resolved once: recording a request costs an atomic
-/// add or two instead of hashing its labels under a lock (a visible part of a cache hit).
-pub struct HttpSeries {
-    routes: Vec<RouteSeries>,
+/// The HTTP series by route and status. Known routes and common statuses are counted in
+/// per-thread shards (see [`super::sharded`]): recording a request is two uncontended atomic
+/// adds and a third for the duration's sum, where shared series made the workers' cores trade
+/// cache lines on every request. Anything else takes the labelled series. A scrape sums the
+/// shards; series never recorded stay absent.
+#[derive(Clone)]
+pub struct HttpSeries(Arc<Series>);
+
+struct Series {
+    routes: Vec<&'static str>,
+    shards: Vec<ShardCounts>,
     requests: IntCounterVec,
     duration: HistogramVec,
 }
 
+/// One thread's counts, in one allocation padded at the end so shards do not share lines.
+struct ShardCounts(Box<[AtomicU64]>);
+
+/// Words after each shard's counts, so the next allocation starts on another cache line pair.
+const SHARD_PADDING: usize = 16;
+
+impl Series {
+    fn requests_at(&self, route: usize, status: usize) -> usize {
+        route * COMMON_STATUSES.len() + status
+    }
+
+    /// Bucket counts (the last one is `+Inf`), then the sum in nanoseconds.
+    fn duration_at(&self, route: usize) -> usize {
+        self.routes.len() * COMMON_STATUSES.len() + route * (HTTP_BUCKETS.len() + 2)
+    }
+
+    fn words(&self) -> usize {
+        self.duration_at(self.routes.len())
+    }
+
+    fn total(&self, at: usize) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.0[at].load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn label_pairs(&self, pairs: &[(&str, &str)]) -> Vec<LabelPair> {
+        pairs
+            .iter()
+            .map(|(name, value)| {
+                let mut pair = LabelPair::default();
+                pair.set_name((*name).to_owned());
+                pair.set_value((*value).to_owned());
+                pair
+            })
+            .collect()
+    }
+}
+
 impl HttpSeries {
     /// `routes` are the route labels the caller will record (compared by address first).
+    /// Registers the series in `metrics`' registry.
     pub fn new(metrics: &GatewayMetrics, routes: &[&'static str]) -> Self {
-        Self {
-            routes: routes
-                .iter()
-                .map(|route| RouteSeries {
-                    route,
-                    duration: OnceLock::new(),
-                    by_status: Default::default(),
-                })
-                .collect(),
+        let mut series = Series {
+            routes: routes.to_vec(),
+            shards: Vec::new(),
             requests: metrics.http_requests.clone(),
             duration: metrics.http_duration.clone(),
-        }
+        };
+        let words = series.words() + SHARD_PADDING;
+        series.shards = (0..sharded::SHARDS)
+            .map(|_| ShardCounts((0..words).map(|_| AtomicU64::new(0)).collect()))
+            .collect();
+        let series = Self(Arc::new(series));
+        // The only collector under these names in a fresh registry.
+        let _ = metrics.registry.register(Box::new(series.clone()));
+        series
     }
 
     pub fn record(&self, route: &'static str, status: u16, seconds: f64) {
-        let known = self
+        let s = &self.0;
+        let known = s
             .routes
             .iter()
-            .find(|r| std::ptr::eq(r.route, route) || r.route == route);
-        let Some(r) = known else {
-            self.requests
-                .with_label_values(&[route, &status.to_string()])
-                .inc();
-            self.duration.with_label_values(&[route]).observe(seconds);
-            return;
-        };
-        r.duration
-            .get_or_init(|| self.duration.with_label_values(&[route]))
-            .observe(seconds);
-        match COMMON_STATUSES.iter().position(|s| *s == status) {
-            Some(i) => r.by_status[i]
-                .get_or_init(|| {
-                    self.requests
-                        .with_label_values(&[route, &status.to_string()])
-                })
-                .inc(),
-            None => self
+            .position(|r| std::ptr::eq(*r, route) || *r == route);
+        let common = COMMON_STATUSES.iter().position(|c| *c == status);
+        let shard = &s.shards[sharded::shard()].0;
+        match (known, common) {
+            (Some(r), Some(c)) => {
+                shard[s.requests_at(r, c)].fetch_add(1, Ordering::Relaxed);
+            }
+            _ => s
                 .requests
                 .with_label_values(&[route, &status.to_string()])
                 .inc(),
         }
+        let Some(r) = known else {
+            s.duration.with_label_values(&[route]).observe(seconds);
+            return;
+        };
+        let at = s.duration_at(r);
+        let bucket = HTTP_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(HTTP_BUCKETS.len());
+        shard[at + bucket].fetch_add(1, Ordering::Relaxed);
+        let nanos = (seconds * 1e9) as u64;
+        shard[at + HTTP_BUCKETS.len() + 1].fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+impl Collector for HttpSeries {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut descs = self.0.requests.desc();
+        descs.extend(self.0.duration.desc());
+        descs
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let s = &self.0;
+        let mut requests = s.requests.collect();
+        let mut duration = s.duration.collect();
+        if let Some(family) = requests.first_mut() {
+            let mut metrics = family.take_metric();
+            for (r, route) in s.routes.iter().enumerate() {
+                for (c, status) in COMMON_STATUSES.iter().enumerate() {
+                    let count = s.total(s.requests_at(r, c));
+                    if count == 0 {
+                        continue;
+                    }
+                    let mut counter = Counter::default();
+                    counter.set_value(count as f64);
+                    let mut m = Metric::default();
+                    m.set_label(
+                        s.label_pairs(&[("route", route), ("status", &status.to_string())]),
+                    );
+                    m.set_counter(counter);
+                    metrics.push(m);
+                }
+            }
+            family.set_metric(metrics);
+        }
+        if let Some(family) = duration.first_mut() {
+            let mut metrics = family.take_metric();
+            for (r, route) in s.routes.iter().enumerate() {
+                let at = s.duration_at(r);
+                let mut cumulative = 0;
+                let mut buckets = Vec::with_capacity(HTTP_BUCKETS.len());
+                for (i, bound) in HTTP_BUCKETS.iter().enumerate() {
+                    cumulative += s.total(at + i);
+                    let mut b = Bucket::default();
+                    b.set_cumulative_count(cumulative);
+                    b.set_upper_bound(*bound);
+                    buckets.push(b);
+                }
+                let count = cumulative + s.total(at + HTTP_BUCKETS.len());
+                if count == 0 {
+                    continue;
+                }
+                let mut h = Histogram::default();
+                h.set_sample_count(count);
+                h.set_sample_sum(s.total(at + HTTP_BUCKETS.len() + 1) as f64 / 1e9);
+                h.set_bucket(buckets);
+                let mut m = Metric::default();
+                m.set_label(s.label_pairs(&[("route", route)]));
+                m.set_histogram(h);
+                metrics.push(m);
+            }
+            family.set_metric(metrics);
+        }
+        requests.extend(duration);
+        requests
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod metrics;
+pub mod sharded;
 pub mod trace;
 
 use std::io::IsTerminal;

@@ -368,6 +368,59 @@ pub async fn spawn_replicas(
     (sim, urls)
 }
 
+/// A replica of [`spawn_cluster`], which a test may stop as if its process died.
+pub struct Replica {
+    pub url: String,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Replica {
+    /// Stops the replica's server at once (no grace): its workers' tasks, fetches in flight
+    /// and their lock heartbeats with them, end as in a killed process.
+    pub fn kill(&self) {
+        self.server.abort();
+    }
+}
+
+/// `n` replicas in front of one simulator, sharing the Redis at `redis_url`, each on `clock`
+/// (the simulator too) when one is given, else on the system clock; ready when returned.
+pub async fn spawn_cluster(
+    n: usize,
+    redis_url: &str,
+    clock: Option<&Clock>,
+    adjust: impl Fn(&mut Settings),
+) -> (Simulator, Vec<Replica>) {
+    let sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).expect("simulator binds");
+    if let Some(clock) = clock {
+        sim.set_clock(clock.clone());
+    }
+    let mut replicas = Vec::new();
+    for _ in 0..n {
+        let mut settings = test_settings(&sim);
+        settings.server.workers = 1;
+        settings.redis.url = redis_url.to_owned();
+        settings.admin.listen = String::new();
+        settings.admin.token = ADMIN_TOKEN.to_owned().into();
+        adjust(&mut settings);
+        let app = Application::build_with_clock(settings, clock.cloned().unwrap_or_default())
+            .await
+            .expect("gateway builds");
+        let url = format!("http://127.0.0.1:{}", app.port());
+        replicas.push(Replica {
+            url,
+            server: tokio::spawn(app.run_until_stopped()),
+        });
+    }
+    let http = reqwest::Client::new();
+    for r in &replicas {
+        assert!(
+            wait_ready(&http, &r.url, 250).await,
+            "a replica never became ready"
+        );
+    }
+    (sim, replicas)
+}
+
 /// Waits until every replica reports shared (Redis) mode, or embedded mode when `shared` is false.
 pub async fn wait_for_mode(urls: &[String], shared: bool) {
     let http = reqwest::Client::new();

@@ -7,6 +7,7 @@ mod buckets;
 mod cache;
 mod callers;
 mod clients;
+mod cluster;
 mod contract;
 mod dashboards;
 mod deploy;

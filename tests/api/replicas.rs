@@ -342,7 +342,7 @@ async fn a_lock_holder_that_stops_renewing_costs_the_others_about_one_lock_ttl()
     let redis = TestRedis::start();
     let (sim, urls) = spawn_replicas(2, &redis.url(), |s| {
         patient(s);
-        s.redis.lock_ms = 600;
+        s.redis.lock_ttl_ms = 600;
     })
     .await;
     wait_for_mode(&urls, true).await;
