@@ -28,6 +28,14 @@ pub enum FetchError {
     Task(#[from] TaskFailed),
 }
 
+/// Who a fetch is for: a caller waiting for it, or the prefetcher (which never queues: it
+/// goes only when the appliance's guard gives leave at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    Caller,
+    Prefetch,
+}
+
 #[derive(Clone)]
 pub struct MetricSource {
     client: ApplianceClient,
@@ -56,15 +64,35 @@ impl MetricSource {
         now_ms: i64,
         traceparent: Option<String>,
     ) -> Result<MetricData, FetchError> {
+        self.fetch_as(query, now_ms, traceparent, Priority::Caller)
+            .await
+    }
+
+    /// [`MetricSource::fetch`] for `priority`. A caller never joins a prefetch's request (a
+    /// prefetch may be refused leave, and the caller must not get its refusal).
+    pub async fn fetch_as(
+        &self,
+        query: &MetricQuery,
+        now_ms: i64,
+        traceparent: Option<String>,
+        priority: Priority,
+    ) -> Result<MetricData, FetchError> {
         let requests = dialect::requests(query, now_ms);
         let parts = try_join_all(requests.into_iter().map(|r| {
             let client = self.client.clone();
             let path = r.path_and_query.clone();
             let trace = traceparent.clone();
+            let key = match priority {
+                Priority::Caller => r.path_and_query,
+                Priority::Prefetch => format!("prefetch {}", r.path_and_query),
+            };
             let shared = self
                 .per_request
-                .join_or_start(r.path_and_query, async move {
-                    Ok(client.get(&path, trace.as_deref()).await?)
+                .join_or_start(key, async move {
+                    Ok(match priority {
+                        Priority::Caller => client.get(&path, trace.as_deref()).await?,
+                        Priority::Prefetch => client.get_prefetch(&path, trace.as_deref()).await?,
+                    })
                 })
                 .into_fetch();
             async move {

@@ -19,6 +19,7 @@ pub mod health;
 pub mod limits;
 pub mod normalize;
 pub mod pin;
+pub mod prefetch;
 pub mod promql;
 pub mod query;
 pub mod redis;

@@ -2,9 +2,9 @@
 //! raw-query index, parsing, the caches, the fetch, rendering) and knows nothing of HTTP:
 //! handlers extract a [`MetricRequest`] and write the [`Served`] answer.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use crate::cache::segments::{Reuse, SegmentCache};
+use crate::cache::segments::{Assembled, Reuse, SegmentCache};
 use crate::cache::{
     CacheError, CacheReport, ClusterPurges, Completeness, Directives, Entry, Fetched, PurgeReach,
     Purged, ResponseCache, Route,
@@ -13,6 +13,7 @@ use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::fetch::{FetchError, MetricSource};
 use crate::normalize::{Device, MetricData};
+use crate::prefetch::Prefetcher;
 use crate::query::{self, Dialect, FieldError, MetricQuery, PurgeFilter, Representation};
 use crate::render;
 use crate::settings::Settings;
@@ -36,6 +37,54 @@ pub struct Served {
     pub failure: Option<FetchError>,
     /// When the answer was ready (for `Age` and freshness left).
     pub now_ms: i64,
+    /// How this request's own fetch got its data (`None` when it ran none: a hit, or it
+    /// waited for another request's fetch).
+    pub sourcing: Option<Sourcing>,
+}
+
+/// Where a fetched answer's data came from, for `Cache-Status` and `Metricgate-Fetched`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sourcing {
+    /// Ranges `[start, end)` (epoch ms) the appliance was asked for this answer, oldest first.
+    pub fetched: Vec<(i64, i64)>,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// The appliance was asked.
+    #[default]
+    Appliance,
+    /// Assembled from stored segments without asking the appliance.
+    Assembled,
+    /// Assembled from stored segments, some of them prefetched in the background.
+    Prefetched,
+}
+
+impl Sourcing {
+    fn of(assembled: &Assembled) -> Self {
+        let origin = match (assembled.fetched.is_empty(), assembled.prefetched) {
+            (false, _) => Origin::Appliance,
+            (true, false) => Origin::Assembled,
+            (true, true) => Origin::Prefetched,
+        };
+        Self {
+            fetched: assembled.fetched.clone(),
+            origin,
+        }
+    }
+
+    /// A direct fetch of `query` at `now`.
+    fn direct(query: &MetricQuery, now: i64) -> Self {
+        Self {
+            fetched: query
+                .starttime()
+                .map(|start| (start, query.endtime().unwrap_or(now)))
+                .into_iter()
+                .collect(),
+            origin: Origin::Appliance,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +104,7 @@ pub struct MetricService {
     source: MetricSource,
     cache: ResponseCache<FetchError>,
     segments: Option<Arc<SegmentCache<FetchError>>>,
+    prefetcher: Option<Arc<Prefetcher>>,
     /// With Redis: purges announced to, and followed from, the other replicas.
     purges: Option<Arc<ClusterPurges>>,
 }
@@ -69,6 +119,24 @@ impl MetricService {
         clock: Clock,
     ) -> Self {
         let identity = source.client().identity();
+        let segments = settings.segments.enabled.then(|| {
+            Arc::new(
+                SegmentCache::new(&settings.segments, &settings.cache, &identity)
+                    .with_shared(shared.clone(), clock.clone()),
+            )
+        });
+        let prefetcher = segments
+            .clone()
+            .filter(|_| settings.segments.prefetch)
+            .map(|segments| {
+                Arc::new(Prefetcher::new(
+                    settings,
+                    segments,
+                    source.clone(),
+                    metrics,
+                    clock.clone(),
+                ))
+            });
         Self {
             cache: ResponseCache::new(
                 &settings.cache,
@@ -77,12 +145,8 @@ impl MetricService {
                 shared.clone(),
                 clock.clone(),
             ),
-            segments: settings.segments.enabled.then(|| {
-                Arc::new(
-                    SegmentCache::new(&settings.segments, &settings.cache, &identity)
-                        .with_shared(shared.clone(), clock.clone()),
-                )
-            }),
+            segments,
+            prefetcher,
             purges: shared.map(|s| Arc::new(ClusterPurges::new(s))),
             limits: settings.query.clone(),
             source,
@@ -110,13 +174,20 @@ impl MetricService {
                 route: Route::Hit,
                 failure: None,
                 now_ms: now,
+                sourcing: None,
             });
         }
         let names = self.catalog.names();
         let query = query::parse_in(req.dialect, req.raw_query, &self.limits, &names, now)
             .map_err(ServiceError::InvalidQuery)?;
+        if let Some(prefetcher) = &self.prefetcher {
+            prefetcher.note(&query, now);
+        }
         let asked = query.clone();
         let directives = req.directives;
+        let sourcing: Arc<OnceLock<Sourcing>> = Arc::default();
+        let sourced = sourcing.clone();
+        let prefetcher = self.prefetcher.clone();
         let fetch = move || {
             // A new hop of the caller's trace, made only when the appliance is asked.
             let traceparent = Some(trace::upstream_traceparent(req.traceparent));
@@ -139,12 +210,28 @@ impl MetricService {
                                 async move { source.fetch(&ranged, now, traceparent).await }
                             }
                         };
-                        match segments.answer(&asked, now, reuse, by_range).await {
-                            Some(data) => data?,
-                            None => source.fetch(&asked, now, traceparent).await?,
+                        match segments.assemble(&asked, now, reuse, by_range).await {
+                            Some(assembled) => {
+                                let assembled = assembled?;
+                                let sourcing = Sourcing::of(&assembled);
+                                if let (Origin::Prefetched, Some(p)) =
+                                    (sourcing.origin, &prefetcher)
+                                {
+                                    p.count_hit();
+                                }
+                                let _ = sourced.set(sourcing);
+                                assembled.data
+                            }
+                            None => {
+                                let _ = sourced.set(Sourcing::direct(&asked, now));
+                                source.fetch(&asked, now, traceparent).await?
+                            }
                         }
                     }
-                    None => source.fetch(&asked, now, traceparent).await?,
+                    None => {
+                        let _ = sourced.set(Sourcing::direct(&asked, now));
+                        source.fetch(&asked, now, traceparent).await?
+                    }
                 };
                 Ok(Fetched {
                     body: render::render(format, &data)?,
@@ -166,7 +253,26 @@ impl MetricService {
             route: answer.route,
             failure: answer.failure,
             now_ms: self.clock.now_ms(),
+            sourcing: sourcing.get().cloned(),
         })
+    }
+
+    /// When the prefetcher last had nothing left to do (`None` when prefetching is off), after
+    /// waking it to look at the clock: a benchmark on a manual clock waits for this to reach
+    /// the time it set.
+    pub fn prefetch_settled_at(&self) -> Option<i64> {
+        self.prefetcher.as_ref().map(|p| {
+            p.nudge();
+            p.settled_at()
+        })
+    }
+
+    /// Prefetches hot rolling windows until the gateway stops (returns at once when
+    /// prefetching is off).
+    pub async fn run_prefetch(&self) {
+        if let Some(prefetcher) = self.prefetcher.clone() {
+            prefetcher.run().await;
+        }
     }
 
     /// The normalized answer to `query`, for callers that shape it themselves (the
@@ -180,6 +286,9 @@ impl MetricService {
     ) -> Result<MetricData, FetchError> {
         let now = self.clock.now_ms();
         let traceparent = Some(trace::upstream_traceparent(traceparent));
+        if let Some(prefetcher) = &self.prefetcher {
+            prefetcher.note(query, now);
+        }
         if let Some(segments) = &self.segments {
             let source = self.source.clone();
             let upstream = traceparent.clone();
@@ -188,8 +297,15 @@ impl MetricService {
                 let traceparent = upstream.clone();
                 async move { source.fetch(&ranged, now, traceparent).await }
             };
-            if let Some(answer) = segments.answer(query, now, Reuse::Cached, by_range).await {
-                return answer;
+            if let Some(answer) = segments.assemble(query, now, Reuse::Cached, by_range).await {
+                return answer.map(|a| {
+                    if let (true, Some(p)) =
+                        (a.prefetched && a.fetched.is_empty(), &self.prefetcher)
+                    {
+                        p.count_hit();
+                    }
+                    a.data
+                });
             }
         }
         self.source.fetch(query, now, traceparent).await

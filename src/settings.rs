@@ -89,6 +89,18 @@ pub struct SegmentSettings {
     /// Most points per series one upstream request for missing segments may ask for: a long
     /// cold range is split, at segment boundaries, into requests of at most this many points.
     pub max_points_per_request: u64,
+    /// Refresh the live tail of hot rolling windows (asked again and again, moving with now)
+    /// in the background shortly before their next refresh, so that refresh is a hit.
+    pub prefetch: bool,
+    /// Most of the callers' appliance budget (`upstream.per_minute`, less the probes' share)
+    /// prefetching may spend, in percent; it never queues ahead of a caller's miss.
+    pub prefetch_budget_percent: u32,
+    /// How long before a hot window's expected next refresh its live tail is fetched, in
+    /// seconds (at most half the window's live period is used).
+    pub prefetch_lead_secs: u64,
+    /// A window nobody asked for during this many of its refresh periods is no longer
+    /// prefetched.
+    pub prefetch_idle_periods: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -461,6 +473,14 @@ impl Settings {
             &mut problems,
             "segments.max_concurrent_fetches",
             self.segments.max_concurrent_fetches as u64,
+        );
+        if self.segments.prefetch_budget_percent > 100 {
+            problems.push("segments.prefetch_budget_percent must be 0 to 100".into());
+        }
+        positive(
+            &mut problems,
+            "segments.prefetch_idle_periods",
+            u64::from(self.segments.prefetch_idle_periods),
         );
         positive(
             &mut problems,

@@ -179,6 +179,10 @@ impl Application {
             settings,
         });
         background.push(tokio::spawn(reload_on_sighup(state.clone())));
+        let prefetching = state.clone();
+        background.push(tokio::spawn(async move {
+            prefetching.service.run_prefetch().await;
+        }));
         // Purges announced by other replicas drop this replica's copies too.
         if let Some(purges) = state.service.cluster_purges() {
             let follower = state.clone();

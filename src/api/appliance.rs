@@ -23,7 +23,9 @@ use crate::state::AppState;
 /// spelling of the question and the shape of the answer differ. `DTAPI-*` headers are ignored.
 #[utoipa::path(get, path = "/appliance/metricdata", operation_id = "appliance_get_metricdata", tag = "appliance", params(ApplianceMetricDataParams),
     responses(
-        (status = 200, description = "The appliance's array: `{breachtimes}` first when asked for, then one `{metric, data}` per metric (and device, when several are asked for)", body = Vec<crate::render::appliance::ApplianceElement>),
+        (status = 200, description = "The appliance's array: `{breachtimes}` first when asked for, then one `{metric, data}` per metric (and device, when several are asked for)", body = Vec<crate::render::appliance::ApplianceElement>, headers(
+            ("Cache-Status" = String, description = "As on `/v1/metricdata`"),
+            ("Metricgate-Fetched" = String, description = "The ranges the appliance was asked for to make this answer, oldest first: `2026-11-01T00:00:00Z/2026-11-02T00:00:00Z, …` (RFC 3339 UTC, start inclusive, end exclusive; a long cold range is several bounded requests, a rolling window's refresh only its unsettled tail). Only on answers this request fetched; absent on a hit and on an answer assembled from cached segments"))),
         (status = 304, description = "Not modified (`If-None-Match` matched)"),
         (status = 400, description = "Invalid parameters; `errors` names each one", body = Problem, content_type = "application/problem+json"),
         ApplianceFailures))]

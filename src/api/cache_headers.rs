@@ -1,14 +1,14 @@
 //! HTTP caching semantics for callers: request directives in, `Cache-Status`, `Age`,
 //! `Cache-Control`, `ETag`, 304s and gzip out.
 
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
 
 use super::observe::UpstreamMs;
 use crate::cache::{Directives, Route};
 use crate::error::failure_status;
 use crate::query::{Encoding, Representation};
-use crate::service::Served;
+use crate::service::{Origin, Served};
 
 /// What became of a caller's `Cache-Control: no-cache`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,24 +61,37 @@ fn route_status(answer: &Served, ttl: i64) -> HeaderValue {
     if answer.entry.left_out > 0 {
         return HeaderValue::from_static("metricgate; fwd=miss; detail=partial");
     }
-    let head = match answer.route {
-        Route::Hit | Route::SharedHit => "metricgate; hit; ttl=",
-        Route::Miss { collapsed: false } => "metricgate; fwd=miss; stored; ttl=",
-        Route::Miss { collapsed: true } => "metricgate; fwd=miss; collapsed; stored; ttl=",
-        Route::Forced { collapsed: false } => "metricgate; fwd=request; stored; ttl=",
-        Route::Forced { collapsed: true } => "metricgate; fwd=request; collapsed; stored; ttl=",
-        Route::StaleWhileRevalidate => "metricgate; hit; ttl=",
-        Route::StaleIfError => {
-            let status = answer.failure.as_ref().map_or(502, failure_status);
-            let text = format!(
-                "metricgate; fwd=stale; fwd-status={status}; ttl={ttl}; detail=stale-if-error"
-            );
-            return HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("metricgate"));
-        }
+    // Made from cached segments without asking the appliance: a hit, whatever the answer
+    // cache's own lookup found.
+    let origin = answer.sourcing.as_ref().map(|s| s.origin);
+    let assembled = match (answer.route, origin) {
+        (Route::Miss { .. }, Some(Origin::Assembled)) => Some(&b"; detail=assembled"[..]),
+        (Route::Miss { .. }, Some(Origin::Prefetched)) => Some(&b"; detail=prefetched"[..]),
+        _ => None,
     };
-    let tail: &[u8] = match answer.route {
-        Route::StaleWhileRevalidate => b"; detail=stale-while-revalidate",
-        Route::SharedHit => b"; detail=shared",
+    let head = match (answer.route, assembled) {
+        (_, Some(_)) => "metricgate; hit; ttl=",
+        (route, None) => match route {
+            Route::Hit | Route::SharedHit => "metricgate; hit; ttl=",
+            Route::Miss { collapsed: false } => "metricgate; fwd=miss; stored; ttl=",
+            Route::Miss { collapsed: true } => "metricgate; fwd=miss; collapsed; stored; ttl=",
+            Route::Forced { collapsed: false } => "metricgate; fwd=request; stored; ttl=",
+            Route::Forced { collapsed: true } => "metricgate; fwd=request; collapsed; stored; ttl=",
+            Route::StaleWhileRevalidate => "metricgate; hit; ttl=",
+            Route::StaleIfError => {
+                let status = answer.failure.as_ref().map_or(502, failure_status);
+                let text = format!(
+                    "metricgate; fwd=stale; fwd-status={status}; ttl={ttl}; detail=stale-if-error"
+                );
+                return HeaderValue::try_from(text)
+                    .unwrap_or(HeaderValue::from_static("metricgate"));
+            }
+        },
+    };
+    let tail: &[u8] = match (answer.route, assembled) {
+        (_, Some(detail)) => detail,
+        (Route::StaleWhileRevalidate, None) => b"; detail=stale-while-revalidate",
+        (Route::SharedHit, None) => b"; detail=shared",
         _ => b"",
     };
     // Built by hand: every answer carries it (a hit is otherwise a few lookups).
@@ -141,10 +154,22 @@ pub fn respond(
     } else {
         response.insert_header((header::CACHE_CONTROL, max_age(ttl)));
     }
-    if let Route::Miss { .. } | Route::Forced { .. } = answer.route {
+    let asked = answer
+        .sourcing
+        .as_ref()
+        .is_none_or(|s| s.origin == Origin::Appliance);
+    if let (Route::Miss { .. } | Route::Forced { .. }, true) = (answer.route, asked) {
         response
             .extensions_mut()
             .insert(UpstreamMs(entry.upstream_ms));
+    }
+    if let Some(ranges) = answer
+        .sourcing
+        .as_ref()
+        .filter(|s| !s.fetched.is_empty())
+        .and_then(|s| fetched_header(&s.fetched))
+    {
+        response.insert_header((HeaderName::from_static(FETCHED), ranges));
     }
     if not_modified {
         return response.finish();
@@ -158,6 +183,32 @@ pub fn respond(
             .body(gz.clone()),
         _ => response.body(entry.body.clone()),
     }
+}
+
+/// The ranges this answer's own fetch asked of the appliance, in the spirit of Trickster's
+/// `X-Trickster-Result`: `start/end` in RFC 3339 (UTC), comma-separated, oldest first.
+pub const FETCHED: &str = "metricgate-fetched";
+
+fn fetched_header(ranges: &[(i64, i64)]) -> Option<HeaderValue> {
+    let iso = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms).map(|t| {
+            if ms % 1000 == 0 {
+                t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+            } else {
+                t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+            }
+        })
+    };
+    let mut text = String::new();
+    for (start, end) in ranges {
+        if !text.is_empty() {
+            text.push_str(", ");
+        }
+        text.push_str(&iso(*start)?);
+        text.push('/');
+        text.push_str(&iso(*end)?);
+    }
+    HeaderValue::try_from(text).ok()
 }
 
 fn max_age(ttl: i64) -> HeaderValue {

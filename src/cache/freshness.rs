@@ -205,6 +205,40 @@ impl Freshness {
         }
     }
 
+    /// A segment fetched ahead of its callers by the prefetcher: like
+    /// [`Freshness::segment_deadlines`], except that a live segment is fresh for one live
+    /// period from `now` (not until the end of the current period), and never past the next
+    /// interval boundary, where a bucket it lacks begins. So a tail prefetched shortly before
+    /// a dashboard's refresh is still fresh at the refresh, and no answer is older than
+    /// `live_ttl` or misses a bucket.
+    pub fn prefetched_segment_deadlines(
+        &self,
+        end: i64,
+        interval_ms: i64,
+        completeness: Completeness,
+        now: i64,
+    ) -> Deadlines {
+        let aligned = self.segment_deadlines(end, interval_ms, completeness, now);
+        if aligned.fresh_until > now + self.live_period_ms(interval_ms) {
+            return aligned; // historic
+        }
+        let interval_ms = interval_ms.max(1);
+        let next_bucket = (now.div_euclid(interval_ms) + 1) * interval_ms;
+        let fresh_until = (now + self.live_period_ms(interval_ms)).min(next_bucket);
+        Deadlines {
+            fresh_until,
+            stale_while_revalidate_until: aligned.stale_while_revalidate_until.max(fresh_until),
+            stale_if_error_until: aligned.stale_if_error_until.max(fresh_until),
+            ..aligned
+        }
+    }
+
+    /// How long a live answer or segment of `interval_ms` stays fresh at most:
+    /// `min(live_ttl, interval)`.
+    pub fn live_period_ms(&self, interval_ms: i64) -> i64 {
+        self.ttls.load().live_ttl_ms.min(interval_ms).max(1)
+    }
+
     /// When an answer of `lifetime` and `completeness`, made at `now`, stops being fresh and
     /// may no longer be served stale. A partial answer is stale at once (it is never kept).
     pub fn deadlines(&self, lifetime: Lifetime, completeness: Completeness, now: i64) -> Deadlines {

@@ -106,6 +106,21 @@ impl FetchLocks {
         Turn::Fetch(None)
     }
 
+    /// The lock at once, or not at all: `Some(Some(lock))` when this replica got it,
+    /// `Some(None)` when Redis is out of reach (go alone), `None` when another replica holds
+    /// it (for work that never waits, such as prefetching).
+    pub(super) async fn try_hold(&self, lock_key: &str) -> Option<Option<HeldLock>> {
+        match self
+            .shared
+            .try_lock(lock_key, self.shared.lock_ttl_ms)
+            .await
+        {
+            Some(Some(token)) => Some(Some(self.hold(lock_key.to_owned(), token))),
+            Some(None) => None,
+            None => Some(None),
+        }
+    }
+
     /// Holds `key` with `token`, renewing it every third of its TTL until released. A renewal
     /// that finds the lock gone or taken stops the heartbeat (never extends another's lock).
     fn hold(&self, key: String, token: String) -> HeldLock {

@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use futures::StreamExt;
 use serde::Serialize;
@@ -65,6 +65,8 @@ struct RunKey {
     query: Arc<MetricQuery>,
     start: i64,
     end: i64,
+    /// Callers never join a prefetch's run: a prefetch may be refused leave by the guard.
+    prefetch: bool,
 }
 
 /// What to fetch for a run: segments `[start, end)`, asked for from `fetch_from`; the buckets
@@ -96,6 +98,77 @@ pub(super) struct Segment {
     /// none were, or its settled part lacked data): a delta refresh asks from here on.
     pub(super) settled_until: i64,
     pub(super) bytes: usize,
+    /// Set on the segments a prefetch stored (shared by that prefetch's segments).
+    pub(super) prefetch: Option<Arc<PrefetchMark>>,
+}
+
+/// Marks the segments one prefetch stored: whether any caller's answer has used them yet
+/// (one no caller used is a wasted prefetch).
+#[derive(Debug, Default)]
+pub struct PrefetchMark {
+    used: AtomicBool,
+}
+
+impl PrefetchMark {
+    pub fn was_used(&self) -> bool {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
+/// A caller's answer from segments, and how it was made.
+#[derive(Debug)]
+pub struct Assembled {
+    pub data: MetricData,
+    /// Ranges `[start, end)` (epoch ms) the appliance was asked for this answer, including
+    /// fetches it joined; empty when every segment was stored (here or in Redis).
+    pub fetched: Vec<(i64, i64)>,
+    /// Some segment of the answer was prefetched by this replica.
+    pub prefetched: bool,
+}
+
+/// What one prefetch did.
+#[derive(Debug)]
+pub enum PrefetchOutcome {
+    /// Every segment will be fresh at the target already (here, or found in Redis).
+    Fresh,
+    /// Another replica holds the lock of a run: it is fetching it.
+    Skipped,
+    /// The appliance was asked; the stored segments carry `mark`.
+    Fetched(Arc<PrefetchMark>),
+}
+
+/// Who asks the segment cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A caller, answered at `now`.
+    Caller(Reuse),
+    /// The prefetcher: segments must be fresh at `fresh_at` (a hot window's next refresh);
+    /// it never waits for another replica's run.
+    Prefetch { fresh_at: i64 },
+}
+
+impl Mode {
+    fn reuse(self) -> Reuse {
+        match self {
+            Mode::Caller(reuse) => reuse,
+            Mode::Prefetch { .. } => Reuse::Cached,
+        }
+    }
+
+    fn fresh_at(self, now: i64) -> i64 {
+        match self {
+            Mode::Caller(_) => now,
+            Mode::Prefetch { fresh_at } => fresh_at.max(now),
+        }
+    }
+}
+
+/// How one run is fetched: when, for whom, and what its segments must be fresh for.
+#[derive(Clone)]
+struct RunContext {
+    now: i64,
+    mode: Mode,
+    mark: Option<Arc<PrefetchMark>>,
 }
 
 impl MemoryValue for Arc<Segment> {
@@ -134,6 +207,21 @@ struct Run {
     segments: Vec<(i64, Arc<Segment>)>,
     /// The fetched answer's warnings; a run with any is never stored.
     warnings: Vec<String>,
+    /// The range asked of the appliance, when it was asked.
+    asked: Option<(i64, i64)>,
+    /// A prefetch left the run to the replica holding its lock.
+    skipped: bool,
+}
+
+impl Run {
+    fn found(segments: Vec<(i64, Arc<Segment>)>) -> Arc<Self> {
+        Arc::new(Run {
+            segments,
+            warnings: Vec::new(),
+            asked: None,
+            skipped: false,
+        })
+    }
 }
 
 type FetchedRun = Arc<Run>;
@@ -249,7 +337,119 @@ where
         F: Fn(MetricQuery) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = Result<MetricData, E>> + Send + 'static,
     {
+        self.assemble(query, now, reuse, fetch)
+            .await
+            .map(|answer| answer.map(|a| a.data))
+    }
+
+    /// [`SegmentCache::answer`], saying also what the appliance was asked for this answer and
+    /// whether prefetched segments served it.
+    pub async fn assemble<F, Fut>(
+        &self,
+        query: &MetricQuery,
+        now: i64,
+        reuse: Reuse,
+        fetch: F,
+    ) -> Option<Result<Assembled, E>>
+    where
+        F: Fn(MetricQuery) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Result<MetricData, E>> + Send + 'static,
+    {
         let start = query.starttime()?;
+        let end = query.endtime().unwrap_or(now);
+        let first_bucket = query.bucket_of(start);
+        let context = RunContext {
+            now,
+            mode: Mode::Caller(reuse),
+            mark: None,
+        };
+        let (found, fetched) = match self.lookup_and_fetch(query, context, fetch).await {
+            Ok(done) => done,
+            Err(e) => return Some(Err(e)),
+        };
+        let mut by_start: BTreeMap<i64, Arc<Segment>> = found
+            .into_iter()
+            .filter_map(|(at, s)| match s {
+                Slot::Fresh(s) => Some((at, s)),
+                Slot::Stale(_) | Slot::Missing => None,
+            })
+            .collect();
+        let mut prefetched = false;
+        for segment in by_start.values() {
+            if let Some(mark) = &segment.prefetch {
+                prefetched = true;
+                mark.used.store(true, Ordering::Relaxed);
+            }
+        }
+        let mut warnings = Vec::new();
+        let mut asked = Vec::new();
+        for run in fetched {
+            for (at, segment) in run.segments.iter() {
+                by_start.insert(*at, segment.clone());
+            }
+            warnings.extend(run.warnings.iter().cloned());
+            asked.extend(run.asked);
+        }
+        asked.sort_unstable();
+        let mut data = stitch(query, start, end, first_bucket, by_start.values());
+        data.warnings = warnings;
+        Some(Ok(Assembled {
+            data,
+            fetched: asked,
+            prefetched,
+        }))
+    }
+
+    /// Refreshes, in the background, the segments of ranged `query` (a hot window as asked at
+    /// `now`) that will not be fresh at `fresh_at` (its next expected refresh): only their
+    /// unsettled buckets, like a caller's delta. `fetch` must never queue ahead of callers.
+    /// With Redis, segments another replica published are taken, and a run whose lock another
+    /// replica holds is left to it.
+    pub async fn prefetch<F, Fut>(
+        &self,
+        query: &MetricQuery,
+        now: i64,
+        fresh_at: i64,
+        fetch: F,
+    ) -> Result<PrefetchOutcome, E>
+    where
+        F: Fn(MetricQuery) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Result<MetricData, E>> + Send + 'static,
+    {
+        let mark = Arc::new(PrefetchMark::default());
+        let context = RunContext {
+            now,
+            mode: Mode::Prefetch { fresh_at },
+            mark: Some(mark.clone()),
+        };
+        let (_, runs) = self.lookup_and_fetch(query, context, fetch).await?;
+        Ok(if runs.iter().any(|r| r.asked.is_some()) {
+            PrefetchOutcome::Fetched(mark)
+        } else if runs.iter().any(|r| r.skipped) {
+            PrefetchOutcome::Skipped
+        } else {
+            PrefetchOutcome::Fresh
+        })
+    }
+
+    /// Looks up every segment of `query` (locally, then in Redis) and fetches the runs of
+    /// those missing or not fresh when `context` needs them.
+    async fn lookup_and_fetch<F, Fut>(
+        &self,
+        query: &MetricQuery,
+        context: RunContext,
+        fetch: F,
+    ) -> Result<(Vec<(i64, Slot)>, Vec<FetchedRun>), E>
+    where
+        F: Fn(MetricQuery) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Result<MetricData, E>> + Send + 'static,
+    {
+        let now = context.now;
+        let reuse = context.mode.reuse();
+        let fresh_at = context.mode.fresh_at(now);
+        let Some(start) = query.starttime() else {
+            return Ok((Vec::new(), Vec::new()));
+        };
         let end = query.endtime().unwrap_or(now);
         let interval = query.interval_ms();
         let length = interval.saturating_mul(self.points);
@@ -264,7 +464,7 @@ where
             let key = self.key(&base, at);
             let slot = match reuse {
                 Reuse::Cached => match self.store.lookup(&key).await {
-                    Some(s) if s.deadlines.is_fresh(now) => Slot::Fresh(s),
+                    Some(s) if s.deadlines.is_fresh(fresh_at) => Slot::Fresh(s),
                     Some(s) if s.settled_until > at && s.settled_until < at + length => {
                         Slot::Stale(s)
                     }
@@ -282,16 +482,20 @@ where
             .filter(|s| s.is_up())
             .map(|_| SharedSegments::series_id(&self.identity, &base, length));
         if let (Some(series), Reuse::Cached) = (&series, reuse) {
-            self.fill_from_shared(&base, series, &mut found, now).await;
+            self.fill_from_shared(&base, series, &mut found, fresh_at)
+                .await;
         }
-        // Counted once Redis had its say: a segment another replica fetched is a hit.
-        for (_, slot) in &found {
-            let counter = if matches!(slot, Slot::Fresh(_)) {
-                &self.counters.hits
-            } else {
-                &self.counters.misses
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
+        // Counted once Redis had its say: a segment another replica fetched is a hit. Only
+        // callers' lookups count.
+        if let Mode::Caller(_) = context.mode {
+            for (_, slot) in &found {
+                let counter = if matches!(slot, Slot::Fresh(_)) {
+                    &self.counters.hits
+                } else {
+                    &self.counters.misses
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
         }
 
         let runs = missing_runs(&found, length, self.segments_per_request);
@@ -301,44 +505,24 @@ where
                     .clone()
                     .zip(self.shared.clone())
                     .map(|(series, shared)| (shared, series, reuse == Reuse::Cached));
-                self.fetch_run(&base, plan, now, reuse, turn, fetch.clone())
+                self.fetch_run(&base, plan, context.clone(), turn, fetch.clone())
             })
             .buffer_unordered(self.concurrency)
             .collect::<Vec<_>>()
             .await
             .into_iter()
             .collect();
-        let fetched = match fetched {
-            Ok(f) => f,
-            Err(e) => return Some(Err(e)),
-        };
-        let mut by_start: BTreeMap<i64, Arc<Segment>> = found
-            .into_iter()
-            .filter_map(|(at, s)| match s {
-                Slot::Fresh(s) => Some((at, s)),
-                Slot::Stale(_) | Slot::Missing => None,
-            })
-            .collect();
-        let mut warnings = Vec::new();
-        for run in fetched {
-            for (at, segment) in run.segments.iter() {
-                by_start.insert(*at, segment.clone());
-            }
-            warnings.extend(run.warnings.iter().cloned());
-        }
-        let mut data = stitch(query, start, end, first_bucket, by_start.values());
-        data.warnings = warnings;
-        Some(Ok(data))
+        Ok((found, fetched?))
     }
 
     /// Looks up every locally missing (or expired) segment in Redis with one `MGET`, keeping
-    /// what is found fresh locally too.
+    /// what is found fresh (at `fresh_at`) locally too.
     async fn fill_from_shared(
         &self,
         base: &Arc<MetricQuery>,
         series: &Arc<str>,
         found: &mut [(i64, Slot)],
-        now: i64,
+        fresh_at: i64,
     ) {
         let Some(shared) = &self.shared else { return };
         let wanted = |slot: &Slot| !matches!(slot, Slot::Fresh(_));
@@ -355,7 +539,7 @@ where
             let Some(segment) = from_shared.next().flatten() else {
                 continue;
             };
-            if !segment.deadlines.is_fresh(now) {
+            if !segment.deadlines.is_fresh(fresh_at) {
                 continue;
             }
             self.counters.shared_hits.fetch_add(1, Ordering::Relaxed);
@@ -380,8 +564,7 @@ where
         &self,
         base: &Arc<MetricQuery>,
         plan: RunPlan,
-        now: i64,
-        reuse: Reuse,
+        context: RunContext,
         // Redis, this question's shared name there, and whether another replica's segments
         // may answer (not for `no-cache`).
         turn: Option<(SharedSegments, Arc<str>, bool)>,
@@ -397,10 +580,15 @@ where
             fetch_from,
             base: prefix,
         } = plan;
+        let RunContext { now, mode, mark } = context;
+        let reuse = mode.reuse();
+        let fresh_at = mode.fresh_at(now);
+        let prefetching = matches!(mode, Mode::Prefetch { .. });
         let key = RunKey {
             query: base.clone(),
             start: fetch_from,
             end: run_end,
+            prefetch: prefetching,
         };
         let store = self.store.clone();
         let freshness = self.freshness.clone();
@@ -421,43 +609,81 @@ where
                         start: at,
                     };
                     match store.lookup(&key).await {
-                        Some(s) if s.deadlines.is_fresh(now) => stored.push((at, s)),
+                        Some(s) if s.deadlines.is_fresh(fresh_at) => stored.push((at, s)),
                         _ => break,
                     }
                     at += length;
                 }
                 if at >= run_end {
-                    return Ok(Arc::new(Run {
-                        segments: stored,
-                        warnings: Vec::new(),
-                    }));
+                    return Ok(Run::found(stored));
                 }
             }
             let mut lock = None;
-            if let Some((shared, series, true)) = &turn {
-                match shared
-                    .take_turn(series, run_start, run_end, length, now)
-                    .await
-                {
-                    Turn::Found(segments) => {
-                        counters
-                            .shared_hits
-                            .fetch_add(segments.len() as u64, Ordering::Relaxed);
-                        for (at, segment) in &segments {
-                            let key = SegmentKey {
-                                identity: identity.clone(),
-                                query: base.clone(),
-                                start: *at,
-                            };
-                            store.insert(key, segment.clone()).await;
+            match &turn {
+                Some((shared, series, true)) if prefetching => {
+                    match shared.try_take(series, run_start, run_end).await {
+                        Some(held) => {
+                            lock = held;
+                            // Another replica may have published the run before we locked.
+                            let starts: Vec<i64> =
+                                (run_start..run_end).step_by(length as usize).collect();
+                            let found = shared.lookup_many(series, &starts).await;
+                            if lock.is_some()
+                                && found.iter().all(|s| {
+                                    s.as_ref().is_some_and(|s| s.deadlines.is_fresh(fresh_at))
+                                })
+                            {
+                                if let Some(lock) = lock {
+                                    lock.release().await;
+                                }
+                                let mut segments = Vec::new();
+                                for (at, segment) in
+                                    starts.into_iter().zip(found.into_iter().flatten())
+                                {
+                                    let key = SegmentKey {
+                                        identity: identity.clone(),
+                                        query: base.clone(),
+                                        start: at,
+                                    };
+                                    store.insert(key, segment.clone()).await;
+                                    segments.push((at, segment));
+                                }
+                                return Ok(Run::found(segments));
+                            }
                         }
-                        return Ok(Arc::new(Run {
-                            segments,
-                            warnings: Vec::new(),
-                        }));
+                        None => {
+                            return Ok(Arc::new(Run {
+                                segments: Vec::new(),
+                                warnings: Vec::new(),
+                                asked: None,
+                                skipped: true,
+                            }));
+                        }
                     }
-                    Turn::Fetch(held) => lock = held,
                 }
+                Some((shared, series, true)) => {
+                    match shared
+                        .take_turn(series, run_start, run_end, length, now)
+                        .await
+                    {
+                        Turn::Found(segments) => {
+                            counters
+                                .shared_hits
+                                .fetch_add(segments.len() as u64, Ordering::Relaxed);
+                            for (at, segment) in &segments {
+                                let key = SegmentKey {
+                                    identity: identity.clone(),
+                                    query: base.clone(),
+                                    start: *at,
+                                };
+                                store.insert(key, segment.clone()).await;
+                            }
+                            return Ok(Run::found(segments));
+                        }
+                        Turn::Fetch(held) => lock = held,
+                    }
+                }
+                _ => {}
             }
             // Not beyond the bucket holding now, and a bucket boundary, like every request.
             let upstream_end =
@@ -491,7 +717,11 @@ where
                 }
                 let seg_end = at + length;
                 let completeness = Completeness::of_series(&series, seg_end, interval);
-                let deadlines = freshness.segment_deadlines(seg_end, interval, completeness, now);
+                let deadlines = if prefetching {
+                    freshness.prefetched_segment_deadlines(seg_end, interval, completeness, now)
+                } else {
+                    freshness.segment_deadlines(seg_end, interval, completeness, now)
+                };
                 let settled_until = settled_prefix(&series, at, seg_end, settled, interval);
                 let bytes = weight(&series, &breaches);
                 let segment = Arc::new(Segment {
@@ -500,6 +730,7 @@ where
                     deadlines,
                     settled_until,
                     bytes,
+                    prefetch: mark.clone(),
                 });
                 // An answer the gateway only partly understood is used once, never kept.
                 if data.warnings.is_empty() {
@@ -528,6 +759,8 @@ where
             Ok(Arc::new(Run {
                 segments,
                 warnings: data.warnings,
+                asked: Some((fetch_from, upstream_end)),
+                skipped: false,
             }))
         });
         joined.into_fetch().await
@@ -755,6 +988,7 @@ mod tests {
             },
             settled_until,
             bytes: 0,
+            prefetch: None,
         })
     }
 

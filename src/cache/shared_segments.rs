@@ -17,7 +17,7 @@ use std::sync::Arc;
 use serde_json::Number;
 
 use super::freshness::Deadlines;
-use super::lock::{FetchLocks, Turn};
+use super::lock::{FetchLocks, HeldLock, Turn};
 use super::purges;
 use super::segments::{Segment, weight};
 use super::store::{Store, StoreReport};
@@ -151,6 +151,21 @@ impl SharedSegments {
                 })
         };
         self.locks.take_turn(&lock_key, look).await
+    }
+
+    /// For a prefetch, which never waits: the lock to fetch the run `[start, end)` of
+    /// `series` (`Some(None)` when Redis is out of reach: fetch alone), or `None` when another
+    /// replica holds it (it is fetching or prefetching the same run).
+    pub(super) async fn try_take(
+        &self,
+        series: &Arc<str>,
+        start: i64,
+        end: i64,
+    ) -> Option<Option<HeldLock>> {
+        let lock_key = self
+            .shared
+            .key("seglock", &format!("{series}:{start}:{end}"));
+        self.locks.try_hold(&lock_key).await
     }
 }
 
@@ -367,6 +382,8 @@ fn decode(bytes: &[u8]) -> Option<Segment> {
         deadlines,
         settled_until,
         bytes,
+        // Prefetched or not, as another replica fetched it: this replica did not.
+        prefetch: None,
     })
 }
 
@@ -533,6 +550,7 @@ mod tests {
                 stale_if_error_until: -4,
             },
             settled_until: 5,
+            prefetch: None,
         };
         let bytes = encode(&segment);
         let back = decode(&bytes).unwrap();

@@ -34,6 +34,16 @@ pub struct GatewayMetrics {
     /// Access lines by outcome; `sampled_out` is counted in shards.
     pub access_log_lines: Arc<CaughtUp>,
     pub cache_purges: IntCounter,
+    /// Background prefetches of hot windows, by outcome.
+    pub prefetches: IntCounterVec,
+    /// Appliance requests prefetching sent (its share of the budget used).
+    pub prefetch_requests: IntCounter,
+    /// Callers' answers assembled with prefetched segments.
+    pub prefetch_hits: IntCounter,
+    /// Prefetches no caller's answer used.
+    pub prefetch_wasted: IntCounter,
+    /// Prefetching's share of the appliance budget, requests per minute.
+    pub prefetch_budget: IntGauge,
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -140,8 +150,37 @@ impl GatewayMetrics {
                 "Cache purges made through the admin endpoint",
             )
             .unwrap_or_else(|e| panic!("metric: {e}")),
+            prefetches: counter_vec(
+                "metricgate_prefetches_total",
+                "Background refreshes of hot rolling windows' live tails, by outcome: fetched (asked the appliance), fresh (nothing to fetch, or another replica's segments found), skipped (another replica holds the run's lock), deferred (no budget, or callers waiting) and failed",
+                &["outcome"],
+            ),
+            prefetch_requests: IntCounter::new(
+                "metricgate_prefetch_upstream_requests_total",
+                "Appliance requests sent by prefetching (its share of the budget used)",
+            )
+            .unwrap_or_else(|e| panic!("metric: {e}")),
+            prefetch_hits: IntCounter::new(
+                "metricgate_prefetch_hits_total",
+                "Callers' answers assembled with prefetched segments, without waiting for the appliance",
+            )
+            .unwrap_or_else(|e| panic!("metric: {e}")),
+            prefetch_wasted: IntCounter::new(
+                "metricgate_prefetch_wasted_total",
+                "Prefetches whose segments no caller's answer used",
+            )
+            .unwrap_or_else(|e| panic!("metric: {e}")),
+            prefetch_budget: gauge(
+                "metricgate_prefetch_budget_per_minute",
+                "Most appliance requests prefetching may send per minute (segments.prefetch_budget_percent of the callers' budget)",
+            ),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.prefetches.clone()),
+            Box::new(m.prefetch_requests.clone()),
+            Box::new(m.prefetch_hits.clone()),
+            Box::new(m.prefetch_wasted.clone()),
+            Box::new(m.prefetch_budget.clone()),
             Box::new(CaughtUpHandle(m.cache_events.clone())),
             Box::new(m.cache_bytes.clone()),
             Box::new(m.cache_entries.clone()),

@@ -194,6 +194,24 @@ impl ApplianceClient {
         }
     }
 
+    /// GETs `path_and_query` for a background prefetch: one attempt, only if the guard gives
+    /// leave at once ([`ApplianceGuard::admit_prefetch`]); `Saturated` when it does not.
+    pub async fn get_prefetch(
+        &self,
+        path_and_query: &str,
+        traceparent: Option<&str>,
+    ) -> Result<Bytes, UpstreamError> {
+        let Some(ticket) = self.guard.admit_prefetch().await else {
+            return Err(UpstreamError::Saturated {
+                retry_after_secs: 1,
+            });
+        };
+        self.metrics.prefetch_requests.inc();
+        let result = self.send(path_and_query, traceparent, self.timeout).await;
+        ticket.done(outcome(&result));
+        result
+    }
+
     /// One attempt within `timeout`, no retries, for readiness: it takes an in-flight slot
     /// (waiting at most `timeout`; else `Saturated`, the slots being busy with callers'
     /// requests) but no token and no breaker trial, and its outcome never moves the breaker.

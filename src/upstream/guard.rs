@@ -3,7 +3,7 @@
 //! and the circuit breaker, which only callers' requests move.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -68,6 +68,9 @@ pub struct ApplianceGuard {
     typical_ms: AtomicU64,
     /// When a caller's request last got a 2xx answer (epoch ms), for readiness.
     last_answered: AtomicI64,
+    /// Prefetching's share of the callers' budget, once set (see
+    /// [`ApplianceGuard::share_with_prefetch`]).
+    prefetch_budget: OnceLock<MinuteBudget>,
 }
 
 /// Leave to send one request. Report how it went with [`Ticket::done`]; a ticket dropped
@@ -166,7 +169,64 @@ impl ApplianceGuard {
             backoff: Duration::from_millis(s.retry_backoff_ms),
             typical_ms: AtomicU64::new(0),
             last_answered: AtomicI64::new(i64::MIN),
+            prefetch_budget: OnceLock::new(),
         }
+    }
+
+    /// Lets background prefetches spend up to `percent`% of the callers' per-minute budget
+    /// (at least one request a minute when above 0). Set once; later calls change nothing.
+    pub fn share_with_prefetch(&self, percent: u32) -> u32 {
+        let callers = caller_share(self.per_minute);
+        let share = (u64::from(callers) * u64::from(percent.min(100)) / 100) as u32;
+        let share = if percent > 0 { share.max(1) } else { 0 };
+        if share > 0 {
+            let _ = self.prefetch_budget.set(MinuteBudget::per_minute(share));
+        }
+        share
+    }
+
+    /// Leave for one background prefetch, at once or not at all: never while a caller's
+    /// request waits, while the breaker is not closed, when no slot is free, when prefetching
+    /// has spent its share, or when taking a token would leave the callers none. A prefetch
+    /// takes a token from the callers' budget too (and, with Redis, from both shared budgets),
+    /// so the appliance never sees more than `per_minute`.
+    pub async fn admit_prefetch(&self) -> Option<Ticket<'_>> {
+        let share = self.prefetch_budget.get()?;
+        if self.queued.load(Ordering::Relaxed) > 0 || self.breaker_state() != BreakerState::Closed {
+            return None;
+        }
+        let now = self.clock.now_ms();
+        if self.budget.wait_for(2, now) > Duration::ZERO {
+            return None;
+        }
+        let slot = self.slots.clone().try_acquire_owned().ok()?;
+        share.try_take(now).ok()?;
+        self.budget.try_take(now).ok()?;
+        if let Some((shared, name)) = self.shared.as_ref().filter(|(s, _)| s.is_up()) {
+            let period = |b: &MinuteBudget| b.period().as_millis().max(1) as u64;
+            let own = shared.key("budget-prefetch", name);
+            if let Some(g) = shared.gcra(&own, period(share), share.burst()).await
+                && !g.allowed
+            {
+                return None;
+            }
+            let callers = shared.key("budget", name);
+            if let Some(g) = shared
+                .gcra(&callers, period(&self.budget), self.budget.burst())
+                .await
+                && !g.allowed
+            {
+                return None;
+            }
+        }
+        let pass = self.breaker_admit().ok()?;
+        Some(Ticket {
+            guard: self,
+            _slot: slot,
+            pass,
+            started: Instant::now(),
+            reported: false,
+        })
     }
 
     /// Waits (boundedly) for leave to send one caller's request.
@@ -504,6 +564,64 @@ mod tests {
         distinct.sort_unstable();
         distinct.dedup();
         assert!(distinct.len() >= 10, "{advice:?}");
+    }
+
+    #[tokio::test]
+    async fn prefetches_keep_to_their_share_and_never_go_ahead_of_a_waiting_caller() {
+        // 60 a minute: 54 for callers (a burst of 9); 20% of that is 10 for prefetching.
+        let (g, clock) = guard(|s| {
+            s.per_minute = 60;
+            s.queue_timeout_ms = 60_000;
+        });
+        let g = Arc::new(g);
+        assert!(
+            g.admit_prefetch().await.is_none(),
+            "no share, no prefetching"
+        );
+        assert_eq!(g.share_with_prefetch(20), 10);
+        // Greedy for ten minutes: never more than its share in any 60 s.
+        let mut taken = Vec::new();
+        for t in 0..6_000 {
+            if let Some(ticket) = g.admit_prefetch().await {
+                ticket.done(Outcome::Answered);
+                taken.push(t * 100);
+            }
+            clock.advance(Duration::from_millis(100));
+        }
+        let most = taken
+            .iter()
+            .map(|start| {
+                taken
+                    .iter()
+                    .filter(|t| (*start..start + 60_000).contains(*t))
+                    .count()
+            })
+            .max()
+            .unwrap();
+        assert!((9..=10).contains(&most), "{most} in one minute");
+        // The callers' budget spent: a caller waits for its token, and prefetching yields.
+        clock.advance(Duration::from_secs(10));
+        while g.budget.try_take(clock.now_ms()).is_ok() {}
+        let caller = tokio::spawn({
+            let g = g.clone();
+            async move { g.admit().await.map(|t| t.done(Outcome::Answered)).is_ok() }
+        });
+        while g.queued.load(Ordering::Relaxed) == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(g.admit_prefetch().await.is_none(), "a caller is waiting");
+        clock.advance(Duration::from_secs(2));
+        assert!(caller.await.unwrap(), "the caller got through");
+        // Nobody waits, but taking a token would leave the callers none (one comes every
+        // 1.33 s: 45 a minute after the burst).
+        clock.advance(Duration::from_secs(60));
+        while g.budget.try_take(clock.now_ms()).is_ok() {}
+        clock.advance(Duration::from_millis(1_400));
+        assert_eq!(g.budget.wait_for(1, clock.now_ms()), Duration::ZERO);
+        assert!(
+            g.admit_prefetch().await.is_none(),
+            "the callers' last token is theirs"
+        );
     }
 
     #[test]

@@ -1,9 +1,13 @@
 //! Dashboards never wait: a rolling window's live tail is refreshed by asking only for the
-//! buckets that can still change.
+//! buckets that can still change, hot windows are prefetched before their refresh, a cold
+//! range reaches the appliance as bounded requests, and `Metricgate-Fetched` says what the
+//! appliance was asked for each answer.
 
 use std::time::Duration;
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{
+    ADMIN_TOKEN, TestApp, TestRedis, series_value, spawn_app, spawn_app_with, spawn_replicas_on,
+};
 
 const MINUTE: i64 = 60_000;
 const INTERVAL: i64 = 5 * MINUTE;
@@ -26,7 +30,8 @@ fn align(seg: &TestApp, plain: &TestApp) {
 #[tokio::test]
 async fn a_rolling_windows_refresh_asks_only_for_unsettled_buckets() {
     let (seg, plain) = (
-        spawn_app().await,
+        // The callers' own refreshes, without prefetching ahead of them.
+        spawn_app_with(|s| s.segments.prefetch = false).await,
         spawn_app_with(|s| s.segments.enabled = false).await,
     );
     align(&seg, &plain);
@@ -128,4 +133,418 @@ async fn a_cold_month_reaches_the_appliance_as_bounded_requests() {
     for (start, end) in &spans {
         assert!((end - start) / INTERVAL <= 1440, "{spans:?}");
     }
+    // The answer lists them, oldest first.
+    let listed: Vec<(i64, i64)> = a
+        .header("metricgate-fetched")
+        .split(", ")
+        .map(|range| {
+            let (start, end) = range.split_once('/').expect("start/end");
+            (iso_ms(start), iso_ms(end))
+        })
+        .collect();
+    assert_eq!(listed, spans, "{}", a.header("metricgate-fetched"));
+    assert!(
+        a.header("metricgate-fetched")
+            .starts_with("2024-01-01T00:00:00Z/2024-01-06T00:00:00Z, ")
+    );
+    assert!(
+        a.header("cache-status").contains("fwd=miss"),
+        "{}",
+        a.header("cache-status")
+    );
+    // Asked again: a hit, and nothing fetched.
+    let again = seg.get(q).await;
+    assert!(
+        again.header("cache-status").contains("; hit;"),
+        "{}",
+        again.header("cache-status")
+    );
+    assert!(again.headers.get("metricgate-fetched").is_none());
+}
+
+fn iso_ms(text: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+        .timestamp_millis()
+}
+
+fn window(now: i64) -> String {
+    format!(
+        "/v1/metricdata?metric=connections&starttime={}&endtime={now}&interval=5min",
+        now - 24 * 60 * MINUTE
+    )
+}
+
+/// Moves `app`'s clock to 40 s past the next 5-minute boundary: a dashboard's refreshes a
+/// minute apart then neither cross a bucket boundary nor meet a stale answer's last moment.
+fn start_mid_bucket(clock: &metricgate::clock::Clock) -> i64 {
+    let t0 = (clock.now_ms().div_euclid(INTERVAL) + 1) * INTERVAL + 40_000;
+    clock.set(t0);
+    t0
+}
+
+#[tokio::test]
+async fn a_delta_refresh_lists_only_the_unsettled_tail_and_a_hit_lists_nothing() {
+    let app = spawn_app_with(|s| s.segments.prefetch = false).await;
+    let t0 = start_mid_bucket(&app.clock);
+    let cold = app.get(&window(t0)).await;
+    assert_eq!(cold.status, 200, "{}", cold.body);
+    assert!(!cold.header("metricgate-fetched").is_empty());
+    // The same question again: a hit, nothing fetched.
+    let hit = app.get(&window(t0)).await;
+    assert!(
+        hit.header("cache-status").starts_with("metricgate; hit;"),
+        "{}",
+        hit.header("cache-status")
+    );
+    assert!(hit.headers.get("metricgate-fetched").is_none());
+
+    app.advance(Duration::from_secs(60));
+    let now = t0 + MINUTE;
+    let refresh = app.get(&window(now)).await;
+    assert_eq!(refresh.status, 200);
+    let listed = refresh.header("metricgate-fetched");
+    let (start, end) = listed.split_once('/').expect("one range");
+    assert!(!listed.contains(','), "one range: {listed}");
+    let asked = app.upstream_queries().pop().unwrap();
+    assert_eq!(
+        iso_ms(start),
+        param(&asked, "starttime"),
+        "{listed} vs {asked}"
+    );
+    assert_eq!(iso_ms(end), param(&asked, "endtime"), "{listed} vs {asked}");
+    let settled = (t0 - SETTLE).div_euclid(INTERVAL) * INTERVAL;
+    assert!(
+        iso_ms(start) >= settled,
+        "settled buckets asked again: {listed}"
+    );
+    assert!((iso_ms(end) - iso_ms(start)) / INTERVAL <= 4, "{listed}");
+
+    // A shorter window within fresh segments: assembled without the appliance, a hit.
+    let before = app.upstream_metricdata();
+    let inner = app
+        .get(&format!(
+            "/v1/metricdata?metric=connections&starttime={}&endtime={now}&interval=5min",
+            now - 6 * 60 * MINUTE
+        ))
+        .await;
+    assert_eq!(inner.status, 200);
+    assert_eq!(app.upstream_metricdata(), before, "nothing asked");
+    assert!(
+        inner
+            .header("cache-status")
+            .starts_with("metricgate; hit; ttl=")
+            && inner.header("cache-status").ends_with("; detail=assembled"),
+        "{}",
+        inner.header("cache-status")
+    );
+    assert!(inner.headers.get("metricgate-fetched").is_none());
+}
+
+#[tokio::test]
+async fn split_requests_are_fetched_with_bounded_concurrency() {
+    let seg = spawn_app_with(|s| {
+        s.segments.max_concurrent_fetches = 2;
+        s.segments.max_points_per_request = 288;
+    })
+    .await;
+    // Each answer takes a while: the requests overlap as much as the gateway lets them.
+    seg.sim.set_faults(metricgate::sim::Faults {
+        latency_ms: 40,
+        ..Default::default()
+    });
+    let q = "/v1/metricdata?metric=connections&from=2024-01-01T00:00:00Z&to=2024-01-11T00:00:00Z&interval=5min";
+    let a = seg.get(q).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.header("metricgate-fetched").split(", ").count(), 10);
+    let stats = seg.sim.stats.snapshot();
+    assert_eq!(stats.metricdata, 10);
+    assert!(
+        stats.peak_in_flight <= 2,
+        "{} at once",
+        stats.peak_in_flight
+    );
+}
+
+/// `/metrics` of the gateway at `url`, as text.
+async fn metrics_text(url: &str) -> String {
+    reqwest::Client::new()
+        .get(format!("{url}/metrics"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
+async fn prefetch_series(url: &str, series: &str) -> f64 {
+    series_value(&metrics_text(url).await, series)
+}
+
+const FETCHED: &str = "metricgate_prefetches_total{outcome=\"fetched\"}";
+
+/// Polls (real time, bounded) until `series` on `url` reaches `at_least`.
+async fn wait_for_series(url: &str, series: &str, at_least: f64) -> f64 {
+    let mut value = 0.0;
+    for _ in 0..300 {
+        value = prefetch_series(url, series).await;
+        if value >= at_least {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{series} stayed at {value}, below {at_least}");
+}
+
+#[tokio::test]
+async fn a_hot_rolling_window_is_prefetched_and_its_next_refresh_is_a_hit() {
+    let (app, plain) = (
+        spawn_app().await,
+        spawn_app_with(|s| s.segments.enabled = false).await,
+    );
+    let t0 = start_mid_bucket(&app.clock);
+    // A dashboard refreshing every minute: twice is enough to learn its period.
+    for k in 0..2 {
+        let a = app.get(&window(t0 + k * MINUTE)).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert!(
+            a.header("cache-status").contains("fwd=miss"),
+            "{}",
+            a.header("cache-status")
+        );
+        if k == 0 {
+            app.advance(Duration::from_secs(60));
+        }
+    }
+    let before = app.upstream_metricdata();
+    // Five seconds (the default lead) before the next refresh, the tail is fetched.
+    app.advance(Duration::from_secs(55));
+    wait_for_series(&app.url, FETCHED, 1.0).await;
+    assert_eq!(app.upstream_metricdata(), before + 1, "one delta request");
+    let asked = app.upstream_queries().pop().unwrap();
+    let settled = (t0 + MINUTE - SETTLE).div_euclid(INTERVAL) * INTERVAL;
+    assert!(
+        param(&asked, "starttime") >= settled,
+        "only unsettled buckets: {asked}"
+    );
+
+    app.advance(Duration::from_secs(5));
+    let now = t0 + 2 * MINUTE;
+    let refresh = app.get(&window(now)).await;
+    assert_eq!(refresh.status, 200);
+    assert_eq!(
+        app.upstream_metricdata(),
+        before + 1,
+        "no request on the caller's path"
+    );
+    assert!(
+        refresh
+            .header("cache-status")
+            .starts_with("metricgate; hit; ttl=")
+            && refresh
+                .header("cache-status")
+                .ends_with("; detail=prefetched"),
+        "{}",
+        refresh.header("cache-status")
+    );
+    assert!(refresh.headers.get("metricgate-fetched").is_none());
+    plain.clock.set(now);
+    assert_eq!(
+        refresh.body,
+        plain.get(&window(now)).await.body,
+        "the direct answer"
+    );
+    let text = metrics_text(&app.url).await;
+    assert_eq!(
+        series_value(&text, "metricgate_prefetch_hits_total"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        series_value(&text, "metricgate_prefetch_upstream_requests_total"),
+        1.0
+    );
+    assert_eq!(series_value(&text, "metricgate_prefetch_wasted_total"), 0.0);
+    // 20% of the callers' 90,000 a minute (the tests' budget).
+    assert_eq!(
+        series_value(&text, "metricgate_prefetch_budget_per_minute"),
+        18_000.0
+    );
+}
+
+#[tokio::test]
+async fn prefetching_stops_when_the_window_goes_quiet() {
+    let app = spawn_app().await;
+    let t0 = start_mid_bucket(&app.clock);
+    app.get(&window(t0)).await;
+    app.advance(Duration::from_secs(60));
+    app.get(&window(t0 + MINUTE)).await;
+    // Nobody asks again. The next three expected refreshes are prefetched (the default
+    // segments.prefetch_idle_periods), then no more.
+    app.advance(Duration::from_secs(55));
+    for k in 1..=3 {
+        wait_for_series(&app.url, FETCHED, f64::from(k)).await;
+        app.advance(Duration::from_secs(60));
+    }
+    // Dropped once quiet (four periods after the last ask): none of the three was used.
+    app.advance(Duration::from_secs(60));
+    wait_for_series(&app.url, "metricgate_prefetch_wasted_total", 3.0).await;
+    let after = app.upstream_metricdata();
+    for _ in 0..10 {
+        app.advance(Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(prefetch_series(&app.url, FETCHED).await, 3.0);
+    assert_eq!(
+        app.upstream_metricdata(),
+        after,
+        "nothing more reached the appliance"
+    );
+}
+
+#[tokio::test]
+async fn prefetching_never_exceeds_its_share_of_the_budget() {
+    // 600 a minute: 540 for callers, 1% of it (5 a minute) for prefetching.
+    let app = spawn_app_with(|s| {
+        s.upstream.per_minute = 600;
+        s.segments.prefetch_budget_percent = 1;
+    })
+    .await;
+    let t0 = start_mid_bucket(&app.clock);
+    // Thirty hot windows (one device each), each refreshed every minute.
+    let windows: Vec<i64> = (1..=30).collect();
+    let ask = |now: i64, did: i64| {
+        format!(
+            "/v1/metricdata?metric=connections&did={did}&starttime={}&endtime={now}&interval=5min",
+            now - 24 * 60 * MINUTE
+        )
+    };
+    for k in 0..2 {
+        for length in &windows {
+            assert_eq!(app.get(&ask(t0 + k * MINUTE, *length)).await.status, 200);
+        }
+        if k == 0 {
+            app.advance(Duration::from_secs(60));
+        }
+    }
+    let callers = app.upstream_metricdata();
+    // Through the next three minutes, five seconds at a time.
+    let mut spent: Vec<(i64, f64)> = Vec::new();
+    for step in 0..36 {
+        app.advance(Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let text = metrics_text(&app.url).await;
+        let used = series_value(&text, "metricgate_prefetch_upstream_requests_total");
+        spent.push((step * 5, used));
+    }
+    let text = metrics_text(&app.url).await;
+    assert_eq!(
+        series_value(&text, "metricgate_prefetch_budget_per_minute"),
+        5.0
+    );
+    let used = series_value(&text, "metricgate_prefetch_upstream_requests_total");
+    assert!(used >= 2.0, "prefetching ran: {text}");
+    assert!(
+        series_value(&text, "metricgate_prefetches_total{outcome=\"deferred\"}") > 0.0,
+        "it wanted more than its share"
+    );
+    // Every request past the callers' was a prefetch, and no 60 s held more than 5.
+    assert_eq!(app.upstream_metricdata() - callers, used as u64);
+    for (at, before) in &spent {
+        for (later, after) in &spent {
+            if later > at && later - at <= 60 {
+                assert!(
+                    after - before <= 5.0,
+                    "{} in 60 s: {spent:?}",
+                    after - before
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_hot_window_is_prefetched_once_across_three_replicas() {
+    let redis = TestRedis::start();
+    let clock = metricgate::clock::Clock::manual_from_now();
+    let (sim, urls) = spawn_replicas_on(&clock, 3, &redis.url(), |_| {}).await;
+    crate::helpers::wait_for_mode(&urls, true).await;
+    let t0 = start_mid_bucket(&clock);
+    let http = reqwest::Client::new();
+    let get = |url: String| {
+        let http = http.clone();
+        async move {
+            let r = http.get(url).send().await.expect("answer");
+            let status = r
+                .headers()
+                .get("cache-status")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let fetched = r.headers().get("metricgate-fetched").is_some();
+            (r.status().as_u16(), status, fetched)
+        }
+    };
+    // The same dashboard through a balancer: every replica sees the window refreshed.
+    for k in 0..2 {
+        for url in &urls {
+            let (status, _, _) = get(format!("{url}{}", window(t0 + k * MINUTE))).await;
+            assert_eq!(status, 200);
+        }
+        if k == 0 {
+            clock.advance(Duration::from_secs(60));
+        }
+    }
+    let before = sim.stats.snapshot().metricdata;
+    clock.advance(Duration::from_secs(55));
+    // Each replica's prefetcher woke: one fetched, the others found it done or left it.
+    let mut done = 0.0;
+    for _ in 0..300 {
+        done = 0.0;
+        for url in &urls {
+            let text = metrics_text(url).await;
+            done += ["fetched", "fresh", "skipped"]
+                .iter()
+                .map(|o| {
+                    series_value(
+                        &text,
+                        &format!("metricgate_prefetches_total{{outcome=\"{o}\"}}"),
+                    )
+                })
+                .sum::<f64>();
+        }
+        if done >= 3.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(done, 3.0, "every replica took its turn");
+    let mut fetched = 0.0;
+    for url in &urls {
+        fetched += prefetch_series(url, FETCHED).await;
+    }
+    assert_eq!(fetched, 1.0, "one replica fetched");
+    assert_eq!(
+        sim.stats.snapshot().metricdata,
+        before + 1,
+        "once per cluster"
+    );
+
+    clock.advance(Duration::from_secs(5));
+    for url in &urls {
+        let (status, cache_status, listed) = get(format!("{url}{}", window(t0 + 2 * MINUTE))).await;
+        assert_eq!(status, 200);
+        assert!(
+            cache_status.starts_with("metricgate; hit;"),
+            "{cache_status}"
+        );
+        assert!(!listed);
+    }
+    assert_eq!(
+        sim.stats.snapshot().metricdata,
+        before + 1,
+        "every refresh a hit"
+    );
 }

@@ -483,3 +483,43 @@ pub async fn wait_for_mode(urls: &[String], shared: bool) {
         if shared { "shared" } else { "embedded" }
     );
 }
+
+/// [`spawn_replicas`] on one manual clock, which the simulator follows too: for background
+/// work that runs on the gateway's clock (prefetching).
+pub async fn spawn_replicas_on(
+    clock: &Clock,
+    n: usize,
+    redis_url: &str,
+    adjust: impl Fn(&mut Settings),
+) -> (Simulator, Vec<String>) {
+    let sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).expect("simulator binds");
+    sim.set_clock(clock.clone());
+    let mut urls = Vec::new();
+    for _ in 0..n {
+        let mut settings = test_settings(&sim);
+        settings.server.workers = 1;
+        settings.redis.url = redis_url.to_owned();
+        settings.admin.listen = String::new();
+        settings.admin.token = ADMIN_TOKEN.to_owned().into();
+        adjust(&mut settings);
+        let app = Application::build_with_clock(settings, clock.clone())
+            .await
+            .expect("gateway builds");
+        urls.push(format!("http://127.0.0.1:{}", app.port()));
+        tokio::spawn(app.run_until_stopped());
+    }
+    let http = reqwest::Client::new();
+    for url in &urls {
+        wait_ready(&http, url, 150).await;
+    }
+    (sim, urls)
+}
+
+/// The value of the Prometheus series `series` (name and labels, as `/metrics` writes them) in
+/// `text`; 0 when absent.
+pub fn series_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}

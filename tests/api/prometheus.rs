@@ -771,7 +771,8 @@ async fn query_limits_are_v1s() {
 
 #[tokio::test]
 async fn grafanas_refreshes_are_served_from_segments() {
-    let app = spawn_app().await;
+    // The callers' own refreshes (prefetching ahead of them: tests/api/dashboards.rs).
+    let app = spawn_app_with(|s| s.segments.prefetch = false).await;
     // Answers cached before the catalog arrives are dropped when it does.
     app.ready().await;
     // Grafana aligns start and end to the step, and asks again every 30 s.

@@ -312,8 +312,8 @@ async fn sdk_answers_are_built_from_the_points_v1_fetched() {
     let sdk = app.get(&format!("/darktrace/metricdata?{q}")).await;
     assert_eq!(sdk.status, 200);
     assert!(
-        sdk.header("cache-status").contains("stored"),
-        "its own representation: {:?}",
+        sdk.header("cache-status").contains("detail=assembled"),
+        "its own representation, from the segments v1 fetched: {:?}",
         sdk.headers
     );
     assert_eq!(
