@@ -396,7 +396,7 @@ async fn a_lock_holder_that_stops_renewing_costs_the_others_about_one_lock_ttl()
 #[tokio::test]
 async fn answers_found_in_redis_say_so() {
     let redis = TestRedis::start();
-    let (sim, urls) = spawn_replicas(2, &redis.url(), patient).await;
+    let (sim, urls) = spawn_replicas(3, &redis.url(), patient).await;
     wait_for_mode(&urls, true).await;
     let http = reqwest::Client::new();
     let first = http.get(format!("{}{Q}", urls[0])).send().await.unwrap();
@@ -417,6 +417,14 @@ async fn answers_found_in_redis_say_so() {
     let third = http.get(format!("{}{Q}", urls[1])).send().await.unwrap();
     let status = third.headers()["cache-status"].to_str().unwrap().to_owned();
     assert!(!status.contains("shared"), "{status}");
+    // The third replica finds it in Redis too: still one appliance request for the cluster.
+    let fourth = http.get(format!("{}{Q}", urls[2])).send().await.unwrap();
+    let status = fourth.headers()["cache-status"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(status.ends_with("; detail=shared"), "{status}");
+    assert_eq!(fourth.text().await.unwrap(), body);
     assert_eq!(sim.stats.snapshot().metricdata, 1);
 
     let report: serde_json::Value = http
