@@ -23,32 +23,7 @@ SIM_PORT=$(free_port); GW_PORT=$(free_port); NGINX_PORT=$(free_port)
 start_sim "$SIM_PORT"
 start_gateway gw "$GW_PORT" "$SIM_PORT"
 
-mkdir -p "$WORK/cache" "$WORK/logs"
-# nginx workers drop to an unprivileged user: let them use the cache folder.
-chmod 755 "$WORK"; chmod 777 "$WORK/cache"
-cat >"$WORK/nginx.conf" <<NGINX
-worker_processes $WORKERS;
-pid $WORK/nginx.pid;
-error_log $WORK/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    proxy_cache_path $WORK/cache levels=1:2 keys_zone=mg:16m max_size=256m inactive=1h use_temp_path=off;
-    upstream gateway { server 127.0.0.1:$GW_PORT; keepalive 64; }
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        location / {
-            proxy_pass http://gateway;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_cache mg;
-            proxy_cache_valid 200 1h;
-            proxy_cache_lock on;
-            add_header X-Cache-Status \$upstream_cache_status;
-        }
-    }
-}
-NGINX
+nginx_cache_conf "$NGINX_PORT" "$GW_PORT"
 nginx -p "$WORK" -c nginx.conf
 
 # A 16-hour series at 5 minutes: about 12 KB of JSON.

@@ -42,32 +42,7 @@ if [ -n "${BASELINE:-}" ]; then
     BASE_PID=$GW_PID BIN=$SAVED_BIN GW_PID=$SAVED_GW_PID
 fi
 
-mkdir -p "$WORK/cache" "$WORK/logs"
-# nginx workers drop to an unprivileged user: let them use the cache folder.
-chmod 755 "$WORK"; chmod 777 "$WORK/cache"
-cat >"$WORK/nginx.conf" <<NGINX
-worker_processes $WORKERS;
-pid $WORK/nginx.pid;
-error_log $WORK/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    proxy_cache_path $WORK/cache levels=1:2 keys_zone=mg:16m max_size=256m inactive=1h use_temp_path=off;
-    upstream gateway { server 127.0.0.1:$GW_PORT; keepalive 64; }
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        location / {
-            proxy_pass http://gateway;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_cache mg;
-            proxy_cache_valid 200 1h;
-            proxy_cache_lock on;
-            add_header X-Cache-Status \$upstream_cache_status;
-        }
-    }
-}
-NGINX
+nginx_cache_conf "$NGINX_PORT" "$GW_PORT"
 
 # A 16-hour series at 5 minutes: about 12 KB of JSON (the body of bench/cache_hit.sh).
 QUERY="/v1/metricdata?metric=connections&did=42&from=2024-01-15T00:00:00Z&to=2024-01-15T16:00:00Z&interval=5min"

@@ -93,3 +93,36 @@ host_ticks() { awk '$1=="cpu"{print $2+$3+$4+$7+$8+$9; exit}' /proc/stat; }
 # CPU seconds of this shell's reaped children, from the builtin `times` output saved in $1 (run
 # `times` in this shell, not in a command substitution, which would report its own children).
 children_secs() { awk 'NR==2{t=0; for(i=1;i<=2;i++){split($i,a,/[ms]/); t+=a[1]*60+a[2]}; print t}' "$1"; }
+
+# nginx_cache_conf PORT GATEWAY_PORT: $WORK/nginx.conf for nginx with proxy_cache on PORT in
+# front of the gateway (WORKERS workers, access_log off), as both hit benchmarks compare it;
+# start it with `nginx -p "$WORK" -c nginx.conf`.
+nginx_cache_conf() {
+    local port=$1 gateway=$2
+    mkdir -p "$WORK/cache" "$WORK/logs"
+    # nginx workers drop to an unprivileged user: let them use the cache folder.
+    chmod 755 "$WORK"; chmod 777 "$WORK/cache"
+    cat >"$WORK/nginx.conf" <<NGINX
+worker_processes ${WORKERS:-2};
+pid $WORK/nginx.pid;
+error_log $WORK/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    proxy_cache_path $WORK/cache levels=1:2 keys_zone=mg:16m max_size=256m inactive=1h use_temp_path=off;
+    upstream gateway { server 127.0.0.1:$gateway; keepalive 64; }
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            proxy_pass http://gateway;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache mg;
+            proxy_cache_valid 200 1h;
+            proxy_cache_lock on;
+            add_header X-Cache-Status \$upstream_cache_status;
+        }
+    }
+}
+NGINX
+}
