@@ -375,27 +375,8 @@ async fn spawn_replicas_with(
     clock: Option<Clock>,
     adjust: impl Fn(&mut Settings),
 ) -> (Simulator, Vec<String>) {
-    let sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).expect("simulator binds");
-    if let Some(clock) = &clock {
-        sim.set_clock(clock.clone());
-    }
-    let mut urls = Vec::new();
-    for _ in 0..n {
-        let mut settings = test_settings(&sim);
-        settings.server.workers = 1;
-        settings.redis.url = redis_url.to_owned();
-        // The admin endpoints on the main port, behind the token.
-        settings.admin.listen = String::new();
-        settings.admin.token = ADMIN_TOKEN.to_owned().into();
-        adjust(&mut settings);
-        let app = match &clock {
-            Some(clock) => Application::build_with_clock(settings, clock.clone()).await,
-            None => Application::build(settings).await,
-        }
-        .expect("gateway builds");
-        urls.push(format!("http://127.0.0.1:{}", app.port()));
-        tokio::spawn(app.run_until_stopped());
-    }
+    let (sim, replicas) = start_replicas(n, redis_url, clock.as_ref(), adjust).await;
+    let urls: Vec<String> = replicas.into_iter().map(|r| r.url).collect();
     let http = reqwest::Client::new();
     for url in &urls {
         wait_ready(&http, url, 150).await;
@@ -403,23 +384,10 @@ async fn spawn_replicas_with(
     (sim, urls)
 }
 
-/// A replica of [`spawn_cluster`], which a test may stop as if its process died.
-pub struct Replica {
-    pub url: String,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Replica {
-    /// Stops the replica's server at once (no grace): its workers' tasks, fetches in flight
-    /// and their lock heartbeats with them, end as in a killed process.
-    pub fn kill(&self) {
-        self.server.abort();
-    }
-}
-
-/// `n` replicas in front of one simulator, sharing the Redis at `redis_url`, each on `clock`
-/// (the simulator too) when one is given, else on the system clock; ready when returned.
-pub async fn spawn_cluster(
+/// `n` replicas in front of one simulator, sharing the Redis at `redis_url` (admin endpoints
+/// on the main port, behind the token), each on `clock` (the simulator too) when one is
+/// given, else on the system clock; started, not yet ready.
+async fn start_replicas(
     n: usize,
     redis_url: &str,
     clock: Option<&Clock>,
@@ -446,6 +414,32 @@ pub async fn spawn_cluster(
             server: tokio::spawn(app.run_until_stopped()),
         });
     }
+    (sim, replicas)
+}
+
+/// A replica of [`spawn_cluster`], which a test may stop as if its process died.
+pub struct Replica {
+    pub url: String,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Replica {
+    /// Stops the replica's server at once (no grace): its workers' tasks, fetches in flight
+    /// and their lock heartbeats with them, end as in a killed process.
+    pub fn kill(&self) {
+        self.server.abort();
+    }
+}
+
+/// `n` replicas in front of one simulator, sharing the Redis at `redis_url`, each on `clock`
+/// (the simulator too) when one is given, else on the system clock; ready when returned.
+pub async fn spawn_cluster(
+    n: usize,
+    redis_url: &str,
+    clock: Option<&Clock>,
+    adjust: impl Fn(&mut Settings),
+) -> (Simulator, Vec<Replica>) {
+    let (sim, replicas) = start_replicas(n, redis_url, clock, adjust).await;
     let http = reqwest::Client::new();
     for r in &replicas {
         assert!(
@@ -492,27 +486,7 @@ pub async fn spawn_replicas_on(
     redis_url: &str,
     adjust: impl Fn(&mut Settings),
 ) -> (Simulator, Vec<String>) {
-    let sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).expect("simulator binds");
-    sim.set_clock(clock.clone());
-    let mut urls = Vec::new();
-    for _ in 0..n {
-        let mut settings = test_settings(&sim);
-        settings.server.workers = 1;
-        settings.redis.url = redis_url.to_owned();
-        settings.admin.listen = String::new();
-        settings.admin.token = ADMIN_TOKEN.to_owned().into();
-        adjust(&mut settings);
-        let app = Application::build_with_clock(settings, clock.clone())
-            .await
-            .expect("gateway builds");
-        urls.push(format!("http://127.0.0.1:{}", app.port()));
-        tokio::spawn(app.run_until_stopped());
-    }
-    let http = reqwest::Client::new();
-    for url in &urls {
-        wait_ready(&http, url, 150).await;
-    }
-    (sim, urls)
+    spawn_replicas_with(n, redis_url, Some(clock.clone()), adjust).await
 }
 
 /// The value of the Prometheus series `series` (name and labels, as `/metrics` writes them) in
