@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 
 use crate::api;
@@ -83,7 +82,7 @@ fn admin_server(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.for_worker())
-            .wrap(from_fn(api::observe::observe))
+            .wrap(api::observe::Observe::new(state.clone()))
             .configure(api::admin_listener_routes)
             .default_service(web::to(api::admin_fallback))
     })
@@ -227,7 +226,9 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.for_worker())
-                .wrap(from_fn(api::observe::observe))
+                // Outermost last: observe every request, then the caller's limit.
+                .wrap(api::limit::Limit::new(state.clone()))
+                .wrap(api::observe::Observe::new(state.clone()))
                 .configure(api::routes)
                 .configure(|cfg| {
                     if admin_on_main {

@@ -1,11 +1,15 @@
 //! HTTP caching semantics for callers: request directives in, `Cache-Status`, `Age`,
 //! `Cache-Control`, `ETag`, 304s and gzip out.
 
+use actix_web::body::BoxBody;
+use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
+use std::cell::RefCell;
+use std::sync::{Arc, Weak};
 
 use super::observe::UpstreamMs;
-use crate::cache::{Directives, Route};
+use crate::cache::{Directives, Entry, Route};
 use crate::error::failure_status;
 use crate::query::{Encoding, Representation};
 use crate::service::{Origin, Served};
@@ -94,6 +98,15 @@ fn route_status(answer: &Served, ttl: i64) -> HeaderValue {
         (Route::SharedHit, None) => b"; detail=shared",
         _ => b"",
     };
+    status_value(head, ttl, tail)
+}
+
+/// A plain hit's `Cache-Status`.
+fn hit_status(ttl: i64) -> HeaderValue {
+    status_value("metricgate; hit; ttl=", ttl, b"")
+}
+
+fn status_value(head: &str, ttl: i64, tail: &[u8]) -> HeaderValue {
     // Built by hand: every answer carries it (a hit is otherwise a few lookups).
     let mut text = Vec::with_capacity(head.len() + 20 + tail.len());
     text.extend_from_slice(head.as_bytes());
@@ -120,6 +133,66 @@ fn warning(left_out: usize) -> String {
     )
 }
 
+/// The header values that change with an answer's age: rendered for each response, except
+/// that a worker serving the same stored answer again at the same age (a hot answer, many
+/// times a second) reuses the last ones instead of formatting and validating them again.
+#[derive(Clone)]
+struct HitHeaders {
+    cache_status: HeaderValue,
+    age: HeaderValue,
+    cache_control: HeaderValue,
+    etag: Option<HeaderValue>,
+}
+
+/// This worker's last plain hit: the answer (held weakly, so its address is not reused while
+/// it is compared), its age and freshness left, and its headers.
+struct LastHit {
+    entry: Weak<Entry>,
+    age: i64,
+    ttl: i64,
+    headers: HitHeaders,
+}
+
+thread_local! {
+    static LAST_HIT: RefCell<Option<LastHit>> = const { RefCell::new(None) };
+}
+
+impl HitHeaders {
+    fn render(answer: &Served, age: i64, ttl: i64, refresh: Refresh) -> Self {
+        Self {
+            cache_status: cache_status(answer, ttl, refresh),
+            age: HeaderValue::from(age),
+            cache_control: max_age(ttl),
+            etag: HeaderValue::from_str(&answer.entry.etag).ok(),
+        }
+    }
+
+    /// A plain hit's headers (`Cache-Status: metricgate; hit; ttl=…`), from this worker's
+    /// last ones when they still say the same.
+    fn of(entry: &Arc<Entry>, age: i64, ttl: i64) -> Self {
+        LAST_HIT.with_borrow_mut(|last| {
+            if let Some(l) = last.as_ref().filter(|l| {
+                std::ptr::eq(l.entry.as_ptr(), Arc::as_ptr(entry)) && l.age == age && l.ttl == ttl
+            }) {
+                return l.headers.clone();
+            }
+            let headers = Self {
+                cache_status: hit_status(ttl),
+                age: HeaderValue::from(age),
+                cache_control: max_age(ttl),
+                etag: HeaderValue::from_str(&entry.etag).ok(),
+            };
+            *last = Some(LastHit {
+                entry: Arc::downgrade(entry),
+                age,
+                ttl,
+                headers: headers.clone(),
+            });
+            headers
+        })
+    }
+}
+
 pub fn respond(
     req: &HttpRequest,
     answer: &Served,
@@ -130,29 +203,49 @@ pub fn respond(
     let entry = &answer.entry;
     let ttl = entry.deadlines.ttl_secs(now);
     let not_modified = etag_matches(req, &entry.etag);
-    let mut response = if not_modified {
-        HttpResponse::NotModified()
+    // Headers go straight into the response's map: the builder converts each pair again,
+    // and every cache hit passes here.
+    let mut response = HttpResponse::new(if not_modified {
+        StatusCode::NOT_MODIFIED
     } else {
-        HttpResponse::Ok()
+        StatusCode::OK
+    });
+    let headers = response.headers_mut();
+    let age = entry.deadlines.age_secs(now);
+    let plain_hit = answer.route == Route::Hit && refresh == Refresh::AsAsked;
+    let rendered = if plain_hit && entry.left_out == 0 && answer.sourcing.is_none() {
+        HitHeaders::of(entry, age, ttl)
+    } else {
+        HitHeaders::render(answer, age, ttl, refresh)
     };
-    response
-        .insert_header((
-            header::HeaderName::from_static("cache-status"),
-            cache_status(answer, ttl, refresh),
-        ))
-        .insert_header((header::AGE, entry.deadlines.age_secs(now)))
-        .insert_header((header::ETAG, entry.etag.as_str()))
-        .insert_header((
-            header::VARY,
-            HeaderValue::from_static("accept, accept-encoding"),
-        ));
+    headers.insert(
+        HeaderName::from_static("cache-status"),
+        rendered.cache_status,
+    );
+    headers.insert(header::AGE, rendered.age);
+    if let Some(etag) = rendered.etag {
+        headers.insert(header::ETAG, etag);
+    }
+    headers.insert(
+        header::VARY,
+        HeaderValue::from_static("accept, accept-encoding"),
+    );
     if entry.left_out > 0 {
         // Served once to those who asked, kept nowhere: no cache downstream keeps it either.
-        response
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .insert_header((header::WARNING, warning(entry.left_out)));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Ok(warning) = HeaderValue::try_from(warning(entry.left_out)) {
+            headers.insert(header::WARNING, warning);
+        }
     } else {
-        response.insert_header((header::CACHE_CONTROL, max_age(ttl)));
+        headers.insert(header::CACHE_CONTROL, rendered.cache_control);
+    }
+    if let Some(ranges) = answer
+        .sourcing
+        .as_ref()
+        .filter(|s| !s.fetched.is_empty())
+        .and_then(|s| fetched_header(&s.fetched))
+    {
+        headers.insert(HeaderName::from_static(FETCHED), ranges);
     }
     let asked = answer
         .sourcing
@@ -163,26 +256,22 @@ pub fn respond(
             .extensions_mut()
             .insert(UpstreamMs(entry.upstream_ms));
     }
-    if let Some(ranges) = answer
-        .sourcing
-        .as_ref()
-        .filter(|s| !s.fetched.is_empty())
-        .and_then(|s| fetched_header(&s.fetched))
-    {
-        response.insert_header((HeaderName::from_static(FETCHED), ranges));
-    }
     if not_modified {
-        return response.finish();
+        return response;
     }
-    response.content_type(HeaderValue::from_static(
-        representation.format.content_type(),
-    ));
-    match &entry.gzip {
-        Some(gz) if representation.encoding == Encoding::Gzip => response
-            .insert_header((header::CONTENT_ENCODING, HeaderValue::from_static("gzip")))
-            .body(gz.clone()),
-        _ => response.body(entry.body.clone()),
-    }
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(representation.format.content_type()),
+    );
+    let body = match &entry.gzip {
+        Some(gz) if representation.encoding == Encoding::Gzip => {
+            headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            gz.clone()
+        }
+        _ => entry.body.clone(),
+    };
+    response.set_body(BoxBody::new(body))
 }
 
 /// The ranges this answer's own fetch asked of the appliance, in the spirit of Trickster's

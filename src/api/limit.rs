@@ -1,19 +1,45 @@
 //! The caller's limit on every metric route: who is asking, whether they may, and the
-//! `RateLimit` headers either way.
+//! `RateLimit` headers either way. Which routes it guards, and how each group refuses, is
+//! [`super::LIMITED`].
 
-use actix_web::HttpResponse;
+use std::future::{Future, Ready, ready};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
 use actix_web::body::{EitherBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
-use actix_web::middleware::Next;
-use actix_web::{ResponseError, web};
+use actix_web::{HttpResponse, ResponseError};
+use futures::future::LocalBoxFuture;
+use pin_project_lite::pin_project;
 
 use crate::error::{ApiError, PrometheusError};
 use crate::limits::{Decision, RateState};
 use crate::state::AppState;
 
+/// How a route group refuses a caller over its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// An RFC 9457 problem, as every gateway route answers.
+    Problem,
+    /// Prometheus' error envelope, for the Prometheus-compatible API.
+    Prometheus,
+}
+
+impl Refusal {
+    fn response(self, retry_after_secs: u64) -> HttpResponse {
+        match self {
+            Refusal::Problem => ApiError::RateLimited { retry_after_secs }.error_response(),
+            Refusal::Prometheus => {
+                PrometheusError::RateLimited { retry_after_secs }.error_response()
+            }
+        }
+    }
+}
+
 /// `RateLimit-Policy` and `RateLimit`, as in draft-ietf-httpapi-ratelimit-headers-07.
-fn write_headers(headers: &mut HeaderMap, policy: &HeaderValue, s: &RateState) {
+fn write_headers(headers: &mut HeaderMap, policy: HeaderValue, s: &RateState) {
     // Written by hand: every limited response carries it, and `format!` showed in profiles.
     let mut current = Vec::with_capacity(48);
     let mut number = itoa::Buffer::new();
@@ -23,66 +49,174 @@ fn write_headers(headers: &mut HeaderMap, policy: &HeaderValue, s: &RateState) {
     current.extend_from_slice(number.format(s.remaining).as_bytes());
     current.extend_from_slice(b", reset=");
     current.extend_from_slice(number.format(s.reset_secs).as_bytes());
-    headers.insert(HeaderName::from_static("ratelimit-policy"), policy.clone());
+    headers.insert(HeaderName::from_static("ratelimit-policy"), policy);
     if let Ok(c) = HeaderValue::from_maybe_shared(bytes::Bytes::from(current)) {
         headers.insert(HeaderName::from_static("ratelimit"), c);
     }
 }
 
-/// Applies the caller's limit to every request of the scope it wraps.
-pub async fn middleware(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    limit(req, next, |retry_after_secs| {
-        ApiError::RateLimited { retry_after_secs }.error_response()
-    })
-    .await
+/// The middleware, one per server worker (it holds that worker's handle on the state). It
+/// sits before routing, so the routes it guards need no scope of their own; written out
+/// rather than with `from_fn`, whose `Next` boxes every request's future.
+pub struct Limit {
+    state: Rc<AppState>,
 }
 
-/// The same limit for the Prometheus-compatible API, refusing in Prometheus' envelope.
-pub async fn prometheus(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    limit(req, next, |retry_after_secs| {
-        PrometheusError::RateLimited { retry_after_secs }.error_response()
-    })
-    .await
-}
-
-async fn limit<B: MessageBody + 'static>(
-    req: ServiceRequest,
-    next: Next<B>,
-    refuse: fn(u64) -> HttpResponse,
-) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
-    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
-        return next.call(req).await.map(|r| r.map_into_left_body());
-    };
-    let who = state.callers.identify(req.request());
-    let shared = match state.shared.as_ref().filter(|s| s.is_up()) {
-        Some(s) => state.callers.check_shared(s, &who).await,
-        None => None,
-    };
-    let (decision, policy) = match shared {
-        Some(d) => d,
-        None => state.callers.check(&who),
-    };
-    // Not kept in the request's extensions: that map insert showed on every hit, and the
-    // few that need the caller again (an access line, a forced refresh) identify it again.
-    match decision {
-        Decision::Allowed(s) => {
-            let mut response = next.call(req).await?;
-            write_headers(response.headers_mut(), &policy, &s);
-            Ok(response.map_into_left_body())
+impl Limit {
+    pub fn new(state: AppState) -> Self {
+        Self {
+            state: Rc::new(state),
         }
-        Decision::Limited {
-            state: s,
-            retry_after_secs,
-        } => {
-            let mut response = refuse(retry_after_secs);
-            write_headers(response.headers_mut(), &policy, &s);
-            Ok(req.into_response(response).map_into_right_body())
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for Limit
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Transform = LimitService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(LimitService {
+            service: Rc::new(service),
+            state: self.state.clone(),
+        }))
+    }
+}
+
+pub struct LimitService<S> {
+    service: Rc<S>,
+    state: Rc<AppState>,
+}
+
+impl<S, B> Service<ServiceRequest> for LimitService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Future = Limited<S::Future, B>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let Some(refusal) = super::limited(req.path()) else {
+            return Limited::Allowed {
+                inner: self.service.call(req),
+                headers: None,
+            };
+        };
+        let state = &self.state;
+        let who = state.callers.identify(req.request());
+        if let Some(shared) = state.shared.as_ref().filter(|s| s.is_up()) {
+            // Across replicas the decision waits on Redis: the one path that boxes.
+            let (shared, service, state) = (shared.clone(), self.service.clone(), state.clone());
+            return Limited::Shared {
+                inner: Box::pin(async move {
+                    let decided = match state.callers.check_shared(&shared, &who).await {
+                        Some(decided) => decided,
+                        None => state.callers.check(&who),
+                    };
+                    match decided {
+                        (Decision::Allowed(s), policy) => {
+                            let mut response = service.call(req).await?;
+                            write_headers(response.headers_mut(), policy, &s);
+                            Ok(response.map_into_left_body())
+                        }
+                        (
+                            Decision::Limited {
+                                state: s,
+                                retry_after_secs,
+                            },
+                            policy,
+                        ) => Ok(refuse(req, refusal, &s, retry_after_secs, policy)),
+                    }
+                }),
+            };
+        }
+        // Not kept in the request's extensions: that map insert showed on every hit, and the
+        // few that need the caller again (an access line, a forced refresh) identify it again.
+        match state.callers.check(&who) {
+            (Decision::Allowed(s), policy) => Limited::Allowed {
+                inner: self.service.call(req),
+                headers: Some((policy, s)),
+            },
+            (
+                Decision::Limited {
+                    state: s,
+                    retry_after_secs,
+                },
+                policy,
+            ) => Limited::Refused {
+                response: Some(refuse(req, refusal, &s, retry_after_secs, policy)),
+            },
+        }
+    }
+}
+
+/// The refusal for a caller over its limit, with the headers that say so.
+fn refuse<B>(
+    req: ServiceRequest,
+    refusal: Refusal,
+    state: &RateState,
+    retry_after_secs: u64,
+    policy: HeaderValue,
+) -> ServiceResponse<EitherBody<B>> {
+    let mut response = refusal.response(retry_after_secs);
+    write_headers(response.headers_mut(), policy, state);
+    req.into_response(response).map_into_right_body()
+}
+
+pin_project! {
+    /// A request through the limit: passed on (with the headers to add to its response),
+    /// refused, or waiting on the shared decision.
+    #[project = LimitedProj]
+    pub enum Limited<F, B> {
+        Allowed {
+            #[pin]
+            inner: F,
+            headers: Option<(HeaderValue, RateState)>,
+        },
+        Refused {
+            response: Option<ServiceResponse<EitherBody<B>>>,
+        },
+        Shared {
+            inner: LocalBoxFuture<'static, Result<ServiceResponse<EitherBody<B>>, actix_web::Error>>,
+        },
+    }
+}
+
+impl<F, B> Future for Limited<F, B>
+where
+    F: Future<Output = Result<ServiceResponse<B>, actix_web::Error>>,
+    B: MessageBody,
+{
+    type Output = Result<ServiceResponse<EitherBody<B>>, actix_web::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            LimitedProj::Allowed { inner, headers } => {
+                let Poll::Ready(outcome) = inner.poll(cx) else {
+                    return Poll::Pending;
+                };
+                let mut response = outcome?;
+                if let Some((policy, s)) = headers.take() {
+                    write_headers(response.headers_mut(), policy, &s);
+                }
+                Poll::Ready(Ok(response.map_into_left_body()))
+            }
+            LimitedProj::Refused { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                // Polled again after it finished.
+                None => Poll::Pending,
+            },
+            LimitedProj::Shared { inner } => inner.as_mut().poll(cx),
         }
     }
 }

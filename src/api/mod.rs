@@ -6,7 +6,7 @@ pub mod appliance;
 mod cache_headers;
 pub mod darktrace;
 mod explorer;
-mod limit;
+pub mod limit;
 pub mod metricdata;
 pub mod metrics;
 pub mod observe;
@@ -15,42 +15,60 @@ pub mod ops;
 mod params;
 pub mod prometheus;
 
+use actix_web::http::Method;
 use actix_web::middleware::from_fn;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, guard, web};
 
 use crate::error::ApiError;
 use crate::state::AppState;
+use limit::Refusal;
 
-/// The public surface.
+/// The public surface. The metric routes are behind the caller's limit ([`LIMITED`]),
+/// applied before routing by [`limit::Limit`].
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/v1")
-            .wrap(from_fn(limit::middleware))
-            .route("/metricdata", web::get().to(metricdata::get_metricdata))
-            .route("/metrics", web::get().to(metrics::get_metrics)),
-    )
-    .service(
-        web::scope("/darktrace")
-            .wrap(from_fn(limit::middleware))
-            .route("/metricdata", web::get().to(darktrace::get_metricdata))
-            .route("/metrics", web::get().to(darktrace::get_metrics))
-            .route("/metrics/{mlid}", web::get().to(darktrace::get_metric)),
-    )
-    .service(
-        web::scope("/appliance")
-            .wrap(from_fn(limit::middleware))
-            .route("/metricdata", web::get().to(appliance::get_metricdata))
-            .route("/metrics", web::get().to(appliance::get_metrics))
-            .route("/metrics/{mlid}", web::get().to(appliance::get_metric)),
-    )
-    .route("/healthz", web::get().to(ops::healthz))
-    .route("/readyz", web::get().to(ops::readyz))
-    .route("/metrics", web::get().to(ops::prometheus))
-    .route("/", web::get().to(explorer::page))
-    .route("/explorer/{file}", web::get().to(explorer::asset))
-    .route("/docs", web::get().to(openapi::docs_without_slash))
-    .configure(prometheus::configure)
-    .service(openapi::swagger_ui());
+    cfg.route("/v1/metricdata", get().to(metricdata::get_metricdata))
+        .route("/v1/metrics", get().to(metrics::get_metrics))
+        .route("/darktrace/metricdata", get().to(darktrace::get_metricdata))
+        .route("/darktrace/metrics", get().to(darktrace::get_metrics))
+        .route(METRIC_BY_ID.0, get().to(darktrace::get_metric))
+        .route("/appliance/metricdata", get().to(appliance::get_metricdata))
+        .route("/appliance/metrics", get().to(appliance::get_metrics))
+        .route(APPLIANCE_METRIC_BY_ID.0, get().to(appliance::get_metric))
+        .route("/healthz", get().to(ops::healthz))
+        .route("/readyz", get().to(ops::readyz))
+        .route("/metrics", get().to(ops::prometheus))
+        .route("/", get().to(explorer::page))
+        .route("/explorer/{file}", get().to(explorer::asset))
+        .route("/docs", get().to(openapi::docs_without_slash))
+        .configure(prometheus::configure)
+        .service(openapi::swagger_ui());
+}
+
+/// A GET route. actix's own method guard records each method it tries in the request's
+/// extensions (for an `Allow` header the fallback's problem does not use): an allocation and
+/// a map insert on every request. `HEAD` is routed as `GET` (see [`observe`]).
+fn get() -> actix_web::Route {
+    web::route().guard(guard::fn_guard(|ctx| ctx.head().method == Method::GET))
+}
+
+/// The route groups behind the caller's limit (each path itself and everything below it),
+/// and how each refuses.
+pub const LIMITED: &[(&str, Refusal)] = &[
+    ("/v1", Refusal::Problem),
+    ("/darktrace", Refusal::Problem),
+    ("/appliance", Refusal::Problem),
+    (prometheus::PREFIX, Refusal::Prometheus),
+];
+
+/// Whether `path` is behind the caller's limit, and how it refuses.
+pub fn limited(path: &str) -> Option<Refusal> {
+    LIMITED
+        .iter()
+        .find(|(group, _)| {
+            path.strip_prefix(group)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+        .map(|(_, refusal)| *refusal)
 }
 
 /// The operator's endpoints, each behind [`admin::authorize`].

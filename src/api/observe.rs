@@ -3,15 +3,17 @@
 //! every log line of the request carries, an access line (as `server.access_log` says), and
 //! the HTTP series.
 
+use std::future::{Future, Ready, ready};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::middleware::Next;
-use actix_web::web;
-use tracing::Instrument;
+use pin_project_lite::pin_project;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -115,75 +117,197 @@ fn refusal(req: &ServiceRequest) -> Option<ApiError> {
     (!is_canonical(req.uri().path())).then_some(ApiError::NonCanonicalPath)
 }
 
-pub async fn observe(
-    mut req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let started = Instant::now();
-    let id = request_id(&req);
-    let id_text = id.to_str().unwrap_or("-");
-    let state = req.app_data::<web::Data<AppState>>().cloned();
-    let span = tracing::info_span!("request", request_id = %id_text);
-    let method = req.method().clone();
-    // Every GET route answers HEAD: routed as a GET, and actix sends the head without the
-    // body (it reads the method from the wire, not from here).
-    if method == Method::HEAD {
-        req.head_mut().method = Method::GET;
-    }
-    let mut response = match refusal(&req) {
-        None => next
-            .call(req)
-            .instrument(span.clone())
-            .await?
-            .map_into_left_body(),
-        Some(e) => {
-            let answer = actix_web::ResponseError::error_response(&e);
-            req.into_response(answer).map_into_right_body()
+/// The middleware, one per server worker (it holds that worker's handle on the state).
+/// Written out rather than with `from_fn`, whose `Next` boxes every request's future.
+pub struct Observe {
+    state: Rc<AppState>,
+}
+
+impl Observe {
+    pub fn new(state: AppState) -> Self {
+        Self {
+            state: Rc::new(state),
         }
-    };
-    let elapsed = started.elapsed();
-    let status = response.status().as_u16();
-    let route = route_label(response.request().path());
-    if let Some(state) = &state {
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for Observe
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Transform = ObserveService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(ObserveService {
+            service,
+            state: self.state.clone(),
+        }))
+    }
+}
+
+pub struct ObserveService<S> {
+    service: S,
+    state: Rc<AppState>,
+}
+
+impl<S, B> Service<ServiceRequest> for ObserveService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Future = Observed<S::Future, B>;
+
+    forward_ready!(service);
+
+    fn call(&self, mut req: ServiceRequest) -> Self::Future {
+        let started = Instant::now();
+        let id = request_id(&req);
+        let span = tracing::info_span!("request", request_id = %id.to_str().unwrap_or("-"));
+        let method = req.method().clone();
+        // Every GET route answers HEAD: routed as a GET, and actix sends the head without the
+        // body (it reads the method from the wire, not from here).
+        if method == Method::HEAD {
+            req.head_mut().method = Method::GET;
+        }
+        let finish = Finish {
+            started,
+            id,
+            span,
+            method,
+            state: self.state.clone(),
+        };
+        match refusal(&req) {
+            None => {
+                let inner = {
+                    let _entered = finish.span.enter();
+                    self.service.call(req)
+                };
+                Observed {
+                    inner: Some(inner),
+                    refused: None,
+                    finish: Some(finish),
+                }
+            }
+            Some(e) => {
+                let answer = actix_web::ResponseError::error_response(&e);
+                Observed {
+                    inner: None,
+                    refused: Some(req.into_response(answer).map_into_right_body()),
+                    finish: Some(finish),
+                }
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// A request on its way through the routes, observed when its response comes back.
+    pub struct Observed<F, B> {
+        #[pin]
+        inner: Option<F>,
+        refused: Option<ServiceResponse<EitherBody<B>>>,
+        finish: Option<Finish>,
+    }
+}
+
+impl<F, B> Future for Observed<F, B>
+where
+    F: Future<Output = Result<ServiceResponse<B>, actix_web::Error>>,
+    B: MessageBody,
+{
+    type Output = Result<ServiceResponse<EitherBody<B>>, actix_web::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let response = match this.inner.as_mut().as_pin_mut() {
+            Some(inner) => {
+                let polled = {
+                    let _entered = this.finish.as_ref().map(|f| f.span.enter());
+                    inner.poll(cx)
+                };
+                let Poll::Ready(outcome) = polled else {
+                    return Poll::Pending;
+                };
+                this.inner.set(None);
+                outcome?.map_into_left_body()
+            }
+            None => match this.refused.take() {
+                Some(response) => response,
+                // Polled again after it finished.
+                None => return Poll::Pending,
+            },
+        };
+        Poll::Ready(Ok(match this.finish.take() {
+            Some(finish) => finish.record(response),
+            None => response,
+        }))
+    }
+}
+
+/// What is recorded of a request once its response is known.
+struct Finish {
+    started: Instant,
+    id: HeaderValue,
+    span: tracing::Span,
+    method: Method,
+    state: Rc<AppState>,
+}
+
+impl Finish {
+    /// The HTTP series, the request id on the response, and the access line.
+    fn record<B>(self, mut response: ServiceResponse<B>) -> ServiceResponse<B> {
+        let elapsed = self.started.elapsed();
+        let status = response.status().as_u16();
+        let route = route_label(response.request().path());
+        let Finish {
+            id,
+            span,
+            method,
+            state,
+            ..
+        } = self;
         state
             .http_series
             .record(route, status, elapsed.as_secs_f64());
         if status == 429 {
             state.metrics.rate_limited.inc();
         }
+        response.headers_mut().insert(REQUEST_ID, id);
+        if state.access_log.admit(status) && tracing::enabled!(tracing::Level::INFO) {
+            let client = state.callers.identify(response.request()).to_string();
+            let upstream_ms = response
+                .response()
+                .extensions()
+                .get::<UpstreamMs>()
+                .map(|u| u.0);
+            let cache = response
+                .headers()
+                .get("cache-status")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let path = response.request().path().to_owned();
+            tracing::info!(
+                parent: &span,
+                %method,
+                path,
+                route,
+                status,
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                client,
+                cache,
+                upstream_ms,
+                "request"
+            );
+        }
+        response
     }
-    response.headers_mut().insert(REQUEST_ID, id.clone());
-    if state.as_ref().is_none_or(|s| s.access_log.admit(status))
-        && tracing::enabled!(tracing::Level::INFO)
-    {
-        let client = state
-            .as_ref()
-            .map(|s| s.callers.identify(response.request()).to_string());
-        let upstream_ms = response
-            .response()
-            .extensions()
-            .get::<UpstreamMs>()
-            .map(|u| u.0);
-        let cache = response
-            .headers()
-            .get("cache-status")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let path = response.request().path().to_owned();
-        tracing::info!(
-            parent: &span,
-            %method,
-            path,
-            route,
-            status,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            client,
-            cache,
-            upstream_ms,
-            "request"
-        );
-    }
-    Ok(response)
 }
 
 #[cfg(test)]

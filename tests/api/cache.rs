@@ -53,6 +53,57 @@ async fn a_repeated_request_is_a_hit() {
     assert!(second.header("etag").starts_with('"'));
 }
 
+/// A worker reuses a hot answer's rendered headers while its age stays the same: each hit
+/// still carries its own answer's validator, and its age and freshness as of the clock.
+#[tokio::test]
+async fn hits_carry_their_own_answers_headers_as_the_clock_moves() {
+    let app = spawn_app().await;
+    let other = HISTORIC.replace("did=7", "did=8");
+    let (a, b) = (app.get(HISTORIC).await, app.get(&other).await);
+    assert_ne!(a.header("etag"), b.header("etag"));
+    let headers = |r: &crate::helpers::Answer| {
+        ["etag", "age", "cache-control", "cache-status"].map(|h| r.header(h).to_owned())
+    };
+    let ttl = |r: &crate::helpers::Answer| {
+        r.header("cache-control")
+            .trim_start_matches("max-age=")
+            .parse::<i64>()
+            .unwrap()
+    };
+    // Alternating between two hot answers, many times at the same age.
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        for (q, first) in [(HISTORIC, &a), (other.as_str(), &b)] {
+            let hit = app.get(q).await;
+            assert_eq!(hit.header("etag"), first.header("etag"), "{q}");
+            assert_eq!(hit.header("age"), "0");
+            assert_eq!(
+                hit.header("cache-status"),
+                format!("metricgate; hit; ttl={}", ttl(&hit))
+            );
+            seen.push((q.to_owned(), headers(&hit)));
+        }
+    }
+    for q in [HISTORIC, other.as_str()] {
+        let distinct: std::collections::HashSet<_> = seen
+            .iter()
+            .filter(|(s, _)| s == q)
+            .map(|(_, h)| h)
+            .collect();
+        assert_eq!(distinct.len(), 1, "the clock did not move: {distinct:?}");
+    }
+    app.advance(Duration::from_secs(61));
+    let aged = app.get(HISTORIC).await;
+    assert_eq!(aged.header("etag"), a.header("etag"));
+    assert_eq!(aged.header("age"), "61");
+    assert_eq!(ttl(&aged), ttl(&a) - 61);
+    assert_eq!(
+        aged.header("cache-status"),
+        format!("metricgate; hit; ttl={}", ttl(&a) - 61)
+    );
+    assert_eq!(app.upstream_metricdata(), 2);
+}
+
 #[tokio::test]
 async fn the_same_question_spelled_differently_is_a_hit() {
     let app = spawn_app().await;

@@ -8,13 +8,11 @@ pub(crate) mod listing;
 pub(crate) mod query;
 
 use actix_web::http::header;
-use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::limit;
 use crate::catalog::MetricCatalog;
 use crate::catalog::NameSnapshot;
 use crate::error::PrometheusError;
@@ -42,7 +40,7 @@ pub const LABEL_VALUES: (&str, &str) = (
 /// Largest form-encoded body accepted, in bytes (a query naming many devices is long).
 const MAX_BODY_BYTES: usize = 256 * 1024;
 
-/// The API's routes, each behind the caller's rate limit.
+/// The API's routes (each behind the caller's rate limit: see [`super::LIMITED`]).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     let both = |path: &str, get: fn() -> actix_web::Route, post: fn() -> actix_web::Route| {
         web::resource(path)
@@ -57,7 +55,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     };
     cfg.service(
         web::scope(PREFIX)
-            .wrap(from_fn(limit::prometheus))
             .service(both(
                 "/query",
                 || web::get().to(get_query),
