@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::catalog::{Catalog, CatalogError};
-use crate::clock::Clock;
+use crate::clock::{Clock, Worker};
 use crate::redis::SharedState;
 use crate::settings::UpstreamSettings;
 use crate::telemetry::chain;
@@ -162,16 +162,36 @@ impl SharedProbes {
 /// Probes every `probe_secs` (less often when the probes' share of the budget is smaller):
 /// a signed `GET /metrics`, whose answer also refreshes the catalog when it is missing or due.
 /// With Redis (`shared`), one replica probes each period and the others take its result.
-pub async fn probe_loop(
+///
+/// The loop is a [`Worker`] on `clock` from the moment this is called, so a test on a manual
+/// clock waits for the first probe too.
+pub fn probe_loop(
     health: Arc<ApplianceHealth>,
     catalog: Arc<Catalog>,
     client: ApplianceClient,
     settings: UpstreamSettings,
     clock: Clock,
     shared: Option<Arc<SharedState>>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let worker = clock.worker();
+    probing(health, catalog, client, settings, clock, shared, worker)
+}
+
+async fn probing(
+    health: Arc<ApplianceHealth>,
+    catalog: Arc<Catalog>,
+    client: ApplianceClient,
+    settings: UpstreamSettings,
+    clock: Clock,
+    shared: Option<Arc<SharedState>>,
+    worker: Worker,
 ) {
     let every = ApplianceGuard::probe_every(&settings);
     let timeout = Duration::from_millis(settings.probe_timeout_ms);
+    // Until a catalog is known, the probe is the gateway's first request and fetches it, as
+    // a caller's request would: with a request's time (a new connection, a whole catalog, a
+    // process still starting), not a probe's. The gateway is not ready without it anyway.
+    let first_timeout = Duration::from_millis(settings.timeout_ms).max(timeout);
     let refresh_ms = (settings.catalog_refresh_secs as i64).saturating_mul(1000);
     let every_ms = (every.as_millis() as i64).max(1);
     let keep_ms = (stale_after_ms(&settings) as u64).saturating_mul(4);
@@ -189,10 +209,15 @@ pub async fn probe_loop(
             if let Some(result) = s.result_of(period, timeout + Duration::from_secs(1)).await {
                 health.record(result);
             }
-            clock.sleep(every).await;
+            worker.sleep(every).await;
             continue;
         }
-        let answer = client.probe(dialect::CATALOG, timeout).await;
+        let within = if catalog.get().is_none() {
+            first_timeout
+        } else {
+            timeout
+        };
+        let answer = client.probe(dialect::CATALOG, within).await;
         match answer {
             // Callers' requests held every slot for the probe's whole timeout: they tell how
             // the appliance is (readiness reads their answers), so this probe is skipped.
@@ -204,7 +229,7 @@ pub async fn probe_loop(
                     match &answer {
                         Ok(body) => {
                             if catalog.accept(body).is_ok() {
-                                let enums = client.probe(dialect::ENUMS, timeout).await;
+                                let enums = client.probe(dialect::ENUMS, within).await;
                                 catalog.accept_protocols(enums);
                             }
                         }
@@ -218,7 +243,7 @@ pub async fn probe_loop(
                 health.record(result);
             }
         }
-        clock.sleep(every).await;
+        worker.sleep(every).await;
     }
 }
 

@@ -23,10 +23,9 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use prometheus::IntCounter;
-use tokio::sync::Notify;
 
 use crate::cache::segments::{PrefetchMark, PrefetchOutcome, SegmentCache};
-use crate::clock::Clock;
+use crate::clock::{Clock, Wake, Worker};
 use crate::fetch::{FetchError, MetricSource, Priority};
 use crate::query::MetricQuery;
 use crate::settings::Settings;
@@ -80,7 +79,10 @@ pub struct Prefetcher {
     source: MetricSource,
     clock: Clock,
     windows: Mutex<HashMap<WindowKey, Window>>,
-    wake: Notify,
+    /// The loop's worker on the gateway's clock, until [`Prefetcher::run`] takes it.
+    worker: Mutex<Option<Worker>>,
+    /// Wakes the loop: a window became hot, or the clock moved.
+    wake: Wake,
     lead_ms: i64,
     live_ttl_ms: i64,
     idle_periods: i64,
@@ -104,12 +106,14 @@ impl Prefetcher {
             .share_with_prefetch(settings.segments.prefetch_budget_percent);
         metrics.prefetch_budget.set(i64::from(share));
         let outcome = |name: &str| metrics.prefetches.with_label_values(&[name]);
+        let worker = clock.worker();
         Self {
+            wake: worker.wake_handle(),
+            worker: Mutex::new(Some(worker)),
             segments,
             source,
             clock,
             windows: Mutex::default(),
-            wake: Notify::new(),
             lead_ms: (settings.segments.prefetch_lead_secs as i64).saturating_mul(1000),
             live_ttl_ms: (settings.cache.live_ttl_secs as i64).saturating_mul(1000),
             idle_periods: i64::from(settings.segments.prefetch_idle_periods.max(1)),
@@ -185,7 +189,7 @@ impl Prefetcher {
         };
         drop(windows);
         if became_hot {
-            self.wake.notify_one();
+            self.wake.wake();
         }
     }
 
@@ -197,7 +201,7 @@ impl Prefetcher {
 
     /// Wakes the loop to look at the clock again (after a manual clock moved).
     pub fn nudge(&self) {
-        self.wake.notify_one();
+        self.wake.wake();
     }
 
     /// Counts a caller's answer assembled with prefetched segments.
@@ -208,6 +212,10 @@ impl Prefetcher {
     /// Runs until the gateway stops: sleeps (on the gateway's clock) until the next prefetch is
     /// due or a window becomes hot, and prefetches what is due.
     pub async fn run(self: Arc<Self>) {
+        // Taken once: a second run has nothing to do.
+        let Some(worker) = self.worker.lock().ok().and_then(|mut w| w.take()) else {
+            return;
+        };
         loop {
             let now = self.clock.now_ms();
             let (due, next) = self.plan(now);
@@ -219,17 +227,9 @@ impl Prefetcher {
                     .await;
                 continue;
             }
-            let woken = self.wake.notified();
             self.settled_at.store(now, Ordering::Release);
-            match next {
-                Some(at) => {
-                    tokio::select! {
-                        () = self.clock.sleep_until(at) => {}
-                        () = woken => {}
-                    }
-                }
-                None => woken.await,
-            }
+            // A window that became hot since `plan` ends this park at once.
+            worker.park(next).await;
         }
     }
 

@@ -393,8 +393,7 @@ async fn prefetching_stops_when_the_window_goes_quiet() {
     wait_for_series(&app.url, "metricgate_prefetch_wasted_total", 3.0).await;
     let after = app.upstream_metricdata();
     for _ in 0..10 {
-        app.advance(Duration::from_secs(60));
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        app.advance_and_settle(Duration::from_secs(60)).await;
     }
     assert_eq!(prefetch_series(&app.url, FETCHED).await, 3.0);
     assert_eq!(
@@ -433,8 +432,7 @@ async fn prefetching_never_exceeds_its_share_of_the_budget() {
     // Through the next three minutes, five seconds at a time.
     let mut spent: Vec<(i64, f64)> = Vec::new();
     for step in 0..36 {
-        app.advance(Duration::from_secs(5));
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        app.advance_and_settle(Duration::from_secs(5)).await;
         let text = metrics_text(&app.url).await;
         let used = series_value(&text, "metricgate_prefetch_upstream_requests_total");
         spent.push((step * 5, used));

@@ -136,10 +136,22 @@ impl TestApp {
         self.clock.advance(by);
     }
 
+    /// Waits until the gateway's background loops (probes, prefetching) have done what the
+    /// clock made due and parked again: see [`settle`].
+    pub async fn settle(&self) {
+        settle(&self.clock).await;
+    }
+
+    /// Moves the gateway's clock forward, then waits for its background loops to catch up.
+    pub async fn advance_and_settle(&self, by: std::time::Duration) {
+        self.advance(by);
+        self.settle().await;
+    }
+
     /// Advances the clock by `step` until `done` holds for the gateway's answer to `path`
     /// (`/internal/*` is asked of the admin listener), at most `steps` times; whether it did.
-    /// (Background work such as probes runs on the clock, so each step gives it a moment of
-    /// real time to act.)
+    /// (Each step waits for the background loops, such as probes, to catch up with the clock,
+    /// then polls a little for what follows from them.)
     pub async fn advance_until(
         &self,
         path: &str,
@@ -148,7 +160,7 @@ impl TestApp {
         done: impl Fn(&Answer) -> bool,
     ) -> bool {
         for _ in 0..steps {
-            self.advance(step);
+            self.advance_and_settle(step).await;
             for _ in 0..20 {
                 let answer = if path.starts_with("/internal/") {
                     self.admin_get(path).await
@@ -271,21 +283,29 @@ impl TestApp {
             .collect()
     }
 
-    /// Waits until the gateway has fetched the metric catalog.
+    /// Waits (real time, bounded) until the gateway is ready: its first probe, which has a
+    /// request's timeout however short the probes' is, fetched the catalog. The clock stays
+    /// where it is.
     pub async fn ready(&self) {
-        if wait_ready(&self.http, &self.url, 100).await {
+        if wait_ready(&self.http, &self.url, 1_500).await {
             return;
         }
-        // Tests that shorten the probe's timeout can see the first probe miss it on a loaded
-        // machine (a debug build, two cores): the clock brings the next probe.
-        for _ in 0..10 {
-            self.advance(std::time::Duration::from_secs(1));
-            if wait_ready(&self.http, &self.url, 25).await {
-                return;
-            }
-        }
-        panic!("gateway never became ready");
+        let why = self.admin_get("/internal/readiness").await;
+        panic!("gateway never became ready: {}", why.body);
     }
+}
+
+/// Waits until every background loop on `clock` (each gateway's probes and prefetching) has
+/// done what the clock made due and parked again ([`Clock::is_idle`]). Polls in real time, for
+/// at most 30 s, then fails the test: a loop that never catches up is a finding, not a pass.
+pub async fn settle(clock: &Clock) {
+    for _ in 0..15_000 {
+        if clock.is_idle() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    panic!("the gateway's background loops did not catch up with its clock in 30 s");
 }
 
 /// A real `redis-server` on a free loopback port, killed on drop.

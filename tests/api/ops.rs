@@ -179,7 +179,8 @@ async fn readiness_reports_refused_credentials_and_a_vanished_appliance() {
                 .contains("API SIGNATURE ERROR")
         })
         .await,
-        "readiness did not report the refused signature"
+        "readiness did not report the refused signature: {}",
+        app.admin_get("/internal/readiness").await.body
     );
     assert_eq!(app.get("/readyz").await.status, 503);
 

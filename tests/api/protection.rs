@@ -140,8 +140,7 @@ async fn failing_probes_feed_readiness_and_only_callers_requests_open_the_breake
         "readiness did not notice the failing probes"
     );
     for _ in 0..3 {
-        app.advance(Duration::from_secs(1));
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        app.advance_and_settle(Duration::from_secs(1)).await;
     }
     assert_eq!(breaker(&app).await, "closed", "probes never open it");
     assert_eq!(app.get(Q).await.status, 502);
@@ -179,8 +178,7 @@ async fn a_404_to_the_probe_is_reachable() {
     });
     let seen = app.sim.stats.snapshot().metrics;
     for _ in 0..4 {
-        app.advance(Duration::from_secs(1));
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        app.advance_and_settle(Duration::from_secs(1)).await;
     }
     assert!(app.sim.stats.snapshot().metrics > seen, "the probes ran");
     let r = app.admin_get("/internal/readiness").await;
@@ -206,10 +204,8 @@ async fn probes_keep_to_their_share_of_the_budget() {
     app.ready().await;
     let before = app.sim.stats.snapshot().metrics;
     for _ in 0..60 {
-        app.advance(Duration::from_secs(1));
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        app.advance_and_settle(Duration::from_secs(1)).await;
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let probes = app.sim.stats.snapshot().metrics - before;
     assert!((5..=7).contains(&probes), "{probes} probes in a minute");
     // And the callers' budget is the rest: 54, a burst of 9.

@@ -103,8 +103,19 @@ async fn killing_redis_mid_load_fails_nothing_and_shared_mode_resumes() {
         }
     };
     let mut statuses = load(0).await;
+    let before = sim.stats.snapshot().metricdata;
     let during = tokio::spawn(load(1));
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    // Killed once the second round is being served: its first request reached the appliance.
+    for _ in 0..500 {
+        if sim.stats.snapshot().metricdata > before {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    assert!(
+        sim.stats.snapshot().metricdata > before,
+        "the second round began"
+    );
     redis.kill();
     statuses.extend(during.await.unwrap());
     statuses.extend(load(2).await);
