@@ -83,6 +83,53 @@ struct Indexed {
     generation: u64,
 }
 
+/// How many raw-query hits each thread keeps in front of the shared index.
+const RECENT_HITS: usize = 8;
+
+/// One of this thread's recent raw-query hits: which cache and representation it was for,
+/// the index's write count when it was taken (any write since retires it), and where it led.
+struct RecentHit {
+    cache: u64,
+    slot: usize,
+    writes: u64,
+    raw: Box<str>,
+    indexed: Indexed,
+}
+
+/// This thread's recent raw-query hits. A hot question is answered from here without touching
+/// the shared index, whose every read is recorded (a clock read, and writes that the other
+/// workers' cores must fetch back).
+#[derive(Default)]
+struct RecentHits {
+    hits: Vec<RecentHit>,
+    next: usize,
+}
+
+impl RecentHits {
+    fn find(&self, cache: u64, slot: usize, writes: u64, raw: &str) -> Option<&Indexed> {
+        self.hits
+            .iter()
+            .find(|h| h.cache == cache && h.slot == slot && h.writes == writes && *h.raw == *raw)
+            .map(|h| &h.indexed)
+    }
+
+    fn remember(&mut self, hit: RecentHit) {
+        if self.hits.len() < RECENT_HITS {
+            self.hits.push(hit);
+        } else {
+            self.hits[self.next] = hit;
+            self.next = (self.next + 1) % RECENT_HITS;
+        }
+    }
+}
+
+thread_local! {
+    static RECENT: std::cell::RefCell<RecentHits> = std::cell::RefCell::default();
+}
+
+/// Tells response caches apart in [`RECENT`] (tests run several gateways in one process).
+static NEXT_CACHE_ID: AtomicU64 = AtomicU64::new(0);
+
 fn format_slot(format: Format) -> usize {
     match format {
         Format::Json => 0,
@@ -99,6 +146,10 @@ pub struct ResponseCache<E> {
     exact: [ExactIndex; 4],
     /// Bumped by every purge: index entries from before it are ignored.
     purges: AtomicU64,
+    /// Writes to the raw-query index: each retires every thread's recent hits.
+    index_writes: AtomicU64,
+    /// This cache's name in every thread's recent hits.
+    id: u64,
     inflight: Coalescer<CacheKey, Arc<Entry>, E>,
     freshness: Freshness,
     clock: Clock,
@@ -131,6 +182,8 @@ where
             store: Arc::new(MemoryStore::new(settings.max_bytes)),
             exact: [exact(), exact(), exact(), exact()],
             purges: AtomicU64::new(0),
+            index_writes: AtomicU64::new(0),
+            id: NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed),
             inflight: Coalescer::default(),
             freshness: Freshness::new(settings),
             identity: Arc::from(identity),
@@ -153,14 +206,37 @@ where
         if directives.no_cache {
             return None;
         }
-        let indexed = self.exact[format_slot(format)].get(raw_query)?;
-        if indexed.generation != self.purges.load(Ordering::Acquire) {
-            return None;
-        }
-        let entry = indexed.entry.upgrade()?;
-        if !entry.deadlines.is_fresh(now) {
-            return None;
-        }
+        let slot = format_slot(format);
+        let generation = self.purges.load(Ordering::Acquire);
+        let writes = self.index_writes.load(Ordering::Acquire);
+        let usable = |indexed: &Indexed| {
+            if indexed.generation != generation {
+                return None;
+            }
+            indexed
+                .entry
+                .upgrade()
+                .filter(|entry| entry.deadlines.is_fresh(now))
+        };
+        let recent =
+            RECENT.with_borrow(|r| r.find(self.id, slot, writes, raw_query).and_then(&usable));
+        let entry = match recent {
+            Some(entry) => entry,
+            None => {
+                let indexed = self.exact[slot].get(raw_query)?;
+                let entry = usable(&indexed)?;
+                RECENT.with_borrow_mut(|r| {
+                    r.remember(RecentHit {
+                        cache: self.id,
+                        slot,
+                        writes,
+                        raw: raw_query.into(),
+                        indexed,
+                    })
+                });
+                entry
+            }
+        };
         self.counters.hits.inc();
         Some(entry)
     }
@@ -196,6 +272,7 @@ where
                 generation,
             };
             self.exact[format_slot(format)].insert(raw_query.into(), indexed);
+            self.index_writes.fetch_add(1, Ordering::AcqRel);
         }
         Ok(answer)
     }
@@ -425,4 +502,100 @@ fn etag(body: &[u8]) -> String {
     use sha1::{Digest, Sha1};
     let digest = Sha1::digest(body);
     format!("\"{}\"", hex::encode(&digest[..12]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::Deadlines;
+    use crate::settings::Settings;
+
+    fn entry(etag: &str, fresh_until: i64) -> Arc<Entry> {
+        Arc::new(Entry {
+            body: Bytes::new(),
+            gzip: None,
+            etag: etag.into(),
+            deadlines: Deadlines {
+                stored_at: 0,
+                fresh_until,
+                stale_while_revalidate_until: fresh_until,
+                stale_if_error_until: fresh_until,
+            },
+            upstream_ms: 0,
+            left_out: 0,
+            shared: false,
+        })
+    }
+
+    fn cache() -> ResponseCache<TaskFailed> {
+        let settings = Settings::defaults().cache;
+        ResponseCache::new(
+            &settings,
+            "test",
+            &GatewayMetrics::new(),
+            None,
+            Clock::manual(0),
+        )
+    }
+
+    /// What `answer` does when it stores a historic answer.
+    fn index(cache: &ResponseCache<TaskFailed>, raw: &str, entry: &Arc<Entry>) {
+        let indexed = Indexed {
+            entry: Arc::downgrade(entry),
+            generation: cache.purges.load(Ordering::Acquire),
+        };
+        cache.exact[0].insert(raw.into(), indexed);
+        cache.index_writes.fetch_add(1, Ordering::AcqRel);
+    }
+
+    async fn hit(cache: &ResponseCache<TaskFailed>, raw: &str, now: i64) -> Option<String> {
+        let entry = cache
+            .exact_hit(Format::Json, raw, now, Directives::default())
+            .await;
+        entry.map(|e| e.etag.clone())
+    }
+
+    #[tokio::test]
+    async fn a_threads_recent_hits_never_outlive_a_newer_answer_or_a_purge() {
+        let a = cache();
+        let (old, new) = (entry("old", 10_000), entry("new", 10_000));
+        index(&a, "q", &old);
+        for _ in 0..3 {
+            assert_eq!(hit(&a, "q", 1_000).await.as_deref(), Some("old"));
+        }
+        // A newer answer for the same question, while the old one is still held.
+        index(&a, "q", &new);
+        assert_eq!(hit(&a, "q", 1_000).await.as_deref(), Some("new"));
+        assert_eq!(hit(&a, "q", 1_000).await.as_deref(), Some("new"));
+        // Another cache on the same thread, at the same count of index writes, answers with
+        // its own.
+        let b = cache();
+        assert_eq!(hit(&b, "q", 1_000).await, None);
+        let other = entry("other", 10_000);
+        index(&b, "q", &other);
+        assert_eq!(hit(&b, "q", 1_000).await.as_deref(), Some("other"));
+        // Past its freshness, and after a purge, nothing is served.
+        assert_eq!(hit(&a, "q", 10_000).await, None);
+        assert_eq!(hit(&a, "q", 1_000).await.as_deref(), Some("new"));
+        a.purge(&PurgeFilter::default(), PurgeReach::Local).await;
+        assert_eq!(hit(&a, "q", 1_000).await, None);
+        drop((old, new, other));
+    }
+
+    #[tokio::test]
+    async fn more_questions_than_a_thread_remembers_are_all_answered() {
+        let a = cache();
+        let entries: Vec<_> = (0..3 * RECENT_HITS)
+            .map(|i| entry(&format!("e{i}"), 10_000))
+            .collect();
+        for (i, e) in entries.iter().enumerate() {
+            index(&a, &format!("q{i}"), e);
+        }
+        for round in 0..2 {
+            for i in 0..entries.len() {
+                let etag = hit(&a, &format!("q{i}"), 1_000).await;
+                assert_eq!(etag, Some(format!("e{i}")), "round {round}");
+            }
+        }
+    }
 }
