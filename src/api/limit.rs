@@ -113,9 +113,9 @@ where
             };
         };
         let state = &self.state;
-        let who = state.callers.identify(req.request());
         if let Some(shared) = state.shared.as_ref().filter(|s| s.is_up()) {
             // Across replicas the decision waits on Redis: the one path that boxes.
+            let who = state.callers.identify(req.request());
             let (shared, service, state) = (shared.clone(), self.service.clone(), state.clone());
             return Limited::Shared {
                 inner: Box::pin(async move {
@@ -140,14 +140,16 @@ where
                 }),
             };
         }
-        // Not kept in the request's extensions: that map insert showed on every hit, and the
-        // few that need the caller again (an access line, a forced refresh) identify it again.
-        match state.callers.check(&who) {
-            (Decision::Allowed(s), policy) => Limited::Allowed {
+        // The caller is not kept in the request's extensions: that map insert showed on every
+        // hit, and the few that need it again (an access line, a forced refresh) identify it
+        // again.
+        match state.callers.identify_and_check(req.request()) {
+            (_, Decision::Allowed(s), policy) => Limited::Allowed {
                 inner: self.service.call(req),
                 headers: Some((policy, s)),
             },
             (
+                _,
                 Decision::Limited {
                     state: s,
                     retry_after_secs,

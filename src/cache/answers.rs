@@ -87,18 +87,24 @@ struct Indexed {
 const RECENT_HITS: usize = 8;
 
 /// One of this thread's recent raw-query hits: which cache and representation it was for,
-/// the index's write count when it was taken (any write since retires it), and where it led.
+/// the index's write count when it was taken (any write since retires it), where it led, and
+/// this thread's own copy of that answer.
 struct RecentHit {
     cache: u64,
     slot: usize,
     writes: u64,
     raw: Box<str>,
     indexed: Indexed,
+    /// Made when the question comes back to this thread.
+    copy: Option<Arc<Entry>>,
 }
 
-/// This thread's recent raw-query hits. A hot question is answered from here without touching
-/// the shared index, whose every read is recorded (a clock read, and writes that the other
-/// workers' cores must fetch back).
+/// This thread's recent raw-query hits. A hot question is answered from here without writing
+/// memory other workers write: the shared index records every read (a clock read and shared
+/// writes), and taking the stored entry bumps a reference count every worker's core bumps.
+/// So a thread answers a question it sees again with its own copy, as long as the stored
+/// entry lives (checked with a plain load). The store's byte budget does not count the
+/// copies: at most [`RECENT_HITS`] answers per worker thread.
 #[derive(Default)]
 struct RecentHits {
     hits: Vec<RecentHit>,
@@ -106,11 +112,10 @@ struct RecentHits {
 }
 
 impl RecentHits {
-    fn find(&self, cache: u64, slot: usize, writes: u64, raw: &str) -> Option<&Indexed> {
+    fn find(&mut self, cache: u64, slot: usize, writes: u64, raw: &str) -> Option<&mut RecentHit> {
         self.hits
-            .iter()
+            .iter_mut()
             .find(|h| h.cache == cache && h.slot == slot && h.writes == writes && *h.raw == *raw)
-            .map(|h| &h.indexed)
     }
 
     fn remember(&mut self, hit: RecentHit) {
@@ -218,8 +223,24 @@ where
                 .upgrade()
                 .filter(|entry| entry.deadlines.is_fresh(now))
         };
-        let recent =
-            RECENT.with_borrow(|r| r.find(self.id, slot, writes, raw_query).and_then(&usable));
+        // A question this thread answered recently: from its own copy once it was asked
+        // twice (a copy costs a body's worth of memory and copying, worth it for hot ones).
+        let recent = RECENT.with_borrow_mut(|r| {
+            let hit = r.find(self.id, slot, writes, raw_query)?;
+            if hit.indexed.generation != generation {
+                return None;
+            }
+            match &hit.copy {
+                Some(copy) => (hit.indexed.entry.strong_count() > 0
+                    && copy.deadlines.is_fresh(now))
+                .then(|| copy.clone()),
+                None => {
+                    let copy = Arc::new(usable(&hit.indexed)?.thread_copy());
+                    hit.copy = Some(copy.clone());
+                    Some(copy)
+                }
+            }
+        });
         let entry = match recent {
             Some(entry) => entry,
             None => {
@@ -232,6 +253,7 @@ where
                         writes,
                         raw: raw_query.into(),
                         indexed,
+                        copy: None,
                     })
                 });
                 entry
@@ -580,6 +602,30 @@ mod tests {
         a.purge(&PurgeFilter::default(), PurgeReach::Local).await;
         assert_eq!(hit(&a, "q", 1_000).await, None);
         drop((old, new, other));
+    }
+
+    #[tokio::test]
+    async fn a_threads_copy_lives_no_longer_than_the_stored_answer() {
+        let a = cache();
+        let stored = entry("stored", 10_000);
+        index(&a, "q", &stored);
+        let first = a
+            .exact_hit(Format::Json, "q", 1_000, Directives::default())
+            .await;
+        assert!(
+            first.is_some_and(|e| Arc::ptr_eq(&e, &stored)),
+            "the stored answer"
+        );
+        let again = a
+            .exact_hit(Format::Json, "q", 1_000, Directives::default())
+            .await;
+        let copy = again.expect("answered again");
+        assert!(!Arc::ptr_eq(&copy, &stored), "this thread's own copy");
+        assert_eq!((copy.etag.as_str(), &copy.body), ("stored", &stored.body));
+        // The store lets the answer go: the copy goes with it, even while a response holds it.
+        drop(stored);
+        assert_eq!(hit(&a, "q", 1_000).await, None);
+        drop(copy);
     }
 
     #[tokio::test]

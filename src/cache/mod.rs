@@ -46,6 +46,22 @@ pub struct Entry {
     pub shared: bool,
 }
 
+impl Entry {
+    /// The same answer in memory of its own (the body copied too), for one thread to hand
+    /// out without sharing reference counts with the others.
+    pub fn thread_copy(&self) -> Entry {
+        Entry {
+            body: Bytes::copy_from_slice(&self.body),
+            gzip: self.gzip.as_deref().map(Bytes::copy_from_slice),
+            etag: self.etag.clone(),
+            deadlines: self.deadlines,
+            upstream_ms: self.upstream_ms,
+            left_out: self.left_out,
+            shared: self.shared,
+        }
+    }
+}
+
 /// What a fetch gives the response cache: the rendered body and what its data says about
 /// keeping it.
 pub struct Fetched {

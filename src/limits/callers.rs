@@ -66,19 +66,37 @@ struct Policy {
     header: HeaderValue,
 }
 
+/// Every policy header text rendered so far, kept for the life of the process: a static
+/// header value is handed to each response without an allocation or a reference count that
+/// every worker's core writes. Interned, so reloads add only policies never seen before.
+static POLICY_TEXTS: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+
+fn interned(text: String) -> &'static str {
+    let mut texts = POLICY_TEXTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(known) = texts.iter().find(|t| **t == text) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(text.into_boxed_str());
+    texts.push(leaked);
+    leaked
+}
+
 impl Policy {
     fn new(quota: ClientQuota) -> Self {
         let text = format!("{};w=60;burst={}", quota.per_minute, quota.burst);
-        Self {
-            header: HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("")),
-            quota,
-        }
+        // Digits and ASCII punctuation: always a valid header value.
+        let header = match HeaderValue::from_str(&text) {
+            Ok(_) => HeaderValue::from_static(interned(text)),
+            Err(_) => HeaderValue::from_static(""),
+        };
+        Self { header, quota }
     }
 
-    /// A copy of the header: cloning the shared one would bump a reference count every
-    /// worker's core writes, which costs more than copying these few bytes.
+    /// The header, static: cloning it copies a pointer.
     fn header(&self) -> HeaderValue {
-        HeaderValue::from_bytes(self.header.as_bytes()).unwrap_or_else(|_| self.header.clone())
+        self.header.clone()
     }
 
     fn gcra(&self) -> Quota {
@@ -446,6 +464,15 @@ impl CallerLimits {
     /// The caller's limit and the per-address ceiling, in this replica.
     pub fn check(&self, who: &Identity) -> (Decision, HeaderValue) {
         self.rules.load().check(who)
+    }
+
+    /// Who is asking and, in this replica, whether they may: [`CallerLimits::identify`] and
+    /// [`CallerLimits::check`] on one load of the rules.
+    pub fn identify_and_check(&self, req: &HttpRequest) -> (Identity, Decision, HeaderValue) {
+        let rules = self.rules.load();
+        let who = rules.identify(req);
+        let (decision, policy) = rules.check(&who);
+        (who, decision, policy)
     }
 
     /// Whether `who` may force a refresh (`Cache-Control: no-cache`) now.
