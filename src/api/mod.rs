@@ -193,3 +193,30 @@ pub async fn admin_fallback(req: HttpRequest) -> Result<HttpResponse, ApiError> 
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Refusal, limited};
+
+    #[test]
+    fn the_limit_covers_each_group_and_everything_below_it_only() {
+        for (path, expected) in [
+            ("/v1", Some(Refusal::Problem)),
+            ("/v1/metricdata", Some(Refusal::Problem)),
+            ("/v1/nothing/here", Some(Refusal::Problem)),
+            ("/darktrace/metrics/4", Some(Refusal::Problem)),
+            ("/appliance/metricdata", Some(Refusal::Problem)),
+            ("/prometheus/api/v1/query", Some(Refusal::Prometheus)),
+            ("/v1metricdata", None),
+            ("/darktracex", None),
+            ("/prometheus/api/v1x", None),
+            ("/prometheus", None),
+            ("/healthz", None),
+            ("/metrics", None),
+            ("/", None),
+            ("/internal/cache", None),
+        ] {
+            assert_eq!(limited(path), expected, "{path}");
+        }
+    }
+}
