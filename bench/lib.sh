@@ -8,7 +8,7 @@
 bench_need() {
     local tool
     for tool in "$@"; do
-        command -v "$tool" >/dev/null 2>&1 || { echo "$tool is required (apt-get install nginx-light wrk curl python3 redis-server)" >&2; exit 1; }
+        command -v "$tool" >/dev/null 2>&1 || { echo "$tool is required (apt-get install nginx-light wrk curl python3 redis-server valgrind)" >&2; exit 1; }
     done
 }
 
