@@ -163,21 +163,9 @@ impl SharedProbes {
 /// a signed `GET /metrics`, whose answer also refreshes the catalog when it is missing or due.
 /// With Redis (`shared`), one replica probes each period and the others take its result.
 ///
-/// The loop is a [`Worker`] on `clock` from the moment this is called, so a test on a manual
-/// clock waits for the first probe too.
-pub fn probe_loop(
-    health: Arc<ApplianceHealth>,
-    catalog: Arc<Catalog>,
-    client: ApplianceClient,
-    settings: UpstreamSettings,
-    clock: Clock,
-    shared: Option<Arc<SharedState>>,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let worker = clock.worker();
-    probing(health, catalog, client, settings, clock, shared, worker)
-}
-
-async fn probing(
+/// `worker` is the loop's registration on `clock`, made by the caller before it spawns the
+/// loop, so a test on a manual clock waits for the first probe too.
+pub async fn probe_loop(
     health: Arc<ApplianceHealth>,
     catalog: Arc<Catalog>,
     client: ApplianceClient,

@@ -133,6 +133,7 @@ impl Application {
                 settings.upstream.clone(),
                 clock.clone(),
                 shared.clone(),
+                clock.worker(),
             )),
             tokio::spawn(async move {
                 loop {

@@ -158,13 +158,22 @@ thread_local! {
 }
 
 impl HitHeaders {
-    fn render(answer: &Served, age: i64, ttl: i64, refresh: Refresh) -> Self {
+    fn new(cache_status: HeaderValue, age: i64, ttl: i64, etag: &str) -> Self {
         Self {
-            cache_status: cache_status(answer, ttl, refresh),
+            cache_status,
             age: HeaderValue::from(age),
             cache_control: max_age(ttl),
-            etag: HeaderValue::from_str(&answer.entry.etag).ok(),
+            etag: HeaderValue::from_str(etag).ok(),
         }
+    }
+
+    fn render(answer: &Served, age: i64, ttl: i64, refresh: Refresh) -> Self {
+        Self::new(
+            cache_status(answer, ttl, refresh),
+            age,
+            ttl,
+            &answer.entry.etag,
+        )
     }
 
     /// A plain hit's headers (`Cache-Status: metricgate; hit; ttl=…`), from this worker's
@@ -176,12 +185,7 @@ impl HitHeaders {
             }) {
                 return l.headers.clone();
             }
-            let headers = Self {
-                cache_status: hit_status(ttl),
-                age: HeaderValue::from(age),
-                cache_control: max_age(ttl),
-                etag: HeaderValue::from_str(&entry.etag).ok(),
-            };
+            let headers = Self::new(hit_status(ttl), age, ttl, &entry.etag);
             *last = Some(LastHit {
                 entry: Arc::downgrade(entry),
                 age,

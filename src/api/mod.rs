@@ -45,10 +45,19 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// A GET route. actix's own method guard records each method it tries in the request's
-/// extensions (for an `Allow` header the fallback's problem does not use): an allocation and
+/// extensions (for an `Allow` header the fallbacks' problems do not use): an allocation and
 /// a map insert on every request. `HEAD` is routed as `GET` (see [`observe`]).
-fn get() -> actix_web::Route {
-    web::route().guard(guard::fn_guard(|ctx| ctx.head().method == Method::GET))
+pub(crate) fn get() -> actix_web::Route {
+    method(Method::GET)
+}
+
+/// A POST route, guarded as [`get`] is.
+pub(crate) fn post() -> actix_web::Route {
+    method(Method::POST)
+}
+
+fn method(allowed: Method) -> actix_web::Route {
+    web::route().guard(guard::fn_guard(move |ctx| ctx.head().method == allowed))
 }
 
 /// The route groups behind the caller's limit (each path itself and everything below it),
@@ -76,11 +85,11 @@ pub fn admin_routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/internal")
             .wrap(from_fn(admin::authorize))
-            .route("/cache", web::get().to(admin::get_cache))
+            .route("/cache", get().to(admin::get_cache))
             .route("/cache", web::delete().to(admin::delete_cache))
-            .route("/limits", web::get().to(admin::get_limits))
-            .route("/reload", web::post().to(admin::reload))
-            .route("/readiness", web::get().to(ops::readiness_detail)),
+            .route("/limits", get().to(admin::get_limits))
+            .route("/reload", post().to(admin::reload))
+            .route("/readiness", get().to(ops::readiness_detail)),
     );
 }
 
@@ -88,14 +97,14 @@ pub fn admin_routes(cfg: &mut web::ServiceConfig) {
 /// Prometheus series and the admin surface's OpenAPI document.
 pub fn admin_listener_routes(cfg: &mut web::ServiceConfig) {
     admin_routes(cfg);
-    cfg.route("/healthz", web::get().to(ops::healthz))
+    cfg.route("/healthz", get().to(ops::healthz))
         .service(
             web::resource("/readyz")
                 .wrap(from_fn(admin::authorize))
-                .route(web::get().to(ops::readiness_detail)),
+                .route(get().to(ops::readiness_detail)),
         )
-        .route("/metrics", web::get().to(ops::prometheus))
-        .route("/openapi.json", web::get().to(admin::openapi));
+        .route("/metrics", get().to(ops::prometheus))
+        .route("/openapi.json", get().to(admin::openapi));
 }
 
 /// Every route's path, for the fallback and metric labels. Only one has a parameter:

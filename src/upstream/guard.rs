@@ -588,16 +588,7 @@ mod tests {
             }
             clock.advance(Duration::from_millis(100));
         }
-        let most = taken
-            .iter()
-            .map(|start| {
-                taken
-                    .iter()
-                    .filter(|t| (*start..start + 60_000).contains(*t))
-                    .count()
-            })
-            .max()
-            .unwrap();
+        let most = crate::upstream::budget::most_in_any_minute(&taken);
         assert!((9..=10).contains(&most), "{most} in one minute");
         // The callers' budget spent: a caller waits for its token, and prefetching yields.
         clock.advance(Duration::from_secs(10));

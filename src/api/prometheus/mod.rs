@@ -57,41 +57,41 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope(PREFIX)
             .service(both(
                 "/query",
-                || web::get().to(get_query),
-                || web::post().to(post_query),
+                || super::get().to(get_query),
+                || super::post().to(post_query),
             ))
             .service(both(
                 "/query_range",
-                || web::get().to(get_query_range),
-                || web::post().to(post_query_range),
+                || super::get().to(get_query_range),
+                || super::post().to(post_query_range),
             ))
             .service(both(
                 "/format_query",
-                || web::get().to(format_query),
-                || web::post().to(format_query),
+                || super::get().to(format_query),
+                || super::post().to(format_query),
             ))
             .service(both(
                 "/query_exemplars",
-                || web::get().to(query_exemplars),
-                || web::post().to(query_exemplars),
+                || super::get().to(query_exemplars),
+                || super::post().to(query_exemplars),
             ))
             .service(both(
                 "/labels",
-                || web::get().to(get_labels),
-                || web::post().to(post_labels),
+                || super::get().to(get_labels),
+                || super::post().to(post_labels),
             ))
             .service(both(
                 "/series",
-                || web::get().to(get_series),
-                || web::post().to(post_series),
+                || super::get().to(get_series),
+                || super::post().to(post_series),
             ))
             .service(get_only("/label/{name}/values", || {
-                web::get().to(label_values)
+                super::get().to(label_values)
             }))
-            .service(get_only("/metadata", || web::get().to(metadata)))
-            .service(get_only("/status/buildinfo", || web::get().to(buildinfo)))
-            .service(get_only("/rules", || web::get().to(rules)))
-            .service(get_only("/alerts", || web::get().to(alerts)))
+            .service(get_only("/metadata", || super::get().to(metadata)))
+            .service(get_only("/status/buildinfo", || super::get().to(buildinfo)))
+            .service(get_only("/rules", || super::get().to(rules)))
+            .service(get_only("/alerts", || super::get().to(alerts)))
             .default_service(web::to(not_found)),
     );
 }
