@@ -161,22 +161,33 @@ impl MetricService {
         self.purges.clone()
     }
 
+    /// A fresh answer given before to exactly this question (the same query string, in the
+    /// same representation), from memory and without waiting: the first step of
+    /// [`MetricService::answer`], which handlers take on their own so that a hit needs no
+    /// future (most requests are hits).
+    pub fn hit(&self, req: &MetricRequest<'_>) -> Option<Served> {
+        let now = self.clock.now_ms();
+        let entry = self.cache.exact_hit(
+            req.representation.format,
+            req.raw_query,
+            now,
+            req.directives,
+        )?;
+        Some(Served {
+            entry,
+            route: Route::Hit,
+            failure: None,
+            now_ms: now,
+            sourcing: None,
+        })
+    }
+
     pub async fn answer(&self, req: MetricRequest<'_>) -> Result<Served, ServiceError> {
+        if let Some(served) = self.hit(&req) {
+            return Ok(served);
+        }
         let now = self.clock.now_ms();
         let format = req.representation.format;
-        if let Some(entry) = self
-            .cache
-            .exact_hit(format, req.raw_query, now, req.directives)
-            .await
-        {
-            return Ok(Served {
-                entry,
-                route: Route::Hit,
-                failure: None,
-                now_ms: now,
-                sourcing: None,
-            });
-        }
         let names = self.catalog.names();
         let query = query::parse_in(req.dialect, req.raw_query, &self.limits, &names, now)
             .map_err(ServiceError::InvalidQuery)?;

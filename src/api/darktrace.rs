@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::metricdata::serve;
+use super::metricdata::{Answering, serve};
 use super::openapi::ApplianceFailures;
 use super::params::SdkMetricDataParams;
 use crate::catalog::{MetricCatalog, MetricInfo};
@@ -29,11 +29,8 @@ use crate::state::AppState;
         (status = 304, description = "Not modified (`If-None-Match` matched)"),
         (status = 400, description = "Invalid parameters; `errors` names each one", body = Problem, content_type = "application/problem+json"),
         ApplianceFailures))]
-pub async fn get_metricdata(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    serve(&req, &state, Dialect::Sdk).await
+pub fn get_metricdata(req: HttpRequest, state: web::Data<AppState>) -> Answering {
+    serve(req, state, Dialect::Sdk)
 }
 
 /// The fields of a metric, the names `responsedata` may pick.

@@ -2,6 +2,7 @@
 //! `RateLimit` headers either way. Which routes it guards, and how each group refuses, is
 //! [`super::LIMITED`].
 
+use std::cell::RefCell;
 use std::future::{Future, Ready, ready};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -38,21 +39,51 @@ impl Refusal {
     }
 }
 
+thread_local! {
+    /// The last `RateLimit` value this thread wrote, and the budget it said: a caller well
+    /// within its budget gets the same one request after request (`remaining` one below the
+    /// burst), so it is rendered once and shared rather than formatted and allocated again.
+    static LAST_RATELIMIT: RefCell<Option<(RateState, HeaderValue)>> = const { RefCell::new(None) };
+}
+
 /// `RateLimit-Policy` and `RateLimit`, as in draft-ietf-httpapi-ratelimit-headers-07.
 fn write_headers(headers: &mut HeaderMap, policy: HeaderValue, s: &RateState) {
-    // Written by hand: every limited response carries it, and `format!` showed in profiles.
-    let mut current = Vec::with_capacity(48);
-    let mut number = itoa::Buffer::new();
-    current.extend_from_slice(b"limit=");
-    current.extend_from_slice(number.format(s.limit).as_bytes());
-    current.extend_from_slice(b", remaining=");
-    current.extend_from_slice(number.format(s.remaining).as_bytes());
-    current.extend_from_slice(b", reset=");
-    current.extend_from_slice(number.format(s.reset_secs).as_bytes());
     headers.insert(HeaderName::from_static("ratelimit-policy"), policy);
-    if let Ok(c) = HeaderValue::from_maybe_shared(bytes::Bytes::from(current)) {
-        headers.insert(HeaderName::from_static("ratelimit"), c);
+    let current = LAST_RATELIMIT.with_borrow_mut(|last| match last {
+        Some((said, value)) if said == s => Some(value.clone()),
+        _ => {
+            let value = rate_limit_value(s)?;
+            *last = Some((*s, value.clone()));
+            Some(value)
+        }
+    });
+    if let Some(current) = current {
+        headers.insert(HeaderName::from_static("ratelimit"), current);
     }
+}
+
+/// `limit=<burst>, remaining=<n>, reset=<seconds>`, written by hand (`format!` showed in
+/// profiles).
+fn rate_limit_value(s: &RateState) -> Option<HeaderValue> {
+    let mut text = [0u8; 80];
+    let mut at = 0;
+    let (mut limit, mut remaining, mut reset) = (
+        itoa::Buffer::new(),
+        itoa::Buffer::new(),
+        itoa::Buffer::new(),
+    );
+    for part in [
+        b"limit=".as_slice(),
+        limit.format(s.limit).as_bytes(),
+        b", remaining=",
+        remaining.format(s.remaining).as_bytes(),
+        b", reset=",
+        reset.format(s.reset_secs).as_bytes(),
+    ] {
+        text.get_mut(at..at + part.len())?.copy_from_slice(part);
+        at += part.len();
+    }
+    HeaderValue::from_bytes(&text[..at]).ok()
 }
 
 /// The middleware, one per server worker (it holds that worker's handle on the state). It
@@ -220,5 +251,41 @@ where
             },
             LimitedProj::Shared { inner } => inner.as_mut().poll(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(limit: u32, remaining: u32, reset_secs: u64) -> String {
+        let mut headers = HeaderMap::new();
+        let state = RateState {
+            limit,
+            remaining,
+            reset_secs,
+        };
+        write_headers(&mut headers, HeaderValue::from_static("p"), &state);
+        let value = headers.get("ratelimit");
+        value.map_or("", |v| v.to_str().unwrap_or("")).to_owned()
+    }
+
+    #[test]
+    fn each_response_says_its_own_budget_though_a_thread_reuses_the_last_one() {
+        assert_eq!(written(5, 4, 1), "limit=5, remaining=4, reset=1");
+        assert_eq!(written(5, 4, 1), "limit=5, remaining=4, reset=1");
+        assert_eq!(written(5, 3, 2), "limit=5, remaining=3, reset=2");
+        assert_eq!(written(5, 3, 3), "limit=5, remaining=3, reset=3");
+        assert_eq!(written(6, 3, 3), "limit=6, remaining=3, reset=3");
+        assert_eq!(written(5, 4, 1), "limit=5, remaining=4, reset=1");
+        assert_eq!(
+            written(u32::MAX, u32::MAX, u64::MAX),
+            format!(
+                "limit={}, remaining={}, reset={}",
+                u32::MAX,
+                u32::MAX,
+                u64::MAX
+            )
+        );
     }
 }

@@ -1,12 +1,16 @@
 //! `GET /v1/metricdata`: the request handed to the use case ([`crate::service`]), the answer
 //! written back with its caching headers.
 
+use std::future::{Ready, ready};
+
 use actix_web::http::header::{self, HeaderName};
 use actix_web::{HttpRequest, HttpResponse, web};
+use futures::future::{Either, LocalBoxFuture};
 
 use super::cache_headers::{self, Refresh};
 use super::openapi::ApplianceFailures;
 use super::params::MetricDataParams;
+use crate::cache::Directives;
 use crate::error::{ApiError, Problem};
 use crate::normalize::MetricData;
 use crate::query::{Dialect, Offer, Representation};
@@ -44,21 +48,20 @@ const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
         (status = 304, description = "Not modified (`If-None-Match` matched)"),
         (status = 400, description = "Invalid parameters; `errors` names each one", body = Problem, content_type = "application/problem+json"),
         ApplianceFailures))]
-pub async fn get_metricdata(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    serve(&req, &state, Dialect::Gateway).await
+pub fn get_metricdata(req: HttpRequest, state: web::Data<AppState>) -> Answering {
+    serve(req, state, Dialect::Gateway)
 }
 
-/// What `/v1/metricdata`, `/darktrace/metricdata` and `/appliance/metricdata` share: the request handed to the use
-/// case, and its answer written back.
-pub(super) async fn serve(
-    req: &HttpRequest,
-    state: &AppState,
-    dialect: Dialect,
-) -> Result<HttpResponse, ApiError> {
-    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+/// A metric-data response: written at once for a hit (most requests), else the use case's
+/// future, boxed because it carries the whole fetch. A hit thus costs no future of its own.
+pub(super) type Answering = Either<
+    Ready<Result<HttpResponse, ApiError>>,
+    LocalBoxFuture<'static, Result<HttpResponse, ApiError>>,
+>;
+
+/// What `/v1/metricdata`, `/darktrace/metricdata` and `/appliance/metricdata` share: the
+/// request handed to the use case, and its answer written back.
+pub(super) fn serve(req: HttpRequest, state: web::Data<AppState>, dialect: Dialect) -> Answering {
     let offer = match dialect {
         Dialect::Gateway => Offer::JsonOrCsv,
         Dialect::Sdk => Offer::Sdk,
@@ -67,32 +70,57 @@ pub(super) async fn serve(
     let representation = Representation::negotiate(
         offer,
         req.query_string(),
-        header(header::ACCEPT),
-        header(header::ACCEPT_ENCODING),
+        header(&req, header::ACCEPT),
+        header(&req, header::ACCEPT_ENCODING),
     );
-    let mut directives = cache_headers::directives(req);
-    let refresh = if directives.no_cache && !may_refetch(req, state).await {
-        directives.no_cache = false;
-        Refresh::Limited
-    } else {
-        Refresh::AsAsked
-    };
-    let served = state
+    let directives = cache_headers::directives(&req);
+    // A forced refresh (`no-cache`) is never a hit: it goes the whole way.
+    if let Some(served) = state
         .service
-        .answer(MetricRequest {
-            dialect,
-            raw_query: req.query_string(),
+        .hit(&request(&req, dialect, representation, directives))
+    {
+        let response = cache_headers::respond(&req, &served, representation, Refresh::AsAsked);
+        return Either::Left(ready(Ok(response)));
+    }
+    Either::Right(Box::pin(async move {
+        let mut directives = directives;
+        let refresh = if directives.no_cache && !may_refetch(&req, &state).await {
+            directives.no_cache = false;
+            Refresh::Limited
+        } else {
+            Refresh::AsAsked
+        };
+        let served = state
+            .service
+            .answer(request(&req, dialect, representation, directives))
+            .await?;
+        Ok(cache_headers::respond(
+            &req,
+            &served,
             representation,
-            directives,
-            traceparent: header(TRACEPARENT),
-        })
-        .await?;
-    Ok(cache_headers::respond(
-        req,
-        &served,
+            refresh,
+        ))
+    }))
+}
+
+fn header(req: &HttpRequest, name: HeaderName) -> Option<&str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The question as the use case takes it.
+fn request<'r>(
+    req: &'r HttpRequest,
+    dialect: Dialect,
+    representation: Representation,
+    directives: Directives,
+) -> MetricRequest<'r> {
+    MetricRequest {
+        dialect,
+        raw_query: req.query_string(),
         representation,
-        refresh,
-    ))
+        directives,
+        traceparent: header(req, TRACEPARENT),
+    }
 }
 
 /// Whether the caller may force a refresh now (see `rate_limit.no_cache_per_minute`).

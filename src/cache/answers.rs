@@ -201,7 +201,8 @@ where
 
     /// A fresh answer for exactly this query string in this representation, if one was given
     /// before: the fast path, taken before parsing. Only historic questions are indexed.
-    pub async fn exact_hit(
+    /// Synchronous (memory only), so a hit is answered without a future of its own.
+    pub fn exact_hit(
         &self,
         format: Format,
         raw_query: &str,
@@ -571,9 +572,7 @@ mod tests {
     }
 
     async fn hit(cache: &ResponseCache<TaskFailed>, raw: &str, now: i64) -> Option<String> {
-        let entry = cache
-            .exact_hit(Format::Json, raw, now, Directives::default())
-            .await;
+        let entry = cache.exact_hit(Format::Json, raw, now, Directives::default());
         entry.map(|e| e.etag.clone())
     }
 
@@ -609,16 +608,12 @@ mod tests {
         let a = cache();
         let stored = entry("stored", 10_000);
         index(&a, "q", &stored);
-        let first = a
-            .exact_hit(Format::Json, "q", 1_000, Directives::default())
-            .await;
+        let first = a.exact_hit(Format::Json, "q", 1_000, Directives::default());
         assert!(
             first.is_some_and(|e| Arc::ptr_eq(&e, &stored)),
             "the stored answer"
         );
-        let again = a
-            .exact_hit(Format::Json, "q", 1_000, Directives::default())
-            .await;
+        let again = a.exact_hit(Format::Json, "q", 1_000, Directives::default());
         let copy = again.expect("answered again");
         assert!(!Arc::ptr_eq(&copy, &stored), "this thread's own copy");
         assert_eq!((copy.etag.as_str(), &copy.body), ("stored", &stored.body));
