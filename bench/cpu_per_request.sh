@@ -162,16 +162,36 @@ check_hit
 echo "gateway CPU during the nginx rounds: $GW_DURING_NGINX ticks (nginx answered from its cache); loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$WORK/results" <<'PY'
 import statistics, sys
-us, other = {}, 0.0
+QUIET = 0.05  # cores of other load a round may see and still count as quiet
+us, other, rounds = {}, 0.0, {}
 for line in open(sys.argv[1]):
     f = line.split()
     us.setdefault(f[1], []).append(float(f[7]))
     other = max(other, float(f[6]))
+    rounds.setdefault(f[0], {})[f[1]] = (float(f[7]), float(f[6]))
 m = {s: statistics.median(v) for s, v in us.items()}
 print("median cpu us/request: " + ", ".join(f"{s} {m[s]:.2f}" for s in m))
 print(f"ratios: gateway/floor = {m['gateway']/m['floor']:.2f}x, gateway/nginx = {m['gateway']/m['nginx']:.2f}x")
 if "baseline" in m:
     print(f"baseline (BASELINE binary): baseline/floor = {m['baseline']/m['floor']:.2f}x, gateway/baseline = {m['gateway']/m['baseline']:.2f}x")
-if other > 0.05:
+# Each round's gateway against the floor measured seconds before it: slow drifts of the
+# machine cancel out. A round is quiet when neither run saw more than QUIET cores of other load.
+def paired(server):
+    all_, quiet = [], []
+    for r in rounds.values():
+        if server in r and "floor" in r:
+            ratio = r[server][0] / r["floor"][0]
+            all_.append(ratio)
+            if max(r[server][1], r["floor"][1]) <= QUIET:
+                quiet.append(ratio)
+    return all_, quiet
+for server in [s for s in ("gateway", "baseline") if s in m]:
+    all_, quiet = paired(server)
+    line = (f"{server}/floor per round: " + " ".join(f"{x:.2f}" for x in all_)
+            + f"; median {statistics.median(all_):.2f}x")
+    if quiet:
+        line += f", over the {len(quiet)} quiet rounds {statistics.median(quiet):.2f}x"
+    print(line)
+if other > QUIET:
     print(f"warning: up to {other:.2f} cores used by other processes during a round; figures are suspect")
 PY
