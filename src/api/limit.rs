@@ -145,8 +145,12 @@ where
         };
         let state = &self.state;
         if let Some(shared) = state.shared.as_ref().filter(|s| s.is_up()) {
-            // Across replicas the decision waits on Redis: the one path that boxes.
             let who = state.callers.identify(req.request());
+            // Most requests are decided on this replica's leases at once.
+            if let Some(decided) = state.callers.check_shared_now(shared, &who) {
+                return limited(req, refusal, decided, &self.service);
+            }
+            // The rest wait on Redis: the one path that boxes.
             let (shared, service, state) = (shared.clone(), self.service.clone(), state.clone());
             return Limited::Shared {
                 inner: Box::pin(async move {
@@ -174,22 +178,32 @@ where
         // The caller is not kept in the request's extensions: that map insert showed on every
         // hit, and the few that need it again (an access line, a forced refresh) identify it
         // again.
-        match state.callers.identify_and_check(req.request()) {
-            (_, Decision::Allowed(s), policy) => Limited::Allowed {
-                inner: self.service.call(req),
-                headers: Some((policy, s)),
-            },
-            (
-                _,
-                Decision::Limited {
-                    state: s,
-                    retry_after_secs,
-                },
-                policy,
-            ) => Limited::Refused {
-                response: Some(refuse(req, refusal, &s, retry_after_secs, policy)),
-            },
-        }
+        let (_, decision, policy) = state.callers.identify_and_check(req.request());
+        limited(req, refusal, (decision, policy), &self.service)
+    }
+}
+
+/// The request passed on with the headers its response will carry, or refused.
+fn limited<S, B>(
+    req: ServiceRequest,
+    refusal: Refusal,
+    (decision, policy): (Decision, HeaderValue),
+    service: &S,
+) -> Limited<S::Future, B>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+{
+    match decision {
+        Decision::Allowed(s) => Limited::Allowed {
+            inner: service.call(req),
+            headers: Some((policy, s)),
+        },
+        Decision::Limited {
+            state: s,
+            retry_after_secs,
+        } => Limited::Refused {
+            response: Some(refuse(req, refusal, &s, retry_after_secs, policy)),
+        },
     }
 }
 

@@ -19,9 +19,9 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
 use super::identity::{Caller, Identifier, Identity};
-use super::leases::{Bucket, Leases};
+use super::leases::{Bucket, BucketKey, Leases};
 use crate::clock::Clock;
-use crate::redis::SharedState;
+use crate::redis::{Gcra, SharedState};
 use crate::settings::{ClientQuota, RateLimitSettings};
 
 /// Keyed by caller with a randomly seeded `foldhash` (std's SipHash showed in the hit path's
@@ -247,27 +247,71 @@ impl Rules {
     ) -> Option<(Decision, HeaderValue)> {
         let now_ms = self.clock.now_ms();
         let lease = self.settings.lease;
-        if self.ceiling_applies(who)
-            && let Some(ip) = who.address
-        {
-            let bucket = SharedBucket {
-                kind: "ceiling",
-                id: &ip.to_string(),
-                quota: &self.per_ip_policy.quota,
-            };
-            let ceiling = bucket.decide(shared, leases, lease, now_ms).await?;
-            if let Decision::Limited { .. } = ceiling {
-                return Some((ceiling, self.per_ip_policy.header()));
+        if let Some(ceiling) = self.ceiling_bucket(who) {
+            let decision = ceiling.decide(shared, leases, lease, now_ms).await?;
+            if let Decision::Limited { .. } = decision {
+                return Some((decision, self.per_ip_policy.header()));
             }
         }
         let policy = self.policy(&who.caller);
         let bucket = SharedBucket {
-            kind: "caller",
-            id: &who.caller.to_string(),
+            key: BucketKey::Caller(who.caller.clone()),
             quota: &policy.quota,
         };
         let decision = bucket.decide(shared, leases, lease, now_ms).await?;
         Some((decision, policy.header()))
+    }
+
+    /// [`Rules::check_shared`] without waiting, as most requests can be: `None`, having
+    /// counted nothing, when the decision waits on Redis (a bucket decided there on every
+    /// request, a caller this replica holds no lease for yet, a whole lease unsettled).
+    fn check_shared_now(
+        &self,
+        shared: &Arc<SharedState>,
+        leases: &Arc<Leases>,
+        who: &Identity,
+    ) -> Option<(Decision, HeaderValue)> {
+        let lease = self.settings.lease;
+        let policy = self.policy(&who.caller);
+        let caller = SharedBucket {
+            key: BucketKey::Caller(who.caller.clone()),
+            quota: &policy.quota,
+        };
+        // A lease of 1 means every request is decided in Redis.
+        let caller = caller.leased(lease)?;
+        let ceiling = match self.ceiling_bucket(who) {
+            Some(ceiling) => Some(ceiling.leased(lease)?),
+            None => None,
+        };
+        let (both, one);
+        let buckets: &[(&Bucket, u32)] = match &ceiling {
+            Some(ip) => {
+                both = [(&ip.0, ip.1), (&caller.0, caller.1)];
+                &both
+            }
+            None => {
+                one = [(&caller.0, caller.1)];
+                &one
+            }
+        };
+        let (at, g) = leases.decide_now(shared, buckets, self.clock.now_ms())?;
+        Some(if buckets.len() == 2 && at == 0 {
+            (
+                shared_decision(&g, &self.per_ip_policy.quota),
+                self.per_ip_policy.header(),
+            )
+        } else {
+            (shared_decision(&g, &policy.quota), policy.header())
+        })
+    }
+
+    /// The per-address ceiling's shared bucket, when it applies to `who`.
+    fn ceiling_bucket(&self, who: &Identity) -> Option<SharedBucket<'_>> {
+        let ip = who.address.filter(|_| self.ceiling_applies(who))?;
+        Some(SharedBucket {
+            key: BucketKey::Ceiling(ip),
+            quota: &self.per_ip_policy.quota,
+        })
     }
 
     /// The caller's limit and the per-address ceiling, in this replica.
@@ -440,6 +484,18 @@ impl CallerLimits {
         rules.check_shared(shared, &self.leases, who).await
     }
 
+    /// [`CallerLimits::check_shared`] without waiting, as most requests can be: `None`,
+    /// having counted nothing, when the decision waits on Redis.
+    pub fn check_shared_now(
+        &self,
+        shared: &Arc<SharedState>,
+        who: &Identity,
+    ) -> Option<(Decision, HeaderValue)> {
+        self.rules
+            .load()
+            .check_shared_now(shared, &self.leases, who)
+    }
+
     fn sweep_leases_if_crowded(&self, max_tracked: usize) {
         if self.leases.len() <= max_tracked {
             return;
@@ -526,46 +582,67 @@ pub fn effective_lease(configured: u32, burst: u32) -> u32 {
 
 /// One of a caller's shared GCRA buckets in Redis.
 struct SharedBucket<'a> {
-    kind: &'static str,
-    id: &'a str,
+    key: BucketKey,
     quota: &'a ClientQuota,
 }
 
 impl SharedBucket<'_> {
+    fn period_ms(&self) -> u64 {
+        60_000 / u64::from(self.quota.per_minute.max(1))
+    }
+
+    /// The bucket as leases hold it, with its lease size; `None` when every request is
+    /// decided in Redis (a lease of 1).
+    fn leased(self, configured: u32) -> Option<(Bucket, u32)> {
+        let lease = effective_lease(configured, self.quota.burst);
+        (lease > 1).then(|| {
+            let bucket = Bucket {
+                period_ms: self.period_ms(),
+                burst: self.quota.burst,
+                key: self.key,
+            };
+            (bucket, lease)
+        })
+    }
+
     async fn decide(
-        &self,
+        self,
         shared: &Arc<SharedState>,
         leases: &Arc<Leases>,
         lease: u32,
         now_ms: i64,
     ) -> Option<Decision> {
         let q = self.quota;
-        let period_ms = 60_000 / u64::from(q.per_minute.max(1));
-        let key = shared.key(self.kind, self.id);
-        let lease = effective_lease(lease, q.burst);
+        let (period_ms, lease) = (self.period_ms(), effective_lease(lease, q.burst));
         let g = if lease <= 1 {
+            let key = self.key.redis_key(shared);
             shared.gcra(&key, period_ms, q.burst).await?
         } else {
             let bucket = Bucket {
-                key,
+                key: self.key,
                 period_ms,
                 burst: q.burst,
             };
             leases.check(shared, bucket, lease, now_ms).await?
         };
-        let state = RateState {
-            limit: q.burst,
-            remaining: g.remaining,
-            reset_secs: g.reset_ms.div_ceil(1000),
-        };
-        Some(if g.allowed {
-            Decision::Allowed(state)
-        } else {
-            Decision::Limited {
-                state,
-                retry_after_secs: g.retry_after_ms.div_ceil(1000).max(1),
-            }
-        })
+        Some(shared_decision(&g, q))
+    }
+}
+
+/// What a shared bucket's answer means for the caller.
+fn shared_decision(g: &Gcra, q: &ClientQuota) -> Decision {
+    let state = RateState {
+        limit: q.burst,
+        remaining: g.remaining,
+        reset_secs: g.reset_ms.div_ceil(1000),
+    };
+    if g.allowed {
+        Decision::Allowed(state)
+    } else {
+        Decision::Limited {
+            state,
+            retry_after_secs: g.retry_after_ms.div_ceil(1000).max(1),
+        }
     }
 }
 

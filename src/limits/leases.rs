@@ -19,11 +19,13 @@
 //! refuses a caller that the bucket would allow.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use super::identity::Caller;
 use crate::redis::{Gcra, SharedState};
 
 /// A view older than this (ms) is refreshed in the background when next used, so a replica
@@ -34,9 +36,26 @@ pub const REFRESH_MS: i64 = 1_000;
 /// sooner); past it the local limits decide.
 const WAIT_LIMIT: Duration = Duration::from_secs(2);
 
-/// A shared GCRA bucket: its Redis key, ms between cells, and burst.
+/// Whose shared bucket: a caller's, or an address's ceiling.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BucketKey {
+    Caller(Caller),
+    Ceiling(IpAddr),
+}
+
+impl BucketKey {
+    /// The bucket's key in Redis, spelled only when Redis is asked (not on every request).
+    pub fn redis_key(&self, shared: &SharedState) -> String {
+        match self {
+            BucketKey::Caller(caller) => shared.key("caller", &caller.to_string()),
+            BucketKey::Ceiling(ip) => shared.key("ceiling", &ip.to_string()),
+        }
+    }
+}
+
+/// A shared GCRA bucket: whose, ms between cells, and burst.
 pub struct Bucket {
-    pub key: String,
+    pub key: BucketKey,
     pub period_ms: u64,
     pub burst: u32,
 }
@@ -119,10 +138,10 @@ impl Lease {
     }
 }
 
-/// This replica's leases, by bucket key.
+/// This replica's leases, by bucket.
 #[derive(Default)]
 pub struct Leases {
-    held: Mutex<HashMap<String, Lease>>,
+    held: Mutex<HashMap<BucketKey, Lease, foldhash::fast::RandomState>>,
 }
 
 enum Next {
@@ -172,16 +191,7 @@ impl Leases {
                             }
                         }
                     }
-                    Some(l) => {
-                        let decision = l.decide(now_ms, &bucket);
-                        let stale = now_ms.saturating_sub(l.settled_at_ms) >= REFRESH_MS;
-                        if !l.settling && (l.unsettled * 2 >= lease || stale) {
-                            l.settling = true;
-                            let (charge, mark) = l.send();
-                            self.settle_in_background(shared, &bucket, charge, mark, now_ms);
-                        }
-                        Next::Decided(decision)
-                    }
+                    Some(l) => Next::Decided(self.decide_on(l, shared, &bucket, lease, now_ms)),
                 }
             };
             match next {
@@ -203,7 +213,58 @@ impl Leases {
         }
     }
 
-    fn generation(&self, key: &str) -> Option<u64> {
+    /// Decides one request on each of `buckets` in turn, stopping at the first refusal,
+    /// without waiting: only when every one has an open lease with room, else `None`, having
+    /// counted nothing (then [`Leases::check`] each). The decision that stands (the refusal, or
+    /// the last bucket's) comes back with its bucket's place in `buckets`.
+    pub fn decide_now(
+        self: &Arc<Self>,
+        shared: &Arc<SharedState>,
+        buckets: &[(&Bucket, u32)],
+        now_ms: i64,
+    ) -> Option<(usize, Gcra)> {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let ready = buckets.iter().all(|(bucket, lease)| {
+            held.get(&bucket.key)
+                .is_some_and(|l| l.open && l.unsettled + l.in_flight < *lease)
+        });
+        if !ready {
+            return None;
+        }
+        let mut decided = None;
+        for (at, (bucket, lease)) in buckets.iter().enumerate() {
+            let lease_held = held.get_mut(&bucket.key)?;
+            let decision = self.decide_on(lease_held, shared, bucket, *lease, now_ms);
+            let refused = !decision.allowed;
+            decided = Some((at, decision));
+            if refused {
+                break;
+            }
+        }
+        decided
+    }
+
+    /// Decides one request on an open lease with room, and starts a settlement in the
+    /// background once half a lease is unsettled or the view is old.
+    fn decide_on(
+        self: &Arc<Self>,
+        l: &mut Lease,
+        shared: &Arc<SharedState>,
+        bucket: &Bucket,
+        lease: u32,
+        now_ms: i64,
+    ) -> Gcra {
+        let decision = l.decide(now_ms, bucket);
+        let stale = now_ms.saturating_sub(l.settled_at_ms) >= REFRESH_MS;
+        if !l.settling && (l.unsettled * 2 >= lease || stale) {
+            l.settling = true;
+            let (charge, mark) = l.send();
+            self.settle_in_background(shared, bucket, charge, mark, now_ms);
+        }
+        decision
+    }
+
+    fn generation(&self, key: &BucketKey) -> Option<u64> {
         let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         held.get(key).map(|l| l.generation)
     }
@@ -218,7 +279,12 @@ impl Leases {
         now_ms: i64,
     ) -> Option<Gcra> {
         let tat = shared
-            .settle(&bucket.key, now_ms, bucket.period_ms, charge)
+            .settle(
+                &bucket.key.redis_key(shared),
+                now_ms,
+                bucket.period_ms,
+                charge,
+            )
             .await;
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(tat) = tat else {
@@ -258,7 +324,12 @@ impl Leases {
         };
         tokio::spawn(async move {
             let tat = shared
-                .settle(&bucket.key, now_ms, bucket.period_ms, charge)
+                .settle(
+                    &bucket.key.redis_key(&shared),
+                    now_ms,
+                    bucket.period_ms,
+                    charge,
+                )
                 .await;
             let mut held = leases.held.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(lease) = held.get_mut(&bucket.key) {
