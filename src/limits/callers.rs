@@ -295,7 +295,8 @@ impl Rules {
             }
         };
         let (at, g) = leases.decide_now(shared, buckets, self.clock.now_ms())?;
-        Some(if buckets.len() == 2 && at == 0 {
+        // The ceiling comes first: a refusal there is the ceiling's.
+        Some(if ceiling.is_some() && at == 0 {
             (
                 shared_decision(&g, &self.per_ip_policy.quota),
                 self.per_ip_policy.header(),
@@ -613,18 +614,13 @@ impl SharedBucket<'_> {
         now_ms: i64,
     ) -> Option<Decision> {
         let q = self.quota;
-        let (period_ms, lease) = (self.period_ms(), effective_lease(lease, q.burst));
-        let g = if lease <= 1 {
+        if effective_lease(lease, q.burst) <= 1 {
             let key = self.key.redis_key(shared);
-            shared.gcra(&key, period_ms, q.burst).await?
-        } else {
-            let bucket = Bucket {
-                key: self.key,
-                period_ms,
-                burst: q.burst,
-            };
-            leases.check(shared, bucket, lease, now_ms).await?
-        };
+            let g = shared.gcra(&key, self.period_ms(), q.burst).await?;
+            return Some(shared_decision(&g, q));
+        }
+        let (bucket, lease) = self.leased(lease)?;
+        let g = leases.check(shared, bucket, lease, now_ms).await?;
         Some(shared_decision(&g, q))
     }
 }
