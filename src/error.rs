@@ -31,8 +31,9 @@ pub enum ApiError {
     NotCached,
     #[error("the caller is over its rate limit")]
     RateLimited { retry_after_secs: u64 },
+    /// `allow`: the methods the route answers, as the `Allow` header lists them.
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed { allow: &'static str },
     #[error("the path is not in canonical form")]
     NonCanonicalPath,
     #[error("the URI is too long")]
@@ -285,11 +286,11 @@ impl ApiError {
                 "Unauthorized",
                 "this endpoint needs `Authorization: Bearer <admin token>`".into(),
             ),
-            ApiError::MethodNotAllowed => (
+            ApiError::MethodNotAllowed { allow } => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
                 "Method not allowed",
-                "this route answers GET and HEAD only (and DELETE on /internal/cache)".into(),
+                format!("this route answers {allow} (the Allow header lists them)"),
             ),
             ApiError::Reload(e) => (
                 StatusCode::CONFLICT,
@@ -300,6 +301,14 @@ impl ApiError {
             ApiError::Fetch(e) => fetch_parts(e),
             ApiError::Catalog(CatalogError::Upstream(e)) => upstream_parts(e),
             ApiError::Catalog(CatalogError::Answer(e)) => answer_parts(e),
+        }
+    }
+
+    /// RFC 9110 asks a 405 to say which methods the route does answer.
+    fn allow(&self) -> Option<&'static str> {
+        match self {
+            ApiError::MethodNotAllowed { allow } => Some(allow),
+            _ => None,
         }
     }
 
@@ -351,6 +360,9 @@ impl ResponseError for ApiError {
         if let Some(secs) = self.retry_after_secs() {
             response.insert_header(("Retry-After", secs.to_string()));
         }
+        if let Some(allow) = self.allow() {
+            response.insert_header(("Allow", allow));
+        }
         if matches!(self, ApiError::Unauthorized) {
             response.insert_header(("WWW-Authenticate", "Bearer"));
         }
@@ -378,8 +390,9 @@ pub enum PrometheusError {
     RateLimited { retry_after_secs: u64 },
     #[error("no such endpoint")]
     NotFound,
+    /// `allow`: the methods the endpoint answers, as the `Allow` header lists them.
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed { allow: &'static str },
 }
 
 /// Prometheus' error envelope.
@@ -415,23 +428,35 @@ impl PrometheusError {
             Self::Fetch(e) => from_problem(fetch_parts(e)),
             Self::Catalog(CatalogError::Upstream(e)) => from_problem(upstream_parts(e)),
             Self::Catalog(CatalogError::Answer(e)) => from_problem(answer_parts(e)),
-            Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "bad_data", self.to_string()),
+            Self::BodyTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "bad_data", self.to_string())
+            }
             Self::Body => (StatusCode::BAD_REQUEST, "bad_data", self.to_string()),
             Self::RateLimited { retry_after_secs } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "unavailable",
-                format!("this caller is over its rate limit; retry in {retry_after_secs} s (see the RateLimit headers)"),
+                format!(
+                    "this caller is over its rate limit; retry in {retry_after_secs} s (see the RateLimit headers)"
+                ),
             ),
-            Self::MethodNotAllowed => (
+            Self::MethodNotAllowed { allow } => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "bad_data",
-                "this endpoint answers GET only (the queries and listings also take a form-encoded POST)".into(),
+                format!("this endpoint answers {allow}"),
             ),
             Self::NotFound => (
                 StatusCode::NOT_FOUND,
                 "not_found",
                 "no such endpoint; see /openapi.json for the Prometheus API's routes".into(),
             ),
+        }
+    }
+
+    /// RFC 9110 asks a 405 to say which methods the endpoint does answer.
+    fn allow(&self) -> Option<&'static str> {
+        match self {
+            Self::MethodNotAllowed { allow } => Some(allow),
+            _ => None,
         }
     }
 
@@ -472,6 +497,9 @@ impl ResponseError for PrometheusError {
         response.insert_header(("Cache-Control", "no-store"));
         if let Some(secs) = self.retry_after_secs() {
             response.insert_header(("Retry-After", secs.to_string()));
+        }
+        if let Some(allow) = self.allow() {
+            response.insert_header(("Allow", allow));
         }
         response.json(self.failure())
     }

@@ -185,10 +185,22 @@ pub async fn fallback(
             || path.starts_with(APPLIANCE_METRIC_BY_ID.1)
     };
     Err(if known {
-        ApiError::MethodNotAllowed
+        ApiError::MethodNotAllowed {
+            allow: allowed_methods(path),
+        }
     } else {
         ApiError::NotFound
     })
+}
+
+/// The methods a known route of the gateway's own answers, as a 405's `Allow` lists them
+/// (the Prometheus API's routes say theirs in its own scope).
+fn allowed_methods(path: &str) -> &'static str {
+    match path {
+        "/internal/cache" => "GET, HEAD, DELETE",
+        "/internal/reload" => "POST",
+        _ => "GET, HEAD",
+    }
 }
 
 /// The admin listener's fallback.
@@ -196,7 +208,9 @@ pub async fn admin_fallback(req: HttpRequest) -> Result<HttpResponse, ApiError> 
     let path = req.path();
     Err(
         if ADMIN_ROUTES.contains(&path) || ADMIN_LISTENER_ROUTES.contains(&path) {
-            ApiError::MethodNotAllowed
+            ApiError::MethodNotAllowed {
+                allow: allowed_methods(path),
+            }
         } else {
             ApiError::NotFound
         },

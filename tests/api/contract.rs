@@ -93,6 +93,9 @@ async fn unknown_routes_and_methods_are_problems() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 405);
+    // RFC 9110: a 405 says which methods the route answers.
+    assert_eq!(resp.headers()["allow"], "GET, HEAD");
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
     assert_eq!(app.get("/healthz").await.status, 200);
 }
 

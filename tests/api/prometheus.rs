@@ -686,6 +686,15 @@ async fn failures_have_prometheus_envelopes_and_statuses() {
     let a = post(&app, "/label/did/values", &[]).await;
     assert_eq!(a.status, 405);
     assert_eq!(a.body["status"], "error");
+    assert_eq!(a.header("allow"), "GET, HEAD");
+    let put = app
+        .http
+        .put(format!("{}/prometheus/api/v1/query", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 405);
+    assert_eq!(put.headers()["allow"], "GET, HEAD, POST");
     let huge = "x".repeat(300 * 1024);
     let a = post(&app, "/query", &[("query", &huge)]).await;
     assert_eq!(a.status, 413);

@@ -194,7 +194,9 @@ async fn a_gateway_built_in_code_has_nothing_to_reload() {
         "{}",
         refused.body
     );
-    assert_eq!(app.admin_get("/internal/reload").await.status, 405);
+    let wrong_method = app.admin_get("/internal/reload").await;
+    assert_eq!(wrong_method.status, 405);
+    assert_eq!(wrong_method.header("allow"), "POST");
 }
 
 /// Log lines of a child process, as they arrive.

@@ -46,12 +46,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource(path)
             .route(get())
             .route(post())
-            .default_service(web::to(method_not_allowed))
+            .default_service(web::to(|| method_not_allowed("GET, HEAD, POST")))
     };
     let get_only = |path: &str, get: fn() -> actix_web::Route| {
         web::resource(path)
             .route(get())
-            .default_service(web::to(method_not_allowed))
+            .default_service(web::to(|| method_not_allowed("GET, HEAD")))
     };
     cfg.service(
         web::scope(PREFIX)
@@ -100,8 +100,8 @@ async fn not_found() -> Result<HttpResponse, PrometheusError> {
     Err(PrometheusError::NotFound)
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, PrometheusError> {
-    Err(PrometheusError::MethodNotAllowed)
+async fn method_not_allowed(allow: &'static str) -> Result<HttpResponse, PrometheusError> {
+    Err(PrometheusError::MethodNotAllowed { allow })
 }
 
 /// A request's parameters as Prometheus reads them (Go's `ParseForm`): a form-encoded POST
