@@ -155,3 +155,23 @@ async fn a_token_guards_the_admin_listener_too_when_set() {
     assert!(limits.body["per_ip"]["per_minute"].is_u64());
     assert!(limits.body["no_cache_per_minute"].is_u64());
 }
+
+#[tokio::test]
+async fn a_wrong_method_is_told_the_methods_the_route_answers() {
+    let app = spawn_app_with(|_| {}).await;
+    app.ready().await;
+    // Each method the Allow header lists is answered; one it does not list gets the 405.
+    assert_eq!(app.admin_get("/internal/cache").await.status, 200);
+    assert_eq!(app.admin_delete("/internal/cache").await.status, 200);
+    let post = app.admin_post("/internal/cache").await;
+    assert_eq!(post.status, 405);
+    assert_eq!(post.header("allow"), "GET, HEAD, DELETE");
+    assert_eq!(post.header("content-type"), "application/problem+json");
+    let delete = app.admin_delete("/internal/reload").await;
+    assert_eq!(delete.status, 405);
+    assert_eq!(delete.header("allow"), "POST");
+    let post = app.admin_post("/healthz").await;
+    assert_eq!(post.status, 405);
+    assert_eq!(post.header("allow"), "GET, HEAD");
+    assert_eq!(app.admin_get("/healthz").await.status, 200);
+}
