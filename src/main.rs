@@ -54,8 +54,12 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Print the OpenAPI document.
-    Openapi,
+    /// Print the OpenAPI document (the public surface's, or with `--admin` the admin
+    /// listener's).
+    Openapi {
+        #[arg(long)]
+        admin: bool,
+    },
 }
 
 // The hit path is allocation-heavy (actix's request and response objects); mimalloc keeps it
@@ -70,8 +74,15 @@ const DEMO_PRIVATE: &str = "demo-private-token";
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Openapi => {
-            print!("{}", metricgate::api::openapi::document());
+        Command::Openapi { admin } => {
+            print!(
+                "{}",
+                if admin {
+                    metricgate::api::openapi::admin_document()
+                } else {
+                    metricgate::api::openapi::document()
+                }
+            );
             ExitCode::SUCCESS
         }
         Command::CheckConfig { config } => match Settings::load(config.as_deref()) {

@@ -330,11 +330,13 @@ pub async fn docs_without_slash() -> actix_web::HttpResponse {
         .finish()
 }
 
-/// The admin surface's document, as pretty JSON.
+/// The admin surface's document as pretty JSON, exactly as committed in `openapi/admin.json`.
 pub fn admin_document() -> String {
-    AdminApiDoc::openapi()
+    let mut text = AdminApiDoc::openapi()
         .to_pretty_json()
-        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    text.push('\n');
+    text
 }
 
 pub fn swagger_ui() -> SwaggerUi {

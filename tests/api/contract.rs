@@ -232,6 +232,18 @@ fn the_committed_openapi_document_is_current() {
 }
 
 #[test]
+fn the_committed_admin_openapi_document_is_current() {
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/admin.json"))
+            .expect("openapi/admin.json exists");
+    let generated = metricgate::api::openapi::admin_document();
+    assert!(
+        committed == generated,
+        "openapi/admin.json is stale: run `cargo run -- openapi --admin > openapi/admin.json`"
+    );
+}
+
+#[test]
 fn every_operation_has_its_own_id() {
     // Generated clients name their functions after these; a repeat silently shadows one route.
     for (document, least) in [
