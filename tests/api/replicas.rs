@@ -81,7 +81,7 @@ async fn one_callers_limit_holds_across_replicas() {
 async fn killing_redis_mid_load_fails_nothing_and_shared_mode_resumes() {
     let mut redis = TestRedis::start();
     let (sim, urls) = spawn_replicas(3, &redis.url(), |s| {
-        s.redis.timeout_ms = 100;
+        s.redis.timeout_ms = 1_000;
     })
     .await;
     wait_for_mode(&urls, true).await;
