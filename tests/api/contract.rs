@@ -220,27 +220,23 @@ async fn an_unreachable_appliance_is_a_502_and_does_not_block_validation() {
 }
 
 #[test]
-fn the_committed_openapi_document_is_current() {
-    let committed =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
-            .expect("openapi/openapi.json exists");
-    let generated = metricgate::api::openapi::document();
-    assert!(
-        committed == generated,
-        "openapi/openapi.json is stale: run `cargo run -- openapi > openapi/openapi.json`"
-    );
-}
-
-#[test]
-fn the_committed_admin_openapi_document_is_current() {
-    let committed =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/admin.json"))
-            .expect("openapi/admin.json exists");
-    let generated = metricgate::api::openapi::admin_document();
-    assert!(
-        committed == generated,
-        "openapi/admin.json is stale: run `cargo run -- openapi --admin > openapi/admin.json`"
-    );
+fn the_committed_openapi_documents_are_current() {
+    for (path, generated, command) in [
+        (
+            "openapi/openapi.json",
+            metricgate::api::openapi::document(),
+            "cargo run -- openapi > openapi/openapi.json",
+        ),
+        (
+            "openapi/admin.json",
+            metricgate::api::openapi::admin_document(),
+            "cargo run -- openapi --admin > openapi/admin.json",
+        ),
+    ] {
+        let committed = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")))
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(committed == generated, "{path} is stale: run `{command}`");
+    }
 }
 
 #[test]
