@@ -158,20 +158,7 @@ where
                         Some(decided) => decided,
                         None => state.callers.check(&who),
                     };
-                    match decided {
-                        (Decision::Allowed(s), policy) => {
-                            let mut response = service.call(req).await?;
-                            write_headers(response.headers_mut(), policy, &s);
-                            Ok(response.map_into_left_body())
-                        }
-                        (
-                            Decision::Limited {
-                                state: s,
-                                retry_after_secs,
-                            },
-                            policy,
-                        ) => Ok(refuse(req, refusal, &s, retry_after_secs, policy)),
-                    }
+                    limited(req, refusal, decided, &*service).await
                 }),
             };
         }

@@ -45,8 +45,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// A GET route. actix's own method guard records each method it tries in the request's
-/// extensions (for an `Allow` header the fallbacks' problems do not use): an allocation and
-/// a map insert on every request. `HEAD` is routed as `GET` (see [`observe`]).
+/// extensions (for an `Allow` header; the fallbacks' come from [`allowed_methods`] instead):
+/// an allocation and a map insert on every request. `HEAD` is routed as `GET` (see
+/// [`observe`]).
 pub(crate) fn get() -> actix_web::Route {
     method(Method::GET)
 }
@@ -193,8 +194,9 @@ pub async fn fallback(
     })
 }
 
-/// The methods a known route of the gateway's own answers, as a 405's `Allow` lists them
-/// (the Prometheus API's routes say theirs in its own scope).
+/// The methods a known route of the gateway's own answers, as a 405's `Allow` lists them:
+/// GET (and HEAD) everywhere but the admin routes [`admin_routes`] registers otherwise (the
+/// Prometheus API's routes say theirs where its scope registers them).
 fn allowed_methods(path: &str) -> &'static str {
     match path {
         "/internal/cache" => "GET, HEAD, DELETE",

@@ -571,7 +571,7 @@ mod tests {
         cache.index_writes.fetch_add(1, Ordering::AcqRel);
     }
 
-    async fn hit(cache: &ResponseCache<TaskFailed>, raw: &str, now: i64) -> Option<String> {
+    fn hit(cache: &ResponseCache<TaskFailed>, raw: &str, now: i64) -> Option<String> {
         let entry = cache.exact_hit(Format::Json, raw, now, Directives::default());
         entry.map(|e| e.etag.clone())
     }
@@ -582,29 +582,29 @@ mod tests {
         let (old, new) = (entry("old", 10_000), entry("new", 10_000));
         index(&a, "q", &old);
         for _ in 0..3 {
-            assert_eq!(hit(&a, "q", 1_000).await.as_deref(), Some("old"));
+            assert_eq!(hit(&a, "q", 1_000).as_deref(), Some("old"));
         }
         // A newer answer for the same question, while the old one is still held.
         index(&a, "q", &new);
-        assert_eq!(hit(&a, "q", 1_000).await.as_deref(), Some("new"));
-        assert_eq!(hit(&a, "q", 1_000).await.as_deref(), Some("new"));
+        assert_eq!(hit(&a, "q", 1_000).as_deref(), Some("new"));
+        assert_eq!(hit(&a, "q", 1_000).as_deref(), Some("new"));
         // Another cache on the same thread, at the same count of index writes, answers with
         // its own.
         let b = cache();
-        assert_eq!(hit(&b, "q", 1_000).await, None);
+        assert_eq!(hit(&b, "q", 1_000), None);
         let other = entry("other", 10_000);
         index(&b, "q", &other);
-        assert_eq!(hit(&b, "q", 1_000).await.as_deref(), Some("other"));
+        assert_eq!(hit(&b, "q", 1_000).as_deref(), Some("other"));
         // Past its freshness, and after a purge, nothing is served.
-        assert_eq!(hit(&a, "q", 10_000).await, None);
-        assert_eq!(hit(&a, "q", 1_000).await.as_deref(), Some("new"));
+        assert_eq!(hit(&a, "q", 10_000), None);
+        assert_eq!(hit(&a, "q", 1_000).as_deref(), Some("new"));
         a.purge(&PurgeFilter::default(), PurgeReach::Local).await;
-        assert_eq!(hit(&a, "q", 1_000).await, None);
+        assert_eq!(hit(&a, "q", 1_000), None);
         drop((old, new, other));
     }
 
-    #[tokio::test]
-    async fn a_threads_copy_lives_no_longer_than_the_stored_answer() {
+    #[test]
+    fn a_threads_copy_lives_no_longer_than_the_stored_answer() {
         let a = cache();
         let stored = entry("stored", 10_000);
         index(&a, "q", &stored);
@@ -619,12 +619,12 @@ mod tests {
         assert_eq!((copy.etag.as_str(), &copy.body), ("stored", &stored.body));
         // The store lets the answer go: the copy goes with it, even while a response holds it.
         drop(stored);
-        assert_eq!(hit(&a, "q", 1_000).await, None);
+        assert_eq!(hit(&a, "q", 1_000), None);
         drop(copy);
     }
 
-    #[tokio::test]
-    async fn more_questions_than_a_thread_remembers_are_all_answered() {
+    #[test]
+    fn more_questions_than_a_thread_remembers_are_all_answered() {
         let a = cache();
         let entries: Vec<_> = (0..3 * RECENT_HITS)
             .map(|i| entry(&format!("e{i}"), 10_000))
@@ -634,7 +634,7 @@ mod tests {
         }
         for round in 0..2 {
             for i in 0..entries.len() {
-                let etag = hit(&a, &format!("q{i}"), 1_000).await;
+                let etag = hit(&a, &format!("q{i}"), 1_000);
                 assert_eq!(etag, Some(format!("e{i}")), "round {round}");
             }
         }
