@@ -20,18 +20,18 @@ use super::expr::Selector;
 use super::value::Labels;
 use super::{BREACH_METRIC, Context, METRIC_NAME, PromError};
 use crate::normalize::{Device, MetricData};
-use crate::query::{self, FieldError, MetricQuery};
+use crate::query::{self, BuildError, Field, Filter, MetricQuery};
 
 /// The appliance's filters, as labels: the names of `/metricdata`'s own parameters.
-pub(crate) const FILTERS: &[&str] = &[
-    "ddid",
-    "odid",
-    "port",
-    "sourceport",
-    "destinationport",
-    "protocol",
-    "applicationprotocol",
-];
+pub(crate) const FILTERS: [&str; 7] = {
+    let mut names = [""; 7];
+    let mut i = 0;
+    while i < Filter::ALL.len() {
+        names[i] = Filter::ALL[i].name();
+        i += 1;
+    }
+    names
+};
 /// A device's details, as labels.
 pub(crate) const DETAILS: &[&str] = &["hostname", "ip", "label"];
 /// A breach's labels (besides `did`).
@@ -42,7 +42,7 @@ pub(crate) const DIRECTION: &str = "direction";
 /// Every label name a series can have.
 pub(crate) fn all_labels() -> Vec<&'static str> {
     let mut names = vec![METRIC_NAME, DID, DIRECTION];
-    names.extend_from_slice(FILTERS);
+    names.extend_from_slice(&FILTERS);
     names.extend_from_slice(DETAILS);
     names.extend_from_slice(BREACH_LABELS);
     names.sort_unstable();
@@ -84,7 +84,7 @@ pub(crate) struct Selection {
     pub network: bool,
     pub devices: Vec<u64>,
     /// Appliance filters, spelled as the caller spelled them (and labelled so).
-    pub filters: Vec<(&'static str, String)>,
+    pub filters: Vec<(Filter, String)>,
     pub directions: Vec<Direction>,
     pub matchers: Vec<Matcher>,
 }
@@ -303,18 +303,16 @@ fn devices(
 }
 
 /// The appliance filters the matchers ask for: `label="value"` each.
-fn filters(
-    matchers: &[Matcher],
-    purpose: Purpose,
-) -> Result<Vec<(&'static str, String)>, PromError> {
+fn filters(matchers: &[Matcher], purpose: Purpose) -> Result<Vec<(Filter, String)>, PromError> {
     let mut out = Vec::new();
-    for &name in FILTERS {
+    for filter in Filter::ALL {
+        let name = filter.name();
         let on = by_name(matchers, name);
         let chosen = on
             .iter()
             .find(|m| m.op == MatchOp::Equal && !m.value.is_empty());
         match chosen {
-            Some(m) => out.push((name, m.value.clone())),
+            Some(m) => out.push((filter, m.value.clone())),
             None => {
                 // Without a filter the series has no such label: fine for a matcher that
                 // matches the empty string.
@@ -357,14 +355,14 @@ fn breach_carrier(ctx: &Context<'_>) -> String {
     }
 }
 
-/// Where a `/v1` parameter's problem shows in PromQL.
-fn label_for(parameter: &str) -> &str {
-    match parameter {
-        "metric" | "metrics" => METRIC_NAME,
-        "devices" | "did" => DID,
-        "interval" => "step",
-        "starttime" | "endtime" | "from" | "to" => "time range",
-        other => other,
+/// Where a question's problem shows in PromQL.
+fn label_for(field: Field) -> &'static str {
+    match field {
+        Field::Metric(_) | Field::Metrics => METRIC_NAME,
+        Field::Devices => DID,
+        Field::Filter(f) => f.name(),
+        Field::Interval => "step",
+        Field::Start | Field::End => "time range",
     }
 }
 
@@ -395,8 +393,22 @@ impl Selection {
                 scopes.push(Some(&self.devices));
             }
             for devices in scopes {
-                let raw = self.raw(&metrics, devices, breaches, start, end, interval_seconds);
-                let query = query::parse(&raw, ctx.limits, ctx.names, ctx.now_ms)
+                let mut question = MetricQuery::builder()
+                    .metrics(metrics.iter().cloned())
+                    .range(start, end)
+                    .interval_seconds(interval_seconds)
+                    .breachtimes(breaches);
+                if let Some(devices) = devices {
+                    // Device details become the hostname, ip and label labels.
+                    question = question
+                        .devices(devices.iter().copied())
+                        .fulldevicedetails(true);
+                }
+                for (filter, value) in &self.filters {
+                    question = question.filter_text(*filter, value);
+                }
+                let query = question
+                    .build(ctx.limits, ctx.names, ctx.now_ms)
                     .map_err(|errors| invalid(&errors))?;
                 out.push(Fetch { query, breaches });
             }
@@ -404,40 +416,11 @@ impl Selection {
         Ok(out)
     }
 
-    fn raw(
-        &self,
-        metrics: &[String],
-        devices: Option<&[u64]>,
-        breaches: bool,
-        start: i64,
-        end: i64,
-        interval_seconds: u64,
-    ) -> String {
-        let mut raw = form_urlencoded::Serializer::new(String::new());
-        raw.append_pair("metrics", &metrics.join(","));
-        if let Some(devices) = devices {
-            let ids: Vec<String> = devices.iter().map(u64::to_string).collect();
-            raw.append_pair("devices", &ids.join(","));
-            // Device details become the hostname, ip and label labels.
-            raw.append_pair("fulldevicedetails", "true");
-        }
-        for (name, value) in &self.filters {
-            raw.append_pair(name, value);
-        }
-        raw.append_pair("starttime", &start.to_string());
-        raw.append_pair("endtime", &end.to_string());
-        raw.append_pair("interval", &interval_seconds.to_string());
-        if breaches {
-            raw.append_pair("breachtimes", "true");
-        }
-        raw.finish()
-    }
-
     /// The labels every series of this selection carries besides its own.
     fn base_labels(&self) -> Labels {
         self.filters
             .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .map(|(k, v)| (k.name().to_owned(), v.clone()))
             .collect()
     }
 
@@ -589,10 +572,10 @@ impl Selection {
     }
 }
 
-fn invalid(errors: &[FieldError]) -> PromError {
+fn invalid(errors: &[BuildError]) -> PromError {
     let parts: Vec<String> = errors
         .iter()
-        .map(|e| format!("{}: {}", label_for(&e.parameter), e.message))
+        .map(|e| format!("{}: {}", label_for(e.field), e.message))
         .collect();
     PromError::bad_data(parts.join("; "))
 }

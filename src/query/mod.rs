@@ -3,17 +3,19 @@
 //! A `MetricQuery` can only be built valid, so nothing past this module re-checks it, and two
 //! requests that mean the same thing produce equal values (the cache key relies on it).
 
+mod builder;
 mod parameters;
-mod params;
 mod representation;
+mod spelling;
 mod values;
 
 use serde::Serialize;
 use utoipa::ToSchema;
 
+pub use builder::{BuildError, Field, Filter, MetricQueryBuilder};
 pub use parameters::{Example, PARAMETERS, Parameter, Shape};
-pub use params::{Dialect, parse, parse_in};
 pub use representation::{Encoding, Format, Offer, Representation};
+pub use spelling::{Dialect, parse, parse_in};
 pub use values::{interval_label, positive_id, shown};
 
 /// A validated `/metricdata` question in canonical form.

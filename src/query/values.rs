@@ -26,6 +26,15 @@ pub fn name_token(value: &str, what: &str, max_len: usize) -> Result<String, Str
 /// Largest id accepted: exactly representable in JSON numbers everywhere.
 const MAX_ID: u64 = (1 << 53) - 1;
 
+/// A device id given as a number: positive, and exact in JSON.
+pub fn valid_id(id: u64) -> Result<u64, String> {
+    if (1..=MAX_ID).contains(&id) {
+        Ok(id)
+    } else {
+        Err(format!("`{id}` is not a positive integer id"))
+    }
+}
+
 pub fn positive_id(value: &str) -> Result<u64, String> {
     match value.parse::<u64>() {
         Ok(n) if (1..=MAX_ID).contains(&n) && value.bytes().all(|b| b.is_ascii_digit()) => Ok(n),

@@ -1,9 +1,12 @@
-//! The raw query string → [`MetricQuery`], collecting every problem before answering.
+//! The dialects' spelling: a raw query string → the values of a question, handed to the
+//! typed [`MetricQueryBuilder`], which checks them. Every problem is collected before
+//! answering, named by the parameter as the caller spelled it.
 
 use std::collections::BTreeMap;
 
+use super::builder::{BuildError, Field, Filter, MetricQueryBuilder};
 use super::values::{self, shown};
-use super::{FieldError, MetricNames, MetricQuery, ProtocolLookup};
+use super::{FieldError, MetricNames, MetricQuery};
 use crate::settings::QueryLimits;
 
 /// Parameters that may repeat, or carry comma lists.
@@ -11,8 +14,6 @@ const LIST_PARAMETERS: &[&str] = &["metrics", "devices"];
 
 /// A query string with more parameters than this is refused outright.
 const MAX_PARAMETERS: usize = 256;
-const MAX_NAME_LEN: usize = 64;
-const MAX_APPLICATION_PROTOCOL_LEN: usize = 64;
 
 /// How a caller spells its question.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,24 +69,34 @@ pub fn parse_in(
         errors: Vec::new(),
         scalars: BTreeMap::new(),
         lists: BTreeMap::new(),
+        metric_origins: Vec::new(),
     };
     p.split(raw);
-    if !p.errors.is_empty() && p.errors[0].parameter == "(query)" {
-        return Err(p.errors);
+    if !p.errors.is_empty() && p.errors[0].1.parameter == "(query)" {
+        return Err(p.errors.into_iter().map(|(_, e)| e).collect());
     }
-    let query = p.build(limits, catalog, now_ms);
-    match query {
-        Some(q) if p.errors.is_empty() => Ok(q),
-        _ => Err(p.errors),
-    }
+    let built = p.draft(now_ms).build(limits, catalog, now_ms);
+    let spelled = |e: BuildError| (e.field.rank(), p.spelled(e));
+    let mut errors: Vec<(u8, FieldError)> = match built {
+        Ok(query) if p.errors.is_empty() => return Ok(query),
+        Ok(_) => Vec::new(),
+        Err(errors) => errors.into_iter().map(spelled).collect(),
+    };
+    errors.splice(0..0, std::mem::take(&mut p.errors));
+    // In the order of the question's parts, as the caller reads them.
+    errors.sort_by_key(|(rank, _)| *rank);
+    Err(errors.into_iter().map(|(_, e)| e).collect())
 }
 
 struct Parser {
     dialect: Dialect,
-    errors: Vec<FieldError>,
+    /// Problems with their rank (see [`Field::rank`]); 0 for the query string's own.
+    errors: Vec<(u8, FieldError)>,
     scalars: BTreeMap<&'static str, String>,
     /// List items, each with the parameter that carried it (errors name it as sent).
     lists: BTreeMap<&'static str, Vec<(String, String)>>,
+    /// The parameter that carried each metric handed to the builder, by position.
+    metric_origins: Vec<String>,
 }
 
 /// `metric1`, `metric2`, …: the SDK's and the appliance's spelling of several metrics.
@@ -95,17 +106,18 @@ fn is_numbered_metric(key: &str) -> bool {
 }
 
 impl Parser {
-    fn error(&mut self, parameter: &str, message: impl Into<String>) {
-        self.errors.push(FieldError::new(parameter, message));
+    fn error(&mut self, rank: u8, parameter: &str, message: impl Into<String>) {
+        self.errors
+            .push((rank, FieldError::new(parameter, message)));
     }
 
     fn split(&mut self, raw: &str) {
         let mut seen_repeat = Vec::new();
         for (count, (key, value)) in form_urlencoded::parse(raw.as_bytes()).enumerate() {
             if count >= MAX_PARAMETERS {
-                self.errors = vec![FieldError::new(
-                    "(query)",
-                    format!("more than {MAX_PARAMETERS} parameters"),
+                self.errors = vec![(
+                    0,
+                    FieldError::new("(query)", format!("more than {MAX_PARAMETERS} parameters")),
                 )];
                 return;
             }
@@ -127,6 +139,7 @@ impl Parser {
                     "/appliance answers in the appliance's JSON array"
                 };
                 self.error(
+                    0,
                     "format",
                     format!("not accepted here: {route}; /v1/metricdata?format=csv gives CSV"),
                 );
@@ -137,6 +150,7 @@ impl Parser {
                     .map(|k| format!("; did you mean `{k}`?"))
                     .unwrap_or_default();
                 self.error(
+                    0,
                     &shown(&key),
                     format!("unknown parameter `{}`{hint}", shown(&key)),
                 );
@@ -151,7 +165,7 @@ impl Parser {
                 if !seen_repeat.contains(&name) {
                     seen_repeat.push(name);
                     let message = repeated(self.dialect, name);
-                    self.error(name, message);
+                    self.error(0, name, message);
                 }
             } else {
                 self.scalars.insert(name, value.into_owned());
@@ -163,68 +177,88 @@ impl Parser {
         self.scalars.remove(name)
     }
 
-    /// Parses an optional scalar with `parse`, recording its error.
+    /// Reads an optional scalar with `parse`, recording its error against `field`'s rank.
     fn field<T>(
         &mut self,
         name: &'static str,
+        rank: u8,
         parse: impl Fn(&str) -> Result<T, String>,
-    ) -> Option<T> {
-        let raw = self.take(name)?;
+    ) -> Result<Option<T>, ()> {
+        let Some(raw) = self.take(name) else {
+            return Ok(None);
+        };
         match parse(&raw) {
-            Ok(v) => Some(v),
+            Ok(v) => Ok(Some(v)),
             Err(message) => {
-                self.error(name, message);
-                None
+                self.error(rank, name, message);
+                Err(())
             }
         }
     }
 
-    fn build(
-        &mut self,
-        limits: &QueryLimits,
-        catalog: &dyn MetricNames,
-        now_ms: i64,
-    ) -> Option<MetricQuery> {
-        let metrics = self.metrics(limits, catalog);
-        let devices = self.devices(limits);
-        let ddid = self.field("ddid", values::positive_id);
-        let odid = self.field("odid", values::positive_id);
-        let port = self.field("port", values::port);
-        let sourceport = self.field("sourceport", values::port);
-        let destinationport = self.field("destinationport", values::port);
-        let protocol = self.field("protocol", values::protocol);
-        let applicationprotocol = self.application_protocol(catalog);
-        let breachtimes = self.field("breachtimes", values::boolean).unwrap_or(false);
-        let fulldevicedetails = self
-            .field("fulldevicedetails", values::boolean)
-            .unwrap_or(false);
+    /// The values the caller spelled, handed to the builder; what cannot be read is reported
+    /// here and marked refused there.
+    fn draft(&mut self, now_ms: i64) -> MetricQueryBuilder {
+        let mut b = MetricQuery::builder();
+        b = self.metrics(b);
+        b = self.devices(b);
+        for filter in Filter::ALL {
+            if let Some(text) = self.take(filter.name()) {
+                b = b.filter_text(filter, &text);
+            }
+        }
+        const DETAILS: u8 = 19;
+        if let Ok(on) = self.field("breachtimes", DETAILS, values::boolean) {
+            b = b.breachtimes(on.unwrap_or(false));
+        }
+        if let Ok(on) = self.field("fulldevicedetails", DETAILS, values::boolean) {
+            b = b.fulldevicedetails(on.unwrap_or(false));
+        }
         // The representation is decided by `Representation::negotiate`; here the value is
         // only checked, so a bad one is refused with the rest.
-        let _ = self.field("format", |v| match v {
+        let _ = self.field("format", DETAILS, |v| match v {
             "json" | "csv" => Ok(()),
             _ => Err(format!("`{}` is not a format; use json or csv", shown(v))),
         });
-        let interval = self.interval(limits);
-        let (starttime, endtime) = self.window(limits, interval, now_ms);
-        Some(MetricQuery {
-            metrics: metrics?,
-            devices: devices?,
-            ddid,
-            odid,
-            port,
-            sourceport,
-            destinationport,
-            protocol,
-            applicationprotocol,
-            starttime,
-            endtime,
-            interval_seconds: interval?,
-            breachtimes,
-            fulldevicedetails,
-        })
+        b = match self.field("interval", Field::Interval.rank(), values::interval_seconds) {
+            Ok(Some(seconds)) => b.interval_seconds(seconds),
+            Ok(None) => b,
+            Err(()) => b.refused(Field::Interval),
+        };
+        b = match self.aliased("starttime", "from", now_ms) {
+            Ok(Some(start)) => b.since(start),
+            Ok(None) => b,
+            Err(()) => b.refused(Field::Start),
+        };
+        match self.aliased("endtime", "to", now_ms) {
+            Ok(Some(end)) => b.until(end),
+            Ok(None) => b,
+            Err(()) => b.refused(Field::End),
+        }
     }
 
-    fn metrics(&mut self, limits: &QueryLimits, catalog: &dyn MetricNames) -> Option<Vec<String>> {
+    /// A builder's problem, named by the parameter the caller used.
+    fn spelled(&self, e: BuildError) -> FieldError {
+        let parameter = match e.field {
+            Field::Metric(at) => self
+                .metric_origins
+                .get(at)
+                .map_or("metrics", String::as_str),
+            Field::Metrics => self
+                .metric_origins
+                .first()
+                .map_or("metrics", String::as_str),
+            Field::Devices => "devices",
+            Field::Filter(f) => f.name(),
+            Field::Interval => "interval",
+            Field::Start => "starttime",
+            Field::End => "endtime",
+        };
+        FieldError::new(parameter, e.message)
+    }
+
+    fn metrics(&mut self, b: MetricQueryBuilder) -> MetricQueryBuilder {
+        const RANK: u8 = 1;
         let single = self.take("metric");
         let list = self.lists.remove("metrics");
         let raw: Vec<(String, String)> = match (single, list) {
@@ -235,235 +269,81 @@ impl Parser {
                 } else {
                     "give one `metric`, or several as `metric=a,b` or `metric1`, `metric2`, …"
                 };
-                self.error("metric", message);
-                self.error(other, message);
-                return None;
+                self.error(RANK, "metric", message);
+                self.error(RANK, other, message);
+                return b.refused(Field::Metrics);
             }
             (None, None) => {
                 self.error(
+                    RANK,
                     "metric",
                     "`metric` (one name) or `metrics` (a list) is required",
                 );
-                return None;
+                return b.refused(Field::Metrics);
             }
             (Some(one), None) if one.contains(',') => {
                 self.error(
+                    RANK,
                     "metric",
                     "`metric` takes one name; use `metrics` for a comma list",
                 );
-                return None;
+                return b.refused(Field::Metrics);
             }
             (Some(one), None) => vec![("metric".to_owned(), one)],
             (None, Some(many)) => many,
         };
-        // Problems about the whole list are reported against the first spelling used.
-        let param = raw
-            .first()
-            .map_or("metrics", |(p, _)| p.as_str())
-            .to_owned();
-        let mut named: Vec<(String, &str)> = Vec::with_capacity(raw.len());
-        let mut ok = true;
-        for (origin, name) in &raw {
-            match values::name_token(name, "metric name", MAX_NAME_LEN) {
-                Ok(n) => named.push((n, origin.as_str())),
-                Err(m) => {
-                    self.error(origin, m);
-                    ok = false;
-                }
-            }
-        }
-        named.sort_unstable();
-        named.dedup_by(|a, b| a.0 == b.0);
-        if named.len() > limits.max_metrics {
-            self.error(
-                &param,
-                format!(
-                    "{} metrics requested; at most {} per request",
-                    named.len(),
-                    limits.max_metrics
-                ),
-            );
-            return None;
-        }
-        for (name, origin) in &named {
-            if catalog.contains(name) == Some(false) {
-                let closest = catalog.closest(name);
-                let hint = if closest.is_empty() {
-                    "; GET /v1/metrics lists the known names".to_owned()
-                } else {
-                    format!("; did you mean {}?", quoted_list(&closest))
-                };
-                self.error(origin, format!("unknown metric `{name}`{hint}"));
-                ok = false;
-            }
-        }
-        let names: Vec<String> = named.into_iter().map(|(n, _)| n).collect();
-        ok.then_some(names)
+        let (origins, names): (Vec<String>, Vec<String>) = raw.into_iter().unzip();
+        self.metric_origins = origins;
+        b.metrics(names)
     }
 
-    /// `applicationprotocol`: the appliance's numeric code (from its `/enums`), or a name it
-    /// lists there, translated to the code. Names are only sent as codes.
-    fn application_protocol(&mut self, catalog: &dyn MetricNames) -> Option<u32> {
-        const NAME: &str = "applicationprotocol";
-        let raw = self.take(NAME)?;
-        if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
-            let Ok(code) = raw.parse::<u32>() else {
-                self.error(
-                    NAME,
-                    format!("`{}` is not an application protocol code", shown(&raw)),
-                );
-                return None;
-            };
-            if catalog.has_application_protocol(code) == Some(false) {
-                self.error(
-                    NAME,
-                    format!("`{code}` is not an application protocol code the appliance lists in its /enums; give a code it lists, or a name such as http"),
-                );
-                return None;
-            }
-            return Some(code);
-        }
-        let name_char = |c: char| c.is_ascii_alphanumeric() || " _.:/+-".contains(c);
-        if raw.is_empty()
-            || raw.chars().count() > MAX_APPLICATION_PROTOCOL_LEN
-            || !raw.chars().all(name_char)
-        {
-            self.error(
-                NAME,
-                format!("`{}` is not an application protocol; give its code, or its name (letters, digits, spaces and _ . : / + -; at most {MAX_APPLICATION_PROTOCOL_LEN} characters)", shown(&raw)),
-            );
-            return None;
-        }
-        match catalog.application_protocol(&raw) {
-            ProtocolLookup::Code(code) => Some(code),
-            ProtocolLookup::Unknown { closest } => {
-                let hint = if closest.is_empty() {
-                    "; the appliance's /enums lists the known names".to_owned()
-                } else {
-                    format!("; did you mean {}?", quoted_list(&closest))
-                };
-                self.error(
-                    NAME,
-                    format!("unknown application protocol `{}`{hint}", shown(&raw)),
-                );
-                None
-            }
-            ProtocolLookup::NotKnownYet => {
-                self.error(
-                    NAME,
-                    format!(
-                        "`{}` is a name, and the gateway has not read the appliance's application protocols (/enums) yet, so it cannot translate names; give the numeric code (e.g. 1053), or retry shortly",
-                        shown(&raw)
-                    ),
-                );
-                None
-            }
-        }
-    }
-
-    fn devices(&mut self, limits: &QueryLimits) -> Option<Vec<u64>> {
+    fn devices(&mut self, b: MetricQueryBuilder) -> MetricQueryBuilder {
+        const RANK: u8 = 2;
         let did = self.take("did");
         let list = self.lists.remove("devices");
         match (did, list) {
             (Some(_), Some(_)) => {
-                self.error("devices", "give `did` or `devices`, not both");
-                None
+                self.error(RANK, "devices", "give `did` or `devices`, not both");
+                b.refused(Field::Devices)
             }
-            (None, None) => Some(Vec::new()),
+            (None, None) => b,
             (Some(one), None) => match values::positive_id(&one) {
-                Ok(id) => Some(vec![id]),
+                Ok(id) => b.device(id),
                 Err(m) if one.contains([',', '[']) => {
                     self.error(
+                        RANK,
                         "did",
                         format!("{m}; `did` takes one device: for several, use `devices=123,456`"),
                     );
-                    None
+                    b.refused(Field::Devices)
                 }
                 Err(m) => {
-                    self.error("did", m);
-                    None
+                    self.error(RANK, "did", m);
+                    b.refused(Field::Devices)
                 }
             },
             (None, Some(many)) => {
                 let mut ids = Vec::with_capacity(many.len());
-                let mut ok = true;
                 for (_, raw) in &many {
                     match values::positive_id(raw) {
                         Ok(id) => ids.push(id),
-                        Err(_) => {
-                            ok = false;
-                            self.error(
-                                "devices",
-                                format!(
-                                    "`{}` is not a device id; only numeric device ids (did) are accepted",
-                                    shown(raw)
-                                ),
-                            );
-                        }
+                        Err(_) => self.error(
+                            RANK,
+                            "devices",
+                            format!(
+                                "`{}` is not a device id; only numeric device ids (did) are accepted",
+                                shown(raw)
+                            ),
+                        ),
                     }
                 }
-                ids.sort_unstable();
-                ids.dedup();
-                if ids.len() > limits.max_devices {
-                    self.error(
-                        "devices",
-                        format!(
-                            "{} devices requested; at most {} per request",
-                            ids.len(),
-                            limits.max_devices
-                        ),
-                    );
-                    return None;
+                if ids.len() == many.len() {
+                    b.devices(ids)
+                } else {
+                    b.refused(Field::Devices)
                 }
-                ok.then_some(ids)
             }
         }
-    }
-
-    fn interval(&mut self, limits: &QueryLimits) -> Option<u64> {
-        let Some(raw) = self.take("interval") else {
-            return Some(limits.default_interval_seconds);
-        };
-        let seconds = match values::interval_seconds(&raw) {
-            Ok(s) => s,
-            Err(m) => {
-                self.error("interval", m);
-                return None;
-            }
-        };
-        if !seconds.is_multiple_of(60) && seconds > 0 {
-            let below = (seconds / 60 * 60).max(60);
-            let above = seconds.div_ceil(60) * 60;
-            let choices = if below == above {
-                values::interval_label(above)
-            } else {
-                format!(
-                    "{} or {}",
-                    values::interval_label(below),
-                    values::interval_label(above)
-                )
-            };
-            self.error(
-                "interval",
-                format!(
-                    "`{}` is not a whole number of minutes; appliances keep one value per minute, so use e.g. {choices}",
-                    shown(&raw)
-                ),
-            );
-            return None;
-        }
-        if !(limits.min_interval_seconds..=limits.max_interval_seconds).contains(&seconds) {
-            self.error(
-                "interval",
-                format!(
-                    "interval must be between {} and {}",
-                    values::interval_label(limits.min_interval_seconds),
-                    values::interval_label(limits.max_interval_seconds)
-                ),
-            );
-            return None;
-        }
-        Some(seconds)
     }
 
     /// One of an alias pair, checking that both spellings agree when both are given.
@@ -473,18 +353,18 @@ impl Parser {
         alias: &'static str,
         now_ms: i64,
     ) -> Result<Option<i64>, ()> {
+        const RANK: u8 = 21;
         let time =
             |v: &str| values::relative_ms(v, now_ms).unwrap_or_else(|| values::timestamp_ms(v));
-        let a = self.field(name, time);
-        let a_failed = self.errors.iter().any(|e| e.parameter == name);
-        let b = self.field(alias, time);
-        let b_failed = self.errors.iter().any(|e| e.parameter == alias);
-        if a_failed || b_failed {
+        let a = self.field(name, RANK, time);
+        let b = self.field(alias, RANK, time);
+        let (Ok(a), Ok(b)) = (a, b) else {
             return Err(());
-        }
+        };
         match (a, b) {
             (Some(x), Some(y)) if x != y => {
                 self.error(
+                    RANK,
                     alias,
                     format!("`{name}` and `{alias}` are the same parameter but differ"),
                 );
@@ -492,67 +372,6 @@ impl Parser {
             }
             (x, y) => Ok(x.or(y)),
         }
-    }
-
-    fn window(
-        &mut self,
-        limits: &QueryLimits,
-        interval: Option<u64>,
-        now_ms: i64,
-    ) -> (Option<i64>, Option<i64>) {
-        let start = self.aliased("starttime", "from", now_ms);
-        let end = self.aliased("endtime", "to", now_ms);
-        let (Ok(start), Ok(end)) = (start, end) else {
-            return (None, None);
-        };
-        let (start, end_for_limits) = match (start, end) {
-            (None, None) => return (None, None),
-            (None, Some(_)) => {
-                self.error(
-                    "endtime",
-                    "an end time needs a start time (`starttime` or `from`)",
-                );
-                return (None, None);
-            }
-            (Some(s), Some(e)) if s >= e => {
-                self.error("starttime", "the start time must be before the end time");
-                return (None, None);
-            }
-            (Some(s), None) if s >= now_ms => {
-                self.error(
-                    "starttime",
-                    "the start time is in the future; give an end time too",
-                );
-                return (None, None);
-            }
-            (Some(s), e) => (s, e.unwrap_or(now_ms)),
-        };
-        let range_ms = (end_for_limits - start) as u64;
-        let max_range_ms = limits.max_range_days.saturating_mul(86_400_000);
-        if range_ms > max_range_ms {
-            self.error(
-                "starttime",
-                format!(
-                    "the range is longer than {} days; ask for a shorter range",
-                    limits.max_range_days
-                ),
-            );
-        } else if let Some(interval) = interval {
-            let points = range_ms.div_ceil(interval * 1000);
-            if points > limits.max_points {
-                let needed = range_ms.div_ceil(limits.max_points * 1000);
-                self.error(
-                    "interval",
-                    format!(
-                        "this range at {} is {points} points, more than the limit of {}; use a coarser interval, e.g. interval={}",
-                        values::interval_label(interval),
-                        limits.max_points,
-                        values::interval_label(coarser_interval(needed))
-                    ),
-                );
-            }
-        }
-        (Some(start), end)
     }
 }
 
@@ -582,18 +401,6 @@ fn repeated(dialect: Dialect, name: &str) -> String {
     }
 }
 
-/// The smallest common interval of at least `seconds`.
-fn coarser_interval(seconds: u64) -> u64 {
-    const COMMON: &[u64] = &[
-        60, 300, 600, 900, 1_800, 3_600, 7_200, 21_600, 43_200, 86_400, 604_800,
-    ];
-    COMMON
-        .iter()
-        .copied()
-        .find(|c| *c >= seconds)
-        .unwrap_or_else(|| seconds.div_ceil(86_400) * 86_400)
-}
-
 fn closest_parameter(key: &str) -> Option<&'static str> {
     let squashed: String = key
         .chars()
@@ -607,14 +414,6 @@ fn closest_parameter(key: &str) -> Option<&'static str> {
         .filter(|(score, _)| *score > 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, k)| k)
-}
-
-fn quoted_list(names: &[String]) -> String {
-    names
-        .iter()
-        .map(|n| format!("`{n}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]
