@@ -11,7 +11,7 @@ use crate::normalize::AnswerError;
 use crate::promql::PromError;
 use crate::query::FieldError;
 use crate::reload::ReloadError;
-use crate::service::ServiceError;
+use crate::service::{PromqlError, ServiceError};
 use crate::telemetry::chain;
 use crate::upstream::UpstreamError;
 
@@ -393,6 +393,15 @@ pub enum PrometheusError {
     /// `allow`: the methods the endpoint answers, as the `Allow` header lists them.
     #[error("method not allowed")]
     MethodNotAllowed { allow: &'static str },
+}
+
+impl From<PromqlError> for PrometheusError {
+    fn from(e: PromqlError) -> Self {
+        match e {
+            PromqlError::Query(e) => Self::Query(e),
+            PromqlError::Fetch(e) => Self::Fetch(e),
+        }
+    }
 }
 
 /// Prometheus' error envelope.

@@ -142,10 +142,3 @@ pub async fn get_limits(state: web::Data<AppState>) -> HttpResponse {
         appliance: state.client.guard().report(&state.settings.upstream),
     })
 }
-
-/// The admin surface's OpenAPI document.
-pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(super::openapi::admin_document())
-}

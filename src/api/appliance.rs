@@ -7,8 +7,8 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::darktrace::SdkMetricsParams;
+use super::failures::ApplianceFailures;
 use super::metricdata::{Answering, serve};
-use super::openapi::ApplianceFailures;
 use super::params::ApplianceMetricDataParams;
 use crate::catalog::MetricInfo;
 use crate::error::{ApiError, Problem};

@@ -7,8 +7,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use super::failures::ApplianceFailures;
 use super::metricdata::{Answering, serve};
-use super::openapi::ApplianceFailures;
 use super::params::SdkMetricDataParams;
 use crate::catalog::{MetricCatalog, MetricInfo};
 use crate::error::{ApiError, Problem};

@@ -8,7 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use futures::future::{Either, LocalBoxFuture};
 
 use super::cache_headers::{self, Refresh};
-use super::openapi::ApplianceFailures;
+use super::failures::ApplianceFailures;
 use super::params::MetricDataParams;
 use crate::cache::Directives;
 use crate::error::{ApiError, Problem};

@@ -2,7 +2,7 @@
 
 use actix_web::{HttpResponse, web};
 
-use super::openapi::ApplianceFailures;
+use super::failures::ApplianceFailures;
 use crate::catalog::MetricCatalog;
 use crate::error::ApiError;
 use crate::state::AppState;

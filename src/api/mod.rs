@@ -6,6 +6,7 @@ pub mod appliance;
 mod cache_headers;
 pub mod darktrace;
 mod explorer;
+mod failures;
 pub mod limit;
 pub mod metricdata;
 pub mod metrics;
@@ -105,7 +106,7 @@ pub fn admin_listener_routes(cfg: &mut web::ServiceConfig) {
                 .route(get().to(ops::readiness_detail)),
         )
         .route("/metrics", get().to(ops::prometheus))
-        .route("/openapi.json", get().to(admin::openapi));
+        .route("/openapi.json", get().to(openapi::serve_admin_document));
 }
 
 /// Every route's path, for the fallback and metric labels. Only one has a parameter:

@@ -17,32 +17,6 @@ use crate::reload::ReloadError;
 use crate::settings::{Settings, SettingsError};
 use crate::upstream::UpstreamError;
 
-/// The failures every route that may ask the appliance shares, documented once.
-#[allow(dead_code)]
-#[derive(utoipa::IntoResponses)]
-pub enum ApplianceFailures {
-    #[response(status = 429, description = "The caller is over its rate limit",
-        content_type = "application/problem+json", headers(
-            ("Retry-After" = u64, description = "Seconds to wait"),
-            ("RateLimit" = String, description = "`limit=N, remaining=0, reset=S` (draft-ietf-httpapi-ratelimit-headers-07)")))]
-    RateLimited(Problem),
-    #[response(
-        status = 502,
-        description = "The appliance failed, refused the gateway or the query (`appliance-refused-query`: the first line of its reason, never its address), sent an unknown shape, or left out a requested metric",
-        content_type = "application/problem+json"
-    )]
-    BadGateway(Problem),
-    #[response(status = 503, description = "The appliance's request budget is exhausted, its circuit breaker is open, or the appliance itself is rate-limiting the gateway (its 429; `Retry-After` is the appliance's own when it sends one)",
-        content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait")))]
-    Unavailable(Problem),
-    #[response(
-        status = 504,
-        description = "The appliance did not answer in time (for metric data: or `only-if-cached` found nothing)",
-        content_type = "application/problem+json"
-    )]
-    GatewayTimeout(Problem),
-}
-
 #[derive(OpenApi)]
 #[openapi(
     modifiers(&ProblemExamples),
@@ -341,4 +315,11 @@ pub fn admin_document() -> String {
 
 pub fn swagger_ui() -> SwaggerUi {
     SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", ApiDoc::openapi())
+}
+
+/// Serves the admin surface's OpenAPI document (on the admin listener).
+pub async fn serve_admin_document() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .content_type("application/json")
+        .body(admin_document())
 }

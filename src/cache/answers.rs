@@ -443,6 +443,7 @@ where
                     body: Bytes::copy_from_slice(&body),
                     left_out: fetched.left_out,
                     shared: false,
+                    sourcing: fetched.sourcing,
                 })
             });
             // A partly understood answer goes to those waiting for it, and nowhere else.
@@ -547,6 +548,7 @@ mod tests {
             upstream_ms: 0,
             left_out: 0,
             shared: false,
+            sourcing: Default::default(),
         })
     }
 

@@ -44,6 +44,27 @@ pub struct Entry {
     pub left_out: usize,
     /// Found in Redis: another replica (or an earlier life of this one) fetched it.
     pub shared: bool,
+    /// How the fetch that made it got its data.
+    pub sourcing: Sourcing,
+}
+
+/// Where a fetched answer's data came from, for `Cache-Status` and `Metricgate-Fetched`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sourcing {
+    /// Ranges `[start, end)` (epoch ms) the appliance was asked for this answer, oldest first.
+    pub fetched: Vec<(i64, i64)>,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// The appliance was asked.
+    #[default]
+    Appliance,
+    /// Assembled from stored segments without asking the appliance.
+    Assembled,
+    /// Assembled from stored segments, some of them prefetched in the background.
+    Prefetched,
 }
 
 impl Entry {
@@ -58,6 +79,7 @@ impl Entry {
             upstream_ms: self.upstream_ms,
             left_out: self.left_out,
             shared: self.shared,
+            sourcing: self.sourcing.clone(),
         }
     }
 }
@@ -69,6 +91,7 @@ pub struct Fetched {
     pub completeness: Completeness,
     /// Parts of the appliance's answer left out (see [`Entry::left_out`]).
     pub left_out: usize,
+    pub sourcing: Sourcing,
 }
 
 /// How an answer was obtained, for `Cache-Status`.

@@ -174,6 +174,8 @@ fn decode(bytes: &[u8], gzip_min: usize) -> Option<Entry> {
         // Only whole answers are ever stored.
         left_out: 0,
         shared: true,
+        // Not this request's fetch.
+        sourcing: Default::default(),
     })
 }
 
@@ -197,6 +199,7 @@ mod tests {
             upstream_ms: 5,
             left_out: 0,
             shared: false,
+            sourcing: Default::default(),
         };
         let back = decode(&encode(&entry).unwrap(), 1024).unwrap();
         assert_eq!(back.body, body);

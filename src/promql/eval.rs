@@ -4,16 +4,8 @@
 use std::collections::BTreeMap;
 
 use super::expr::{Aggregation, Grouping, Node, OverTime};
-use super::select::{Reach, Row};
-use super::value::Labels;
+use super::value::{Labels, Reach, Row, Series};
 use super::{METRIC_NAME, PromError};
-
-/// One series of a vector: a value (or none) per evaluation time.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Series {
-    pub labels: Labels,
-    pub values: Vec<Option<f64>>,
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Evaluated {
@@ -50,7 +42,7 @@ fn walk(node: &Node<usize>, rows: &[Vec<Row>], times: &[i64], interval_ms: i64) 
         Node::Number(v) => Evaluated::Scalar(*v),
         Node::Select(i) => {
             let floor = |t: i64| t.div_euclid(interval_ms) * interval_ms;
-            let lookback = super::plan::lookback(interval_ms);
+            let lookback = super::time::lookback(interval_ms);
             let value = |row: &Row, t: i64| match row.reach {
                 // The newest sample in (t - lookback, t], as Prometheus reads one.
                 Reach::Lookback => row

@@ -14,7 +14,8 @@
 use super::eval::{self, Evaluated};
 use super::expr::{self, Node};
 use super::select::{self, Fetch, Purpose, Selection};
-use super::value::QueryData;
+use super::time::lookback;
+use super::value::{QueryData, Row};
 use super::{Context, PromError};
 use crate::normalize::MetricData;
 use crate::query::MetricQuery;
@@ -34,13 +35,6 @@ const MAX_STEPS: i64 = 11_000;
 /// epoch seconds.
 const EARLIEST_MS: i64 = 1_000_000_000_000;
 const MINUTE_MS: i64 = 60_000;
-/// Prometheus' default lookback for instant vectors.
-const LOOKBACK_MS: i64 = 5 * MINUTE_MS;
-
-/// How far back the value at a time may come from: Prometheus' lookback, or one interval.
-pub(crate) fn lookback(interval_ms: i64) -> i64 {
-    LOOKBACK_MS.max(interval_ms)
-}
 
 struct Planned {
     selection: Selection,
@@ -124,7 +118,7 @@ impl Plan {
 
     /// The result, from the answers to [`Plan::fetches`], in order.
     pub fn evaluate(&self, answers: &[MetricData]) -> Result<QueryData, PromError> {
-        let rows: Vec<Vec<select::Row>> = self
+        let rows: Vec<Vec<Row>> = self
             .selections
             .iter()
             .map(|planned| {

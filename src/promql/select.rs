@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use promql_parser::label::{MatchOp, Matcher};
 
 use super::expr::Selector;
-use super::value::Labels;
+use super::value::{Labels, Reach, Row};
 use super::{BREACH_METRIC, Context, METRIC_NAME, PromError};
 use crate::normalize::{Device, MetricData};
 use crate::query::{self, BuildError, Field, Filter, MetricQuery};
@@ -94,23 +94,6 @@ pub(crate) struct Selection {
 pub(crate) struct Fetch {
     pub query: MetricQuery,
     pub breaches: bool,
-}
-
-/// A labelled series: its values by bucket start.
-#[derive(Debug, Clone)]
-pub(crate) struct Row {
-    pub labels: Labels,
-    pub points: BTreeMap<i64, f64>,
-    pub reach: Reach,
-}
-
-/// Which sample a time reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Reach {
-    /// The newest within the lookback, as Prometheus reads a metric.
-    Lookback,
-    /// Only the bucket holding the time: a breach marks its own bucket, not the minutes after.
-    Bucket,
 }
 
 fn value_of<'m>(labels: &'m Labels, name: &str) -> &'m str {

@@ -69,6 +69,14 @@ pub fn sample(value: f64) -> String {
     }
 }
 
+/// Prometheus' default lookback for instant vectors.
+const LOOKBACK_MS: i64 = 5 * 60_000;
+
+/// How far back the value at a time may come from: Prometheus' lookback, or one interval.
+pub(crate) fn lookback(interval_ms: i64) -> i64 {
+    LOOKBACK_MS.max(interval_ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

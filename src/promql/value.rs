@@ -6,9 +6,31 @@ use std::collections::BTreeMap;
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 
-use super::eval::Series;
-use super::select::Row;
 use super::time::{sample, seconds};
+
+/// One series of a vector: a value (or none) per evaluation time.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Series {
+    pub labels: Labels,
+    pub values: Vec<Option<f64>>,
+}
+
+/// A labelled series: its values by bucket start.
+#[derive(Debug, Clone)]
+pub(crate) struct Row {
+    pub labels: Labels,
+    pub points: BTreeMap<i64, f64>,
+    pub reach: Reach,
+}
+
+/// Which sample a time reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// The newest within the lookback, as Prometheus reads a metric.
+    Lookback,
+    /// Only the bucket holding the time: a breach marks its own bucket, not the minutes after.
+    Bucket,
+}
 
 /// A series' labels, sorted by name.
 pub type Labels = BTreeMap<String, String>;

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
-use super::{Form, Known, PrometheusSuccess, SelectorParams, known_devices, success};
+use super::{Form, PrometheusSuccess, SelectorParams, success};
 use crate::error::{PrometheusError, PrometheusFailure};
 use crate::promql::{self, Metadata, PromError};
 use crate::state::AppState;
@@ -21,13 +21,10 @@ async fn labels(
 ) -> Result<HttpResponse, PrometheusError> {
     let form = Form::read(&req, payload).await?;
     form.check_times()?;
-    let known = Known::of(&state);
-    let devices = known_devices(&state);
-    let listing = promql::label_names(
-        &form.all("match[]"),
-        form.limit()?,
-        &known.context(&state, &devices),
-    )?;
+    let (matches, limit) = (form.all("match[]"), form.limit()?);
+    let listing = state
+        .service
+        .with_context(|ctx| promql::label_names(&matches, limit, ctx))?;
     Ok(success(listing.data, listing.warnings))
 }
 
@@ -78,14 +75,10 @@ pub async fn label_values(
     let form = Form::read(&req, None).await?;
     form.check_times()?;
     let name = label_name(&name)?;
-    let known = Known::of(&state);
-    let devices = known_devices(&state);
-    let listing = promql::label_values(
-        &name,
-        &form.all("match[]"),
-        form.limit()?,
-        &known.context(&state, &devices),
-    )?;
+    let (matches, limit) = (form.all("match[]"), form.limit()?);
+    let listing = state
+        .service
+        .with_context(|ctx| promql::label_values(&name, &matches, limit, ctx))?;
     Ok(success(listing.data, listing.warnings))
 }
 
@@ -139,13 +132,10 @@ async fn series(
 ) -> Result<HttpResponse, PrometheusError> {
     let form = Form::read(&req, payload).await?;
     form.check_times()?;
-    let known = Known::of(&state);
-    let devices = known_devices(&state);
-    let listing = promql::series(
-        &form.all("match[]"),
-        form.limit()?,
-        &known.context(&state, &devices),
-    )?;
+    let (matches, limit) = (form.all("match[]"), form.limit()?);
+    let listing = state
+        .service
+        .with_context(|ctx| promql::series(&matches, limit, ctx))?;
     Ok(success(listing.data, listing.warnings))
 }
 

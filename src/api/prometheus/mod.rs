@@ -13,12 +13,8 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::catalog::MetricCatalog;
-use crate::catalog::NameSnapshot;
 use crate::error::PrometheusError;
-use crate::normalize::Device;
-use crate::promql::{Context, KnownDevices, PromError};
-use crate::state::AppState;
+use crate::promql::PromError;
 
 use listing::{
     alerts, buildinfo, get_labels, get_series, label_values, metadata, post_labels, post_series,
@@ -218,49 +214,6 @@ fn success<T: Serialize>(data: T, warnings: Vec<String>) -> HttpResponse {
         status: "success",
         data,
         warnings,
-    })
-}
-
-/// What a query is planned against, taken once per request.
-struct Known {
-    catalog: Option<std::sync::Arc<MetricCatalog>>,
-    names: NameSnapshot,
-    now_ms: i64,
-}
-
-impl Known {
-    fn of(state: &AppState) -> Self {
-        Self {
-            catalog: state.catalog.get(),
-            names: state.catalog.names(),
-            now_ms: state.clock.now_ms(),
-        }
-    }
-
-    fn context<'a>(&'a self, state: &'a AppState, devices: &'a KnownDevices<'a>) -> Context<'a> {
-        Context {
-            limits: &state.settings.query,
-            names: &self.names,
-            metrics: self.catalog.as_ref().map_or(&[], |c| &c.metrics),
-            devices,
-            now_ms: self.now_ms,
-        }
-    }
-}
-
-/// The devices the gateway knows: seen in the segment cache's answers, and configured.
-fn known_devices(state: &AppState) -> KnownDevices<'_> {
-    KnownDevices::new(move || {
-        let mut devices = state.service.seen_devices();
-        devices.extend(
-            state
-                .settings
-                .prometheus
-                .devices
-                .iter()
-                .map(|did| Device::bare(*did)),
-        );
-        devices
     })
 }
 

@@ -1,18 +1,15 @@
 //! `/query`, `/query_range`, `/format_query` and `/query_exemplars`.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use futures::future::try_join_all;
 
 use super::{
-    ExpressionParams, Form, Known, PrometheusSuccess, QueryParams, QueryRangeParams, known_devices,
-    success, traceparent,
+    ExpressionParams, Form, PrometheusSuccess, QueryParams, QueryRangeParams, success, traceparent,
 };
 use crate::error::{PrometheusError, PrometheusFailure};
-use crate::promql::{At, Plan, QueryData, time};
+use crate::promql::{At, time};
 use crate::state::AppState;
 
-/// Evaluates `text` at `at`: plans it, asks the use case for each appliance question (the
-/// segment cache answers what it holds), evaluates, and writes the envelope.
+/// Evaluates the form's `query` at `at` through the PromQL use case, and writes the envelope.
 async fn answer(
     req: &HttpRequest,
     state: &AppState,
@@ -22,18 +19,11 @@ async fn answer(
     form.check_timeout()?;
     let limit = form.limit()?;
     let text = form.get("query").unwrap_or("");
-    let known = Known::of(state);
-    let devices = known_devices(state);
-    let plan = Plan::new(text, at, &known.context(state, &devices))?;
-    let trace = traceparent(req);
-    let queries = plan.fetches();
-    let answers = try_join_all(queries.iter().map(|q| state.service.data(q, trace))).await?;
-    let mut data: QueryData = plan.evaluate(&answers)?;
-    let mut warnings = plan.warnings().to_vec();
-    if data.truncate(limit) {
-        warnings.push(format!("results truncated due to limit ({limit})"));
-    }
-    Ok(success(data, warnings))
+    let evaluated = state
+        .service
+        .evaluate(text, at, limit, traceparent(req))
+        .await?;
+    Ok(success(evaluated.data, evaluated.warnings))
 }
 
 async fn instant(

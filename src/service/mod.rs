@@ -2,13 +2,18 @@
 //! raw-query index, parsing, the caches, the fetch, rendering) and knows nothing of HTTP:
 //! handlers extract a [`MetricRequest`] and write the [`Served`] answer.
 
-use std::sync::{Arc, OnceLock};
+mod promql;
+
+pub use promql::{Evaluated, PromqlError};
+
+use std::sync::Arc;
 
 use crate::cache::segments::{Assembled, Reuse, SegmentCache};
 use crate::cache::{
     CacheError, CacheReport, ClusterPurges, Completeness, Directives, Entry, Fetched, PurgeReach,
     Purged, ResponseCache, Route,
 };
+pub use crate::cache::{Origin, Sourcing};
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::fetch::{FetchError, MetricSource};
@@ -42,48 +47,28 @@ pub struct Served {
     pub sourcing: Option<Sourcing>,
 }
 
-/// Where a fetched answer's data came from, for `Cache-Status` and `Metricgate-Fetched`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Sourcing {
-    /// Ranges `[start, end)` (epoch ms) the appliance was asked for this answer, oldest first.
-    pub fetched: Vec<(i64, i64)>,
-    pub origin: Origin,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Origin {
-    /// The appliance was asked.
-    #[default]
-    Appliance,
-    /// Assembled from stored segments without asking the appliance.
-    Assembled,
-    /// Assembled from stored segments, some of them prefetched in the background.
-    Prefetched,
-}
-
-impl Sourcing {
-    fn of(assembled: &Assembled) -> Self {
-        let origin = match (assembled.fetched.is_empty(), assembled.prefetched) {
-            (false, _) => Origin::Appliance,
-            (true, false) => Origin::Assembled,
-            (true, true) => Origin::Prefetched,
-        };
-        Self {
-            fetched: assembled.fetched.clone(),
-            origin,
-        }
+/// A fetch's sourcing, from what the segment cache did for it.
+fn sourcing_of(assembled: &Assembled) -> Sourcing {
+    let origin = match (assembled.fetched.is_empty(), assembled.prefetched) {
+        (false, _) => Origin::Appliance,
+        (true, false) => Origin::Assembled,
+        (true, true) => Origin::Prefetched,
+    };
+    Sourcing {
+        fetched: assembled.fetched.clone(),
+        origin,
     }
+}
 
-    /// A direct fetch of `query` at `now`.
-    fn direct(query: &MetricQuery, now: i64) -> Self {
-        Self {
-            fetched: query
-                .starttime()
-                .map(|start| (start, query.endtime().unwrap_or(now)))
-                .into_iter()
-                .collect(),
-            origin: Origin::Appliance,
-        }
+/// A direct fetch of `query` at `now`.
+fn direct(query: &MetricQuery, now: i64) -> Sourcing {
+    Sourcing {
+        fetched: query
+            .starttime()
+            .map(|start| (start, query.endtime().unwrap_or(now)))
+            .into_iter()
+            .collect(),
+        origin: Origin::Appliance,
     }
 }
 
@@ -107,6 +92,8 @@ pub struct MetricService {
     prefetcher: Option<Arc<Prefetcher>>,
     /// With Redis: purges announced to, and followed from, the other replicas.
     purges: Option<Arc<ClusterPurges>>,
+    /// Devices PromQL listings name before any answer has (`prometheus.devices`).
+    configured_devices: Vec<u64>,
 }
 
 impl MetricService {
@@ -149,6 +136,7 @@ impl MetricService {
             prefetcher,
             purges: shared.map(|s| Arc::new(ClusterPurges::new(s))),
             limits: settings.query.clone(),
+            configured_devices: settings.prometheus.devices.clone(),
             source,
             catalog,
             clock,
@@ -194,78 +182,86 @@ impl MetricService {
         if let Some(prefetcher) = &self.prefetcher {
             prefetcher.note(&query, now);
         }
+        let reuse = if req.directives.no_cache {
+            Reuse::Refetch
+        } else {
+            Reuse::Cached
+        };
         let asked = query.clone();
-        let directives = req.directives;
-        let sourcing: Arc<OnceLock<Sourcing>> = Arc::default();
-        let sourced = sourcing.clone();
-        let prefetcher = self.prefetcher.clone();
         let fetch = move || {
             // A new hop of the caller's trace, made only when the appliance is asked.
-            let traceparent = Some(trace::upstream_traceparent(req.traceparent));
-            let source = self.source.clone();
-            let segments = self.segments.clone();
+            let traceparent = trace::upstream_traceparent(req.traceparent);
+            let sourced = self.sourced(asked, reuse, now, traceparent);
             async move {
-                let data = match segments {
-                    Some(segments) => {
-                        let reuse = if directives.no_cache {
-                            Reuse::Refetch
-                        } else {
-                            Reuse::Cached
-                        };
-                        let by_range = {
-                            let source = source.clone();
-                            let traceparent = traceparent.clone();
-                            move |ranged: MetricQuery| {
-                                let source = source.clone();
-                                let traceparent = traceparent.clone();
-                                async move { source.fetch(&ranged, now, traceparent).await }
-                            }
-                        };
-                        match segments.assemble(&asked, now, reuse, by_range).await {
-                            Some(assembled) => {
-                                let assembled = assembled?;
-                                let sourcing = Sourcing::of(&assembled);
-                                if let (Origin::Prefetched, Some(p)) =
-                                    (sourcing.origin, &prefetcher)
-                                {
-                                    p.count_hit();
-                                }
-                                let _ = sourced.set(sourcing);
-                                assembled.data
-                            }
-                            None => {
-                                let _ = sourced.set(Sourcing::direct(&asked, now));
-                                source.fetch(&asked, now, traceparent).await?
-                            }
-                        }
-                    }
-                    None => {
-                        let _ = sourced.set(Sourcing::direct(&asked, now));
-                        source.fetch(&asked, now, traceparent).await?
-                    }
-                };
+                let (data, sourcing) = sourced.await?;
                 Ok(Fetched {
                     body: render::render(format, &data)?,
                     completeness: Completeness::of(&data),
                     left_out: data.warnings.len(),
+                    sourcing,
                 })
             }
         };
         let answer = self
             .cache
-            .answer(format, req.raw_query, query, now, directives, fetch)
+            .answer(format, req.raw_query, query, now, req.directives, fetch)
             .await
             .map_err(|e| match e {
                 CacheError::NotCached => ServiceError::NotCached,
                 CacheError::Fetch(e) => ServiceError::Fetch(e),
             })?;
+        // Only this request's own fetch says how it sourced its data.
+        let sourcing = matches!(
+            answer.route,
+            Route::Miss { collapsed: false } | Route::Forced { collapsed: false }
+        )
+        .then(|| answer.entry.sourcing.clone());
         Ok(Served {
             entry: answer.entry,
             route: answer.route,
             failure: answer.failure,
             now_ms: self.clock.now_ms(),
-            sourcing: sourcing.get().cloned(),
+            sourcing,
         })
+    }
+
+    /// The data for `query` and how it was got: from the segment cache, which fetches only
+    /// what it lacks (coalesced, within the appliance's budget), or straight from the
+    /// appliance when segments are off or the query has no range. Owns no borrow of `self`,
+    /// so a fetch can outlive the request that started it.
+    fn sourced(
+        &self,
+        query: MetricQuery,
+        reuse: Reuse,
+        now: i64,
+        traceparent: String,
+    ) -> impl Future<Output = Result<(MetricData, Sourcing), FetchError>> + Send + 'static {
+        let source = self.source.clone();
+        let segments = self.segments.clone();
+        let prefetcher = self.prefetcher.clone();
+        async move {
+            if let Some(segments) = segments {
+                let by_range = {
+                    let source = source.clone();
+                    let traceparent = traceparent.clone();
+                    move |ranged: MetricQuery| {
+                        let source = source.clone();
+                        let traceparent = Some(traceparent.clone());
+                        async move { source.fetch(&ranged, now, traceparent).await }
+                    }
+                };
+                if let Some(assembled) = segments.assemble(&query, now, reuse, by_range).await {
+                    let assembled = assembled?;
+                    let sourcing = sourcing_of(&assembled);
+                    if let (Origin::Prefetched, Some(p)) = (sourcing.origin, &prefetcher) {
+                        p.count_hit();
+                    }
+                    return Ok((assembled.data, sourcing));
+                }
+            }
+            let data = source.fetch(&query, now, Some(traceparent)).await?;
+            Ok((data, direct(&query, now)))
+        }
     }
 
     /// When the prefetcher last had nothing left to do (`None` when prefetching is off), after
@@ -286,40 +282,22 @@ impl MetricService {
         }
     }
 
-    /// The normalized answer to `query`, for callers that shape it themselves (the
-    /// Prometheus-compatible API): from the segment cache, which fetches only what it lacks
-    /// (coalesced, within the appliance's budget), or straight from the appliance when
-    /// segments are off or the query has no range.
+    /// The normalized answer to `query`, for callers that shape it themselves (the PromQL
+    /// use case): see [`MetricService::sourced`].
     pub async fn data(
         &self,
         query: &MetricQuery,
         traceparent: Option<&str>,
     ) -> Result<MetricData, FetchError> {
         let now = self.clock.now_ms();
-        let traceparent = Some(trace::upstream_traceparent(traceparent));
         if let Some(prefetcher) = &self.prefetcher {
             prefetcher.note(query, now);
         }
-        if let Some(segments) = &self.segments {
-            let source = self.source.clone();
-            let upstream = traceparent.clone();
-            let by_range = move |ranged: MetricQuery| {
-                let source = source.clone();
-                let traceparent = upstream.clone();
-                async move { source.fetch(&ranged, now, traceparent).await }
-            };
-            if let Some(answer) = segments.assemble(query, now, Reuse::Cached, by_range).await {
-                return answer.map(|a| {
-                    if let (true, Some(p)) =
-                        (a.prefetched && a.fetched.is_empty(), &self.prefetcher)
-                    {
-                        p.count_hit();
-                    }
-                    a.data
-                });
-            }
-        }
-        self.source.fetch(query, now, traceparent).await
+        let traceparent = trace::upstream_traceparent(traceparent);
+        let (data, _) = self
+            .sourced(query.clone(), Reuse::Cached, now, traceparent)
+            .await?;
+        Ok(data)
     }
 
     /// The devices the segment cache's answers name, as described there.
