@@ -27,7 +27,7 @@ use utoipa::ToSchema;
 
 use super::freshness::{Completeness, Deadlines, Freshness};
 use super::lock::Turn;
-use super::memory::{MemoryKey, MemoryStore, MemoryValue};
+use super::memory::{ENTRY_OVERHEAD, MemoryKey, MemoryStore, MemoryValue};
 use super::purges::PurgeReach;
 use super::shared_segments::SharedSegments;
 use super::store::Store;
@@ -918,11 +918,7 @@ pub(super) fn weight(series: &[Series], breaches: &[Breach]) -> usize {
                 + b.id.as_ref().map_or(0, String::capacity)
         })
         .sum();
-    super::ENTRY_OVERHEAD
-        + size_of::<SegmentKey>()
-        + size_of::<Segment>()
-        + series_bytes
-        + breach_bytes
+    ENTRY_OVERHEAD + size_of::<SegmentKey>() + size_of::<Segment>() + series_bytes + breach_bytes
 }
 
 /// Segments in time order → the answer to `[start, end)`.
