@@ -13,8 +13,13 @@ mod memory;
 mod purges;
 mod redis;
 mod report;
+mod segment;
+mod segment_codec;
+mod segment_memory;
+mod segment_shared;
+mod segment_store;
+mod segment_turn;
 pub mod segments;
-mod shared_segments;
 mod store;
 
 pub use answers::ResponseCache;

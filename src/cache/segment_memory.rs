@@ -1,0 +1,94 @@
+//! The segments' memory tier: this replica's own, in the byte-bounded moka store, each kept
+//! as long as its deadlines say.
+
+use std::sync::Arc;
+
+use super::memory::{ENTRY_OVERHEAD, MemoryKey, MemoryStore, MemoryValue};
+use super::segment::Segment;
+use super::segment_store::{Question, SegmentStore};
+use super::store::{Store, StoreReport};
+use crate::query::{MetricQuery, PurgeFilter};
+
+/// One segment of one question, as moka holds it: the question's parts, not the
+/// [`Question`], whose lazily hashed name memory never needs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SegmentKey {
+    identity: Arc<str>,
+    /// The query without its times.
+    query: Arc<MetricQuery>,
+    start: i64,
+}
+
+impl MemoryKey for SegmentKey {
+    /// The query is shared with the run's other segments; the segment's weight counts the rest.
+    fn bytes(&self) -> usize {
+        0
+    }
+
+    fn matches(&self, filter: &PurgeFilter) -> bool {
+        filter.matches(&self.query)
+    }
+}
+
+impl MemoryValue for Arc<Segment> {
+    /// The segment, its key (the query it shares with its run's other segments left out),
+    /// and moka's own per-entry bookkeeping.
+    fn bytes(&self) -> usize {
+        ENTRY_OVERHEAD + std::mem::size_of::<SegmentKey>() + self.bytes
+    }
+
+    fn keep_for(&self) -> std::time::Duration {
+        self.deadlines.keep_for()
+    }
+}
+
+pub(super) struct MemorySegments {
+    store: MemoryStore<SegmentKey, Arc<Segment>>,
+}
+
+impl MemorySegments {
+    pub(super) fn new(max_bytes: u64) -> Self {
+        Self {
+            store: MemoryStore::new(max_bytes),
+        }
+    }
+
+    /// Calls `f` with every stored segment (a snapshot as of now; no order).
+    pub(super) fn for_each_segment(&self, f: impl FnMut(&Arc<Segment>)) {
+        self.store.for_each_value(f);
+    }
+
+    fn key(question: &Question, start: i64) -> SegmentKey {
+        SegmentKey {
+            identity: question.identity.clone(),
+            query: question.query.clone(),
+            start,
+        }
+    }
+}
+
+impl SegmentStore for MemorySegments {
+    async fn lookup_many(&self, question: &Question, starts: &[i64]) -> Vec<Option<Arc<Segment>>> {
+        let mut found = Vec::with_capacity(starts.len());
+        for &start in starts {
+            found.push(self.store.lookup(&Self::key(question, start)).await);
+        }
+        found
+    }
+
+    async fn publish(&self, question: &Question, segments: &[(i64, Arc<Segment>)]) {
+        for (start, segment) in segments {
+            self.store
+                .insert(Self::key(question, *start), segment.clone())
+                .await;
+        }
+    }
+
+    async fn purge(&self, filter: &PurgeFilter) -> u64 {
+        self.store.purge(filter).await
+    }
+
+    async fn report(&self) -> StoreReport {
+        self.store.report().await
+    }
+}
