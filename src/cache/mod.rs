@@ -16,6 +16,8 @@ mod report;
 mod segment;
 mod segment_codec;
 mod segment_memory;
+mod segment_plan;
+mod segment_run;
 mod segment_shared;
 mod segment_store;
 mod segment_turn;

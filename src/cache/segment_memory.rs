@@ -92,3 +92,48 @@ impl SegmentStore for MemorySegments {
         self.store.report().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::freshness::Deadlines;
+    use crate::query::{AnyMetric, parse};
+    use crate::settings::Settings;
+
+    fn question(raw: &str) -> Question {
+        let s = Settings::defaults();
+        let query = parse(raw, &s.query, &AnyMetric, 0).unwrap();
+        Question::new(Arc::from("appliance"), Arc::new(query), 60_000)
+    }
+
+    fn segment() -> Arc<Segment> {
+        let deadlines = Deadlines {
+            stored_at: 0,
+            fresh_until: 60_000,
+            stale_while_revalidate_until: 60_000,
+            stale_if_error_until: 3_600_000,
+        };
+        Arc::new(Segment::new(Vec::new(), Vec::new(), deadlines, 0, None))
+    }
+
+    #[tokio::test]
+    async fn batches_keep_their_order_and_the_budget_counts_key_and_bookkeeping() {
+        let memory = MemorySegments::new(1 << 20);
+        let (a, b) = (question("metric=a"), question("metric=b"));
+        let stored = segment();
+        memory.publish(&a, &[(60_000, stored.clone())]).await;
+        let found = memory.lookup_many(&a, &[0, 60_000]).await;
+        assert!(found[0].is_none());
+        assert!(found[1].as_ref().is_some_and(|s| Arc::ptr_eq(s, &stored)));
+        assert!(memory.lookup_many(&b, &[60_000]).await[0].is_none());
+        let report = memory.report().await;
+        assert_eq!(report.entries, 1);
+        assert_eq!(
+            report.bytes as usize,
+            ENTRY_OVERHEAD + std::mem::size_of::<SegmentKey>() + stored.bytes
+        );
+        let filter = crate::query::parse_purge("metric=b").unwrap();
+        assert_eq!(memory.purge(&filter).await, 0);
+        assert_eq!(memory.purge(&PurgeFilter::default()).await, 1);
+    }
+}

@@ -1,15 +1,16 @@
-//! The segment cache: a ranged query is answered from fixed, epoch-aligned segments of its
-//! series, and only the missing segments are fetched, so a rolling window ("the last 24 h,
-//! every minute") costs the appliance only what is new.
+//! The segment cache: answers ranged queries from fixed, epoch-aligned segments of their
+//! series, asking the appliance only for the segments missing from its tiers.
 //!
+//! A rolling window ("the last 24 h, every minute") thus costs the appliance only what is new.
 //! Segment `i` of a query covers `[i·L, (i+1)·L)` with `L = points × interval`. The answer to
 //! `[start, end)` is every bucket `t` with `floor(start, interval) ≤ t < end` (the gateway's
 //! contract: epoch-aligned buckets, whatever the appliance's own rule) and every breach with
 //! `start ≤ time < end`: exactly what the direct path answers for that range. Runs are asked
 //! with bucket-aligned ends, like every request. The caller hands in how to fetch a range;
-//! this module only decides which ranges, and stores what comes back (never an answer that
-//! was only partly understood) in its tiers: memory (`segment_memory.rs`), then Redis
-//! (`segment_shared.rs`), taking turns with the other replicas (`segment_turn.rs`).
+//! this module looks segments up in memory (`segment_memory.rs`), then Redis
+//! (`segment_shared.rs`), plans the runs to fetch (`segment_plan.rs`) and runs each once
+//! for all its concurrent askers (`segment_run.rs`), which stores what comes back (never an
+//! answer that was only partly understood).
 //!
 //! A live segment whose freshness ran out is not fetched whole again: every segment records
 //! up to where its buckets were settled when it was fetched, and only the buckets from there
@@ -20,19 +21,20 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::freshness::{Completeness, Freshness};
+use super::freshness::Freshness;
 use super::purges::PurgeReach;
-use super::segment::{Segment, cut, merge, settled_prefix, stitch};
+use super::segment::{Segment, stitch};
 use super::segment_memory::MemorySegments;
+use super::segment_plan::{Slot, missing_runs};
+use super::segment_run::{FetchedRun, Mode, RunContext, RunJob};
 use super::segment_shared::SharedSegments;
 use super::segment_store::{Question, SegmentStore};
-use super::segment_turn::{Asker, RunTurn, take_turn};
 use crate::clock::Clock;
 use crate::coalesce::{Coalescer, TaskFailed};
 use crate::normalize::{Device, MetricData};
@@ -41,6 +43,7 @@ use crate::redis::SharedState;
 use crate::settings::{CacheSettings, SegmentSettings};
 
 pub use super::segment::PrefetchMark;
+pub use super::segment_run::{Reuse, SegmentCounters};
 
 /// A run of adjacent missing segments, fetched with one upstream request from `start` (a
 /// segment's start, or inside its first segment for a delta) to `end`.
@@ -51,38 +54,6 @@ struct RunKey {
     end: i64,
     /// Callers never join a prefetch's run: a prefetch may be refused leave by the guard.
     prefetch: bool,
-}
-
-/// What to fetch for a run: segments `[start, end)`, asked for from `fetch_from`; the buckets
-/// of the first segment before `fetch_from` come from `base`, its stored, settled prefix.
-#[derive(Debug, Clone)]
-struct RunPlan {
-    start: i64,
-    end: i64,
-    fetch_from: i64,
-    base: Option<Arc<Segment>>,
-}
-
-/// A segment position, as the lookup found it.
-#[derive(Debug, Clone)]
-enum Slot {
-    Fresh(Arc<Segment>),
-    /// Expired, with settled buckets a delta refresh keeps.
-    Stale(Arc<Segment>),
-    Missing,
-}
-
-impl Slot {
-    /// What a stored segment (or none) at `start` is worth for an answer fresh at `fresh_at`.
-    fn of(stored: Option<Arc<Segment>>, start: i64, length: i64, fresh_at: i64) -> Self {
-        match stored {
-            Some(s) if s.deadlines.is_fresh(fresh_at) => Slot::Fresh(s),
-            Some(s) if s.settled_until > start && s.settled_until < start + length => {
-                Slot::Stale(s)
-            }
-            _ => Slot::Missing,
-        }
-    }
 }
 
 /// A caller's answer from segments, and how it was made.
@@ -107,47 +78,6 @@ pub enum PrefetchOutcome {
     Fetched(Arc<PrefetchMark>),
 }
 
-/// Who asks the segment cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// A caller, answered at `now`.
-    Caller(Reuse),
-    /// The prefetcher: segments must be fresh at `fresh_at` (a hot window's next refresh);
-    /// it never waits for another replica's run.
-    Prefetch { fresh_at: i64 },
-}
-
-impl Mode {
-    fn reuse(self) -> Reuse {
-        match self {
-            Mode::Caller(reuse) => reuse,
-            Mode::Prefetch { .. } => Reuse::Cached,
-        }
-    }
-
-    fn fresh_at(self, now: i64) -> i64 {
-        match self {
-            Mode::Caller(_) => now,
-            Mode::Prefetch { fresh_at } => fresh_at.max(now),
-        }
-    }
-
-    fn asker(self) -> Asker {
-        match self {
-            Mode::Caller(_) => Asker::Caller,
-            Mode::Prefetch { .. } => Asker::Prefetch,
-        }
-    }
-}
-
-/// How one run is fetched: when, for whom, and what its segments must be fresh for.
-#[derive(Clone)]
-struct RunContext {
-    now: i64,
-    mode: Mode,
-    mark: Option<Arc<PrefetchMark>>,
-}
-
 /// What the segment cache holds, for `GET /internal/cache` and `/metrics`.
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
 pub struct SegmentReport {
@@ -160,60 +90,6 @@ pub struct SegmentReport {
     pub misses: u64,
     /// Of the segments found, those another replica had fetched (from Redis).
     pub shared_hits: u64,
-}
-
-/// Whether stored segments may answer (a caller's `no-cache` says no).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reuse {
-    Cached,
-    Refetch,
-}
-
-/// The segments one upstream request produced, by start, and what the answer left out.
-struct Run {
-    segments: Vec<(i64, Arc<Segment>)>,
-    /// The fetched answer's warnings; a run with any is never stored.
-    warnings: Vec<String>,
-    /// The range asked of the appliance, when it was asked.
-    asked: Option<(i64, i64)>,
-    /// A prefetch left the run to the replica holding its lock.
-    skipped: bool,
-}
-
-impl Run {
-    fn found(segments: Vec<(i64, Arc<Segment>)>) -> Arc<Self> {
-        Arc::new(Run {
-            segments,
-            warnings: Vec::new(),
-            asked: None,
-            skipped: false,
-        })
-    }
-
-    fn left_to_other() -> Arc<Self> {
-        Arc::new(Run {
-            segments: Vec::new(),
-            warnings: Vec::new(),
-            asked: None,
-            skipped: true,
-        })
-    }
-}
-
-type FetchedRun = Arc<Run>;
-
-/// What the segment cache did, for benchmarks and `/internal/cache`.
-#[derive(Debug, Default)]
-pub struct SegmentCounters {
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
-    /// Segments found in Redis after a local miss.
-    pub shared_hits: AtomicU64,
-    /// Upstream fetches (runs), and the points they returned.
-    pub runs: AtomicU64,
-    pub upstream_points: AtomicU64,
-    /// Expired live segments refreshed by asking only for their unsettled buckets.
-    pub deltas: AtomicU64,
 }
 
 pub struct SegmentCache<E> {
@@ -538,261 +414,5 @@ where
             .join_or_start(key, job.run(fetch))
             .into_fetch()
             .await
-    }
-}
-
-/// One run to fetch, with what it needs from the cache, owned: it runs as the coalesced
-/// task that every concurrent asker of the run awaits.
-struct RunJob {
-    memory: Arc<MemorySegments>,
-    /// Redis, when it was up at the lookup: take turns with other replicas, publish there.
-    shared: Option<SharedSegments>,
-    freshness: Freshness,
-    counters: Arc<SegmentCounters>,
-    question: Arc<Question>,
-    plan: RunPlan,
-    context: RunContext,
-}
-
-impl RunJob {
-    /// Stored meanwhile, found in Redis, left to another replica, or fetched and stored
-    /// (closed at `now` if the run reaches beyond).
-    async fn run<E, F, Fut>(self, fetch: F) -> Result<FetchedRun, E>
-    where
-        F: Fn(MetricQuery) -> Fut,
-        Fut: Future<Output = Result<MetricData, E>>,
-    {
-        let mode = self.context.mode;
-        let reuse = mode.reuse();
-        if reuse == Reuse::Cached
-            && let Some(stored) = self.stored_meanwhile().await
-        {
-            return Ok(Run::found(stored));
-        }
-        // With `no-cache` no other replica's segments may answer: no turn to take.
-        let lock = match (&self.shared, reuse) {
-            (Some(shared), Reuse::Cached) => {
-                let run = (self.plan.start, self.plan.end);
-                let fresh_at = mode.fresh_at(self.context.now);
-                match take_turn(shared, &self.question, run, fresh_at, mode.asker()).await {
-                    RunTurn::Found(segments) => return Ok(self.keep_found(segments).await),
-                    RunTurn::LeaveToOther => return Ok(Run::left_to_other()),
-                    RunTurn::Fetch(lock) => lock,
-                }
-            }
-            _ => None,
-        };
-        let fetched = self.fetch_and_store(fetch).await;
-        // Also after a failure: the others take their turn now, not when the lock lapses.
-        if let Some(lock) = lock {
-            lock.release().await;
-        }
-        fetched
-    }
-
-    /// The run's segments, when a run that finished between the lookup and this task's start
-    /// stored every one of them fresh here.
-    async fn stored_meanwhile(&self) -> Option<Vec<(i64, Arc<Segment>)>> {
-        let fresh_at = self.context.mode.fresh_at(self.context.now);
-        let mut stored = Vec::new();
-        // One at a time, stopping at the first gap, as a hit on the memory tier counts for
-        // its eviction policy.
-        for at in self.question.starts(self.plan.start, self.plan.end) {
-            let segment = self
-                .memory
-                .lookup_many(&self.question, &[at])
-                .await
-                .pop()
-                .flatten()
-                .filter(|s| s.deadlines.is_fresh(fresh_at))?;
-            stored.push((at, segment));
-        }
-        Some(stored)
-    }
-
-    /// Keeps here the run another replica fetched.
-    async fn keep_found(&self, segments: Vec<(i64, Arc<Segment>)>) -> FetchedRun {
-        // A prefetch's finds are not a caller's hits.
-        if let Mode::Caller(_) = self.context.mode {
-            self.counters
-                .shared_hits
-                .fetch_add(segments.len() as u64, Ordering::Relaxed);
-        }
-        self.memory.publish(&self.question, &segments).await;
-        Run::found(segments)
-    }
-
-    /// Asks the appliance for the run and stores its segments, here and in Redis.
-    async fn fetch_and_store<E, F, Fut>(&self, fetch: F) -> Result<FetchedRun, E>
-    where
-        F: Fn(MetricQuery) -> Fut,
-        Fut: Future<Output = Result<MetricData, E>>,
-    {
-        let query = &self.question.query;
-        let fetch_from = self.plan.fetch_from;
-        // Not beyond the bucket holding now, and a bucket boundary, like every request.
-        let upstream_end = self.plan.end.min(
-            query
-                .boundary_at_or_after(self.context.now)
-                .max(fetch_from + query.interval_ms()),
-        );
-        self.counters.runs.fetch_add(1, Ordering::Relaxed);
-        if self.plan.base.is_some() {
-            self.counters.deltas.fetch_add(1, Ordering::Relaxed);
-        }
-        let data = fetch(query.with_range(fetch_from, upstream_end)).await?;
-        let points: usize = data.series.iter().map(|s| s.points.len()).sum();
-        self.counters
-            .upstream_points
-            .fetch_add(points as u64, Ordering::Relaxed);
-        let segments = self.segments_of(&data);
-        // An answer the gateway only partly understood is used once, never kept.
-        if data.warnings.is_empty() {
-            self.memory.publish(&self.question, &segments).await;
-            if let Some(shared) = &self.shared {
-                shared.publish(&self.question, &segments).await;
-            }
-        }
-        Ok(Arc::new(Run {
-            segments,
-            warnings: data.warnings,
-            asked: Some((fetch_from, upstream_end)),
-            skipped: false,
-        }))
-    }
-
-    /// `data`, the appliance's answer for the run, cut into the run's segments (the first
-    /// one merged with its settled prefix for a delta), each with its deadlines.
-    fn segments_of(&self, data: &MetricData) -> Vec<(i64, Arc<Segment>)> {
-        let RunContext { now, mode, mark } = &self.context;
-        let interval = self.question.query.interval_ms();
-        let length = self.question.length;
-        let settled = self.freshness.settled_before(*now, interval);
-        let mut segments = Vec::new();
-        for at in self.question.starts(self.plan.start, self.plan.end) {
-            let seg_end = at + length;
-            let from = at.max(self.plan.fetch_from);
-            let (mut series, mut breaches) = cut(data, from, seg_end);
-            if let (Some(prefix), true) = (&self.plan.base, at == self.plan.start) {
-                (series, breaches) = merge(prefix, series, breaches, from);
-            }
-            let completeness = Completeness::of_series(&series, seg_end, interval);
-            let deadlines = match mode {
-                Mode::Prefetch { .. } => self.freshness.prefetched_segment_deadlines(
-                    seg_end,
-                    interval,
-                    completeness,
-                    *now,
-                ),
-                Mode::Caller(_) => {
-                    self.freshness
-                        .segment_deadlines(seg_end, interval, completeness, *now)
-                }
-            };
-            let settled_until = settled_prefix(&series, at, seg_end, settled, interval);
-            let segment = Segment::new(series, breaches, deadlines, settled_until, mark.clone());
-            segments.push((at, Arc::new(segment)));
-        }
-        segments
-    }
-}
-
-/// Adjacent segments to fetch, merged into runs. A run may start with an expired segment,
-/// asked for only from its settled point; expired segments further into a run are fetched
-/// whole with it (one request is cheaper than two). A run covers at most `most` segments: a
-/// long cold range reaches the appliance as several bounded requests.
-fn missing_runs(found: &[(i64, Slot)], length: i64, most: i64) -> Vec<RunPlan> {
-    let mut runs: Vec<RunPlan> = Vec::new();
-    for (at, slot) in found {
-        let at = *at;
-        match (slot, runs.last_mut()) {
-            (Slot::Fresh(_), _) => {}
-            (_, Some(run)) if run.end == at && (run.end - run.start) / length < most => {
-                run.end += length
-            }
-            (Slot::Stale(base), _) => runs.push(RunPlan {
-                start: at,
-                end: at + length,
-                fetch_from: base.settled_until,
-                base: Some(base.clone()),
-            }),
-            (Slot::Missing, _) => runs.push(RunPlan {
-                start: at,
-                end: at + length,
-                fetch_from: at,
-                base: None,
-            }),
-        }
-    }
-    runs
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cache::freshness::Deadlines;
-
-    fn segment(settled_until: i64) -> Arc<Segment> {
-        let deadlines = Deadlines {
-            stored_at: 0,
-            fresh_until: 0,
-            stale_while_revalidate_until: 0,
-            stale_if_error_until: 0,
-        };
-        Arc::new(Segment::new(
-            Vec::new(),
-            Vec::new(),
-            deadlines,
-            settled_until,
-            None,
-        ))
-    }
-
-    fn spans(runs: &[RunPlan]) -> Vec<(i64, i64, i64)> {
-        runs.iter()
-            .map(|r| (r.start, r.end, r.fetch_from))
-            .collect()
-    }
-
-    #[test]
-    fn adjacent_missing_segments_merge_into_runs() {
-        let found = vec![
-            (0, Slot::Missing),
-            (10, Slot::Missing),
-            (20, Slot::Fresh(segment(30))),
-            (30, Slot::Missing),
-            (40, Slot::Fresh(segment(50))),
-            (50, Slot::Missing),
-        ];
-        assert_eq!(
-            spans(&missing_runs(&found, 10, 100)),
-            [(0, 20, 0), (30, 40, 30), (50, 60, 50)]
-        );
-    }
-
-    #[test]
-    fn an_expired_segment_is_asked_for_from_its_settled_point() {
-        let found = vec![
-            (0, Slot::Fresh(segment(10))),
-            (10, Slot::Stale(segment(17))),
-            (20, Slot::Missing),
-            (30, Slot::Fresh(segment(30))),
-            (40, Slot::Missing),
-            (50, Slot::Stale(segment(55))),
-        ];
-        let runs = missing_runs(&found, 10, 100);
-        // The delta opens a run and the new segment joins it; an expired segment further
-        // into a run is fetched whole with it.
-        assert_eq!(spans(&runs), [(10, 30, 17), (40, 60, 40)]);
-        assert!(runs[0].base.is_some() && runs[1].base.is_none());
-    }
-
-    #[test]
-    fn long_runs_are_split_into_bounded_requests() {
-        let found: Vec<_> = (0..7).map(|i| (i * 10, Slot::Missing)).collect();
-        assert_eq!(
-            spans(&missing_runs(&found, 10, 3)),
-            [(0, 30, 0), (30, 60, 30), (60, 70, 60)]
-        );
     }
 }
