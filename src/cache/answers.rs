@@ -8,16 +8,15 @@ use bytes::Bytes;
 use moka::sync::Cache;
 use prometheus::IntCounter;
 
+use super::entry::{Answer, CacheError, Directives, Entry, Fetched, Route, gzip};
 use super::freshness::{Freshness, Lifetime};
 use super::key::CacheKey;
 use super::lock::Turn;
-use super::memory::{MemoryStore, MemoryValue};
+use super::memory::{ENTRY_OVERHEAD, Hasher, MemoryStore, MemoryValue};
 use super::purges::PurgeReach;
 use super::redis::{Accept, RedisAnswers};
+use super::report::CacheReport;
 use super::store::Store;
-use super::{
-    Answer, CacheError, CacheReport, Directives, ENTRY_OVERHEAD, Entry, Fetched, Hasher, Route,
-};
 use crate::clock::Clock;
 use crate::coalesce::{Coalescer, Joined, TaskFailed};
 use crate::query::{Format, MetricQuery, PurgeFilter};
@@ -432,9 +431,7 @@ where
             let entry = result.map(|fetched| {
                 let body = fetched.body;
                 Arc::new(Entry {
-                    gzip: (body.len() >= gzip_min)
-                        .then(|| super::gzip(&body))
-                        .flatten(),
+                    gzip: (body.len() >= gzip_min).then(|| gzip(&body)).flatten(),
                     etag: etag(&body),
                     deadlines: freshness.deadlines(lifetime, fetched.completeness, clock.now_ms()),
                     upstream_ms: started.elapsed().as_millis() as u64,
@@ -531,7 +528,7 @@ fn etag(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::Deadlines;
+    use crate::cache::freshness::Deadlines;
     use crate::settings::Settings;
 
     fn entry(etag: &str, fresh_until: i64) -> Arc<Entry> {

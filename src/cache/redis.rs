@@ -11,12 +11,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::entry::{Entry, gzip};
 use super::freshness::Deadlines;
 use super::key::CacheKey;
 use super::lock::{FetchLocks, Turn};
 use super::purges;
 use super::store::{Store, StoreReport};
-use super::{Entry, gzip};
 use crate::clock::Clock;
 use crate::query::PurgeFilter;
 use crate::redis::{IndexedEntry, SharedState};
@@ -41,7 +41,7 @@ impl Accept {
     }
 }
 
-/// Answers in Redis, by [`super::CacheKey::shared_id`].
+/// Answers in Redis, by [`CacheKey::shared_id`].
 #[derive(Clone)]
 pub(super) struct RedisAnswers {
     shared: Arc<SharedState>,

@@ -1,14 +1,16 @@
-//! The segment cache: a ranged query is answered from fixed, epoch-aligned segments of its
-//! series, and only the missing segments are fetched, so a rolling window ("the last 24 h,
-//! every minute") costs the appliance only what is new.
+//! The segment cache: answers ranged queries from fixed, epoch-aligned segments of their
+//! series, asking the appliance only for the segments missing from its tiers.
 //!
+//! A rolling window ("the last 24 h, every minute") thus costs the appliance only what is new.
 //! Segment `i` of a query covers `[i·L, (i+1)·L)` with `L = points × interval`. The answer to
 //! `[start, end)` is every bucket `t` with `floor(start, interval) ≤ t < end` (the gateway's
 //! contract: epoch-aligned buckets, whatever the appliance's own rule) and every breach with
 //! `start ≤ time < end`: exactly what the direct path answers for that range. Runs are asked
 //! with bucket-aligned ends, like every request. The caller hands in how to fetch a range;
-//! this module only decides which ranges, and stores what comes back (never an answer that
-//! was only partly understood).
+//! this module looks segments up in memory (`segment_memory.rs`), then Redis
+//! (`segment_shared.rs`), plans the runs to fetch (`segment_plan.rs`) and runs each once
+//! for all its concurrent askers (`segment_run.rs`), which stores what comes back (never an
+//! answer that was only partly understood).
 //!
 //! A live segment whose freshness ran out is not fetched whole again: every segment records
 //! up to where its buckets were settled when it was fetched, and only the buckets from there
@@ -19,44 +21,29 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::freshness::{Completeness, Deadlines, Freshness};
-use super::lock::Turn;
-use super::memory::{MemoryKey, MemoryStore, MemoryValue};
+use super::freshness::Freshness;
 use super::purges::PurgeReach;
-use super::shared_segments::SharedSegments;
-use super::store::Store;
+use super::segment::{Segment, stitch};
+use super::segment_memory::MemorySegments;
+use super::segment_plan::{Slot, missing_runs};
+use super::segment_run::{FetchedRun, Mode, RunContext, RunJob};
+use super::segment_shared::SharedSegments;
+use super::segment_store::{Question, SegmentStore};
 use crate::clock::Clock;
 use crate::coalesce::{Coalescer, TaskFailed};
-use crate::normalize::{Breach, Device, MetricData, Series, TimeRange};
+use crate::normalize::{Device, MetricData};
 use crate::query::{MetricQuery, PurgeFilter};
 use crate::redis::SharedState;
 use crate::settings::{CacheSettings, SegmentSettings};
 
-/// One segment of one question.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct SegmentKey {
-    identity: Arc<str>,
-    /// The query without its times.
-    query: Arc<MetricQuery>,
-    start: i64,
-}
-
-impl MemoryKey for SegmentKey {
-    /// The query is shared with the run's other segments; the segment's weight counts the rest.
-    fn bytes(&self) -> usize {
-        0
-    }
-
-    fn matches(&self, filter: &PurgeFilter) -> bool {
-        filter.matches(&self.query)
-    }
-}
+pub use super::segment::PrefetchMark;
+pub use super::segment_run::{Reuse, SegmentCounters};
 
 /// A run of adjacent missing segments, fetched with one upstream request from `start` (a
 /// segment's start, or inside its first segment for a delta) to `end`.
@@ -67,52 +54,6 @@ struct RunKey {
     end: i64,
     /// Callers never join a prefetch's run: a prefetch may be refused leave by the guard.
     prefetch: bool,
-}
-
-/// What to fetch for a run: segments `[start, end)`, asked for from `fetch_from`; the buckets
-/// of the first segment before `fetch_from` come from `base`, its stored, settled prefix.
-#[derive(Debug, Clone)]
-struct RunPlan {
-    start: i64,
-    end: i64,
-    fetch_from: i64,
-    base: Option<Arc<Segment>>,
-}
-
-/// A segment position, as the lookup found it.
-#[derive(Debug, Clone)]
-enum Slot {
-    Fresh(Arc<Segment>),
-    /// Expired, with settled buckets a delta refresh keeps.
-    Stale(Arc<Segment>),
-    Missing,
-}
-
-#[derive(Debug)]
-pub(super) struct Segment {
-    /// Every series the appliance returned for the run, with this segment's points.
-    pub(super) series: Vec<Series>,
-    pub(super) breaches: Vec<Breach>,
-    pub(super) deadlines: Deadlines,
-    /// Buckets before this were final when the segment was fetched (the segment's start when
-    /// none were, or its settled part lacked data): a delta refresh asks from here on.
-    pub(super) settled_until: i64,
-    pub(super) bytes: usize,
-    /// Set on the segments a prefetch stored (shared by that prefetch's segments).
-    pub(super) prefetch: Option<Arc<PrefetchMark>>,
-}
-
-/// Marks the segments one prefetch stored: whether any caller's answer has used them yet
-/// (one no caller used is a wasted prefetch).
-#[derive(Debug, Default)]
-pub struct PrefetchMark {
-    used: AtomicBool,
-}
-
-impl PrefetchMark {
-    pub fn was_used(&self) -> bool {
-        self.used.load(Ordering::Relaxed)
-    }
 }
 
 /// A caller's answer from segments, and how it was made.
@@ -137,50 +78,6 @@ pub enum PrefetchOutcome {
     Fetched(Arc<PrefetchMark>),
 }
 
-/// Who asks the segment cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// A caller, answered at `now`.
-    Caller(Reuse),
-    /// The prefetcher: segments must be fresh at `fresh_at` (a hot window's next refresh);
-    /// it never waits for another replica's run.
-    Prefetch { fresh_at: i64 },
-}
-
-impl Mode {
-    fn reuse(self) -> Reuse {
-        match self {
-            Mode::Caller(reuse) => reuse,
-            Mode::Prefetch { .. } => Reuse::Cached,
-        }
-    }
-
-    fn fresh_at(self, now: i64) -> i64 {
-        match self {
-            Mode::Caller(_) => now,
-            Mode::Prefetch { fresh_at } => fresh_at.max(now),
-        }
-    }
-}
-
-/// How one run is fetched: when, for whom, and what its segments must be fresh for.
-#[derive(Clone)]
-struct RunContext {
-    now: i64,
-    mode: Mode,
-    mark: Option<Arc<PrefetchMark>>,
-}
-
-impl MemoryValue for Arc<Segment> {
-    fn bytes(&self) -> usize {
-        self.bytes
-    }
-
-    fn keep_for(&self) -> std::time::Duration {
-        self.deadlines.keep_for()
-    }
-}
-
 /// What the segment cache holds, for `GET /internal/cache` and `/metrics`.
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
 pub struct SegmentReport {
@@ -195,53 +92,8 @@ pub struct SegmentReport {
     pub shared_hits: u64,
 }
 
-/// Whether stored segments may answer (a caller's `no-cache` says no).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reuse {
-    Cached,
-    Refetch,
-}
-
-/// The segments one upstream request produced, by start, and what the answer left out.
-struct Run {
-    segments: Vec<(i64, Arc<Segment>)>,
-    /// The fetched answer's warnings; a run with any is never stored.
-    warnings: Vec<String>,
-    /// The range asked of the appliance, when it was asked.
-    asked: Option<(i64, i64)>,
-    /// A prefetch left the run to the replica holding its lock.
-    skipped: bool,
-}
-
-impl Run {
-    fn found(segments: Vec<(i64, Arc<Segment>)>) -> Arc<Self> {
-        Arc::new(Run {
-            segments,
-            warnings: Vec::new(),
-            asked: None,
-            skipped: false,
-        })
-    }
-}
-
-type FetchedRun = Arc<Run>;
-
-/// What the segment cache did, for benchmarks and `/internal/cache`.
-#[derive(Debug, Default)]
-pub struct SegmentCounters {
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
-    /// Segments found in Redis after a local miss.
-    pub shared_hits: AtomicU64,
-    /// Upstream fetches (runs), and the points they returned.
-    pub runs: AtomicU64,
-    pub upstream_points: AtomicU64,
-    /// Expired live segments refreshed by asking only for their unsettled buckets.
-    pub deltas: AtomicU64,
-}
-
 pub struct SegmentCache<E> {
-    store: Arc<MemoryStore<SegmentKey, Arc<Segment>>>,
+    memory: Arc<MemorySegments>,
     runs: Coalescer<RunKey, FetchedRun, E>,
     freshness: Freshness,
     identity: Arc<str>,
@@ -260,7 +112,7 @@ where
 {
     pub fn new(settings: &SegmentSettings, cache: &CacheSettings, identity: &str) -> Self {
         Self {
-            store: Arc::new(MemoryStore::new(settings.max_bytes)),
+            memory: Arc::new(MemorySegments::new(settings.max_bytes)),
             runs: Coalescer::default(),
             freshness: Freshness::new(cache),
             identity: Arc::from(identity),
@@ -282,7 +134,7 @@ where
     /// Drops the segments of questions `filter` names (all for the empty filter) here, and
     /// (for [`PurgeReach::Cluster`]) in Redis.
     pub async fn purge(&self, filter: &PurgeFilter, reach: PurgeReach) -> u64 {
-        let local = self.store.purge(filter).await;
+        let local = self.memory.purge(filter).await;
         match (&self.shared, reach) {
             (Some(shared), PurgeReach::Cluster) => local + shared.purge(filter).await,
             _ => local,
@@ -293,7 +145,7 @@ where
     /// preferred): what callers have asked about, for listings such as Grafana's variables.
     pub fn devices(&self) -> Vec<Device> {
         let mut by_id: BTreeMap<u64, Device> = BTreeMap::new();
-        self.store.for_each_value(|segment| {
+        self.memory.for_each_segment(|segment| {
             for device in segment.series.iter().filter_map(|s| s.device.as_ref()) {
                 let better = by_id
                     .get(&device.did)
@@ -312,7 +164,7 @@ where
     }
 
     pub async fn report(&self) -> SegmentReport {
-        let store = self.store.report().await;
+        let store = self.memory.report().await;
         SegmentReport {
             entries: store.entries,
             bytes: store.bytes,
@@ -378,7 +230,7 @@ where
         for segment in by_start.values() {
             if let Some(mark) = &segment.prefetch {
                 prefetched = true;
-                mark.used.store(true, Ordering::Relaxed);
+                mark.mark_used();
             }
         }
         let mut warnings = Vec::new();
@@ -451,38 +303,29 @@ where
             return Ok((Vec::new(), Vec::new()));
         };
         let end = query.endtime().unwrap_or(now);
-        let interval = query.interval_ms();
-        let length = interval.saturating_mul(self.points);
-        let first_bucket = query.bucket_of(start);
-        let first = first_bucket.div_euclid(length) * length;
-        let last = (end - 1).div_euclid(length) * length;
-        let base = Arc::new(query.without_range());
+        let length = query.interval_ms().saturating_mul(self.points);
+        let first = query.bucket_of(start).div_euclid(length) * length;
+        let question = Arc::new(Question::new(
+            self.identity.clone(),
+            Arc::new(query.without_range()),
+            length,
+        ));
+        let starts: Vec<i64> = question.starts(first, end).collect();
 
-        let mut found: Vec<(i64, Slot)> = Vec::new();
-        let mut at = first;
-        while at <= last {
-            let key = self.key(&base, at);
-            let slot = match reuse {
-                Reuse::Cached => match self.store.lookup(&key).await {
-                    Some(s) if s.deadlines.is_fresh(fresh_at) => Slot::Fresh(s),
-                    Some(s) if s.settled_until > at && s.settled_until < at + length => {
-                        Slot::Stale(s)
-                    }
-                    _ => Slot::Missing,
-                },
-                Reuse::Refetch => Slot::Missing,
-            };
-            found.push((at, slot));
-            at += length;
-        }
+        let stored = match reuse {
+            Reuse::Cached => self.memory.lookup_many(&question, &starts).await,
+            Reuse::Refetch => vec![None; starts.len()],
+        };
+        let mut found: Vec<(i64, Slot)> = starts
+            .iter()
+            .zip(stored)
+            .map(|(&at, stored)| (at, Slot::of(stored, at, length, fresh_at)))
+            .collect();
 
-        let series = self
-            .shared
-            .as_ref()
-            .filter(|s| s.is_up())
-            .map(|_| SharedSegments::series_id(&self.identity, &base, length));
-        if let (Some(series), Reuse::Cached) = (&series, reuse) {
-            self.fill_from_shared(&base, series, &mut found, fresh_at)
+        // Redis as it was when the lookup began decides for every run of this answer.
+        let shared = self.shared.as_ref().filter(|s| s.is_up());
+        if let (Some(shared), Reuse::Cached) = (shared, reuse) {
+            self.fill_from_shared(shared, &question, &mut found, fresh_at)
                 .await;
         }
         // Counted once Redis had its say: a segment another replica fetched is a hit. Only
@@ -501,11 +344,16 @@ where
         let runs = missing_runs(&found, length, self.segments_per_request);
         let fetched: Result<Vec<FetchedRun>, E> = futures::stream::iter(runs)
             .map(|plan| {
-                let turn = series
-                    .clone()
-                    .zip(self.shared.clone())
-                    .map(|(series, shared)| (shared, series, reuse == Reuse::Cached));
-                self.fetch_run(&base, plan, context.clone(), turn, fetch.clone())
+                let job = RunJob {
+                    memory: self.memory.clone(),
+                    shared: shared.cloned(),
+                    freshness: self.freshness.clone(),
+                    counters: self.counters.clone(),
+                    question: question.clone(),
+                    plan,
+                    context: context.clone(),
+                };
+                self.fetch_run(job, fetch.clone())
             })
             .buffer_unordered(self.concurrency)
             .collect::<Vec<_>>()
@@ -515,16 +363,15 @@ where
         Ok((found, fetched?))
     }
 
-    /// Looks up every locally missing (or expired) segment in Redis with one `MGET`, keeping
+    /// Looks up every locally missing (or expired) segment in Redis in one batch, keeping
     /// what is found fresh (at `fresh_at`) locally too.
     async fn fill_from_shared(
         &self,
-        base: &Arc<MetricQuery>,
-        series: &Arc<str>,
+        shared: &SharedSegments,
+        question: &Question,
         found: &mut [(i64, Slot)],
         fresh_at: i64,
     ) {
-        let Some(shared) = &self.shared else { return };
         let wanted = |slot: &Slot| !matches!(slot, Slot::Fresh(_));
         let missing: Vec<i64> = found
             .iter()
@@ -534,7 +381,8 @@ where
         if missing.is_empty() {
             return;
         }
-        let mut from_shared = shared.lookup_many(series, &missing).await.into_iter();
+        let mut from_shared = shared.lookup_many(question, &missing).await.into_iter();
+        let mut kept = Vec::new();
         for (at, slot) in found.iter_mut().filter(|(_, s)| wanted(s)) {
             let Some(segment) = from_shared.next().flatten() else {
                 continue;
@@ -543,500 +391,28 @@ where
                 continue;
             }
             self.counters.shared_hits.fetch_add(1, Ordering::Relaxed);
-            self.store
-                .insert(self.key(base, *at), segment.clone())
-                .await;
+            kept.push((*at, segment.clone()));
             *slot = Slot::Fresh(segment);
         }
+        self.memory.publish(question, &kept).await;
     }
 
-    fn key(&self, base: &Arc<MetricQuery>, start: i64) -> SegmentKey {
-        SegmentKey {
-            identity: self.identity.clone(),
-            query: base.clone(),
-            start,
-        }
-    }
-
-    /// Fetches the run `plan` describes (closed at `now` if it reaches beyond) in one
-    /// request, shared with concurrent askers, and stores it as segments.
-    async fn fetch_run<F, Fut>(
-        &self,
-        base: &Arc<MetricQuery>,
-        plan: RunPlan,
-        context: RunContext,
-        // Redis, this question's shared name there, and whether another replica's segments
-        // may answer (not for `no-cache`).
-        turn: Option<(SharedSegments, Arc<str>, bool)>,
-        fetch: F,
-    ) -> Result<FetchedRun, E>
+    /// Runs `job` once for every concurrent asker of the same run (a caller never joins a
+    /// prefetch's run, see [`RunKey::prefetch`]).
+    async fn fetch_run<F, Fut>(&self, job: RunJob, fetch: F) -> Result<FetchedRun, E>
     where
         F: Fn(MetricQuery) -> Fut + Send + 'static,
         Fut: Future<Output = Result<MetricData, E>> + Send + 'static,
     {
-        let RunPlan {
-            start: run_start,
-            end: run_end,
-            fetch_from,
-            base: prefix,
-        } = plan;
-        let RunContext { now, mode, mark } = context;
-        let reuse = mode.reuse();
-        let fresh_at = mode.fresh_at(now);
-        let prefetching = matches!(mode, Mode::Prefetch { .. });
         let key = RunKey {
-            query: base.clone(),
-            start: fetch_from,
-            end: run_end,
-            prefetch: prefetching,
+            query: job.question.query.clone(),
+            start: job.plan.fetch_from,
+            end: job.plan.end,
+            prefetch: matches!(job.context.mode, Mode::Prefetch { .. }),
         };
-        let store = self.store.clone();
-        let freshness = self.freshness.clone();
-        let counters = self.counters.clone();
-        let identity = self.identity.clone();
-        let base = base.clone();
-        let interval = base.interval_ms();
-        let length = interval.saturating_mul(self.points);
-        let joined = self.runs.join_or_start(key, async move {
-            // A run that finished between our lookup and our turn here already answered.
-            if reuse == Reuse::Cached {
-                let mut stored = Vec::new();
-                let mut at = run_start;
-                while at < run_end {
-                    let key = SegmentKey {
-                        identity: identity.clone(),
-                        query: base.clone(),
-                        start: at,
-                    };
-                    match store.lookup(&key).await {
-                        Some(s) if s.deadlines.is_fresh(fresh_at) => stored.push((at, s)),
-                        _ => break,
-                    }
-                    at += length;
-                }
-                if at >= run_end {
-                    return Ok(Run::found(stored));
-                }
-            }
-            let mut lock = None;
-            match &turn {
-                Some((shared, series, true)) if prefetching => {
-                    match shared.try_take(series, run_start, run_end).await {
-                        Some(held) => {
-                            lock = held;
-                            // Another replica may have published the run before we locked.
-                            let starts: Vec<i64> =
-                                (run_start..run_end).step_by(length as usize).collect();
-                            let found = shared.lookup_many(series, &starts).await;
-                            if lock.is_some()
-                                && found.iter().all(|s| {
-                                    s.as_ref().is_some_and(|s| s.deadlines.is_fresh(fresh_at))
-                                })
-                            {
-                                if let Some(lock) = lock {
-                                    lock.release().await;
-                                }
-                                let mut segments = Vec::new();
-                                for (at, segment) in
-                                    starts.into_iter().zip(found.into_iter().flatten())
-                                {
-                                    let key = SegmentKey {
-                                        identity: identity.clone(),
-                                        query: base.clone(),
-                                        start: at,
-                                    };
-                                    store.insert(key, segment.clone()).await;
-                                    segments.push((at, segment));
-                                }
-                                return Ok(Run::found(segments));
-                            }
-                        }
-                        None => {
-                            return Ok(Arc::new(Run {
-                                segments: Vec::new(),
-                                warnings: Vec::new(),
-                                asked: None,
-                                skipped: true,
-                            }));
-                        }
-                    }
-                }
-                Some((shared, series, true)) => {
-                    match shared
-                        .take_turn(series, run_start, run_end, length, now)
-                        .await
-                    {
-                        Turn::Found(segments) => {
-                            counters
-                                .shared_hits
-                                .fetch_add(segments.len() as u64, Ordering::Relaxed);
-                            for (at, segment) in &segments {
-                                let key = SegmentKey {
-                                    identity: identity.clone(),
-                                    query: base.clone(),
-                                    start: *at,
-                                };
-                                store.insert(key, segment.clone()).await;
-                            }
-                            return Ok(Run::found(segments));
-                        }
-                        Turn::Fetch(held) => lock = held,
-                    }
-                }
-                _ => {}
-            }
-            // Not beyond the bucket holding now, and a bucket boundary, like every request.
-            let upstream_end =
-                run_end.min(base.boundary_at_or_after(now).max(fetch_from + interval));
-            counters.runs.fetch_add(1, Ordering::Relaxed);
-            if prefix.is_some() {
-                counters.deltas.fetch_add(1, Ordering::Relaxed);
-            }
-            let data = match fetch(base.with_range(fetch_from, upstream_end)).await {
-                Ok(data) => data,
-                Err(e) => {
-                    // The others take their turn now, not when the lock lapses.
-                    if let Some(lock) = lock {
-                        lock.release().await;
-                    }
-                    return Err(e);
-                }
-            };
-            let points: usize = data.series.iter().map(|s| s.points.len()).sum();
-            counters
-                .upstream_points
-                .fetch_add(points as u64, Ordering::Relaxed);
-            let settled = freshness.settled_before(now, interval);
-            let mut segments = Vec::new();
-            let mut at = run_start;
-            while at < run_end {
-                let from = at.max(fetch_from);
-                let (mut series, mut breaches) = cut(&data, from, at + length);
-                if let (Some(prefix), true) = (&prefix, at == run_start) {
-                    (series, breaches) = merge(prefix, series, breaches, from);
-                }
-                let seg_end = at + length;
-                let completeness = Completeness::of_series(&series, seg_end, interval);
-                let deadlines = if prefetching {
-                    freshness.prefetched_segment_deadlines(seg_end, interval, completeness, now)
-                } else {
-                    freshness.segment_deadlines(seg_end, interval, completeness, now)
-                };
-                let settled_until = settled_prefix(&series, at, seg_end, settled, interval);
-                let bytes = weight(&series, &breaches);
-                let segment = Arc::new(Segment {
-                    series,
-                    breaches,
-                    deadlines,
-                    settled_until,
-                    bytes,
-                    prefetch: mark.clone(),
-                });
-                // An answer the gateway only partly understood is used once, never kept.
-                if data.warnings.is_empty() {
-                    store
-                        .insert(
-                            SegmentKey {
-                                identity: identity.clone(),
-                                query: base.clone(),
-                                start: at,
-                            },
-                            segment.clone(),
-                        )
-                        .await;
-                }
-                segments.push((at, segment));
-                at += length;
-            }
-            if let Some((shared, series, _)) = &turn
-                && data.warnings.is_empty()
-            {
-                shared.publish(series, &base, &segments).await;
-            }
-            if let Some(lock) = lock {
-                lock.release().await;
-            }
-            Ok(Arc::new(Run {
-                segments,
-                warnings: data.warnings,
-                asked: Some((fetch_from, upstream_end)),
-                skipped: false,
-            }))
-        });
-        joined.into_fetch().await
-    }
-}
-
-/// Adjacent segments to fetch, merged into runs. A run may start with an expired segment,
-/// asked for only from its settled point; expired segments further into a run are fetched
-/// whole with it (one request is cheaper than two). A run covers at most `most` segments: a
-/// long cold range reaches the appliance as several bounded requests.
-fn missing_runs(found: &[(i64, Slot)], length: i64, most: i64) -> Vec<RunPlan> {
-    let mut runs: Vec<RunPlan> = Vec::new();
-    for (at, slot) in found {
-        let at = *at;
-        match (slot, runs.last_mut()) {
-            (Slot::Fresh(_), _) => {}
-            (_, Some(run)) if run.end == at && (run.end - run.start) / length < most => {
-                run.end += length
-            }
-            (Slot::Stale(base), _) => runs.push(RunPlan {
-                start: at,
-                end: at + length,
-                fetch_from: base.settled_until,
-                base: Some(base.clone()),
-            }),
-            (Slot::Missing, _) => runs.push(RunPlan {
-                start: at,
-                end: at + length,
-                fetch_from: at,
-                base: None,
-            }),
-        }
-    }
-    runs
-}
-
-/// Where a segment's settled part ends: the settled boundary within `[start, end)` if every
-/// series has data in the last settled bucket, else `start` (nothing is taken as final).
-fn settled_prefix(series: &[Series], start: i64, end: i64, settled: i64, interval: i64) -> i64 {
-    let until = settled.clamp(start, end);
-    if until == start {
-        return start;
-    }
-    let last = until - interval;
-    let filled = !series.is_empty()
-        && series.iter().all(|s| {
-            s.points
-                .iter()
-                .rev()
-                .find(|p| p.timestamp < until)
-                .is_some_and(|p| p.timestamp == last && p.value.is_some())
-        });
-    if filled { until } else { start }
-}
-
-/// `prefix`'s settled buckets and breaches (before `from`), followed by what was fetched
-/// from `from` on: a segment refreshed by its delta.
-fn merge(
-    prefix: &Segment,
-    fresh: Vec<Series>,
-    fresh_breaches: Vec<Breach>,
-    from: i64,
-) -> (Vec<Series>, Vec<Breach>) {
-    let mut fresh: Vec<Option<Series>> = fresh.into_iter().map(Some).collect();
-    let mut series: Vec<Series> = Vec::with_capacity(prefix.series.len());
-    for old in &prefix.series {
-        let did = old.device.as_ref().map(|d| d.did);
-        let newer = fresh.iter_mut().find(|f| {
-            f.as_ref()
-                .is_some_and(|f| f.metric == old.metric && f.device.as_ref().map(|d| d.did) == did)
-        });
-        let mut points: Vec<_> = old
-            .points
-            .iter()
-            .filter(|p| p.timestamp < from)
-            .cloned()
-            .collect();
-        let (unit, device) = match newer.and_then(Option::take) {
-            Some(f) => {
-                points.extend(f.points);
-                (f.unit, f.device)
-            }
-            None => (old.unit.clone(), old.device.clone()),
-        };
-        points.shrink_to_fit();
-        series.push(Series {
-            metric: old.metric.clone(),
-            unit,
-            device,
-            points,
-        });
-    }
-    series.extend(fresh.into_iter().flatten());
-    let mut breaches: Vec<Breach> = prefix
-        .breaches
-        .iter()
-        .filter(|b| b.time < from)
-        .cloned()
-        .collect();
-    breaches.extend(fresh_breaches);
-    (series, breaches)
-}
-
-/// The part of `data` in `[start, end)`: its series and breaches.
-fn cut(data: &MetricData, start: i64, end: i64) -> (Vec<Series>, Vec<Breach>) {
-    let series: Vec<Series> = data
-        .series
-        .iter()
-        .map(|s| Series {
-            metric: s.metric.clone(),
-            unit: s.unit.clone(),
-            device: s.device.clone(),
-            points: {
-                let mut points: Vec<_> = s
-                    .points
-                    .iter()
-                    .filter(|p| (start..end).contains(&p.timestamp))
-                    .cloned()
-                    .collect();
-                // A filtered collect grows by doubling; segments live long, so keep them tight.
-                points.shrink_to_fit();
-                points
-            },
-        })
-        .collect();
-    let breaches: Vec<Breach> = data
-        .breaches
-        .iter()
-        .filter(|b| (start..end).contains(&b.time))
-        .cloned()
-        .collect();
-    (series, breaches)
-}
-
-/// What one stored segment occupies: its key (the query it shares with its run's other
-/// segments is left out), its series and breaches with their heap, and the cache's own
-/// per-entry bookkeeping.
-pub(super) fn weight(series: &[Series], breaches: &[Breach]) -> usize {
-    use std::mem::size_of;
-    let series_bytes: usize = series
-        .iter()
-        .map(|s| {
-            size_of::<Series>()
-                + s.metric.capacity()
-                + s.unit.as_ref().map_or(0, String::capacity)
-                + s.device.as_ref().map_or(0, |d| d.heap_bytes())
-                + s.points.capacity() * size_of::<crate::normalize::Point>()
-        })
-        .sum();
-    let breach_bytes: usize = breaches
-        .iter()
-        .map(|b| {
-            size_of::<Breach>()
-                + b.model.as_ref().map_or(0, String::capacity)
-                + b.id.as_ref().map_or(0, String::capacity)
-        })
-        .sum();
-    super::ENTRY_OVERHEAD
-        + size_of::<SegmentKey>()
-        + size_of::<Segment>()
-        + series_bytes
-        + breach_bytes
-}
-
-/// Segments in time order → the answer to `[start, end)`.
-fn stitch<'a>(
-    query: &MetricQuery,
-    start: i64,
-    end: i64,
-    first_bucket: i64,
-    segments: impl Iterator<Item = &'a Arc<Segment>>,
-) -> MetricData {
-    let mut series: BTreeMap<(String, Option<u64>), Series> = BTreeMap::new();
-    let mut breaches = Vec::new();
-    for segment in segments {
-        for s in &segment.series {
-            let key = (s.metric.clone(), s.device.as_ref().map(|d| d.did));
-            let out = series.entry(key).or_insert_with(|| Series {
-                metric: s.metric.clone(),
-                unit: s.unit.clone(),
-                device: s.device.clone(),
-                points: Vec::new(),
-            });
-            out.points.extend(
-                s.points
-                    .iter()
-                    .filter(|p| (first_bucket..end).contains(&p.timestamp))
-                    .cloned(),
-            );
-        }
-        breaches.extend(
-            segment
-                .breaches
-                .iter()
-                .filter(|b| (start..end).contains(&b.time))
-                .cloned(),
-        );
-    }
-    MetricData {
-        query: query.clone(),
-        interval_seconds: query.interval_seconds(),
-        timerange: TimeRange {
-            start: Some(start),
-            end: Some(end),
-        },
-        series: series.into_values().collect(),
-        breaches,
-        warnings: Vec::new(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn segment(settled_until: i64) -> Arc<Segment> {
-        Arc::new(Segment {
-            series: Vec::new(),
-            breaches: Vec::new(),
-            deadlines: Deadlines {
-                stored_at: 0,
-                fresh_until: 0,
-                stale_while_revalidate_until: 0,
-                stale_if_error_until: 0,
-            },
-            settled_until,
-            bytes: 0,
-            prefetch: None,
-        })
-    }
-
-    fn spans(runs: &[RunPlan]) -> Vec<(i64, i64, i64)> {
-        runs.iter()
-            .map(|r| (r.start, r.end, r.fetch_from))
-            .collect()
-    }
-
-    #[test]
-    fn adjacent_missing_segments_merge_into_runs() {
-        let found = vec![
-            (0, Slot::Missing),
-            (10, Slot::Missing),
-            (20, Slot::Fresh(segment(30))),
-            (30, Slot::Missing),
-            (40, Slot::Fresh(segment(50))),
-            (50, Slot::Missing),
-        ];
-        assert_eq!(
-            spans(&missing_runs(&found, 10, 100)),
-            [(0, 20, 0), (30, 40, 30), (50, 60, 50)]
-        );
-    }
-
-    #[test]
-    fn an_expired_segment_is_asked_for_from_its_settled_point() {
-        let found = vec![
-            (0, Slot::Fresh(segment(10))),
-            (10, Slot::Stale(segment(17))),
-            (20, Slot::Missing),
-            (30, Slot::Fresh(segment(30))),
-            (40, Slot::Missing),
-            (50, Slot::Stale(segment(55))),
-        ];
-        let runs = missing_runs(&found, 10, 100);
-        // The delta opens a run and the new segment joins it; an expired segment further
-        // into a run is fetched whole with it.
-        assert_eq!(spans(&runs), [(10, 30, 17), (40, 60, 40)]);
-        assert!(runs[0].base.is_some() && runs[1].base.is_none());
-    }
-
-    #[test]
-    fn long_runs_are_split_into_bounded_requests() {
-        let found: Vec<_> = (0..7).map(|i| (i * 10, Slot::Missing)).collect();
-        assert_eq!(
-            spans(&missing_runs(&found, 10, 3)),
-            [(0, 30, 0), (30, 60, 30), (60, 70, 60)]
-        );
+        self.runs
+            .join_or_start(key, job.run(fetch))
+            .into_fetch()
+            .await
     }
 }

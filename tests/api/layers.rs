@@ -1,108 +1,347 @@
 //! The layout's promises, read from the source: the request path's lower layers know nothing
-//! of HTTP or the wiring, and no two modules import each other, directly or around a circle.
+//! of HTTP or the wiring, and no file imports one that imports it back, directly or around a
+//! circle, between folders or inside one.
+//!
+//! A file's edges are every `crate::`, `super::` and `self::` path in its code (`use` trees
+//! expanded), resolved to the deepest module file the path reaches. A folder's `mod.rs` is
+//! its front door: it declares, re-exports and wires its children and holds the vocabulary
+//! they share, so its edges to its own children are not counted; every other edge is (between
+//! siblings, into other folders, and a child's `super::` back to its `mod.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-
-/// Every `.rs` file under `dir`, with its text.
-fn sources(dir: &Path) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("src/ is readable") {
-        let path = entry.expect("a directory entry").path();
-        if path.is_dir() {
-            out.extend(sources(&path));
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            let text = std::fs::read_to_string(&path).expect("a source file");
-            out.push((path.display().to_string(), text));
-        }
-    }
-    out
-}
 
 fn src() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
 }
 
-/// The top-level module a file belongs to (`src/cache/key.rs` → `cache`).
-fn module_of(file: &str) -> Option<String> {
-    let rel = file.strip_prefix(src().to_str()?)?.trim_start_matches('/');
-    let first = rel.split('/').next()?;
-    let name = first.trim_end_matches(".rs");
-    (!["lib", "main"].contains(&name)).then(|| name.to_owned())
-}
-
-/// `crate::x` paths in `text`, comments and doc comments left out.
-fn crate_references(text: &str) -> BTreeSet<String> {
-    let mut found = BTreeSet::new();
-    for line in text.lines() {
-        let code = line.split("//").next().unwrap_or("");
-        let mut rest = code;
-        while let Some(at) = rest.find("crate::") {
-            let after = &rest[at + "crate::".len()..];
-            let name: String = after
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            if !name.is_empty() {
-                found.insert(name);
+/// Every `.rs` file under `dir`, by module path (`src/cache/key.rs` → `["cache", "key"]`,
+/// `src/cache/mod.rs` → `["cache"]`), with its text.
+fn sources(dir: &Path, prefix: &[String], out: &mut BTreeMap<Vec<String>, String>) {
+    for entry in std::fs::read_dir(dir).expect("src/ is readable") {
+        let path = entry.expect("a directory entry").path();
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("a file name")
+            .to_owned();
+        if path.is_dir() {
+            let mut inner = prefix.to_vec();
+            inner.push(name);
+            sources(&path, &inner, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path).expect("a source file");
+            let mut module = prefix.to_vec();
+            if !["mod", "lib", "main"].contains(&name.as_str()) {
+                module.push(name);
             }
-            rest = after;
+            out.insert(module, text);
         }
     }
-    found
+}
+
+fn files() -> BTreeMap<Vec<String>, String> {
+    let mut out = BTreeMap::new();
+    sources(&src(), &[], &mut out);
+    // main.rs is the binary, not a module of the library.
+    out.remove(&Vec::new());
+    out
+}
+
+/// The code of `text`: comments, string and char literals and `#[cfg(test)]` modules left
+/// out (tests may reach anywhere).
+fn code(text: &str) -> String {
+    let text = match text.find("#[cfg(test)]\nmod ") {
+        Some(at) => &text[..at],
+        None => text,
+    };
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        match c {
+            '/' if next == Some('/') => {
+                while i < chars.len() && chars[i] != '\n' {
+                    i += 1;
+                }
+            }
+            '/' if next == Some('*') => {
+                i += 2;
+                while i + 1 < chars.len() && !(chars[i] == '*' && chars[i + 1] == '/') {
+                    i += 1;
+                }
+                i += 2;
+            }
+            'r' if matches!(next, Some('"') | Some('#'))
+                && !chars[..i]
+                    .last()
+                    .is_some_and(|p| p.is_alphanumeric() || *p == '_') =>
+            {
+                // A raw string: r"…", r#"…"#.
+                let mut j = i + 1;
+                let mut hashes = 0;
+                while chars.get(j) == Some(&'#') {
+                    hashes += 1;
+                    j += 1;
+                }
+                if chars.get(j) != Some(&'"') {
+                    out.push(c);
+                    i += 1;
+                    continue;
+                }
+                j += 1;
+                loop {
+                    if j >= chars.len() {
+                        break;
+                    }
+                    if chars[j] == '"' && (1..=hashes).all(|h| chars.get(j + h) == Some(&'#')) {
+                        j += 1 + hashes;
+                        break;
+                    }
+                    j += 1;
+                }
+                out.push_str("\"\"");
+                i = j;
+            }
+            '"' => {
+                i += 1;
+                while i < chars.len() && chars[i] != '"' {
+                    if chars[i] == '\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                i += 1;
+                out.push_str("\"\"");
+            }
+            '\'' => {
+                // A char literal ('x', '\n', '\''), or a lifetime ('a).
+                if next == Some('\\') {
+                    i += 2;
+                    while i < chars.len() && chars[i] != '\'' {
+                        i += 1;
+                    }
+                    i += 1;
+                } else if chars.get(i + 2) == Some(&'\'') {
+                    i += 3;
+                } else {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// `use` trees expanded into whole paths: `a::{b, c::{d, e as f}}` → `a::b`, `a::c::d`,
+/// `a::c::e`.
+fn expand(tree: &str) -> Vec<String> {
+    let tree: String = tree.chars().filter(|c| !c.is_whitespace()).collect();
+    let mut out = Vec::new();
+    expand_into("", &tree, &mut out);
+    out
+}
+
+fn expand_into(prefix: &str, tree: &str, out: &mut Vec<String>) {
+    let Some(open) = tree.find('{') else {
+        let path = tree.split("as").next().unwrap_or(tree);
+        let path = path.trim_end_matches("::*");
+        out.push(format!("{prefix}{path}"));
+        return;
+    };
+    let head = &tree[..open];
+    let inner = &tree[open + 1..tree.rfind('}').unwrap_or(tree.len())];
+    let mut depth = 0;
+    let mut start = 0;
+    for (i, c) in inner.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                split_item(prefix, head, &inner[start..i], out);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    split_item(prefix, head, &inner[start..], out);
+}
+
+fn split_item(prefix: &str, head: &str, item: &str, out: &mut Vec<String>) {
+    if item.is_empty() {
+        return;
+    }
+    if item == "self" {
+        out.push(format!("{prefix}{}", head.trim_end_matches("::")));
+    } else {
+        expand_into(&format!("{prefix}{head}"), item, out);
+    }
+}
+
+/// The paths a file's code names: its `use` trees, and `crate::`/`super::`/`self::` paths
+/// written inline. A `mod.rs` re-exporting its children (`pub use child::…`) names nothing.
+fn paths(module: &[String], text: &str, children: &BTreeSet<String>) -> Vec<String> {
+    let code = code(text);
+    let mut out = Vec::new();
+    // `use` statements, which may span lines.
+    let mut offset = 0;
+    for line in code.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let (is_pub, rest_of_line) = if let Some(r) = trimmed.strip_prefix("use ") {
+            (false, r)
+        } else if let Some(r) = ["pub use ", "pub(crate) use ", "pub(super) use "]
+            .iter()
+            .find_map(|p| trimmed.strip_prefix(p))
+        {
+            (true, r)
+        } else {
+            offset += line.len();
+            continue;
+        };
+        let start = offset + (line.len() - rest_of_line.len());
+        offset += line.len();
+        let Some(end) = code[start..].find(';') else {
+            continue;
+        };
+        for path in expand(&code[start..start + end]) {
+            let first = path.split("::").next().unwrap_or("");
+            let reexport = is_pub && (children.contains(first) || first == "self");
+            if !reexport {
+                out.push(path);
+            }
+        }
+    }
+    // Inline paths outside `use` statements.
+    for line in code.lines() {
+        if line.trim_start().starts_with("use ") || line.trim_start().starts_with("pub use ") {
+            continue;
+        }
+        for root in ["crate::", "super::", "self::"] {
+            let mut rest = line;
+            while let Some(at) = rest.find(root) {
+                let before = rest[..at].chars().last();
+                let tail = &rest[at..];
+                let path: String = tail
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+                    .collect();
+                if !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+                    out.push(path.trim_end_matches(':').to_owned());
+                }
+                rest = &tail[root.len()..];
+            }
+        }
+    }
+    let _ = module;
+    out
+}
+
+/// The module file a path from `module` reaches: the deepest existing module along it.
+fn resolve(
+    module: &[String],
+    is_folder: bool,
+    path: &str,
+    known: &BTreeSet<Vec<String>>,
+) -> Option<Vec<String>> {
+    let mut segments = path.split("::").filter(|s| !s.is_empty()).peekable();
+    // Where `self` is: a folder's mod.rs is its folder; a file is itself.
+    let mut at: Vec<String> = match segments.peek().copied() {
+        Some("crate") => {
+            segments.next();
+            Vec::new()
+        }
+        Some("self") => {
+            segments.next();
+            module.to_vec()
+        }
+        Some("super") => {
+            let mut here = module.to_vec();
+            while segments.peek() == Some(&"super") {
+                segments.next();
+                here.pop();
+            }
+            here
+        }
+        // A path into an external crate, or a name in scope.
+        _ => {
+            if is_folder {
+                let first = segments.next()?;
+                let mut child = module.to_vec();
+                child.push(first.to_owned());
+                if !known.contains(&child) {
+                    return None;
+                }
+                child
+            } else {
+                return None;
+            }
+        }
+    };
+    for segment in segments {
+        let mut deeper = at.clone();
+        deeper.push(segment.to_owned());
+        if known.contains(&deeper) {
+            at = deeper;
+        } else {
+            break;
+        }
+    }
+    Some(at)
 }
 
 fn graph() -> BTreeMap<String, BTreeSet<String>> {
+    let files = files();
+    let known: BTreeSet<Vec<String>> = files.keys().cloned().chain([Vec::new()]).collect();
+    let folders: BTreeSet<Vec<String>> = known
+        .iter()
+        .filter(|m| {
+            known
+                .iter()
+                .any(|k| k.len() == m.len() + 1 && k.starts_with(m))
+        })
+        .cloned()
+        .collect();
     let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (file, text) in sources(&src()) {
-        let Some(module) = module_of(&file) else {
-            continue;
-        };
-        let refs = crate_references(&text);
-        let out = edges.entry(module.clone()).or_default();
-        out.extend(refs.into_iter().filter(|r| *r != module));
+    for (module, text) in &files {
+        let is_folder = folders.contains(module);
+        let children: BTreeSet<String> = known
+            .iter()
+            .filter(|k| k.len() == module.len() + 1 && k.starts_with(module))
+            .filter_map(|k| k.last().cloned())
+            .collect();
+        let no_children = BTreeSet::new();
+        let name = module.join("::");
+        let out = edges.entry(name.clone()).or_default();
+        for path in paths(
+            module,
+            text,
+            if is_folder { &children } else { &no_children },
+        ) {
+            // Inline child paths inside a folder's own code (`values::x()`) are caught by
+            // `use` and inline roots; a bare `child::` path from mod.rs counts too.
+            if let Some(target) = resolve(module, is_folder, &path, &known) {
+                let own_child =
+                    is_folder && target.len() > module.len() && target.starts_with(module);
+                let target = target.join("::");
+                // The crate root (lib.rs) only declares modules.
+                if target != name && !target.is_empty() && !own_child {
+                    out.insert(target);
+                }
+            }
+        }
     }
     edges
 }
 
-#[test]
-fn lower_layers_know_nothing_of_http_or_the_wiring() {
-    for (file, text) in sources(&src()) {
-        let lower = [
-            "cache",
-            "query",
-            "normalize",
-            "upstream",
-            "render",
-            "service",
-            "fetch",
-            "promql",
-        ]
-        .iter()
-        .any(|m| module_of(&file).as_deref() == Some(*m));
-        if !lower {
-            continue;
-        }
-        for forbidden in [
-            "actix_web",
-            "crate::startup",
-            "crate::state",
-            "crate::api",
-            "crate::error",
-        ] {
-            assert!(
-                !text.contains(forbidden),
-                "{file} mentions {forbidden}: only api/ and the wiring may"
-            );
-        }
-    }
-}
-
-#[test]
-fn no_module_imports_one_that_imports_it() {
-    let edges = graph();
-    assert!(edges.contains_key("service") && edges.contains_key("cache"));
-    // Depth-first search for a back edge; the path to it is the circle.
+/// The first circle found, as the path around it.
+fn circle(edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
     fn visit(
         node: &str,
         edges: &BTreeMap<String, BTreeSet<String>>,
@@ -128,9 +367,98 @@ fn no_module_imports_one_that_imports_it() {
         None
     }
     let mut done = BTreeSet::new();
-    for node in edges.keys() {
-        if let Some(circle) = visit(node, &edges, &mut Vec::new(), &mut done) {
-            panic!("import circle: {}", circle.join(" -> "));
+    edges
+        .keys()
+        .find_map(|node| visit(node, edges, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn lower_layers_know_nothing_of_http_or_the_wiring() {
+    let lower = [
+        "cache",
+        "query",
+        "normalize",
+        "upstream",
+        "render",
+        "service",
+        "fetch",
+        "promql",
+    ];
+    for (module, text) in files() {
+        if !module.first().is_some_and(|m| lower.contains(&m.as_str())) {
+            continue;
+        }
+        let code = code(&text);
+        for forbidden in [
+            "actix_web",
+            "crate::startup",
+            "crate::state",
+            "crate::api",
+            "crate::error",
+        ] {
+            assert!(
+                !code.contains(forbidden),
+                "src/{} mentions {forbidden}: only api/ and the wiring may",
+                module.join("/")
+            );
         }
     }
+}
+
+#[test]
+fn no_file_imports_one_that_imports_it() {
+    let edges = graph();
+    // The graph sees what it claims: edges between folders, inside them, and through super::.
+    for (from, to) in [
+        ("service", "cache"),
+        ("service::promql", "service"),
+        ("api::prometheus::query", "api::prometheus"),
+        ("api::metricdata", "api::failures"),
+        ("query::spelling", "query::builder"),
+        ("query::builder", "query"),
+        ("promql::eval", "promql::value"),
+    ] {
+        assert!(
+            edges.get(from).is_some_and(|e| e.contains(to)),
+            "{from} -> {to} not seen: {:?}",
+            edges.get(from)
+        );
+    }
+    // Every circle, each reported once (one of its edges set aside to find the next).
+    let mut left = edges.clone();
+    let mut circles = Vec::new();
+    while let Some(found) = circle(&left) {
+        if let Some(out) = left.get_mut(&found[0]) {
+            out.remove(&found[1]);
+        }
+        circles.push(found.join(" -> "));
+    }
+    assert!(
+        circles.is_empty(),
+        "import circles:\n{}",
+        circles.join("\n")
+    );
+}
+
+#[test]
+fn the_graph_finds_a_circle_inside_a_folder() {
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    edges
+        .entry("a::x".into())
+        .or_default()
+        .insert("a::y".into());
+    edges
+        .entry("a::y".into())
+        .or_default()
+        .insert("a::x".into());
+    assert!(circle(&edges).is_some());
+    assert_eq!(
+        expand("super::{values::{self, shown}, A as B, c::*}"),
+        [
+            "super::values",
+            "super::values::shown",
+            "super::A",
+            "super::c"
+        ]
+    );
 }

@@ -1,211 +1,18 @@
-//! The segment cache's shared tier: segments in Redis, so replicas fill each other's misses.
-//!
-//! After a local miss the segment cache asks here with one `MGET` for every missing segment
-//! of a question; segments it fetched are published in one pipeline of `SET … PX`, each kept
-//! as long as its own deadlines say. Segments travel in a compact binary encoding (varints,
-//! delta-coded timestamps, tagged numbers), not JSON.
-//!
-//! Runs of missing segments are coalesced across replicas under the fetch locks of `lock.rs`
-//! (short, renewed while the fetch runs, owner-checked): one replica fetches a run; the others
-//! poll for the run's segments and, when the lock disappears without them (the holder failed,
-//! or died and its lock lapsed within one lock TTL), take their turn. Redis out of reach:
-//! every replica fetches for itself. Segments are named in index sets per metric and per
-//! device (`purges.rs`), so a filtered purge finds them.
-
-use std::sync::Arc;
+//! The segment's compact, versioned encoding, for tiers that keep bytes (Redis now, a disk
+//! later): varints, delta-coded timestamps, numbers tagged as JSON had them; never JSON.
 
 use serde_json::Number;
 
 use super::freshness::Deadlines;
-use super::lock::{FetchLocks, HeldLock, Turn};
-use super::purges;
-use super::segments::{Segment, weight};
-use super::store::{Store, StoreReport};
-use crate::clock::Clock;
+use super::segment::Segment;
 use crate::normalize::{Breach, Device, Point, Series};
-use crate::query::{MetricQuery, PurgeFilter};
-use crate::redis::{IndexedEntry, SharedState};
 
-/// One shared segment: the series it belongs to (a hash of identity, question and segment
-/// length) and its start.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(super) struct SharedSegmentKey {
-    pub series: Arc<str>,
-    pub start: i64,
-}
-
-/// Which kind of key segments are stored under.
-const KIND: &str = "seg";
-
-#[derive(Clone)]
-pub(super) struct SharedSegments {
-    shared: Arc<SharedState>,
-    locks: FetchLocks,
-}
-
-impl SharedSegments {
-    pub(super) fn new(shared: Arc<SharedState>, clock: Clock) -> Self {
-        Self {
-            locks: FetchLocks::new(shared.clone(), clock),
-            shared,
-        }
-    }
-
-    pub(super) fn is_up(&self) -> bool {
-        self.shared.is_up()
-    }
-
-    /// The shared name of `base`'s segments of `length` ms under `identity`.
-    pub(super) fn series_id(identity: &str, base: &MetricQuery, length: i64) -> Arc<str> {
-        use sha1::{Digest, Sha1};
-        let mut h = Sha1::new();
-        h.update(identity.as_bytes());
-        h.update(b"\n");
-        h.update(serde_json::to_vec(base).unwrap_or_default());
-        h.update(format!("\n{length}").as_bytes());
-        Arc::from(hex::encode(h.finalize()))
-    }
-
-    fn redis_key(&self, key: &SharedSegmentKey) -> String {
-        self.shared
-            .key(KIND, &format!("{}:{}", key.series, key.start))
-    }
-
-    /// The segments of `series` at `starts`, with one `MGET` (`None` for each one missing,
-    /// undecodable, or everything when Redis is out of reach).
-    pub(super) async fn lookup_many(
-        &self,
-        series: &Arc<str>,
-        starts: &[i64],
-    ) -> Vec<Option<Arc<Segment>>> {
-        let keys: Vec<String> = starts
-            .iter()
-            .map(|&start| {
-                self.redis_key(&SharedSegmentKey {
-                    series: series.clone(),
-                    start,
-                })
-            })
-            .collect();
-        match self.shared.mget(&keys).await {
-            Some(values) if values.len() == starts.len() => values
-                .into_iter()
-                .map(|v| v.and_then(|bytes| decode(&bytes)).map(Arc::new))
-                .collect(),
-            _ => vec![None; starts.len()],
-        }
-    }
-
-    /// Publishes `segments` of `series` (the segments of `base`) in one pipeline, each for as
-    /// long as it may serve, named in the index sets of `base`'s metrics and devices.
-    pub(super) async fn publish(
-        &self,
-        series: &Arc<str>,
-        base: &MetricQuery,
-        segments: &[(i64, Arc<Segment>)],
-    ) {
-        let index = purges::index_keys(&self.shared, KIND, base);
-        let entries: Vec<IndexedEntry> = segments
-            .iter()
-            .map(|(start, segment)| IndexedEntry {
-                key: self.redis_key(&SharedSegmentKey {
-                    series: series.clone(),
-                    start: *start,
-                }),
-                value: encode(segment),
-                ttl_ms: ttl_ms(&segment.deadlines),
-                index: index.clone(),
-            })
-            .collect();
-        self.shared.set_indexed_many(&entries).await;
-    }
-
-    /// Waits its turn for the run `[start, end)` of `series`: the run's segments fetched by
-    /// another replica (fresh at `now`), or the lock to fetch it.
-    pub(super) async fn take_turn(
-        &self,
-        series: &Arc<str>,
-        start: i64,
-        end: i64,
-        length: i64,
-        now: i64,
-    ) -> Turn<Vec<(i64, Arc<Segment>)>> {
-        let lock_key = self
-            .shared
-            .key("seglock", &format!("{series}:{start}:{end}"));
-        let starts: Vec<i64> = (0..)
-            .map(|i| start + i * length)
-            .take_while(|at| *at < end)
-            .collect();
-        let look = || async {
-            let found = self.lookup_many(series, &starts).await;
-            found
-                .iter()
-                .all(|s| s.as_ref().is_some_and(|s| s.deadlines.is_fresh(now)))
-                .then(|| {
-                    starts
-                        .iter()
-                        .copied()
-                        .zip(found.into_iter().flatten())
-                        .collect()
-                })
-        };
-        self.locks.take_turn(&lock_key, look).await
-    }
-
-    /// For a prefetch, which never waits: the lock to fetch the run `[start, end)` of
-    /// `series` (`Some(None)` when Redis is out of reach: fetch alone), or `None` when another
-    /// replica holds it (it is fetching or prefetching the same run).
-    pub(super) async fn try_take(
-        &self,
-        series: &Arc<str>,
-        start: i64,
-        end: i64,
-    ) -> Option<Option<HeldLock>> {
-        let lock_key = self
-            .shared
-            .key("seglock", &format!("{series}:{start}:{end}"));
-        self.locks.try_hold(&lock_key).await
-    }
-}
-
-impl Store<SharedSegmentKey, Arc<Segment>> for SharedSegments {
-    async fn lookup(&self, key: &SharedSegmentKey) -> Option<Arc<Segment>> {
-        let bytes = self.shared.get(&self.redis_key(key)).await?;
-        decode(&bytes).map(Arc::new)
-    }
-
-    /// One segment, unindexed (a filtered purge cannot find it): the segment cache publishes
-    /// with [`SharedSegments::publish`] instead.
-    async fn insert(&self, key: SharedSegmentKey, value: Arc<Segment>) {
-        self.shared
-            .set(
-                &self.redis_key(&key),
-                &encode(&value),
-                ttl_ms(&value.deadlines),
-            )
-            .await;
-    }
-
-    /// What `filter` names: everything, or (through the index sets) the segments of a
-    /// metric and/or a device.
-    async fn purge(&self, filter: &PurgeFilter) -> u64 {
-        purges::purge_shared(&self.shared, KIND, filter).await
-    }
-
-    async fn report(&self) -> StoreReport {
-        StoreReport::default()
-    }
-}
-
-fn ttl_ms(d: &Deadlines) -> u64 {
-    d.keep_for().as_millis().max(1) as u64
-}
-
+/// The encoding's version, its first byte: a tier drops (as missing) what another version
+/// wrote, so replicas of two releases never misread each other's segments.
 const VERSION: u8 = 2;
 
 /// The compact form of a segment.
-fn encode(segment: &Segment) -> Vec<u8> {
+pub(super) fn encode(segment: &Segment) -> Vec<u8> {
     let mut w = Writer(Vec::with_capacity(64 + segment.bytes / 4));
     w.0.push(VERSION);
     let d = &segment.deadlines;
@@ -285,7 +92,8 @@ fn encode(segment: &Segment) -> Vec<u8> {
     w.0
 }
 
-fn decode(bytes: &[u8]) -> Option<Segment> {
+/// The segment `bytes` hold, or `None` for bytes of another version, cut short, or malformed.
+pub(super) fn decode(bytes: &[u8]) -> Option<Segment> {
     let mut r = Reader(bytes);
     if r.byte()? != VERSION {
         return None;
@@ -375,16 +183,14 @@ fn decode(bytes: &[u8]) -> Option<Segment> {
     if !r.0.is_empty() {
         return None;
     }
-    let bytes = weight(&series, &breaches);
-    Some(Segment {
+    // Prefetched or not where it was fetched: this replica did not prefetch it.
+    Some(Segment::new(
         series,
         breaches,
         deadlines,
         settled_until,
-        bytes,
-        // Prefetched or not, as another replica fetched it: this replica did not.
-        prefetch: None,
-    })
+        None,
+    ))
 }
 
 struct Writer(Vec<u8>);
@@ -539,19 +345,13 @@ mod tests {
             did: Some(42),
             id: None,
         }];
-        let segment = Segment {
-            bytes: weight(&series, &breaches),
-            series,
-            breaches,
-            deadlines: Deadlines {
-                stored_at: 1,
-                fresh_until: 2,
-                stale_while_revalidate_until: 3,
-                stale_if_error_until: -4,
-            },
-            settled_until: 5,
-            prefetch: None,
+        let deadlines = Deadlines {
+            stored_at: 1,
+            fresh_until: 2,
+            stale_while_revalidate_until: 3,
+            stale_if_error_until: -4,
         };
+        let segment = Segment::new(series, breaches, deadlines, 5, None);
         let bytes = encode(&segment);
         let back = decode(&bytes).unwrap();
         assert_eq!(back.series, segment.series);
@@ -561,5 +361,8 @@ mod tests {
         assert!(bytes.len() < 150, "compact: {} bytes", bytes.len());
         assert!(decode(&bytes[..bytes.len() - 1]).is_none());
         assert!(decode(b"").is_none());
+        let mut other_version = bytes.clone();
+        other_version[0] = VERSION + 1;
+        assert!(decode(&other_version).is_none());
     }
 }
