@@ -123,7 +123,9 @@ impl Application {
         .map_err(StartupError::Client)?;
         let catalog = Arc::new(Catalog::new(clock.clone()));
         let health = Arc::new(ApplianceHealth::default());
-        let callers = Arc::new(CallerLimits::new(&settings.rate_limit, clock.clone()));
+        let callers = Arc::new(
+            CallerLimits::new(&settings.rate_limit, clock.clone()).with_shared(shared.clone()),
+        );
         let sweeper = callers.clone();
         let mut background = vec![
             tokio::spawn(health::probe_loop(

@@ -16,8 +16,27 @@ use futures::future::LocalBoxFuture;
 use pin_project_lite::pin_project;
 
 use crate::error::{ApiError, PrometheusError};
-use crate::limits::{Decision, RateState};
+use crate::limits::{Asking, Check, Decision, PolicyText, RateState, Verdict};
 use crate::state::AppState;
+
+/// What identifying a caller reads, from actix's request.
+impl Asking for actix_web::HttpRequest {
+    fn peer(&self) -> Option<std::net::IpAddr> {
+        self.peer_addr().map(|a| a.ip())
+    }
+
+    fn header(&self, name: &HeaderName) -> Option<&str> {
+        self.headers().get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn each_header(&self, name: &HeaderName, each: &mut dyn FnMut(&str)) {
+        for value in self.headers().get_all(name) {
+            if let Ok(text) = value.to_str() {
+                each(text);
+            }
+        }
+    }
+}
 
 /// How a route group refuses a caller over its limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,8 +66,12 @@ thread_local! {
 }
 
 /// `RateLimit-Policy` and `RateLimit`, as in draft-ietf-httpapi-ratelimit-headers-07.
-fn write_headers(headers: &mut HeaderMap, policy: HeaderValue, s: &RateState) {
-    headers.insert(HeaderName::from_static("ratelimit-policy"), policy);
+fn write_headers(headers: &mut HeaderMap, policy: PolicyText, s: &RateState) {
+    // Digits and `;w=burst` only (see `PolicyText`), and static: no copy, no allocation.
+    headers.insert(
+        HeaderName::from_static("ratelimit-policy"),
+        HeaderValue::from_static(policy.as_str()),
+    );
     let current = LAST_RATELIMIT.with_borrow_mut(|last| match last {
         Some((said, value)) if said == s => Some(value.clone()),
         _ => {
@@ -143,30 +166,22 @@ where
                 headers: None,
             };
         };
-        let state = &self.state;
-        if let Some(shared) = state.shared.as_ref().filter(|s| s.is_up()) {
-            let who = state.callers.identify(req.request());
-            // Most requests are decided on this replica's leases at once.
-            if let Some(decided) = state.callers.check_shared_now(shared, &who) {
-                return limited(req, refusal, decided, &self.service);
-            }
-            // The rest wait on Redis: the one path that boxes.
-            let (shared, service, state) = (shared.clone(), self.service.clone(), state.clone());
-            return Limited::Shared {
-                inner: Box::pin(async move {
-                    let decided = match state.callers.check_shared(&shared, &who).await {
-                        Some(decided) => decided,
-                        None => state.callers.check(&who),
-                    };
-                    limited(req, refusal, decided, &*service).await
-                }),
-            };
-        }
         // The caller is not kept in the request's extensions: that map insert showed on every
         // hit, and the few that need it again (an access line, a forced refresh) identify it
         // again.
-        let (_, decision, policy) = state.callers.identify_and_check(req.request());
-        limited(req, refusal, (decision, policy), &self.service)
+        let (_, check) = self.state.callers.identify_and_check(req.request());
+        match check {
+            Check::Now(verdict) => limited(req, refusal, verdict, &self.service),
+            // Waiting on Redis: the one path that boxes.
+            Check::Later(verdict) => {
+                let service = self.service.clone();
+                Limited::Shared {
+                    inner: Box::pin(async move {
+                        limited(req, refusal, verdict.await, &*service).await
+                    }),
+                }
+            }
+        }
     }
 }
 
@@ -174,7 +189,7 @@ where
 fn limited<S, B>(
     req: ServiceRequest,
     refusal: Refusal,
-    (decision, policy): (Decision, HeaderValue),
+    Verdict { decision, policy }: Verdict,
     service: &S,
 ) -> Limited<S::Future, B>
 where
@@ -200,7 +215,7 @@ fn refuse<B>(
     refusal: Refusal,
     state: &RateState,
     retry_after_secs: u64,
-    policy: HeaderValue,
+    policy: PolicyText,
 ) -> ServiceResponse<EitherBody<B>> {
     let mut response = refusal.response(retry_after_secs);
     write_headers(response.headers_mut(), policy, state);
@@ -215,7 +230,7 @@ pin_project! {
         Allowed {
             #[pin]
             inner: F,
-            headers: Option<(HeaderValue, RateState)>,
+            headers: Option<(PolicyText, RateState)>,
         },
         Refused {
             response: Option<ServiceResponse<EitherBody<B>>>,
@@ -266,7 +281,11 @@ mod tests {
             remaining,
             reset_secs,
         };
-        write_headers(&mut headers, HeaderValue::from_static("p"), &state);
+        let policy = PolicyText::of(&crate::settings::ClientQuota {
+            per_minute: 60,
+            burst: 5,
+        });
+        write_headers(&mut headers, policy, &state);
         let value = headers.get("ratelimit");
         value.map_or("", |v| v.to_str().unwrap_or("")).to_owned()
     }

@@ -126,10 +126,5 @@ fn request<'r>(
 /// Whether the caller may force a refresh now (see `rate_limit.no_cache_per_minute`).
 async fn may_refetch(req: &HttpRequest, state: &AppState) -> bool {
     let who = state.callers.identify(req);
-    if let Some(shared) = state.shared.as_ref().filter(|s| s.is_up())
-        && let Some(allowed) = state.callers.may_refetch_shared(shared, &who).await
-    {
-        return allowed;
-    }
-    state.callers.may_refetch(&who)
+    state.callers.may_refetch(&who).await
 }

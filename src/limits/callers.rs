@@ -1,6 +1,8 @@
 //! Callers' budgets (GCRA, `governor`, on the gateway's clock): each caller's quota, a ceiling
 //! per client address across every id it sends, and how many forced refreshes (`no-cache`) a
-//! caller may make. Plus the `RateLimit` headers' values.
+//! caller may make. The budgets live in this replica or, with Redis, across every replica
+//! ([`Budget`]); [`CallerLimits::check`] decides through whichever is in force, so the HTTP
+//! layer only renders the [`Verdict`] (its `RateLimit` headers).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -9,16 +11,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use actix_web::HttpRequest;
-use actix_web::http::header::{HeaderName, HeaderValue};
 use arc_swap::ArcSwap;
+use futures::future::BoxFuture;
 use governor::clock::Clock as _;
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
+use http::HeaderName;
 
-use super::identity::{Caller, Identifier, Identity};
+use super::identity::{Asking, Caller, Identifier, Identity};
 use super::leases::{Bucket, BucketKey, Leases};
 use crate::clock::Clock;
 use crate::redis::{Gcra, SharedState};
@@ -60,10 +62,78 @@ pub enum Decision {
     },
 }
 
-/// A quota, and its `RateLimit-Policy` header, rendered once.
+/// A decision, and the policy it was made under.
+pub struct Verdict {
+    pub decision: Decision,
+    pub policy: PolicyText,
+}
+
+/// A quota as `RateLimit-Policy` states it (`600;w=60;burst=100`): digits and `;w=burst`
+/// only, so always a valid header value. Interned: copying it copies a pointer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyText(&'static str);
+
+impl PolicyText {
+    /// The policy text of `quota`.
+    pub fn of(quota: &ClientQuota) -> Self {
+        PolicyText(interned(format!(
+            "{};w=60;burst={}",
+            quota.per_minute, quota.burst
+        )))
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.0
+    }
+}
+
+/// A [`Verdict`] now, or one that waits on Redis.
+pub enum Check {
+    Now(Verdict),
+    Later(BoxFuture<'static, Verdict>),
+}
+
+/// Where callers' budgets are kept: this replica's memory, or Redis shared by every replica.
+trait Budget: Send + Sync {
+    fn check(&self, rules: &Arc<Rules>, leases: &Arc<Leases>, who: &Identity) -> Check;
+}
+
+/// Budgets in this replica.
+struct Local;
+
+impl Budget for Local {
+    fn check(&self, rules: &Arc<Rules>, _: &Arc<Leases>, who: &Identity) -> Check {
+        Check::Now(rules.check(who))
+    }
+}
+
+/// Budgets in Redis, on this replica's leases; the local budgets while Redis is out of reach.
+struct Shared(Arc<SharedState>);
+
+impl Budget for Shared {
+    fn check(&self, rules: &Arc<Rules>, leases: &Arc<Leases>, who: &Identity) -> Check {
+        if !self.0.is_up() {
+            return Check::Now(rules.check(who));
+        }
+        // Most requests are decided on this replica's leases at once.
+        if let Some(verdict) = rules.check_shared_now(&self.0, leases, who) {
+            return Check::Now(verdict);
+        }
+        let (rules, leases, shared, who) =
+            (rules.clone(), leases.clone(), self.0.clone(), who.clone());
+        Check::Later(Box::pin(async move {
+            match rules.check_shared(&shared, &leases, &who).await {
+                Some(verdict) => verdict,
+                None => rules.check(&who),
+            }
+        }))
+    }
+}
+
+/// A quota, and its `RateLimit-Policy` text, rendered once.
 struct Policy {
     quota: ClientQuota,
-    header: HeaderValue,
+    header: PolicyText,
 }
 
 /// Every policy header text rendered so far, kept for the life of the process: a static
@@ -85,18 +155,14 @@ fn interned(text: String) -> &'static str {
 
 impl Policy {
     fn new(quota: ClientQuota) -> Self {
-        let text = format!("{};w=60;burst={}", quota.per_minute, quota.burst);
-        // Digits and ASCII punctuation: always a valid header value.
-        let header = match HeaderValue::from_str(&text) {
-            Ok(_) => HeaderValue::from_static(interned(text)),
-            Err(_) => HeaderValue::from_static(""),
-        };
-        Self { header, quota }
+        Self {
+            header: PolicyText::of(&quota),
+            quota,
+        }
     }
 
-    /// The header, static: cloning it copies a pointer.
-    fn header(&self) -> HeaderValue {
-        self.header.clone()
+    fn header(&self) -> PolicyText {
+        self.header
     }
 
     fn gcra(&self) -> Quota {
@@ -214,7 +280,7 @@ impl Rules {
         }
     }
 
-    pub fn identify(&self, req: &HttpRequest) -> Identity {
+    pub fn identify<R: Asking + ?Sized>(&self, req: &R) -> Identity {
         self.identifier.identify(req)
     }
 
@@ -244,13 +310,16 @@ impl Rules {
         shared: &Arc<SharedState>,
         leases: &Arc<Leases>,
         who: &Identity,
-    ) -> Option<(Decision, HeaderValue)> {
+    ) -> Option<Verdict> {
         let now_ms = self.clock.now_ms();
         let lease = self.settings.lease;
         if let Some(ceiling) = self.ceiling_bucket(who) {
             let decision = ceiling.decide(shared, leases, lease, now_ms).await?;
             if let Decision::Limited { .. } = decision {
-                return Some((decision, self.per_ip_policy.header()));
+                return Some(Verdict {
+                    decision,
+                    policy: self.per_ip_policy.header(),
+                });
             }
         }
         let policy = self.policy(&who.caller);
@@ -259,7 +328,10 @@ impl Rules {
             quota: &policy.quota,
         };
         let decision = bucket.decide(shared, leases, lease, now_ms).await?;
-        Some((decision, policy.header()))
+        Some(Verdict {
+            decision,
+            policy: policy.header(),
+        })
     }
 
     /// [`Rules::check_shared`] without waiting, as most requests can be: `None`, having
@@ -270,7 +342,7 @@ impl Rules {
         shared: &Arc<SharedState>,
         leases: &Arc<Leases>,
         who: &Identity,
-    ) -> Option<(Decision, HeaderValue)> {
+    ) -> Option<Verdict> {
         let lease = self.settings.lease;
         let policy = self.policy(&who.caller);
         let caller = SharedBucket {
@@ -296,13 +368,14 @@ impl Rules {
         };
         let (at, g) = leases.decide_now(shared, buckets, self.clock.now_ms())?;
         // The ceiling comes first: a refusal there is the ceiling's.
-        Some(if ceiling.is_some() && at == 0 {
-            (
-                shared_decision(&g, &self.per_ip_policy.quota),
-                self.per_ip_policy.header(),
-            )
+        let policy = if ceiling.is_some() && at == 0 {
+            &self.per_ip_policy
         } else {
-            (shared_decision(&g, &policy.quota), policy.header())
+            policy
+        };
+        Some(Verdict {
+            decision: shared_decision(&g, &policy.quota),
+            policy: policy.header(),
         })
     }
 
@@ -316,7 +389,7 @@ impl Rules {
     }
 
     /// The caller's limit and the per-address ceiling, in this replica.
-    pub fn check(&self, who: &Identity) -> (Decision, HeaderValue) {
+    fn check(&self, who: &Identity) -> Verdict {
         self.sweep_if_crowded();
         if self.ceiling_applies(who)
             && let Some(ip) = who.address
@@ -327,10 +400,10 @@ impl Rules {
                 .check_key(&ip)
                 .map_err(|e| e.wait_time_from(self.per_ip.clock().now()));
             if outcome.is_err() {
-                return (
-                    decide(outcome, &self.per_ip_policy.quota),
-                    self.per_ip_policy.header(),
-                );
+                return Verdict {
+                    decision: decide(outcome, &self.per_ip_policy.quota),
+                    policy: self.per_ip_policy.header(),
+                };
             }
         }
         if let Caller::Id(id) = &who.caller
@@ -339,28 +412,31 @@ impl Rules {
             let outcome = limiter
                 .check()
                 .map_err(|e| e.wait_time_from(limiter.clock().now()));
-            return (decide(outcome, &policy.quota), policy.header());
+            return Verdict {
+                decision: decide(outcome, &policy.quota),
+                policy: policy.header(),
+            };
         }
         let outcome = self
             .default
             .check_key(&who.caller)
             .map_err(|e| e.wait_time_from(self.default.clock().now()));
-        (
-            decide(outcome, &self.default_policy.quota),
-            self.default_policy.header(),
-        )
+        Verdict {
+            decision: decide(outcome, &self.default_policy.quota),
+            policy: self.default_policy.header(),
+        }
     }
 
     /// Whether `who` may force a refresh (`Cache-Control: no-cache`) now: at most
     /// `no_cache_per_minute` in any minute, charged to a proven id or else the address.
-    pub fn may_refetch(&self, who: &Identity) -> bool {
+    fn may_refetch(&self, who: &Identity) -> bool {
         self.refetches
             .as_ref()
             .is_some_and(|r| r.check_key(&who.principal()).is_ok())
     }
 
     /// [`Rules::may_refetch`] across every replica; `None` when Redis is out of reach.
-    pub async fn may_refetch_shared(&self, shared: &SharedState, who: &Identity) -> Option<bool> {
+    async fn may_refetch_shared(&self, shared: &SharedState, who: &Identity) -> Option<bool> {
         let n = NonZeroU32::new(self.no_cache_per_minute)?;
         let window = minute_window(n);
         let period_ms = window.replenish_interval().as_millis().max(1) as u64;
@@ -439,6 +515,8 @@ impl Rules {
 /// stopping anyone, and callers whose quota is unchanged keep their used budgets.
 pub struct CallerLimits {
     rules: ArcSwap<Rules>,
+    budget: Box<dyn Budget>,
+    shared: Option<Arc<SharedState>>,
     /// Leases on the shared buckets (Redis mode); kept across reloads like the budgets.
     leases: Arc<Leases>,
     /// When leases were last swept because there were too many (ms, the gateway's clock).
@@ -450,10 +528,23 @@ impl CallerLimits {
     pub fn new(s: &RateLimitSettings, clock: Clock) -> Self {
         Self {
             rules: ArcSwap::from_pointee(Rules::new(s, clock.clone(), None)),
+            budget: Box::new(Local),
+            shared: None,
             leases: Arc::default(),
             last_lease_sweep_ms: AtomicI64::new(i64::MIN),
             clock,
         }
+    }
+
+    /// The budgets kept in Redis across every replica (while it is reachable) when `shared`
+    /// is given, else in this replica.
+    pub fn with_shared(mut self, shared: Option<Arc<SharedState>>) -> Self {
+        self.budget = match &shared {
+            Some(s) => Box::new(Shared(s.clone())),
+            None => Box::new(Local),
+        };
+        self.shared = shared;
+        self
     }
 
     /// Puts `s` in force (a configuration reload). Requests being checked finish on the
@@ -469,32 +560,38 @@ impl CallerLimits {
     }
 
     /// Who is asking: a client id (proven by its key where it has one) and the address.
-    pub fn identify(&self, req: &HttpRequest) -> Identity {
+    pub fn identify<R: Asking + ?Sized>(&self, req: &R) -> Identity {
         self.rules.load().identify(req)
     }
 
-    /// The caller's limit and the per-address ceiling across every replica, through Redis;
-    /// `None` when Redis is out of reach (then the local limits apply).
-    pub async fn check_shared(
-        &self,
-        shared: &Arc<SharedState>,
-        who: &Identity,
-    ) -> Option<(Decision, HeaderValue)> {
+    /// Whether `who` may make this request: the caller's limit and the per-address ceiling,
+    /// in the budgets in force.
+    pub fn check(&self, who: &Identity) -> Check {
+        let rules = self.rules.load_full();
+        if self.shared.is_some() {
+            self.sweep_leases_if_crowded(rules.max_tracked);
+        }
+        self.budget.check(&rules, &self.leases, who)
+    }
+
+    /// Who is asking and whether they may: [`CallerLimits::identify`] and
+    /// [`CallerLimits::check`] on one load of the rules.
+    pub fn identify_and_check<R: Asking + ?Sized>(&self, req: &R) -> (Identity, Check) {
+        let rules = self.rules.load_full();
+        let who = rules.identify(req);
+        if self.shared.is_some() {
+            self.sweep_leases_if_crowded(rules.max_tracked);
+        }
+        let check = self.budget.check(&rules, &self.leases, &who);
+        (who, check)
+    }
+
+    /// [`CallerLimits::check`] in Redis alone, waiting for it; `None` when it is out of reach
+    /// (tests of the shared budgets).
+    pub async fn check_shared(&self, shared: &Arc<SharedState>, who: &Identity) -> Option<Verdict> {
         let rules = self.rules.load_full();
         self.sweep_leases_if_crowded(rules.max_tracked);
         rules.check_shared(shared, &self.leases, who).await
-    }
-
-    /// [`CallerLimits::check_shared`] without waiting, as most requests can be: `None`,
-    /// having counted nothing, when the decision waits on Redis.
-    pub fn check_shared_now(
-        &self,
-        shared: &Arc<SharedState>,
-        who: &Identity,
-    ) -> Option<(Decision, HeaderValue)> {
-        self.rules
-            .load()
-            .check_shared_now(shared, &self.leases, who)
     }
 
     fn sweep_leases_if_crowded(&self, max_tracked: usize) {
@@ -518,29 +615,16 @@ impl CallerLimits {
         self.leases.len()
     }
 
-    /// The caller's limit and the per-address ceiling, in this replica.
-    pub fn check(&self, who: &Identity) -> (Decision, HeaderValue) {
-        self.rules.load().check(who)
-    }
-
-    /// Who is asking and, in this replica, whether they may: [`CallerLimits::identify`] and
-    /// [`CallerLimits::check`] on one load of the rules.
-    pub fn identify_and_check(&self, req: &HttpRequest) -> (Identity, Decision, HeaderValue) {
-        let rules = self.rules.load();
-        let who = rules.identify(req);
-        let (decision, policy) = rules.check(&who);
-        (who, decision, policy)
-    }
-
-    /// Whether `who` may force a refresh (`Cache-Control: no-cache`) now.
-    pub fn may_refetch(&self, who: &Identity) -> bool {
-        self.rules.load().may_refetch(who)
-    }
-
-    /// [`CallerLimits::may_refetch`] across every replica; `None` when Redis is out of reach.
-    pub async fn may_refetch_shared(&self, shared: &SharedState, who: &Identity) -> Option<bool> {
+    /// Whether `who` may force a refresh (`Cache-Control: no-cache`) now: counted in Redis
+    /// across every replica while it is reachable, else here.
+    pub async fn may_refetch(&self, who: &Identity) -> bool {
         let rules = self.rules.load_full();
-        rules.may_refetch_shared(shared, who).await
+        if let Some(shared) = self.shared.as_ref().filter(|s| s.is_up())
+            && let Some(allowed) = rules.may_refetch_shared(shared, who).await
+        {
+            return allowed;
+        }
+        rules.may_refetch(who)
     }
 
     /// Forgets callers whose budget is full again.
@@ -571,6 +655,19 @@ impl CallerLimits {
 
     pub fn header(&self) -> HeaderName {
         self.rules.load().header().clone()
+    }
+
+    /// The local count of forced refreshes, whatever the budget in force (unit tests).
+    #[cfg(test)]
+    fn may_refetch_here(&self, who: &Identity) -> bool {
+        self.rules.load().may_refetch(who)
+    }
+
+    /// The local budgets' verdict, whatever the budget in force (unit tests).
+    #[cfg(test)]
+    fn check_here(&self, who: &Identity) -> (Decision, PolicyText) {
+        let verdict = self.rules.load().check(who);
+        (verdict.decision, verdict.policy)
     }
 }
 
@@ -712,14 +809,14 @@ mod tests {
             who(Caller::Id(name.into()), &ip, Proof::Claimed)
         };
         for i in 0..1000 {
-            let (d, _) = limits.check(&caller(format!("flood-{i}"), i));
+            let (d, _) = limits.check_here(&caller(format!("flood-{i}"), i));
             assert!(allowed(&d));
         }
         assert_eq!(limits.tracked(), 1000, "nobody's budget has refilled yet");
         // A minute later every budget is full again: the next crowd check sweeps them.
         clock.advance(std::time::Duration::from_secs(60));
         for i in 0..(2 * CROWD_CHECK_EVERY) {
-            let (d, _) = limits.check(&caller(format!("late-{i}"), 1000 + i));
+            let (d, _) = limits.check_here(&caller(format!("late-{i}"), 1000 + i));
             assert!(allowed(&d));
         }
         let tracked = limits.tracked();
@@ -734,12 +831,12 @@ mod tests {
         let (l, _) = limits(60, 3);
         let a = who(Caller::Id("a".into()), "192.0.2.50", Proof::Claimed);
         for expected in [2, 1, 0] {
-            match l.check(&a).0 {
+            match l.check_here(&a).0 {
                 Decision::Allowed(s) => assert_eq!(s.remaining, expected),
                 Decision::Limited { .. } => panic!("limited too early"),
             }
         }
-        match l.check(&a).0 {
+        match l.check_here(&a).0 {
             Decision::Limited {
                 retry_after_secs,
                 state,
@@ -751,11 +848,11 @@ mod tests {
             Decision::Allowed(_) => panic!("not limited"),
         }
         assert!(allowed(
-            &l.check(&who(Caller::Id("b".into()), "192.0.2.51", Proof::Claimed))
+            &l.check_here(&who(Caller::Id("b".into()), "192.0.2.51", Proof::Claimed))
                 .0
         ));
         match l
-            .check(&who(
+            .check_here(&who(
                 Caller::Id("dash".into()),
                 "192.0.2.52",
                 Proof::Claimed,
@@ -771,25 +868,25 @@ mod tests {
     fn rotating_ids_from_one_address_meet_the_ceiling() {
         let (l, clock) = limits(60, 3);
         let through = (0..40)
-            .filter(|i| allowed(&l.check(&id(&format!("rotating-{i}"))).0))
+            .filter(|i| allowed(&l.check_here(&id(&format!("rotating-{i}"))).0))
             .count();
         assert_eq!(through, 10, "the address's burst, whatever the ids");
-        let (decision, policy) = l.check(&id("yet-another"));
+        let (decision, policy) = l.check_here(&id("yet-another"));
         assert!(!allowed(&decision));
-        assert_eq!(policy, "120;w=60;burst=10");
+        assert_eq!(policy.as_str(), "120;w=60;burst=10");
         // Another address is unaffected; a proven id is exempt.
         assert!(allowed(
-            &l.check(&who(Caller::Id("x".into()), "192.0.2.2", Proof::Claimed))
+            &l.check_here(&who(Caller::Id("x".into()), "192.0.2.2", Proof::Claimed))
                 .0
         ));
         assert!(allowed(
-            &l.check(&who(Caller::Id("dash".into()), "192.0.2.1", Proof::Proven))
+            &l.check_here(&who(Caller::Id("dash".into()), "192.0.2.1", Proof::Proven))
                 .0
         ));
         // The ceiling refills at its rate: 2 a second.
         clock.advance(Duration::from_secs(1));
         let through = (0..5)
-            .filter(|i| allowed(&l.check(&id(&format!("later-{i}"))).0))
+            .filter(|i| allowed(&l.check_here(&id(&format!("later-{i}"))).0))
             .count();
         assert_eq!(through, 2);
     }
@@ -799,7 +896,7 @@ mod tests {
         let (l, clock) = limits(6000, 1000);
         // 6 a minute: a burst of 2, then one every 15 s; rotating ids change nothing.
         let granted = (0..10)
-            .filter(|i| l.may_refetch(&id(&format!("rotating-{i}"))))
+            .filter(|i| l.may_refetch_here(&id(&format!("rotating-{i}"))))
             .count();
         assert_eq!(granted, 2);
         let elsewhere = who(
@@ -807,15 +904,15 @@ mod tests {
             "192.0.2.9",
             Proof::Anonymous,
         );
-        assert!(l.may_refetch(&elsewhere));
+        assert!(l.may_refetch_here(&elsewhere));
         clock.advance(Duration::from_secs(15));
-        assert!(l.may_refetch(&id("any")));
-        assert!(!l.may_refetch(&id("any")));
+        assert!(l.may_refetch_here(&id("any")));
+        assert!(!l.may_refetch_here(&id("any")));
         // In any minute, at most 6.
         let mut total = 0;
         for _ in 0..60 {
             clock.advance(Duration::from_secs(1));
-            total += usize::from(l.may_refetch(&id("any")));
+            total += usize::from(l.may_refetch_here(&id("any")));
         }
         assert!(total <= 6, "{total}");
     }
@@ -833,7 +930,7 @@ mod tests {
         let mut peak = 0;
         for i in 0..1_000_000u32 {
             let ip = std::net::IpAddr::from(std::net::Ipv4Addr::from(i));
-            let _ = l.check(&who(Caller::Ip(ip), &ip.to_string(), Proof::Anonymous));
+            let _ = l.check_here(&who(Caller::Ip(ip), &ip.to_string(), Proof::Anonymous));
             if i % 1000 == 0 {
                 clock.advance(Duration::from_millis(5));
                 peak = peak.max(l.tracked());

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use actix_web::HttpRequest;
-use actix_web::http::header::{AUTHORIZATION, HeaderName};
+use http::HeaderName;
+use http::header::AUTHORIZATION;
 use ipnet::IpNet;
 use subtle::ConstantTimeEq;
 
@@ -80,6 +80,19 @@ impl std::fmt::Display for Identity {
     }
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// What identifying a caller reads from a request: the HTTP layer answers for its own
+/// request type, so this module needs no web framework.
+pub trait Asking {
+    /// The address of the connection's other end.
+    fn peer(&self) -> Option<IpAddr>;
+    /// The first value of header `name`, when it is text.
+    fn header(&self, name: &HeaderName) -> Option<&str>;
+    /// Every value of header `name` that is text, in order.
+    fn each_header(&self, name: &HeaderName, each: &mut dyn FnMut(&str));
+}
+
 /// Reads who is asking from a request.
 pub struct Identifier {
     header: HeaderName,
@@ -119,16 +132,14 @@ impl Identifier {
         ids
     }
 
-    pub fn identify(&self, req: &HttpRequest) -> Identity {
-        let address = match req.peer_addr().map(|a| a.ip()) {
+    pub fn identify<R: Asking + ?Sized>(&self, req: &R) -> Identity {
+        let address = match req.peer() {
             Some(ip) if self.is_trusted(ip) => Some(self.forwarded_client(req).unwrap_or(ip)),
             peer => peer,
         };
         let anonymous = address.map_or(Caller::Unknown, Caller::Ip);
         let Some(id) = req
-            .headers()
-            .get(&self.header)
-            .and_then(|v| v.to_str().ok())
+            .header(&self.header)
             .filter(|id| (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()))
         else {
             return Identity {
@@ -156,14 +167,15 @@ impl Identifier {
     }
 
     /// The rightmost address in `X-Forwarded-For` that is not a trusted proxy.
-    fn forwarded_client(&self, req: &HttpRequest) -> Option<IpAddr> {
-        let chain: Vec<IpAddr> = req
-            .headers()
-            .get_all("x-forwarded-for")
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|part| part.trim().parse().ok())
-            .collect();
+    fn forwarded_client<R: Asking + ?Sized>(&self, req: &R) -> Option<IpAddr> {
+        let mut chain: Vec<IpAddr> = Vec::new();
+        req.each_header(&X_FORWARDED_FOR, &mut |value| {
+            chain.extend(
+                value
+                    .split(',')
+                    .filter_map(|part| part.trim().parse::<IpAddr>().ok()),
+            );
+        });
         chain
             .iter()
             .rev()
@@ -174,8 +186,8 @@ impl Identifier {
 }
 
 /// The token of an `Authorization: Bearer <token>` header.
-pub fn bearer(req: &HttpRequest) -> Option<&str> {
-    let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
+pub fn bearer<R: Asking + ?Sized>(req: &R) -> Option<&str> {
+    let value = req.header(&AUTHORIZATION)?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -218,7 +230,7 @@ mod tests {
         Identifier::new(&s)
     }
 
-    fn request(headers: &[(&str, &str)], peer: &str) -> HttpRequest {
+    fn request(headers: &[(&str, &str)], peer: &str) -> actix_web::HttpRequest {
         let mut r = TestRequest::default().peer_addr(peer.parse().unwrap());
         for (k, v) in headers {
             r = r.insert_header((*k, *v));

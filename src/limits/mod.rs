@@ -5,5 +5,5 @@ mod callers;
 mod identity;
 mod leases;
 
-pub use callers::{CallerLimits, Decision, RateState, effective_lease};
-pub use identity::{Caller, Identity, Proof, bearer, key_matches, sha256};
+pub use callers::{CallerLimits, Check, Decision, PolicyText, RateState, Verdict, effective_lease};
+pub use identity::{Asking, Caller, Identity, Proof, bearer, key_matches, sha256};

@@ -383,6 +383,7 @@ fn lower_layers_know_nothing_of_http_or_the_wiring() {
         "service",
         "fetch",
         "promql",
+        "limits",
     ];
     for (module, text) in files() {
         if !module.first().is_some_and(|m| lower.contains(&m.as_str())) {

@@ -273,12 +273,12 @@ async fn three_limits(
 }
 
 async fn allowed(replica: &(CallerLimits, Arc<SharedState>), who: &Identity) -> bool {
-    let (decision, _) = replica
+    let verdict = replica
         .0
         .check_shared(&replica.1, who)
         .await
         .expect("Redis is up");
-    matches!(decision, Decision::Allowed(_))
+    matches!(verdict.decision, Decision::Allowed(_))
 }
 
 #[tokio::test]
