@@ -69,8 +69,8 @@ async fn counted(http: &reqwest::Client, url: &str) -> (u64, u64, u64, u64) {
 /// Live heap growth ÷ counted growth, for `QUESTIONS` cold questions like the soak's.
 async fn measure(segments: bool) {
     let sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).expect("simulator");
-    let mut settings = Settings::for_upstream(&sim.url(), PUBLIC, PRIVATE);
-    settings.server.listen = "127.0.0.1:0".into();
+    let mut settings = Settings::for_upstream(&sim.url(), PUBLIC, PRIVATE).expect("valid settings");
+    settings.server.listen = ([127, 0, 0, 1], 0).into();
     settings.server.workers = 1;
     settings.segments.enabled = segments;
     settings.rate_limit.per_client_per_minute = 100_000_000;
@@ -79,7 +79,7 @@ async fn measure(segments: bool) {
     settings.rate_limit.per_ip_burst = 10_000_000;
     settings.upstream.per_minute = 100_000_000;
     settings.upstream.max_in_flight = 64;
-    settings.admin.listen = "127.0.0.1:0".into();
+    settings.admin.listen = Some(([127, 0, 0, 1], 0).into());
     let app = Application::build(settings).await.expect("gateway");
     let url = format!("http://127.0.0.1:{}", app.port());
     let admin = format!(

@@ -98,7 +98,8 @@ impl Gateway {
         let sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).expect("simulator");
         let clock = Clock::manual(T0);
         sim.set_clock(clock.clone());
-        let mut settings = Settings::for_upstream(&sim.url(), PUBLIC, PRIVATE);
+        let mut settings =
+            Settings::for_upstream(&sim.url(), PUBLIC, PRIVATE).expect("valid settings");
         settings.upstream.per_minute = PER_MINUTE;
         settings.upstream.max_in_flight = 64;
         settings.segments.enabled = kind != Kind::ExactKey;

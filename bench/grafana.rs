@@ -83,7 +83,8 @@ struct Strategy {
 impl Strategy {
     async fn new(segments: bool) -> Self {
         let sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).expect("simulator");
-        let mut settings = Settings::for_upstream(&sim.url(), PUBLIC, PRIVATE);
+        let mut settings =
+            Settings::for_upstream(&sim.url(), PUBLIC, PRIVATE).expect("valid settings");
         settings.upstream.per_minute = 1_000_000;
         settings.upstream.max_in_flight = 64;
         settings.segments.enabled = segments;

@@ -90,8 +90,8 @@ async fn scenario(replicas: usize, spread: Spread, start_ms: i64) -> Outcome {
     sim.set_clock(clock.clone());
     let mut urls = Vec::new();
     for _ in 0..replicas {
-        let mut s = Settings::for_upstream(&sim.url(), PUBLIC, PRIVATE);
-        s.server.listen = "127.0.0.1:0".into();
+        let mut s = Settings::for_upstream(&sim.url(), PUBLIC, PRIVATE).expect("valid settings");
+        s.server.listen = ([127, 0, 0, 1], 0).into();
         s.server.workers = 1;
         s.server.log_level = "warn".into();
         s.rate_limit.per_client_per_minute = 1_000_000;
@@ -103,7 +103,7 @@ async fn scenario(replicas: usize, spread: Spread, start_ms: i64) -> Outcome {
         s.redis.url = format!("redis://127.0.0.1:{}/0", redis.port);
         // Patient: a slow call on a busy machine must not push a replica into embedded mode.
         s.redis.timeout_ms = 2_000;
-        s.admin.listen = String::new();
+        s.admin.listen = None;
         s.admin.token = ADMIN_TOKEN.to_owned().into();
         let app = Application::build_with_clock(s, clock.clone())
             .await

@@ -147,9 +147,9 @@ impl Application {
         if let Some(s) = &shared {
             background.push(tokio::spawn(s.clone().keep()));
         }
-        let addr = settings.listen_addr();
+        let addr = settings.server.listen;
         let (listener, port) = bind(addr)?;
-        let admin_addr = settings.admin_addr();
+        let admin_addr = settings.admin.listen;
         let admin_listener = admin_addr.map(bind).transpose()?;
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),

@@ -113,8 +113,7 @@ impl ApplianceClient {
         shared: Option<Arc<SharedState>>,
         clock: Clock,
     ) -> Result<Self, String> {
-        let base = Url::parse(settings.url.trim_end_matches('/'))
-            .map_err(|e| format!("upstream.url: {e}"))?;
+        let base = settings.url.base().clone();
         let timeout = Duration::from_millis(settings.timeout_ms);
         let mut builder = reqwest::Client::builder()
             // A redirect means the appliance refused our token or permissions (see the notes):
@@ -142,7 +141,12 @@ impl ApplianceClient {
             timeout,
             guard: Arc::new(ApplianceGuard::new(
                 settings,
-                shared.map(|s| (s, budget_name(&settings.url, &settings.public_token))),
+                shared.map(|s| {
+                    (
+                        s,
+                        budget_name(settings.url.as_str(), &settings.public_token),
+                    )
+                }),
                 clock.clone(),
             )),
             metrics,

@@ -43,7 +43,7 @@ async fn the_admin_endpoints_are_only_on_the_admin_listener() {
 #[tokio::test]
 async fn public_readiness_says_ready_or_not_and_nothing_else() {
     let app = spawn_app_with(|s| {
-        s.upstream.url = "http://127.0.0.1:9".into();
+        s.upstream.url = "http://127.0.0.1:9".parse().unwrap();
         s.upstream.connect_timeout_ms = 300;
     })
     .await;
@@ -72,7 +72,7 @@ async fn public_readiness_says_ready_or_not_and_nothing_else() {
 #[tokio::test]
 async fn on_the_main_port_the_admin_endpoints_need_the_token() {
     let app = spawn_app_with(|s| {
-        s.admin.listen = String::new();
+        s.admin.listen = None;
         s.admin.token = ADMIN_TOKEN.to_owned().into();
     })
     .await;

@@ -63,7 +63,7 @@ async fn a_proven_client_has_its_own_forced_refreshes() {
         s.rate_limit.clients.insert(
             "dash".into(),
             ClientKey {
-                key_sha256: hex::encode(sha256(b"dash-key")),
+                key_sha256: hex::encode(sha256(b"dash-key")).parse().unwrap(),
             },
         );
     })
@@ -98,7 +98,7 @@ async fn rotating_client_ids_gain_nothing_beyond_the_address_ceiling() {
         s.rate_limit.burst = 10;
         s.rate_limit.per_ip_per_minute = 120;
         s.rate_limit.per_ip_burst = 10;
-        s.rate_limit.trusted_proxies = vec!["127.0.0.1/32".into()];
+        s.rate_limit.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
     })
     .await;
     let mut through = 0;
@@ -155,7 +155,10 @@ async fn a_keyed_client_id_is_only_usable_with_its_key() {
         s.rate_limit.clients.insert(
             "dash".into(),
             ClientKey {
-                key_sha256: hex::encode(sha256(b"dash-key")).to_uppercase(),
+                key_sha256: hex::encode(sha256(b"dash-key"))
+                    .to_uppercase()
+                    .parse()
+                    .unwrap(),
             },
         );
     })

@@ -202,7 +202,7 @@ async fn upstream_failures_become_clear_caller_errors() {
 
 #[tokio::test]
 async fn an_unreachable_appliance_is_a_502_and_does_not_block_validation() {
-    let app = spawn_app_with(|s| s.upstream.url = "http://127.0.0.1:9".into()).await;
+    let app = spawn_app_with(|s| s.upstream.url = "http://127.0.0.1:9".parse().unwrap()).await;
     let a = app.get("/v1/metricdata?metric=anything_goes").await;
     assert_eq!(a.status, 502);
     assert_eq!(

@@ -82,7 +82,7 @@ async fn the_client_ip_identifies_callers_and_forwarded_for_only_from_trusted_pr
     let app = spawn_app_with(|s| {
         s.rate_limit.per_client_per_minute = 60;
         s.rate_limit.burst = 2;
-        s.rate_limit.trusted_proxies = vec!["127.0.0.1/32".into()];
+        s.rate_limit.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
     })
     .await;
     for ip in ["10.1.1.1", "10.1.1.2"] {
