@@ -2,7 +2,7 @@
 //! the gateway trusts what `upstream.ca_file` and `upstream.pin_sha256` say, and nothing else.
 
 use base64::Engine as _;
-use metricgate::pin::Pin;
+use metricgate::pin::parse_pins;
 use metricgate::settings::{CaFile, Settings};
 use metricgate::sim::Simulator;
 use rcgen::{
@@ -329,7 +329,7 @@ async fn an_expired_certificate_is_refused_even_when_trusted_explicitly() {
 
     let pin = self_signed.spki_pin.clone();
     let app = gateway(&self_signed, Host::Ip, |s| {
-        s.upstream.pin_sha256 = vec![Pin::parse(&pin).unwrap()]
+        s.upstream.pin_sha256 = parse_pins(&pin).unwrap()
     })
     .await;
     assert_refused(&app, &self_signed, "expired").await;
@@ -347,7 +347,7 @@ async fn a_pinned_certificate_is_trusted_without_a_ca_by_key_or_whole_certificat
         for host in [Host::Ip, Host::Localhost] {
             let pin = pin.clone();
             let app = gateway(&served, host, |s| {
-                s.upstream.pin_sha256 = vec![Pin::parse(&pin).unwrap()]
+                s.upstream.pin_sha256 = parse_pins(&pin).unwrap()
             })
             .await;
             assert_trusted(&app).await;
@@ -364,7 +364,7 @@ async fn a_certificate_other_than_the_pinned_one_is_refused_even_if_a_ca_vouches
     let ca_file = files.write("ca.pem", &ca.cert.pem());
     let app = gateway(&served, Host::Ip, |s| {
         s.upstream.ca_file = Some(CaFile::read(&ca_file).unwrap());
-        s.upstream.pin_sha256 = vec![Pin::parse(&pinned.spki_pin).unwrap()];
+        s.upstream.pin_sha256 = parse_pins(&pinned.spki_pin).unwrap();
     })
     .await;
     let reason = assert_refused(&app, &served, "pin mismatch").await;
