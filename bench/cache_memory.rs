@@ -7,6 +7,7 @@
 //!     cargo bench --bench cache_memory
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::num::NonZero;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::future::join_all;
@@ -73,12 +74,12 @@ async fn measure(segments: bool) {
     settings.server.listen = ([127, 0, 0, 1], 0).into();
     settings.server.workers = 1;
     settings.segments.enabled = segments;
-    settings.rate_limit.per_client_per_minute = 100_000_000;
-    settings.rate_limit.burst = 10_000_000;
-    settings.rate_limit.per_ip_per_minute = 100_000_000;
-    settings.rate_limit.per_ip_burst = 10_000_000;
+    settings.rate_limit.per_client_per_minute = NonZero::new(100_000_000).unwrap();
+    settings.rate_limit.burst = NonZero::new(10_000_000).unwrap();
+    settings.rate_limit.per_ip_per_minute = NonZero::new(100_000_000).unwrap();
+    settings.rate_limit.per_ip_burst = NonZero::new(10_000_000).unwrap();
     settings.upstream.per_minute = 100_000_000;
-    settings.upstream.max_in_flight = 64;
+    settings.upstream.max_in_flight = NonZero::new(64).unwrap();
     settings.admin.listen = Some(([127, 0, 0, 1], 0).into());
     let app = Application::build(settings).await.expect("gateway");
     let url = format!("http://127.0.0.1:{}", app.port());

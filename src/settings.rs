@@ -11,6 +11,7 @@ mod raw;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -75,15 +76,14 @@ pub enum ConfigSource {
     Loaded { file: Option<PathBuf> },
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RedisSettings {
     /// Empty: embedded mode. Otherwise checked at load to be a URL the Redis client opens.
     pub url: String,
-    pub timeout_ms: u64,
+    pub timeout_ms: NonZeroU64,
     /// Longest a replica waits for another replica's fetch (a live holder, still renewing its
     /// lock) before fetching itself.
-    pub lock_ms: u64,
+    pub lock_ms: NonZeroU64,
     /// TTL of a cross-replica fetch lock (answers, runs of segments), renewed every
     /// third of it while the fetch runs: a holder that dies costs the others about this long.
     pub lock_ttl_ms: u64,
@@ -116,28 +116,28 @@ pub struct SegmentSettings {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RateLimitSettings {
-    pub per_client_per_minute: u32,
-    pub burst: u32,
+    pub per_client_per_minute: NonZeroU32,
+    pub burst: NonZeroU32,
     /// Header by which callers identify themselves.
     pub client_header: ClientHeader,
     /// Proxies whose `X-Forwarded-For` is believed (a single address is its /32 or /128).
     #[serde(serialize_with = "as_strings")]
     pub trusted_proxies: Vec<IpNet>,
-    pub max_tracked_clients: usize,
-    pub sweep_secs: u64,
+    pub max_tracked_clients: NonZeroUsize,
+    pub sweep_secs: NonZeroU64,
     pub overrides: BTreeMap<String, ClientQuota>,
     /// Requests per minute from one client address, whatever client ids it sends (callers
     /// proven by a key are exempt): rotating ids gains nothing beyond it.
-    pub per_ip_per_minute: u32,
+    pub per_ip_per_minute: NonZeroU32,
     /// Requests one address may make at once, before `per_ip_per_minute` applies.
-    pub per_ip_burst: u32,
+    pub per_ip_burst: NonZeroU32,
     /// `Cache-Control: no-cache` refetches each caller may force per minute; beyond it the
     /// cached answer is served. Callers without a proven id are counted by address.
     pub no_cache_per_minute: u32,
     /// With Redis: requests a replica may serve for one caller (or one address's ceiling)
     /// before it settles them with Redis, at most a tenth of the burst. N replicas let a caller
     /// past its limit by at most N x that many requests; 1 decides every request in Redis.
-    pub lease: u32,
+    pub lease: NonZeroU32,
     /// Client ids that must prove themselves with a key to use their own quota.
     pub clients: BTreeMap<String, ClientKey>,
 }
@@ -180,9 +180,9 @@ pub struct ServerSettings {
     /// `sampled` (every error, and one success in `access_log_sample`).
     pub access_log: AccessLogMode,
     /// In `sampled` mode, one success in this many gets an access line.
-    pub access_log_sample: u64,
+    pub access_log_sample: NonZeroU64,
     /// Most access lines written per second, whatever the mode; the rest are counted.
-    pub access_log_max_per_second: u32,
+    pub access_log_max_per_second: NonZeroU32,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -218,20 +218,21 @@ pub struct UpstreamSettings {
     #[serde(serialize_with = "as_joined")]
     pub pin_sha256: Vec<Pin>,
     pub insecure_skip_verify: bool,
-    pub connect_timeout_ms: u64,
-    pub timeout_ms: u64,
-    pub max_response_bytes: usize,
-    pub catalog_refresh_secs: u64,
-    pub probe_secs: u64,
-    pub probe_timeout_ms: u64,
-    pub max_in_flight: usize,
+    pub connect_timeout_ms: NonZeroU64,
+    pub timeout_ms: NonZeroU64,
+    pub max_response_bytes: NonZeroUsize,
+    pub catalog_refresh_secs: NonZeroU64,
+    pub probe_secs: NonZeroU64,
+    pub probe_timeout_ms: NonZeroU64,
+    pub max_in_flight: NonZeroUsize,
+    /// At least 2 (a tenth, at least one, is kept for readiness probes).
     pub per_minute: u32,
-    pub queue_timeout_ms: u64,
+    pub queue_timeout_ms: NonZeroU64,
     pub retries: u32,
     pub retry_backoff_ms: u64,
     pub retry_budget_percent: u32,
-    pub breaker_failures: u32,
-    pub breaker_open_secs: u64,
+    pub breaker_failures: NonZeroU32,
+    pub breaker_open_secs: NonZeroU64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -517,15 +518,13 @@ impl Settings {
                     .into(),
             );
         }
+        // These sections' counts are plain integers (the settings above that must not be zero
+        // are `NonZero*`, refused at conversion), so zero is refused here.
         let mut positive = |name: &str, value: u64| {
             if value == 0 {
                 problems.push(format!("{name} must be greater than 0"));
             }
         };
-        positive("upstream.connect_timeout_ms", up.connect_timeout_ms);
-        positive("upstream.timeout_ms", up.timeout_ms);
-        positive("upstream.max_response_bytes", up.max_response_bytes as u64);
-        positive("upstream.catalog_refresh_secs", up.catalog_refresh_secs);
         let q = &self.query;
         positive("query.max_metrics", q.max_metrics as u64);
         positive("query.max_devices", q.max_devices as u64);
@@ -536,11 +535,8 @@ impl Settings {
         positive("cache.max_bytes", c.max_bytes);
         positive("cache.historic_ttl_secs", c.historic_ttl_secs);
         positive("cache.live_ttl_secs", c.live_ttl_secs);
-        positive("upstream.probe_secs", up.probe_secs);
         let seg = &self.segments;
         positive("segments.points", seg.points);
-        positive("redis.timeout_ms", self.redis.timeout_ms);
-        positive("redis.lock_ms", self.redis.lock_ms);
         positive("segments.max_bytes", seg.max_bytes);
         positive(
             "segments.max_points_per_request",
@@ -554,32 +550,7 @@ impl Settings {
             "segments.prefetch_idle_periods",
             seg.prefetch_idle_periods.into(),
         );
-        positive("upstream.probe_timeout_ms", up.probe_timeout_ms);
-        positive("upstream.max_in_flight", up.max_in_flight as u64);
-        positive("upstream.queue_timeout_ms", up.queue_timeout_ms);
-        positive("upstream.breaker_failures", up.breaker_failures.into());
-        positive("upstream.breaker_open_secs", up.breaker_open_secs);
         let r = &self.rate_limit;
-        positive(
-            "rate_limit.per_client_per_minute",
-            r.per_client_per_minute.into(),
-        );
-        positive("rate_limit.burst", r.burst.into());
-        positive(
-            "rate_limit.max_tracked_clients",
-            r.max_tracked_clients as u64,
-        );
-        positive("rate_limit.sweep_secs", r.sweep_secs);
-        positive("rate_limit.lease", r.lease.into());
-        positive("rate_limit.per_ip_per_minute", r.per_ip_per_minute.into());
-        positive("rate_limit.per_ip_burst", r.per_ip_burst.into());
-        positive(
-            "server.access_log_max_per_second",
-            self.server.access_log_max_per_second.into(),
-        );
-        if self.server.access_log_sample == 0 {
-            problems.push("server.access_log_sample must be greater than 0".into());
-        }
         if q.min_interval_seconds > q.max_interval_seconds {
             problems.push("query.min_interval_seconds is above query.max_interval_seconds".into());
         }

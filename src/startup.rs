@@ -138,7 +138,7 @@ impl Application {
             tokio::spawn(async move {
                 loop {
                     // Read each time: a reload may change it.
-                    let every = Duration::from_secs(sweeper.settings().sweep_secs.max(1));
+                    let every = Duration::from_secs(sweeper.settings().sweep_secs.get());
                     tokio::time::sleep(every).await;
                     sweeper.sweep();
                 }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
 
 use config::{Config, File, FileFormat};
@@ -29,7 +30,7 @@ pub(super) struct RawSettings {
     cache: CacheSettings,
     rate_limit: RawRateLimit,
     segments: SegmentSettings,
-    redis: RedisSettings,
+    redis: RawRedis,
     prometheus: RawPrometheus,
     admin: RawAdmin,
 }
@@ -110,6 +111,16 @@ struct RawClientKey {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawRedis {
+    url: String,
+    timeout_ms: u64,
+    lock_ms: u64,
+    lock_ttl_ms: u64,
+    prefix: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawPrometheus {
     #[serde(deserialize_with = "text_list")]
     devices: Vec<String>,
@@ -137,6 +148,14 @@ impl Problems {
             self.0.push(problem);
             placeholder
         })
+    }
+
+    /// A count that zero would make meaningless (a timeout, a limit, a period).
+    fn positive<T, N: TryFrom<T>>(&mut self, name: &str, value: T, placeholder: N) -> N {
+        self.or(
+            N::try_from(value).map_err(|_| format!("{name} must be greater than 0")),
+            placeholder,
+        )
     }
 }
 
@@ -244,6 +263,9 @@ impl TryFrom<RawSettings> for Settings {
         let Some(url) = url.or_else(|| "http://appliance.invalid".parse().ok()) else {
             return Err(SettingsError(p.0));
         };
+        const U32: NonZeroU32 = NonZeroU32::MIN;
+        const U64: NonZeroU64 = NonZeroU64::MIN;
+        const USIZE: NonZeroUsize = NonZeroUsize::MIN;
         let settings = Settings {
             server: ServerSettings {
                 listen,
@@ -253,8 +275,12 @@ impl TryFrom<RawSettings> for Settings {
                 shutdown_grace_secs: s.shutdown_grace_secs,
                 client_request_timeout_ms: s.client_request_timeout_ms,
                 access_log: s.access_log,
-                access_log_sample: s.access_log_sample,
-                access_log_max_per_second: s.access_log_max_per_second,
+                access_log_sample: p.positive("server.access_log_sample", s.access_log_sample, U64),
+                access_log_max_per_second: p.positive(
+                    "server.access_log_max_per_second",
+                    s.access_log_max_per_second,
+                    U32,
+                ),
             },
             upstream: UpstreamSettings {
                 url,
@@ -264,39 +290,73 @@ impl TryFrom<RawSettings> for Settings {
                 ca_file,
                 pin_sha256,
                 insecure_skip_verify: up.insecure_skip_verify,
-                connect_timeout_ms: up.connect_timeout_ms,
-                timeout_ms: up.timeout_ms,
-                max_response_bytes: up.max_response_bytes,
-                catalog_refresh_secs: up.catalog_refresh_secs,
-                probe_secs: up.probe_secs,
-                probe_timeout_ms: up.probe_timeout_ms,
-                max_in_flight: up.max_in_flight,
+                connect_timeout_ms: p.positive(
+                    "upstream.connect_timeout_ms",
+                    up.connect_timeout_ms,
+                    U64,
+                ),
+                timeout_ms: p.positive("upstream.timeout_ms", up.timeout_ms, U64),
+                max_response_bytes: p.positive(
+                    "upstream.max_response_bytes",
+                    up.max_response_bytes,
+                    USIZE,
+                ),
+                catalog_refresh_secs: p.positive(
+                    "upstream.catalog_refresh_secs",
+                    up.catalog_refresh_secs,
+                    U64,
+                ),
+                probe_secs: p.positive("upstream.probe_secs", up.probe_secs, U64),
+                probe_timeout_ms: p.positive("upstream.probe_timeout_ms", up.probe_timeout_ms, U64),
+                max_in_flight: p.positive("upstream.max_in_flight", up.max_in_flight, USIZE),
                 per_minute: up.per_minute,
-                queue_timeout_ms: up.queue_timeout_ms,
+                queue_timeout_ms: p.positive("upstream.queue_timeout_ms", up.queue_timeout_ms, U64),
                 retries: up.retries,
                 retry_backoff_ms: up.retry_backoff_ms,
                 retry_budget_percent: up.retry_budget_percent,
-                breaker_failures: up.breaker_failures,
-                breaker_open_secs: up.breaker_open_secs,
+                breaker_failures: p.positive("upstream.breaker_failures", up.breaker_failures, U32),
+                breaker_open_secs: p.positive(
+                    "upstream.breaker_open_secs",
+                    up.breaker_open_secs,
+                    U64,
+                ),
             },
             query: raw.query,
             cache: raw.cache,
             rate_limit: RateLimitSettings {
-                per_client_per_minute: r.per_client_per_minute,
-                burst: r.burst,
+                per_client_per_minute: p.positive(
+                    "rate_limit.per_client_per_minute",
+                    r.per_client_per_minute,
+                    U32,
+                ),
+                burst: p.positive("rate_limit.burst", r.burst, U32),
                 client_header,
                 trusted_proxies,
-                max_tracked_clients: r.max_tracked_clients,
-                sweep_secs: r.sweep_secs,
+                max_tracked_clients: p.positive(
+                    "rate_limit.max_tracked_clients",
+                    r.max_tracked_clients,
+                    USIZE,
+                ),
+                sweep_secs: p.positive("rate_limit.sweep_secs", r.sweep_secs, U64),
                 overrides: r.overrides,
-                per_ip_per_minute: r.per_ip_per_minute,
-                per_ip_burst: r.per_ip_burst,
+                per_ip_per_minute: p.positive(
+                    "rate_limit.per_ip_per_minute",
+                    r.per_ip_per_minute,
+                    U32,
+                ),
+                per_ip_burst: p.positive("rate_limit.per_ip_burst", r.per_ip_burst, U32),
                 no_cache_per_minute: r.no_cache_per_minute,
-                lease: r.lease,
+                lease: p.positive("rate_limit.lease", r.lease, U32),
                 clients,
             },
             segments: raw.segments,
-            redis: raw.redis,
+            redis: RedisSettings {
+                url: raw.redis.url,
+                timeout_ms: p.positive("redis.timeout_ms", raw.redis.timeout_ms, U64),
+                lock_ms: p.positive("redis.lock_ms", raw.redis.lock_ms, U64),
+                lock_ttl_ms: raw.redis.lock_ttl_ms,
+                prefix: raw.redis.prefix,
+            },
             prometheus: PrometheusSettings { devices },
             source: ConfigSource::Built,
             admin: AdminSettings {

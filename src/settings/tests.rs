@@ -45,10 +45,10 @@ fn env_names_from_the_issue_work() {
         ]),
     )
     .unwrap();
-    assert_eq!(s.upstream.max_in_flight, 3);
+    assert_eq!(s.upstream.max_in_flight.get(), 3);
     assert_eq!(s.upstream.per_minute, 30);
-    assert_eq!(s.rate_limit.per_client_per_minute, 90);
-    assert_eq!(s.rate_limit.burst, 7);
+    assert_eq!(s.rate_limit.per_client_per_minute.get(), 90);
+    assert_eq!(s.rate_limit.burst.get(), 7);
     assert_eq!(s.prometheus.devices, [123, 456]);
     let proxies: Vec<String> = s
         .rate_limit
@@ -231,7 +231,7 @@ fn string_settings_keep_their_digits() {
     .unwrap();
     assert_eq!(s.server.workers, 3);
     assert_eq!(s.server.access_log, AccessLogMode::Errors);
-    assert_eq!(s.upstream.max_response_bytes, 1024);
+    assert_eq!(s.upstream.max_response_bytes.get(), 1024);
     assert!(!s.segments.prefetch);
     assert_eq!(s.cache.max_bytes, u64::MAX);
     assert_eq!(s.prometheus.devices, [7, 42]);
@@ -294,6 +294,8 @@ fn bad_values_are_refused_all_at_once_by_name_never_replaced() {
         ("METRICGATE__RATE_LIMIT__CLIENTS__DASH__KEY_SHA256", "abc"),
         ("METRICGATE__PROMETHEUS__DEVICES", "12,x"),
         ("METRICGATE__CACHE__LIVE_TTL_SECS", "0"),
+        ("METRICGATE__RATE_LIMIT__BURST", "0"),
+        ("METRICGATE__UPSTREAM__TIMEOUT_MS", "0"),
         ("METRICGATE__ADMIN__TOKEN_FILE", "/nonexistent/admin"),
     ])
     .unwrap_err();
@@ -307,6 +309,8 @@ fn bad_values_are_refused_all_at_once_by_name_never_replaced() {
         "rate_limit.clients.dash.key_sha256: not 64 hex digits",
         "prometheus.devices: \"x\" is not a device id",
         "cache.live_ttl_secs must be greater than 0",
+        "rate_limit.burst must be greater than 0",
+        "upstream.timeout_ms must be greater than 0",
         "admin.token_file: cannot read /nonexistent/admin",
     ];
     for needle in expected {
@@ -346,10 +350,10 @@ fn a_ca_file_is_read_once_and_must_hold_certificates() {
 fn settings_built_in_code_are_checked_like_loaded_ones() {
     let mut s = Settings::for_upstream("https://dt.example", "p", "q").unwrap();
     s.check().unwrap();
-    s.rate_limit.burst = 0;
+    s.upstream.per_minute = 1;
     s.admin.listen = Some(s.server.listen);
     let err = s.check().unwrap_err();
-    assert!(err.to_string().contains("rate_limit.burst"), "{err}");
+    assert!(err.to_string().contains("upstream.per_minute"), "{err}");
     assert!(err.to_string().contains("equals server.listen"), "{err}");
     let err = Settings::for_upstream("not a url", "", "").unwrap_err();
     assert_eq!(err.0.len(), 3, "{err}");

@@ -114,12 +114,12 @@ impl ApplianceClient {
         clock: Clock,
     ) -> Result<Self, String> {
         let base = settings.url.base().clone();
-        let timeout = Duration::from_millis(settings.timeout_ms);
+        let timeout = Duration::from_millis(settings.timeout_ms.get());
         let mut builder = reqwest::Client::builder()
             // A redirect means the appliance refused our token or permissions (see the notes):
             // following it would only fetch a login page.
             .redirect(redirect::Policy::none())
-            .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
+            .connect_timeout(Duration::from_millis(settings.connect_timeout_ms.get()))
             .timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("metricgate/", env!("CARGO_PKG_VERSION")))
@@ -137,7 +137,7 @@ impl ApplianceClient {
             base,
             public_token: settings.public_token.clone(),
             private_token: settings.private_token.clone(),
-            max_body: settings.max_response_bytes,
+            max_body: settings.max_response_bytes.get(),
             timeout,
             guard: Arc::new(ApplianceGuard::new(
                 settings,

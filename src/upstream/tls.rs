@@ -66,9 +66,11 @@ pub async fn check(settings: &UpstreamSettings) -> Result<Option<String>, String
     let builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(std::time::Duration::from_millis(
-            settings.connect_timeout_ms,
+            settings.connect_timeout_ms.get(),
         ))
-        .timeout(std::time::Duration::from_millis(settings.probe_timeout_ms))
+        .timeout(std::time::Duration::from_millis(
+            settings.probe_timeout_ms.get(),
+        ))
         .tls_info(true);
     let builder = if settings.insecure_skip_verify {
         builder.danger_accept_invalid_certs(true)

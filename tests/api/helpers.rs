@@ -1,5 +1,7 @@
 //! Starts the real gateway on port 0 against the real simulator on port 0, on loopback.
 
+use std::num::NonZero;
+
 use metricgate::clock::Clock;
 use metricgate::settings::Settings;
 use metricgate::sim::Simulator;
@@ -29,13 +31,13 @@ fn test_settings(sim: &Simulator) -> Settings {
     settings.server.listen = ([127, 0, 0, 1], 0).into();
     settings.server.workers = 2;
     // Tests share one loopback address: callers' limits only where a test sets them.
-    settings.rate_limit.per_client_per_minute = 1_000_000;
-    settings.rate_limit.burst = 100_000;
-    settings.rate_limit.per_ip_per_minute = 1_000_000;
-    settings.rate_limit.per_ip_burst = 100_000;
+    settings.rate_limit.per_client_per_minute = NonZero::new(1_000_000).unwrap();
+    settings.rate_limit.burst = NonZero::new(100_000).unwrap();
+    settings.rate_limit.per_ip_per_minute = NonZero::new(1_000_000).unwrap();
+    settings.rate_limit.per_ip_burst = NonZero::new(100_000).unwrap();
     settings.rate_limit.no_cache_per_minute = 1_000_000;
     settings.upstream.per_minute = 100_000;
-    settings.upstream.max_in_flight = 64;
+    settings.upstream.max_in_flight = NonZero::new(64).unwrap();
     settings.admin.listen = Some(([127, 0, 0, 1], 0).into());
     settings
 }
