@@ -7,6 +7,7 @@
 //!     cargo bench --bench cache_memory
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::num::NonZero;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::future::join_all;
@@ -69,17 +70,17 @@ async fn counted(http: &reqwest::Client, url: &str) -> (u64, u64, u64, u64) {
 /// Live heap growth ÷ counted growth, for `QUESTIONS` cold questions like the soak's.
 async fn measure(segments: bool) {
     let sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).expect("simulator");
-    let mut settings = Settings::for_upstream(&sim.url(), PUBLIC, PRIVATE);
-    settings.server.listen = "127.0.0.1:0".into();
+    let mut settings = Settings::for_upstream(&sim.url(), PUBLIC, PRIVATE).expect("valid settings");
+    settings.server.listen = ([127, 0, 0, 1], 0).into();
     settings.server.workers = 1;
     settings.segments.enabled = segments;
-    settings.rate_limit.per_client_per_minute = 100_000_000;
-    settings.rate_limit.burst = 10_000_000;
-    settings.rate_limit.per_ip_per_minute = 100_000_000;
-    settings.rate_limit.per_ip_burst = 10_000_000;
+    settings.rate_limit.per_client_per_minute = NonZero::new(100_000_000).unwrap();
+    settings.rate_limit.burst = NonZero::new(10_000_000).unwrap();
+    settings.rate_limit.per_ip_per_minute = NonZero::new(100_000_000).unwrap();
+    settings.rate_limit.per_ip_burst = NonZero::new(10_000_000).unwrap();
     settings.upstream.per_minute = 100_000_000;
-    settings.upstream.max_in_flight = 64;
-    settings.admin.listen = "127.0.0.1:0".into();
+    settings.upstream.max_in_flight = NonZero::new(64).unwrap();
+    settings.admin.listen = Some(([127, 0, 0, 1], 0).into());
     let app = Application::build(settings).await.expect("gateway");
     let url = format!("http://127.0.0.1:{}", app.port());
     let admin = format!(

@@ -22,6 +22,7 @@
 //! The clock starts in the simulator's past (2024), whose data is deterministic; the
 //! simulator follows the same clock, so requests are signed with the gateway's time.
 
+use std::num::NonZero;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -98,9 +99,10 @@ impl Gateway {
         let sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).expect("simulator");
         let clock = Clock::manual(T0);
         sim.set_clock(clock.clone());
-        let mut settings = Settings::for_upstream(&sim.url(), PUBLIC, PRIVATE);
+        let mut settings =
+            Settings::for_upstream(&sim.url(), PUBLIC, PRIVATE).expect("valid settings");
         settings.upstream.per_minute = PER_MINUTE;
-        settings.upstream.max_in_flight = 64;
+        settings.upstream.max_in_flight = NonZero::new(64).unwrap();
         settings.segments.enabled = kind != Kind::ExactKey;
         settings.segments.prefetch = kind == Kind::Prefetch;
         let metrics = Arc::new(GatewayMetrics::new());

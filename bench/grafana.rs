@@ -18,6 +18,7 @@
 //! still signed with the real time, as the simulator checks.
 
 use std::collections::HashMap;
+use std::num::NonZero;
 use std::sync::Arc;
 
 use futures::future::try_join_all;
@@ -83,9 +84,10 @@ struct Strategy {
 impl Strategy {
     async fn new(segments: bool) -> Self {
         let sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).expect("simulator");
-        let mut settings = Settings::for_upstream(&sim.url(), PUBLIC, PRIVATE);
+        let mut settings =
+            Settings::for_upstream(&sim.url(), PUBLIC, PRIVATE).expect("valid settings");
         settings.upstream.per_minute = 1_000_000;
-        settings.upstream.max_in_flight = 64;
+        settings.upstream.max_in_flight = NonZero::new(64).unwrap();
         settings.segments.enabled = segments;
         let metrics = GatewayMetrics::new();
         let client = ApplianceClient::new(

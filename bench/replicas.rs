@@ -13,6 +13,7 @@
 //! the simulator (whose data follows the same clock) answers the same in every scenario. The
 //! three dashboards of a refresh are asked at once, as dashboards refresh.
 
+use std::num::NonZero;
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -90,20 +91,20 @@ async fn scenario(replicas: usize, spread: Spread, start_ms: i64) -> Outcome {
     sim.set_clock(clock.clone());
     let mut urls = Vec::new();
     for _ in 0..replicas {
-        let mut s = Settings::for_upstream(&sim.url(), PUBLIC, PRIVATE);
-        s.server.listen = "127.0.0.1:0".into();
+        let mut s = Settings::for_upstream(&sim.url(), PUBLIC, PRIVATE).expect("valid settings");
+        s.server.listen = ([127, 0, 0, 1], 0).into();
         s.server.workers = 1;
         s.server.log_level = "warn".into();
-        s.rate_limit.per_client_per_minute = 1_000_000;
-        s.rate_limit.burst = 100_000;
-        s.rate_limit.per_ip_per_minute = 1_000_000;
-        s.rate_limit.per_ip_burst = 100_000;
+        s.rate_limit.per_client_per_minute = NonZero::new(1_000_000).unwrap();
+        s.rate_limit.burst = NonZero::new(100_000).unwrap();
+        s.rate_limit.per_ip_per_minute = NonZero::new(1_000_000).unwrap();
+        s.rate_limit.per_ip_burst = NonZero::new(100_000).unwrap();
         s.upstream.per_minute = 100_000;
-        s.upstream.max_in_flight = 64;
+        s.upstream.max_in_flight = NonZero::new(64).unwrap();
         s.redis.url = format!("redis://127.0.0.1:{}/0", redis.port);
         // Patient: a slow call on a busy machine must not push a replica into embedded mode.
-        s.redis.timeout_ms = 2_000;
-        s.admin.listen = String::new();
+        s.redis.timeout_ms = NonZero::new(2_000).unwrap();
+        s.admin.listen = None;
         s.admin.token = ADMIN_TOKEN.to_owned().into();
         let app = Application::build_with_clock(s, clock.clone())
             .await

@@ -33,7 +33,7 @@ const MINUTE: i64 = 60_000;
 const DAY: i64 = 86_400_000;
 
 fn source(sim: &Simulator) -> (MetricSource, Settings) {
-    let mut settings = Settings::for_upstream(&sim.url(), PUBLIC, PRIVATE);
+    let mut settings = Settings::for_upstream(&sim.url(), PUBLIC, PRIVATE).expect("valid settings");
     settings.upstream.per_minute = 1_000_000;
     let clock = Clock::system();
     let client = ApplianceClient::new(

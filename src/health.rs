@@ -175,12 +175,12 @@ pub async fn probe_loop(
     worker: Worker,
 ) {
     let every = ApplianceGuard::probe_every(&settings);
-    let timeout = Duration::from_millis(settings.probe_timeout_ms);
+    let timeout = Duration::from_millis(settings.probe_timeout_ms.get());
     // Until a catalog is known, the probe is the gateway's first request and fetches it, as
     // a caller's request would: with a request's time (a new connection, a whole catalog, a
     // process still starting), not a probe's. The gateway is not ready without it anyway.
-    let first_timeout = Duration::from_millis(settings.timeout_ms).max(timeout);
-    let refresh_ms = (settings.catalog_refresh_secs as i64).saturating_mul(1000);
+    let first_timeout = Duration::from_millis(settings.timeout_ms.get()).max(timeout);
+    let refresh_ms = (settings.catalog_refresh_secs.get() as i64).saturating_mul(1000);
     let every_ms = (every.as_millis() as i64).max(1);
     let keep_ms = (stale_after_ms(&settings) as u64).saturating_mul(4);
     let shared = shared.map(|shared| SharedProbes { shared, every_ms });
@@ -270,7 +270,7 @@ pub fn appliance_problem(
 /// How old the last probe may be before readiness stops trusting it.
 pub fn stale_after_ms(settings: &UpstreamSettings) -> i64 {
     let every = ApplianceGuard::probe_every(settings).as_millis() as i64;
-    (every + settings.probe_timeout_ms as i64) * 2
+    (every + settings.probe_timeout_ms.get() as i64) * 2
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The `metricgate` command line.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -143,13 +144,16 @@ fn main() -> ExitCode {
             run(async move {
                 let sim = Simulator::spawn("127.0.0.1:0", DEMO_PUBLIC, DEMO_PRIVATE)
                     .map_err(|e| e.to_string())?;
-                let mut settings = Settings::for_upstream(&sim.url(), DEMO_PUBLIC, DEMO_PRIVATE);
+                let mut settings = Settings::for_upstream(&sim.url(), DEMO_PUBLIC, DEMO_PRIVATE)
+                    .map_err(|e| e.to_string())?;
+                let listen: SocketAddr = listen.parse().map_err(|_| {
+                    format!("--listen: {listen:?} is not an address such as 127.0.0.1:8080")
+                })?;
                 // The operator's endpoints on a free loopback port beside it, off the public one.
-                let host = listen.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h);
-                settings.admin.listen = format!("{host}:0");
+                settings.admin.listen = Some(SocketAddr::new(listen.ip(), 0));
                 settings.server.listen = listen;
                 settings.server.log_format = LogFormat::Pretty;
-                settings.validate().map_err(|e| e.to_string())?;
+                settings.check().map_err(|e| e.to_string())?;
                 let app = Application::build(settings)
                     .await
                     .map_err(|e| e.to_string())?;

@@ -184,12 +184,13 @@ fn flatten(settings: &Settings) -> BTreeMap<String, Value> {
 mod tests {
     use super::*;
     use crate::settings::ClientQuota;
+    use std::num::NonZero;
 
     #[test]
     fn changes_are_named_by_setting_and_sorted_into_reloadable_or_not() {
         let old = Settings::defaults();
         let mut new = old.clone();
-        new.rate_limit.burst = 7;
+        new.rate_limit.burst = NonZero::new(7).unwrap();
         new.rate_limit.overrides.insert(
             "dash".into(),
             ClientQuota {

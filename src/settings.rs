@@ -1,20 +1,33 @@
 //! Typed settings: `config/default.toml`, then an optional file, then `METRICGATE__*` variables.
 //!
-//! Everything is checked once, at startup, so the rest of the code can trust it.
+//! The sources are read into a private raw layer (text and numbers, as written), which is then
+//! converted field by field into [`Settings`]: addresses, URLs, networks, header names, pins and
+//! digests arrive parsed, so the code that uses them never parses again. Every problem is
+//! reported at once, each with its setting's name. What a type cannot say (ranges, relations
+//! between settings) is [`Settings::check`], run by every load.
+
+mod raw;
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use config::{Config, Environment, File, FileFormat};
+use ipnet::IpNet;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::pin::Pin;
 
 /// The defaults, compiled in so `config/default.toml` is the single place they live.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Settings {
     pub server: ServerSettings,
     pub upstream: UpstreamSettings,
@@ -32,23 +45,21 @@ pub struct Settings {
 
 /// Where the operator's endpoints (`/internal/*`, detailed readiness) are served, and the
 /// token that guards them.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize)]
 pub struct AdminSettings {
-    /// Address of the admin listener (loopback by default). Empty: the admin endpoints are
-    /// served on `server.listen` instead, and `token` or `token_file` is required.
-    pub listen: String,
-    /// Bearer token the admin endpoints require (wherever they are served); compared in
-    /// constant time. Never serialized.
+    /// Address of the admin listener (loopback by default). `None` (configured as ""): the
+    /// admin endpoints are served on `server.listen` instead, and a token is required.
+    pub listen: Option<SocketAddr>,
+    /// Bearer token the admin endpoints require (wherever they are served), read from
+    /// `admin.token` or `admin.token_file`; compared in constant time. Never serialized.
     #[serde(skip_serializing)]
     pub token: SecretString,
-    /// A file holding the admin token (trailing whitespace is trimmed). Set this or `token`.
-    pub token_file: String,
+    /// The file the token was read from, if any (a reload names it when it changes).
+    pub token_file: Option<PathBuf>,
 }
 
 /// The Prometheus-compatible API (`/prometheus`, for Grafana).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize)]
 pub struct PrometheusSettings {
     /// Device ids that `label_values(did)` lists even before an answer has named them
     /// (Grafana's device variables); devices seen in cached answers are listed anyway.
@@ -65,14 +76,14 @@ pub enum ConfigSource {
     Loaded { file: Option<PathBuf> },
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RedisSettings {
+    /// Empty: embedded mode. Otherwise checked at load to be a URL the Redis client opens.
     pub url: String,
-    pub timeout_ms: u64,
+    pub timeout_ms: NonZeroU64,
     /// Longest a replica waits for another replica's fetch (a live holder, still renewing its
     /// lock) before fetching itself.
-    pub lock_ms: u64,
+    pub lock_ms: NonZeroU64,
     /// TTL of a cross-replica fetch lock (answers, runs of segments), renewed every
     /// third of it while the fetch runs: a holder that dies costs the others about this long.
     pub lock_ttl_ms: u64,
@@ -103,40 +114,39 @@ pub struct SegmentSettings {
     pub prefetch_idle_periods: u32,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RateLimitSettings {
-    pub per_client_per_minute: u32,
-    pub burst: u32,
-    pub client_header: String,
-    pub trusted_proxies: Vec<String>,
-    pub max_tracked_clients: usize,
-    pub sweep_secs: u64,
-    #[serde(default)]
+    pub per_client_per_minute: NonZeroU32,
+    pub burst: NonZeroU32,
+    /// Header by which callers identify themselves.
+    pub client_header: ClientHeader,
+    /// Proxies whose `X-Forwarded-For` is believed (a single address is its /32 or /128).
+    #[serde(serialize_with = "as_strings")]
+    pub trusted_proxies: Vec<IpNet>,
+    pub max_tracked_clients: NonZeroUsize,
+    pub sweep_secs: NonZeroU64,
     pub overrides: BTreeMap<String, ClientQuota>,
     /// Requests per minute from one client address, whatever client ids it sends (callers
     /// proven by a key are exempt): rotating ids gains nothing beyond it.
-    pub per_ip_per_minute: u32,
+    pub per_ip_per_minute: NonZeroU32,
     /// Requests one address may make at once, before `per_ip_per_minute` applies.
-    pub per_ip_burst: u32,
+    pub per_ip_burst: NonZeroU32,
     /// `Cache-Control: no-cache` refetches each caller may force per minute; beyond it the
     /// cached answer is served. Callers without a proven id are counted by address.
     pub no_cache_per_minute: u32,
     /// With Redis: requests a replica may serve for one caller (or one address's ceiling)
     /// before it settles them with Redis, at most a tenth of the burst. N replicas let a caller
     /// past its limit by at most N x that many requests; 1 decides every request in Redis.
-    pub lease: u32,
+    pub lease: NonZeroU32,
     /// Client ids that must prove themselves with a key to use their own quota.
-    #[serde(default)]
     pub clients: BTreeMap<String, ClientKey>,
 }
 
 /// A client id's key: callers sending this id must send `Authorization: Bearer <key>`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ClientKey {
-    /// Lowercase or uppercase hex SHA-256 of the key (the key itself is never configured).
-    pub key_sha256: String,
+    /// SHA-256 of the key (the key itself is never configured).
+    pub key_sha256: KeyDigest,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
@@ -158,10 +168,9 @@ pub struct CacheSettings {
     pub gzip_min_bytes: usize,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ServerSettings {
-    pub listen: String,
+    pub listen: SocketAddr,
     pub workers: usize,
     pub log_level: String,
     pub log_format: LogFormat,
@@ -171,9 +180,9 @@ pub struct ServerSettings {
     /// `sampled` (every error, and one success in `access_log_sample`).
     pub access_log: AccessLogMode,
     /// In `sampled` mode, one success in this many gets an access line.
-    pub access_log_sample: u64,
+    pub access_log_sample: NonZeroU64,
     /// Most access lines written per second, whatever the mode; the rest are counted.
-    pub access_log_max_per_second: u32,
+    pub access_log_max_per_second: NonZeroU32,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -191,38 +200,39 @@ pub enum LogFormat {
     Pretty,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize)]
 pub struct UpstreamSettings {
-    pub url: String,
+    pub url: UpstreamUrl,
     pub public_token: String,
-    /// `SecretString` redacts itself in `Debug`, so settings can be logged whole. Never
-    /// serialized.
+    /// Read from `upstream.private_token` or `upstream.private_token_file`. `SecretString`
+    /// redacts itself in `Debug`, so settings can be logged whole. Never serialized.
     #[serde(skip_serializing)]
     pub private_token: SecretString,
-    pub private_token_file: String,
+    /// The file the private token was read from, if any.
+    pub private_token_file: Option<PathBuf>,
     /// PEM certificates to trust: CAs, or the appliance's own certificate (self-signed or not),
     /// which is then trusted whatever host name or IP the URL uses.
-    pub ca_file: String,
-    /// SHA-256 pins, comma-separated (`sha256//<base64>`, base64 or hex), of the appliance's
-    /// certificate or of its public key. When set, a matching certificate is trusted without a
-    /// CA and any other is refused.
-    pub pin_sha256: String,
+    pub ca_file: Option<CaFile>,
+    /// SHA-256 pins of the appliance's certificate or of its public key. When any is set, a
+    /// matching certificate is trusted without a CA and any other is refused.
+    #[serde(serialize_with = "as_joined")]
+    pub pin_sha256: Vec<Pin>,
     pub insecure_skip_verify: bool,
-    pub connect_timeout_ms: u64,
-    pub timeout_ms: u64,
-    pub max_response_bytes: usize,
-    pub catalog_refresh_secs: u64,
-    pub probe_secs: u64,
-    pub probe_timeout_ms: u64,
-    pub max_in_flight: usize,
+    pub connect_timeout_ms: NonZeroU64,
+    pub timeout_ms: NonZeroU64,
+    pub max_response_bytes: NonZeroUsize,
+    pub catalog_refresh_secs: NonZeroU64,
+    pub probe_secs: NonZeroU64,
+    pub probe_timeout_ms: NonZeroU64,
+    pub max_in_flight: NonZeroUsize,
+    /// At least 2 (a tenth, at least one, is kept for readiness probes).
     pub per_minute: u32,
-    pub queue_timeout_ms: u64,
+    pub queue_timeout_ms: NonZeroU64,
     pub retries: u32,
     pub retry_backoff_ms: u64,
     pub retry_budget_percent: u32,
-    pub breaker_failures: u32,
-    pub breaker_open_secs: u64,
+    pub breaker_failures: NonZeroU32,
+    pub breaker_open_secs: NonZeroU64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -237,13 +247,202 @@ pub struct QueryLimits {
     pub default_interval_seconds: u64,
 }
 
+/// The appliance's base URL: http or https, with a host, without a query string.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    /// As configured: it names the appliance's shared budget in Redis, which replicas
+    /// configured alike must agree on.
+    text: String,
+    /// Parsed, trailing slashes dropped: request paths are joined onto it.
+    base: reqwest::Url,
+}
+
+impl UpstreamUrl {
+    /// The URL as configured.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The parsed base URL (without trailing slashes).
+    pub fn base(&self) -> &reqwest::Url {
+        &self.base
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.base.scheme() == "https"
+    }
+}
+
+impl FromStr for UpstreamUrl {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || format!("upstream.url: {text:?} is not an http(s) URL with a host");
+        let base = reqwest::Url::parse(text.trim_end_matches('/')).map_err(|_| bad())?;
+        if !matches!(base.scheme(), "http" | "https") || !base.has_host() {
+            return Err(bad());
+        }
+        if base.query().is_some() {
+            return Err("upstream.url must not carry a query string".into());
+        }
+        Ok(Self {
+            text: text.to_owned(),
+            base,
+        })
+    }
+}
+
+impl fmt::Display for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl fmt::Debug for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.text, f)
+    }
+}
+
+impl Serialize for UpstreamUrl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+/// `upstream.ca_file`: its path, and the certificates it held when the settings were loaded
+/// (read once, so the TLS configuration trusts exactly what was checked).
+#[derive(Clone)]
+pub struct CaFile {
+    pub path: PathBuf,
+    pub certificates: Vec<CertificateDer<'static>>,
+}
+
+impl CaFile {
+    /// Reads the PEM certificates in `path`; a file that holds none is refused.
+    pub fn read(path: impl Into<PathBuf>) -> Result<Self, String> {
+        let path = path.into();
+        let shown = path.display();
+        let pem = std::fs::read(&path)
+            .map_err(|e| format!("upstream.ca_file: cannot read {shown}: {e}"))?;
+        let certificates = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("upstream.ca_file: {shown}: {e}"))?;
+        if certificates.is_empty() {
+            return Err(format!(
+                "upstream.ca_file: {shown} holds no PEM certificate"
+            ));
+        }
+        Ok(Self { path, certificates })
+    }
+}
+
+impl fmt::Debug for CaFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:?} ({} certificates)",
+            self.path,
+            self.certificates.len()
+        )
+    }
+}
+
+impl Serialize for CaFile {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.path.serialize(s)
+    }
+}
+
+/// `rate_limit.client_header`: a valid header name, lowercase.
+///
+/// Held as the `http` 0.2 type actix-web uses for requests, so the caller's header is looked
+/// up with it directly (settings know nothing of actix itself).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientHeader(http::HeaderName);
+
+impl ClientHeader {
+    pub fn name(&self) -> &http::HeaderName {
+        &self.0
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl FromStr for ClientHeader {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        http::HeaderName::from_bytes(text.as_bytes())
+            .map(Self)
+            .map_err(|_| format!("rate_limit.client_header: {text:?} is not a header name"))
+    }
+}
+
+impl fmt::Debug for ClientHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl Serialize for ClientHeader {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// A SHA-256 digest, configured as 64 hex digits (either case).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct KeyDigest(pub [u8; 32]);
+
+impl FromStr for KeyDigest {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let hex_text = text.trim();
+        let mut digest = [0; 32];
+        match hex::decode_to_slice(hex_text, &mut digest) {
+            Ok(()) => Ok(Self(digest)),
+            Err(_) => Err(
+                "not 64 hex digits (the SHA-256 of the key, e.g. from `printf %s KEY | sha256sum`)"
+                    .into(),
+            ),
+        }
+    }
+}
+
+impl fmt::Debug for KeyDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl Serialize for KeyDigest {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(self.0))
+    }
+}
+
+/// Serializes each item with `Display` (the form it is configured in).
+fn as_strings<T: fmt::Display, S: Serializer>(items: &[T], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(items.iter().map(ToString::to_string))
+}
+
+/// Serializes items with `Display`, comma-separated (as `upstream.pin_sha256` is written).
+fn as_joined<T: fmt::Display, S: Serializer>(items: &[T], s: S) -> Result<S::Ok, S::Error> {
+    let texts: Vec<String> = items.iter().map(ToString::to_string).collect();
+    s.serialize_str(&texts.join(","))
+}
+
 /// Startup problems, one line each, all reported together.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", .0.join("\n"))]
 pub struct SettingsError(pub Vec<String>);
 
 impl Settings {
-    /// Layers the defaults, `file` (if any) and the environment, then validates.
+    /// Layers the defaults, `file` (if any) and the environment, then converts and checks.
     pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
         Self::load_from(file, Environment::with_prefix("METRICGATE"))
     }
@@ -260,23 +459,21 @@ impl Settings {
             }
             builder = builder.add_source(File::from(path.to_path_buf()));
         }
+        // Environment values stay text: guessing types would read a string made of digits
+        // (a hex pin, a token) as a number and lose its leading zeros. Numbers and booleans
+        // are read from the text by the raw layer's deserializers; lists are comma-separated.
         let env = env
             .prefix_separator("__")
             .separator("__")
-            .try_parsing(true)
-            .list_separator(",")
-            .with_list_parse_key("rate_limit.trusted_proxies")
-            .with_list_parse_key("prometheus.devices");
-        let raw = builder
+            .try_parsing(false);
+        let config = builder
             .add_source(env)
             .build()
             .map_err(|e| SettingsError(vec![format!("configuration: {e}")]))?;
-        let mut settings: Settings = raw
+        let raw: raw::RawSettings = config
             .try_deserialize()
             .map_err(|e| SettingsError(vec![format!("configuration: {e}")]))?;
-        settings.resolve_private_token()?;
-        settings.resolve_admin_token()?;
-        settings.validate()?;
+        let mut settings = Settings::try_from(raw)?;
         settings.source = ConfigSource::Loaded {
             file: file.map(Path::to_path_buf),
         };
@@ -292,72 +489,20 @@ impl Settings {
         }
     }
 
-    fn resolve_private_token(&mut self) -> Result<(), SettingsError> {
-        let inline = !self.upstream.private_token.expose_secret().is_empty();
-        let file = &self.upstream.private_token_file;
-        match (inline, file.is_empty()) {
-            (true, false) => Err(SettingsError(vec![
-                "upstream.private_token and upstream.private_token_file are both set; set one"
-                    .into(),
-            ])),
-            (false, false) => match std::fs::read_to_string(file) {
-                Ok(text) => {
-                    self.upstream.private_token = SecretString::from(text.trim_end().to_owned());
-                    Ok(())
-                }
-                Err(e) => Err(SettingsError(vec![format!(
-                    "upstream.private_token_file: cannot read {file}: {e}"
-                )])),
-            },
-            _ => Ok(()),
-        }
-    }
-
-    fn resolve_admin_token(&mut self) -> Result<(), SettingsError> {
-        let inline = !self.admin.token.expose_secret().is_empty();
-        let file = &self.admin.token_file;
-        match (inline, file.is_empty()) {
-            (true, false) => Err(SettingsError(vec![
-                "admin.token and admin.token_file are both set; set one".into(),
-            ])),
-            (false, false) => match std::fs::read_to_string(file) {
-                Ok(text) => {
-                    self.admin.token = SecretString::from(text.trim_end().to_owned());
-                    Ok(())
-                }
-                Err(e) => Err(SettingsError(vec![format!(
-                    "admin.token_file: cannot read {file}: {e}"
-                )])),
-            },
-            _ => Ok(()),
-        }
-    }
-
-    /// Checks every setting and reports every problem, not just the first.
-    pub fn validate(&self) -> Result<(), SettingsError> {
+    /// What the types cannot say: required values, ranges, and relations between settings.
+    /// Every load runs it; code that changes settings it built (`demo`, tests) runs it again.
+    pub fn check(&self) -> Result<(), SettingsError> {
         let mut problems = Vec::new();
-        if self.server.listen.parse::<SocketAddr>().is_err() {
-            problems.push(format!(
-                "server.listen: {:?} is not an address such as 127.0.0.1:8080",
-                self.server.listen
-            ));
-        }
-        let up = &self.upstream;
-        if up.url.is_empty() {
-            problems.push("upstream.url is required (METRICGATE__UPSTREAM__URL)".into());
+        self.check_into(&mut problems);
+        if problems.is_empty() {
+            Ok(())
         } else {
-            match reqwest::Url::parse(&up.url) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {
-                    if url.query().is_some() {
-                        problems.push("upstream.url must not carry a query string".into());
-                    }
-                }
-                _ => problems.push(format!(
-                    "upstream.url: {:?} is not an http(s) URL with a host",
-                    up.url
-                )),
-            }
+            Err(SettingsError(problems))
         }
+    }
+
+    fn check_into(&self, problems: &mut Vec<String>) {
+        let up = &self.upstream;
         if up.public_token.is_empty() {
             problems.push(
                 "upstream.public_token is required (METRICGATE__UPSTREAM__PUBLIC_TOKEN)".into(),
@@ -367,55 +512,45 @@ impl Settings {
             problems
                 .push("upstream.private_token or upstream.private_token_file is required".into());
         }
-        if !up.ca_file.is_empty() {
-            match std::fs::read(&up.ca_file) {
-                Ok(pem) => {
-                    if reqwest::Certificate::from_pem_bundle(&pem).map_or(true, |c| c.is_empty()) {
-                        problems.push(format!(
-                            "upstream.ca_file: {} holds no PEM certificate",
-                            up.ca_file
-                        ));
-                    }
-                }
-                Err(e) => {
-                    problems.push(format!("upstream.ca_file: cannot read {}: {e}", up.ca_file))
-                }
-            }
-        }
-        if let Err(e) = crate::pin::parse_pins(&up.pin_sha256) {
-            problems.push(format!("upstream.pin_sha256: {e}"));
-        } else if up.insecure_skip_verify && !up.pin_sha256.trim().is_empty() {
+        if up.insecure_skip_verify && !up.pin_sha256.is_empty() {
             problems.push(
                 "upstream.pin_sha256 and upstream.insecure_skip_verify are both set; a pin needs verification on"
                     .into(),
             );
         }
-        positive(
-            &mut problems,
-            "upstream.connect_timeout_ms",
-            up.connect_timeout_ms,
-        );
-        positive(&mut problems, "upstream.timeout_ms", up.timeout_ms);
-        positive(
-            &mut problems,
-            "upstream.max_response_bytes",
-            up.max_response_bytes as u64,
-        );
-        positive(
-            &mut problems,
-            "upstream.catalog_refresh_secs",
-            up.catalog_refresh_secs,
-        );
+        // These sections' counts are plain integers (the settings above that must not be zero
+        // are `NonZero*`, refused at conversion), so zero is refused here.
+        let mut positive = |name: &str, value: u64| {
+            if value == 0 {
+                problems.push(format!("{name} must be greater than 0"));
+            }
+        };
         let q = &self.query;
-        positive(&mut problems, "query.max_metrics", q.max_metrics as u64);
-        positive(&mut problems, "query.max_devices", q.max_devices as u64);
-        positive(&mut problems, "query.max_range_days", q.max_range_days);
-        positive(&mut problems, "query.max_points", q.max_points);
+        positive("query.max_metrics", q.max_metrics as u64);
+        positive("query.max_devices", q.max_devices as u64);
+        positive("query.max_range_days", q.max_range_days);
+        positive("query.max_points", q.max_points);
+        positive("query.min_interval_seconds", q.min_interval_seconds);
+        let c = &self.cache;
+        positive("cache.max_bytes", c.max_bytes);
+        positive("cache.historic_ttl_secs", c.historic_ttl_secs);
+        positive("cache.live_ttl_secs", c.live_ttl_secs);
+        let seg = &self.segments;
+        positive("segments.points", seg.points);
+        positive("segments.max_bytes", seg.max_bytes);
         positive(
-            &mut problems,
-            "query.min_interval_seconds",
-            q.min_interval_seconds,
+            "segments.max_points_per_request",
+            seg.max_points_per_request,
         );
+        positive(
+            "segments.max_concurrent_fetches",
+            seg.max_concurrent_fetches as u64,
+        );
+        positive(
+            "segments.prefetch_idle_periods",
+            seg.prefetch_idle_periods.into(),
+        );
+        let r = &self.rate_limit;
         if q.min_interval_seconds > q.max_interval_seconds {
             problems.push("query.min_interval_seconds is above query.max_interval_seconds".into());
         }
@@ -432,18 +567,6 @@ impl Settings {
                     .into(),
             );
         }
-        let c = &self.cache;
-        positive(&mut problems, "cache.max_bytes", c.max_bytes);
-        positive(
-            &mut problems,
-            "cache.historic_ttl_secs",
-            c.historic_ttl_secs,
-        );
-        positive(&mut problems, "cache.live_ttl_secs", c.live_ttl_secs);
-        positive(&mut problems, "upstream.probe_secs", up.probe_secs);
-        positive(&mut problems, "segments.points", self.segments.points);
-        positive(&mut problems, "redis.timeout_ms", self.redis.timeout_ms);
-        positive(&mut problems, "redis.lock_ms", self.redis.lock_ms);
         if self.redis.lock_ttl_ms < 30 {
             problems.push("redis.lock_ttl_ms: at least 30 (it is renewed every third)".into());
         }
@@ -453,7 +576,6 @@ impl Settings {
                 self.redis.url
             ));
         }
-        positive(&mut problems, "segments.max_bytes", self.segments.max_bytes);
         if let Some(bad) = self
             .prometheus
             .devices
@@ -464,109 +586,15 @@ impl Settings {
                 "prometheus.devices: {bad} is not a device id (1 to 2^53 - 1)"
             ));
         }
-        positive(
-            &mut problems,
-            "segments.max_points_per_request",
-            self.segments.max_points_per_request,
-        );
-        positive(
-            &mut problems,
-            "segments.max_concurrent_fetches",
-            self.segments.max_concurrent_fetches as u64,
-        );
-        if self.segments.prefetch_budget_percent > 100 {
+        if seg.prefetch_budget_percent > 100 {
             problems.push("segments.prefetch_budget_percent must be 0 to 100".into());
         }
-        positive(
-            &mut problems,
-            "segments.prefetch_idle_periods",
-            u64::from(self.segments.prefetch_idle_periods),
-        );
-        positive(
-            &mut problems,
-            "upstream.probe_timeout_ms",
-            up.probe_timeout_ms,
-        );
-        positive(
-            &mut problems,
-            "upstream.max_in_flight",
-            up.max_in_flight as u64,
-        );
         if up.per_minute < 2 {
             problems.push(
                 "upstream.per_minute must be at least 2 (a tenth, at least one, is kept for readiness probes)"
                     .into(),
             );
         }
-        positive(
-            &mut problems,
-            "upstream.queue_timeout_ms",
-            up.queue_timeout_ms,
-        );
-        positive(
-            &mut problems,
-            "upstream.breaker_failures",
-            up.breaker_failures.into(),
-        );
-        positive(
-            &mut problems,
-            "upstream.breaker_open_secs",
-            up.breaker_open_secs,
-        );
-        let r = &self.rate_limit;
-        positive(
-            &mut problems,
-            "rate_limit.per_client_per_minute",
-            r.per_client_per_minute.into(),
-        );
-        positive(&mut problems, "rate_limit.burst", r.burst.into());
-        positive(
-            &mut problems,
-            "rate_limit.max_tracked_clients",
-            r.max_tracked_clients as u64,
-        );
-        positive(&mut problems, "rate_limit.sweep_secs", r.sweep_secs);
-        positive(&mut problems, "rate_limit.lease", u64::from(r.lease));
-        if actix_web::http::header::HeaderName::try_from(r.client_header.as_str()).is_err() {
-            problems.push(format!(
-                "rate_limit.client_header: {:?} is not a header name",
-                r.client_header
-            ));
-        }
-        for proxy in &r.trusted_proxies {
-            if parse_proxy(proxy).is_none() {
-                problems.push(format!(
-                    "rate_limit.trusted_proxies: {proxy:?} is not an IP address or CIDR"
-                ));
-            }
-        }
-        positive(
-            &mut problems,
-            "rate_limit.per_ip_per_minute",
-            r.per_ip_per_minute.into(),
-        );
-        positive(
-            &mut problems,
-            "rate_limit.per_ip_burst",
-            r.per_ip_burst.into(),
-        );
-        for (client, key) in &r.clients {
-            let hex = key.key_sha256.trim();
-            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                problems.push(format!(
-                    "rate_limit.clients.{client}.key_sha256: not 64 hex digits (the SHA-256 of the key, e.g. from `printf %s KEY | sha256sum`)"
-                ));
-            }
-        }
-        self.validate_admin(&mut problems);
-        if self.server.access_log_sample == 0 {
-            problems.push("server.access_log_sample must be greater than 0".into());
-        }
-        positive(
-            &mut problems,
-            "server.access_log_max_per_second",
-            self.server.access_log_max_per_second.into(),
-        );
         for (client, quota) in &r.overrides {
             if quota.per_minute == 0 || quota.burst == 0 {
                 problems.push(format!(
@@ -574,282 +602,42 @@ impl Settings {
                 ));
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(SettingsError(problems))
-        }
-    }
-
-    fn validate_admin(&self, problems: &mut Vec<String>) {
         let a = &self.admin;
-        if a.listen.is_empty() {
-            if a.token.expose_secret().is_empty() {
-                problems.push(
-                    "admin.listen is empty, so the admin endpoints are on server.listen: set admin.token or admin.token_file"
-                        .into(),
-                );
-            }
-            return;
-        }
-        match a.listen.parse::<SocketAddr>() {
-            Err(_) => problems.push(format!(
-                "admin.listen: {:?} is not an address such as 127.0.0.1:8081 (or empty)",
-                a.listen
-            )),
-            Ok(addr) if addr.port() != 0 && Some(addr) == self.server.listen.parse().ok() => {
-                problems.push(
-                    "admin.listen equals server.listen; to serve the admin endpoints on the main port, set admin.listen = \"\" and admin.token"
-                        .into(),
-                )
-            }
-            Ok(_) => {}
+        match a.listen {
+            None if a.token.expose_secret().is_empty() => problems.push(
+                "admin.listen is empty, so the admin endpoints are on server.listen: set admin.token or admin.token_file"
+                    .into(),
+            ),
+            Some(addr) if addr.port() != 0 && addr == self.server.listen => problems.push(
+                "admin.listen equals server.listen; to serve the admin endpoints on the main port, set admin.listen = \"\" and admin.token"
+                    .into(),
+            ),
+            _ => {}
         }
     }
 
-    /// The admin listener's address; `None` when the admin endpoints share the main port.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.listen.parse().ok()
+    /// Settings for a gateway in front of `upstream_url`, used by `demo`, the tests and the
+    /// benches: the defaults with that appliance and its tokens.
+    pub fn for_upstream(
+        upstream_url: &str,
+        public: &str,
+        private: &str,
+    ) -> Result<Self, SettingsError> {
+        let mut raw = raw::RawSettings::defaults()?;
+        raw.upstream.url = upstream_url.to_owned();
+        raw.upstream.public_token = public.to_owned();
+        raw.upstream.private_token = SecretString::from(private.to_owned());
+        Settings::try_from(raw)
     }
 
-    pub fn listen_addr(&self) -> SocketAddr {
-        // validate() has checked it; fall back to loopback rather than panic.
-        self.server
-            .listen
-            .parse()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
-    }
-
-    /// Settings for a gateway in front of `upstream_url`, used by `demo` and the tests.
-    pub fn for_upstream(upstream_url: &str, public: &str, private: &str) -> Self {
-        let mut settings = Self::defaults();
-        settings.upstream.url = upstream_url.to_owned();
-        settings.upstream.public_token = public.to_owned();
-        settings.upstream.private_token = SecretString::from(private.to_owned());
-        settings
-    }
-
-    /// The compiled-in defaults, unvalidated (the upstream is still empty).
+    /// The compiled-in defaults, in front of a placeholder appliance
+    /// (`http://appliance.invalid` with placeholder tokens): for code that needs a section's
+    /// defaults (`Settings::defaults().query`) or a whole valid `Settings` to start from.
     pub fn defaults() -> Self {
-        Config::builder()
-            .add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml))
-            .build()
-            .and_then(Config::try_deserialize)
+        Self::for_upstream("http://appliance.invalid", "public", "private")
             .unwrap_or_else(|e| panic!("config/default.toml is invalid: {e}"))
     }
-
-    pub fn ca_path(&self) -> Option<PathBuf> {
-        (!self.upstream.ca_file.is_empty()).then(|| PathBuf::from(&self.upstream.ca_file))
-    }
-}
-
-fn positive(problems: &mut Vec<String>, name: &str, value: u64) {
-    if value == 0 {
-        problems.push(format!("{name} must be greater than 0"));
-    }
-}
-
-/// An IP address or CIDR, as `rate_limit.trusted_proxies` holds them.
-pub fn parse_proxy(text: &str) -> Option<ipnet::IpNet> {
-    text.parse::<ipnet::IpNet>().ok().or_else(|| {
-        text.parse::<std::net::IpAddr>()
-            .ok()
-            .map(ipnet::IpNet::from)
-    })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    fn env(vars: &[(&str, &str)]) -> Environment {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        Environment::with_prefix("METRICGATE").source(Some(map))
-    }
-
-    #[test]
-    fn defaults_parse() {
-        let s = Settings::defaults();
-        assert_eq!(s.query.default_interval_seconds, 60);
-    }
-
-    #[test]
-    fn env_names_from_the_issue_work() {
-        let dir = tempfile::tempdir().unwrap();
-        let token_file = dir.path().join("priv");
-        std::fs::write(&token_file, "s3cret-from-file\n").unwrap();
-        let s = Settings::load_from(
-            None,
-            env(&[
-                ("METRICGATE__SERVER__LISTEN", "127.0.0.1:9999"),
-                ("METRICGATE__UPSTREAM__URL", "https://dt.example"),
-                ("METRICGATE__UPSTREAM__PUBLIC_TOKEN", "12345"),
-                (
-                    "METRICGATE__UPSTREAM__PRIVATE_TOKEN_FILE",
-                    token_file.to_str().unwrap(),
-                ),
-                ("METRICGATE__UPSTREAM__INSECURE_SKIP_VERIFY", "true"),
-                ("METRICGATE__UPSTREAM__MAX_IN_FLIGHT", "3"),
-                ("METRICGATE__UPSTREAM__PER_MINUTE", "30"),
-                ("METRICGATE__RATE_LIMIT__PER_CLIENT_PER_MINUTE", "90"),
-                ("METRICGATE__RATE_LIMIT__BURST", "7"),
-                ("METRICGATE__PROMETHEUS__DEVICES", "123,456"),
-                (
-                    "METRICGATE__RATE_LIMIT__TRUSTED_PROXIES",
-                    "10.0.0.0/8,192.168.1.1",
-                ),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(s.upstream.max_in_flight, 3);
-        assert_eq!(s.upstream.per_minute, 30);
-        assert_eq!(s.rate_limit.per_client_per_minute, 90);
-        assert_eq!(s.rate_limit.burst, 7);
-        assert_eq!(s.prometheus.devices, [123, 456]);
-        assert_eq!(s.rate_limit.trusted_proxies, ["10.0.0.0/8", "192.168.1.1"]);
-        assert_eq!(s.server.listen, "127.0.0.1:9999");
-        assert_eq!(s.upstream.url, "https://dt.example");
-        assert_eq!(s.upstream.public_token, "12345");
-        assert_eq!(s.upstream.private_token.expose_secret(), "s3cret-from-file");
-        assert!(s.upstream.insecure_skip_verify);
-        assert!(!format!("{s:?}").contains("s3cret"));
-    }
-
-    #[test]
-    fn every_problem_is_reported() {
-        let err = Settings::load_from(
-            None,
-            env(&[
-                ("METRICGATE__SERVER__LISTEN", "nonsense"),
-                ("METRICGATE__UPSTREAM__CA_FILE", "/nonexistent/ca.pem"),
-                ("METRICGATE__UPSTREAM__PIN_SHA256", "sha256//tooshort"),
-                ("METRICGATE__QUERY__MAX_POINTS", "0"),
-                ("METRICGATE__RATE_LIMIT__TRUSTED_PROXIES", "10.0.0.0/33"),
-            ]),
-        )
-        .unwrap_err();
-        let text = err.to_string();
-        for needle in [
-            "server.listen",
-            "upstream.url",
-            "upstream.public_token",
-            "upstream.private_token",
-            "upstream.ca_file",
-            "upstream.pin_sha256",
-            "query.max_points",
-            "rate_limit.trusted_proxies",
-        ] {
-            assert!(text.contains(needle), "{needle} missing from:\n{text}");
-        }
-    }
-
-    #[test]
-    fn a_pin_needs_verification_on() {
-        let err = Settings::load_from(
-            None,
-            env(&[
-                ("METRICGATE__UPSTREAM__URL", "https://dt.example"),
-                ("METRICGATE__UPSTREAM__PUBLIC_TOKEN", "12345"),
-                ("METRICGATE__UPSTREAM__PRIVATE_TOKEN", "s3cret"),
-                ("METRICGATE__UPSTREAM__INSECURE_SKIP_VERIFY", "true"),
-                (
-                    "METRICGATE__UPSTREAM__PIN_SHA256",
-                    "sha256//7svNiXd7VHL0AUMOV4Lc4Ozl82xktVnfbNf0Dt2byds=",
-                ),
-            ]),
-        )
-        .unwrap_err();
-        assert_eq!(err.0.len(), 1, "{err}");
-        assert!(err.to_string().contains("upstream.pin_sha256"), "{err}");
-    }
-
-    #[test]
-    fn the_admin_endpoints_are_never_left_open_on_the_main_port() {
-        let base = [
-            ("METRICGATE__UPSTREAM__URL", "https://dt.example"),
-            ("METRICGATE__UPSTREAM__PUBLIC_TOKEN", "12345"),
-            ("METRICGATE__UPSTREAM__PRIVATE_TOKEN", "s3cret"),
-        ];
-        let load = |extra: &[(&str, &str)]| {
-            let mut vars = base.to_vec();
-            vars.extend_from_slice(extra);
-            Settings::load_from(None, env(&vars))
-        };
-        let s = load(&[]).unwrap();
-        assert_eq!(
-            s.admin_addr(),
-            Some(SocketAddr::from(([127, 0, 0, 1], 8081)))
-        );
-        let err = load(&[("METRICGATE__ADMIN__LISTEN", "")]).unwrap_err();
-        assert!(err.to_string().contains("admin.token"), "{err}");
-        let err = load(&[("METRICGATE__ADMIN__LISTEN", "127.0.0.1:8080")]).unwrap_err();
-        assert!(err.to_string().contains("equals server.listen"), "{err}");
-
-        let dir = tempfile::tempdir().unwrap();
-        let token_file = dir.path().join("admin");
-        std::fs::write(&token_file, "admin-secret\n").unwrap();
-        let s = load(&[
-            ("METRICGATE__ADMIN__LISTEN", ""),
-            (
-                "METRICGATE__ADMIN__TOKEN_FILE",
-                token_file.to_str().unwrap(),
-            ),
-        ])
-        .unwrap();
-        assert_eq!(s.admin_addr(), None);
-        assert_eq!(s.admin.token.expose_secret(), "admin-secret");
-        assert!(!format!("{s:?}").contains("admin-secret"));
-        let err = load(&[
-            ("METRICGATE__ADMIN__TOKEN", "x"),
-            (
-                "METRICGATE__ADMIN__TOKEN_FILE",
-                token_file.to_str().unwrap(),
-            ),
-        ])
-        .unwrap_err();
-        assert!(err.to_string().contains("both set"), "{err}");
-        let err = load(&[
-            ("METRICGATE__UPSTREAM__PER_MINUTE", "1"),
-            ("METRICGATE__RATE_LIMIT__PER_IP_BURST", "0"),
-        ])
-        .unwrap_err();
-        assert!(err.to_string().contains("upstream.per_minute"), "{err}");
-        assert!(err.to_string().contains("rate_limit.per_ip_burst"), "{err}");
-    }
-
-    #[test]
-    fn client_keys_are_sha256_digests() {
-        let mut s = Settings::for_upstream("https://dt.example", "p", "q");
-        s.rate_limit.clients.insert(
-            "dash".into(),
-            ClientKey {
-                key_sha256: "not-hex".into(),
-            },
-        );
-        let err = s.validate().unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("rate_limit.clients.dash.key_sha256"),
-            "{err}"
-        );
-        s.rate_limit.clients.insert(
-            "dash".into(),
-            ClientKey {
-                key_sha256: "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08"
-                    .into(),
-            },
-        );
-        s.validate().unwrap();
-    }
-
-    #[test]
-    fn unknown_keys_are_refused() {
-        let err =
-            Settings::load_from(None, env(&[("METRICGATE__UPSTREAM__URLL", "x")])).unwrap_err();
-        assert!(err.to_string().contains("urll"), "{err}");
-    }
-}
+mod tests;

@@ -140,7 +140,7 @@ impl Application {
             tokio::spawn(async move {
                 loop {
                     // Read each time: a reload may change it.
-                    let every = Duration::from_secs(sweeper.settings().sweep_secs.max(1));
+                    let every = Duration::from_secs(sweeper.settings().sweep_secs.get());
                     tokio::time::sleep(every).await;
                     sweeper.sweep();
                 }
@@ -149,9 +149,9 @@ impl Application {
         if let Some(s) = &shared {
             background.push(tokio::spawn(s.clone().keep()));
         }
-        let addr = settings.listen_addr();
+        let addr = settings.server.listen;
         let (listener, port) = bind(addr)?;
-        let admin_addr = settings.admin_addr();
+        let admin_addr = settings.admin.listen;
         let admin_listener = admin_addr.map(bind).transpose()?;
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),

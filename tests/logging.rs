@@ -49,11 +49,11 @@ async fn the_private_token_never_reaches_the_logs() {
         .init();
 
     let sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).unwrap();
-    let mut settings = Settings::for_upstream(&sim.url(), PUBLIC, PRIVATE);
-    settings.server.listen = "127.0.0.1:0".into();
+    let mut settings = Settings::for_upstream(&sim.url(), PUBLIC, PRIVATE).expect("valid settings");
+    settings.server.listen = ([127, 0, 0, 1], 0).into();
     settings.server.workers = 1;
     settings.server.access_log = AccessLogMode::All;
-    settings.admin.listen = "127.0.0.1:0".into();
+    settings.admin.listen = Some(([127, 0, 0, 1], 0).into());
     tracing::info!(?settings, "settings (Debug)");
     let (good, good_admin) = gateway(settings.clone()).await;
     let mut wrong = settings.clone();

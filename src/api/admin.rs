@@ -127,7 +127,7 @@ pub async fn get_limits(state: web::Data<AppState>) -> HttpResponse {
     let callers = &state.callers;
     HttpResponse::Ok().json(Limits {
         client_header: callers.header().to_string(),
-        trusted_proxies: r.trusted_proxies.clone(),
+        trusted_proxies: r.trusted_proxies.iter().map(ToString::to_string).collect(),
         per_client: callers.default_quota(),
         overrides: r.overrides.clone(),
         per_ip: callers.per_ip_quota(),

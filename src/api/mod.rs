@@ -178,7 +178,7 @@ pub async fn fallback(
     state: Option<web::Data<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
     let path = req.path();
-    let admin_here = state.is_some_and(|s| s.settings.admin.listen.is_empty());
+    let admin_here = state.is_some_and(|s| s.settings.admin.listen.is_none());
     let known = if ADMIN_ROUTES.contains(&path) {
         admin_here
     } else {

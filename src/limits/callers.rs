@@ -224,12 +224,12 @@ fn minute_window(n: NonZeroU32) -> Quota {
 impl Rules {
     fn new(s: &RateLimitSettings, clock: Clock, previous: Option<&Rules>) -> Self {
         let default_quota = ClientQuota {
-            per_minute: s.per_client_per_minute,
-            burst: s.burst,
+            per_minute: s.per_client_per_minute.get(),
+            burst: s.burst.get(),
         };
         let per_ip_quota = ClientQuota {
-            per_minute: s.per_ip_per_minute,
-            burst: s.per_ip_burst,
+            per_minute: s.per_ip_per_minute.get(),
+            burst: s.per_ip_burst.get(),
         };
         let default_policy = Policy::new(default_quota);
         let per_ip_policy = Policy::new(per_ip_quota);
@@ -274,7 +274,7 @@ impl Rules {
             per_ip_policy,
             refetches,
             no_cache_per_minute: s.no_cache_per_minute,
-            max_tracked: s.max_tracked_clients,
+            max_tracked: s.max_tracked_clients.get(),
             last_sweep_ms: AtomicI64::new(i64::MIN),
             clock,
         }
@@ -312,7 +312,7 @@ impl Rules {
         who: &Identity,
     ) -> Option<Verdict> {
         let now_ms = self.clock.now_ms();
-        let lease = self.settings.lease;
+        let lease = self.settings.lease.get();
         if let Some(ceiling) = self.ceiling_bucket(who) {
             let decision = ceiling.decide(shared, leases, lease, now_ms).await?;
             if let Decision::Limited { .. } = decision {
@@ -343,7 +343,7 @@ impl Rules {
         leases: &Arc<Leases>,
         who: &Identity,
     ) -> Option<Verdict> {
-        let lease = self.settings.lease;
+        let lease = self.settings.lease.get();
         let policy = self.policy(&who.caller);
         let caller = SharedBucket {
             key: BucketKey::Caller(who.caller.clone()),
@@ -763,11 +763,12 @@ mod tests {
     use super::*;
     use crate::limits::identity::Proof;
     use crate::settings::Settings;
+    use std::num::NonZero;
 
     fn limits(per_minute: u32, burst: u32) -> (CallerLimits, Clock) {
         let mut s = Settings::defaults().rate_limit;
-        s.per_client_per_minute = per_minute;
-        s.burst = burst;
+        s.per_client_per_minute = NonZero::new(per_minute).unwrap();
+        s.burst = NonZero::new(burst).unwrap();
         s.overrides.insert(
             "dash".into(),
             ClientQuota {
@@ -775,8 +776,8 @@ mod tests {
                 burst: 50,
             },
         );
-        s.per_ip_per_minute = 120;
-        s.per_ip_burst = 10;
+        s.per_ip_per_minute = NonZero::new(120).unwrap();
+        s.per_ip_burst = NonZero::new(10).unwrap();
         s.no_cache_per_minute = 6;
         let clock = Clock::manual(1_000_000);
         (CallerLimits::new(&s, clock.clone()), clock)
@@ -801,7 +802,7 @@ mod tests {
     #[test]
     fn a_flood_of_new_callers_is_forgotten_once_their_budgets_refill() {
         let mut s = Settings::defaults().rate_limit;
-        s.max_tracked_clients = 100;
+        s.max_tracked_clients = NonZero::new(100).unwrap();
         let clock = Clock::manual(1_000_000);
         let limits = CallerLimits::new(&s, clock.clone());
         let caller = |name: String, i: u32| {
@@ -921,10 +922,10 @@ mod tests {
     fn a_million_callers_do_not_stay_in_memory() {
         // 60 000 per minute: a caller's state is fresh again 1 ms after its last request.
         let mut s = Settings::defaults().rate_limit;
-        s.per_client_per_minute = 60_000;
-        s.burst = 1;
-        s.per_ip_per_minute = 60_000;
-        s.per_ip_burst = 1;
+        s.per_client_per_minute = NonZero::new(60_000).unwrap();
+        s.burst = NonZero::new(1).unwrap();
+        s.per_ip_per_minute = NonZero::new(60_000).unwrap();
+        s.per_ip_burst = NonZero::new(1).unwrap();
         let clock = Clock::manual(1_000_000);
         let l = CallerLimits::new(&s, clock.clone());
         let mut peak = 0;

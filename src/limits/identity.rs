@@ -9,7 +9,7 @@ use http::header::AUTHORIZATION;
 use ipnet::IpNet;
 use subtle::ConstantTimeEq;
 
-use crate::settings::{RateLimitSettings, parse_proxy};
+use crate::settings::RateLimitSettings;
 
 /// Whose quota a request spends: a client id, or an address. Stored in the request's
 /// extensions (within [`Identity`]) for logging.
@@ -104,19 +104,12 @@ pub struct Identifier {
 impl Identifier {
     pub fn new(s: &RateLimitSettings) -> Self {
         Self {
-            header: HeaderName::try_from(s.client_header.as_str())
-                .unwrap_or(HeaderName::from_static("x-client-id")),
-            trusted: s
-                .trusted_proxies
-                .iter()
-                .filter_map(|p| parse_proxy(p))
-                .collect(),
+            header: s.client_header.name().clone(),
+            trusted: s.trusted_proxies.clone(),
             keys: s
                 .clients
                 .iter()
-                .filter_map(|(id, k)| {
-                    Some((Box::from(id.as_str()), digest_from_hex(&k.key_sha256)?))
-                })
+                .map(|(id, k)| (Box::from(id.as_str()), k.key_sha256.0))
                 .collect(),
         }
     }
@@ -207,24 +200,19 @@ pub fn key_matches(presented: &str, expected: &[u8; 32]) -> bool {
     sha256(presented.as_bytes()).ct_eq(expected).into()
 }
 
-fn digest_from_hex(text: &str) -> Option<[u8; 32]> {
-    let bytes = hex::decode(text.trim()).ok()?;
-    bytes.try_into().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::{ClientKey, Settings};
+    use crate::settings::{ClientKey, KeyDigest, Settings};
     use actix_web::test::TestRequest;
 
     fn identifier() -> Identifier {
         let mut s = Settings::defaults().rate_limit;
-        s.trusted_proxies = vec!["10.0.0.0/8".into()];
+        s.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
         s.clients.insert(
             "dash".into(),
             ClientKey {
-                key_sha256: hex::encode(sha256(b"s3cret")),
+                key_sha256: KeyDigest(sha256(b"s3cret")),
             },
         );
         Identifier::new(&s)

@@ -31,14 +31,15 @@ pub struct AccessLog {
 
 impl AccessLog {
     pub fn new(s: &ServerSettings, metrics: &GatewayMetrics, clock: Clock) -> Self {
-        let per_second = std::num::NonZeroU32::new(s.access_log_max_per_second)
-            .unwrap_or(std::num::NonZeroU32::MIN);
         let lines = |outcome| metrics.access_log_lines.vec().with_label_values(&[outcome]);
         Self {
             mode: s.access_log,
-            sample: s.access_log_sample.max(1),
+            sample: s.access_log_sample.get(),
             successes: ShardedCounter::default(),
-            cap: RateLimiter::direct_with_clock(Quota::per_second(per_second), clock),
+            cap: RateLimiter::direct_with_clock(
+                Quota::per_second(s.access_log_max_per_second),
+                clock,
+            ),
             kept: lines("kept"),
             sampled_out: metrics.access_log_lines.sharded(&["sampled_out"]),
             over_cap: lines("over_cap"),
@@ -72,12 +73,13 @@ impl AccessLog {
 mod tests {
     use super::*;
     use crate::settings::Settings;
+    use std::num::NonZero;
 
     fn log(mode: AccessLogMode, per_second: u32) -> (AccessLog, Clock, GatewayMetrics) {
         let mut s = Settings::defaults().server;
         s.access_log = mode;
-        s.access_log_sample = 10;
-        s.access_log_max_per_second = per_second;
+        s.access_log_sample = NonZero::new(10).unwrap();
+        s.access_log_max_per_second = NonZero::new(per_second).unwrap();
         let clock = Clock::manual(1_000_000);
         let metrics = GatewayMetrics::new();
         (AccessLog::new(&s, &metrics, clock.clone()), clock, metrics)

@@ -113,14 +113,13 @@ impl ApplianceClient {
         shared: Option<Arc<SharedState>>,
         clock: Clock,
     ) -> Result<Self, String> {
-        let base = Url::parse(settings.url.trim_end_matches('/'))
-            .map_err(|e| format!("upstream.url: {e}"))?;
-        let timeout = Duration::from_millis(settings.timeout_ms);
+        let base = settings.url.base().clone();
+        let timeout = Duration::from_millis(settings.timeout_ms.get());
         let mut builder = reqwest::Client::builder()
             // A redirect means the appliance refused our token or permissions (see the notes):
             // following it would only fetch a login page.
             .redirect(redirect::Policy::none())
-            .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
+            .connect_timeout(Duration::from_millis(settings.connect_timeout_ms.get()))
             .timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("metricgate/", env!("CARGO_PKG_VERSION")))
@@ -138,11 +137,16 @@ impl ApplianceClient {
             base,
             public_token: settings.public_token.clone(),
             private_token: settings.private_token.clone(),
-            max_body: settings.max_response_bytes,
+            max_body: settings.max_response_bytes.get(),
             timeout,
             guard: Arc::new(ApplianceGuard::new(
                 settings,
-                shared.map(|s| (s, budget_name(&settings.url, &settings.public_token))),
+                shared.map(|s| {
+                    (
+                        s,
+                        budget_name(settings.url.as_str(), &settings.public_token),
+                    )
+                }),
                 clock.clone(),
             )),
             metrics,

@@ -150,16 +150,16 @@ impl ApplianceGuard {
     ) -> Self {
         Self {
             shared,
-            slots: Arc::new(Semaphore::new(s.max_in_flight)),
-            max_in_flight: s.max_in_flight,
+            slots: Arc::new(Semaphore::new(s.max_in_flight.get())),
+            max_in_flight: s.max_in_flight.get(),
             queued: AtomicUsize::new(0),
             budget: MinuteBudget::per_minute(caller_share(s.per_minute)),
             per_minute: s.per_minute,
             clock,
-            queue_timeout: Duration::from_millis(s.queue_timeout_ms),
+            queue_timeout: Duration::from_millis(s.queue_timeout_ms.get()),
             breaker: Mutex::new(Breaker::new(
-                s.breaker_failures,
-                i64::try_from(s.breaker_open_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+                s.breaker_failures.get(),
+                i64::try_from(s.breaker_open_secs.get().saturating_mul(1000)).unwrap_or(i64::MAX),
             )),
             retry_budget: RetryBudget {
                 balance: AtomicI64::new(3 * RETRY_COST),
@@ -266,7 +266,7 @@ impl ApplianceGuard {
     /// How often probes may run so that they keep to their share of the budget.
     pub fn probe_every(s: &UpstreamSettings) -> Duration {
         let share_every = 60_u64.div_ceil(u64::from(probe_share(s.per_minute)));
-        Duration::from_secs(s.probe_secs.max(share_every))
+        Duration::from_secs(s.probe_secs.get().max(share_every))
     }
 
     async fn wait_for_leave(&self) -> Result<OwnedSemaphorePermit, UpstreamError> {
@@ -401,7 +401,7 @@ impl ApplianceGuard {
             queued: self.queued.load(Ordering::Relaxed),
             per_minute: self.per_minute,
             probe_per_minute: probe_share(self.per_minute),
-            queue_timeout_ms: s.queue_timeout_ms,
+            queue_timeout_ms: s.queue_timeout_ms.get(),
             retries: self.retries,
             breaker: self.breaker_state(),
             breaker_opened: self.breaker.lock().map_or(0, |b| b.opened()),
@@ -413,6 +413,7 @@ impl ApplianceGuard {
 mod tests {
     use super::*;
     use crate::settings::Settings;
+    use std::num::NonZero;
 
     fn guard(adjust: impl FnOnce(&mut UpstreamSettings)) -> (ApplianceGuard, Clock) {
         let mut s = Settings::defaults().upstream;
@@ -424,8 +425,8 @@ mod tests {
     #[tokio::test]
     async fn only_callers_requests_move_the_breaker() {
         let (g, clock) = guard(|s| {
-            s.breaker_failures = 2;
-            s.breaker_open_secs = 15;
+            s.breaker_failures = NonZero::new(2).unwrap();
+            s.breaker_open_secs = NonZero::new(15).unwrap();
         });
         // Probes fail as often as they like: the breaker never hears of them.
         for _ in 0..10 {
@@ -463,9 +464,9 @@ mod tests {
         // 15 s), 2 failures open the breaker for 2 s.
         let (g, clock) = guard(|s| {
             s.per_minute = 6;
-            s.breaker_failures = 2;
-            s.breaker_open_secs = 2;
-            s.queue_timeout_ms = 1_000;
+            s.breaker_failures = NonZero::new(2).unwrap();
+            s.breaker_open_secs = NonZero::new(2).unwrap();
+            s.queue_timeout_ms = NonZero::new(1_000).unwrap();
         });
         g.admit().await.unwrap().done(Outcome::Failed);
         clock.advance(Duration::from_secs(15));
@@ -488,10 +489,10 @@ mod tests {
     #[tokio::test]
     async fn a_trial_that_gets_no_slot_is_given_back() {
         let (g, clock) = guard(|s| {
-            s.max_in_flight = 1;
-            s.breaker_failures = 1;
-            s.breaker_open_secs = 1;
-            s.queue_timeout_ms = 500;
+            s.max_in_flight = NonZero::new(1).unwrap();
+            s.breaker_failures = NonZero::new(1).unwrap();
+            s.breaker_open_secs = NonZero::new(1).unwrap();
+            s.queue_timeout_ms = NonZero::new(500).unwrap();
         });
         let g = Arc::new(g);
         g.admit().await.unwrap().done(Outcome::Failed);
@@ -525,7 +526,7 @@ mod tests {
         // 60 per minute: 54 for callers, a burst of 9, then one every 60/45 s.
         let (g, clock) = guard(|s| {
             s.per_minute = 60;
-            s.queue_timeout_ms = 5_000;
+            s.queue_timeout_ms = NonZero::new(5_000).unwrap();
         });
         let g = Arc::new(g);
         for _ in 0..9 {
@@ -571,7 +572,7 @@ mod tests {
         // 60 a minute: 54 for callers (a burst of 9); 20% of that is 10 for prefetching.
         let (g, clock) = guard(|s| {
             s.per_minute = 60;
-            s.queue_timeout_ms = 60_000;
+            s.queue_timeout_ms = NonZero::new(60_000).unwrap();
         });
         let g = Arc::new(g);
         assert!(

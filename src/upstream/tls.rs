@@ -7,11 +7,10 @@ use std::sync::Arc;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
 
-use crate::pin::{Pin, parse_pins};
+use crate::pin::Pin;
 use crate::settings::UpstreamSettings;
 
 /// How every certificate refusal starts, so its text can be told from other connect errors.
@@ -29,14 +28,10 @@ pub fn client_config(settings: &UpstreamSettings) -> Result<rustls::ClientConfig
     let provider = CryptoProvider::get_default()
         .cloned()
         .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
-    let explicit = if settings.ca_file.is_empty() {
-        Vec::new()
-    } else {
-        let pem = std::fs::read(&settings.ca_file).map_err(|e| format!("upstream.ca_file: {e}"))?;
-        CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("upstream.ca_file: {e}"))?
-    };
+    let explicit = settings
+        .ca_file
+        .as_ref()
+        .map_or_else(Vec::new, |ca| ca.certificates.clone());
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
@@ -46,7 +41,7 @@ pub fn client_config(settings: &UpstreamSettings) -> Result<rustls::ClientConfig
         .map_err(|e| format!("upstream.ca_file: {e}"))?;
     let verifier = ApplianceVerifier {
         explicit,
-        pins: parse_pins(&settings.pin_sha256).map_err(|e| format!("upstream.pin_sha256: {e}"))?,
+        pins: settings.pin_sha256.clone(),
         webpki,
         algorithms: provider.signature_verification_algorithms,
     };
@@ -65,15 +60,17 @@ pub fn client_config(settings: &UpstreamSettings) -> Result<rustls::ClientConfig
 /// matter), to see whether its certificate is trusted. The pin of a trusted one, the refusal of
 /// an untrusted one; `None` for an `http` URL. Not reaching the appliance is only a warning.
 pub async fn check(settings: &UpstreamSettings) -> Result<Option<String>, String> {
-    if !reqwest::Url::parse(&settings.url).is_ok_and(|u| u.scheme() == "https") {
+    if !settings.url.is_https() {
         return Ok(None);
     }
     let builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(std::time::Duration::from_millis(
-            settings.connect_timeout_ms,
+            settings.connect_timeout_ms.get(),
         ))
-        .timeout(std::time::Duration::from_millis(settings.probe_timeout_ms))
+        .timeout(std::time::Duration::from_millis(
+            settings.probe_timeout_ms.get(),
+        ))
         .tls_info(true);
     let builder = if settings.insecure_skip_verify {
         builder.danger_accept_invalid_certs(true)
@@ -81,7 +78,7 @@ pub async fn check(settings: &UpstreamSettings) -> Result<Option<String>, String
         builder.use_preconfigured_tls(client_config(settings)?)
     };
     let client = builder.build().map_err(|e| format!("HTTP client: {e}"))?;
-    match client.get(&settings.url).send().await {
+    match client.get(settings.url.as_str()).send().await {
         Ok(response) => Ok(Some(
             match response
                 .extensions()

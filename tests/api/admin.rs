@@ -1,6 +1,8 @@
 //! The admin endpoints are off the public surface: on their own listener, or on the main port
 //! behind a bearer token. Public readiness says ready or not, and nothing else.
 
+use std::num::NonZero;
+
 use crate::helpers::{ADMIN_TOKEN, spawn_app_with};
 
 const Q: &str =
@@ -43,8 +45,8 @@ async fn the_admin_endpoints_are_only_on_the_admin_listener() {
 #[tokio::test]
 async fn public_readiness_says_ready_or_not_and_nothing_else() {
     let app = spawn_app_with(|s| {
-        s.upstream.url = "http://127.0.0.1:9".into();
-        s.upstream.connect_timeout_ms = 300;
+        s.upstream.url = "http://127.0.0.1:9".parse().unwrap();
+        s.upstream.connect_timeout_ms = NonZero::new(300).unwrap();
     })
     .await;
     let public = app
@@ -72,7 +74,7 @@ async fn public_readiness_says_ready_or_not_and_nothing_else() {
 #[tokio::test]
 async fn on_the_main_port_the_admin_endpoints_need_the_token() {
     let app = spawn_app_with(|s| {
-        s.admin.listen = String::new();
+        s.admin.listen = None;
         s.admin.token = ADMIN_TOKEN.to_owned().into();
     })
     .await;

@@ -2,6 +2,7 @@
 //! guide's requests get the guide's array answers, from the gateway's cache and under its
 //! limits, and the appliance gets the gateway's own signed request.
 
+use std::num::NonZero;
 use std::path::Path;
 use std::process::Command;
 
@@ -116,8 +117,8 @@ async fn breaches_come_first_and_several_devices_name_their_did() {
 #[tokio::test]
 async fn the_same_limits_and_refusals_apply() {
     let app = spawn_app_with(|s| {
-        s.rate_limit.burst = 2;
-        s.rate_limit.per_client_per_minute = 1;
+        s.rate_limit.burst = NonZero::new(2).unwrap();
+        s.rate_limit.per_client_per_minute = NonZero::new(1).unwrap();
     })
     .await;
     let bad = app

@@ -2,6 +2,7 @@
 //! simulator's request counter.
 
 use std::io::Read;
+use std::num::NonZero;
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -256,7 +257,7 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once() {
 async fn stale_if_error_answers_stale_when_the_appliance_fails() {
     let app = spawn_app_with(|s| {
         // The breaker would open on the retried failures below; this test is about the cache.
-        s.upstream.breaker_failures = 100;
+        s.upstream.breaker_failures = NonZero::new(100).unwrap();
         s.cache.historic_ttl_secs = 1;
         s.cache.stale_while_revalidate_secs = 0;
         s.cache.stale_if_error_secs = 60;
@@ -458,7 +459,7 @@ async fn answers_made_before_the_catalog_are_dropped_when_it_arrives() {
         catalog_status: Some(503),
         ..Faults::default()
     });
-    let app = spawn_app_against(sim, |s| s.upstream.probe_secs = 1).await;
+    let app = spawn_app_against(sim, |s| s.upstream.probe_secs = NonZero::new(1).unwrap()).await;
     let early = app.get(HISTORIC).await;
     assert_eq!(early.status, 200, "{}", early.body);
     assert_eq!(

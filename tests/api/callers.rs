@@ -2,6 +2,7 @@
 //! refreshes are few per caller, rotating client ids meets the per-address ceiling, and a
 //! client id with a key can only be used with the key.
 
+use std::num::NonZero;
 use std::time::Duration;
 
 use metricgate::limits::sha256;
@@ -63,7 +64,7 @@ async fn a_proven_client_has_its_own_forced_refreshes() {
         s.rate_limit.clients.insert(
             "dash".into(),
             ClientKey {
-                key_sha256: hex::encode(sha256(b"dash-key")),
+                key_sha256: hex::encode(sha256(b"dash-key")).parse().unwrap(),
             },
         );
     })
@@ -94,11 +95,11 @@ async fn a_proven_client_has_its_own_forced_refreshes() {
 #[tokio::test]
 async fn rotating_client_ids_gain_nothing_beyond_the_address_ceiling() {
     let app = spawn_app_with(|s| {
-        s.rate_limit.per_client_per_minute = 60;
-        s.rate_limit.burst = 10;
-        s.rate_limit.per_ip_per_minute = 120;
-        s.rate_limit.per_ip_burst = 10;
-        s.rate_limit.trusted_proxies = vec!["127.0.0.1/32".into()];
+        s.rate_limit.per_client_per_minute = NonZero::new(60).unwrap();
+        s.rate_limit.burst = NonZero::new(10).unwrap();
+        s.rate_limit.per_ip_per_minute = NonZero::new(120).unwrap();
+        s.rate_limit.per_ip_burst = NonZero::new(10).unwrap();
+        s.rate_limit.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
     })
     .await;
     let mut through = 0;
@@ -143,8 +144,8 @@ async fn rotating_client_ids_gain_nothing_beyond_the_address_ceiling() {
 #[tokio::test]
 async fn a_keyed_client_id_is_only_usable_with_its_key() {
     let app = spawn_app_with(|s| {
-        s.rate_limit.per_client_per_minute = 60;
-        s.rate_limit.burst = 3;
+        s.rate_limit.per_client_per_minute = NonZero::new(60).unwrap();
+        s.rate_limit.burst = NonZero::new(3).unwrap();
         s.rate_limit.overrides.insert(
             "dash".into(),
             ClientQuota {
@@ -155,7 +156,10 @@ async fn a_keyed_client_id_is_only_usable_with_its_key() {
         s.rate_limit.clients.insert(
             "dash".into(),
             ClientKey {
-                key_sha256: hex::encode(sha256(b"dash-key")).to_uppercase(),
+                key_sha256: hex::encode(sha256(b"dash-key"))
+                    .to_uppercase()
+                    .parse()
+                    .unwrap(),
             },
         );
     })

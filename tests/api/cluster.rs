@@ -2,6 +2,7 @@
 //! fetch lock costs the others about one lock TTL, a purge on any replica reaches every
 //! replica and Redis, and the appliance is probed once per period for the whole cluster.
 
+use std::num::NonZero;
 use std::time::{Duration, Instant};
 
 use metricgate::clock::Clock;
@@ -17,7 +18,7 @@ const BANDWIDTH: &str = "/v1/metricdata?metric=bandwidth&from=2024-01-15T12:00:0
 /// Redis calls given time on a loaded test machine (one that times out switches a replica to
 /// embedded mode for a second, and these tests count what sharing saves).
 fn patient(s: &mut Settings) {
-    s.redis.timeout_ms = 2_000;
+    s.redis.timeout_ms = NonZero::new(2_000).unwrap();
 }
 
 fn urls(replicas: &[Replica]) -> Vec<String> {
@@ -285,8 +286,8 @@ async fn three_replicas_probe_the_appliance_once_per_period() {
     let clock = Clock::manual_from_now();
     let (sim, replicas) = spawn_cluster(3, &redis.url(), Some(&clock), |s| {
         patient(s);
-        s.upstream.probe_secs = 1;
-        s.upstream.breaker_failures = 1_000;
+        s.upstream.probe_secs = NonZero::new(1).unwrap();
+        s.upstream.breaker_failures = NonZero::new(1_000).unwrap();
     })
     .await;
     let all = urls(&replicas);

@@ -1,5 +1,7 @@
 //! The normalized schema, the catalog route, problems for unknown routes, and the OpenAPI file.
 
+use std::num::NonZero;
+
 use metricgate::sim::Faults;
 
 use crate::helpers::{spawn_app, spawn_app_with};
@@ -102,10 +104,10 @@ async fn unknown_routes_and_methods_are_problems() {
 #[tokio::test]
 async fn upstream_failures_become_clear_caller_errors() {
     let app = spawn_app_with(|s| {
-        s.upstream.timeout_ms = 300;
-        s.upstream.max_response_bytes = 1 << 20;
+        s.upstream.timeout_ms = NonZero::new(300).unwrap();
+        s.upstream.max_response_bytes = NonZero::new(1 << 20).unwrap();
         s.upstream.retries = 0;
-        s.upstream.breaker_failures = 1000;
+        s.upstream.breaker_failures = NonZero::new(1000).unwrap();
     })
     .await;
     app.ready().await;
@@ -202,7 +204,7 @@ async fn upstream_failures_become_clear_caller_errors() {
 
 #[tokio::test]
 async fn an_unreachable_appliance_is_a_502_and_does_not_block_validation() {
-    let app = spawn_app_with(|s| s.upstream.url = "http://127.0.0.1:9".into()).await;
+    let app = spawn_app_with(|s| s.upstream.url = "http://127.0.0.1:9".parse().unwrap()).await;
     let a = app.get("/v1/metricdata?metric=anything_goes").await;
     assert_eq!(a.status, 502);
     assert_eq!(

@@ -1,5 +1,7 @@
 //! Starts the real gateway on port 0 against the real simulator on port 0, on loopback.
 
+use std::num::NonZero;
+
 use metricgate::clock::Clock;
 use metricgate::settings::Settings;
 use metricgate::sim::Simulator;
@@ -25,18 +27,18 @@ pub async fn spawn_app() -> TestApp {
 
 /// A gateway's settings for the tests, in front of `sim`.
 fn test_settings(sim: &Simulator) -> Settings {
-    let mut settings = Settings::for_upstream(&sim.url(), PUBLIC, PRIVATE);
-    settings.server.listen = "127.0.0.1:0".into();
+    let mut settings = Settings::for_upstream(&sim.url(), PUBLIC, PRIVATE).expect("valid settings");
+    settings.server.listen = ([127, 0, 0, 1], 0).into();
     settings.server.workers = 2;
     // Tests share one loopback address: callers' limits only where a test sets them.
-    settings.rate_limit.per_client_per_minute = 1_000_000;
-    settings.rate_limit.burst = 100_000;
-    settings.rate_limit.per_ip_per_minute = 1_000_000;
-    settings.rate_limit.per_ip_burst = 100_000;
+    settings.rate_limit.per_client_per_minute = NonZero::new(1_000_000).unwrap();
+    settings.rate_limit.burst = NonZero::new(100_000).unwrap();
+    settings.rate_limit.per_ip_per_minute = NonZero::new(1_000_000).unwrap();
+    settings.rate_limit.per_ip_burst = NonZero::new(100_000).unwrap();
     settings.rate_limit.no_cache_per_minute = 1_000_000;
     settings.upstream.per_minute = 100_000;
-    settings.upstream.max_in_flight = 64;
-    settings.admin.listen = "127.0.0.1:0".into();
+    settings.upstream.max_in_flight = NonZero::new(64).unwrap();
+    settings.admin.listen = Some(([127, 0, 0, 1], 0).into());
     settings
 }
 
@@ -71,7 +73,7 @@ async fn wait_ready(http: &reqwest::Client, url: &str, tries: u32) -> bool {
 pub async fn spawn_app_against(sim: Simulator, adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = test_settings(&sim);
     adjust(&mut settings);
-    settings.validate().expect("test settings are valid");
+    settings.check().expect("test settings are valid");
     spawn_app_from(sim, settings).await
 }
 
@@ -422,7 +424,7 @@ async fn start_replicas(
         let mut settings = test_settings(&sim);
         settings.server.workers = 1;
         settings.redis.url = redis_url.to_owned();
-        settings.admin.listen = String::new();
+        settings.admin.listen = None;
         settings.admin.token = ADMIN_TOKEN.to_owned().into();
         adjust(&mut settings);
         let app = Application::build_with_clock(settings, clock.cloned().unwrap_or_default())

@@ -3,6 +3,7 @@
 //! leases, a caller within its limit is never refused, and the hot path does not ask Redis
 //! per request. Time is the replicas' shared manual clock.
 
+use std::num::NonZero;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,13 +20,13 @@ const Q: &str = "/v1/metricdata?metric=connections&from=2024-01-15T12:00:00Z&to=
 /// clock stands still), leases of `lease`, and an address ceiling out of the way.
 fn quota(burst: u32, per_minute: u32, lease: u32) -> impl Fn(&mut Settings) {
     move |s: &mut Settings| {
-        s.rate_limit.per_client_per_minute = per_minute;
-        s.rate_limit.burst = burst;
-        s.rate_limit.lease = lease;
-        s.rate_limit.per_ip_per_minute = 1_000_000;
-        s.rate_limit.per_ip_burst = 1_000_000;
+        s.rate_limit.per_client_per_minute = NonZero::new(per_minute).unwrap();
+        s.rate_limit.burst = NonZero::new(burst).unwrap();
+        s.rate_limit.lease = NonZero::new(lease).unwrap();
+        s.rate_limit.per_ip_per_minute = NonZero::new(1_000_000).unwrap();
+        s.rate_limit.per_ip_burst = NonZero::new(1_000_000).unwrap();
         // A loaded test machine must not push a replica into embedded mode.
-        s.redis.timeout_ms = 2_000;
+        s.redis.timeout_ms = NonZero::new(2_000).unwrap();
     }
 }
 
@@ -200,8 +201,8 @@ async fn the_address_ceiling_holds_across_replicas_on_leases() {
     let (_sim, urls, _clock) = spawn_replicas_on_clock(3, &redis.url(), |s| {
         quota(100, 60, 10)(s);
         // Rotating ids from one address: 100 at once across every id, leases of 10.
-        s.rate_limit.per_ip_per_minute = 60;
-        s.rate_limit.per_ip_burst = 100;
+        s.rate_limit.per_ip_per_minute = NonZero::new(60).unwrap();
+        s.rate_limit.per_ip_burst = NonZero::new(100).unwrap();
     })
     .await;
     wait_for_mode(&urls, true).await;
@@ -221,7 +222,7 @@ async fn without_redis_each_replica_applies_the_limits_locally() {
     let mut redis = TestRedis::start();
     let (_sim, urls, _clock) = spawn_replicas_on_clock(3, &redis.url(), |s| {
         quota(20, 60, 10)(s);
-        s.redis.timeout_ms = 100;
+        s.redis.timeout_ms = NonZero::new(100).unwrap();
     })
     .await;
     wait_for_mode(&urls, true).await;
@@ -285,7 +286,7 @@ async fn allowed(replica: &(CallerLimits, Arc<SharedState>), who: &Identity) -> 
 async fn a_reloaded_quota_applies_to_leases_on_every_replica() {
     let redis = TestRedis::start();
     let mut s = Settings::defaults();
-    s.rate_limit.lease = 10;
+    s.rate_limit.lease = NonZero::new(10).unwrap();
     s.rate_limit.overrides.insert(
         "dash".into(),
         ClientQuota {

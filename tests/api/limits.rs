@@ -1,6 +1,8 @@
 //! Callers' rate limits and the appliance's protection, asserted on statuses, headers and the
 //! simulator's own counters.
 
+use std::num::NonZero;
+
 use futures::future::join_all;
 use metricgate::settings::ClientQuota;
 use metricgate::sim::Faults;
@@ -13,8 +15,8 @@ const Q: &str =
 #[tokio::test]
 async fn a_burst_beyond_the_limit_gets_429s_while_others_get_200s() {
     let app = spawn_app_with(|s| {
-        s.rate_limit.per_client_per_minute = 60;
-        s.rate_limit.burst = 5;
+        s.rate_limit.per_client_per_minute = NonZero::new(60).unwrap();
+        s.rate_limit.burst = NonZero::new(5).unwrap();
         s.rate_limit.overrides.insert(
             "dashboards".into(),
             ClientQuota {
@@ -80,9 +82,9 @@ async fn a_burst_beyond_the_limit_gets_429s_while_others_get_200s() {
 #[tokio::test]
 async fn the_client_ip_identifies_callers_and_forwarded_for_only_from_trusted_proxies() {
     let app = spawn_app_with(|s| {
-        s.rate_limit.per_client_per_minute = 60;
-        s.rate_limit.burst = 2;
-        s.rate_limit.trusted_proxies = vec!["127.0.0.1/32".into()];
+        s.rate_limit.per_client_per_minute = NonZero::new(60).unwrap();
+        s.rate_limit.burst = NonZero::new(2).unwrap();
+        s.rate_limit.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
     })
     .await;
     for ip in ["10.1.1.1", "10.1.1.2"] {
@@ -105,8 +107,8 @@ async fn the_client_ip_identifies_callers_and_forwarded_for_only_from_trusted_pr
     assert_eq!(a.status, 429);
 
     let untrusting = spawn_app_with(|s| {
-        s.rate_limit.per_client_per_minute = 60;
-        s.rate_limit.burst = 2;
+        s.rate_limit.per_client_per_minute = NonZero::new(60).unwrap();
+        s.rate_limit.burst = NonZero::new(2).unwrap();
     })
     .await;
     let mut statuses = Vec::new();
@@ -128,8 +130,8 @@ async fn the_client_ip_identifies_callers_and_forwarded_for_only_from_trusted_pr
 #[tokio::test]
 async fn the_appliance_never_sees_more_than_max_in_flight() {
     let app = spawn_app_with(|s| {
-        s.upstream.max_in_flight = 3;
-        s.upstream.queue_timeout_ms = 30_000;
+        s.upstream.max_in_flight = NonZero::new(3).unwrap();
+        s.upstream.queue_timeout_ms = NonZero::new(30_000).unwrap();
     })
     .await;
     app.ready().await;
@@ -148,8 +150,8 @@ async fn the_appliance_never_sees_more_than_max_in_flight() {
 #[tokio::test]
 async fn without_a_slot_in_time_the_answer_is_503_with_retry_after() {
     let app = spawn_app_with(|s| {
-        s.upstream.max_in_flight = 1;
-        s.upstream.queue_timeout_ms = 100;
+        s.upstream.max_in_flight = NonZero::new(1).unwrap();
+        s.upstream.queue_timeout_ms = NonZero::new(100).unwrap();
     })
     .await;
     app.ready().await;
@@ -195,7 +197,7 @@ async fn the_per_minute_budget_holds() {
     let app = spawn_app_with(|s| {
         // 5 for callers (a burst of 1, then one every 15 s) and 1 for probes.
         s.upstream.per_minute = 6;
-        s.upstream.queue_timeout_ms = 200;
+        s.upstream.queue_timeout_ms = NonZero::new(200).unwrap();
     })
     .await;
     app.ready().await; // the catalog came with the probe, from the probes' share
@@ -215,7 +217,7 @@ async fn transient_failures_are_retried() {
     let app = spawn_app_with(|s| {
         s.upstream.retries = 2;
         s.upstream.retry_backoff_ms = 10;
-        s.upstream.breaker_failures = 100;
+        s.upstream.breaker_failures = NonZero::new(100).unwrap();
     })
     .await;
     app.ready().await;
@@ -245,8 +247,8 @@ async fn transient_failures_are_retried() {
 async fn the_breaker_opens_fails_fast_and_recovers() {
     let app = spawn_app_with(|s| {
         s.upstream.retries = 0;
-        s.upstream.breaker_failures = 3;
-        s.upstream.breaker_open_secs = 1;
+        s.upstream.breaker_failures = NonZero::new(3).unwrap();
+        s.upstream.breaker_open_secs = NonZero::new(1).unwrap();
     })
     .await;
     app.ready().await;
@@ -288,8 +290,8 @@ async fn the_breaker_opens_fails_fast_and_recovers() {
 async fn an_open_breaker_serves_stale_where_it_can() {
     let app = spawn_app_with(|s| {
         s.upstream.retries = 0;
-        s.upstream.breaker_failures = 1;
-        s.upstream.breaker_open_secs = 60;
+        s.upstream.breaker_failures = NonZero::new(1).unwrap();
+        s.upstream.breaker_open_secs = NonZero::new(60).unwrap();
         s.cache.historic_ttl_secs = 1;
         s.cache.stale_while_revalidate_secs = 0;
         s.cache.stale_if_error_secs = 600;
@@ -318,8 +320,8 @@ async fn an_open_breaker_serves_stale_where_it_can() {
 #[tokio::test]
 async fn internal_limits_shows_the_effective_limits() {
     let app = spawn_app_with(|s| {
-        s.rate_limit.per_client_per_minute = 120;
-        s.rate_limit.burst = 30;
+        s.rate_limit.per_client_per_minute = NonZero::new(120).unwrap();
+        s.rate_limit.burst = NonZero::new(30).unwrap();
         s.rate_limit.overrides.insert(
             "dash".into(),
             ClientQuota {
@@ -327,7 +329,7 @@ async fn internal_limits_shows_the_effective_limits() {
                 burst: 100,
             },
         );
-        s.upstream.max_in_flight = 4;
+        s.upstream.max_in_flight = NonZero::new(4).unwrap();
         s.upstream.per_minute = 90;
     })
     .await;

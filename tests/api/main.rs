@@ -31,6 +31,7 @@ mod replies;
 mod representation;
 mod sdk;
 mod segments;
+mod settings;
 mod shapes;
 mod shutdown;
 mod signing;

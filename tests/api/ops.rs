@@ -1,5 +1,6 @@
 //! Operations: Prometheus series, readiness, request ids and trace propagation.
 
+use std::num::NonZero;
 use std::time::Duration;
 
 use metricgate::sim::Faults;
@@ -21,8 +22,8 @@ fn value(text: &str, series: &str) -> f64 {
 #[tokio::test]
 async fn prometheus_series_count_what_happened() {
     let app = spawn_app_with(|s| {
-        s.rate_limit.per_client_per_minute = 60;
-        s.rate_limit.burst = 3;
+        s.rate_limit.per_client_per_minute = NonZero::new(60).unwrap();
+        s.rate_limit.burst = NonZero::new(3).unwrap();
     })
     .await;
     app.ready().await;
@@ -122,9 +123,9 @@ async fn prometheus_series_count_what_happened() {
 #[tokio::test]
 async fn readiness_follows_the_appliance() {
     let app = spawn_app_with(|s| {
-        s.upstream.probe_secs = 1;
-        s.upstream.probe_timeout_ms = 300;
-        s.upstream.breaker_failures = 1000;
+        s.upstream.probe_secs = NonZero::new(1).unwrap();
+        s.upstream.probe_timeout_ms = NonZero::new(300).unwrap();
+        s.upstream.breaker_failures = NonZero::new(1000).unwrap();
     })
     .await;
     app.ready().await;
@@ -168,7 +169,7 @@ async fn readiness_follows_the_appliance() {
 async fn readiness_reports_refused_credentials_and_a_vanished_appliance() {
     let app = spawn_app_with(|s| {
         s.upstream.private_token = SecretString::from("wrong");
-        s.upstream.probe_secs = 1;
+        s.upstream.probe_secs = NonZero::new(1).unwrap();
     })
     .await;
     // The first probe runs at start.
@@ -185,9 +186,9 @@ async fn readiness_reports_refused_credentials_and_a_vanished_appliance() {
     assert_eq!(app.get("/readyz").await.status, 503);
 
     let app = spawn_app_with(|s| {
-        s.upstream.probe_secs = 1;
-        s.upstream.probe_timeout_ms = 300;
-        s.upstream.connect_timeout_ms = 300;
+        s.upstream.probe_secs = NonZero::new(1).unwrap();
+        s.upstream.probe_timeout_ms = NonZero::new(300).unwrap();
+        s.upstream.connect_timeout_ms = NonZero::new(300).unwrap();
     })
     .await;
     app.ready().await;
@@ -316,7 +317,7 @@ async fn head_answers_every_get_route() {
 async fn access_lines_are_capped_and_what_is_dropped_is_counted() {
     let app = spawn_app_with(|s| {
         s.server.access_log = metricgate::settings::AccessLogMode::Errors;
-        s.server.access_log_max_per_second = 5;
+        s.server.access_log_max_per_second = NonZero::new(5).unwrap();
     })
     .await;
     app.ready().await;

@@ -2,6 +2,7 @@
 //! forms and envelopes, values against the simulator's own numbers, and `/v1`'s protection.
 
 use std::collections::BTreeMap;
+use std::num::NonZero;
 
 use metricgate::sim::Faults;
 use metricgate::upstream::sign;
@@ -733,8 +734,8 @@ async fn appliance_failures_keep_the_gateways_statuses_in_prometheus_words() {
 #[tokio::test]
 async fn callers_are_rate_limited_like_v1_in_prometheus_words() {
     let app = spawn_app_with(|s| {
-        s.rate_limit.burst = 2;
-        s.rate_limit.per_client_per_minute = 1;
+        s.rate_limit.burst = NonZero::new(2).unwrap();
+        s.rate_limit.per_client_per_minute = NonZero::new(1).unwrap();
     })
     .await;
     for _ in 0..2 {

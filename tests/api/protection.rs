@@ -3,6 +3,7 @@
 //! keep to their share, and `Retry-After` says what the budget really needs. Against the
 //! simulator's faults, on the gateway's manual clock.
 
+use std::num::NonZero;
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -32,11 +33,11 @@ fn failing() -> Faults {
 #[tokio::test]
 async fn a_slow_but_healthy_appliance_is_never_locked_out() {
     let app = spawn_app_with(|s| {
-        s.upstream.probe_secs = 1;
-        s.upstream.probe_timeout_ms = 150;
-        s.upstream.timeout_ms = 10_000;
-        s.upstream.breaker_failures = 2;
-        s.upstream.breaker_open_secs = 3;
+        s.upstream.probe_secs = NonZero::new(1).unwrap();
+        s.upstream.probe_timeout_ms = NonZero::new(150).unwrap();
+        s.upstream.timeout_ms = NonZero::new(10_000).unwrap();
+        s.upstream.breaker_failures = NonZero::new(2).unwrap();
+        s.upstream.breaker_open_secs = NonZero::new(3).unwrap();
         s.upstream.retries = 0;
     })
     .await;
@@ -88,9 +89,9 @@ async fn a_slow_but_healthy_appliance_is_never_locked_out() {
 async fn a_half_open_trial_without_a_token_is_given_back_and_the_breaker_recovers() {
     let app = spawn_app_with(|s| {
         s.upstream.per_minute = 6; // callers: a burst of 1, then one every 15 s
-        s.upstream.breaker_failures = 2;
-        s.upstream.breaker_open_secs = 2;
-        s.upstream.queue_timeout_ms = 1_000;
+        s.upstream.breaker_failures = NonZero::new(2).unwrap();
+        s.upstream.breaker_open_secs = NonZero::new(2).unwrap();
+        s.upstream.queue_timeout_ms = NonZero::new(1_000).unwrap();
         s.upstream.retries = 0;
     })
     .await;
@@ -126,9 +127,9 @@ async fn a_half_open_trial_without_a_token_is_given_back_and_the_breaker_recover
 #[tokio::test]
 async fn failing_probes_feed_readiness_and_only_callers_requests_open_the_breaker() {
     let app = spawn_app_with(|s| {
-        s.upstream.probe_secs = 1;
-        s.upstream.breaker_failures = 1;
-        s.upstream.breaker_open_secs = 10;
+        s.upstream.probe_secs = NonZero::new(1).unwrap();
+        s.upstream.breaker_failures = NonZero::new(1).unwrap();
+        s.upstream.breaker_open_secs = NonZero::new(10).unwrap();
         s.upstream.retries = 0;
     })
     .await;
@@ -170,7 +171,7 @@ async fn failing_probes_feed_readiness_and_only_callers_requests_open_the_breake
 /// The third case: an appliance that answers the probe with 404 is reachable.
 #[tokio::test]
 async fn a_404_to_the_probe_is_reachable() {
-    let app = spawn_app_with(|s| s.upstream.probe_secs = 1).await;
+    let app = spawn_app_with(|s| s.upstream.probe_secs = NonZero::new(1).unwrap()).await;
     app.ready().await;
     app.sim.set_faults(Faults {
         catalog_status: Some(404),
@@ -198,7 +199,7 @@ async fn a_404_to_the_probe_is_reachable() {
 async fn probes_keep_to_their_share_of_the_budget() {
     let app = spawn_app_with(|s| {
         s.upstream.per_minute = 60; // probes: 6 a minute, whatever probe_secs says
-        s.upstream.probe_secs = 1;
+        s.upstream.probe_secs = NonZero::new(1).unwrap();
     })
     .await;
     app.ready().await;
@@ -219,7 +220,7 @@ async fn probes_keep_to_their_share_of_the_budget() {
 async fn retry_after_under_overload_is_what_the_budget_needs() {
     let app = spawn_app_with(|s| {
         s.upstream.per_minute = 60; // callers: a burst of 9, then one every 4/3 s
-        s.upstream.queue_timeout_ms = 5_000;
+        s.upstream.queue_timeout_ms = NonZero::new(5_000).unwrap();
     })
     .await;
     app.ready().await;

@@ -2,6 +2,7 @@
 //! accepted, unknown names refused with suggestions, and only codes reach the appliance, which
 //! (like the simulator) refuses anything else.
 
+use std::num::NonZero;
 use std::time::Duration;
 
 use metricgate::sim::{Faults, Simulator};
@@ -78,7 +79,10 @@ async fn before_enums_are_known_codes_work_and_names_are_refused_clearly() {
         enums_status: Some(503),
         ..Faults::default()
     });
-    let app = spawn_app_against(sim, |s| s.upstream.catalog_refresh_secs = 60).await;
+    let app = spawn_app_against(sim, |s| {
+        s.upstream.catalog_refresh_secs = NonZero::new(60).unwrap()
+    })
+    .await;
     app.ready().await;
     let ready = app.admin_get("/internal/readiness").await;
     assert_eq!(ready.status, 200, "/enums is not a readiness condition");

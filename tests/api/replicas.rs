@@ -1,6 +1,8 @@
 //! Three replicas, one simulator, one real Redis: one upstream request per question, one limit
 //! per caller, and no failures when Redis dies.
 
+use std::num::NonZero;
+
 use futures::future::join_all;
 use metricgate::sim::Faults;
 
@@ -49,8 +51,8 @@ async fn replicas_ask_the_appliance_once() {
 async fn one_callers_limit_holds_across_replicas() {
     let redis = TestRedis::start();
     let (_sim, urls) = spawn_replicas(3, &redis.url(), |s| {
-        s.rate_limit.per_client_per_minute = 60;
-        s.rate_limit.burst = 5;
+        s.rate_limit.per_client_per_minute = NonZero::new(60).unwrap();
+        s.rate_limit.burst = NonZero::new(5).unwrap();
     })
     .await;
     wait_for_mode(&urls, true).await;
@@ -81,7 +83,7 @@ async fn one_callers_limit_holds_across_replicas() {
 async fn killing_redis_mid_load_fails_nothing_and_shared_mode_resumes() {
     let mut redis = TestRedis::start();
     let (sim, urls) = spawn_replicas(3, &redis.url(), |s| {
-        s.redis.timeout_ms = 1_000;
+        s.redis.timeout_ms = NonZero::new(1_000).unwrap();
     })
     .await;
     wait_for_mode(&urls, true).await;
@@ -198,8 +200,8 @@ async fn forced_refreshes_and_the_address_ceiling_hold_across_replicas() {
     let redis = TestRedis::start();
     let (sim, urls) = spawn_replicas(3, &redis.url(), |s| {
         s.rate_limit.no_cache_per_minute = 3; // a burst of 1
-        s.rate_limit.per_ip_per_minute = 1; // no refill within the test
-        s.rate_limit.per_ip_burst = 8;
+        s.rate_limit.per_ip_per_minute = NonZero::new(1).unwrap(); // no refill within the test
+        s.rate_limit.per_ip_burst = NonZero::new(8).unwrap();
     })
     .await;
     wait_for_mode(&urls, true).await;
@@ -246,7 +248,7 @@ async fn forced_refreshes_and_the_address_ceiling_hold_across_replicas() {
 /// Redis calls given time on a loaded test machine: one that times out switches a replica to
 /// embedded mode for a second, and these tests count what sharing saves.
 fn patient(s: &mut metricgate::settings::Settings) {
-    s.redis.timeout_ms = 2_000;
+    s.redis.timeout_ms = NonZero::new(2_000).unwrap();
 }
 
 /// Asks `windows` (path and query) in order, each dashboard moving from replica to replica

@@ -2,6 +2,8 @@
 //! `Retry-After`, and a 400 refusing the query is a 502 quoting the first line of the
 //! appliance's reason (at most 200 characters), never the appliance's address.
 
+use std::num::NonZero;
+
 use metricgate::sim::Faults;
 
 use crate::helpers::spawn_app_with;
@@ -11,7 +13,7 @@ const Q: &str =
 
 #[tokio::test]
 async fn an_appliance_429_is_a_503_with_retry_after() {
-    let app = spawn_app_with(|s| s.upstream.breaker_failures = 100).await;
+    let app = spawn_app_with(|s| s.upstream.breaker_failures = NonZero::new(100).unwrap()).await;
     for (sent, expected) in [(Some(7), "7"), (None, "30")] {
         app.sim.set_faults(Faults {
             error_rate: 1.0,

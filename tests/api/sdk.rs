@@ -1,6 +1,8 @@
 //! `/darktrace/*`: scripts written against darktrace-sdk, in both of its spellings, get the
 //! seed's shapes; the appliance gets its own dialect, once.
 
+use std::num::NonZero;
+
 use serde_json::{Value, json};
 
 use crate::helpers::{spawn_app, spawn_app_with};
@@ -252,8 +254,8 @@ async fn bad_sdk_input_is_named_and_never_forwarded() {
 #[tokio::test]
 async fn sdk_callers_are_rate_limited_like_v1() {
     let app = spawn_app_with(|s| {
-        s.rate_limit.per_client_per_minute = 60;
-        s.rate_limit.burst = 2;
+        s.rate_limit.per_client_per_minute = NonZero::new(60).unwrap();
+        s.rate_limit.burst = NonZero::new(2).unwrap();
     })
     .await;
     for _ in 0..2 {

@@ -2,7 +2,8 @@
 //! the gateway trusts what `upstream.ca_file` and `upstream.pin_sha256` say, and nothing else.
 
 use base64::Engine as _;
-use metricgate::settings::Settings;
+use metricgate::pin::parse_pins;
+use metricgate::settings::{CaFile, Settings};
 use metricgate::sim::Simulator;
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DnType, IsCa, Issuer, KeyPair,
@@ -150,7 +151,7 @@ async fn gateway(served: &Served, host: Host, adjust: impl FnOnce(&mut Settings)
     };
     assert!(url.starts_with("https://"), "{url}");
     spawn_app_against(sim, |s| {
-        s.upstream.url = url;
+        s.upstream.url = url.parse().unwrap();
         adjust(s);
     })
     .await
@@ -231,7 +232,10 @@ async fn a_ca_signed_certificate_is_trusted_with_its_ca_in_ca_file() {
     let files = Files::new();
     let ca_file = files.write("ca.pem", &ca.cert.pem());
     for host in [Host::Ip, Host::Localhost] {
-        let app = gateway(&served, host, |s| s.upstream.ca_file = ca_file.clone()).await;
+        let app = gateway(&served, host, |s| {
+            s.upstream.ca_file = Some(CaFile::read(&ca_file).unwrap())
+        })
+        .await;
         assert_trusted(&app).await;
     }
 }
@@ -257,7 +261,10 @@ async fn a_self_signed_ca_certificate_is_trusted_as_its_own_ca_file_by_ip_and_na
     let files = Files::new();
     let ca_file = files.write("appliance.pem", &served.cert_pem);
     for host in [Host::Ip, Host::Localhost] {
-        let app = gateway(&served, host, |s| s.upstream.ca_file = ca_file.clone()).await;
+        let app = gateway(&served, host, |s| {
+            s.upstream.ca_file = Some(CaFile::read(&ca_file).unwrap())
+        })
+        .await;
         assert_trusted(&app).await;
     }
 }
@@ -275,7 +282,10 @@ async fn a_self_signed_leaf_is_trusted_as_its_own_ca_file_by_ip_and_name() {
     let files = Files::new();
     let ca_file = files.write("appliance.pem", &served.cert_pem);
     for host in [Host::Ip, Host::Localhost] {
-        let app = gateway(&served, host, |s| s.upstream.ca_file = ca_file.clone()).await;
+        let app = gateway(&served, host, |s| {
+            s.upstream.ca_file = Some(CaFile::read(&ca_file).unwrap())
+        })
+        .await;
         assert_trusted(&app).await;
     }
 }
@@ -287,7 +297,10 @@ async fn a_ca_signed_certificate_for_another_host_name_is_refused() {
     let files = Files::new();
     let ca_file = files.write("ca.pem", &ca.cert.pem());
     for host in [Host::Ip, Host::Localhost] {
-        let app = gateway(&served, host, |s| s.upstream.ca_file = ca_file.clone()).await;
+        let app = gateway(&served, host, |s| {
+            s.upstream.ca_file = Some(CaFile::read(&ca_file).unwrap())
+        })
+        .await;
         let reason = assert_refused(&app, &served, "host name mismatch").await;
         assert!(reason.contains("dt-appliance.lab"), "{reason}");
     }
@@ -299,17 +312,26 @@ async fn an_expired_certificate_is_refused_even_when_trusted_explicitly() {
     let files = Files::new();
     let ca_signed = ca.leaf(&["localhost", "127.0.0.1"], expired);
     let ca_file = files.write("ca.pem", &ca.cert.pem());
-    let app = gateway(&ca_signed, Host::Ip, |s| s.upstream.ca_file = ca_file).await;
+    let app = gateway(&ca_signed, Host::Ip, |s| {
+        s.upstream.ca_file = Some(CaFile::read(&ca_file).unwrap())
+    })
+    .await;
     let reason = assert_refused(&app, &ca_signed, "expired").await;
     assert!(reason.contains("renew"), "{reason}");
 
     let self_signed = self_signed_leaf(expired);
     let own = files.write("appliance.pem", &self_signed.cert_pem);
-    let app = gateway(&self_signed, Host::Ip, |s| s.upstream.ca_file = own).await;
+    let app = gateway(&self_signed, Host::Ip, |s| {
+        s.upstream.ca_file = Some(CaFile::read(&own).unwrap())
+    })
+    .await;
     assert_refused(&app, &self_signed, "expired (2021-01-01 00:00:00 UTC)").await;
 
     let pin = self_signed.spki_pin.clone();
-    let app = gateway(&self_signed, Host::Ip, |s| s.upstream.pin_sha256 = pin).await;
+    let app = gateway(&self_signed, Host::Ip, |s| {
+        s.upstream.pin_sha256 = parse_pins(&pin).unwrap()
+    })
+    .await;
     assert_refused(&app, &self_signed, "expired").await;
 }
 
@@ -324,7 +346,10 @@ async fn a_pinned_certificate_is_trusted_without_a_ca_by_key_or_whole_certificat
     ] {
         for host in [Host::Ip, Host::Localhost] {
             let pin = pin.clone();
-            let app = gateway(&served, host, |s| s.upstream.pin_sha256 = pin).await;
+            let app = gateway(&served, host, |s| {
+                s.upstream.pin_sha256 = parse_pins(&pin).unwrap()
+            })
+            .await;
             assert_trusted(&app).await;
         }
     }
@@ -338,8 +363,8 @@ async fn a_certificate_other_than_the_pinned_one_is_refused_even_if_a_ca_vouches
     let files = Files::new();
     let ca_file = files.write("ca.pem", &ca.cert.pem());
     let app = gateway(&served, Host::Ip, |s| {
-        s.upstream.ca_file = ca_file;
-        s.upstream.pin_sha256 = pinned.spki_pin.clone();
+        s.upstream.ca_file = Some(CaFile::read(&ca_file).unwrap());
+        s.upstream.pin_sha256 = parse_pins(&pinned.spki_pin).unwrap();
     })
     .await;
     let reason = assert_refused(&app, &served, "pin mismatch").await;

@@ -1,0 +1,485 @@
+//! The settings as the sources write them (text where the typed settings hold a parsed value),
+//! and their conversion into [`Settings`], which reports every problem at once.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
+use std::path::PathBuf;
+
+use config::{Config, File, FileFormat};
+use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+
+use super::{
+    AccessLogMode, AdminSettings, CaFile, CacheSettings, ClientHeader, ClientKey, ClientQuota,
+    ConfigSource, DEFAULT_TOML, KeyDigest, LogFormat, PrometheusSettings, QueryLimits,
+    RateLimitSettings, RedisSettings, SegmentSettings, ServerSettings, Settings, SettingsError,
+    UpstreamSettings, UpstreamUrl,
+};
+use crate::pin::parse_pins;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSettings {
+    server: RawServer,
+    pub(super) upstream: RawUpstream,
+    query: QueryLimits,
+    cache: CacheSettings,
+    rate_limit: RawRateLimit,
+    segments: SegmentSettings,
+    redis: RawRedis,
+    prometheus: RawPrometheus,
+    admin: RawAdmin,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: String,
+    workers: usize,
+    log_level: String,
+    log_format: LogFormat,
+    shutdown_grace_secs: u64,
+    client_request_timeout_ms: u64,
+    access_log: AccessLogMode,
+    access_log_sample: u64,
+    access_log_max_per_second: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: String,
+    token: SecretString,
+    token_file: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstream {
+    pub(super) url: String,
+    pub(super) public_token: String,
+    pub(super) private_token: SecretString,
+    private_token_file: String,
+    ca_file: String,
+    pin_sha256: String,
+    insecure_skip_verify: bool,
+    connect_timeout_ms: u64,
+    timeout_ms: u64,
+    max_response_bytes: usize,
+    catalog_refresh_secs: u64,
+    probe_secs: u64,
+    probe_timeout_ms: u64,
+    max_in_flight: usize,
+    per_minute: u32,
+    queue_timeout_ms: u64,
+    retries: u32,
+    retry_backoff_ms: u64,
+    retry_budget_percent: u32,
+    breaker_failures: u32,
+    breaker_open_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    per_client_per_minute: u32,
+    burst: u32,
+    client_header: String,
+    #[serde(deserialize_with = "text_list")]
+    trusted_proxies: Vec<String>,
+    max_tracked_clients: usize,
+    sweep_secs: u64,
+    #[serde(default)]
+    overrides: BTreeMap<String, ClientQuota>,
+    per_ip_per_minute: u32,
+    per_ip_burst: u32,
+    no_cache_per_minute: u32,
+    lease: u32,
+    #[serde(default)]
+    clients: BTreeMap<String, RawClientKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientKey {
+    key_sha256: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    url: String,
+    timeout_ms: u64,
+    lock_ms: u64,
+    lock_ttl_ms: u64,
+    prefix: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrometheus {
+    #[serde(deserialize_with = "text_list")]
+    devices: Vec<String>,
+}
+
+impl RawSettings {
+    /// `config/default.toml` alone.
+    pub(super) fn defaults() -> Result<Self, SettingsError> {
+        Config::builder()
+            .add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml))
+            .build()
+            .and_then(Config::try_deserialize)
+            .map_err(|e| SettingsError(vec![format!("config/default.toml: {e}")]))
+    }
+}
+
+/// Problems found so far; a value that failed is replaced by a placeholder so the conversion
+/// goes on and finds the others. A placeholder never escapes: any problem fails the whole.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn or<T>(&mut self, parsed: Result<T, String>, placeholder: T) -> T {
+        parsed.unwrap_or_else(|problem| {
+            self.0.push(problem);
+            placeholder
+        })
+    }
+
+    /// A count that zero would make meaningless (a timeout, a limit, a period).
+    fn positive<T, N: TryFrom<T>>(&mut self, name: &str, value: T, placeholder: N) -> N {
+        self.or(
+            N::try_from(value).map_err(|_| format!("{name} must be greater than 0")),
+            placeholder,
+        )
+    }
+}
+
+/// Where a failed address goes meanwhile: port 0 relates to nothing in [`Settings::check`].
+const NO_ADDRESS: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
+impl TryFrom<RawSettings> for Settings {
+    type Error = SettingsError;
+
+    fn try_from(raw: RawSettings) -> Result<Self, SettingsError> {
+        let mut p = Problems::default();
+        let s = raw.server;
+        let listen = p.or(
+            s.listen.parse().map_err(|_| {
+                format!(
+                    "server.listen: {:?} is not an address such as 127.0.0.1:8080",
+                    s.listen
+                )
+            }),
+            NO_ADDRESS,
+        );
+        let up = raw.upstream;
+        let url = if up.url.is_empty() {
+            p.0.push("upstream.url is required (METRICGATE__UPSTREAM__URL)".into());
+            None
+        } else {
+            up.url.parse::<UpstreamUrl>().map_err(|e| p.0.push(e)).ok()
+        };
+        let (private_token, private_token_file) = token(
+            &mut p,
+            ("upstream.private_token", up.private_token),
+            ("upstream.private_token_file", up.private_token_file),
+        );
+        let ca_file = (!up.ca_file.is_empty())
+            .then(|| CaFile::read(&up.ca_file).map_err(|e| p.0.push(e)).ok())
+            .flatten();
+        let pin_sha256 = p.or(
+            parse_pins(&up.pin_sha256).map_err(|e| format!("upstream.pin_sha256: {e}")),
+            Vec::new(),
+        );
+        let r = raw.rate_limit;
+        let client_header = p.or(
+            r.client_header.parse(),
+            ClientHeader(http::HeaderName::from_static("x-client-id")),
+        );
+        let trusted_proxies = r
+            .trusted_proxies
+            .iter()
+            .filter_map(|text| {
+                proxy(text)
+                    .ok_or_else(|| {
+                        p.0.push(format!(
+                            "rate_limit.trusted_proxies: {text:?} is not an IP address or CIDR"
+                        ))
+                    })
+                    .ok()
+            })
+            .collect();
+        let clients = r
+            .clients
+            .into_iter()
+            .filter_map(|(client, key)| match key.key_sha256.parse::<KeyDigest>() {
+                Ok(key_sha256) => Some((client, ClientKey { key_sha256 })),
+                Err(e) => {
+                    p.0.push(format!("rate_limit.clients.{client}.key_sha256: {e}"));
+                    None
+                }
+            })
+            .collect();
+        let devices = raw
+            .prometheus
+            .devices
+            .iter()
+            .filter_map(|text| {
+                text.trim()
+                    .parse::<u64>()
+                    .map_err(|_| {
+                        p.0.push(format!(
+                            "prometheus.devices: {text:?} is not a device id (1 to 2^53 - 1)"
+                        ))
+                    })
+                    .ok()
+            })
+            .collect();
+        let a = raw.admin;
+        let admin_listen = if a.listen.is_empty() {
+            None
+        } else {
+            Some(p.or(
+                a.listen.parse().map_err(|_| {
+                    format!(
+                        "admin.listen: {:?} is not an address such as 127.0.0.1:8081 (or empty)",
+                        a.listen
+                    )
+                }),
+                NO_ADDRESS,
+            ))
+        };
+        let (admin_token, admin_token_file) = token(
+            &mut p,
+            ("admin.token", a.token),
+            ("admin.token_file", a.token_file),
+        );
+        // The URL is the one value without a placeholder; its problem is already recorded.
+        let Some(url) = url.or_else(|| "http://appliance.invalid".parse().ok()) else {
+            return Err(SettingsError(p.0));
+        };
+        const U32: NonZeroU32 = NonZeroU32::MIN;
+        const U64: NonZeroU64 = NonZeroU64::MIN;
+        const USIZE: NonZeroUsize = NonZeroUsize::MIN;
+        let settings = Settings {
+            server: ServerSettings {
+                listen,
+                workers: s.workers,
+                log_level: s.log_level,
+                log_format: s.log_format,
+                shutdown_grace_secs: s.shutdown_grace_secs,
+                client_request_timeout_ms: s.client_request_timeout_ms,
+                access_log: s.access_log,
+                access_log_sample: p.positive("server.access_log_sample", s.access_log_sample, U64),
+                access_log_max_per_second: p.positive(
+                    "server.access_log_max_per_second",
+                    s.access_log_max_per_second,
+                    U32,
+                ),
+            },
+            upstream: UpstreamSettings {
+                url,
+                public_token: up.public_token,
+                private_token,
+                private_token_file,
+                ca_file,
+                pin_sha256,
+                insecure_skip_verify: up.insecure_skip_verify,
+                connect_timeout_ms: p.positive(
+                    "upstream.connect_timeout_ms",
+                    up.connect_timeout_ms,
+                    U64,
+                ),
+                timeout_ms: p.positive("upstream.timeout_ms", up.timeout_ms, U64),
+                max_response_bytes: p.positive(
+                    "upstream.max_response_bytes",
+                    up.max_response_bytes,
+                    USIZE,
+                ),
+                catalog_refresh_secs: p.positive(
+                    "upstream.catalog_refresh_secs",
+                    up.catalog_refresh_secs,
+                    U64,
+                ),
+                probe_secs: p.positive("upstream.probe_secs", up.probe_secs, U64),
+                probe_timeout_ms: p.positive("upstream.probe_timeout_ms", up.probe_timeout_ms, U64),
+                max_in_flight: p.positive("upstream.max_in_flight", up.max_in_flight, USIZE),
+                per_minute: up.per_minute,
+                queue_timeout_ms: p.positive("upstream.queue_timeout_ms", up.queue_timeout_ms, U64),
+                retries: up.retries,
+                retry_backoff_ms: up.retry_backoff_ms,
+                retry_budget_percent: up.retry_budget_percent,
+                breaker_failures: p.positive("upstream.breaker_failures", up.breaker_failures, U32),
+                breaker_open_secs: p.positive(
+                    "upstream.breaker_open_secs",
+                    up.breaker_open_secs,
+                    U64,
+                ),
+            },
+            query: raw.query,
+            cache: raw.cache,
+            rate_limit: RateLimitSettings {
+                per_client_per_minute: p.positive(
+                    "rate_limit.per_client_per_minute",
+                    r.per_client_per_minute,
+                    U32,
+                ),
+                burst: p.positive("rate_limit.burst", r.burst, U32),
+                client_header,
+                trusted_proxies,
+                max_tracked_clients: p.positive(
+                    "rate_limit.max_tracked_clients",
+                    r.max_tracked_clients,
+                    USIZE,
+                ),
+                sweep_secs: p.positive("rate_limit.sweep_secs", r.sweep_secs, U64),
+                overrides: r.overrides,
+                per_ip_per_minute: p.positive(
+                    "rate_limit.per_ip_per_minute",
+                    r.per_ip_per_minute,
+                    U32,
+                ),
+                per_ip_burst: p.positive("rate_limit.per_ip_burst", r.per_ip_burst, U32),
+                no_cache_per_minute: r.no_cache_per_minute,
+                lease: p.positive("rate_limit.lease", r.lease, U32),
+                clients,
+            },
+            segments: raw.segments,
+            redis: RedisSettings {
+                url: raw.redis.url,
+                timeout_ms: p.positive("redis.timeout_ms", raw.redis.timeout_ms, U64),
+                lock_ms: p.positive("redis.lock_ms", raw.redis.lock_ms, U64),
+                lock_ttl_ms: raw.redis.lock_ttl_ms,
+                prefix: raw.redis.prefix,
+            },
+            prometheus: PrometheusSettings { devices },
+            source: ConfigSource::Built,
+            admin: AdminSettings {
+                listen: admin_listen,
+                token: admin_token,
+                token_file: admin_token_file,
+            },
+        };
+        settings.check_into(&mut p.0);
+        if p.0.is_empty() {
+            Ok(settings)
+        } else {
+            Err(SettingsError(p.0))
+        }
+    }
+}
+
+/// A secret set inline or read from a file (trailing whitespace trimmed), never both: the
+/// secret (empty when neither is set) and the file it came from.
+fn token(
+    p: &mut Problems,
+    (inline_name, inline): (&str, SecretString),
+    (file_name, file): (&str, String),
+) -> (SecretString, Option<PathBuf>) {
+    if file.is_empty() {
+        return (inline, None);
+    }
+    if !inline.expose_secret().is_empty() {
+        p.0.push(format!(
+            "{inline_name} and {file_name} are both set; set one"
+        ));
+        return (inline, None);
+    }
+    match std::fs::read_to_string(&file) {
+        Ok(text) => (
+            SecretString::from(text.trim_end().to_owned()),
+            Some(PathBuf::from(file)),
+        ),
+        Err(e) => {
+            p.0.push(format!("{file_name}: cannot read {file}: {e}"));
+            (inline, None)
+        }
+    }
+}
+
+/// An IP network, or a single address (as its /32 or /128).
+fn proxy(text: &str) -> Option<IpNet> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+/// A list as a file writes it (an array of strings or numbers) or as an environment variable
+/// does (one string, comma-separated; empty is the empty list), each item as text.
+fn text_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    struct Items;
+
+    impl<'de> Visitor<'de> for Items {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list, or a comma-separated string")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            if text.trim().is_empty() {
+                return Ok(Vec::new());
+            }
+            Ok(text.split(',').map(|item| item.trim().to_owned()).collect())
+        }
+
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+            Ok(vec![n.to_string()])
+        }
+
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
+            Ok(vec![n.to_string()])
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element::<Item>()? {
+                items.push(item.0);
+            }
+            Ok(items)
+        }
+    }
+
+    /// One item of a list: text, or a number written as one.
+    struct Item(String);
+
+    impl<'de> Deserialize<'de> for Item {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct One;
+
+            impl Visitor<'_> for One {
+                type Value = Item;
+
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a string or a number")
+                }
+
+                fn visit_str<E: de::Error>(self, text: &str) -> Result<Item, E> {
+                    Ok(Item(text.to_owned()))
+                }
+
+                fn visit_u64<E: de::Error>(self, n: u64) -> Result<Item, E> {
+                    Ok(Item(n.to_string()))
+                }
+
+                fn visit_i64<E: de::Error>(self, n: i64) -> Result<Item, E> {
+                    Ok(Item(n.to_string()))
+                }
+            }
+
+            deserializer.deserialize_any(One)
+        }
+    }
+
+    deserializer.deserialize_any(Items)
+}
