@@ -45,10 +45,14 @@ enum Command {
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
     },
-    /// Run the gateway on an embedded simulator: no appliance needed.
+    /// Run the gateway on an embedded simulator: no appliance needed. Reads the same file and
+    /// METRICGATE__ variables as `serve`; only the appliance is the simulator's.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
+        /// A TOML file layered over config/default.toml (as `serve --config`).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Validate the configuration and exit; for an https appliance, check its certificate too.
     CheckConfig {
@@ -137,23 +141,40 @@ fn main() -> ExitCode {
                 server.await.map_err(|e| e.to_string())
             })
         }
-        Command::Demo { listen } => {
-            // Logs to stderr, the banner to stdout: `demo > file` keeps the banner alone, and
-            // on a terminal the banner comes after the startup lines.
-            let _logs = telemetry::init("info", LogFormat::Pretty, LogOutput::Stderr);
+        Command::Demo { listen, config } => {
             run(async move {
                 let sim = Simulator::spawn("127.0.0.1:0", DEMO_PUBLIC, DEMO_PRIVATE)
-                    .map_err(|e| e.to_string())?;
-                let mut settings = Settings::for_upstream(&sim.url(), DEMO_PUBLIC, DEMO_PRIVATE)
                     .map_err(|e| e.to_string())?;
                 let listen: SocketAddr = listen.parse().map_err(|_| {
                     format!("--listen: {listen:?} is not an address such as 127.0.0.1:8080")
                 })?;
-                // The operator's endpoints on a free loopback port beside it, off the public one.
-                settings.admin.listen = Some(SocketAddr::new(listen.ip(), 0));
-                settings.server.listen = listen;
-                settings.server.log_format = LogFormat::Pretty;
-                settings.check().map_err(|e| e.to_string())?;
+                // The operator's endpoints on a free loopback port beside the public one;
+                // pretty logs. A file or METRICGATE__ variables may change these, and any other
+                // setting; the appliance is always the simulator.
+                let defaults = format!(
+                    "[server]\nlisten = \"{listen}\"\nlog_format = \"pretty\"\n[admin]\nlisten = \"{}\"\n",
+                    SocketAddr::new(listen.ip(), 0)
+                );
+                let settings = Settings::load_demo(
+                    config.as_deref(),
+                    &defaults,
+                    &[
+                        ("upstream.url", sim.url()),
+                        ("upstream.public_token", DEMO_PUBLIC.to_owned()),
+                        ("upstream.private_token", DEMO_PRIVATE.to_owned()),
+                        ("upstream.private_token_file", String::new()),
+                        ("upstream.ca_file", String::new()),
+                        ("upstream.pin_sha256", String::new()),
+                    ],
+                )
+                .map_err(|e| e.to_string())?;
+                // Logs to stderr, the banner to stdout: `demo > file` keeps the banner alone,
+                // and on a terminal the banner comes after the startup lines.
+                let _logs = telemetry::init(
+                    &settings.server.log_level,
+                    settings.server.log_format,
+                    LogOutput::Stderr,
+                );
                 let app = Application::build(settings)
                     .await
                     .map_err(|e| e.to_string())?;

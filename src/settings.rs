@@ -448,8 +448,42 @@ impl Settings {
     }
 
     fn load_from(file: Option<&Path>, env: Environment) -> Result<Self, SettingsError> {
-        let mut builder =
-            Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+        Self::load_layered(file, env, "", &[])
+    }
+
+    /// What `demo` runs on: [`Settings::load`]'s sources, with `defaults` (TOML) between the
+    /// compiled-in defaults and the file, so the file and the environment still win, and
+    /// `overrides` (setting, value) above everything: the demo's own appliance. Built in code
+    /// as far as a reload is concerned (there is nothing to read again without the demo).
+    pub fn load_demo(
+        file: Option<&Path>,
+        defaults: &str,
+        overrides: &[(&str, String)],
+    ) -> Result<Self, SettingsError> {
+        let mut settings = Self::load_layered(
+            file,
+            Environment::with_prefix("METRICGATE"),
+            defaults,
+            overrides,
+        )?;
+        settings.source = ConfigSource::Built;
+        Ok(settings)
+    }
+
+    fn load_layered(
+        file: Option<&Path>,
+        env: Environment,
+        defaults: &str,
+        overrides: &[(&str, String)],
+    ) -> Result<Self, SettingsError> {
+        let mut builder = Config::builder()
+            .add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml))
+            .add_source(File::from_str(defaults, FileFormat::Toml));
+        for (key, value) in overrides {
+            builder = builder
+                .set_override(*key, value.as_str())
+                .map_err(|e| SettingsError(vec![format!("{key}: {e}")]))?;
+        }
         if let Some(path) = file {
             if !path.exists() {
                 return Err(SettingsError(vec![format!(

@@ -260,3 +260,78 @@ async fn the_caching_guides_two_spellings_share_one_answer() {
     assert_eq!(first.body, second.body);
     assert_eq!(app.upstream_metricdata(), 1);
 }
+
+/// `demo` on a free port with `args` and `env`: its explorer URL (from the banner).
+fn demo_with(args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_metricgate"));
+    cmd.args(["demo", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let banner = lines_of(&mut child);
+    loop {
+        let line = banner
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the demo prints where to go");
+        let line = line.trim();
+        if line.starts_with("http://127.0.0.1:") {
+            return (child, line.trim_end_matches('/').to_owned());
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_demo_reads_the_file_and_the_environment_but_keeps_its_appliance() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("demo.toml");
+    std::fs::write(
+        &file,
+        "[rate_limit]\nburst = 500\nper_client_per_minute = 3000\n",
+    )
+    .unwrap();
+    let first = "/v1/metricdata?metric=connections&did=123&from=2024-01-15T12:00:00Z&to=2024-01-15T13:00:00Z&interval=5min";
+    let http = reqwest::Client::new();
+    for (args, env, policy) in [
+        (vec![], vec![], "600;w=60;burst=100"),
+        (
+            vec!["--config", file.to_str().unwrap()],
+            vec![],
+            "3000;w=60;burst=500",
+        ),
+        (
+            vec!["--config", file.to_str().unwrap()],
+            vec![
+                ("METRICGATE__RATE_LIMIT__BURST", "1000"),
+                // The appliance stays the simulator, whatever is asked.
+                ("METRICGATE__UPSTREAM__URL", "http://192.0.2.1:9"),
+                ("METRICGATE__UPSTREAM__PRIVATE_TOKEN_FILE", "/nonexistent"),
+            ],
+            "3000;w=60;burst=1000",
+        ),
+    ] {
+        let (child, base) = demo_with(&args, &env);
+        let response = http.get(format!("{base}{first}")).send().await.unwrap();
+        let status = response.status();
+        let got = response
+            .headers()
+            .get("ratelimit-policy")
+            .map(|v| v.to_str().unwrap().to_owned());
+        stop(child);
+        assert_eq!(status, 200, "{args:?} {env:?}");
+        assert_eq!(got.as_deref(), Some(policy), "{args:?} {env:?}");
+    }
+    // A bad value is named, as `serve` names it, and the demo does not start.
+    let out = Command::new(env!("CARGO_BIN_EXE_metricgate"))
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .env("METRICGATE__RATE_LIMIT__BURST", "many")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("rate_limit.burst"), "{said}");
+}
