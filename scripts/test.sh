@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # The test command the README gives and CI runs: installs what the tests need, then runs them.
+#
+# It installs system-wide what is missing, so run it as root (or where apt-get and pip may
+# write): Debian packages with apt-get (redis-server, curl, chromium, chromium-driver,
+# prometheus), Python packages with pip (openapi-python-client, schemathesis, selenium,
+# prometheus-api-client; darktrace-sdk into target/sdk/), and npm packages into
+# tests/clients/ts/. What is already there is not installed again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+echo "scripts/test.sh: installing what the tests need and is missing (apt-get, pip, npm), then cargo test" >&2
 
 # The generated-client test uses the real generator from PyPI.
 if ! command -v openapi-python-client >/dev/null 2>&1; then
