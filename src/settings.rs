@@ -235,16 +235,17 @@ pub struct UpstreamSettings {
     pub breaker_open_secs: NonZeroU64,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+/// What one question may ask for. Every count is at least 1, and the default interval lies
+/// within the allowed ones (see [`Settings::check`]).
+#[derive(Debug, Clone, Serialize)]
 pub struct QueryLimits {
-    pub max_metrics: usize,
-    pub max_devices: usize,
-    pub max_range_days: u64,
-    pub max_points: u64,
-    pub min_interval_seconds: u64,
-    pub max_interval_seconds: u64,
-    pub default_interval_seconds: u64,
+    pub max_metrics: NonZeroUsize,
+    pub max_devices: NonZeroUsize,
+    pub max_range_days: NonZeroU64,
+    pub max_points: NonZeroU64,
+    pub min_interval_seconds: NonZeroU64,
+    pub max_interval_seconds: NonZeroU64,
+    pub default_interval_seconds: NonZeroU64,
 }
 
 /// The appliance's base URL: http or https, with a host, without a query string.
@@ -560,11 +561,6 @@ impl Settings {
             }
         };
         let q = &self.query;
-        positive("query.max_metrics", q.max_metrics as u64);
-        positive("query.max_devices", q.max_devices as u64);
-        positive("query.max_range_days", q.max_range_days);
-        positive("query.max_points", q.max_points);
-        positive("query.min_interval_seconds", q.min_interval_seconds);
         let c = &self.cache;
         positive("cache.max_bytes", c.max_bytes);
         positive("cache.historic_ttl_secs", c.historic_ttl_secs);
@@ -595,7 +591,7 @@ impl Settings {
                     .into(),
             );
         }
-        if !q.default_interval_seconds.is_multiple_of(60) {
+        if !q.default_interval_seconds.get().is_multiple_of(60) {
             problems.push(
                 "query.default_interval_seconds must be a whole number of minutes (appliances keep one value per minute)"
                     .into(),

@@ -147,7 +147,7 @@ impl Plan {
 /// The evaluation times, and the appliance interval in seconds.
 fn grid(at: At, limits: &QueryLimits) -> Result<(Vec<i64>, u64), PromError> {
     match at {
-        At::Instant(t) => Ok((vec![t], limits.default_interval_seconds)),
+        At::Instant(t) => Ok((vec![t], limits.default_interval_seconds.get())),
         At::Range { start, end, step } => {
             if end < start {
                 return Err(PromError::bad_data(
@@ -179,7 +179,10 @@ fn grid(at: At, limits: &QueryLimits) -> Result<(Vec<i64>, u64), PromError> {
 /// minute rounds up), within the configured bounds.
 pub(crate) fn interval_for(step_ms: i64, limits: &QueryLimits) -> u64 {
     let minutes = ((step_ms + MINUTE_MS / 2) / MINUTE_MS).max(1) as u64;
-    (minutes * 60).clamp(limits.min_interval_seconds, limits.max_interval_seconds)
+    (minutes * 60).clamp(
+        limits.min_interval_seconds.get(),
+        limits.max_interval_seconds.get(),
+    )
 }
 
 /// The buckets a selector needs, `[start, end)`: those a time reads `reach` back from, and
@@ -201,7 +204,7 @@ fn check_points(
     limits: &QueryLimits,
 ) -> Result<(), PromError> {
     let points = (end - start + interval_ms - 1) / interval_ms;
-    if points as u64 <= limits.max_points {
+    if points as u64 <= limits.max_points.get() {
         return Ok(());
     }
     let asked = match at {

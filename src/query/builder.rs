@@ -380,7 +380,7 @@ impl MetricQueryBuilder {
         }
         named.sort_unstable();
         named.dedup_by(|a, b| a.0 == b.0);
-        if named.len() > limits.max_metrics {
+        if named.len() > limits.max_metrics.get() {
             self.error(
                 Field::Metrics,
                 format!(
@@ -420,7 +420,7 @@ impl MetricQueryBuilder {
         }
         ids.sort_unstable();
         ids.dedup();
-        if ids.len() > limits.max_devices {
+        if ids.len() > limits.max_devices.get() {
             self.error(
                 Field::Devices,
                 format!(
@@ -518,7 +518,7 @@ impl MetricQueryBuilder {
 
     fn checked_interval(&mut self, limits: &QueryLimits) -> Option<u64> {
         let seconds = match self.interval {
-            Slot::Absent => return Some(limits.default_interval_seconds),
+            Slot::Absent => return Some(limits.default_interval_seconds.get()),
             Slot::Refused => return None,
             Slot::Given(seconds) => seconds,
         };
@@ -542,13 +542,17 @@ impl MetricQueryBuilder {
             );
             return None;
         }
-        if !(limits.min_interval_seconds..=limits.max_interval_seconds).contains(&seconds) {
+        let (min, max) = (
+            limits.min_interval_seconds.get(),
+            limits.max_interval_seconds.get(),
+        );
+        if !(min..=max).contains(&seconds) {
             self.error(
                 Field::Interval,
                 format!(
                     "interval must be between {} and {}",
-                    values::interval_label(limits.min_interval_seconds),
-                    values::interval_label(limits.max_interval_seconds)
+                    values::interval_label(min),
+                    values::interval_label(max)
                 ),
             );
             return None;
@@ -589,7 +593,7 @@ impl MetricQueryBuilder {
             (Some(s), e) => (s, e.unwrap_or(now_ms)),
         };
         let range_ms = end_for_limits.abs_diff(start);
-        let max_range_ms = limits.max_range_days.saturating_mul(86_400_000);
+        let max_range_ms = limits.max_range_days.get().saturating_mul(86_400_000);
         if range_ms > max_range_ms {
             self.error(
                 Field::Start,
@@ -600,14 +604,15 @@ impl MetricQueryBuilder {
             );
         } else if let Some(interval) = interval {
             let points = range_ms.div_ceil(interval.saturating_mul(1000).max(1));
-            if points > limits.max_points {
-                let needed = range_ms.div_ceil(limits.max_points.saturating_mul(1000).max(1));
+            let max_points = limits.max_points.get();
+            if points > max_points {
+                let needed = range_ms.div_ceil(max_points.saturating_mul(1000));
                 self.error(
                     Field::Interval,
                     format!(
                         "this range at {} is {points} points, more than the limit of {}; use a coarser interval, e.g. interval={}",
                         values::interval_label(interval),
-                        limits.max_points,
+                        max_points,
                         values::interval_label(coarser_interval(needed))
                     ),
                 );

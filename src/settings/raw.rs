@@ -26,13 +26,25 @@ use crate::pin::parse_pins;
 pub(super) struct RawSettings {
     server: RawServer,
     pub(super) upstream: RawUpstream,
-    query: QueryLimits,
+    query: RawQuery,
     cache: CacheSettings,
     rate_limit: RawRateLimit,
     segments: SegmentSettings,
     redis: RawRedis,
     prometheus: RawPrometheus,
     admin: RawAdmin,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuery {
+    max_metrics: usize,
+    max_devices: usize,
+    max_range_days: u64,
+    max_points: u64,
+    min_interval_seconds: u64,
+    max_interval_seconds: u64,
+    default_interval_seconds: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -321,7 +333,30 @@ impl TryFrom<RawSettings> for Settings {
                     U64,
                 ),
             },
-            query: raw.query,
+            query: {
+                let q = raw.query;
+                QueryLimits {
+                    max_metrics: p.positive("query.max_metrics", q.max_metrics, USIZE),
+                    max_devices: p.positive("query.max_devices", q.max_devices, USIZE),
+                    max_range_days: p.positive("query.max_range_days", q.max_range_days, U64),
+                    max_points: p.positive("query.max_points", q.max_points, U64),
+                    min_interval_seconds: p.positive(
+                        "query.min_interval_seconds",
+                        q.min_interval_seconds,
+                        U64,
+                    ),
+                    max_interval_seconds: p.positive(
+                        "query.max_interval_seconds",
+                        q.max_interval_seconds,
+                        U64,
+                    ),
+                    default_interval_seconds: p.positive(
+                        "query.default_interval_seconds",
+                        q.default_interval_seconds,
+                        U64,
+                    ),
+                }
+            },
             cache: raw.cache,
             rate_limit: RateLimitSettings {
                 per_client_per_minute: p.positive(

@@ -14,7 +14,7 @@ fn env(vars: &[(&str, &str)]) -> Environment {
 #[test]
 fn defaults_parse() {
     let s = Settings::defaults();
-    assert_eq!(s.query.default_interval_seconds, 60);
+    assert_eq!(s.query.default_interval_seconds.get(), 60);
 }
 
 #[test]
@@ -363,4 +363,22 @@ fn settings_built_in_code_are_checked_like_loaded_ones() {
 fn unknown_keys_are_refused() {
     let err = Settings::load_from(None, env(&[("METRICGATE__UPSTREAM__URLL", "x")])).unwrap_err();
     assert!(err.to_string().contains("urll"), "{err}");
+}
+
+#[test]
+fn a_question_limit_of_zero_is_refused_by_name() {
+    let err = load(&[
+        ("METRICGATE__QUERY__MAX_METRICS", "0"),
+        ("METRICGATE__QUERY__MAX_POINTS", "0"),
+        ("METRICGATE__QUERY__MIN_INTERVAL_SECONDS", "0"),
+    ])
+    .unwrap_err()
+    .to_string();
+    for name in [
+        "query.max_metrics",
+        "query.max_points",
+        "query.min_interval_seconds",
+    ] {
+        assert!(err.contains(&format!("{name} must be greater than 0")), "{err}");
+    }
 }

@@ -757,7 +757,8 @@ async fn callers_are_rate_limited_like_v1_in_prometheus_words() {
 
 #[tokio::test]
 async fn query_limits_are_v1s() {
-    let app = spawn_app_with(|s| s.query.max_devices = 2).await;
+    let app =
+        spawn_app_with(|s| s.query.max_devices = std::num::NonZeroUsize::new(2).unwrap()).await;
     let a = get(
         &app,
         "/query",
