@@ -115,8 +115,8 @@ impl Prefetcher {
             clock,
             windows: Mutex::default(),
             lead_ms: (settings.segments.prefetch_lead_secs as i64).saturating_mul(1000),
-            live_ttl_ms: (settings.cache.live_ttl_secs as i64).saturating_mul(1000),
-            idle_periods: i64::from(settings.segments.prefetch_idle_periods.max(1)),
+            live_ttl_ms: (settings.cache.live_ttl_secs.get() as i64).saturating_mul(1000),
+            idle_periods: i64::from(settings.segments.prefetch_idle_periods.get()),
             counters: Counters {
                 fetched: outcome("fetched"),
                 fresh: outcome("fresh"),

@@ -198,8 +198,8 @@ mod tests {
                 burst: 1,
             },
         );
-        new.cache.live_ttl_secs = 5;
-        new.cache.max_bytes = 1;
+        new.cache.live_ttl_secs = std::num::NonZeroU64::new(5).unwrap();
+        new.cache.max_bytes = std::num::NonZeroU64::MIN;
         new.server.workers = 3;
         new.upstream.private_token = secrecy::SecretString::from("changed".to_owned());
         let keys = changed(&old, &new);

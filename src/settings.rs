@@ -90,16 +90,15 @@ pub struct RedisSettings {
     pub prefix: String,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize)]
 pub struct SegmentSettings {
     pub enabled: bool,
-    pub points: u64,
-    pub max_bytes: u64,
-    pub max_concurrent_fetches: usize,
+    pub points: NonZeroU64,
+    pub max_bytes: NonZeroU64,
+    pub max_concurrent_fetches: NonZeroUsize,
     /// Most points per series one upstream request for missing segments may ask for: a long
     /// cold range is split, at segment boundaries, into requests of at most this many points.
-    pub max_points_per_request: u64,
+    pub max_points_per_request: NonZeroU64,
     /// Refresh the live tail of hot rolling windows (asked again and again, moving with now)
     /// in the background shortly before their next refresh, so that refresh is a hit.
     pub prefetch: bool,
@@ -111,7 +110,7 @@ pub struct SegmentSettings {
     pub prefetch_lead_secs: u64,
     /// A window nobody asked for during this many of its refresh periods is no longer
     /// prefetched.
-    pub prefetch_idle_periods: u32,
+    pub prefetch_idle_periods: NonZeroU32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -156,12 +155,11 @@ pub struct ClientQuota {
     pub burst: u32,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize)]
 pub struct CacheSettings {
-    pub max_bytes: u64,
-    pub historic_ttl_secs: u64,
-    pub live_ttl_secs: u64,
+    pub max_bytes: NonZeroU64,
+    pub historic_ttl_secs: NonZeroU64,
+    pub live_ttl_secs: NonZeroU64,
     pub settle_secs: u64,
     pub stale_while_revalidate_secs: u64,
     pub stale_if_error_secs: u64,
@@ -553,33 +551,8 @@ impl Settings {
                     .into(),
             );
         }
-        // These sections' counts are plain integers (the settings above that must not be zero
-        // are `NonZero*`, refused at conversion), so zero is refused here.
-        let mut positive = |name: &str, value: u64| {
-            if value == 0 {
-                problems.push(format!("{name} must be greater than 0"));
-            }
-        };
         let q = &self.query;
-        let c = &self.cache;
-        positive("cache.max_bytes", c.max_bytes);
-        positive("cache.historic_ttl_secs", c.historic_ttl_secs);
-        positive("cache.live_ttl_secs", c.live_ttl_secs);
         let seg = &self.segments;
-        positive("segments.points", seg.points);
-        positive("segments.max_bytes", seg.max_bytes);
-        positive(
-            "segments.max_points_per_request",
-            seg.max_points_per_request,
-        );
-        positive(
-            "segments.max_concurrent_fetches",
-            seg.max_concurrent_fetches as u64,
-        );
-        positive(
-            "segments.prefetch_idle_periods",
-            seg.prefetch_idle_periods.into(),
-        );
         let r = &self.rate_limit;
         if q.min_interval_seconds > q.max_interval_seconds {
             problems.push("query.min_interval_seconds is above query.max_interval_seconds".into());

@@ -183,7 +183,7 @@ where
                 .build_with_hasher(Hasher::default())
         };
         Self {
-            store: Arc::new(MemoryStore::new(settings.max_bytes)),
+            store: Arc::new(MemoryStore::new(settings.max_bytes.get())),
             exact: [exact(), exact(), exact(), exact()],
             purges: AtomicU64::new(0),
             index_writes: AtomicU64::new(0),

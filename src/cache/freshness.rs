@@ -128,8 +128,8 @@ impl Ttls {
     fn new(s: &CacheSettings) -> Self {
         let ms = |secs: u64| (secs as i64).saturating_mul(1000);
         Self {
-            historic_ttl_ms: ms(s.historic_ttl_secs),
-            live_ttl_ms: ms(s.live_ttl_secs).max(1),
+            historic_ttl_ms: ms(s.historic_ttl_secs.get()),
+            live_ttl_ms: ms(s.live_ttl_secs.get()),
             settle_ms: ms(s.settle_secs),
             swr_ms: ms(s.stale_while_revalidate_secs),
             sie_ms: ms(s.stale_if_error_secs),
@@ -340,18 +340,18 @@ mod tests {
         let historic = |c| f.deadlines(Lifetime::Historic, c, NOW);
         assert_eq!(
             historic(Completeness::Complete).ttl_secs(NOW),
-            s.cache.historic_ttl_secs as i64
+            s.cache.historic_ttl_secs.get() as i64
         );
         assert_eq!(
             historic(Completeness::Late).ttl_secs(NOW),
-            s.cache.live_ttl_secs as i64
+            s.cache.live_ttl_secs.get() as i64
         );
         assert_eq!(historic(Completeness::Partial).ttl_secs(NOW), 0);
         let old_end = NOW - 3_600_000;
         let segment = |c| f.segment_deadlines(old_end, 60_000, c, NOW).ttl_secs(NOW);
         assert_eq!(
             segment(Completeness::Complete),
-            s.cache.historic_ttl_secs as i64
+            s.cache.historic_ttl_secs.get() as i64
         );
         // Live, like a late one: until the end of the current minute (NOW is 40 s into it).
         assert_eq!(segment(Completeness::Late), 20);

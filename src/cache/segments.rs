@@ -112,14 +112,16 @@ where
 {
     pub fn new(settings: &SegmentSettings, cache: &CacheSettings, identity: &str) -> Self {
         Self {
-            memory: Arc::new(MemorySegments::new(settings.max_bytes)),
+            memory: Arc::new(MemorySegments::new(settings.max_bytes.get())),
             runs: Coalescer::default(),
             freshness: Freshness::new(cache),
             identity: Arc::from(identity),
-            points: settings.points.max(1) as i64,
-            concurrency: settings.max_concurrent_fetches.max(1),
-            segments_per_request: (settings.max_points_per_request / settings.points.max(1)).max(1)
-                as i64,
+            points: i64::try_from(settings.points.get()).unwrap_or(i64::MAX),
+            concurrency: settings.max_concurrent_fetches.get(),
+            segments_per_request: i64::try_from(
+                (settings.max_points_per_request.get() / settings.points.get()).max(1),
+            )
+            .unwrap_or(i64::MAX),
             shared: None,
             counters: Arc::default(),
         }

@@ -27,12 +27,38 @@ pub(super) struct RawSettings {
     server: RawServer,
     pub(super) upstream: RawUpstream,
     query: RawQuery,
-    cache: CacheSettings,
+    cache: RawCache,
     rate_limit: RawRateLimit,
-    segments: SegmentSettings,
+    segments: RawSegments,
     redis: RawRedis,
     prometheus: RawPrometheus,
     admin: RawAdmin,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    max_bytes: u64,
+    historic_ttl_secs: u64,
+    live_ttl_secs: u64,
+    settle_secs: u64,
+    stale_while_revalidate_secs: u64,
+    stale_if_error_secs: u64,
+    gzip_min_bytes: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSegments {
+    enabled: bool,
+    points: u64,
+    max_bytes: u64,
+    max_concurrent_fetches: usize,
+    max_points_per_request: u64,
+    prefetch: bool,
+    prefetch_budget_percent: u32,
+    prefetch_lead_secs: u64,
+    prefetch_idle_periods: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -357,7 +383,22 @@ impl TryFrom<RawSettings> for Settings {
                     ),
                 }
             },
-            cache: raw.cache,
+            cache: {
+                let c = raw.cache;
+                CacheSettings {
+                    max_bytes: p.positive("cache.max_bytes", c.max_bytes, U64),
+                    historic_ttl_secs: p.positive(
+                        "cache.historic_ttl_secs",
+                        c.historic_ttl_secs,
+                        U64,
+                    ),
+                    live_ttl_secs: p.positive("cache.live_ttl_secs", c.live_ttl_secs, U64),
+                    settle_secs: c.settle_secs,
+                    stale_while_revalidate_secs: c.stale_while_revalidate_secs,
+                    stale_if_error_secs: c.stale_if_error_secs,
+                    gzip_min_bytes: c.gzip_min_bytes,
+                }
+            },
             rate_limit: RateLimitSettings {
                 per_client_per_minute: p.positive(
                     "rate_limit.per_client_per_minute",
@@ -384,7 +425,32 @@ impl TryFrom<RawSettings> for Settings {
                 lease: p.positive("rate_limit.lease", r.lease, U32),
                 clients,
             },
-            segments: raw.segments,
+            segments: {
+                let g = raw.segments;
+                SegmentSettings {
+                    enabled: g.enabled,
+                    points: p.positive("segments.points", g.points, U64),
+                    max_bytes: p.positive("segments.max_bytes", g.max_bytes, U64),
+                    max_concurrent_fetches: p.positive(
+                        "segments.max_concurrent_fetches",
+                        g.max_concurrent_fetches,
+                        USIZE,
+                    ),
+                    max_points_per_request: p.positive(
+                        "segments.max_points_per_request",
+                        g.max_points_per_request,
+                        U64,
+                    ),
+                    prefetch: g.prefetch,
+                    prefetch_budget_percent: g.prefetch_budget_percent,
+                    prefetch_lead_secs: g.prefetch_lead_secs,
+                    prefetch_idle_periods: p.positive(
+                        "segments.prefetch_idle_periods",
+                        g.prefetch_idle_periods,
+                        U32,
+                    ),
+                }
+            },
             redis: RedisSettings {
                 url: raw.redis.url,
                 timeout_ms: p.positive("redis.timeout_ms", raw.redis.timeout_ms, U64),

@@ -233,7 +233,7 @@ fn string_settings_keep_their_digits() {
     assert_eq!(s.server.access_log, AccessLogMode::Errors);
     assert_eq!(s.upstream.max_response_bytes.get(), 1024);
     assert!(!s.segments.prefetch);
-    assert_eq!(s.cache.max_bytes, u64::MAX);
+    assert_eq!(s.cache.max_bytes.get(), u64::MAX);
     assert_eq!(s.prometheus.devices, [7, 42]);
     assert!(s.rate_limit.trusted_proxies.is_empty());
     assert_eq!(
@@ -366,11 +366,15 @@ fn unknown_keys_are_refused() {
 }
 
 #[test]
-fn a_question_limit_of_zero_is_refused_by_name() {
+fn a_count_of_zero_is_refused_by_name() {
     let err = load(&[
         ("METRICGATE__QUERY__MAX_METRICS", "0"),
         ("METRICGATE__QUERY__MAX_POINTS", "0"),
         ("METRICGATE__QUERY__MIN_INTERVAL_SECONDS", "0"),
+        ("METRICGATE__CACHE__MAX_BYTES", "0"),
+        ("METRICGATE__CACHE__LIVE_TTL_SECS", "0"),
+        ("METRICGATE__SEGMENTS__POINTS", "0"),
+        ("METRICGATE__SEGMENTS__MAX_CONCURRENT_FETCHES", "0"),
     ])
     .unwrap_err()
     .to_string();
@@ -378,7 +382,14 @@ fn a_question_limit_of_zero_is_refused_by_name() {
         "query.max_metrics",
         "query.max_points",
         "query.min_interval_seconds",
+        "cache.max_bytes",
+        "cache.live_ttl_secs",
+        "segments.points",
+        "segments.max_concurrent_fetches",
     ] {
-        assert!(err.contains(&format!("{name} must be greater than 0")), "{err}");
+        assert!(
+            err.contains(&format!("{name} must be greater than 0")),
+            "{err}"
+        );
     }
 }

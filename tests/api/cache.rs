@@ -175,7 +175,7 @@ async fn fanned_out_device_requests_coalesce_per_device() {
 #[tokio::test]
 async fn live_answers_expire_with_their_bucket() {
     let app = spawn_app_with(|s| {
-        s.cache.live_ttl_secs = 2;
+        s.cache.live_ttl_secs = NonZero::new(2).unwrap();
         s.cache.stale_while_revalidate_secs = 0;
         s.cache.stale_if_error_secs = 0;
     })
@@ -211,7 +211,7 @@ async fn live_answers_expire_with_their_bucket() {
 #[tokio::test]
 async fn stale_while_revalidate_answers_at_once_and_refreshes_once() {
     let app = spawn_app_with(|s| {
-        s.cache.historic_ttl_secs = 1;
+        s.cache.historic_ttl_secs = NonZero::new(1).unwrap();
         s.cache.stale_while_revalidate_secs = 60;
     })
     .await;
@@ -258,7 +258,7 @@ async fn stale_if_error_answers_stale_when_the_appliance_fails() {
     let app = spawn_app_with(|s| {
         // The breaker would open on the retried failures below; this test is about the cache.
         s.upstream.breaker_failures = NonZero::new(100).unwrap();
-        s.cache.historic_ttl_secs = 1;
+        s.cache.historic_ttl_secs = NonZero::new(1).unwrap();
         s.cache.stale_while_revalidate_secs = 0;
         s.cache.stale_if_error_secs = 60;
     })
@@ -436,7 +436,7 @@ async fn the_cache_reports_and_purges() {
 #[tokio::test]
 async fn the_cache_never_exceeds_max_bytes() {
     let max = 200_000;
-    let app = spawn_app_with(|s| s.cache.max_bytes = max).await;
+    let app = spawn_app_with(|s| s.cache.max_bytes = NonZero::new(max).unwrap()).await;
     for chunk in (0..300).collect::<Vec<u64>>().chunks(30) {
         let queries: Vec<String> = chunk
             .iter()

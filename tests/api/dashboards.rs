@@ -244,8 +244,8 @@ async fn a_delta_refresh_lists_only_the_unsettled_tail_and_a_hit_lists_nothing()
 #[tokio::test]
 async fn split_requests_are_fetched_with_bounded_concurrency() {
     let seg = spawn_app_with(|s| {
-        s.segments.max_concurrent_fetches = 2;
-        s.segments.max_points_per_request = 288;
+        s.segments.max_concurrent_fetches = std::num::NonZero::new(2).unwrap();
+        s.segments.max_points_per_request = std::num::NonZero::new(288).unwrap();
     })
     .await;
     // Each answer takes a while: the requests overlap as much as the gateway lets them.

@@ -292,7 +292,7 @@ async fn an_open_breaker_serves_stale_where_it_can() {
         s.upstream.retries = 0;
         s.upstream.breaker_failures = NonZero::new(1).unwrap();
         s.upstream.breaker_open_secs = NonZero::new(60).unwrap();
-        s.cache.historic_ttl_secs = 1;
+        s.cache.historic_ttl_secs = NonZero::new(1).unwrap();
         s.cache.stale_while_revalidate_secs = 0;
         s.cache.stale_if_error_secs = 600;
     })
