@@ -101,7 +101,9 @@ async fn scenario(replicas: usize, spread: Spread, start_ms: i64) -> Outcome {
         s.rate_limit.per_ip_burst = NonZero::new(100_000).unwrap();
         s.upstream.per_minute = 100_000;
         s.upstream.max_in_flight = NonZero::new(64).unwrap();
-        s.redis.url = format!("redis://127.0.0.1:{}/0", redis.port);
+        s.redis.url =
+            metricgate::settings::RedisUrl::parse(&format!("redis://127.0.0.1:{}/0", redis.port))
+                .ok();
         // Patient: a slow call on a busy machine must not push a replica into embedded mode.
         s.redis.timeout_ms = NonZero::new(2_000).unwrap();
         s.admin.listen = None;

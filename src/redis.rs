@@ -178,11 +178,10 @@ impl SharedState {
         settings: &RedisSettings,
         metrics: Arc<GatewayMetrics>,
     ) -> Result<Option<Arc<Self>>, String> {
-        if settings.url.is_empty() {
+        let Some(url) = &settings.url else {
             return Ok(None);
-        }
-        let client =
-            redis::Client::open(settings.url.as_str()).map_err(|e| format!("redis.url: {e}"))?;
+        };
+        let client = redis::Client::open(url.as_str()).map_err(|e| format!("redis.url: {e}"))?;
         metrics.track_redis();
         Ok(Some(Arc::new(Self {
             client,

@@ -78,8 +78,8 @@ pub enum ConfigSource {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RedisSettings {
-    /// Empty: embedded mode. Otherwise checked at load to be a URL the Redis client opens.
-    pub url: String,
+    /// `None` (empty in the file): embedded mode.
+    pub url: Option<RedisUrl>,
     pub timeout_ms: NonZeroU64,
     /// Longest a replica waits for another replica's fetch (a live holder, still renewing its
     /// lock) before fetching itself.
@@ -244,6 +244,40 @@ pub struct QueryLimits {
     pub min_interval_seconds: NonZeroU64,
     pub max_interval_seconds: NonZeroU64,
     pub default_interval_seconds: NonZeroU64,
+}
+
+/// A URL the Redis client opens (`redis://host:port/db`, `rediss://…`, `unix://…`), checked
+/// at load. It may hold a password, so `Debug` and errors never show it whole.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        redis::Client::open(text)
+            .map(|_| Self(text.to_owned()))
+            .map_err(|_| {
+                "not a Redis URL the client opens (redis://host:port/db, rediss://…, unix://…)"
+                    .to_owned()
+            })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The user and password, if any, stand before the last `@`.
+        match self.0.split_once("://") {
+            Some((scheme, rest)) => {
+                let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+                write!(f, "RedisUrl({scheme}://…@{host})")
+            }
+            None => f.write_str("RedisUrl(…)"),
+        }
+    }
 }
 
 /// The appliance's base URL: http or https, with a host, without a query string.
@@ -572,12 +606,6 @@ impl Settings {
         }
         if self.redis.lock_ttl_ms < 30 {
             problems.push("redis.lock_ttl_ms: at least 30 (it is renewed every third)".into());
-        }
-        if !self.redis.url.is_empty() && redis::Client::open(self.redis.url.as_str()).is_err() {
-            problems.push(format!(
-                "redis.url: {:?} is not a redis:// URL",
-                self.redis.url
-            ));
         }
         if let Some(bad) = self
             .prometheus

@@ -16,8 +16,8 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use super::{
     AccessLogMode, AdminSettings, CaFile, CacheSettings, ClientHeader, ClientKey, ClientQuota,
     ConfigSource, DEFAULT_TOML, KeyDigest, LogFormat, PrometheusSettings, QueryLimits,
-    RateLimitSettings, RedisSettings, SegmentSettings, ServerSettings, Settings, SettingsError,
-    UpstreamSettings, UpstreamUrl,
+    RateLimitSettings, RedisSettings, RedisUrl, SegmentSettings, ServerSettings, Settings,
+    SettingsError, UpstreamSettings, UpstreamUrl,
 };
 use crate::pin::parse_pins;
 
@@ -452,7 +452,16 @@ impl TryFrom<RawSettings> for Settings {
                 }
             },
             redis: RedisSettings {
-                url: raw.redis.url,
+                url: if raw.redis.url.is_empty() {
+                    None
+                } else {
+                    p.or(
+                        RedisUrl::parse(&raw.redis.url)
+                            .map(Some)
+                            .map_err(|e| format!("redis.url: {e}")),
+                        None,
+                    )
+                },
                 timeout_ms: p.positive("redis.timeout_ms", raw.redis.timeout_ms, U64),
                 lock_ms: p.positive("redis.lock_ms", raw.redis.lock_ms, U64),
                 lock_ttl_ms: raw.redis.lock_ttl_ms,

@@ -393,3 +393,25 @@ fn a_count_of_zero_is_refused_by_name() {
         );
     }
 }
+
+#[test]
+fn a_redis_url_is_parsed_at_load_and_never_shows_its_password() {
+    let err = load(&[("METRICGATE__REDIS__URL", "http://not-redis")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("redis.url: not a Redis URL"), "{err}");
+    let s = load(&[(
+        "METRICGATE__REDIS__URL",
+        "redis://:hunter2@cache.internal:6379/0",
+    )])
+    .unwrap();
+    let url = s.redis.url.clone().expect("a Redis URL");
+    assert_eq!(url.as_str(), "redis://:hunter2@cache.internal:6379/0");
+    let shown = format!("{s:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("cache.internal:6379/0"), "{shown}");
+    assert!(
+        load(&[]).unwrap().redis.url.is_none(),
+        "empty: embedded mode"
+    );
+}

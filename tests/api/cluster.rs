@@ -340,7 +340,7 @@ async fn redis_indexes_name_only_live_entries_and_purges_take_what_both_name() {
     use metricgate::redis::{IndexedEntry, SharedState};
     let redis = TestRedis::start();
     let mut settings = Settings::defaults().redis;
-    settings.url = redis.url();
+    settings.url = Some(metricgate::settings::RedisUrl::parse(&redis.url()).unwrap());
     let metrics = std::sync::Arc::new(metricgate::telemetry::GatewayMetrics::new());
     let shared = SharedState::new(&settings, metrics).unwrap().unwrap();
     tokio::spawn(shared.clone().keep());

@@ -165,7 +165,12 @@ async fn redis_up_is_reported_only_where_redis_is_configured() {
         .and_then(|l| l.local_addr())
         .unwrap()
         .port();
-    let replica = spawn_app_with(|s| s.redis.url = format!("redis://127.0.0.1:{port}/0")).await;
+    let replica = spawn_app_with(|s| {
+        s.redis.url = Some(
+            metricgate::settings::RedisUrl::parse(&format!("redis://127.0.0.1:{port}/0")).unwrap(),
+        )
+    })
+    .await;
     let series = replica
         .http
         .get(format!("{}/metrics", replica.url))

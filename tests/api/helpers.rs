@@ -423,7 +423,8 @@ async fn start_replicas(
     for _ in 0..n {
         let mut settings = test_settings(&sim);
         settings.server.workers = 1;
-        settings.redis.url = redis_url.to_owned();
+        settings.redis.url =
+            Some(metricgate::settings::RedisUrl::parse(redis_url).expect("a Redis URL"));
         settings.admin.listen = None;
         settings.admin.token = ADMIN_TOKEN.to_owned().into();
         adjust(&mut settings);

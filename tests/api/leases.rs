@@ -257,7 +257,7 @@ async fn three_limits(
     let mut replicas = Vec::new();
     for _ in 0..3 {
         let mut settings = s.redis.clone();
-        settings.url = redis.url();
+        settings.url = metricgate::settings::RedisUrl::parse(&redis.url()).ok();
         let metrics = Arc::new(metricgate::telemetry::GatewayMetrics::new());
         let shared = SharedState::new(&settings, metrics).unwrap().unwrap();
         tokio::spawn(shared.clone().keep());

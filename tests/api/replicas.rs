@@ -168,7 +168,7 @@ async fn each_representation_has_its_own_shared_entry() {
 async fn a_lock_is_released_only_by_its_holder() {
     let redis = TestRedis::start();
     let mut settings = metricgate::settings::Settings::defaults().redis;
-    settings.url = redis.url();
+    settings.url = metricgate::settings::RedisUrl::parse(&redis.url()).ok();
     let metrics = std::sync::Arc::new(metricgate::telemetry::GatewayMetrics::new());
     let shared = metricgate::redis::SharedState::new(&settings, metrics)
         .unwrap()
