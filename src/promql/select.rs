@@ -130,7 +130,7 @@ pub(crate) fn resolve(
     warnings: &mut Vec<String>,
 ) -> Result<Selection, PromError> {
     let matchers = selector.matchers.clone();
-    let (metrics, breaches) = names(&matchers, ctx, purpose)?;
+    let (metrics, breaches) = names(&matchers, ctx, purpose, warnings)?;
     let (network, devices) = devices(&matchers, ctx, purpose)?;
     let filters = filters(&matchers, purpose)?;
     let direction_matchers = by_name(&matchers, DIRECTION);
@@ -176,6 +176,7 @@ fn names(
     matchers: &[Matcher],
     ctx: &Context<'_>,
     purpose: Purpose,
+    warnings: &mut Vec<String>,
 ) -> Result<(Vec<String>, bool), PromError> {
     let name_matchers = by_name(matchers, METRIC_NAME);
     let unnamed = name_matchers.iter().all(|m| m.is_match(""));
@@ -198,6 +199,7 @@ fn names(
             return Ok((Vec::new(), true));
         }
         if ctx.names.contains(&name) == Some(false) {
+            // As Prometheus answers a metric it has no series of: nothing, plus a hint.
             let closest = ctx.names.closest(&name);
             let hint = if closest.is_empty() {
                 "; /api/v1/label/__name__/values lists the metrics".to_owned()
@@ -205,9 +207,10 @@ fn names(
                 let quoted: Vec<String> = closest.iter().map(|n| format!("`{n}`")).collect();
                 format!("; did you mean {}?", quoted.join(", "))
             };
-            return Err(PromError::bad_data(format!(
-                "unknown metric `{name}`{hint}"
-            )));
+            warnings.push(format!(
+                "no series: the appliance has no metric `{name}`{hint}"
+            ));
+            return Ok((Vec::new(), false));
         }
         return Ok((vec![name], false));
     }

@@ -605,13 +605,6 @@ async fn failures_have_prometheus_envelopes_and_statuses() {
             "takes only port=\"…\"",
         ),
         (
-            vec![("query", "conections")],
-            "/query",
-            400,
-            "bad_data",
-            "unknown metric `conections`; did you mean `connections`",
-        ),
-        (
             vec![("query", "connections{port=\"0\"}")],
             "/query",
             400,
@@ -683,6 +676,24 @@ async fn failures_have_prometheus_envelopes_and_statuses() {
         assert!(error.contains(message), "{route} {params:?}: {error}");
         assert_eq!(a.header("cache-control"), "no-store");
     }
+    // A metric the appliance does not have is no series, as Prometheus answers, with a hint,
+    // and nothing asked of the appliance.
+    let asked = app.upstream_metricdata();
+    let a = get(&app, "/query", &[("query", "sum(conections)")]).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(
+        a.body["data"]["result"],
+        serde_json::json!([]),
+        "{}",
+        a.body
+    );
+    let warning = a.body["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("no metric `conections`; did you mean `connections`"),
+        "{}",
+        a.body
+    );
+    assert_eq!(app.upstream_metricdata(), asked);
     // Label values answer GET only: Grafana's POST falls back to GET on a 405.
     let a = post(&app, "/label/did/values", &[]).await;
     assert_eq!(a.status, 405);
