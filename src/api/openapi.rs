@@ -251,25 +251,26 @@ fn prometheus_value(name: &str, required: bool, schema: &mut Schema) {
         "query" => text(schema, None, Some(1)),
         "name" => text(schema, Some("^[A-Za-z_][A-Za-z0-9_]*$".to_owned()), None),
         "limit" | "limit_per_metric" => {
+            // A form field's description is on its schema (a parameter's is beside it).
+            let description = match schema {
+                Schema::Object(o) => o.description.take(),
+                _ => None,
+            };
             let count: Schema = ObjectBuilder::new()
                 .schema_type(Type::Integer)
                 .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
                 .minimum(Some(0))
                 .maximum(Some(i64::MAX))
                 .into();
-            let description = match schema {
-                Schema::Object(o) => o.description.take(),
-                _ => None,
-            };
             *schema = if required {
                 count
             } else {
                 super::params::or_empty(count)
             };
-            if let (Some(description), Schema::AnyOf(any)) = (description.clone(), &mut *schema) {
-                any.description = Some(description);
-            } else if let (Some(description), Schema::Object(o)) = (description, &mut *schema) {
-                o.description = Some(description);
+            match schema {
+                Schema::AnyOf(any) => any.description = description,
+                Schema::Object(o) => o.description = description,
+                _ => {}
             }
         }
         "match[]" => {
