@@ -386,6 +386,9 @@ pub enum PrometheusError {
     BodyTooLarge { limit: usize },
     #[error("the request body could not be read")]
     Body,
+    /// A form body part that is not `name=value` (Prometheus' clients always send pairs).
+    #[error("the form body is not name=value pairs: `{0}` has no `=`")]
+    NotAForm(String),
     #[error("the caller is over its rate limit")]
     RateLimited { retry_after_secs: u64 },
     #[error("no such endpoint")]
@@ -440,7 +443,9 @@ impl PrometheusError {
             Self::BodyTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "bad_data", self.to_string())
             }
-            Self::Body => (StatusCode::BAD_REQUEST, "bad_data", self.to_string()),
+            Self::Body | Self::NotAForm(_) => {
+                (StatusCode::BAD_REQUEST, "bad_data", self.to_string())
+            }
             Self::RateLimited { retry_after_secs } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "unavailable",

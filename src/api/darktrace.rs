@@ -49,8 +49,12 @@ const FIELDS: &[&str] = &[
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct SdkMetricsParams {
-    /// Only these fields of each metric, comma-separated (e.g. `mlid,name`).
-    #[param(example = "mlid,name")]
+    /// Only these fields of each metric, comma-separated (e.g. `mlid,name`): `mlid`, `name`,
+    /// `label`, `set`, `units`, `filtertypes`, `unitsinterval`, `lengthscale`. Empty: all.
+    #[param(
+        example = "mlid,name",
+        pattern = "^( *(mlid|name|label|set|units|filtertypes|unitsinterval|lengthscale) *(, *(mlid|name|label|set|units|filtertypes|unitsinterval|lengthscale) *)*)?$"
+    )]
     responsedata: Option<String>,
 }
 
@@ -123,7 +127,14 @@ pub(super) fn responsedata(raw: &str) -> Result<Option<Vec<String>>, Vec<FieldEr
             errors.push(FieldError::new(crate::query::shown(&key), message));
             continue;
         }
-        let picked: Vec<String> = value.split(',').map(|f| f.trim().to_owned()).collect();
+        if value.is_empty() && key == "responsedata" {
+            // Given empty: absent (a generated client's unset parameter).
+            continue;
+        }
+        let picked: Vec<String> = value
+            .split(',')
+            .map(|f| f.trim_matches(' ').to_owned())
+            .collect();
         for f in picked.iter().filter(|f| !FIELDS.contains(&f.as_str())) {
             errors.push(FieldError::new(
                 "responsedata",
@@ -160,4 +171,48 @@ fn respond<T: serde::Serialize>(value: &T, fields: Option<&[String]>) -> HttpRes
         None => keep(&mut tree),
     }
     HttpResponse::Ok().json(tree)
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::Schema;
+
+    use super::*;
+
+    /// The documented pattern of `responsedata` names [`FIELDS`], and says what is accepted.
+    #[test]
+    fn the_documented_responsedata_is_what_is_accepted() {
+        let params = SdkMetricsParams::into_params(|| None);
+        let Some(RefOr::T(Schema::Object(schema))) = &params[0].schema else {
+            panic!("responsedata is a string");
+        };
+        let pattern = schema.pattern.clone().unwrap();
+        let one = format!(" *({}) *", FIELDS.join("|"));
+        assert_eq!(pattern, format!("^({one}(,{one})*)?$"));
+        let pattern = regex::Regex::new(&pattern).unwrap();
+        for value in [
+            "",
+            "mlid",
+            "mlid,name",
+            " mlid , name ",
+            "label,set,units,filtertypes,unitsinterval,lengthscale",
+            "nope",
+            "mlid,",
+            ",mlid",
+            "mlid\tname",
+            "mlid,nope",
+            "MLID",
+        ] {
+            let raw = format!(
+                "responsedata={}",
+                value.replace(' ', "%20").replace('\t', "%09")
+            );
+            assert_eq!(
+                pattern.is_match(value),
+                responsedata(&raw).is_ok(),
+                "`{value}`"
+            );
+        }
+    }
 }

@@ -3,8 +3,11 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use utoipa::openapi::RefOr;
 use utoipa::openapi::example::ExampleBuilder;
+use utoipa::openapi::schema::{
+    ArrayBuilder, ArrayItems, KnownFormat, ObjectBuilder, Schema, SchemaFormat, SchemaType, Type,
+};
+use utoipa::openapi::{RefOr, Required};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -19,7 +22,7 @@ use crate::upstream::UpstreamError;
 
 #[derive(OpenApi)]
 #[openapi(
-    modifiers(&ProblemExamples),
+    modifiers(&ProblemExamples, &PrometheusValues, &PickedFields),
     info(
         title = "metricgate",
         description = "An internal gateway in front of a Darktrace appliance's time-series API. \
@@ -44,7 +47,9 @@ normalized schema. No authentication: callers never hold appliance tokens.",
         super::prometheus::query::get_query_range,
         super::prometheus::query::post_query_range,
         super::prometheus::query::format_query,
+        super::prometheus::query::post_format_query,
         super::prometheus::query::query_exemplars,
+        super::prometheus::query::post_query_exemplars,
         super::prometheus::listing::get_labels,
         super::prometheus::listing::post_labels,
         super::prometheus::listing::label_values,
@@ -121,6 +126,165 @@ impl Modify for ProblemExamples {
                 }
             }
         }
+    }
+}
+
+/// The SDK's and the appliance's catalog routes answer every field of a metric, or only those
+/// `responsedata` picks: their answers are `MetricFields`, `MetricInfo` with no field required.
+struct PickedFields;
+
+impl Modify for PickedFields {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let Some(components) = doc.components.as_mut() else {
+            return;
+        };
+        let Some(RefOr::T(Schema::Object(info))) = components.schemas.get("MetricInfo") else {
+            return;
+        };
+        let mut fields = info.clone();
+        fields.required.clear();
+        fields.description = Some(
+            "A metric's fields: all of them (as `MetricInfo`), or those `responsedata` picks."
+                .to_owned(),
+        );
+        components
+            .schemas
+            .insert("MetricFields".to_owned(), RefOr::T(Schema::Object(fields)));
+        let one = || RefOr::Ref(utoipa::openapi::Ref::from_schema_name("MetricFields"));
+        for (path, list) in [
+            ("/darktrace/metrics", true),
+            ("/appliance/metrics", true),
+            ("/darktrace/metrics/{mlid}", false),
+            ("/appliance/metrics/{mlid}", false),
+        ] {
+            let Some(operation) = doc.paths.paths.get_mut(path).and_then(|i| i.get.as_mut()) else {
+                continue;
+            };
+            let Some(RefOr::T(ok)) = operation.responses.responses.get_mut("200") else {
+                continue;
+            };
+            if let Some(content) = ok.content.get_mut("application/json") {
+                content.schema = Some(if list {
+                    RefOr::T(ArrayBuilder::new().items(one()).into())
+                } else {
+                    one()
+                });
+            }
+        }
+    }
+}
+
+/// Says what the Prometheus API's parameters read, in the URL and in form bodies alike, from
+/// the parsers' own patterns ([`crate::promql::time`]): times, durations and counts have
+/// their shapes and are never `null` (a form field is text; absent is how to leave one out),
+/// a selector or an expression is not empty, a label name is one.
+struct PrometheusValues;
+
+impl Modify for PrometheusValues {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let prefix = super::prometheus::PREFIX;
+        // A listing of every label needs no parameters: its form body may be left out.
+        if let Some(body) = doc
+            .paths
+            .paths
+            .get_mut(&format!("{prefix}/labels"))
+            .and_then(|item| item.post.as_mut())
+            .and_then(|operation| operation.request_body.as_mut())
+        {
+            body.required = Some(Required::False);
+        }
+        for (_, item) in doc
+            .paths
+            .paths
+            .iter_mut()
+            .filter(|(p, _)| p.starts_with(prefix))
+        {
+            for operation in [item.get.as_mut(), item.post.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    let required = matches!(parameter.required, Required::True);
+                    if let Some(RefOr::T(schema)) = parameter.schema.as_mut() {
+                        prometheus_value(&parameter.name, required, schema);
+                    }
+                }
+            }
+        }
+        let Some(components) = doc.components.as_mut() else {
+            return;
+        };
+        for (_, schema) in components.schemas.iter_mut() {
+            let RefOr::T(Schema::Object(form)) = schema else {
+                continue;
+            };
+            if !form.properties.contains_key("query") && !form.properties.contains_key("match[]") {
+                continue;
+            }
+            for (name, field) in form.properties.iter_mut() {
+                let required = form.required.contains(name);
+                if let RefOr::T(field) = field {
+                    prometheus_value(name, required, field);
+                }
+            }
+        }
+    }
+}
+
+/// One Prometheus parameter's schema, made precise by its name. An optional one may be given
+/// empty, which counts as absent (as Prometheus reads it).
+fn prometheus_value(name: &str, required: bool, schema: &mut Schema) {
+    use crate::promql::time;
+    let text = |schema: &mut Schema, pattern: Option<String>, min_length: Option<usize>| {
+        if let Schema::Object(o) = schema {
+            o.schema_type = SchemaType::Type(Type::String);
+            o.pattern = match pattern {
+                Some(p) if !required => Some(format!("^({})?$", &p[1..p.len() - 1])),
+                p => p,
+            };
+            o.min_length = min_length;
+        }
+    };
+    match name {
+        "time" | "start" | "end" => text(schema, Some(time::time_pattern()), None),
+        "step" | "timeout" => text(schema, Some(time::duration_pattern()), None),
+        "query" => text(schema, None, Some(1)),
+        "name" => text(schema, Some("^[A-Za-z_][A-Za-z0-9_]*$".to_owned()), None),
+        "limit" | "limit_per_metric" => {
+            // A form field's description is on its schema (a parameter's is beside it).
+            let description = match schema {
+                Schema::Object(o) => o.description.take(),
+                _ => None,
+            };
+            let count: Schema = ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                .minimum(Some(0))
+                .maximum(Some(i64::MAX))
+                .into();
+            *schema = if required {
+                count
+            } else {
+                super::params::or_empty(count)
+            };
+            match schema {
+                Schema::AnyOf(any) => any.description = description,
+                Schema::Object(o) => o.description = description,
+                _ => {}
+            }
+        }
+        "match[]" => {
+            if let Schema::Array(a) = schema {
+                a.schema_type = SchemaType::Type(Type::Array);
+                a.min_items = required.then_some(1);
+                if let ArrayItems::RefOrSchema(items) = &mut a.items
+                    && let RefOr::T(item) = items.as_mut()
+                {
+                    text(item, None, Some(1));
+                }
+            }
+        }
+        _ => {}
     }
 }
 

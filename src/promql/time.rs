@@ -4,6 +4,23 @@
 
 use super::PromError;
 
+/// A number as Go's `strconv.ParseFloat` and Rust's `f64` read it (without `inf` and `nan`,
+/// which are refused).
+const NUMBER: &str = "[+-]?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)([eE][+-]?[0-9]+)?";
+
+/// The OpenAPI pattern of what [`parse_time`] reads: Unix seconds or RFC 3339. What matches
+/// may still be refused (a date that does not exist, a year past 9999).
+pub fn time_pattern() -> String {
+    format!(
+        "^({NUMBER}|[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}[Tt ][0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}}(\\.[0-9]+)?([Zz]|[+-][0-9]{{2}}:[0-9]{{2}}))$"
+    )
+}
+
+/// The OpenAPI pattern of what [`parse_duration`] reads: seconds, or a PromQL duration.
+pub fn duration_pattern() -> String {
+    format!("^({NUMBER}|([0-9]+(ms|s|m|h|d|w|y))+)$")
+}
+
 /// Epoch ms of a `start`, `end` or `time` value; `name` is the parameter, for the message.
 pub fn parse_time(name: &str, value: &str) -> Result<i64, PromError> {
     let bad = || {
@@ -80,6 +97,50 @@ pub(crate) fn lookback(interval_ms: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Everything accepted matches the document's patterns; what does not match is refused.
+    #[test]
+    fn the_documented_patterns_hold_what_is_accepted() {
+        let times = regex::Regex::new(&time_pattern()).unwrap();
+        let durations = regex::Regex::new(&duration_pattern()).unwrap();
+        for v in [
+            "0",
+            "1705320000",
+            "1705320000.5",
+            "-1.5",
+            "+3",
+            ".5",
+            "5.",
+            "1e9",
+            "2024-01-15T12:00:00Z",
+            "2024-01-15T12:00:00.123+01:00",
+            "2024-01-15t12:00:00z",
+        ] {
+            assert!(parse_time("t", v).is_ok(), "{v}");
+            assert!(times.is_match(v), "time `{v}`");
+        }
+        for v in [
+            "",
+            "null",
+            "now",
+            "inf",
+            "NaN",
+            "2024-01-15",
+            "2024-01-15T12:00:00",
+            "1h",
+        ] {
+            assert!(parse_time("t", v).is_err(), "{v}");
+            assert!(!times.is_match(v), "time `{v}`");
+        }
+        for v in ["60", "1.5", "1m", "1h30m", "500ms", "2d", "1w", "1y", "-5"] {
+            assert!(parse_duration("d", v).is_ok(), "{v}");
+            assert!(durations.is_match(v), "duration `{v}`");
+        }
+        for v in ["", "null", "1x", "m", "inf", "1 m", "1M"] {
+            assert!(parse_duration("d", v).is_err(), "{v}");
+            assert!(!durations.is_match(v), "duration `{v}`");
+        }
+    }
 
     #[test]
     fn times_in_both_spellings() {

@@ -13,6 +13,10 @@ use crate::settings::QueryLimits;
 const MAX_NAME_LEN: usize = 64;
 const MAX_APPLICATION_PROTOCOL_LEN: usize = 64;
 
+/// The OpenAPI pattern of `applicationprotocol`: a code, or a name of the characters
+/// [`MetricQueryBuilder`] accepts in one (whether the appliance lists it is checked then).
+pub const APPLICATION_PROTOCOL_PATTERN: &str = "^[A-Za-z0-9 _.:/+-]{1,64}$";
+
 /// The appliance's filters: one value each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Filter {

@@ -12,11 +12,13 @@ mod values;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-pub use builder::{BuildError, Field, Filter, MetricQueryBuilder};
+pub use builder::{APPLICATION_PROTOCOL_PATTERN, BuildError, Field, Filter, MetricQueryBuilder};
 pub use parameters::{Example, PARAMETERS, Parameter, Shape};
 pub use representation::{Encoding, Format, Offer, Representation};
 pub use spelling::{Dialect, parse, parse_in};
-pub use values::{interval_label, positive_id, shown};
+pub use values::{
+    TIME_PATTERN, interval_label, interval_pattern, positive_id, protocol_pattern, shown,
+};
 
 /// A validated `/metricdata` question in canonical form.
 ///

@@ -4,16 +4,24 @@
 /// What a parameter's values look like, for the OpenAPI document (the parser checks them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
-    /// Free text the parser interprets (times, intervals, protocol names).
-    Text,
+    /// A time: epoch ms, a date and time, or relative to now.
+    Time,
+    /// A bucket width: seconds, or a number and a unit.
+    Interval,
+    /// An IP protocol: a number or a name.
+    Protocol,
+    /// An application protocol: the appliance's code or its name.
+    ApplicationProtocol,
     /// `[A-Za-z0-9_.:-]`, at most this many characters.
     Token(usize),
     /// A positive integer id.
     Id,
     Port,
     Boolean,
-    /// Repeated, or a comma list.
-    List,
+    /// Metric names (each a [`Shape::Token`]), repeated or as a comma list.
+    Metrics,
+    /// Device ids (each a [`Shape::Id`]), repeated or as a comma list.
+    Devices,
     /// `json` or `csv`.
     Format,
 }
@@ -72,13 +80,13 @@ pub const PARAMETERS: &[Parameter] = &[
     p(
         "metric",
         Shape::Token(64),
-        "One metric name (see `GET /v1/metrics`). Mutually exclusive with `metrics`; given once (for several metrics, use `metrics`).",
+        "One metric name (see `GET /v1/metrics`). `metric` or `metrics` is required, not both; given once (for several metrics, use `metrics`). Any parameter given empty (`metrics=`) counts as absent.",
     )
-    .sdk("One metric name, or several joined by commas (darktrace-sdk 0.9). darktrace-sdk 0.10 sends several as `metric1=`, `metric2=`, …, which are accepted too.")
+    .sdk("One metric name, or several joined by commas (darktrace-sdk 0.9); `metric` or `metrics` is required, not both. Any parameter given empty counts as absent. darktrace-sdk 0.10 sends several as `metric1=`, `metric2=`, …, which are accepted too.")
     .example(Example::Text("connections")),
     p(
         "metrics",
-        Shape::List,
+        Shape::Metrics,
         "Several metric names: a comma list (`a,b`, or `[a,b]`) or `metrics=` repeated. Sorted and deduplicated. Mutually exclusive with `metric`.",
     ),
     p("did", Shape::Id, "One device id. Mutually exclusive with `devices`; given once (for several devices, use `devices`).")
@@ -90,31 +98,31 @@ pub const PARAMETERS: &[Parameter] = &[
     p("destinationport", Shape::Port, "Destination port."),
     p(
         "protocol",
-        Shape::Text,
+        Shape::Protocol,
         "IP protocol: a name (`tcp`, `udp`, `icmp`, …) or a number 0–255.",
     ),
     p(
         "applicationprotocol",
-        Shape::Text,
+        Shape::ApplicationProtocol,
         "Application protocol: the appliance's numeric code from its `/enums` (e.g. `1053`), or the protocol's name there in any case (`http`, `https`, `smtp`, …), which the gateway translates to the code. Unknown names are refused with the closest known ones; names are accepted once the gateway has read the appliance's `/enums` (codes always are).",
     ),
     p(
         "starttime",
-        Shape::Text,
+        Shape::Time,
         "Start: epoch ms, ISO-8601 (`2024-01-15T12:00:00Z`), `YYYY-MM-DD HH:MM:SS` (UTC) between March 1973 and 9999, or relative to now (`now-1h`, `now-30min`, `now-7d`). Alias: `from` (give one of the two). Without an end, the range runs until now; without a start, the appliance's recent window is asked for. The first bucket is the one holding the start (buckets start at epoch-aligned multiples of the interval).",
     ),
     p(
         "endtime",
-        Shape::Text,
-        "Start: epoch ms, ISO-8601 (`2024-01-15T12:00:00Z`), `YYYY-MM-DD HH:MM:SS` (UTC) between March 1973 and 9999, or relative to now (`now-1h`, `now-30min`, `now-7d`). Alias: `from` (give one of the two). Without an end, the range runs until now; without a start, the appliance's recent window is asked for. The first bucket is the one holding the start (buckets start at epoch-aligned multiples of the interval).",
+        Shape::Time,
+        "End: the forms `starttime` takes. Alias: `to` (give one of the two). Without an end, the range runs until now.",
     ),
-    p("from", Shape::Text, "Alias of `starttime`; give one of the two.")
+    p("from", Shape::Time, "Alias of `starttime`; give one of the two.")
         .sdk("Alias of `starttime` (the SDK's `from_`).")
         .example(Example::Text("now-1h")),
-    p("to", Shape::Text, "Alias of `endtime`; give one of the two."),
+    p("to", Shape::Time, "Alias of `endtime`; give one of the two."),
     p(
         "interval",
-        Shape::Text,
+        Shape::Interval,
         "Bucket width: seconds (`300`) or a label (`1min`, `5min`, `15min`, `1hour`, `1day`), a whole number of minutes (appliances keep one value per minute). Default 60 seconds. Each bucket holds the maximum value inside it.",
     )
     .example(Example::Text("5min")),
@@ -131,7 +139,7 @@ pub const PARAMETERS: &[Parameter] = &[
     ),
     p(
         "devices",
-        Shape::List,
+        Shape::Devices,
         "Several numeric device ids: a comma list (`123,456`, or `[123,456]`) or `devices=` repeated; each is its own appliance request. Mutually exclusive with `did`.",
     )
     .sdk("Several device ids: comma-joined (darktrace-sdk 0.9) or repeated (0.10). Mutually exclusive with `did`."),

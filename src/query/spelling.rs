@@ -125,6 +125,14 @@ impl Parser {
                 (Dialect::Appliance, Some(canonical)) => std::borrow::Cow::Borrowed(canonical),
                 _ => key,
             };
+            // A known parameter given empty is absent, as Prometheus reads its parameters:
+            // generated clients send `protocol=` or `metrics=` for an unset one. (An unknown
+            // name is still refused: it is a typo.)
+            let named = super::parameters::known(&key).is_some()
+                || (self.dialect.numbers_metrics() && is_numbered_metric(&key));
+            if value.is_empty() && named {
+                continue;
+            }
             if self.dialect.numbers_metrics()
                 && (is_numbered_metric(&key) || (key == "metric" && value.contains(',')))
             {
@@ -563,6 +571,35 @@ mod tests {
         assert!(e[0].message.contains("`metrics=a,b`"), "{}", e[0].message);
         let e = errs("metric=x&did=[1,2]");
         assert!(e[0].message.contains("`devices="), "{}", e[0].message);
+    }
+
+    #[test]
+    fn an_empty_value_is_no_value() {
+        assert_eq!(
+            ok("metric=a&metrics=&protocol=&devices=&did=&starttime=&endtime=&interval=&format="),
+            ok("metric=a")
+        );
+        assert_eq!(ok("metric=&metrics=a,b").metrics, ["a", "b"]);
+        assert_eq!(ok("metric=a&did=&devices=1,2").devices, [1, 2]);
+        for dialect in [Dialect::Sdk, Dialect::Appliance] {
+            let q = parse_in(
+                dialect,
+                "metric=a&metric1=&from=&to=&ddid=&breachtimes=",
+                &Settings::defaults().query,
+                &AnyMetric,
+                NOW,
+            );
+            assert_eq!(q.unwrap(), ok("metric=a"), "{dialect:?}");
+        }
+        // A missing metric is still named, given empty or not at all.
+        for raw in ["metric=", "metrics=", "metric=&metrics=&did=1", ""] {
+            let e = errs(raw);
+            assert_eq!(e.len(), 1, "{raw}: {e:?}");
+            assert_eq!(e[0].parameter, "metric", "{raw}");
+            assert!(e[0].message.contains("required"), "{raw}: {}", e[0].message);
+        }
+        // Unknown names are refused even when empty.
+        assert_eq!(errs("metric=a&nosuch=")[0].parameter, "nosuch");
     }
 
     #[test]

@@ -85,6 +85,48 @@ pub fn protocol(value: &str) -> Result<u8, String> {
         })
 }
 
+/// `word` in any case, as a regular expression (`tcp` → `[Tt][Cc][Pp]`): JSON Schema's
+/// patterns have no case-insensitive flag.
+fn caseless(word: &str) -> String {
+    word.chars()
+        .map(|c| {
+            if c.is_ascii_alphabetic() {
+                format!("[{}{}]", c.to_ascii_uppercase(), c.to_ascii_lowercase())
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// The OpenAPI pattern of what [`protocol`] accepts: a number 0–255 (leading zeros allowed)
+/// or a known name in any case.
+pub fn protocol_pattern() -> String {
+    let names: Vec<String> = PROTOCOLS.iter().map(|(n, _)| caseless(n)).collect();
+    format!(
+        "^(0*(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])|{})$",
+        names.join("|")
+    )
+}
+
+/// The units [`interval_seconds`] reads, in lower case.
+const INTERVAL_UNITS: &[&str] = &[
+    "s", "sec", "secs", "second", "seconds", "m", "min", "mins", "minute", "minutes", "h", "hour",
+    "hours", "d", "day", "days", "w", "week", "weeks",
+];
+
+/// The OpenAPI pattern of what [`interval_seconds`] reads: digits and an optional unit in
+/// any case (the builder then checks the interval is whole minutes, within bounds).
+pub fn interval_pattern() -> String {
+    let units: Vec<String> = INTERVAL_UNITS.iter().map(|u| caseless(u)).collect();
+    format!("^[0-9]{{1,19}}({})?$", units.join("|"))
+}
+
+/// The OpenAPI pattern of the times [`relative_ms`] and [`timestamp_ms`] read: `now`,
+/// `now-<n><unit>`, epoch ms, or a date with an optional time and offset. What matches may
+/// still be refused (a date that does not exist, a time before 1973); nothing else is read.
+pub const TIME_PATTERN: &str = "^(now(-[0-9]+(s|m|min|h|d|w))?|[0-9]{1,19}|[0-9]{1,4}-[0-9]{1,2}-[0-9]{1,2}([Tt ][0-9]{1,2}:[0-9]{1,2}(:[0-9]{1,2}(\\.[0-9]{1,9})?)?([Zz]|[+ -][0-9]{2}:?[0-9]{2})?)?)$";
+
 pub fn boolean(value: &str) -> Result<bool, String> {
     match value.to_ascii_lowercase().as_str() {
         "true" | "1" => Ok(true),
@@ -385,5 +427,79 @@ mod tests {
     fn shown_is_bounded_and_escaped() {
         assert_eq!(shown("a\nb"), "a\\nb");
         assert_eq!(shown(&"x".repeat(100)).chars().count(), 65);
+    }
+
+    /// The OpenAPI document's patterns say what the parsers read: the protocol's exactly, the
+    /// interval's and the times' at least everything accepted (a date that does not exist
+    /// matches, and is refused).
+    #[test]
+    fn the_documented_patterns_hold_what_is_accepted() {
+        let re = |p: &str| regex::Regex::new(p).unwrap();
+        let protocols = re(&protocol_pattern());
+        let mut values: Vec<String> = (0..=999).map(|n| n.to_string()).collect();
+        values.extend(["007", "0255", "0256", "", "-1", "1.0", " 6", "6 "].map(String::from));
+        for (name, _) in PROTOCOLS {
+            values.push(name.to_string());
+            values.push(name.to_ascii_uppercase());
+            values.push(format!("{name}x"));
+        }
+        values.extend(["Tcp", "tCp", "tcp\n", "ipv", "icmpv"].map(String::from));
+        for v in &values {
+            assert_eq!(protocols.is_match(v), protocol(v).is_ok(), "protocol `{v}`");
+        }
+
+        let intervals = re(&interval_pattern());
+        for unit in INTERVAL_UNITS.iter().chain([&""]) {
+            for v in [
+                format!("5{unit}"),
+                format!("5{}", unit.to_ascii_uppercase()),
+            ] {
+                assert!(interval_seconds(&v).is_ok(), "{v}");
+                assert!(intervals.is_match(&v), "interval `{v}`");
+            }
+        }
+        for v in ["", "5x", "min", "5 min", "-5", "5.5min", "5minn"] {
+            assert!(interval_seconds(v).is_err(), "{v}");
+            assert!(!intervals.is_match(v), "interval `{v}`");
+        }
+
+        let times = re(TIME_PATTERN);
+        for v in [
+            "now",
+            "now-1h",
+            "now-30min",
+            "now-5m",
+            "now-7d",
+            "now-2w",
+            "now-10s",
+            "1705320000000",
+            "2024-01-15T12:00:00Z",
+            "2024-01-15t12:00:00z",
+            "2024-01-15T12:00:00.123Z",
+            "2024-01-15T12:00:00+01:00",
+            "2024-01-15T12:00:00 01:00",
+            "2024-01-15 12:00:00",
+            "2024-01-15 12:00",
+            "2024-01-15T12:00",
+            "2024-01-15",
+            "2024-1-5",
+        ] {
+            let accepted = relative_ms(v, 1_705_330_000_000).unwrap_or_else(|| timestamp_ms(v));
+            assert!(accepted.is_ok(), "{v}: {accepted:?}");
+            assert!(times.is_match(v), "time `{v}`");
+        }
+        for v in [
+            "",
+            "null",
+            "now+1h",
+            "yesterday",
+            "2024-01-15T12",
+            "now-1y",
+            "1e12",
+        ] {
+            let refused = relative_ms(v, 1_705_330_000_000).unwrap_or_else(|| timestamp_ms(v));
+            assert!(refused.is_err(), "{v}");
+            assert!(!times.is_match(v), "time `{v}`");
+        }
     }
 }

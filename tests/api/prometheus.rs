@@ -964,3 +964,102 @@ async fn only_complete_buckets_are_read_and_now_reads_the_newest() {
         newest[&(minute / 1000 - 60)]
     );
 }
+
+/// What the document says of the Prometheus routes' parameters holds: counts are Go ints and
+/// every value given is checked, an optional parameter given empty is absent, a form body is
+/// pairs, `/labels` needs no body, and `/format_query` and `/query_exemplars` take POSTs.
+#[tokio::test]
+async fn parameters_are_read_as_documented() {
+    let app = spawn_app().await;
+    let refused = |a: &Answer, part: &str| {
+        assert_eq!(a.status, 400, "{}", a.body);
+        assert_eq!(a.header("content-type"), "application/json");
+        assert_eq!(a.body["status"], "error");
+        assert_eq!(a.body["errorType"], "bad_data");
+        let error = a.body["error"].as_str().unwrap_or_default();
+        assert!(error.contains(part), "{error}");
+    };
+    let past_int64 = "9223372036854775808";
+    refused(
+        &get(&app, "/labels", &[("limit", past_int64)]).await,
+        "\"limit\"",
+    );
+    refused(
+        &get(&app, "/metadata", &[("limit_per_metric", "null")]).await,
+        "\"limit_per_metric\"",
+    );
+    refused(
+        &get(&app, "/metadata", &[("limit", "2"), ("limit", "x")]).await,
+        "\"limit\"",
+    );
+    refused(
+        &get(
+            &app,
+            "/series",
+            &[("match[]", "connections"), ("start", ""), ("start", "soon")],
+        )
+        .await,
+        "\"start\"",
+    );
+    let two = get(
+        &app,
+        "/metadata",
+        &[("limit", "2"), ("limit_per_metric", "1")],
+    )
+    .await;
+    assert_eq!(two.status, 200, "{}", two.body);
+    assert_eq!(two.body["data"].as_object().map(|m| m.len()), Some(2));
+    let max = get(&app, "/labels", &[("limit", "9223372036854775807")]).await;
+    assert_eq!(max.status, 200, "{}", max.body);
+
+    let empty = get(
+        &app,
+        "/labels",
+        &[
+            ("start", ""),
+            ("end", ""),
+            ("limit", ""),
+            ("match[]", "connections"),
+        ],
+    )
+    .await;
+    assert_eq!(empty.status, 200, "{}", empty.body);
+    let instant = post(
+        &app,
+        "/query",
+        &[("query", "1"), ("time", ""), ("timeout", ""), ("limit", "")],
+    )
+    .await;
+    assert_eq!(instant.status, 200, "{}", instant.body);
+
+    let not_pairs = app
+        .http
+        .post(format!("{}{API}/labels", app.url))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("match[]=connections&AAA")
+        .send()
+        .await
+        .expect("gateway answers");
+    assert_eq!(not_pairs.status(), 400);
+    let body: Value = not_pairs.json().await.unwrap_or(Value::Null);
+    assert_eq!(body["errorType"], "bad_data");
+    assert!(
+        body["error"].as_str().unwrap_or_default().contains("`AAA`"),
+        "{body}"
+    );
+
+    let bare = app
+        .http
+        .post(format!("{}{API}/labels", app.url))
+        .send()
+        .await
+        .expect("gateway answers");
+    assert_eq!(bare.status(), 200);
+
+    let formatted = post(&app, "/format_query", &[("query", "sum( connections )")]).await;
+    assert_eq!(formatted.status, 200, "{}", formatted.body);
+    assert_eq!(formatted.body["data"], "sum(connections)");
+    let exemplars = post(&app, "/query_exemplars", &[("query", "connections")]).await;
+    assert_eq!(exemplars.status, 200, "{}", exemplars.body);
+    assert_eq!(exemplars.body["data"], json!([]));
+}

@@ -17,7 +17,8 @@ fn cases() -> Vec<(String, &'static str)> {
         ("metric=a;b".into(), "metric"),
         (format!("metric={}", "x".repeat(65)), "metric"),
         ("metrics=ok,b%2Fad".into(), "metrics"),
-        ("metrics=a&metrics=".into(), "metrics"),
+        // An empty item of a list is refused; a parameter given empty is absent.
+        ("metrics=connections,".into(), "metrics"),
         (
             format!(
                 "metrics={}",
@@ -142,6 +143,46 @@ async fn bad_inputs_get_a_400_problem_naming_the_parameter() {
         0,
         "something invalid reached the appliance"
     );
+}
+
+/// Generated clients send an unset optional parameter empty: that is the parameter left out,
+/// on every metric-data route (and a missing metric is still named).
+#[tokio::test]
+async fn a_parameter_given_empty_is_absent() {
+    let app = spawn_app().await;
+    let range = "starttime=1705320000000&endtime=1705323600000";
+    let empty = "metrics=&did=&devices=&protocol=&applicationprotocol=&from=&endtime=&to=&interval=&breachtimes=";
+    for route in [
+        "/v1/metricdata",
+        "/darktrace/metricdata",
+        "/appliance/metricdata",
+    ] {
+        let plain = app
+            .get(&format!("{route}?metric=connections&{range}"))
+            .await;
+        assert_eq!(plain.status, 200, "{route}: {}", plain.body);
+        let spelled = app
+            .get(&format!("{route}?metric=connections&{range}&{empty}"))
+            .await;
+        assert_eq!(spelled.status, 200, "{route}: {}", spelled.body);
+        assert_eq!(spelled.body, plain.body, "{route}");
+        let missing = app.get(&format!("{route}?metric=&metrics=&{range}")).await;
+        assert_eq!(missing.status, 400, "{route}");
+        assert_eq!(
+            missing.header("content-type"),
+            "application/problem+json",
+            "{route}"
+        );
+        assert_eq!(missing.body["errors"][0]["parameter"], "metric", "{route}");
+        assert_eq!(missing.body["errors"].as_array().map(Vec::len), Some(1));
+    }
+    let typo = app
+        .get(&format!(
+            "/v1/metricdata?metric=connections&{START}&protocl="
+        ))
+        .await;
+    assert_eq!(typo.status, 400);
+    assert_eq!(typo.body["errors"][0]["parameter"], "protocl");
 }
 
 #[tokio::test]

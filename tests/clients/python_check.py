@@ -33,7 +33,7 @@ assert all(p.value == p.in_ + p.out for p in series.points)
 multi = get_metricdata.sync(
     client=client,
     metrics=["connections", "bandwidth"],
-    devices=["2", "1"],
+    devices=[2, 1],
     starttime="1705320000000",
     endtime="1705323600000",
     interval="1hour",

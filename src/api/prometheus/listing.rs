@@ -9,7 +9,8 @@ use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
-use super::{Form, PrometheusSuccess, SelectorParams, success};
+use super::{Form, PrometheusSuccess, SelectorParams, SeriesParams, success};
+use crate::error::Problem;
 use crate::error::{PrometheusError, PrometheusFailure};
 use crate::promql::{self, Metadata, PromError};
 use crate::state::AppState;
@@ -34,7 +35,7 @@ async fn labels(
     responses(
         (status = 200, description = "`data` lists label names", body = PrometheusSuccess<Vec<String>>),
         (status = 400, description = "`bad_data`: a bad selector or time", body = PrometheusFailure),
-        (status = 429, description = "`unavailable`: the caller is over its rate limit", body = PrometheusFailure)))]
+        super::query::PrometheusRateLimited))]
 pub async fn get_labels(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -44,11 +45,11 @@ pub async fn get_labels(
 
 /// The same as `GET`, with the parameters in a form-encoded body.
 #[utoipa::path(post, path = "/prometheus/api/v1/labels", operation_id = "prometheus_labels_post", tag = "prometheus",
-    request_body(content = SelectorParams, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = SelectorParams, description = "Optional: without a body every label is listed", content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "`data` lists label names", body = PrometheusSuccess<Vec<String>>),
         (status = 400, description = "`bad_data`", body = PrometheusFailure),
-        (status = 429, description = "`unavailable`: the caller is over its rate limit", body = PrometheusFailure)))]
+        super::query::PrometheusRateLimited))]
 pub async fn post_labels(
     req: HttpRequest,
     payload: web::Payload,
@@ -65,8 +66,10 @@ pub async fn post_labels(
     params(("name" = String, Path, description = "A label name (`U__`-escaped names are accepted)", example = "did"), SelectorParams),
     responses(
         (status = 200, description = "`data` lists the values", body = PrometheusSuccess<Vec<String>>),
-        (status = 400, description = "`bad_data`: a bad label name, selector or time", body = PrometheusFailure),
-        (status = 429, description = "`unavailable`: the caller is over its rate limit", body = PrometheusFailure)))]
+        (status = 400, description = "`bad_data`: a bad label name, selector or time; a path that is not plain (percent-encoding, dot segments: `invalid-path`) is refused before routing, as a problem", content(
+            (PrometheusFailure = "application/json"),
+            (Problem = "application/problem+json"))),
+        super::query::PrometheusRateLimited))]
 pub async fn label_values(
     req: HttpRequest,
     name: web::Path<String>,
@@ -143,11 +146,11 @@ async fn series(
 /// known device, each as a total and its `in` and `out` parts. Listed from the catalog and the
 /// known devices, without asking the appliance.
 #[utoipa::path(get, path = "/prometheus/api/v1/series", operation_id = "prometheus_series", tag = "prometheus",
-    params(SelectorParams),
+    params(SeriesParams),
     responses(
         (status = 200, description = "`data` lists label sets", body = PrometheusSuccess<Vec<BTreeMap<String, String>>>),
         (status = 400, description = "`bad_data`: no `match[]`, a bad selector or time", body = PrometheusFailure),
-        (status = 429, description = "`unavailable`: the caller is over its rate limit", body = PrometheusFailure)))]
+        super::query::PrometheusRateLimited))]
 pub async fn get_series(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -157,11 +160,11 @@ pub async fn get_series(
 
 /// The same as `GET`, with the parameters in a form-encoded body.
 #[utoipa::path(post, path = "/prometheus/api/v1/series", operation_id = "prometheus_series_post", tag = "prometheus",
-    request_body(content = SelectorParams, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = SeriesParams, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "`data` lists label sets", body = PrometheusSuccess<Vec<BTreeMap<String, String>>>),
         (status = 400, description = "`bad_data`", body = PrometheusFailure),
-        (status = 429, description = "`unavailable`: the caller is over its rate limit", body = PrometheusFailure)))]
+        super::query::PrometheusRateLimited))]
 pub async fn post_series(
     req: HttpRequest,
     payload: web::Payload,
@@ -179,7 +182,7 @@ pub struct MetadataParams {
     metric: Option<String>,
     /// Most metrics listed; 0 for all.
     limit: Option<u64>,
-    /// Accepted: every metric has one entry.
+    /// Checked (a count, as `limit`); every metric has one entry.
     limit_per_metric: Option<u64>,
 }
 
@@ -189,7 +192,7 @@ pub struct MetadataParams {
     params(MetadataParams),
     responses(
         (status = 200, description = "`data` maps metric names to `[{type, help, unit}]`", body = PrometheusSuccess<BTreeMap<String, Vec<MetadataDoc>>>),
-        (status = 400, description = "`bad_data`: a bad limit", body = PrometheusFailure),
+        (status = 400, description = "`bad_data`: a bad `limit` or `limit_per_metric`", body = PrometheusFailure),
         super::query::PrometheusApplianceFailures))]
 pub async fn metadata(
     req: HttpRequest,
@@ -197,6 +200,7 @@ pub async fn metadata(
 ) -> Result<HttpResponse, PrometheusError> {
     let form = Form::read(&req, None).await?;
     let limit = form.limit()?;
+    form.count("limit_per_metric")?;
     let catalog = state.catalog.get_or_fetch(&state.client).await?;
     let metrics = catalog.as_ref().map_or(&[][..], |c| &c.metrics);
     let data: BTreeMap<String, Vec<Metadata>> =
@@ -220,7 +224,8 @@ pub struct MetadataDoc {
 /// Build information, as Grafana reads it to tell Prometheus from Mimir: a Prometheus (no
 /// `features`) whose API this gateway answers.
 #[utoipa::path(get, path = "/prometheus/api/v1/status/buildinfo", operation_id = "prometheus_buildinfo", tag = "prometheus",
-    responses((status = 200, description = "`data` is `{version, revision, branch, buildUser, buildDate, goVersion}`", body = PrometheusSuccess<BTreeMap<String, String>>)))]
+    responses((status = 200, description = "`data` is `{version, revision, branch, buildUser, buildDate, goVersion}`", body = PrometheusSuccess<BTreeMap<String, String>>),
+        super::query::PrometheusRateLimited))]
 pub async fn buildinfo() -> HttpResponse {
     let data: BTreeMap<&str, String> = [
         // The Prometheus API version whose behaviour is followed (label values by match[],
@@ -241,14 +246,16 @@ pub async fn buildinfo() -> HttpResponse {
 
 /// No recording or alerting rules: an empty list (Grafana's alert list reads it).
 #[utoipa::path(get, path = "/prometheus/api/v1/rules", operation_id = "prometheus_rules", tag = "prometheus",
-    responses((status = 200, description = "`data` is `{groups: []}`", body = PrometheusSuccess<serde_json::Value>)))]
+    responses((status = 200, description = "`data` is `{groups: []}`", body = PrometheusSuccess<serde_json::Value>),
+        super::query::PrometheusRateLimited))]
 pub async fn rules() -> HttpResponse {
     success(json!({ "groups": [] }), Vec::new())
 }
 
 /// No alerts: an empty list.
 #[utoipa::path(get, path = "/prometheus/api/v1/alerts", operation_id = "prometheus_alerts", tag = "prometheus",
-    responses((status = 200, description = "`data` is `{alerts: []}`", body = PrometheusSuccess<serde_json::Value>)))]
+    responses((status = 200, description = "`data` is `{alerts: []}`", body = PrometheusSuccess<serde_json::Value>),
+        super::query::PrometheusRateLimited))]
 pub async fn alerts() -> HttpResponse {
     success(json!({ "alerts": [] }), Vec::new())
 }

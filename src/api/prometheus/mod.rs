@@ -21,7 +21,8 @@ use listing::{
     rules,
 };
 use query::{
-    format_query, get_query, get_query_range, post_query, post_query_range, query_exemplars,
+    format_query, get_query, get_query_range, post_format_query, post_query, post_query_exemplars,
+    post_query_range, query_exemplars,
 };
 
 /// Where the API lives: Grafana's data source URL is `http://<gateway>/prometheus`.
@@ -64,12 +65,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(both(
                 "/format_query",
                 || super::get().to(format_query),
-                || super::post().to(format_query),
+                || super::post().to(post_format_query),
             ))
             .service(both(
                 "/query_exemplars",
                 || super::get().to(query_exemplars),
-                || super::post().to(query_exemplars),
+                || super::post().to(post_query_exemplars),
             ))
             .service(both(
                 "/labels",
@@ -133,6 +134,13 @@ impl Form {
                 }
                 body.extend_from_slice(&chunk);
             }
+            if let Some(part) = body[..]
+                .split(|b| *b == b'&')
+                .find(|part| !part.is_empty() && !part.contains(&b'='))
+            {
+                let part = String::from_utf8_lossy(part);
+                return Err(PrometheusError::NotAForm(crate::query::shown(&part)));
+            }
             pairs.extend(
                 form_urlencoded::parse(&body).map(|(k, v)| (k.into_owned(), v.into_owned())),
             );
@@ -156,6 +164,14 @@ impl Form {
         self.get(name).filter(|v| !v.is_empty())
     }
 
+    /// Every non-empty value of `name`: the first counts, but none may be malformed.
+    fn each(&self, name: &str) -> impl Iterator<Item = &str> {
+        self.pairs
+            .iter()
+            .filter(move |(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    }
+
     fn all(&self, name: &str) -> Vec<String> {
         self.pairs
             .iter()
@@ -166,22 +182,34 @@ impl Form {
 
     /// `limit`: a count of series, 0 (or none) for all.
     fn limit(&self) -> Result<usize, PrometheusError> {
-        match self.given("limit") {
+        self.count("limit")
+    }
+
+    /// A count parameter (`limit`, `limit_per_metric`): a non-negative integer that fits Go's
+    /// `int`, as Prometheus reads it; 0 when absent or empty.
+    fn count(&self, name: &str) -> Result<usize, PrometheusError> {
+        let read = |v: &str| {
+            v.parse::<i64>()
+                .ok()
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| {
+                    PromError::bad_data(format!(
+                        "invalid parameter \"{name}\": cannot parse \"{}\" to a valid limit",
+                        crate::query::shown(v)
+                    ))
+                })
+        };
+        let counts = self.each(name).map(read).collect::<Result<Vec<_>, _>>()?;
+        match self.given(name) {
+            Some(_) => Ok(counts.first().copied().unwrap_or(0)),
             None => Ok(0),
-            Some(v) => v.parse::<usize>().map_err(|_| {
-                PromError::bad_data(format!(
-                    "invalid parameter \"limit\": cannot parse \"{}\" to a valid limit",
-                    crate::query::shown(v)
-                ))
-                .into()
-            }),
         }
     }
 
     /// Checks the optional times a listing takes (they do not narrow it).
     fn check_times(&self) -> Result<(), PrometheusError> {
         for name in ["start", "end"] {
-            if let Some(v) = self.given(name) {
+            for v in self.each(name) {
                 crate::promql::time::parse_time(name, v)?;
             }
         }
@@ -190,7 +218,7 @@ impl Form {
 
     /// Checks `timeout` (queries are bounded by the appliance's own timeouts).
     fn check_timeout(&self) -> Result<(), PrometheusError> {
-        if let Some(v) = self.given("timeout") {
+        for v in self.each("timeout") {
             crate::promql::time::parse_duration("timeout", v)?;
         }
         Ok(())
@@ -272,7 +300,33 @@ pub struct SelectorParams {
     limit: Option<u64>,
 }
 
-/// `/query_exemplars`' and `/format_query`'s parameter.
+/// `/series`' parameters: as the listings', with at least one selector.
+#[allow(dead_code)]
+#[derive(Deserialize, IntoParams, ToSchema)]
+#[into_params(parameter_in = Query)]
+pub struct SeriesParams {
+    /// Series selectors, at least one; the series they name are listed.
+    #[serde(rename = "match[]")]
+    #[param(rename = "match[]", example = json!(["connections{did=\"123\"}"]))]
+    matches: Vec<String>,
+    /// Checked, but listings do not depend on time.
+    start: Option<String>,
+    end: Option<String>,
+    /// Most items in the answer; 0 for all.
+    limit: Option<u64>,
+}
+
+/// `/format_query`'s parameter.
+#[allow(dead_code)]
+#[derive(Deserialize, IntoParams, ToSchema)]
+#[into_params(parameter_in = Query)]
+pub struct FormatParams {
+    /// A PromQL expression.
+    #[param(example = "sum(connections)")]
+    query: String,
+}
+
+/// `/query_exemplars`' parameters.
 #[allow(dead_code)]
 #[derive(Deserialize, IntoParams, ToSchema)]
 #[into_params(parameter_in = Query)]

@@ -3,7 +3,8 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::{
-    ExpressionParams, Form, PrometheusSuccess, QueryParams, QueryRangeParams, success, traceparent,
+    ExpressionParams, Form, FormatParams, PrometheusSuccess, QueryParams, QueryRangeParams,
+    success, traceparent,
 };
 use crate::error::{PrometheusError, PrometheusFailure};
 use crate::promql::{At, time};
@@ -32,6 +33,9 @@ async fn instant(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PrometheusError> {
     let form = Form::read(&req, payload).await?;
+    for t in form.each("time") {
+        time::parse_time("time", t)?;
+    }
     let at = match form.given("time") {
         Some(t) => time::parse_time("time", t)?,
         None => state.clock.now_ms(),
@@ -125,10 +129,11 @@ pub async fn post_query_range(
 
 /// Pretty-prints any valid PromQL expression (Grafana's "Format query").
 #[utoipa::path(get, path = "/prometheus/api/v1/format_query", operation_id = "prometheus_format_query", tag = "prometheus",
-    params(ExpressionParams),
+    params(FormatParams),
     responses(
         (status = 200, description = "`data` is the formatted expression", body = PrometheusSuccess<String>),
-        (status = 400, description = "`bad_data`: not PromQL", body = PrometheusFailure)))]
+        (status = 400, description = "`bad_data`: not PromQL", body = PrometheusFailure),
+        PrometheusRateLimited))]
 pub async fn format_query(
     req: HttpRequest,
     payload: web::Payload,
@@ -138,12 +143,27 @@ pub async fn format_query(
     Ok(success(formatted, Vec::new()))
 }
 
+/// The same as `GET`, with the parameters in a form-encoded body.
+#[utoipa::path(post, path = "/prometheus/api/v1/format_query", operation_id = "prometheus_format_query_post", tag = "prometheus",
+    request_body(content = FormatParams, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "`data` is the formatted expression", body = PrometheusSuccess<String>),
+        (status = 400, description = "`bad_data`: not PromQL", body = PrometheusFailure),
+        PrometheusRateLimited))]
+pub async fn post_format_query(
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, PrometheusError> {
+    format_query(req, payload).await
+}
+
 /// Darktrace metrics carry no exemplars: always an empty list (for Grafana's exemplar toggle).
 #[utoipa::path(get, path = "/prometheus/api/v1/query_exemplars", operation_id = "prometheus_query_exemplars", tag = "prometheus",
     params(ExpressionParams),
     responses(
         (status = 200, description = "`data` is `[]`", body = PrometheusSuccess<Vec<String>>),
-        (status = 400, description = "`bad_data`: not PromQL, or a bad time", body = PrometheusFailure)))]
+        (status = 400, description = "`bad_data`: not PromQL, or a bad time", body = PrometheusFailure),
+        PrometheusRateLimited))]
 pub async fn query_exemplars(
     req: HttpRequest,
     payload: web::Payload,
@@ -152,6 +172,29 @@ pub async fn query_exemplars(
     crate::promql::format(form.get("query").unwrap_or(""))?;
     form.check_times()?;
     Ok(success(Vec::<String>::new(), Vec::new()))
+}
+
+/// The same as `GET`, with the parameters in a form-encoded body.
+#[utoipa::path(post, path = "/prometheus/api/v1/query_exemplars", operation_id = "prometheus_query_exemplars_post", tag = "prometheus",
+    request_body(content = ExpressionParams, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "`data` is `[]`", body = PrometheusSuccess<Vec<String>>),
+        (status = 400, description = "`bad_data`: not PromQL, or a bad time", body = PrometheusFailure),
+        PrometheusRateLimited))]
+pub async fn post_query_exemplars(
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, PrometheusError> {
+    query_exemplars(req, payload).await
+}
+
+/// The refusal of a caller over its rate limit, which every route under `/prometheus` may give.
+#[allow(dead_code)]
+#[derive(utoipa::IntoResponses)]
+pub enum PrometheusRateLimited {
+    #[response(status = 429, description = "`unavailable`: the caller is over its rate limit", headers(
+        ("Retry-After" = u64, description = "Seconds to wait")))]
+    RateLimited(PrometheusFailure),
 }
 
 /// The appliance-backed failures of the query routes, in Prometheus' envelope.

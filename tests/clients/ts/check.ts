@@ -33,7 +33,7 @@ assert(data.series.length === 1 && data.series[0].points.length === 12, "points"
 assert(data.series[0].device?.did === 123, "device");
 
 const many = await client.GET("/v1/metricdata", {
-  params: { query: { metrics: ["connections", "bandwidth"], devices: ["2", "1"], starttime: "1705320000000", endtime: "1705323600000", interval: "1hour" } },
+  params: { query: { metrics: ["connections", "bandwidth"], devices: [2, 1], starttime: "1705320000000", endtime: "1705323600000", interval: "1hour" } },
 });
 assert(typeof many.data !== "string" && many.data?.series.length === 4, "several metrics and devices");
 
