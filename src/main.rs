@@ -48,8 +48,10 @@ enum Command {
     /// Run the gateway on an embedded simulator: no appliance needed. Reads the same file and
     /// METRICGATE__ variables as `serve`; only the appliance is the simulator's.
     Demo {
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: String,
+        /// Where to listen (default 127.0.0.1:8080); given, it wins over the file and the
+        /// environment.
+        #[arg(long)]
+        listen: Option<String>,
         /// A TOML file layered over config/default.toml (as `serve --config`).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -145,9 +147,14 @@ fn main() -> ExitCode {
             run(async move {
                 let sim = Simulator::spawn("127.0.0.1:0", DEMO_PUBLIC, DEMO_PRIVATE)
                     .map_err(|e| e.to_string())?;
-                let listen: SocketAddr = listen.parse().map_err(|_| {
-                    format!("--listen: {listen:?} is not an address such as 127.0.0.1:8080")
-                })?;
+                let given: Option<SocketAddr> = listen
+                    .map(|l| {
+                        l.parse().map_err(|_| {
+                            format!("--listen: {l:?} is not an address such as 127.0.0.1:8080")
+                        })
+                    })
+                    .transpose()?;
+                let listen = given.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)));
                 // The operator's endpoints on a free loopback port beside the public one;
                 // pretty logs. A file or METRICGATE__ variables may change these, and any other
                 // setting; the appliance is always the simulator.
@@ -155,19 +162,19 @@ fn main() -> ExitCode {
                     "[server]\nlisten = \"{listen}\"\nlog_format = \"pretty\"\n[admin]\nlisten = \"{}\"\n",
                     SocketAddr::new(listen.ip(), 0)
                 );
-                let settings = Settings::load_demo(
-                    config.as_deref(),
-                    &defaults,
-                    &[
-                        ("upstream.url", sim.url()),
-                        ("upstream.public_token", DEMO_PUBLIC.to_owned()),
-                        ("upstream.private_token", DEMO_PRIVATE.to_owned()),
-                        ("upstream.private_token_file", String::new()),
-                        ("upstream.ca_file", String::new()),
-                        ("upstream.pin_sha256", String::new()),
-                    ],
-                )
-                .map_err(|e| e.to_string())?;
+                let mut overrides = vec![
+                    ("upstream.url", sim.url()),
+                    ("upstream.public_token", DEMO_PUBLIC.to_owned()),
+                    ("upstream.private_token", DEMO_PRIVATE.to_owned()),
+                    ("upstream.private_token_file", String::new()),
+                    ("upstream.ca_file", String::new()),
+                    ("upstream.pin_sha256", String::new()),
+                ];
+                if let Some(given) = given {
+                    overrides.push(("server.listen", given.to_string()));
+                }
+                let settings = Settings::load_demo(config.as_deref(), &defaults, &overrides)
+                    .map_err(|e| e.to_string())?;
                 // Logs to stderr, the banner to stdout: `demo > file` keeps the banner alone,
                 // and on a terminal the banner comes after the startup lines.
                 let _logs = telemetry::init(

@@ -6,16 +6,16 @@
 //! reported at once, each with its setting's name. What a type cannot say (ranges, relations
 //! between settings) is [`Settings::check`], run by every load.
 
+mod load;
 mod raw;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 
-use config::{Config, Environment, File, FileFormat};
 use ipnet::IpNet;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -269,9 +269,11 @@ impl RedisUrl {
 
 impl std::fmt::Debug for RedisUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The user and password, if any, stand before the last `@`.
+        // A user and password stand before the last `@`, or in the query (`?pass=` on
+        // `unix://` URLs): only the scheme, host and path are shown.
         match self.0.split_once("://") {
             Some((scheme, rest)) => {
+                let rest = rest.split('?').next().unwrap_or_default();
                 let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
                 write!(f, "RedisUrl({scheme}://…@{host})")
             }
@@ -475,87 +477,6 @@ fn as_joined<T: fmt::Display, S: Serializer>(items: &[T], s: S) -> Result<S::Ok,
 pub struct SettingsError(pub Vec<String>);
 
 impl Settings {
-    /// Layers the defaults, `file` (if any) and the environment, then converts and checks.
-    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
-        Self::load_from(file, Environment::with_prefix("METRICGATE"))
-    }
-
-    fn load_from(file: Option<&Path>, env: Environment) -> Result<Self, SettingsError> {
-        Self::load_layered(file, env, "", &[])
-    }
-
-    /// What `demo` runs on: [`Settings::load`]'s sources, with `defaults` (TOML) between the
-    /// compiled-in defaults and the file, so the file and the environment still win, and
-    /// `overrides` (setting, value) above everything: the demo's own appliance. Built in code
-    /// as far as a reload is concerned (there is nothing to read again without the demo).
-    pub fn load_demo(
-        file: Option<&Path>,
-        defaults: &str,
-        overrides: &[(&str, String)],
-    ) -> Result<Self, SettingsError> {
-        let mut settings = Self::load_layered(
-            file,
-            Environment::with_prefix("METRICGATE"),
-            defaults,
-            overrides,
-        )?;
-        settings.source = ConfigSource::Built;
-        Ok(settings)
-    }
-
-    fn load_layered(
-        file: Option<&Path>,
-        env: Environment,
-        defaults: &str,
-        overrides: &[(&str, String)],
-    ) -> Result<Self, SettingsError> {
-        let mut builder = Config::builder()
-            .add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml))
-            .add_source(File::from_str(defaults, FileFormat::Toml));
-        for (key, value) in overrides {
-            builder = builder
-                .set_override(*key, value.as_str())
-                .map_err(|e| SettingsError(vec![format!("{key}: {e}")]))?;
-        }
-        if let Some(path) = file {
-            if !path.exists() {
-                return Err(SettingsError(vec![format!(
-                    "config file {} does not exist",
-                    path.display()
-                )]));
-            }
-            builder = builder.add_source(File::from(path.to_path_buf()));
-        }
-        // Environment values stay text: guessing types would read a string made of digits
-        // (a hex pin, a token) as a number and lose its leading zeros. Numbers and booleans
-        // are read from the text by the raw layer's deserializers; lists are comma-separated.
-        let env = env
-            .prefix_separator("__")
-            .separator("__")
-            .try_parsing(false);
-        let config = builder
-            .add_source(env)
-            .build()
-            .map_err(|e| SettingsError(vec![format!("configuration: {e}")]))?;
-        let raw: raw::RawSettings = config
-            .try_deserialize()
-            .map_err(|e| SettingsError(vec![format!("configuration: {e}")]))?;
-        let mut settings = Settings::try_from(raw)?;
-        settings.source = ConfigSource::Loaded {
-            file: file.map(Path::to_path_buf),
-        };
-        Ok(settings)
-    }
-
-    /// The same sources read again (the configuration file may have changed); `None` for
-    /// settings built in code.
-    pub fn reread(&self) -> Option<Result<Self, SettingsError>> {
-        match &self.source {
-            ConfigSource::Built => None,
-            ConfigSource::Loaded { file } => Some(Self::load(file.as_deref())),
-        }
-    }
-
     /// What the types cannot say: required values, ranges, and relations between settings.
     /// Every load runs it; code that changes settings it built (`demo`, tests) runs it again.
     pub fn check(&self) -> Result<(), SettingsError> {
@@ -569,6 +490,12 @@ impl Settings {
     }
 
     fn check_into(&self, problems: &mut Vec<String>) {
+        if tracing_subscriber::EnvFilter::try_new(&self.server.log_level).is_err() {
+            problems.push(format!(
+                "server.log_level: {:?} is not a level or filter (e.g. info, debug, metricgate=debug)",
+                self.server.log_level
+            ));
+        }
         let up = &self.upstream;
         if up.public_token.is_empty() {
             problems.push(
@@ -645,28 +572,6 @@ impl Settings {
             ),
             _ => {}
         }
-    }
-
-    /// Settings for a gateway in front of `upstream_url`, used by `demo`, the tests and the
-    /// benches: the defaults with that appliance and its tokens.
-    pub fn for_upstream(
-        upstream_url: &str,
-        public: &str,
-        private: &str,
-    ) -> Result<Self, SettingsError> {
-        let mut raw = raw::RawSettings::defaults()?;
-        raw.upstream.url = upstream_url.to_owned();
-        raw.upstream.public_token = public.to_owned();
-        raw.upstream.private_token = SecretString::from(private.to_owned());
-        Settings::try_from(raw)
-    }
-
-    /// The compiled-in defaults, in front of a placeholder appliance
-    /// (`http://appliance.invalid` with placeholder tokens): for code that needs a section's
-    /// defaults (`Settings::defaults().query`) or a whole valid `Settings` to start from.
-    pub fn defaults() -> Self {
-        Self::for_upstream("http://appliance.invalid", "public", "private")
-            .unwrap_or_else(|e| panic!("config/default.toml is invalid: {e}"))
     }
 }
 

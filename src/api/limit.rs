@@ -1,6 +1,6 @@
 //! The caller's limit on every metric route: who is asking, whether they may, and the
 //! `RateLimit` headers either way. Which routes it guards, and how each group refuses, is
-//! [`super::LIMITED`].
+//! [`LIMITED`].
 
 use std::cell::RefCell;
 use std::future::{Future, Ready, ready};
@@ -56,6 +56,26 @@ impl Refusal {
             }
         }
     }
+}
+
+/// The route groups behind the caller's limit (each path itself and everything below it),
+/// and how each refuses.
+pub const LIMITED: &[(&str, Refusal)] = &[
+    ("/v1", Refusal::Problem),
+    ("/darktrace", Refusal::Problem),
+    ("/appliance", Refusal::Problem),
+    (super::prometheus::PREFIX, Refusal::Prometheus),
+];
+
+/// Whether `path` is behind the caller's limit, and how it refuses.
+pub fn limit_of(path: &str) -> Option<Refusal> {
+    LIMITED
+        .iter()
+        .find(|(group, _)| {
+            path.strip_prefix(group)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+        .map(|(_, refusal)| *refusal)
 }
 
 thread_local! {
@@ -160,7 +180,7 @@ where
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        let Some(refusal) = super::limited(req.path()) else {
+        let Some(refusal) = limit_of(req.path()) else {
             return Limited::Allowed {
                 inner: self.service.call(req),
                 headers: None,
@@ -273,6 +293,28 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_limit_covers_each_group_and_everything_below_it_only() {
+        for (path, expected) in [
+            ("/v1", Some(Refusal::Problem)),
+            ("/v1/metricdata", Some(Refusal::Problem)),
+            ("/v1/nothing/here", Some(Refusal::Problem)),
+            ("/darktrace/metrics/4", Some(Refusal::Problem)),
+            ("/appliance/metricdata", Some(Refusal::Problem)),
+            ("/prometheus/api/v1/query", Some(Refusal::Prometheus)),
+            ("/v1metricdata", None),
+            ("/darktracex", None),
+            ("/prometheus/api/v1x", None),
+            ("/prometheus", None),
+            ("/healthz", None),
+            ("/metrics", None),
+            ("/", None),
+            ("/internal/cache", None),
+        ] {
+            assert_eq!(limit_of(path), expected, "{path}");
+        }
+    }
 
     fn written(limit: u32, remaining: u32, reset_secs: u64) -> String {
         let mut headers = HeaderMap::new();

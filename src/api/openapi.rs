@@ -225,6 +225,18 @@ impl Modify for PrometheusValues {
                 let required = form.required.contains(name);
                 if let RefOr::T(field) = field {
                     prometheus_value(name, required, field);
+                    if name == "match[]" {
+                        // Form-encoded, one selector is the same bytes as a list of one.
+                        let one: Schema = ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .min_length(Some(1))
+                            .into();
+                        let list = std::mem::replace(field, one.clone());
+                        *field = utoipa::openapi::schema::AnyOfBuilder::new()
+                            .item(one)
+                            .item(list)
+                            .into();
+                    }
                 }
             }
         }

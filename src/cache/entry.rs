@@ -59,7 +59,8 @@ impl Entry {
             upstream_ms: self.upstream_ms,
             left_out: self.left_out,
             shared: self.shared,
-            sourcing: self.sourcing.clone(),
+            // Only the response of the fetch that made it reads how it was sourced.
+            sourcing: Sourcing::default(),
         }
     }
 }

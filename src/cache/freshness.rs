@@ -126,7 +126,7 @@ struct Ttls {
 
 impl Ttls {
     fn new(s: &CacheSettings) -> Self {
-        let ms = |secs: u64| (secs as i64).saturating_mul(1000);
+        let ms = |secs: u64| i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000);
         Self {
             historic_ttl_ms: ms(s.historic_ttl_secs.get()),
             live_ttl_ms: ms(s.live_ttl_secs.get()),

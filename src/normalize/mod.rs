@@ -2,127 +2,28 @@
 //! and the appliance's catalogs (`/metrics`, `/enums`) → the gateway's types.
 
 mod catalog;
+mod collected;
 mod enums;
+mod error;
 mod schema;
 mod shapes;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use bytes::Bytes;
 
 pub use catalog::{MetricInfo, catalog};
+pub(crate) use collected::Collected;
 pub use enums::{ApplicationProtocols, application_protocols};
+pub use error::AnswerError;
 pub use schema::{Breach, Device, MetricData, Point, Series, TimeRange};
 
 use crate::query::MetricQuery;
-
-/// Why an appliance answer could not be read as metric data.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum AnswerError {
-    #[error("the appliance's answer matches no known shape: {reason}")]
-    UnknownShape {
-        reason: String,
-        #[source]
-        cause: Option<std::sync::Arc<serde_json::Error>>,
-    },
-    /// An `{"error": …}` inside a 2xx answer.
-    #[error("the appliance reported an error: {0}")]
-    Reported(String),
-    /// A metric that was asked for is not in the answer: an error, never an empty series.
-    #[error("the appliance's answer has no `{metric}`{}", device.map(|d| format!(" for device {d}")).unwrap_or_default())]
-    MissingMetric { metric: String, device: Option<u64> },
-}
 
 /// One appliance answer, and the device it was asked about (for fanned-out queries).
 pub struct Part {
     pub device: Option<u64>,
     pub body: Bytes,
-}
-
-/// What was decoded from one or more answers, before it is assembled into [`MetricData`].
-#[derive(Default)]
-pub(crate) struct Collected {
-    series: BTreeMap<(String, Option<u64>), Series>,
-    breaches: Vec<Breach>,
-    /// Device details given apart from the series (`fulldevicedetails=true`).
-    devices: Vec<Device>,
-    /// What the answer held that no known shape explains, described by its keys.
-    unknown: Vec<String>,
-    /// Metrics the part being decoded holds.
-    seen: BTreeSet<String>,
-}
-
-impl Collected {
-    pub(crate) fn series_mut(&mut self, metric: &str, device: Option<Device>) -> &mut Series {
-        if !self.seen.contains(metric) {
-            self.seen.insert(metric.to_owned());
-        }
-        let did = device.as_ref().map(|d| d.did);
-        let entry = self
-            .series
-            .entry((metric.to_owned(), did))
-            .or_insert_with(|| Series {
-                metric: metric.to_owned(),
-                unit: None,
-                device: None,
-                points: Vec::new(),
-            });
-        // Keep the most detailed device description seen.
-        if let Some(d) = device
-            && entry
-                .device
-                .as_ref()
-                .is_none_or(|old| detail(old) < detail(&d))
-        {
-            entry.device = Some(d);
-        }
-        entry
-    }
-
-    pub(crate) fn add_breach(&mut self, breach: Breach) {
-        self.breaches.push(breach);
-    }
-
-    pub(crate) fn add_device(&mut self, device: Device) {
-        self.devices.push(device);
-    }
-
-    /// Records a part of the answer of no known shape (`what` names keys, never values).
-    pub(crate) fn unknown(&mut self, what: String) {
-        self.unknown.push(what);
-    }
-
-    /// Gives each series the most detailed description of its device given apart.
-    fn attach_devices(&mut self) {
-        for device in std::mem::take(&mut self.devices) {
-            for ((_, did), series) in self.series.iter_mut() {
-                if *did == Some(device.did)
-                    && series
-                        .device
-                        .as_ref()
-                        .is_none_or(|old| detail(old) < detail(&device))
-                {
-                    series.device = Some(device.clone());
-                }
-            }
-        }
-    }
-}
-
-fn detail(d: &Device) -> usize {
-    [
-        &d.ip,
-        &d.hostname,
-        &d.label,
-        &d.macaddress,
-        &d.vendor,
-        &d.os,
-        &d.typename,
-    ]
-    .iter()
-    .filter(|f| f.is_some())
-    .count()
-        + usize::from(d.tags.is_some())
 }
 
 /// Decodes every part and merges them into one answer.

@@ -367,6 +367,12 @@ fn binary(bin: &parser::BinaryExpr) -> Result<Node<Selector>, PromError> {
     })
 }
 
+/// Any valid PromQL (not only the subset) pretty-printed, as `/api/v1/format_query` answers
+/// Grafana's "Format query".
+pub fn format(text: &str) -> Result<String, PromError> {
+    Ok(parse_expr(text)?.prettify())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

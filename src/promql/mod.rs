@@ -21,6 +21,7 @@ mod value;
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
 
+pub use expr::format;
 pub use listing::{Listing, Metadata, label_names, label_values, metadata, series};
 pub use plan::{At, Plan};
 pub use value::{Labels, QueryData};
@@ -100,10 +101,4 @@ fn detail(d: &Device) -> usize {
         .iter()
         .filter(|f| f.is_some())
         .count()
-}
-
-/// Any valid PromQL (not only the subset) pretty-printed, as `/api/v1/format_query` answers
-/// Grafana's "Format query".
-pub fn format(text: &str) -> Result<String, PromError> {
-    Ok(expr::parse_expr(text)?.prettify())
 }

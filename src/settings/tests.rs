@@ -1,6 +1,7 @@
 //! Loading, converting and checking settings.
 
 use super::*;
+use config::Environment;
 use std::collections::HashMap;
 
 fn env(vars: &[(&str, &str)]) -> Environment {
@@ -414,4 +415,20 @@ fn a_redis_url_is_parsed_at_load_and_never_shows_its_password() {
         load(&[]).unwrap().redis.url.is_none(),
         "empty: embedded mode"
     );
+    let unix = load(&[(
+        "METRICGATE__REDIS__URL",
+        "unix:///run/redis.sock?pass=hunter3",
+    )])
+    .unwrap();
+    let shown = format!("{:?}", unix.redis);
+    assert!(!shown.contains("hunter3"), "{shown}");
+}
+
+#[test]
+fn a_log_level_that_is_no_filter_is_refused_by_name() {
+    let err = load(&[("METRICGATE__SERVER__LOG_LEVEL", "loud[")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("server.log_level"), "{err}");
+    assert!(load(&[("METRICGATE__SERVER__LOG_LEVEL", "metricgate=debug,info")]).is_ok());
 }

@@ -10,9 +10,9 @@ use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use utoipa::ToSchema;
 
-use super::UpstreamError;
 use super::breaker::{Breaker, BreakerState, Outcome, Pass, Transition};
 use super::budget::{MinuteBudget, caller_share, probe_share};
+use super::error::UpstreamError;
 use crate::clock::Clock;
 use crate::redis::SharedState;
 use crate::settings::UpstreamSettings;

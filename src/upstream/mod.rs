@@ -5,11 +5,13 @@ mod breaker;
 mod budget;
 pub mod client;
 pub mod dialect;
+mod error;
 mod guard;
 pub mod sign;
 pub mod tls;
 
 pub use breaker::{BreakerState, Outcome};
-pub use client::{ApplianceClient, UpstreamError};
+pub use client::ApplianceClient;
 pub use dialect::ApplianceRequest;
+pub use error::UpstreamError;
 pub use guard::{ApplianceGuard, GuardReport};

@@ -3,10 +3,10 @@
 //! circle, between folders or inside one.
 //!
 //! A file's edges are every `crate::`, `super::` and `self::` path in its code (`use` trees
-//! expanded), resolved to the deepest module file the path reaches. A folder's `mod.rs` is
-//! its front door: it declares, re-exports and wires its children and holds the vocabulary
-//! they share, so its edges to its own children are not counted; every other edge is (between
-//! siblings, into other folders, and a child's `super::` back to its `mod.rs`).
+//! expanded), and a folder's bare `child::` paths, resolved to the deepest module file the
+//! path reaches; a name a folder re-exports (`pub use child::Name`) resolves to the child that
+//! defines it. Only a `mod.rs` declaring and re-exporting its children (`mod x;`,
+//! `pub use x::Y;`) adds no edge: that is its front door, not its code.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -74,11 +74,7 @@ fn code(text: &str) -> String {
                 }
                 i += 2;
             }
-            'r' if matches!(next, Some('"') | Some('#'))
-                && !chars[..i]
-                    .last()
-                    .is_some_and(|p| p.is_alphanumeric() || *p == '_') =>
-            {
+            'r' if matches!(next, Some('"') | Some('#')) && raw_string_starts(&chars, i) => {
                 // A raw string: r"…", r#"…"#.
                 let mut j = i + 1;
                 let mut hashes = 0;
@@ -140,10 +136,36 @@ fn code(text: &str) -> String {
     out
 }
 
+/// Whether the `r` at `at` opens a raw string (`r"…"`, `r#"…"#`, `br"…"`), not ends a name.
+fn raw_string_starts(chars: &[char], at: usize) -> bool {
+    let ident = |c: &char| c.is_alphanumeric() || *c == '_';
+    match chars[..at].last() {
+        Some('b') => !chars[..at - 1].last().is_some_and(ident),
+        before => !before.is_some_and(ident),
+    }
+}
+
 /// `use` trees expanded into whole paths: `a::{b, c::{d, e as f}}` → `a::b`, `a::c::d`,
 /// `a::c::e`.
 fn expand(tree: &str) -> Vec<String> {
-    let tree: String = tree.chars().filter(|c| !c.is_whitespace()).collect();
+    // `x as y` → `x`, before whitespace goes.
+    let words: Vec<&str> = tree.split_whitespace().collect();
+    let mut kept = String::new();
+    let mut skip = false;
+    for word in words {
+        if skip {
+            skip = false;
+            // The alias may carry the list's punctuation (`y,` or `y}`).
+            kept.extend(word.chars().filter(|c| matches!(c, ',' | '}')));
+            continue;
+        }
+        if word == "as" {
+            skip = true;
+            continue;
+        }
+        kept.push_str(word);
+    }
+    let tree = kept;
     let mut out = Vec::new();
     expand_into("", &tree, &mut out);
     out
@@ -151,8 +173,7 @@ fn expand(tree: &str) -> Vec<String> {
 
 fn expand_into(prefix: &str, tree: &str, out: &mut Vec<String>) {
     let Some(open) = tree.find('{') else {
-        let path = tree.split("as").next().unwrap_or(tree);
-        let path = path.trim_end_matches("::*");
+        let path = tree.trim_end_matches("::*");
         out.push(format!("{prefix}{path}"));
         return;
     };
@@ -249,6 +270,7 @@ fn resolve(
     is_folder: bool,
     path: &str,
     known: &BTreeSet<Vec<String>>,
+    reexports: &Reexports,
 ) -> Option<Vec<String>> {
     let mut segments = path.split("::").filter(|s| !s.is_empty()).peekable();
     // Where `self` is: a folder's mod.rs is its folder; a file is itself.
@@ -290,10 +312,48 @@ fn resolve(
         if known.contains(&deeper) {
             at = deeper;
         } else {
+            // A name a folder re-exports is the child's that defines it.
+            if let Some(child) = reexports.get(&(at.clone(), segment.to_owned())) {
+                at = child.clone();
+            }
             break;
         }
     }
     Some(at)
+}
+
+/// (folder, name) → the child module that defines the name a folder's `pub use` re-exports.
+type Reexports = BTreeMap<(Vec<String>, String), Vec<String>>;
+
+fn reexports(files: &BTreeMap<Vec<String>, String>, known: &BTreeSet<Vec<String>>) -> Reexports {
+    let mut out = Reexports::new();
+    for (module, text) in files {
+        for line in code(text).split(';') {
+            let line = line.trim();
+            let Some(tree) = ["pub use ", "pub(crate) use "]
+                .iter()
+                .find_map(|p| line.strip_prefix(p))
+            else {
+                continue;
+            };
+            for path in expand(tree) {
+                let segments: Vec<&str> = path.split("::").collect();
+                let Some((name, within)) = segments.split_last() else {
+                    continue;
+                };
+                let mut child = module.clone();
+                child.extend(within.iter().map(|s| (*s).to_owned()));
+                if within
+                    .first()
+                    .is_some_and(|f| *f != "crate" && *f != "super")
+                    && known.contains(&child)
+                {
+                    out.insert((module.clone(), (*name).to_owned()), child);
+                }
+            }
+        }
+    }
+    out
 }
 
 fn graph() -> BTreeMap<String, BTreeSet<String>> {
@@ -308,6 +368,7 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
         })
         .cloned()
         .collect();
+    let reexported = reexports(&files, &known);
     let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (module, text) in &files {
         let is_folder = folders.contains(module);
@@ -324,15 +385,37 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
             text,
             if is_folder { &children } else { &no_children },
         ) {
-            // Inline child paths inside a folder's own code (`values::x()`) are caught by
-            // `use` and inline roots; a bare `child::` path from mod.rs counts too.
-            if let Some(target) = resolve(module, is_folder, &path, &known) {
-                let own_child =
-                    is_folder && target.len() > module.len() && target.starts_with(module);
+            if let Some(target) = resolve(module, is_folder, &path, &known, &reexported) {
                 let target = target.join("::");
                 // The crate root (lib.rs) only declares modules.
-                if target != name && !target.is_empty() && !own_child {
+                if target != name && !target.is_empty() {
                     out.insert(target);
+                }
+            }
+        }
+        // A folder's code calling a child by its bare name (`values::name_token(…)`).
+        if is_folder {
+            for line in code(text).lines() {
+                let trimmed = line.trim_start();
+                if trimmed.starts_with("mod ")
+                    || trimmed.starts_with("pub mod ")
+                    || trimmed.starts_with("pub(crate) mod ")
+                    || trimmed.contains("use ")
+                {
+                    continue;
+                }
+                for child in &children {
+                    let needle = format!("{child}::");
+                    let mut rest = line;
+                    while let Some(at) = rest.find(&needle) {
+                        let before = rest[..at].chars().last();
+                        if !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+                            let mut target = module.clone();
+                            target.push(child.clone());
+                            out.insert(target.join("::"));
+                        }
+                        rest = &rest[at + needle.len()..];
+                    }
                 }
             }
         }
@@ -412,9 +495,10 @@ fn no_file_imports_one_that_imports_it() {
     let edges = graph();
     // The graph sees what it claims: edges between folders, inside them, and through super::.
     for (from, to) in [
-        ("service", "cache"),
+        ("service", "cache::answers"),
         ("service::promql", "service"),
-        ("api::prometheus::query", "api::prometheus"),
+        ("normalize::shapes", "normalize::error"),
+        ("api::prometheus::query", "api::prometheus::form"),
         ("api::metricdata", "api::failures"),
         ("query::spelling", "query::builder"),
         ("query::builder", "query"),

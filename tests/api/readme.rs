@@ -334,4 +334,14 @@ async fn the_demo_reads_the_file_and_the_environment_but_keeps_its_appliance() {
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("rate_limit.burst"), "{said}");
+    // An explicit --listen wins over the environment's.
+    let (child, base) = demo_with(&[], &[("METRICGATE__SERVER__LISTEN", "256.0.0.1:1")]);
+    let ok = http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    stop(child);
+    assert_eq!(ok, 200);
 }
