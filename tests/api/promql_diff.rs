@@ -9,9 +9,9 @@
 //!   backfilled by `promtool tsdb create-blocks-from openmetrics` into a temporary TSDB that a
 //!   `prometheus` on a free loopback port serves (killed on drop).
 //! - A range query at step `s` reads the appliance's buckets of `s` rounded to whole minutes,
-//!   so each resolution has its Prometheus: the 1-minute one answers steps of 60 s and the
-//!   instant queries, the 2-minute one steps of 90 and 120 s, the 5-minute one steps of 300 s,
-//!   the hourly one steps of 3600 s (with a lookback of an hour, as the gateway's is the
+//!   so each resolution has its Prometheus: the 1-minute one answers steps of 45 and 60 s and
+//!   the instant queries, the 2-minute one steps of 90 and 120 s, the 5-minute one steps of 270
+//!   and 300 s, the hourly one steps of 3600 s (with a lookback of an hour, as the gateway's is the
 //!   interval when that is longer than 5 min). Ranges start on a bucket and between two.
 //! - The gateway's documented rules are made explicit for Prometheus, not changed in the
 //!   gateway: a selector without a `did` (or device detail) matcher reads the network-wide
@@ -161,12 +161,19 @@ fn runs() -> Vec<(i64, Vec<Run>)> {
         end: END + (start - START),
         step,
     };
-    let mut minutes = vec![range(START, 60), range(START + 30, 60)];
+    let mut minutes = vec![range(START, 60), range(START + 30, 60), range(START, 45)];
     minutes.extend(INSTANTS.map(Run::Instant));
     vec![
         (60, minutes),
         (120, vec![range(START, 120), range(START, 90)]),
-        (300, vec![range(START, 300), range(START + 120, 300)]),
+        (
+            300,
+            vec![
+                range(START, 300),
+                range(START + 120, 300),
+                range(START, 270),
+            ],
+        ),
         (3600, vec![range(START, 3600)]),
     ]
 }
