@@ -34,8 +34,9 @@ if [ ! -d tests/clients/ts/node_modules ]; then
 fi
 
 # The Prometheus-compatible API is checked with real clients: promtool (Debian's prometheus
-# package; only its promtool is used, no server is started) and prometheus-api-client (PyPI).
-if ! command -v promtool >/dev/null 2>&1; then
+# package) and prometheus-api-client (PyPI); and differentially against a real Prometheus
+# (the same package), which tests/api/promql_diff.rs starts on loopback and kills itself.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null
 fi
 if ! python3 -c 'import prometheus_api_client' >/dev/null 2>&1; then
