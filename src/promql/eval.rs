@@ -138,15 +138,24 @@ fn map_values(series: Vec<Series>, f: impl Fn(f64) -> f64) -> Vec<Series> {
         .collect()
 }
 
+/// Prometheus' min: NaN only when every value is NaN (`f64::min` skips NaN instead).
+fn lesser(acc: f64, v: f64) -> f64 {
+    if acc > v || acc.is_nan() { v } else { acc }
+}
+
+/// Prometheus' max, likewise.
+fn greater(acc: f64, v: f64) -> f64 {
+    if acc < v || acc.is_nan() { v } else { acc }
+}
+
 fn over_time(func: OverTime, values: impl Iterator<Item = f64>) -> Option<f64> {
     let (mut count, mut sum) = (0u64, 0.0);
-    let mut min = f64::INFINITY;
-    let mut max = f64::NEG_INFINITY;
+    let (mut min, mut max) = (f64::NAN, f64::NAN);
     for v in values {
         count += 1;
         sum += v;
-        min = min.min(v);
-        max = max.max(v);
+        min = lesser(min, v);
+        max = greater(max, v);
     }
     (count > 0).then(|| match func {
         OverTime::Max => max,
@@ -188,13 +197,12 @@ fn aggregate(op: Aggregation, grouping: &Grouping, series: Vec<Series>) -> Vec<S
                 .map(|k| {
                     let present = members.iter().filter_map(|m| m.values[k]);
                     let (mut count, mut sum) = (0u64, 0.0);
-                    let mut min = f64::INFINITY;
-                    let mut max = f64::NEG_INFINITY;
+                    let (mut min, mut max) = (f64::NAN, f64::NAN);
                     for v in present {
                         count += 1;
                         sum += v;
-                        min = min.min(v);
-                        max = max.max(v);
+                        min = lesser(min, v);
+                        max = greater(max, v);
                     }
                     (count > 0).then(|| match op {
                         Aggregation::Sum => sum,
