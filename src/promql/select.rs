@@ -354,7 +354,7 @@ fn label_for(field: Field) -> &'static str {
 
 impl Selection {
     /// The appliance questions for `[start, end)` at `interval_seconds`, validated as `/v1`
-    /// validates its own (the same parser and limits).
+    /// validates its own (the same builder and limits).
     pub fn fetches(
         &self,
         start: i64,

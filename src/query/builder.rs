@@ -574,6 +574,16 @@ impl MetricQueryBuilder {
             (Slot::Refused, _) | (_, Slot::Refused) => return (None, None),
             (start, end) => (start.get(), end.get()),
         };
+        let mut out_of_range = false;
+        for (field, time) in [(Field::Start, start), (Field::End, end)] {
+            if let Some(Err(m)) = time.map(values::valid_time) {
+                self.error(field, m);
+                out_of_range = true;
+            }
+        }
+        if out_of_range {
+            return (None, None);
+        }
         let (start, end_for_limits) = match (start, end) {
             (None, None) => return (None, None),
             (None, Some(_)) => {
@@ -703,6 +713,14 @@ mod tests {
         ] {
             assert!(fields.contains(&field), "{field:?} not in {errors:?}");
         }
+    }
+
+    #[test]
+    fn times_are_checked_as_text_times_are() {
+        let errors = build(MetricQuery::builder().metric("a").range(-5, 10)).unwrap_err();
+        let fields: Vec<Field> = errors.iter().map(|e| e.field).collect();
+        assert_eq!(fields, [Field::Start, Field::End], "{errors:?}");
+        assert!(build(MetricQuery::builder().metric("a").since(i64::MAX)).is_err());
     }
 
     #[test]

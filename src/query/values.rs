@@ -181,6 +181,17 @@ const LARGEST_MS: i64 = 253_402_300_799_999;
 /// A time a caller may copy when told what to give.
 const EXAMPLE_MS: i64 = 1_705_320_000_000;
 
+/// A time given as epoch ms: within the range text times are read in (March 1973 to 9999).
+pub fn valid_time(ms: i64) -> Result<i64, String> {
+    if (SMALLEST_PLAUSIBLE_MS..=LARGEST_MS).contains(&ms) {
+        Ok(ms)
+    } else {
+        Err(format!(
+            "{ms} is not a time between March 1973 and 9999 in epoch milliseconds (e.g. {EXAMPLE_MS})"
+        ))
+    }
+}
+
 /// A time relative to `now_ms` (the gateway's clock): `now`, or `now-<n><unit>` with the unit
 /// `s`, `min` (or `m`), `h`, `d` or `w`, e.g. `now-1h`. `None` when `value` is not relative.
 pub fn relative_ms(value: &str, now_ms: i64) -> Option<Result<i64, String>> {
