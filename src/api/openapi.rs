@@ -22,7 +22,7 @@ use crate::upstream::UpstreamError;
 
 #[derive(OpenApi)]
 #[openapi(
-    modifiers(&ProblemExamples, &PrometheusValues, &PickedFields),
+    modifiers(&OversizedRequests, &ProblemExamples, &PrometheusValues, &PickedFields),
     info(
         title = "metricgate",
         description = "An internal gateway in front of a Darktrace appliance's time-series API. \
@@ -91,6 +91,41 @@ Anything else is a `bad_data` naming the part. Errors use Prometheus' envelope."
     )
 )]
 pub struct ApiDoc;
+
+/// Every route refuses a request too large to read before routing it (`observe`): a path and
+/// query over 8 KiB (414) or headers over the limit (431), as a problem.
+struct OversizedRequests;
+
+impl Modify for OversizedRequests {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let problem = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    PROBLEM_JSON,
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build()
+        };
+        for (_, item) in doc.paths.paths.iter_mut() {
+            let operations = [item.get.as_mut(), item.post.as_mut(), item.delete.as_mut()];
+            for operation in operations.into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                responses.entry("414".to_owned()).or_insert_with(|| {
+                    RefOr::T(problem("The path and query are longer than 8 KiB"))
+                });
+                responses.entry("431".to_owned()).or_insert_with(|| {
+                    RefOr::T(problem(
+                        "The request's headers are larger than the gateway reads",
+                    ))
+                });
+            }
+        }
+    }
+}
 
 /// Gives every problem response examples of its own, made by the code that makes the real
 /// ones (the parser's messages, `ApiError::problem`), so Swagger UI never shows a 400's body

@@ -20,25 +20,36 @@ pub(crate) fn evaluate(
     times: &[i64],
     interval_ms: i64,
 ) -> Result<Evaluated, PromError> {
-    let value = walk(node, rows, times, interval_ms);
-    if let Evaluated::Vector(series) = &value {
-        // Dropping the metric name can make two series one (`sum_over_time` of a regex
-        // selector): Prometheus refuses that, and so do we.
-        let mut seen = std::collections::BTreeSet::new();
-        for s in series {
-            if !seen.insert(&s.labels) {
-                return Err(PromError::Execution(format!(
-                    "vector cannot contain metrics with the same labelset {}",
-                    super::value::labels_text(&s.labels)
-                )));
-            }
-        }
-    }
-    Ok(value)
+    walk(node, rows, times, interval_ms)
 }
 
-fn walk(node: &Node<usize>, rows: &[Vec<Row>], times: &[i64], interval_ms: i64) -> Evaluated {
-    match node {
+/// Series that lost their metric name, refused where two of them now have the same labels
+/// and a value at the same time, as Prometheus refuses them at every step.
+fn distinct(series: Vec<Series>) -> Result<Vec<Series>, PromError> {
+    let mut by_labels: BTreeMap<&Labels, Vec<&Series>> = BTreeMap::new();
+    for s in &series {
+        by_labels.entry(&s.labels).or_default().push(s);
+    }
+    for (labels, same) in by_labels.into_iter().filter(|(_, same)| same.len() > 1) {
+        let steps = same.first().map_or(0, |s| s.values.len());
+        let clash = (0..steps).any(|k| same.iter().filter(|s| s.values[k].is_some()).count() > 1);
+        if clash {
+            return Err(PromError::Execution(format!(
+                "vector cannot contain metrics with the same labelset {}",
+                super::value::labels_text(labels)
+            )));
+        }
+    }
+    Ok(series)
+}
+
+fn walk(
+    node: &Node<usize>,
+    rows: &[Vec<Row>],
+    times: &[i64],
+    interval_ms: i64,
+) -> Result<Evaluated, PromError> {
+    Ok(match node {
         Node::Number(v) => Evaluated::Scalar(*v),
         Node::Select(i) => {
             let floor = |t: i64| t.div_euclid(interval_ms) * interval_ms;
@@ -66,7 +77,7 @@ fn walk(node: &Node<usize>, rows: &[Vec<Row>], times: &[i64], interval_ms: i64) 
             func,
             range_ms,
             selector,
-        } => Evaluated::Vector(
+        } => Evaluated::Vector(distinct(
             selected(rows, *selector)
                 .iter()
                 .map(|row| Series {
@@ -83,38 +94,43 @@ fn walk(node: &Node<usize>, rows: &[Vec<Row>], times: &[i64], interval_ms: i64) 
                         .collect(),
                 })
                 .collect(),
-        ),
+        )?),
         Node::Aggregate {
             op,
             grouping,
             inner,
-        } => match walk(inner, rows, times, interval_ms) {
+        } => match walk(inner, rows, times, interval_ms)? {
             Evaluated::Vector(series) => Evaluated::Vector(aggregate(*op, grouping, series)),
             // The parser refuses aggregations of numbers.
             scalar @ Evaluated::Scalar(_) => scalar,
         },
         Node::Arithmetic { op, lhs, rhs } => {
-            let l = walk(lhs, rows, times, interval_ms);
-            let r = walk(rhs, rows, times, interval_ms);
+            let l = walk(lhs, rows, times, interval_ms)?;
+            let r = walk(rhs, rows, times, interval_ms)?;
             match (l, r) {
                 (Evaluated::Scalar(a), Evaluated::Scalar(b)) => Evaluated::Scalar(op.apply(a, b)),
                 (Evaluated::Vector(v), Evaluated::Scalar(b)) => {
-                    Evaluated::Vector(map_values(v, |a| op.apply(a, b)))
+                    Evaluated::Vector(distinct(map_values(v, |a| op.apply(a, b)))?)
                 }
                 (Evaluated::Scalar(a), Evaluated::Vector(v)) => {
-                    Evaluated::Vector(map_values(v, |b| op.apply(a, b)))
+                    Evaluated::Vector(distinct(map_values(v, |b| op.apply(a, b)))?)
                 }
                 // The parser refuses arithmetic between two vectors.
                 (Evaluated::Vector(_), Evaluated::Vector(_)) => Evaluated::Vector(Vec::new()),
             }
         }
-        Node::Negate(inner) => match walk(inner, rows, times, interval_ms) {
+        Node::Negate(inner) => match walk(inner, rows, times, interval_ms)? {
             Evaluated::Scalar(v) => Evaluated::Scalar(-v),
-            Evaluated::Vector(v) => Evaluated::Vector(map_values(v, |a| -a)),
+            Evaluated::Vector(v) => Evaluated::Vector(distinct(map_values(v, |a| -a))?),
+        },
+        Node::Math { func, arg } => match walk(arg, rows, times, interval_ms)? {
+            Evaluated::Vector(v) => Evaluated::Vector(distinct(map_values(v, func.apply))?),
+            // The parser refuses a number where an instant vector is expected.
+            scalar @ Evaluated::Scalar(_) => scalar,
         },
         // Raw buckets are only ever the whole query, which the plan answers itself.
         Node::Raw { .. } => Evaluated::Vector(Vec::new()),
-    }
+    })
 }
 
 fn selected(rows: &[Vec<Row>], i: usize) -> &[Row] {

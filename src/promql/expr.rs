@@ -6,6 +6,7 @@ use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{self, Expr, LabelModifier, token};
 
 use super::PromError;
+use super::functions::MathFn;
 
 /// Longest query text accepted, in bytes (Grafana's longest generated queries are far shorter).
 const MAX_QUERY_BYTES: usize = 16 * 1024;
@@ -88,6 +89,11 @@ pub(crate) enum Node<S> {
         rhs: Box<Node<S>>,
     },
     Negate(Box<Node<S>>),
+    /// A function of one float, applied to every value (`abs(x)`, `ln(x)`, …).
+    Math {
+        func: MathFn,
+        arg: Box<Node<S>>,
+    },
     /// A range vector's raw buckets (`x[1h]` alone, in an instant query).
     Raw {
         range_ms: i64,
@@ -105,6 +111,7 @@ impl<S> Node<S> {
             }
             Node::Arithmetic { lhs, rhs, .. } => lhs.is_scalar() && rhs.is_scalar(),
             Node::Negate(inner) => inner.is_scalar(),
+            Node::Math { .. } => false,
         }
     }
 
@@ -140,6 +147,10 @@ impl<S> Node<S> {
                 rhs: Box::new(rhs.try_map(f)?),
             },
             Node::Negate(inner) => Node::Negate(Box::new(inner.try_map(f)?)),
+            Node::Math { func, arg } => Node::Math {
+                func,
+                arg: Box::new(arg.try_map(f)?),
+            },
             Node::Raw { range_ms, selector } => Node::Raw {
                 range_ms,
                 selector: f(selector, Some(range_ms))?,
@@ -216,7 +227,8 @@ fn unsupported(what: impl std::fmt::Display) -> PromError {
     PromError::bad_data(format!(
         "unsupported: {what}; metricgate answers sum, min, max, avg and count (by/without), \
          max_over_time, min_over_time, avg_over_time, sum_over_time and count_over_time over a \
-         range, arithmetic with numbers, and selectors with =, !=, =~ and !~"
+         range, functions of one value (abs, ln, sqrt, …), arithmetic with numbers, and \
+         selectors with =, !=, =~ and !~"
     ))
 }
 
@@ -236,7 +248,22 @@ fn convert(expr: &Expr) -> Result<Node<Selector>, PromError> {
             s.val
         ))),
         Expr::Extension(_) => Err(unsupported("an extension expression")),
-        Expr::Call(call) => over_time(call),
+        Expr::Call(call) => match super::functions::math(call.func.name) {
+            Some(func) => {
+                let [arg] = call.args.args.as_slice() else {
+                    return Err(unsupported(format_args!(
+                        "{}() with {} arguments",
+                        call.func.name,
+                        call.args.args.len()
+                    )));
+                };
+                Ok(Node::Math {
+                    func,
+                    arg: Box::new(convert(arg)?),
+                })
+            }
+            None => over_time(call),
+        },
         Expr::Aggregate(agg) => aggregate(agg),
         Expr::Binary(bin) => binary(bin),
     }

@@ -12,6 +12,7 @@
 
 mod eval;
 mod expr;
+mod functions;
 mod listing;
 mod plan;
 mod select;
