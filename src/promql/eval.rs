@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::expr::{Aggregation, Grouping, Node, OverTime};
+use super::expr::{Aggregation, Comparison, Grouping, Node, OverTime};
 use super::value::{Labels, Reach, Row, Series};
 use super::{METRIC_NAME, PromError};
 
@@ -123,6 +123,16 @@ fn walk(
             Evaluated::Scalar(v) => Evaluated::Scalar(-v),
             Evaluated::Vector(v) => Evaluated::Vector(distinct(map_values(v, |a| -a))?),
         },
+        Node::Compare {
+            op,
+            returns_bool,
+            lhs,
+            rhs,
+        } => {
+            let l = walk(lhs, rows, times, interval_ms)?;
+            let r = walk(rhs, rows, times, interval_ms)?;
+            compare(*op, *returns_bool, l, r)?
+        }
         Node::Math { func, arg } => match walk(arg, rows, times, interval_ms)? {
             Evaluated::Vector(v) => Evaluated::Vector(distinct(map_values(v, func.apply))?),
             // The parser refuses a number where an instant vector is expected.
@@ -131,6 +141,43 @@ fn walk(
         // Raw buckets are only ever the whole query, which the plan answers itself.
         Node::Raw { .. } => Evaluated::Vector(Vec::new()),
     })
+}
+
+/// A comparison with a number, as Prometheus' vector-scalar comparison: the vector's own value
+/// is kept where the comparison holds (the metric name too); with `bool` every value becomes
+/// 1 or 0 and loses its name.
+fn compare(
+    op: Comparison,
+    returns_bool: bool,
+    l: Evaluated,
+    r: Evaluated,
+) -> Result<Evaluated, PromError> {
+    let one = |holds: bool| if holds { 1.0 } else { 0.0 };
+    let each = |series: Vec<Series>, holds: &dyn Fn(f64) -> bool| -> Result<Evaluated, PromError> {
+        Ok(Evaluated::Vector(if returns_bool {
+            distinct(map_values(series, |v| one(holds(v))))?
+        } else {
+            series
+                .into_iter()
+                .map(|s| Series {
+                    values: s
+                        .values
+                        .into_iter()
+                        .map(|v| v.filter(|v| holds(*v)))
+                        .collect(),
+                    labels: s.labels,
+                })
+                .collect()
+        }))
+    };
+    match (l, r) {
+        // The parser asks for `bool` between two numbers.
+        (Evaluated::Scalar(a), Evaluated::Scalar(b)) => Ok(Evaluated::Scalar(one(op.holds(a, b)))),
+        (Evaluated::Vector(v), Evaluated::Scalar(b)) => each(v, &|a| op.holds(a, b)),
+        (Evaluated::Scalar(a), Evaluated::Vector(v)) => each(v, &|b| op.holds(a, b)),
+        // The parser refuses comparisons between two vectors.
+        (Evaluated::Vector(_), Evaluated::Vector(_)) => Ok(Evaluated::Vector(Vec::new())),
+    }
 }
 
 fn selected(rows: &[Vec<Row>], i: usize) -> &[Row] {

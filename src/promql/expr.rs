@@ -61,6 +61,31 @@ impl Arithmetic {
     }
 }
 
+/// A comparison: with `bool` it answers 1 or 0, without it keeps the values it holds for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Comparison {
+    Eq,
+    Ne,
+    Gt,
+    Lt,
+    Ge,
+    Le,
+}
+
+impl Comparison {
+    /// IEEE comparisons, as Go's: NaN is unequal to everything, itself included.
+    pub fn holds(self, a: f64, b: f64) -> bool {
+        match self {
+            Self::Eq => a == b,
+            Self::Ne => a != b,
+            Self::Gt => a > b,
+            Self::Lt => a < b,
+            Self::Ge => a >= b,
+            Self::Le => a <= b,
+        }
+    }
+}
+
 /// Which labels an aggregation keeps: `by (…)` those, `without (…)` all others.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Grouping {
@@ -89,6 +114,13 @@ pub(crate) enum Node<S> {
         rhs: Box<Node<S>>,
     },
     Negate(Box<Node<S>>),
+    /// A comparison with a number on one side at least (`x > 500`, `x > bool 500`).
+    Compare {
+        op: Comparison,
+        returns_bool: bool,
+        lhs: Box<Node<S>>,
+        rhs: Box<Node<S>>,
+    },
     /// A function of one float, applied to every value (`abs(x)`, `ln(x)`, …).
     Math {
         func: MathFn,
@@ -112,6 +144,7 @@ impl<S> Node<S> {
             Node::Arithmetic { lhs, rhs, .. } => lhs.is_scalar() && rhs.is_scalar(),
             Node::Negate(inner) => inner.is_scalar(),
             Node::Math { .. } => false,
+            Node::Compare { lhs, rhs, .. } => lhs.is_scalar() && rhs.is_scalar(),
         }
     }
 
@@ -147,6 +180,17 @@ impl<S> Node<S> {
                 rhs: Box::new(rhs.try_map(f)?),
             },
             Node::Negate(inner) => Node::Negate(Box::new(inner.try_map(f)?)),
+            Node::Compare {
+                op,
+                returns_bool,
+                lhs,
+                rhs,
+            } => Node::Compare {
+                op,
+                returns_bool,
+                lhs: Box::new(lhs.try_map(f)?),
+                rhs: Box::new(rhs.try_map(f)?),
+            },
             Node::Math { func, arg } => Node::Math {
                 func,
                 arg: Box::new(arg.try_map(f)?),
@@ -227,7 +271,8 @@ fn unsupported(what: impl std::fmt::Display) -> PromError {
     PromError::bad_data(format!(
         "unsupported: {what}; metricgate answers sum, min, max, avg and count (by/without), \
          max_over_time, min_over_time, avg_over_time, sum_over_time and count_over_time over a \
-         range, functions of one value (abs, ln, sqrt, …), arithmetic with numbers, and \
+         range, functions of one value (abs, ln, sqrt, …), arithmetic and comparisons with \
+         numbers, and \
          selectors with =, !=, =~ and !~"
     ))
 }
@@ -366,6 +411,34 @@ fn aggregate(agg: &parser::AggregateExpr) -> Result<Node<Selector>, PromError> {
 }
 
 fn binary(bin: &parser::BinaryExpr) -> Result<Node<Selector>, PromError> {
+    let comparison = match bin.op.id() {
+        token::T_EQLC => Some(Comparison::Eq),
+        token::T_NEQ => Some(Comparison::Ne),
+        token::T_GTR => Some(Comparison::Gt),
+        token::T_LSS => Some(Comparison::Lt),
+        token::T_GTE => Some(Comparison::Ge),
+        token::T_LTE => Some(Comparison::Le),
+        _ => None,
+    };
+    if let Some(op) = comparison {
+        let returns_bool = bin.modifier.as_ref().is_some_and(|m| m.return_bool);
+        if bin.modifier.as_ref().is_some_and(|m| m.matching.is_some()) {
+            return Err(unsupported(format_args!("vector matching in `{bin}`")));
+        }
+        let lhs = convert(&bin.lhs)?;
+        let rhs = convert(&bin.rhs)?;
+        if !lhs.is_scalar() && !rhs.is_scalar() {
+            return Err(unsupported(format_args!(
+                "`{bin}`: a comparison between two vectors (one side must be a number)"
+            )));
+        }
+        return Ok(Node::Compare {
+            op,
+            returns_bool,
+            lhs: Box::new(lhs),
+            rhs: Box::new(rhs),
+        });
+    }
     let op = match bin.op.id() {
         token::T_ADD => Arithmetic::Add,
         token::T_SUB => Arithmetic::Sub,
@@ -429,7 +502,11 @@ mod tests {
         for (text, named) in [
             ("rate(connections[5m])", "the function rate()"),
             ("topk(3, connections)", "the aggregation topk"),
-            ("connections > 5", "the operator >"),
+            ("connections and bandwidth", "the operator and"),
+            (
+                "connections > bandwidth",
+                "a comparison between two vectors",
+            ),
             ("connections + bandwidth", "arithmetic between two vectors"),
             ("connections offset 5m", "the offset modifier"),
             ("connections @ 1705320000", "the @ modifier"),
