@@ -17,7 +17,7 @@ use crate::fetch::FetchError;
 use crate::normalize::{AnswerError, Breach, Device, MetricData, Point, Series, TimeRange};
 use crate::query::{self, Dialect, FieldError, MetricQuery};
 use crate::reload::ReloadError;
-use crate::settings::{Settings, SettingsError};
+use crate::settings::{QueryLimits, Settings, SettingsError};
 use crate::upstream::UpstreamError;
 
 #[derive(OpenApi)]
@@ -134,6 +134,8 @@ struct ProblemExamples;
 
 impl Modify for ProblemExamples {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        // The defaults are a whole configuration load: read once, not per response.
+        let limits = Settings::defaults().query;
         for (path, item) in doc.paths.paths.iter_mut() {
             let operations = [item.get.as_mut(), item.post.as_mut(), item.delete.as_mut()];
             for operation in operations.into_iter().flatten() {
@@ -144,7 +146,7 @@ impl Modify for ProblemExamples {
                     let Some(content) = response.content.get_mut(PROBLEM_JSON) else {
                         continue;
                     };
-                    let mut examples = problem_examples(path, status).into_iter();
+                    let mut examples = problem_examples(path, status, &limits).into_iter();
                     match (examples.next(), examples.len()) {
                         (None, _) => {}
                         (Some((_, _, one)), 0) => content.example = Some(one),
@@ -336,12 +338,15 @@ fn prometheus_value(name: &str, required: bool, schema: &mut Schema) {
 }
 
 /// (name, summary, problem) for one route's response status.
-fn problem_examples(path: &str, status: &str) -> Vec<(&'static str, &'static str, Value)> {
+fn problem_examples(
+    path: &str,
+    status: &str,
+    limits: &QueryLimits,
+) -> Vec<(&'static str, &'static str, Value)> {
     let problem = |e: ApiError| serde_json::to_value(e.problem()).unwrap_or_default();
     let invalid = |errors: Vec<FieldError>| problem(ApiError::InvalidQuery(errors));
-    let limits = Settings::defaults().query;
     let parse = |dialect, raw: &str| {
-        query::parse_in(dialect, raw, &limits, &query::AnyMetric, 0)
+        query::parse_in(dialect, raw, limits, &query::AnyMetric, 0)
             .err()
             .unwrap_or_default()
     };

@@ -204,8 +204,7 @@ fn names(
             let hint = if closest.is_empty() {
                 "; /api/v1/label/__name__/values lists the metrics".to_owned()
             } else {
-                let quoted: Vec<String> = closest.iter().map(|n| format!("`{n}`")).collect();
-                format!("; did you mean {}?", quoted.join(", "))
+                format!("; did you mean {}?", query::quoted_list(&closest))
             };
             warnings.push(format!(
                 "no series: the appliance has no metric `{name}`{hint}"

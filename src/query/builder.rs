@@ -648,7 +648,8 @@ fn coarser_interval(seconds: u64) -> u64 {
         .unwrap_or_else(|| seconds.div_ceil(86_400) * 86_400)
 }
 
-pub(crate) fn quoted_list(names: &[String]) -> String {
+/// Names as a caller reads them in a hint: `` `a`, `b` ``.
+pub fn quoted_list(names: &[String]) -> String {
     names
         .iter()
         .map(|n| format!("`{n}`"))

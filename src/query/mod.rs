@@ -12,7 +12,9 @@ mod values;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-pub use builder::{APPLICATION_PROTOCOL_PATTERN, BuildError, Field, Filter, MetricQueryBuilder};
+pub use builder::{
+    APPLICATION_PROTOCOL_PATTERN, BuildError, Field, Filter, MetricQueryBuilder, quoted_list,
+};
 pub use parameters::{Example, PARAMETERS, Parameter, Shape};
 pub use representation::{Encoding, Format, Offer, Representation};
 pub use spelling::{Dialect, parse, parse_in};
