@@ -30,7 +30,7 @@ use metricgate::cache::{Directives, Route};
 use metricgate::catalog::Catalog;
 use metricgate::clock::Clock;
 use metricgate::fetch::MetricSource;
-use metricgate::promql::{At, Context, KnownDevices, Plan};
+use metricgate::promql::At;
 use metricgate::query::{Dialect, Offer, Representation};
 use metricgate::service::{MetricRequest, MetricService};
 use metricgate::settings::Settings;
@@ -69,7 +69,6 @@ struct Gateway {
     kind: Kind,
     sim: Simulator,
     service: MetricService,
-    catalog: Arc<Catalog>,
     clock: Clock,
     settings: Settings,
     metrics: Arc<GatewayMetrics>,
@@ -122,7 +121,6 @@ impl Gateway {
             kind,
             sim,
             service,
-            catalog,
             clock,
             settings,
             metrics,
@@ -171,32 +169,17 @@ impl Gateway {
 
     /// What `/prometheus/api/v1/query_range` computes (its `data`), as JSON.
     async fn query_range(&self, expr: &str, start: i64, end: i64) -> String {
-        let names = self.catalog.names();
-        let catalog = self.catalog.get();
-        let devices = KnownDevices::new(Vec::new);
-        let ctx = Context {
-            limits: &self.settings.query,
-            names: &names,
-            metrics: catalog.as_ref().map_or(&[], |c| &c.metrics),
-            devices: &devices,
-            now_ms: self.clock.now_ms(),
-        };
         let at = At::Range {
             start,
             end,
             step: MINUTE,
         };
-        let plan = Plan::new(expr, at, &ctx).unwrap_or_else(|e| panic!("{expr}: {e}"));
-        let mut answers = Vec::new();
-        for q in plan.fetches().iter() {
-            answers.push(
-                self.service
-                    .data(q, None)
-                    .await
-                    .unwrap_or_else(|e| panic!("{expr}: {e}")),
-            );
-        }
-        let data = plan.evaluate(&answers).expect("evaluation");
+        let data = self
+            .service
+            .evaluate(expr, at, 0, None)
+            .await
+            .unwrap_or_else(|e| panic!("{expr}: {e}"))
+            .data;
         serde_json::to_string(&data).expect("JSON")
     }
 

@@ -21,11 +21,10 @@ use std::collections::HashMap;
 use std::num::NonZero;
 use std::sync::Arc;
 
-use futures::future::try_join_all;
 use metricgate::catalog::Catalog;
 use metricgate::clock::Clock;
 use metricgate::fetch::MetricSource;
-use metricgate::promql::{At, Context, KnownDevices, Plan};
+use metricgate::promql::At;
 use metricgate::service::MetricService;
 use metricgate::settings::Settings;
 use metricgate::sim::Simulator;
@@ -76,9 +75,7 @@ fn dashboard_queries() -> Vec<(String, String)> {
 struct Strategy {
     sim: Simulator,
     service: MetricService,
-    catalog: Arc<Catalog>,
     clock: Clock,
-    settings: Settings,
 }
 
 impl Strategy {
@@ -111,35 +108,23 @@ impl Strategy {
         Self {
             sim,
             service,
-            catalog,
             clock,
-            settings,
         }
     }
 
     /// What `/prometheus/api/v1/query_range` answers (its `data`), as JSON.
     async fn query_range(&self, expr: &str, start: i64, end: i64) -> String {
-        let names = self.catalog.names();
-        let catalog = self.catalog.get();
-        let devices = KnownDevices::new(Vec::new);
-        let ctx = Context {
-            limits: &self.settings.query,
-            names: &names,
-            metrics: catalog.as_ref().map_or(&[], |c| &c.metrics),
-            devices: &devices,
-            now_ms: self.clock.now_ms(),
-        };
         let at = At::Range {
             start,
             end,
             step: STEP,
         };
-        let plan = Plan::new(expr, at, &ctx).unwrap_or_else(|e| panic!("{expr}: {e}"));
-        let queries = plan.fetches();
-        let answers = try_join_all(queries.iter().map(|q| self.service.data(q, None)))
+        let data = self
+            .service
+            .evaluate(expr, at, 0, None)
             .await
-            .unwrap_or_else(|e| panic!("{expr}: {e}"));
-        let data = plan.evaluate(&answers).expect("evaluation");
+            .unwrap_or_else(|e| panic!("{expr}: {e}"))
+            .data;
         serde_json::to_string(&data).expect("JSON")
     }
 

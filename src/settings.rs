@@ -64,6 +64,9 @@ pub struct PrometheusSettings {
     /// Device ids that `label_values(did)` lists even before an answer has named them
     /// (Grafana's device variables); devices seen in cached answers are listed anyway.
     pub devices: Vec<u64>,
+    /// The most samples one PromQL query may hold at once (Prometheus'
+    /// `--query.max-samples`); past it the query is refused with an `execution` error.
+    pub max_samples: NonZeroUsize,
 }
 
 /// Where a gateway's settings came from.

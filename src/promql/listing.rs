@@ -7,10 +7,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use promql_parser::parser::Expr;
 use serde::Serialize;
 
-use super::expr::{self, Selector};
+use promql_parser::label::Matcher;
+
+use super::engine::series::{Labels, METRIC_NAME};
+use super::error::PromError;
+use super::parse;
 use super::select::{self, DETAILS, DID, DIRECTION, Purpose};
-use super::value::Labels;
-use super::{BREACH_METRIC, Context, METRIC_NAME, PromError};
+use super::{BREACH_METRIC, Context};
 use crate::normalize::MetricInfo;
 
 /// A listing's answer, and what it had to leave out.
@@ -33,9 +36,9 @@ fn limited<I>(mut items: Vec<I>, limit: usize, mut warnings: Vec<String>) -> Lis
 }
 
 /// `match[]` → its selector, as Prometheus reads it.
-fn selector(text: &str) -> Result<Selector, PromError> {
+fn selector(text: &str) -> Result<Vec<Matcher>, PromError> {
     let bad = |why: String| PromError::bad_data(format!("invalid parameter \"match[]\": {why}"));
-    let expr = expr::parse_expr(text).map_err(|e| {
+    let expr = parse::parse_expr(text).map_err(|e| {
         let (PromError::BadData(m) | PromError::Execution(m)) = e;
         bad(m
             .trim_start_matches("invalid parameter \"query\": ")
@@ -45,13 +48,13 @@ fn selector(text: &str) -> Result<Selector, PromError> {
         Expr::VectorSelector(vs) if vs.matchers.or_matchers.is_empty() => {
             let mut matchers = vs.matchers.matchers.clone();
             if let Some(name) = &vs.name {
-                matchers.push(promql_parser::label::Matcher::new(
+                matchers.push(Matcher::new(
                     promql_parser::label::MatchOp::Equal,
                     METRIC_NAME,
                     name,
                 ));
             }
-            Ok(Selector { matchers })
+            Ok(matchers)
         }
         other => Err(bad(format!(
             "`{other}` is not a series selector such as connections{{did=\"123\"}}"

@@ -1,7 +1,11 @@
-//! PromQL over Darktrace metrics, for Grafana's built-in Prometheus data source: a documented
-//! subset parsed by `promql-parser`, planned into `/metricdata` questions ([`MetricQuery`],
-//! validated by the same parser and limits as `/v1`) and evaluated over their normalized
-//! answers. No HTTP here: `api/prometheus` extracts and answers, the use case fetches.
+//! PromQL over Darktrace metrics, for Grafana's built-in Prometheus data source: the whole
+//! language for float samples, parsed by `promql-parser`, planned into `/metricdata`
+//! questions ([`MetricQuery`], validated by the same builder and limits as `/v1`) and
+//! evaluated by a pure engine ([`engine`]) over their normalized answers. No HTTP here:
+//! `api/prometheus` extracts and answers, the use case fetches.
+//!
+//! The request path: [`parse`] → [`plan`] (the engine's hints → [`select`]'s questions) →
+//! the use case fetches → [`engine`] evaluates → [`value`] serializes.
 //!
 //! The mapping: a metric name is the catalog's name; labels are the appliance's filters
 //! (`did`, `ddid`, `odid`, `port`, `sourceport`, `destinationport`, `protocol`,
@@ -10,10 +14,10 @@
 //! buckets of `s` rounded to whole minutes; the value at time `t` is the bucket holding `t`.
 //! Model breaches are the series [`BREACH_METRIC`].
 
-mod eval;
-mod expr;
-mod functions;
+mod engine;
+mod error;
 mod listing;
+mod parse;
 mod plan;
 mod select;
 pub mod time;
@@ -22,36 +26,19 @@ mod value;
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
 
-pub use expr::format;
+pub use engine::series::{Labels, METRIC_NAME};
+pub use error::PromError;
 pub use listing::{Listing, Metadata, label_names, label_values, metadata, series};
+pub use parse::format;
 pub use plan::{At, Plan};
-pub use value::{Labels, QueryData};
+pub use value::QueryData;
 
 use crate::normalize::{Device, MetricInfo};
 use crate::query::MetricNames;
 use crate::settings::QueryLimits;
 
-/// The label that holds a series' metric name.
-pub const METRIC_NAME: &str = "__name__";
 /// The series of model breaches: one per breach, its value the breach's score.
 pub const BREACH_METRIC: &str = "darktrace_model_breach";
-
-/// Why a PromQL request gets no answer, in Prometheus' own words.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PromError {
-    /// The request is wrong: Prometheus' `bad_data`.
-    #[error("{0}")]
-    BadData(String),
-    /// The query is valid but cannot be evaluated: Prometheus' `execution`.
-    #[error("{0}")]
-    Execution(String),
-}
-
-impl PromError {
-    pub fn bad_data(message: impl Into<String>) -> Self {
-        Self::BadData(message.into())
-    }
-}
 
 /// What planning needs to know besides the query: the limits, the appliance's catalog and
 /// the devices the gateway knows of.
@@ -63,6 +50,8 @@ pub struct Context<'a> {
     pub metrics: &'a [MetricInfo],
     pub devices: &'a KnownDevices<'a>,
     pub now_ms: i64,
+    /// The most samples one query may hold at once.
+    pub max_samples: usize,
 }
 
 /// The devices the gateway knows of (seen in cached answers, or configured), looked up only

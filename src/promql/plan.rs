@@ -1,22 +1,32 @@
 //! A query and when to evaluate it → the appliance questions it needs ([`Plan::fetches`]);
-//! their answers → the result ([`Plan::evaluate`]).
+//! their answers → the result ([`Plan::evaluate`]). This is the appliance source of the
+//! engine: its hints (each selector's window) become `/metricdata` questions through the
+//! typed builder, the answers become the series the engine reads.
 //!
 //! A range query at step `s` is evaluated at `start, start + s, …, end` (as Prometheus does:
 //! the step is echoed), over appliance buckets of `s` rounded to whole minutes (at least the
 //! smallest interval allowed). A bucket is a sample stamped at its start, and it exists once
 //! it is complete (the bucket still filling is never read, so a point never changes as its
 //! minute goes by). The value at time `t` is the newest sample in `(t - lookback, t]`,
-//! the lookback being Prometheus' 5 minutes or the interval if longer: the bucket holding `t`
-//! once complete, before that the one before it. A range `[r]` at `t` holds the samples in
-//! `(t - r, t]`. Each selector's window is asked for with interval-aligned times, so a
-//! dashboard's refreshes share the segment cache.
+//! the lookback being Prometheus' 5 minutes or the interval if longer. A range `[r]` at `t`
+//! holds the samples in `(t - r, t]`. Each selector's window (moved by offsets, `@` and
+//! subqueries) is asked for with interval-aligned times, so a dashboard's refreshes share
+//! the segment cache; one series read by several parts of a query is asked for once over
+//! the union of their windows.
 
-use super::eval::{self, Evaluated};
-use super::expr::{self, Node};
+use std::collections::HashMap;
+
+use promql_parser::label::Matcher;
+use promql_parser::parser::Expr;
+
+use super::engine::hints::{Hint, hints};
+use super::engine::series::Row;
+use super::engine::{self, Query, SeriesSource};
+use super::error::PromError;
 use super::select::{self, Fetch, Purpose, Selection};
 use super::time::lookback;
-use super::value::{QueryData, Row};
-use super::{Context, PromError};
+use super::value::QueryData;
+use super::{Context, parse};
 use crate::normalize::MetricData;
 use crate::query::MetricQuery;
 use crate::settings::QueryLimits;
@@ -36,7 +46,9 @@ const MAX_STEPS: i64 = 11_000;
 const EARLIEST_MS: i64 = 1_000_000_000_000;
 const MINUTE_MS: i64 = 60_000;
 
+/// One distinct selector (its matchers), and the fetches that answer it.
 struct Planned {
+    key: String,
     selection: Selection,
     /// Indexes into the plan's fetches.
     fetches: Vec<usize>,
@@ -44,36 +56,64 @@ struct Planned {
 
 /// A query ready to be answered: what to fetch, and how to evaluate the answers.
 pub struct Plan {
-    root: Node<usize>,
+    expr: Expr,
+    query: Query,
     selections: Vec<Planned>,
     fetches: Vec<Fetch>,
-    times: Vec<i64>,
     interval_ms: i64,
-    range: bool,
     warnings: Vec<String>,
+}
+
+/// A selector's identity: its matchers, in a canonical order.
+fn key(matchers: &[Matcher]) -> String {
+    let mut parts: Vec<String> = matchers.iter().map(ToString::to_string).collect();
+    parts.sort();
+    parts.dedup();
+    parts.join(",")
 }
 
 impl Plan {
     pub fn new(text: &str, at: At, ctx: &Context<'_>) -> Result<Self, PromError> {
-        let (times, interval_seconds) = grid(at, ctx.limits)?;
+        let interval_seconds = grid(at, ctx.limits)?;
         let interval_ms = interval_seconds as i64 * 1000;
-        let node = expr::parse(text)?;
-        if matches!(node, Node::Raw { .. }) && matches!(at, At::Range { .. }) {
-            return Err(PromError::bad_data(
-                "invalid expression type \"range vector\" for range query, must be Scalar or \
-                 instant Vector",
-            ));
-        }
+        let expr = parse::parse_expr(text)?;
+        let (start, end, step) = match at {
+            At::Instant(t) => (t, t, 0),
+            At::Range { start, end, step } => (start, end, step),
+        };
+        let query = Query {
+            start,
+            end,
+            step,
+            lookback: lookback(interval_ms),
+            max_samples: ctx.max_samples,
+        };
+        engine::check(&expr, step > 0)?;
         let mut selections: Vec<Planned> = Vec::new();
-        let mut fetches: Vec<Fetch> = Vec::new();
+        let mut windows: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
         let mut warnings = Vec::new();
-        let root = node.try_map(&mut |selector, range_ms| {
-            let selection = select::resolve(&selector, ctx, Purpose::Query, &mut warnings)?;
-            let mut indexes = Vec::new();
-            let reach = range_ms.unwrap_or_else(|| lookback(interval_ms));
-            if let Some((start, end)) = window(&times, interval_ms, reach, ctx.now_ms) {
+        for Hint { matchers, from, to } in hints(&expr, &query) {
+            let key = key(&matchers);
+            if !selections.iter().any(|p| p.key == key) {
+                let selection = select::resolve(&matchers, ctx, Purpose::Query, &mut warnings)?;
+                selections.push(Planned {
+                    key: key.clone(),
+                    selection,
+                    fetches: Vec::new(),
+                });
+            }
+            if let Some(w) = window(from, to, interval_ms, ctx.now_ms) {
+                windows.entry(key).or_default().push(w);
+            }
+        }
+        let mut fetches: Vec<Fetch> = Vec::new();
+        for planned in &mut selections {
+            for (start, end) in union(windows.remove(&planned.key).unwrap_or_default()) {
                 check_points(start, end, interval_ms, at, ctx.limits)?;
-                for fetch in selection.fetches(start, end, interval_seconds, ctx)? {
+                for fetch in planned
+                    .selection
+                    .fetches(start, end, interval_seconds, ctx)?
+                {
                     let i = match fetches.iter().position(|f| *f == fetch) {
                         Some(i) => i,
                         None => {
@@ -81,22 +121,16 @@ impl Plan {
                             fetches.len() - 1
                         }
                     };
-                    indexes.push(i);
+                    planned.fetches.push(i);
                 }
             }
-            selections.push(Planned {
-                selection,
-                fetches: indexes,
-            });
-            Ok::<_, PromError>(selections.len() - 1)
-        })?;
+        }
         Ok(Self {
-            root,
+            expr,
+            query,
             selections,
             fetches,
-            times,
             interval_ms,
-            range: matches!(at, At::Range { .. }),
             warnings,
         })
     }
@@ -106,48 +140,63 @@ impl Plan {
         self.fetches.iter().map(|f| f.query.clone()).collect()
     }
 
-    /// Whether answering needs the appliance at all (`1+1` does not).
-    pub fn is_constant(&self) -> bool {
-        self.fetches.is_empty()
-    }
-
     /// Things the caller should know that did not stop the query.
     pub fn warnings(&self) -> &[String] {
         &self.warnings
     }
 
-    /// The result, from the answers to [`Plan::fetches`], in order.
-    pub fn evaluate(&self, answers: &[MetricData]) -> Result<QueryData, PromError> {
-        let rows: Vec<Vec<Row>> = self
-            .selections
-            .iter()
-            .map(|planned| {
-                let pairs: Vec<(&Fetch, &MetricData)> = planned
-                    .fetches
-                    .iter()
-                    .filter_map(|&i| Some((self.fetches.get(i)?, answers.get(i)?)))
-                    .collect();
-                planned.selection.rows(&pairs, self.interval_ms)
-            })
-            .collect();
-        if let Node::Raw { range_ms, selector } = &self.root {
-            let raw = rows.get(*selector).map_or(&[][..], Vec::as_slice);
-            return Ok(QueryData::raw(raw, self.times[0], *range_ms));
-        }
-        let value = eval::evaluate(&self.root, &rows, &self.times, self.interval_ms)?;
-        Ok(match value {
-            Evaluated::Scalar(v) if self.range => QueryData::scalar_matrix(&self.times, v),
-            Evaluated::Scalar(v) => QueryData::scalar(self.times[0], v),
-            Evaluated::Vector(series) if self.range => QueryData::matrix(&self.times, series),
-            Evaluated::Vector(series) => QueryData::vector(self.times[0], series),
-        })
+    /// The result, from the answers to [`Plan::fetches`], in order; and the engine's warnings.
+    pub fn evaluate(&self, answers: &[MetricData]) -> Result<(QueryData, Vec<String>), PromError> {
+        let source = Answers {
+            rows: self
+                .selections
+                .iter()
+                .map(|planned| {
+                    let pairs: Vec<(&Fetch, &MetricData)> = planned
+                        .fetches
+                        .iter()
+                        .filter_map(|&i| Some((self.fetches.get(i)?, answers.get(i)?)))
+                        .collect();
+                    (
+                        planned.key.clone(),
+                        planned.selection.rows(&pairs, self.interval_ms),
+                    )
+                })
+                .collect(),
+        };
+        let (output, warnings) = engine::evaluate(&self.expr, &self.query, &source)?;
+        Ok((QueryData::new(output, &self.query), warnings))
     }
 }
 
-/// The evaluation times, and the appliance interval in seconds.
-fn grid(at: At, limits: &QueryLimits) -> Result<(Vec<i64>, u64), PromError> {
+/// The series the appliance's answers hold, by selector.
+struct Answers {
+    rows: HashMap<String, Vec<Row>>,
+}
+
+impl SeriesSource for Answers {
+    fn rows(&self, matchers: &[Matcher]) -> Vec<Row> {
+        self.rows.get(&key(matchers)).cloned().unwrap_or_default()
+    }
+}
+
+/// Overlapping or touching windows joined, so a series is asked for once over them.
+fn union(mut windows: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
+    windows.sort_unstable();
+    let mut out: Vec<(i64, i64)> = Vec::new();
+    for (start, end) in windows {
+        match out.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => out.push((start, end)),
+        }
+    }
+    out
+}
+
+/// The appliance interval in seconds, once the range is known to be one Prometheus answers.
+fn grid(at: At, limits: &QueryLimits) -> Result<u64, PromError> {
     match at {
-        At::Instant(t) => Ok((vec![t], limits.default_interval_seconds.get())),
+        At::Instant(_) => Ok(limits.default_interval_seconds.get()),
         At::Range { start, end, step } => {
             if end < start {
                 return Err(PromError::bad_data(
@@ -166,11 +215,7 @@ fn grid(at: At, limits: &QueryLimits) -> Result<(Vec<i64>, u64), PromError> {
                      the query resolution (?step=XX)",
                 ));
             }
-            let times = (0..)
-                .map(|k| start + k * step)
-                .take_while(|t| *t <= end)
-                .collect();
-            Ok((times, interval_for(step, limits)))
+            Ok(interval_for(step, limits))
         }
     }
 }
@@ -185,14 +230,12 @@ pub(crate) fn interval_for(step_ms: i64, limits: &QueryLimits) -> u64 {
     )
 }
 
-/// The buckets a selector needs, `[start, end)`: those a time reads `reach` back from, and
-/// complete (ended by `now`), interval-aligned; `None` when none can exist yet (or ever).
-fn window(times: &[i64], interval_ms: i64, reach: i64, now: i64) -> Option<(i64, i64)> {
+/// The buckets holding the samples of `(from, to]`, `[start, end)`: complete (ended by
+/// `now`), interval-aligned; `None` when none can exist yet (or ever).
+fn window(from: i64, to: i64, interval_ms: i64, now: i64) -> Option<(i64, i64)> {
     let floor = |t: i64| t.div_euclid(interval_ms) * interval_ms;
-    let first = *times.first()?;
-    let last = *times.last()?;
-    let start = floor(first.saturating_sub(reach)).max(floor(EARLIEST_MS));
-    let end = (floor(last) + interval_ms).min(floor(now));
+    let start = floor(from).max(floor(EARLIEST_MS));
+    let end = floor(to).saturating_add(interval_ms).min(floor(now));
     (end > start).then_some((start, end))
 }
 
@@ -242,18 +285,22 @@ mod tests {
 
     #[test]
     fn windows_are_aligned_and_hold_complete_buckets_only() {
-        let times = [1_705_320_030_000, 1_705_320_090_000];
+        let (first, last) = (1_705_320_030_000, 1_705_320_090_000);
         assert_eq!(
-            window(&times, 60_000, 0, i64::MAX),
+            window(first, last, 60_000, i64::MAX),
             Some((1_705_320_000_000, 1_705_320_120_000))
         );
         // The bucket still filling at `now` (12:01:40) is left out.
         assert_eq!(
-            window(&times, 60_000, 300_000, 1_705_320_100_000),
+            window(first - 300_000, last, 60_000, 1_705_320_100_000),
             Some((1_705_319_700_000, 1_705_320_060_000))
         );
-        assert_eq!(window(&times, 60_000, 0, 1_705_319_000_000), None);
-        assert_eq!(window(&[4_000], 60_000, 0, i64::MAX), None);
+        assert_eq!(window(first, last, 60_000, 1_705_319_000_000), None);
+        assert_eq!(window(0, 4_000, 60_000, i64::MAX), None);
+        assert_eq!(
+            union(vec![(5, 9), (0, 3), (3, 4), (8, 12)]),
+            [(0, 4), (5, 12)]
+        );
     }
 
     #[test]
@@ -268,6 +315,6 @@ mod tests {
                 .to_string()
                 .contains("11,000 points")
         );
-        assert_eq!(range(0, 120_000, 60_000).unwrap().0, [0, 60_000, 120_000]);
+        assert_eq!(range(0, 120_000, 60_000).unwrap(), 60);
     }
 }

@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 
 use promql_parser::label::{MatchOp, Matcher};
 
-use super::expr::Selector;
-use super::value::{Labels, Reach, Row};
-use super::{BREACH_METRIC, Context, METRIC_NAME, PromError};
+use super::engine::series::{Labels, METRIC_NAME, Reach, Row};
+use super::error::PromError;
+use super::{BREACH_METRIC, Context};
 use crate::normalize::{Device, MetricData};
 use crate::query::{self, BuildError, Field, Filter, MetricQuery};
 
@@ -124,12 +124,12 @@ fn by_name<'m>(matchers: &'m [Matcher], name: &str) -> Vec<&'m Matcher> {
 }
 
 pub(crate) fn resolve(
-    selector: &Selector,
+    matchers: &[Matcher],
     ctx: &Context<'_>,
     purpose: Purpose,
     warnings: &mut Vec<String>,
 ) -> Result<Selection, PromError> {
-    let matchers = selector.matchers.clone();
+    let matchers = matchers.to_vec();
     let (metrics, breaches) = names(&matchers, ctx, purpose, warnings)?;
     let (network, devices) = devices(&matchers, ctx, purpose)?;
     let filters = filters(&matchers, purpose)?;
@@ -409,8 +409,8 @@ impl Selection {
             .collect()
     }
 
-    /// The series the answers hold, labelled, each point keyed by its bucket start, and
-    /// filtered by every matcher.
+    /// The series the answers hold, labelled, each point stamped at its bucket's start, and
+    /// filtered by every matcher. Answers for several windows of one series are joined.
     pub fn rows(&self, answers: &[(&Fetch, &MetricData)], interval_ms: i64) -> Vec<Row> {
         let mut rows: BTreeMap<Labels, BTreeMap<i64, f64>> = BTreeMap::new();
         let mut breaches: BTreeMap<Labels, BTreeMap<i64, f64>> = BTreeMap::new();
@@ -422,15 +422,15 @@ impl Selection {
             }
         }
         let reach = |r: Reach| {
-            move |(labels, points)| Row {
+            move |(labels, points): (Labels, BTreeMap<i64, f64>)| Row {
                 labels,
-                points,
+                points: points.into_iter().collect(),
                 reach: r,
             }
         };
         rows.into_iter()
             .map(reach(Reach::Lookback))
-            .chain(breaches.into_iter().map(reach(Reach::Bucket)))
+            .chain(breaches.into_iter().map(reach(Reach::Bucket(interval_ms))))
             .filter(|row| matches_all(&self.matchers, &row.labels))
             .collect()
     }
@@ -462,7 +462,7 @@ impl Selection {
                 if *direction != Direction::Total {
                     labels.insert(DIRECTION.to_owned(), direction.label().to_owned());
                 }
-                rows.entry(labels).or_insert(points);
+                rows.entry(labels).or_default().extend(points);
             }
         }
     }

@@ -2,7 +2,7 @@
 //! Unix seconds (with optional decimals) or RFC 3339; a duration is seconds (with optional
 //! decimals) or a PromQL duration such as `1m` or `1h30m`. Milliseconds are the resolution.
 
-use super::PromError;
+use super::error::PromError;
 
 /// A number as Go's `strconv.ParseFloat` and Rust's `f64` read it (without `inf` and `nan`,
 /// which are refused).

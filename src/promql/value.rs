@@ -1,51 +1,19 @@
 //! Results as Prometheus' HTTP API writes them: `{"resultType": …, "result": …}`, series
 //! sorted by their labels, times in Unix seconds, values as strings.
 
-use std::collections::BTreeMap;
-
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 
+use super::engine::Query;
+use super::engine::series::{Labels, Output};
 use super::time::{sample, seconds};
-
-/// One series of a vector: a value (or none) per evaluation time.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Series {
-    pub labels: Labels,
-    pub values: Vec<Option<f64>>,
-}
-
-/// A labelled series: its values by bucket start.
-#[derive(Debug, Clone)]
-pub(crate) struct Row {
-    pub labels: Labels,
-    pub points: BTreeMap<i64, f64>,
-    pub reach: Reach,
-}
-
-/// Which sample a time reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Reach {
-    /// The newest within the lookback, as Prometheus reads a metric.
-    Lookback,
-    /// Only the bucket holding the time: a breach marks its own bucket, not the minutes after.
-    Bucket,
-}
-
-/// A series' labels, sorted by name.
-pub type Labels = BTreeMap<String, String>;
-
-/// `{a="1", b="2"}`, for messages.
-pub(crate) fn labels_text(labels: &Labels) -> String {
-    let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
-    format!("{{{}}}", pairs.join(", "))
-}
 
 #[derive(Debug, Clone, PartialEq)]
 enum Result {
     Matrix(Vec<(Labels, Vec<(i64, f64)>)>),
     Vector(Vec<(Labels, i64, f64)>),
     Scalar(i64, f64),
+    String(i64, String),
 }
 
 /// The `data` of a query's answer.
@@ -53,61 +21,60 @@ enum Result {
 pub struct QueryData(Result);
 
 impl QueryData {
-    pub(crate) fn matrix(times: &[i64], series: Vec<Series>) -> Self {
-        let mut rows: Vec<(Labels, Vec<(i64, f64)>)> = series
-            .into_iter()
-            .map(|s| {
-                let values = times
-                    .iter()
-                    .zip(s.values)
-                    .filter_map(|(t, v)| Some((*t, v?)))
-                    .collect::<Vec<_>>();
-                (s.labels, values)
-            })
-            .filter(|(_, values)| !values.is_empty())
-            .collect();
-        rows.sort_by(|a, b| a.0.cmp(&b.0));
-        Self(Result::Matrix(rows))
-    }
-
-    /// A range vector's raw buckets at `time`: those starting in `(time - range, time]`, at
-    /// their own times, labels kept.
-    pub(crate) fn raw(rows: &[Row], time: i64, range_ms: i64) -> Self {
-        let mut out: Vec<(Labels, Vec<(i64, f64)>)> = rows
-            .iter()
-            .map(|row| {
-                let values = row
-                    .points
-                    .range(time.saturating_sub(range_ms).saturating_add(1)..=time)
-                    .map(|(t, v)| (*t, *v))
-                    .collect::<Vec<_>>();
-                (row.labels.clone(), values)
-            })
-            .filter(|(_, values)| !values.is_empty())
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        Self(Result::Matrix(out))
-    }
-
-    /// A range query of a number: one series without labels, the number at every step.
-    pub(crate) fn scalar_matrix(times: &[i64], value: f64) -> Self {
-        Self(Result::Matrix(vec![(
-            Labels::new(),
-            times.iter().map(|t| (*t, value)).collect(),
-        )]))
-    }
-
-    pub(crate) fn vector(time: i64, series: Vec<Series>) -> Self {
-        let mut rows: Vec<(Labels, i64, f64)> = series
-            .into_iter()
-            .filter_map(|s| Some((s.labels, time, s.values.first().copied().flatten()?)))
-            .collect();
-        rows.sort_by(|a, b| a.0.cmp(&b.0));
-        Self(Result::Vector(rows))
-    }
-
-    pub(crate) fn scalar(time: i64, value: f64) -> Self {
-        Self(Result::Scalar(time, value))
+    /// The engine's output as Prometheus' API gives it: a range query's series (a number is
+    /// one without labels) sorted by labels, each with the times it has a value at; an
+    /// instant query's vector sorted by labels unless its order is its own (`sort`, `topk`).
+    pub fn new(output: Output, query: &Query) -> Self {
+        let range = query.step > 0;
+        let times: Vec<i64> = if range {
+            (0..)
+                .map(|k| query.start + k * query.step)
+                .take_while(|t| *t <= query.end)
+                .collect()
+        } else {
+            vec![query.end]
+        };
+        let at = query.end;
+        let matrix = |mut rows: Vec<(Labels, Vec<(i64, f64)>)>| {
+            rows.retain(|(_, values)| !values.is_empty());
+            rows.sort_by(|a, b| a.0.cmp(&b.0));
+            Self(Result::Matrix(rows))
+        };
+        match output {
+            Output::Scalar(values) if range => matrix(vec![(
+                Labels::new(),
+                times.iter().copied().zip(values).collect(),
+            )]),
+            Output::Scalar(values) => Self(Result::Scalar(
+                at,
+                values.first().copied().unwrap_or(f64::NAN),
+            )),
+            Output::Vector { series, .. } if range => matrix(
+                series
+                    .into_iter()
+                    .map(|s| {
+                        let values = times
+                            .iter()
+                            .zip(s.values)
+                            .filter_map(|(t, v)| Some((*t, v?)))
+                            .collect();
+                        (s.labels, values)
+                    })
+                    .collect(),
+            ),
+            Output::Vector { series, ordered } => {
+                let mut rows: Vec<(Labels, i64, f64)> = series
+                    .into_iter()
+                    .filter_map(|s| Some((s.labels, at, s.values.first().copied().flatten()?)))
+                    .collect();
+                if !ordered {
+                    rows.sort_by(|a, b| a.0.cmp(&b.0));
+                }
+                Self(Result::Vector(rows))
+            }
+            Output::Matrix(rows) => matrix(rows),
+            Output::String(s) => Self(Result::String(at, s)),
+        }
     }
 
     /// Keeps at most `limit` series (0: all); whether any were dropped.
@@ -128,7 +95,7 @@ impl QueryData {
         match &self.0 {
             Result::Matrix(rows) => rows.len(),
             Result::Vector(rows) => rows.len(),
-            Result::Scalar(..) => 0,
+            Result::Scalar(..) | Result::String(..) => 0,
         }
     }
 
@@ -142,6 +109,7 @@ impl QueryData {
                 .map(|(l, t, v)| (l.clone(), vec![(*t, *v)]))
                 .collect(),
             Result::Scalar(t, v) => vec![(Labels::new(), vec![(*t, *v)])],
+            Result::String(..) => Vec::new(),
         }
     }
 }
@@ -200,6 +168,10 @@ impl Serialize for QueryData {
                 map.serialize_entry("resultType", "scalar")?;
                 map.serialize_entry("result", &Sample(*t, *v))?;
             }
+            Result::String(t, text) => {
+                map.serialize_entry("resultType", "string")?;
+                map.serialize_entry("result", &(seconds(*t), text))?;
+            }
         }
         map.end()
     }
@@ -209,6 +181,18 @@ impl Serialize for QueryData {
 mod tests {
     use super::*;
 
+    use crate::promql::engine::series::Series;
+
+    fn query(start: i64, end: i64, step: i64) -> Query {
+        Query {
+            start,
+            end,
+            step,
+            lookback: 300_000,
+            max_samples: 1000,
+        }
+    }
+
     #[test]
     fn results_are_written_as_prometheus_writes_them() {
         let labels: Labels = [("__name__".to_owned(), "c".to_owned())].into();
@@ -216,23 +200,33 @@ mod tests {
             labels: labels.clone(),
             values: vec![Some(762.0), None, Some(0.5)],
         }];
-        let m = QueryData::matrix(
-            &[1_705_320_000_000, 1_705_320_060_000, 1_705_320_120_500],
-            series.clone(),
+        let vector = |series| Output::Vector {
+            series,
+            ordered: false,
+        };
+        let m = QueryData::new(
+            vector(series.clone()),
+            &query(1_705_320_000_000, 1_705_320_120_500, 60_250),
         );
         assert_eq!(
             serde_json::to_string(&m).unwrap(),
             r#"{"resultType":"matrix","result":[{"metric":{"__name__":"c"},"values":[[1705320000,"762"],[1705320120.5,"0.5"]]}]}"#
         );
-        let v = QueryData::vector(1_705_320_000_000, series);
+        let t = 1_705_320_000_000;
+        let v = QueryData::new(vector(series), &query(t, t, 0));
         assert_eq!(
             serde_json::to_string(&v).unwrap(),
             r#"{"resultType":"vector","result":[{"metric":{"__name__":"c"},"value":[1705320000,"762"]}]}"#
         );
-        let s = QueryData::scalar(4_000, 2.0);
+        let s = QueryData::new(Output::Scalar(vec![2.0]), &query(4_000, 4_000, 0));
         assert_eq!(
             serde_json::to_string(&s).unwrap(),
             r#"{"resultType":"scalar","result":[4,"2"]}"#
+        );
+        let s = QueryData::new(Output::String("x".into()), &query(4_500, 4_500, 0));
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            r#"{"resultType":"string","result":[4.5,"x"]}"#
         );
     }
 }

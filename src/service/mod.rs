@@ -94,6 +94,7 @@ pub struct MetricService {
     purges: Option<Arc<ClusterPurges>>,
     /// Devices PromQL listings name before any answer has (`prometheus.devices`).
     configured_devices: Vec<u64>,
+    max_samples: usize,
 }
 
 impl MetricService {
@@ -137,6 +138,7 @@ impl MetricService {
             purges: shared.map(|s| Arc::new(ClusterPurges::new(s))),
             limits: settings.query.clone(),
             configured_devices: settings.prometheus.devices.clone(),
+            max_samples: settings.prometheus.max_samples.get(),
             source,
             catalog,
             clock,

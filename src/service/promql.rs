@@ -37,8 +37,9 @@ impl MetricService {
         let plan = self.with_context(|ctx| Plan::new(text, at, ctx))?;
         let queries = plan.fetches();
         let answers = try_join_all(queries.iter().map(|q| self.data(q, traceparent))).await?;
-        let mut data = plan.evaluate(&answers)?;
+        let (mut data, found) = plan.evaluate(&answers)?;
         let mut warnings = plan.warnings().to_vec();
+        warnings.extend(found);
         if data.truncate(limit) {
             warnings.push(format!("results truncated due to limit ({limit})"));
         }
@@ -60,6 +61,7 @@ impl MetricService {
             metrics: catalog.as_ref().map_or(&[], |c| &c.metrics),
             devices: &devices,
             now_ms: self.clock.now_ms(),
+            max_samples: self.max_samples,
         })
     }
 }

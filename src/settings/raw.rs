@@ -162,6 +162,7 @@ struct RawRedis {
 struct RawPrometheus {
     #[serde(deserialize_with = "text_list")]
     devices: Vec<String>,
+    max_samples: usize,
 }
 
 impl RawSettings {
@@ -467,7 +468,14 @@ impl TryFrom<RawSettings> for Settings {
                 lock_ttl_ms: raw.redis.lock_ttl_ms,
                 prefix: raw.redis.prefix,
             },
-            prometheus: PrometheusSettings { devices },
+            prometheus: PrometheusSettings {
+                devices,
+                max_samples: p.positive(
+                    "prometheus.max_samples",
+                    raw.prometheus.max_samples,
+                    NonZeroUsize::MIN,
+                ),
+            },
             source: ConfigSource::Built,
             admin: AdminSettings {
                 listen: admin_listen,

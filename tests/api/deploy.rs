@@ -188,6 +188,7 @@ fn grafana_is_provisioned_against_the_prometheus_api() {
         metrics: &[],
         devices: &devices,
         now_ms: 1_705_320_000_000,
+        max_samples: settings.prometheus.max_samples.get(),
     };
     let at = metricgate::promql::At::Range {
         start: 1_705_298_400_000,

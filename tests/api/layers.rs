@@ -490,6 +490,38 @@ fn lower_layers_know_nothing_of_http_or_the_wiring() {
     }
 }
 
+/// The PromQL engine evaluates over any series source: it knows no appliance question, no
+/// answer's shape, no cache and no HTTP.
+#[test]
+fn the_promql_engine_is_pure() {
+    let mut seen = 0;
+    for (module, text) in files() {
+        if !module.starts_with(&["promql".to_owned(), "engine".to_owned()]) {
+            continue;
+        }
+        seen += 1;
+        let code = code(&text);
+        for forbidden in [
+            "crate::query",
+            "crate::normalize",
+            "crate::cache",
+            "crate::service",
+            "crate::fetch",
+            "promql::select",
+            "promql::plan",
+            "actix",
+            "reqwest",
+        ] {
+            assert!(
+                !code.contains(forbidden),
+                "src/{} mentions {forbidden}: the engine reads only its SeriesSource",
+                module.join("/")
+            );
+        }
+    }
+    assert!(seen >= 6, "the engine's files: {seen}");
+}
+
 #[test]
 fn no_file_imports_one_that_imports_it() {
     let edges = graph();
@@ -502,7 +534,8 @@ fn no_file_imports_one_that_imports_it() {
         ("api::metricdata", "api::failures"),
         ("query::spelling", "query::builder"),
         ("query::builder", "query"),
-        ("promql::eval", "promql::value"),
+        ("promql::plan", "promql::engine::hints"),
+        ("promql::engine::functions", "promql::engine::over_time"),
     ] {
         assert!(
             edges.get(from).is_some_and(|e| e.contains(to)),

@@ -584,18 +584,18 @@ async fn failures_have_prometheus_envelopes_and_statuses() {
             "invalid parameter \"query\": parse error",
         ),
         (
-            vec![("query", "rate(connections[5m])")],
+            vec![("query", "mad_over_time(connections[5m])")],
             "/query",
             400,
             "bad_data",
-            "unsupported: the function rate()",
+            "unsupported: the function mad_over_time(), experimental in Prometheus",
         ),
         (
-            vec![("query", "topk(3, connections)")],
+            vec![("query", "limitk(3, connections)")],
             "/query",
             400,
             "bad_data",
-            "unsupported: the aggregation topk",
+            "unsupported: the aggregation limitk",
         ),
         (
             vec![("query", "connections{port=~\"80|443\"}")],

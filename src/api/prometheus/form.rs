@@ -162,7 +162,7 @@ pub(crate) fn success<T: Serialize>(data: T, warnings: Vec<String>) -> HttpRespo
 #[derive(Deserialize, IntoParams, ToSchema)]
 #[into_params(parameter_in = Query)]
 pub struct QueryParams {
-    /// A PromQL expression in the supported subset (see the README).
+    /// A PromQL expression (Prometheus 3's language, for float samples; see docs/grafana.md).
     #[param(example = "sum by (did) (connections{did=~\"123|456\"})")]
     query: String,
     /// Evaluation time: RFC 3339 or Unix seconds; now when absent.
@@ -178,7 +178,7 @@ pub struct QueryParams {
 #[derive(Deserialize, IntoParams, ToSchema)]
 #[into_params(parameter_in = Query)]
 pub struct QueryRangeParams {
-    /// A PromQL expression in the supported subset (see the README).
+    /// A PromQL expression (Prometheus 3's language, for float samples; see docs/grafana.md).
     #[param(example = "sum(bandwidth{did=~\"123|456\"}) * 8")]
     query: String,
     /// Start, inclusive: RFC 3339 or Unix seconds.

@@ -57,16 +57,18 @@ async fn range(
 
 /// Evaluates a PromQL expression at one instant.
 ///
-/// The supported subset: selectors with `=`, `!=`, `=~`, `!~`; `sum`, `min`, `max`, `avg` and
-/// `count` by/without; `max_over_time`, `min_over_time`, `avg_over_time`, `sum_over_time`,
-/// `count_over_time` over a range; arithmetic with numbers. Anything else is a `bad_data`
-/// naming the part. Data comes through the segment cache, like `/v1`'s.
+/// The whole PromQL language of Prometheus 3 for float samples: every aggregation, binary
+/// operator and vector matching, `offset`, `@`, subqueries and every function but those
+/// Prometheus keeps behind a feature flag (refused as `bad_data` `unsupported: …`). Results
+/// are proven identical to a real Prometheus' on the same samples. Data comes through the
+/// segment cache, like `/v1`'s; `warnings` carries Prometheus' warnings and the gateway's
+/// hints (an unknown metric, an unknown label).
 #[utoipa::path(get, path = "/prometheus/api/v1/query", operation_id = "prometheus_query", tag = "prometheus",
     params(QueryParams),
     responses(
         (status = 200, description = "`data` is `{resultType: vector|scalar, result}`", body = PrometheusSuccess<serde_json::Value>),
-        (status = 400, description = "`bad_data`: a bad parameter, or PromQL outside the subset", body = PrometheusFailure),
-        (status = 422, description = "`execution`: the query cannot be evaluated", body = PrometheusFailure),
+        (status = 400, description = "`bad_data`: a bad parameter, or PromQL the gateway does not answer", body = PrometheusFailure),
+        (status = 422, description = "`execution`: the query cannot be evaluated (ambiguous vector matching, duplicate series, too many samples)", body = PrometheusFailure),
         PrometheusApplianceFailures))]
 pub async fn get_query(
     req: HttpRequest,
@@ -101,8 +103,8 @@ pub async fn post_query(
     params(QueryRangeParams),
     responses(
         (status = 200, description = "`data` is `{resultType: matrix, result}`", body = PrometheusSuccess<serde_json::Value>),
-        (status = 400, description = "`bad_data`: a bad parameter, too many points, or PromQL outside the subset", body = PrometheusFailure),
-        (status = 422, description = "`execution`: the query cannot be evaluated", body = PrometheusFailure),
+        (status = 400, description = "`bad_data`: a bad parameter, too many points, or PromQL the gateway does not answer", body = PrometheusFailure),
+        (status = 422, description = "`execution`: the query cannot be evaluated (ambiguous vector matching, duplicate series, too many samples)", body = PrometheusFailure),
         PrometheusApplianceFailures))]
 pub async fn get_query_range(
     req: HttpRequest,
