@@ -76,9 +76,10 @@ fn is_comparison(op: TokenId) -> bool {
     matches!(op, T_EQLC | T_NEQ | T_GTR | T_LSS | T_GTE | T_LTE)
 }
 
-/// Whether the result of `op` is no longer the metric (Prometheus' `shouldDropMetricName`).
+/// Whether the result of `op` is no longer the metric (Prometheus' `shouldDropMetricName`,
+/// which keeps the name through `atan2`).
 fn drops_name(op: TokenId) -> bool {
-    matches!(op, T_ADD | T_SUB | T_MUL | T_DIV | T_POW | T_MOD | T_ATAN2)
+    matches!(op, T_ADD | T_SUB | T_MUL | T_DIV | T_POW | T_MOD)
 }
 
 /// `a op b`, and for a comparison whether it holds (Go's IEEE meaning: NaN is unequal to

@@ -240,6 +240,24 @@ fn functions_and_subqueries() {
 }
 
 #[test]
+fn instant_answers_keep_the_order_prometheus_gives_them() {
+    let order = |text: &str| match run(text, &[0]).unwrap() {
+        Output::Vector { series, ordered } => (
+            series
+                .iter()
+                .map(|s| s.labels["did"].clone())
+                .collect::<Vec<_>>(),
+            ordered,
+        ),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(order("sort_desc(c)"), (vec!["2".into(), "1".into()], true));
+    assert_eq!(order("sort(c)"), (vec!["1".into(), "2".into()], true));
+    assert_eq!(order("topk(2, c)"), (vec!["2".into(), "1".into()], true));
+    assert!(!order("c").1, "a plain vector is sorted by its labels");
+}
+
+#[test]
 fn series_that_become_one_are_refused() {
     let e = run("-{did=\"1\"}", &[0]).unwrap_err();
     assert!(matches!(e, PromError::Execution(_)), "{e}");
