@@ -52,6 +52,8 @@ struct Planned {
     selection: Selection,
     /// Indexes into the plan's fetches.
     fetches: Vec<usize>,
+    /// The appliance interval its questions ask for (ms).
+    interval_ms: i64,
 }
 
 /// A query ready to be answered: what to fetch, and how to evaluate the answers.
@@ -60,7 +62,6 @@ pub struct Plan {
     query: Query,
     selections: Vec<Planned>,
     fetches: Vec<Fetch>,
-    interval_ms: i64,
     warnings: Vec<String>,
 }
 
@@ -90,30 +91,37 @@ impl Plan {
         };
         engine::check(&expr, step > 0)?;
         let mut selections: Vec<Planned> = Vec::new();
-        let mut windows: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
+        let mut uses: HashMap<String, Vec<Hint>> = HashMap::new();
         let mut warnings = Vec::new();
-        for Hint { matchers, from, to } in hints(&expr, &query) {
-            let key = key(&matchers);
+        for hint in hints(&expr, &query) {
+            let key = key(&hint.matchers);
             if !selections.iter().any(|p| p.key == key) {
-                let selection = select::resolve(&matchers, ctx, Purpose::Query, &mut warnings)?;
+                let selection =
+                    select::resolve(&hint.matchers, ctx, Purpose::Query, &mut warnings)?;
                 selections.push(Planned {
                     key: key.clone(),
                     selection,
                     fetches: Vec::new(),
+                    interval_ms,
                 });
             }
-            if let Some(w) = window(from, to, interval_ms, ctx.now_ms) {
-                windows.entry(key).or_default().push(w);
-            }
+            uses.entry(key).or_default().push(hint);
         }
         let mut fetches: Vec<Fetch> = Vec::new();
         for planned in &mut selections {
-            for (start, end) in union(windows.remove(&planned.key).unwrap_or_default()) {
-                check_points(start, end, interval_ms, at, ctx.limits)?;
-                for fetch in planned
-                    .selection
-                    .fetches(start, end, interval_seconds, ctx)?
-                {
+            let uses = uses.remove(&planned.key).unwrap_or_default();
+            if !planned.selection.breaches {
+                planned.interval_ms = maxima_interval(&uses, &query, interval_ms, ctx);
+            }
+            let interval = planned.interval_ms;
+            let windows = uses
+                .iter()
+                .filter_map(|h| window(h.from, h.to, interval, ctx.now_ms))
+                .collect();
+            for (start, end) in union(windows) {
+                check_points(start, end, interval, at, ctx.limits)?;
+                let seconds = u64::try_from(interval / 1000).unwrap_or(interval_seconds);
+                for fetch in planned.selection.fetches(start, end, seconds, ctx)? {
                     let i = match fetches.iter().position(|f| *f == fetch) {
                         Some(i) => i,
                         None => {
@@ -130,7 +138,6 @@ impl Plan {
             query,
             selections,
             fetches,
-            interval_ms,
             warnings,
         })
     }
@@ -159,7 +166,7 @@ impl Plan {
                         .collect();
                     (
                         planned.key.clone(),
-                        planned.selection.rows(&pairs, self.interval_ms),
+                        planned.selection.rows(&pairs, planned.interval_ms),
                     )
                 })
                 .collect(),
@@ -178,6 +185,31 @@ impl SeriesSource for Answers {
     fn rows(&self, matchers: &[Matcher]) -> Vec<Row> {
         self.rows.get(&key(matchers)).cloned().unwrap_or_default()
     }
+}
+
+/// The appliance's values are each bucket's maximum, so where a selector is only read by
+/// `max_over_time(x[r])` and every window is exactly some whole buckets of `r` (each window
+/// `(t - r, t]` holds the interval buckets starting in it, which span `[t - r + i, t + i)`),
+/// one bucket of `r` per window answers the same as `r / i` buckets of the interval `i`.
+/// Every window must be complete (the bucket holding now is never read) and `r` an interval
+/// the appliance is asked for; otherwise the query's own interval.
+fn maxima_interval(uses: &[Hint], query: &Query, interval_ms: i64, ctx: &Context<'_>) -> i64 {
+    let Some(first) = uses.first().and_then(|h| h.maximum) else {
+        return interval_ms;
+    };
+    let coarse = first.range;
+    let max_ms = i64::try_from(ctx.limits.max_interval_seconds.get())
+        .unwrap_or(i64::MAX / 1000)
+        .saturating_mul(1000);
+    let aligned = |t: i64| (t - first.offset + interval_ms).rem_euclid(coarse) == 0;
+    let fits = uses.iter().all(|h| h.maximum == Some(first))
+        && coarse > interval_ms
+        && coarse % interval_ms == 0
+        && coarse <= max_ms
+        && aligned(query.start)
+        && (query.step == 0 || query.step % coarse == 0)
+        && query.end - first.offset + interval_ms <= ctx.now_ms;
+    if fits { coarse } else { interval_ms }
 }
 
 /// Overlapping or touching windows joined, so a series is asked for once over them.

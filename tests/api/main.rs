@@ -22,6 +22,7 @@ mod limits;
 mod ops;
 mod prometheus;
 mod prometheus_clients;
+mod promql_cost;
 mod promql_diff;
 mod protection;
 mod protocols;

@@ -13,20 +13,49 @@ pub struct Hint {
     pub matchers: Vec<Matcher>,
     pub from: i64,
     pub to: i64,
+    /// Set where the selector is read only for its largest sample in each window:
+    /// `max_over_time(x[range] offset offset)` evaluated at the query's own times.
+    pub maximum: Option<Maximum>,
+}
+
+/// `max_over_time(x[range] offset offset)`, at the query's times (no `@`, no subquery).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Maximum {
+    pub range: i64,
+    pub offset: i64,
 }
 
 /// Every selector's hint, in the order they appear.
 pub fn hints(expr: &Expr, query: &Query) -> Vec<Hint> {
     let mut out = Vec::new();
-    walk(expr, query, (query.start, query.end), &mut out);
+    walk(expr, query, (query.start, query.end), true, &mut out);
     out
 }
 
-/// `times`: the earliest and latest time `expr` is evaluated at.
-fn walk(expr: &Expr, query: &Query, times: (i64, i64), out: &mut Vec<Hint>) {
+/// `times`: the earliest and latest time `expr` is evaluated at; `own`: whether those are the
+/// query's own times (not a subquery's).
+fn walk(expr: &Expr, query: &Query, times: (i64, i64), own: bool, out: &mut Vec<Hint>) {
+    let walk = |e: &Expr, out: &mut Vec<Hint>| self::walk(e, query, times, own, out);
     match expr {
-        Expr::VectorSelector(vs) => selector(vs, query, times, 0, out),
-        Expr::MatrixSelector(ms) => selector(&ms.vs, query, times, duration_ms(ms.range), out),
+        Expr::VectorSelector(vs) => selector(vs, query, times, 0, None, out),
+        Expr::MatrixSelector(ms) => {
+            selector(&ms.vs, query, times, duration_ms(ms.range), None, out)
+        }
+        Expr::Call(c) if own && c.func.name == "max_over_time" => {
+            for a in &c.args.args {
+                match a.as_ref() {
+                    Expr::MatrixSelector(ms) if ms.vs.at.is_none() => {
+                        let range = duration_ms(ms.range);
+                        let maximum = Maximum {
+                            range,
+                            offset: offset_ms(&ms.vs.offset),
+                        };
+                        selector(&ms.vs, query, times, range, Some(maximum), out);
+                    }
+                    other => walk(other, out),
+                }
+            }
+        }
         Expr::Subquery(sq) => {
             let offset = offset_ms(&sq.offset);
             let (lo, hi) = match at_ms(&sq.at, query) {
@@ -38,21 +67,21 @@ fn walk(expr: &Expr, query: &Query, times: (i64, i64), out: &mut Vec<Hint>) {
                     .saturating_sub(duration_ms(sq.range)),
                 hi.saturating_sub(offset),
             );
-            walk(&sq.expr, query, inner, out);
+            self::walk(&sq.expr, query, inner, false, out);
         }
         Expr::Aggregate(a) => {
             if let Some(p) = &a.param {
-                walk(p, query, times, out);
+                walk(p, out);
             }
-            walk(&a.expr, query, times, out);
+            walk(&a.expr, out);
         }
-        Expr::Unary(u) => walk(&u.expr, query, times, out),
+        Expr::Unary(u) => walk(&u.expr, out),
         Expr::Binary(b) => {
-            walk(&b.lhs, query, times, out);
-            walk(&b.rhs, query, times, out);
+            walk(&b.lhs, out);
+            walk(&b.rhs, out);
         }
-        Expr::Paren(p) => walk(&p.expr, query, times, out),
-        Expr::Call(c) => c.args.args.iter().for_each(|a| walk(a, query, times, out)),
+        Expr::Paren(p) => walk(&p.expr, out),
+        Expr::Call(c) => c.args.args.iter().for_each(|a| walk(a, out)),
         Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
     }
 }
@@ -62,6 +91,7 @@ fn selector(
     query: &Query,
     times: (i64, i64),
     range: i64,
+    maximum: Option<Maximum>,
     out: &mut Vec<Hint>,
 ) {
     let (lo, hi) = match at_ms(&vs.at, query) {
@@ -75,6 +105,7 @@ fn selector(
             matchers,
             from: lo.saturating_sub(offset).saturating_sub(reach),
             to: hi.saturating_sub(offset),
+            maximum,
         });
     }
 }
