@@ -167,6 +167,10 @@ pub struct CacheSettings {
     pub stale_while_revalidate_secs: u64,
     pub stale_if_error_secs: u64,
     pub gzip_min_bytes: usize,
+    /// Where the disk tier keeps settled segments across restarts; `None`: memory only.
+    pub dir: Option<std::path::PathBuf>,
+    /// Most bytes the disk tier holds; the first to expire are evicted past it.
+    pub disk_max_bytes: NonZeroU64,
 }
 
 #[derive(Debug, Clone, Serialize)]

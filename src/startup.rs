@@ -203,7 +203,7 @@ impl Application {
             // This replica's own answers: the other replicas' (and Redis') had their catalog.
             let purged = arrival
                 .service
-                .purge(&PurgeFilter::default(), PurgeReach::Local)
+                .purge(&PurgeFilter::default(), PurgeReach::Memory)
                 .await;
             if purged.purged + purged.segments > 0 {
                 tracing::info!(

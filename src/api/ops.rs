@@ -120,6 +120,20 @@ pub async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
     if let Some(segments) = cache.segments {
         m.segment_bytes.set(segments.bytes as i64);
         m.segment_entries.set(segments.entries as i64);
+        if let Some(disk) = segments.disk {
+            m.disk_up.set(i64::from(disk.up));
+            m.disk_bytes.set(disk.bytes as i64);
+            m.disk_entries.set(disk.entries as i64);
+            for (event, n) in [
+                ("hit", disk.hits),
+                ("write", disk.writes),
+                ("corrupt", disk.corrupt),
+                ("error", disk.errors),
+                ("evicted", disk.evicted),
+            ] {
+                m.disk_events.with_label_values(&[event]).set(n as i64);
+            }
+        }
     }
     let guard = state.client.guard();
     m.upstream_in_flight.set(guard.in_flight() as i64);

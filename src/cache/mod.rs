@@ -15,6 +15,7 @@ mod redis;
 mod report;
 mod segment;
 mod segment_codec;
+mod segment_disk;
 mod segment_memory;
 mod segment_plan;
 mod segment_run;

@@ -43,8 +43,10 @@ const UNKNOWN: u64 = u64::MAX;
 /// How far a purge reaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PurgeReach {
-    /// This replica's own copies (another replica announced it, or answers made before the
-    /// metric catalog arrived).
+    /// This process's memory: answers made before the metric catalog arrived (its disk holds
+    /// only what was made with a catalog).
+    Memory,
+    /// This replica's own copies, disk included (another replica announced it).
     Local,
     /// This replica, Redis, and (announced) every other replica.
     Cluster,

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::freshness::{Completeness, Freshness};
 use super::segment::{PrefetchMark, Segment, cut, merge, settled_prefix};
+use super::segment_disk::DiskSegments;
 use super::segment_memory::MemorySegments;
 use super::segment_plan::RunPlan;
 use super::segment_shared::SharedSegments;
@@ -116,6 +117,8 @@ pub(super) struct RunJob {
     pub(super) memory: Arc<MemorySegments>,
     /// Redis, when it was up at the lookup: take turns with other replicas, publish there.
     pub(super) shared: Option<SharedSegments>,
+    /// The disk tier, if open: settled segments fetched are kept there too.
+    pub(super) disk: Option<DiskSegments>,
     pub(super) freshness: Freshness,
     pub(super) counters: Arc<SegmentCounters>,
     pub(super) question: Arc<Question>,
@@ -218,6 +221,9 @@ impl RunJob {
         // An answer the gateway only partly understood is used once, never kept.
         if data.warnings.is_empty() {
             self.memory.publish(&self.question, &segments).await;
+            if let Some(disk) = &self.disk {
+                disk.publish(&self.question, &segments).await;
+            }
             if let Some(shared) = &self.shared {
                 shared.publish(&self.question, &segments).await;
             }

@@ -30,6 +30,7 @@ use utoipa::ToSchema;
 use super::freshness::Freshness;
 use super::purges::PurgeReach;
 use super::segment::{Segment, stitch};
+use super::segment_disk::DiskSegments;
 use super::segment_memory::MemorySegments;
 use super::segment_plan::{Slot, missing_runs};
 use super::segment_run::{FetchedRun, Mode, RunContext, RunJob};
@@ -79,7 +80,7 @@ pub enum PrefetchOutcome {
 }
 
 /// What the segment cache holds, for `GET /internal/cache` and `/metrics`.
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SegmentReport {
     pub entries: u64,
     /// Estimated bytes, as the cache's budget counts them.
@@ -90,6 +91,26 @@ pub struct SegmentReport {
     pub misses: u64,
     /// Of the segments found, those another replica had fetched (from Redis).
     pub shared_hits: u64,
+    /// The disk tier, when `cache.dir` names one.
+    pub disk: Option<DiskReport>,
+}
+
+/// The disk tier: whether it is open, what it holds, and what it did.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct DiskReport {
+    /// False when the directory or file could not be used: the gateway runs on memory alone.
+    pub up: bool,
+    pub entries: u64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+    /// Segments found on disk (after a memory miss), written, and dropped for a bad checksum.
+    pub hits: u64,
+    pub writes: u64,
+    pub corrupt: u64,
+    /// Reads and writes that failed (a full disk, a vanished directory).
+    pub errors: u64,
+    /// Segments evicted to keep `cache.disk_max_bytes`.
+    pub evicted: u64,
 }
 
 pub struct SegmentCache<E> {
@@ -103,6 +124,9 @@ pub struct SegmentCache<E> {
     segments_per_request: i64,
     /// Redis, shared with the other replicas: consulted after a local miss.
     shared: Option<SharedSegments>,
+    /// The disk: consulted after a memory miss, before Redis; `Err` when configured and
+    /// unusable.
+    disk: Option<Result<DiskSegments, ()>>,
     pub counters: Arc<SegmentCounters>,
 }
 
@@ -123,8 +147,30 @@ where
             )
             .unwrap_or(i64::MAX),
             shared: None,
+            disk: None,
             counters: Arc::default(),
         }
+    }
+
+    /// Keeps settled segments in `dir` too, so a restart costs the appliance nothing it
+    /// already answered. A directory or file that cannot be used is logged, and the gateway
+    /// carries on from memory.
+    pub fn with_disk(mut self, dir: Option<&std::path::Path>, max_bytes: u64, now: i64) -> Self {
+        self.disk = dir.map(|dir| match DiskSegments::open(dir, max_bytes, now) {
+            Ok(disk) => {
+                tracing::info!(path = %disk.path().display(), "disk cache open");
+                Ok(disk)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the disk cache is off: carrying on from memory");
+                Err(())
+            }
+        });
+        self
+    }
+
+    fn disk(&self) -> Option<&DiskSegments> {
+        self.disk.as_ref().and_then(|d| d.as_ref().ok())
     }
 
     /// Shares segments with the other replicas through Redis.
@@ -136,7 +182,10 @@ where
     /// Drops the segments of questions `filter` names (all for the empty filter) here, and
     /// (for [`PurgeReach::Cluster`]) in Redis.
     pub async fn purge(&self, filter: &PurgeFilter, reach: PurgeReach) -> u64 {
-        let local = self.memory.purge(filter).await;
+        let mut local = self.memory.purge(filter).await;
+        if let (Some(disk), PurgeReach::Local | PurgeReach::Cluster) = (self.disk(), reach) {
+            local += disk.purge(filter).await;
+        }
         match (&self.shared, reach) {
             (Some(shared), PurgeReach::Cluster) => local + shared.purge(filter).await,
             _ => local,
@@ -174,6 +223,25 @@ where
             hits: self.counters.hits.load(Ordering::Relaxed),
             misses: self.counters.misses.load(Ordering::Relaxed),
             shared_hits: self.counters.shared_hits.load(Ordering::Relaxed),
+            disk: match &self.disk {
+                None => None,
+                Some(Err(())) => Some(DiskReport::default()),
+                Some(Ok(disk)) => {
+                    let store = disk.report().await;
+                    let c = &disk.counters;
+                    Some(DiskReport {
+                        up: true,
+                        entries: store.entries,
+                        bytes: store.bytes,
+                        max_bytes: store.max_bytes,
+                        hits: c.hits.load(Ordering::Relaxed),
+                        writes: c.writes.load(Ordering::Relaxed),
+                        corrupt: c.corrupt.load(Ordering::Relaxed),
+                        errors: c.errors.load(Ordering::Relaxed),
+                        evicted: c.evicted.load(Ordering::Relaxed),
+                    })
+                }
+            },
         }
     }
 
@@ -324,6 +392,10 @@ where
             .map(|(&at, stored)| (at, Slot::of(stored, at, length, fresh_at)))
             .collect();
 
+        if let (Some(disk), Reuse::Cached) = (self.disk(), reuse) {
+            self.fill_from_disk(disk, &question, &mut found, fresh_at)
+                .await;
+        }
         // Redis as it was when the lookup began decides for every run of this answer.
         let shared = self.shared.as_ref().filter(|s| s.is_up());
         if let (Some(shared), Reuse::Cached) = (shared, reuse) {
@@ -349,6 +421,7 @@ where
                 let job = RunJob {
                     memory: self.memory.clone(),
                     shared: shared.cloned(),
+                    disk: self.disk().cloned(),
                     freshness: self.freshness.clone(),
                     counters: self.counters.clone(),
                     question: question.clone(),
@@ -363,6 +436,39 @@ where
             .into_iter()
             .collect();
         Ok((found, fetched?))
+    }
+
+    /// Looks up every segment missing from memory on disk in one batch, keeping what is
+    /// found fresh (at `fresh_at`) in memory too.
+    async fn fill_from_disk(
+        &self,
+        disk: &DiskSegments,
+        question: &Question,
+        found: &mut [(i64, Slot)],
+        fresh_at: i64,
+    ) {
+        let wanted = |slot: &Slot| !matches!(slot, Slot::Fresh(_));
+        let missing: Vec<i64> = found
+            .iter()
+            .filter(|(_, s)| wanted(s))
+            .map(|(at, _)| *at)
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let mut from_disk = disk.lookup_many(question, &missing).await.into_iter();
+        let mut kept = Vec::new();
+        for (at, slot) in found.iter_mut().filter(|(_, s)| wanted(s)) {
+            let Some(segment) = from_disk.next().flatten() else {
+                continue;
+            };
+            if !segment.deadlines.is_fresh(fresh_at) {
+                continue;
+            }
+            kept.push((*at, segment.clone()));
+            *slot = Slot::Fresh(segment);
+        }
+        self.memory.publish(question, &kept).await;
     }
 
     /// Looks up every locally missing (or expired) segment in Redis in one batch, keeping

@@ -110,7 +110,12 @@ impl MetricService {
         let segments = settings.segments.enabled.then(|| {
             Arc::new(
                 SegmentCache::new(&settings.segments, &settings.cache, &identity)
-                    .with_shared(shared.clone(), clock.clone()),
+                    .with_shared(shared.clone(), clock.clone())
+                    .with_disk(
+                        settings.cache.dir.as_deref(),
+                        settings.cache.disk_max_bytes.get(),
+                        clock.now_ms(),
+                    ),
             )
         });
         let prefetcher = segments

@@ -102,6 +102,8 @@ impl Settings {
         raw.upstream.url = upstream_url.to_owned();
         raw.upstream.public_token = public.to_owned();
         raw.upstream.private_token = SecretString::from(private.to_owned());
+        // A gateway built in code (tests, benchmarks) keeps nothing on disk unless asked.
+        raw.cache.dir = String::new();
         Settings::try_from(raw)
     }
 

@@ -27,7 +27,7 @@ pub(super) struct RawSettings {
     server: RawServer,
     pub(super) upstream: RawUpstream,
     query: RawQuery,
-    cache: RawCache,
+    pub(super) cache: RawCache,
     rate_limit: RawRateLimit,
     segments: RawSegments,
     redis: RawRedis,
@@ -37,7 +37,7 @@ pub(super) struct RawSettings {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawCache {
+pub(super) struct RawCache {
     max_bytes: u64,
     historic_ttl_secs: u64,
     live_ttl_secs: u64,
@@ -45,6 +45,8 @@ struct RawCache {
     stale_while_revalidate_secs: u64,
     stale_if_error_secs: u64,
     gzip_min_bytes: usize,
+    pub(super) dir: String,
+    disk_max_bytes: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,6 +165,36 @@ struct RawPrometheus {
     #[serde(deserialize_with = "text_list")]
     devices: Vec<String>,
     max_samples: usize,
+}
+
+/// `cache.dir`: empty turns the disk tier off; `auto` is systemd's `$STATE_DIRECTORY` (its
+/// first path), else `$XDG_STATE_HOME/metricgate`, else `~/.local/state/metricgate`, else
+/// `./metricgate-state`; anything else is the directory itself.
+fn state_dir(text: &str) -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    if text != "auto" {
+        return Some(PathBuf::from(text));
+    }
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    Some(if let Some(state) = var("STATE_DIRECTORY") {
+        let first = state
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        PathBuf::from(first)
+    } else if let Some(xdg) = var("XDG_STATE_HOME") {
+        PathBuf::from(xdg).join("metricgate")
+    } else if let Some(home) = var("HOME") {
+        PathBuf::from(home).join(".local/state/metricgate")
+    } else {
+        PathBuf::from("metricgate-state")
+    })
 }
 
 impl RawSettings {
@@ -398,6 +430,8 @@ impl TryFrom<RawSettings> for Settings {
                     stale_while_revalidate_secs: c.stale_while_revalidate_secs,
                     stale_if_error_secs: c.stale_if_error_secs,
                     gzip_min_bytes: c.gzip_min_bytes,
+                    dir: state_dir(&c.dir),
+                    disk_max_bytes: p.positive("cache.disk_max_bytes", c.disk_max_bytes, U64),
                 }
             },
             rate_limit: RateLimitSettings {

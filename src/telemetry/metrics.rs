@@ -24,6 +24,12 @@ pub struct GatewayMetrics {
     pub cache_entries: IntGauge,
     pub segment_bytes: IntGauge,
     pub segment_entries: IntGauge,
+    /// The disk tier: 1 open, 0 configured but unusable (absent without `cache.dir`).
+    pub disk_up: IntGauge,
+    pub disk_bytes: IntGauge,
+    pub disk_entries: IntGauge,
+    /// Since start, by event: hit, write, corrupt, error, evicted.
+    pub disk_events: prometheus::IntGaugeVec,
     pub upstream_requests: IntCounterVec,
     pub upstream_duration: HistogramVec,
     pub upstream_in_flight: IntGauge,
@@ -105,6 +111,26 @@ impl GatewayMetrics {
                 "metricgate_segment_cache_entries",
                 "Segments held by the segment cache",
             ),
+            disk_up: gauge(
+                "metricgate_disk_cache_up",
+                "1 when the disk tier (cache.dir) is in use; 0 when it is off or its directory or file cannot be used (the gateway then runs on memory alone; the log says why)",
+            ),
+            disk_bytes: gauge(
+                "metricgate_disk_cache_bytes",
+                "Bytes of settled segments held by the disk tier",
+            ),
+            disk_entries: gauge(
+                "metricgate_disk_cache_entries",
+                "Settled segments held by the disk tier",
+            ),
+            disk_events: prometheus::IntGaugeVec::new(
+                prometheus::Opts::new(
+                    "metricgate_disk_cache_events",
+                    "Disk tier events since start: hit (found after a memory miss), write, corrupt (a bad checksum, dropped and fetched again), error (a failed read or write) and evicted (past cache.disk_max_bytes)",
+                ),
+                &["event"],
+            )
+            .unwrap_or_else(|e| panic!("metric: {e}")),
             upstream_requests: counter_vec(
                 "metricgate_upstream_requests_total",
                 "Requests sent to the appliance, by outcome",
@@ -186,6 +212,10 @@ impl GatewayMetrics {
             Box::new(m.cache_entries.clone()),
             Box::new(m.segment_bytes.clone()),
             Box::new(m.segment_entries.clone()),
+            Box::new(m.disk_up.clone()),
+            Box::new(m.disk_bytes.clone()),
+            Box::new(m.disk_entries.clone()),
+            Box::new(m.disk_events.clone()),
             Box::new(m.upstream_requests.clone()),
             Box::new(m.upstream_duration.clone()),
             Box::new(m.upstream_in_flight.clone()),

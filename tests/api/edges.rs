@@ -202,6 +202,7 @@ fn collect(stream: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<Line
 async fn the_demo_prints_its_banner_after_startup_and_plain_logs_to_stderr() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_metricgate"))
         .args(["demo", "--listen", "127.0.0.1:0"])
+        .env("METRICGATE__CACHE__DIR", "")
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -31,6 +31,7 @@ mod reload;
 mod replicas;
 mod replies;
 mod representation;
+mod restart;
 mod sdk;
 mod segments;
 mod settings;

@@ -133,6 +133,7 @@ async fn every_command_in_the_readme_runs() {
     // `cargo run --release -- demo` is this binary's `demo` (on a free port here).
     let mut child = Command::new(env!("CARGO_BIN_EXE_metricgate"))
         .args(["demo", "--listen", "127.0.0.1:0"])
+        .env("METRICGATE__CACHE__DIR", "")
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -175,6 +176,7 @@ async fn every_command_in_the_readme_runs() {
     let serve = serve.unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_metricgate"));
     cmd.arg("serve")
+        .env("METRICGATE__CACHE__DIR", "")
         .env_remove("RUST_LOG")
         .env("METRICGATE__SERVER__LISTEN", "127.0.0.1:0")
         .env("METRICGATE__ADMIN__LISTEN", "127.0.0.1:0")
@@ -265,6 +267,7 @@ async fn the_caching_guides_two_spellings_share_one_answer() {
 fn demo_with(args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_metricgate"));
     cmd.args(["demo", "--listen", "127.0.0.1:0"])
+        .env("METRICGATE__CACHE__DIR", "")
         .args(args)
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
@@ -328,6 +331,7 @@ async fn the_demo_reads_the_file_and_the_environment_but_keeps_its_appliance() {
     // A bad value is named, as `serve` names it, and the demo does not start.
     let out = Command::new(env!("CARGO_BIN_EXE_metricgate"))
         .args(["demo", "--listen", "127.0.0.1:0"])
+        .env("METRICGATE__CACHE__DIR", "")
         .env("METRICGATE__RATE_LIMIT__BURST", "many")
         .output()
         .unwrap();

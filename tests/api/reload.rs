@@ -231,6 +231,7 @@ async fn sighup_reloads_the_running_binary_under_load_without_dropping_a_request
     write_config(&path, &sim.url(), &KNOBS);
     let mut child = Command::new(env!("CARGO_BIN_EXE_metricgate"))
         .arg("serve")
+        .env("METRICGATE__CACHE__DIR", "")
         .arg("--config")
         .arg(&path)
         .env_remove("RUST_LOG")

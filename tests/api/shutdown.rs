@@ -16,6 +16,7 @@ async fn sigterm_lets_requests_in_flight_finish() {
     let sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_metricgate"))
         .arg("serve")
+        .env("METRICGATE__CACHE__DIR", "")
         .env("METRICGATE__SERVER__LISTEN", "127.0.0.1:0")
         .env("METRICGATE__ADMIN__LISTEN", "127.0.0.1:0")
         .env("METRICGATE__SERVER__WORKERS", "1")

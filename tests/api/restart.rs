@@ -1,0 +1,212 @@
+//! `metricgate serve` as a real process over a real directory (#29): settled segments survive
+//! `kill -9`, so a restart costs the appliance nothing it already answered; a data file that is
+//! not a database is set aside and the gateway starts anyway.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use metricgate::sim::Simulator;
+
+use crate::helpers::{PRIVATE, PUBLIC, series_value};
+
+struct Gateway {
+    child: Child,
+    url: String,
+}
+
+impl Gateway {
+    /// `serve` in front of `sim`, keeping its disk tier in `dir`; ready to answer.
+    async fn start(sim: &Simulator, dir: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_metricgate"))
+            .arg("serve")
+            .env("METRICGATE__SERVER__LISTEN", "127.0.0.1:0")
+            .env("METRICGATE__ADMIN__LISTEN", "127.0.0.1:0")
+            .env("METRICGATE__SERVER__WORKERS", "1")
+            .env("METRICGATE__UPSTREAM__URL", sim.url())
+            .env("METRICGATE__UPSTREAM__PUBLIC_TOKEN", PUBLIC)
+            .env("METRICGATE__UPSTREAM__PRIVATE_TOKEN", PRIVATE)
+            .env("METRICGATE__CACHE__DIR", dir)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                if v["message"] == "metricgate listening" {
+                    let _ = port_tx.send(v["port"].as_u64().unwrap());
+                }
+            }
+        });
+        let port = port_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the gateway logs its port");
+        let url = format!("http://127.0.0.1:{port}");
+        for _ in 0..250 {
+            if reqwest::get(format!("{url}/readyz"))
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self { child, url }
+    }
+
+    fn kill_9(mut self) {
+        let killed = Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let _ = self.child.wait();
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let r = reqwest::get(format!("{}{path}", self.url)).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `/metricdata` requests the simulator has served.
+fn asked(sim: &Simulator) -> Vec<String> {
+    sim.stats
+        .snapshot()
+        .recent
+        .into_iter()
+        .filter(|q| q.starts_with("/metricdata"))
+        .collect()
+}
+
+/// A rolling 3-hour window (its first two hours settled) asked before and after `kill -9`:
+/// after the restart the settled hours come from disk, and the appliance is asked only for
+/// the unsettled tail.
+#[tokio::test]
+async fn settled_segments_survive_kill_9() {
+    let sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let hour = now - now.rem_euclid(3_600);
+    let (start, end) = ((hour - 3 * 3_600) * 1000, hour * 1000);
+    // Settled: it ended hours ago. The same question after the restart must cost nothing.
+    let settled = format!(
+        "/v1/metricdata?metric=connections&did=3&starttime={start}&endtime={}&interval=60",
+        end - 3_600_000
+    );
+    let first = Gateway::start(&sim, dir.path()).await;
+    let (status, before) = first.get(&settled).await;
+    assert_eq!(status, 200, "{before}");
+    let (_, metrics) = first.get("/metrics").await;
+    assert_eq!(
+        series_value(&metrics, "metricgate_disk_cache_up"),
+        1.0,
+        "{metrics}"
+    );
+    assert!(series_value(&metrics, "metricgate_disk_cache_entries") >= 1.0);
+    let asked_before = asked(&sim).len();
+    assert!(asked_before >= 1);
+    first.kill_9();
+
+    let second = Gateway::start(&sim, dir.path()).await;
+    let (status, after) = second.get(&settled).await;
+    assert_eq!(status, 200, "{after}");
+    let strip = |body: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(body).unwrap();
+        // What differs between two answers of the same data: nothing but when it was served.
+        if let Some(o) = v.as_object_mut() {
+            o.remove("retrieved_at");
+        }
+        v
+    };
+    assert_eq!(strip(&after), strip(&before), "the same answer, from disk");
+    assert_eq!(
+        asked(&sim).len(),
+        asked_before,
+        "the restart cost the appliance nothing: {:?}",
+        asked(&sim)
+    );
+    let (_, metrics) = second.get("/metrics").await;
+    assert!(
+        series_value(&metrics, "metricgate_disk_cache_events{event=\"hit\"}") >= 1.0,
+        "{metrics}"
+    );
+    // A rolling window over now: only what is not settled yet is asked for.
+    let rolling = format!(
+        "/v1/metricdata?metric=connections&did=3&starttime={start}&endtime={}&interval=60",
+        now * 1000
+    );
+    let (status, _) = second.get(&rolling).await;
+    assert_eq!(status, 200);
+    let new: Vec<String> = asked(&sim).split_off(asked_before);
+    assert!(!new.is_empty());
+    for request in &new {
+        let from: i64 = request
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("starttime="))
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        assert!(
+            from >= end - 3_600_000,
+            "only the hour not asked before: {request}"
+        );
+    }
+}
+
+/// A data file of garbage: the gateway starts, sets it aside and keeps a new one.
+#[tokio::test]
+async fn a_garbage_data_file_is_set_aside() {
+    let sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("segments.redb"), b"not a database at all").unwrap();
+    let gateway = Gateway::start(&sim, dir.path()).await;
+    let (status, _) = gateway.get("/readyz").await;
+    assert_eq!(status, 200);
+    let (_, metrics) = gateway.get("/metrics").await;
+    assert_eq!(
+        series_value(&metrics, "metricgate_disk_cache_up"),
+        1.0,
+        "{metrics}"
+    );
+    let aside: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("corrupt"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the bad file kept for a post-mortem");
+}
+
+/// A cache directory that cannot be made (a file stands in its way): the gateway answers
+/// from memory and says so on `/metrics`.
+#[tokio::test]
+async fn an_unusable_directory_leaves_the_gateway_on_memory() {
+    let sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, b"").unwrap();
+    let gateway = Gateway::start(&sim, &blocker.join("cache")).await;
+    let (status, body) = gateway
+        .get("/v1/metricdata?metric=connections&did=3&starttime=1705305600000&endtime=1705309200000&interval=60")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, metrics) = gateway.get("/metrics").await;
+    assert_eq!(
+        series_value(&metrics, "metricgate_disk_cache_up"),
+        0.0,
+        "{metrics}"
+    );
+}
