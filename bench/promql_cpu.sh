@@ -106,7 +106,7 @@ python3 -c 'import json,sys; [print(q["title"], q["gateway"], q["prometheus"], s
     "$WORK/queries.json" >"$WORK/queries.tsv"
 echo "measuring: $N requests per query and system, $CONCURRENCY at a time; workers $WORKERS; CLK_TCK $HZ; loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
 UP0=$(upstream); DATA0=$(sim_count metricdata); CATALOG0=$(sim_count metrics)
-HOST0=$(host_ticks); times >"$WORK/times0"
+HOST0=$(host_ticks); times >"$WORK/times0"; T0=$(date +%s.%N)
 GW_TOTAL0=$(cpu_ticks "$GW_PID"); PROM_TOTAL0=$(cpu_ticks "$PROM_PID")
 : >"$WORK/results"
 # measure BASE QUERY PID: the server's ticks for N requests.
@@ -121,7 +121,7 @@ while IFS=$'\t' read -r -u 3 title gq pq; do
     p=$(measure "$PROM" "$pq" "$PROM_PID")
     printf '%s\t%s\t%s\t%s\n' "$title" "$gq" "$g" "$p" >>"$WORK/results"
 done 3<"$WORK/queries.tsv"
-HOST1=$(host_ticks); times >"$WORK/times1"
+HOST1=$(host_ticks); times >"$WORK/times1"; T1=$(date +%s.%N)
 GW_TOTAL1=$(cpu_ticks "$GW_PID"); PROM_TOTAL1=$(cpu_ticks "$PROM_PID")
 UP1=$(upstream); DATA1=$(sim_count metricdata); CATALOG1=$(sim_count metrics)
 
@@ -144,4 +144,12 @@ WALL=$(( HOST1 - HOST0 ))
 CLIENT=$(awk -v a="$(children_secs "$WORK/times0")" -v b="$(children_secs "$WORK/times1")" -v hz="$HZ" 'BEGIN{printf "%d", (b-a)*hz}')
 OTHER=$(( WALL - (GW_TOTAL1 - GW_TOTAL0) - (PROM_TOTAL1 - PROM_TOTAL0) - CLIENT ))
 echo "CPU over the measured phase (ticks): gateway $((GW_TOTAL1 - GW_TOTAL0)), Prometheus $((PROM_TOTAL1 - PROM_TOTAL0)), client $CLIENT, everything else on the machine $OTHER; loadavg at end $(cut -d' ' -f1-3 /proc/loadavg)"
+# "Everything else" is the machine's busy time less the servers and the client (with this
+# script's curl and awk): the loopback's softirq time, and any other load. Much above a tenth
+# of a core, something else ran and the figures are suspect.
+awk -v o="$OTHER" -v hz="$HZ" -v a="$T0" -v b="$T1" 'BEGIN{
+    c = o / hz / (b - a)
+    printf "measured phase: %.1f s; other load %.2f cores\n", b - a, c
+    if (c > 0.1) print "warning: other processes used more than 0.1 cores; compare only quiet runs"
+}'
 echo "appliance requests during the measured phase: $((UP1 - UP0)) (the gateway's metricgate_upstream_requests_total); the simulator saw $((DATA1 - DATA0)) /metricdata and $((CATALOG1 - CATALOG0)) catalog requests (readiness probes, every 5 s)"
