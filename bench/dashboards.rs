@@ -3,7 +3,7 @@
 //!
 //! - **three dashboards**: three rolling windows (the last 24 h at 5 min, one device each),
 //!   each refreshed every minute, 20 s apart, for two hours;
-//! - **Grafana**: the provisioned 12-panel dashboard (`deploy/grafana/dashboards/darktrace.json`,
+//! - **Grafana**: the provisioned 18-panel dashboard (`deploy/grafana/dashboards/darktrace.json`,
 //!   and its breach annotations) through the Prometheus-compatible planning, the last 6 h at a
 //!   1-minute step for three devices, refreshed every 30 s for an hour.
 //!

@@ -1,5 +1,5 @@
 //! Grafana's refresh pattern against the Prometheus-compatible API: the provisioned dashboard
-//! (`deploy/grafana/dashboards/darktrace.json`, 12 panels and its breach annotations) showing
+//! (`deploy/grafana/dashboards/darktrace.json`, 18 panels and its breach annotations) showing
 //! "the last 6 hours" for three devices, refreshed every 30 s for one hour. Each refresh sends
 //! what Grafana sends: one `query_range` per panel and one for the annotations, start and end
 //! aligned down to the step, the step the data source's one minute.

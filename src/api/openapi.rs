@@ -83,11 +83,11 @@ the appliance's filters (`did`, `ddid`, `odid`, `port`, `sourceport`, `destinati
 `applicationprotocol`), `direction` (`in`, `out`) for the parts of a value (without a `direction` matcher \
 a selector reads the total), and `hostname`, `ip`, `label` where the device is known. A selector without \
 a `did` matcher reads the network-wide series; `did=~\"1|2\"` asks once per device. The step becomes \
-the appliance's interval, rounded to whole minutes; the value at a time is the bucket holding it. \
-Model breaches are `darktrace_model_breach{model, pbid, pid, did}`, valued at their score. The PromQL \
-subset: selectors with `=`, `!=`, `=~`, `!~`; sum, min, max, avg and count by/without; max_over_time, \
-min_over_time, avg_over_time, sum_over_time and count_over_time over a range; arithmetic with numbers. \
-Anything else is a `bad_data` naming the part. Errors use Prometheus' envelope."),
+the appliance's interval, rounded to whole minutes; the value at a time is the newest complete bucket \
+within Prometheus' lookback. Model breaches are `darktrace_model_breach{model, pbid, pid, did}`, valued \
+at their score. PromQL is the whole language of Prometheus 3 for float samples: every aggregation, \
+binary operator and vector matching, `offset`, `@`, subqueries and the functions; what Prometheus keeps \
+behind its experimental feature flag is a `bad_data` naming the part. Errors use Prometheus' envelope."),
     )
 )]
 pub struct ApiDoc;

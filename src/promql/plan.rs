@@ -335,6 +335,114 @@ mod tests {
         );
     }
 
+    /// Each question of `text`'s plan: metrics, devices (none: network-wide), breaches, and
+    /// its `[start, end)` in minutes from `S`.
+    fn questions(text: &str, at: At) -> Vec<(String, Vec<u64>, bool, i64, i64)> {
+        let settings = Settings::defaults();
+        let devices = crate::promql::KnownDevices::new(|| {
+            vec![
+                crate::normalize::Device::bare(5),
+                crate::normalize::Device::bare(6),
+            ]
+        });
+        let ctx = Context {
+            limits: &settings.query,
+            names: &crate::query::AnyMetric,
+            metrics: &[],
+            devices: &devices,
+            now_ms: E + 10 * MINUTE_MS,
+            max_samples: 1_000_000,
+        };
+        let minutes = |t: Option<i64>| (t.unwrap() - S) / MINUTE_MS;
+        Plan::new(text, at, &ctx)
+            .unwrap_or_else(|e| panic!("{text}: {e}"))
+            .fetches()
+            .iter()
+            .map(|q| {
+                (
+                    q.metrics().join(","),
+                    q.devices().to_vec(),
+                    q.breachtimes(),
+                    minutes(q.starttime()),
+                    minutes(q.endtime()),
+                )
+            })
+            .collect()
+    }
+
+    /// 2024-01-15 06:00 and 12:00 UTC: a range query over six hours.
+    const S: i64 = 1_705_298_400_000;
+    const E: i64 = 1_705_320_000_000;
+
+    /// What docs/grafana.md's table says reaches the appliance, per expression shape.
+    #[test]
+    fn each_selector_is_one_question_over_the_union_of_its_windows() {
+        let range = At::Range {
+            start: S,
+            end: E,
+            step: MINUTE_MS,
+        };
+        let q = |text: &str| questions(text, range);
+        let c = |devices: &[u64], from: i64, to: i64| {
+            ("connections".to_owned(), devices.to_vec(), false, from, to)
+        };
+        // Six hours are 360 minutes; the lookback 5; the bucket holding `end` is read.
+        assert_eq!(q("connections"), [c(&[], -5, 361)]);
+        assert_eq!(q("max_over_time(connections[1h])"), [c(&[], -60, 361)]);
+        assert_eq!(q("connections offset 1h"), [c(&[], -65, 301)]);
+        assert_eq!(q("connections @ 1705309200"), [c(&[], 175, 181)]);
+        assert_eq!(q("connections @ end()"), [c(&[], 355, 361)]);
+        assert_eq!(
+            q("max_over_time(connections[30m:5m] offset 1h)"),
+            [c(&[], -95, 301)]
+        );
+        assert_eq!(
+            q("max_over_time(avg_over_time(connections[10m])[30m:])"),
+            [c(&[], -40, 361)]
+        );
+        let b = ("bandwidth".to_owned(), vec![], false, -5, 361);
+        assert_eq!(q("connections / bandwidth"), [c(&[], -5, 361), b]);
+        // One selector in two windows: joined when they overlap, else two questions.
+        assert_eq!(q("connections / connections offset 1h"), [c(&[], -65, 361)]);
+        assert_eq!(
+            questions("connections / connections offset 1h", At::Instant(E)),
+            [c(&[], 295, 301), c(&[], 355, 361)]
+        );
+        // Selectors that differ only in what they keep of one answer share its question.
+        assert_eq!(
+            q(
+                "sum(connections{did=~\"1|2\"}) - sum(connections{did=~\"(1|2)\", direction=\"in\"})"
+            ),
+            [c(&[1, 2], -5, 361)]
+        );
+        // A `did` matcher that is no list reads the known devices, and the network-wide
+        // series too when it matches no `did`.
+        assert_eq!(
+            q("connections{did!=\"5\"}"),
+            [c(&[], -5, 361), c(&[6], -5, 361)]
+        );
+        assert_eq!(
+            q("darktrace_model_breach{did=\"5\"}"),
+            [("connections".to_owned(), vec![5], true, -5, 361)]
+        );
+        // No selector, nothing to ask; nor for a window whose buckets cannot exist yet.
+        for text in [
+            "1 + 1",
+            "time()",
+            "vector(1) * pi()",
+            "connections offset -1d",
+        ] {
+            assert_eq!(q(text), [], "{text}");
+        }
+        // A step of 5 minutes reads 5-minute buckets.
+        let coarse = At::Range {
+            start: S,
+            end: E,
+            step: 300_000,
+        };
+        assert_eq!(questions("connections", coarse), [c(&[], -5, 365)]);
+    }
+
     #[test]
     fn prometheus_refusals_of_ranges() {
         let limits = Settings::defaults().query;

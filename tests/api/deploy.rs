@@ -147,7 +147,28 @@ fn grafana_is_provisioned_against_the_prometheus_api() {
     let dashboard: serde_json::Value =
         serde_json::from_str(&read("deploy/grafana/dashboards/darktrace.json")).unwrap();
     let panels = dashboard["panels"].as_array().unwrap();
-    assert_eq!(panels.len(), 12);
+    assert_eq!(panels.len(), 18);
+    // Grafana's layout: unique panel ids, and grid cells (24 columns) no two panels share.
+    let mut ids = HashSet::new();
+    let mut cells = HashSet::new();
+    for panel in panels {
+        assert!(
+            ids.insert(panel["id"].as_u64().unwrap()),
+            "{}",
+            panel["title"]
+        );
+        let at = |k: &str| panel["gridPos"][k].as_u64().unwrap();
+        assert!(at("x") + at("w") <= 24, "{}", panel["title"]);
+        for x in at("x")..at("x") + at("w") {
+            for y in at("y")..at("y") + at("h") {
+                assert!(
+                    cells.insert((x, y)),
+                    "{} overlaps another panel",
+                    panel["title"]
+                );
+            }
+        }
+    }
     for panel in panels {
         assert_eq!(
             panel["datasource"]["uid"], "metricgate",
@@ -173,13 +194,25 @@ fn grafana_is_provisioned_against_the_prometheus_api() {
         .iter()
         .map(|p| p["title"].as_str().unwrap())
         .collect();
-    for needed in ["Connections", "Bandwidth", "Model breaches"] {
+    // The seed's analyses: bytes per connection, each device's share, minutes above a
+    // threshold, the top consumers, volatility and the range over the hour.
+    for needed in [
+        "Connections",
+        "Bandwidth",
+        "Model breaches",
+        "Bytes per connection",
+        "Share of connections",
+        "Minutes above",
+        "Top 3 bandwidth consumers",
+        "volatility",
+        "range (max - min)",
+    ] {
         assert!(
             titles.iter().any(|t| t.contains(needed)),
             "{needed}: {titles:?}"
         );
     }
-    // Each query is in the supported subset (the client test runs them all through promtool).
+    // Each query plans (the client test runs them all through promtool).
     let settings = metricgate::settings::Settings::defaults();
     let devices = metricgate::promql::KnownDevices::new(Vec::new);
     let ctx = metricgate::promql::Context {
