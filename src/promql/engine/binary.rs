@@ -174,6 +174,31 @@ fn signature(labels: &Labels, matching: Option<&LabelModifier>) -> Labels {
     }
 }
 
+/// Each series' signature as a small number, equal numbers for equal signatures: matching
+/// then compares numbers at every time instead of hashing label sets.
+fn signature_ids(
+    left: &[Series],
+    right: &[Series],
+    matching: Option<&LabelModifier>,
+) -> (Vec<usize>, Vec<usize>, Vec<Labels>) {
+    let mut ids: HashMap<Labels, usize> = HashMap::new();
+    let mut names: Vec<Labels> = Vec::new();
+    let mut id = |labels: &Labels| {
+        let sig = signature(labels, matching);
+        match ids.get(&sig) {
+            Some(i) => *i,
+            None => {
+                ids.insert(sig.clone(), names.len());
+                names.push(sig);
+                names.len() - 1
+            }
+        }
+    };
+    let l = left.iter().map(|s| id(&s.labels)).collect();
+    let r = right.iter().map(|s| id(&s.labels)).collect();
+    (l, r, names)
+}
+
 /// `and`, `or`, `unless`, time by time: the left side's series (and for `or` the right's)
 /// kept by whether their signature is on the other side then.
 fn set_operation(
@@ -183,18 +208,16 @@ fn set_operation(
     modifier: &BinModifier,
     steps: usize,
 ) -> Vec<Series> {
-    let matching = modifier.matching.as_ref();
-    let lsig: Vec<Labels> = lhs.iter().map(|s| signature(&s.labels, matching)).collect();
-    let rsig: Vec<Labels> = rhs.iter().map(|s| signature(&s.labels, matching)).collect();
-    let present =
-        |series: &[Series], sigs: &[Labels], k: usize| -> std::collections::HashSet<Labels> {
-            series
-                .iter()
-                .zip(sigs)
-                .filter(|(s, _)| s.values.get(k).copied().flatten().is_some())
-                .map(|(_, sig)| sig.clone())
-                .collect()
-        };
+    let (lsig, rsig, names) = signature_ids(&lhs, &rhs, modifier.matching.as_ref());
+    let present = |series: &[Series], sigs: &[usize], k: usize| -> Vec<bool> {
+        let mut on = vec![false; names.len()];
+        for (s, sig) in series.iter().zip(sigs) {
+            if s.values.get(k).copied().flatten().is_some() {
+                on[*sig] = true;
+            }
+        }
+        on
+    };
     let mut left: Vec<Series> = lhs
         .iter()
         .map(|s| Series {
@@ -217,8 +240,8 @@ fn set_operation(
                 continue;
             };
             let keep = match op {
-                T_LAND => !on_left.is_empty() && on_right.contains(&lsig[i]),
-                T_LUNLESS => !on_right.contains(&lsig[i]),
+                T_LAND => on_right[lsig[i]],
+                T_LUNLESS => !on_right[lsig[i]],
                 _ => true,
             };
             if keep && let Some(cell) = left.get_mut(i).and_then(|s| s.values.get_mut(k)) {
@@ -230,7 +253,7 @@ fn set_operation(
                 let Some(v) = s.values.get(k).copied().flatten() else {
                     continue;
                 };
-                if !on_left.contains(&rsig[j])
+                if !on_left[rsig[j]]
                     && let Some(cell) = right.get_mut(j).and_then(|s| s.values.get_mut(k))
                 {
                     *cell = Some(v);
@@ -240,11 +263,12 @@ fn set_operation(
     }
     // `or` may give a left and a right series of the same labels at different times.
     let mut merged: Vec<Series> = Vec::new();
+    let mut by_labels: HashMap<Labels, usize> = HashMap::new();
     for s in left.into_iter().chain(right) {
         if !s.values.iter().any(Option::is_some) {
             continue;
         }
-        match merged.iter_mut().find(|m| m.labels == s.labels) {
+        match by_labels.get(&s.labels).and_then(|i| merged.get_mut(*i)) {
             Some(m) => {
                 for (cell, v) in m.values.iter_mut().zip(s.values) {
                     if cell.is_none() {
@@ -252,7 +276,10 @@ fn set_operation(
                     }
                 }
             }
-            None => merged.push(s),
+            None => {
+                by_labels.insert(s.labels.clone(), merged.len());
+                merged.push(s);
+            }
         }
     }
     merged
@@ -278,42 +305,41 @@ fn vectors(
     let one_to_one = matches!(modifier.card, VectorMatchCardinality::OneToOne);
     // The "many" side is matched against the "one" side, which must be unique.
     let (many, one) = if one_to_many { (rhs, lhs) } else { (lhs, rhs) };
-    let many_sig: Vec<Labels> = many
-        .iter()
-        .map(|s| signature(&s.labels, matching))
-        .collect();
-    let one_sig: Vec<Labels> = one.iter().map(|s| signature(&s.labels, matching)).collect();
+    let (many_sig, one_sig, names) = signature_ids(&many, &one, matching);
     let mut out = Builder::new(steps);
     let mut result_slots: HashMap<(usize, usize), usize> = HashMap::new();
+    // Per signature: the "one" series present at this time, and the results it gave.
+    let mut ones: Vec<Option<usize>> = vec![None; names.len()];
+    let mut matched: Vec<Vec<usize>> = vec![Vec::new(); names.len()];
     for k in 0..steps {
-        let mut ones: HashMap<&Labels, usize> = HashMap::new();
+        ones.iter_mut().for_each(|o| *o = None);
+        matched.iter_mut().for_each(Vec::clear);
+        let mut any = false;
         for (j, s) in one.iter().enumerate() {
             if s.values.get(k).copied().flatten().is_none() {
                 continue;
             }
-            if let Some(before) = ones.insert(&one_sig[j], j) {
+            any = true;
+            if let Some(before) = ones[one_sig[j]].replace(j) {
                 let side = if one_to_many { "left" } else { "right" };
                 return Err(PromError::Execution(format!(
                     "found duplicate series for the match group {} on the {side} hand-side of \
                      the operation: [{}, {}];many-to-many matching not allowed: matching labels \
                      must be unique on one side",
-                    labels_text(&one_sig[j]),
+                    labels_text(&names[one_sig[j]]),
                     labels_text(&s.labels),
                     labels_text(&one[before].labels)
                 )));
             }
         }
-        if ones.is_empty() {
+        if !any {
             continue;
         }
-        // For one-to-one: which signatures matched; for many-to-one: which results each
-        // signature gave.
-        let mut matched: HashMap<&Labels, Vec<usize>> = HashMap::new();
         for (i, s) in many.iter().enumerate() {
             let Some(mv) = s.values.get(k).copied().flatten() else {
                 continue;
             };
-            let Some(&j) = ones.get(&many_sig[i]) else {
+            let Some(j) = ones[many_sig[i]] else {
                 continue;
             };
             let Some(ov) = one.get(j).and_then(|s| s.values.get(k).copied().flatten()) else {
@@ -346,7 +372,7 @@ fn vectors(
                     slot
                 }
             };
-            let results = matched.entry(&many_sig[i]).or_default();
+            let results = &mut matched[many_sig[i]];
             if one_to_one {
                 if !results.is_empty() {
                     return Err(PromError::Execution(
