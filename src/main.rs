@@ -97,6 +97,10 @@ fn main() -> ExitCode {
                 if let Some(tls) = tls::check(&settings.upstream).await? {
                     println!("{tls}");
                 }
+                if let Some(dir) = &settings.cache.dir {
+                    metricgate::cache::check_dir(dir)?;
+                    println!("disk cache: {} (cache.dir) is writable", dir.display());
+                }
                 println!("configuration OK");
                 Ok(())
             }),

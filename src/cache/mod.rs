@@ -31,4 +31,5 @@ pub use freshness::{Completeness, Deadlines, Freshness, Lifetime};
 pub use key::CacheKey;
 pub use purges::{ClusterPurges, PurgeReach};
 pub use report::{CacheReport, Purged};
+pub use segment_disk::check_dir;
 pub use store::{Store, StoreReport};

@@ -155,6 +155,17 @@ fn unframe(bytes: &[u8]) -> Option<(i64, &[u8], &[u8])> {
     ))
 }
 
+/// For `check-config`: whether the disk tier can keep its file in `dir` (made if missing),
+/// by writing and removing a probe file there.
+pub fn check_dir(dir: &Path) -> Result<(), String> {
+    let why =
+        |what: &str, e: std::io::Error| format!("cache.dir: cannot {what} {}: {e}", dir.display());
+    std::fs::create_dir_all(dir).map_err(|e| why("create the directory", e))?;
+    let probe = dir.join(".metricgate-probe");
+    std::fs::write(&probe, b"probe").map_err(|e| why("write in", e))?;
+    std::fs::remove_file(&probe).map_err(|e| why("remove a file in", e))
+}
+
 /// Whether opening failed on the file's content (not on a lock or a permission).
 fn unreadable(e: &redb::DatabaseError) -> bool {
     use std::io::ErrorKind;

@@ -152,3 +152,38 @@ async fn a_window_of_whole_buckets_is_asked_for_as_one_bucket() {
         "{asked:?}"
     );
 }
+
+/// Prometheus 3 keeps its `PromQL info` notes apart from warnings: `rate()` of a gauge says so
+/// in `infos`, an unknown metric's hint stays a warning.
+#[tokio::test]
+async fn notes_are_infos_and_hints_are_warnings() {
+    let app = spawn_app().await;
+    let t = T.to_string();
+    let a = get(
+        &app,
+        "/query",
+        &[
+            ("query", "rate(connections{did=\"123\"}[5m])"),
+            ("time", &t),
+        ],
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(
+        a.body["infos"][0]
+            .as_str()
+            .is_some_and(|i| i.starts_with("PromQL info: metric might not be a counter")),
+        "{}",
+        a.body
+    );
+    assert!(a.body.get("warnings").is_none(), "{}", a.body);
+    let a = get(&app, "/query", &[("query", "conections"), ("time", &t)]).await;
+    assert!(
+        a.body["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("did you mean")),
+        "{}",
+        a.body
+    );
+    assert!(a.body.get("infos").is_none(), "{}", a.body);
+}

@@ -13,9 +13,40 @@ fn check_config(vars: &[(&str, &str)]) -> Output {
             cmd.env_remove(key);
         }
     }
-    cmd.envs(vars.iter().copied())
+    // No disk tier unless a test asks for one: nothing written outside its own directories.
+    cmd.env("METRICGATE__CACHE__DIR", "")
+        .envs(vars.iter().copied())
         .output()
         .expect("the binary runs")
+}
+
+#[test]
+fn check_config_names_an_unusable_cache_directory_and_its_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, b"").unwrap();
+    let bad = blocker.join("cache");
+    let out = check_config(&[
+        ("METRICGATE__UPSTREAM__URL", "http://127.0.0.1:9"),
+        ("METRICGATE__UPSTREAM__PUBLIC_TOKEN", "p"),
+        ("METRICGATE__UPSTREAM__PRIVATE_TOKEN", "never-shown-4f1c"),
+        ("METRICGATE__CACHE__DIR", bad.to_str().unwrap()),
+    ]);
+    assert!(!out.status.success());
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("cache.dir"), "{text}");
+    assert!(text.contains(bad.to_str().unwrap()), "{text}");
+    let good = dir.path().join("state");
+    let out = check_config(&[
+        ("METRICGATE__UPSTREAM__URL", "http://127.0.0.1:9"),
+        ("METRICGATE__UPSTREAM__PUBLIC_TOKEN", "p"),
+        ("METRICGATE__UPSTREAM__PRIVATE_TOKEN", "never-shown-4f1c"),
+        ("METRICGATE__CACHE__DIR", good.to_str().unwrap()),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("(cache.dir) is writable"), "{stdout}");
 }
 
 #[test]

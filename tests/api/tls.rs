@@ -412,6 +412,7 @@ async fn check_config_prints_the_refusal_and_the_pin() {
     let check = |vars: &[(&str, &str)]| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_metricgate"));
         cmd.arg("check-config")
+            .env("METRICGATE__CACHE__DIR", "")
             .env("METRICGATE__UPSTREAM__URL", sim.url())
             .env("METRICGATE__UPSTREAM__PUBLIC_TOKEN", PUBLIC)
             .env("METRICGATE__UPSTREAM__PRIVATE_TOKEN_FILE", &token);

@@ -147,13 +147,23 @@ pub struct PrometheusSuccess<T> {
     /// Things the caller should know that did not stop the request.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     warnings: Vec<String>,
+    /// Prometheus 3's notes that are not warnings (`PromQL info: …`, e.g. a `rate()` of a
+    /// metric that might not be a counter).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    infos: Vec<String>,
 }
 
-pub(crate) fn success<T: Serialize>(data: T, warnings: Vec<String>) -> HttpResponse {
+/// The success envelope; notes starting `PromQL info:` go to `infos`, as Prometheus 3 splits
+/// them from `warnings`.
+pub(crate) fn success<T: Serialize>(data: T, notes: Vec<String>) -> HttpResponse {
+    let (infos, warnings) = notes
+        .into_iter()
+        .partition(|n: &String| n.starts_with("PromQL info:"));
     HttpResponse::Ok().json(PrometheusSuccess {
         status: "success",
         data,
         warnings,
+        infos,
     })
 }
 
