@@ -277,3 +277,52 @@ async fn kill_9_during_writes_a_hundred_times_never_serves_a_bad_entry() {
         "answers came from disk: {metrics}"
     );
 }
+
+/// A full disk (a 1 MiB tmpfs): writes fail, are logged and counted, and every question is
+/// still answered from memory and the appliance. Needs `mount` (root, as CI runs); where it
+/// is refused the test says so and stops.
+#[tokio::test]
+async fn a_full_disk_leaves_answers_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("a_full_disk_leaves_answers_untouched: cannot mount a tmpfs here (not root)");
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(dir.path());
+    let cache = dir.path().to_owned();
+    let app = crate::helpers::spawn_app_with(move |s| {
+        s.cache.dir = Some(cache);
+        s.cache.disk_max_bytes = std::num::NonZero::new(1 << 30).unwrap();
+    })
+    .await;
+    let now = app.clock.now_ms() / 1000;
+    let day = now - now.rem_euclid(86_400) - 86_400;
+    for did in 1..=60 {
+        let a = app
+            .get(&format!(
+                "/v1/metricdata?metric=connections&did={did}&starttime={}&endtime={}&interval=60",
+                day * 1000,
+                (day + 86_400) * 1000
+            ))
+            .await;
+        assert_eq!(a.status, 200, "device {did}: {}", a.body);
+    }
+    let metrics = app.get_text("/metrics").await;
+    assert!(
+        series_value(&metrics, "metricgate_disk_cache_events{event=\"error\"}") >= 1.0,
+        "the full disk was noticed: {metrics}"
+    );
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status, 200);
+}
