@@ -123,6 +123,7 @@ pub async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
         if let Some(disk) = segments.disk {
             m.disk_up.set(i64::from(disk.up));
             m.disk_bytes.set(disk.bytes as i64);
+            m.disk_indexed.set(i64::from(disk.indexed));
             m.disk_entries.set(disk.entries as i64);
             for (event, n) in [
                 ("hit", disk.hits),

@@ -48,6 +48,9 @@ struct Index {
     entries: HashMap<String, (i64, u64)>,
     by_expiry: BTreeSet<(i64, String)>,
     bytes: u64,
+    /// Whether the file's entries are all in: until then a lookup cannot trust a miss here,
+    /// and nothing is evicted.
+    loaded: bool,
 }
 
 impl Index {
@@ -223,30 +226,55 @@ impl DiskSegments {
             index: Arc::default(),
             counters: Arc::default(),
         };
-        disk.load(now).map_err(|e| DiskError::Open {
+        // The table exists before the first lookup; the index fills in the background, so a
+        // gigabyte of segments does not hold back readiness.
+        let create = || -> Result<(), DbError> {
+            let write = disk.db.begin_write()?;
+            write.open_table(SEGMENTS)?;
+            write.commit()?;
+            Ok(())
+        };
+        create().map_err(|e| DiskError::Open {
             path: disk.path.clone(),
             source: e.0,
         })?;
+        let loader = disk.clone();
+        let spawned = std::thread::Builder::new()
+            .name("disk-cache-index".into())
+            .spawn(move || {
+                if let Err(e) = loader.load(now) {
+                    loader.failed("read its index", &e);
+                }
+            });
+        if let Err(e) = spawned {
+            disk.failed("start reading its index", &e);
+        }
         Ok(disk)
+    }
+
+    /// Whether every entry of the file is indexed (see [`Index::loaded`]).
+    pub(super) fn loaded(&self) -> bool {
+        self.index.lock().unwrap_or_else(|e| e.into_inner()).loaded
     }
 
     pub(super) fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Reads every entry's expiry and size; drops the expired and the corrupt.
+    /// Reads every entry's expiry and size, then drops the expired and the corrupt. Entries
+    /// published meanwhile keep what their publishing indexed.
     fn load(&self, now: i64) -> Result<(), DbError> {
-        let write = self.db.begin_write()?;
+        let mut found = Index::default();
         let mut drop = Vec::new();
         {
-            let mut table = write.open_table(SEGMENTS)?;
-            let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            let read = self.db.begin_read()?;
+            let table = read.open_table(SEGMENTS)?;
             for item in table.iter()? {
                 let (key, value) = item?;
                 let (key, value) = (key.value().to_owned(), value.value());
                 match unframe(value) {
                     Some((expires, _, _)) if expires > now => {
-                        index.insert(key, expires, value.len() as u64);
+                        found.insert(key, expires, value.len() as u64);
                     }
                     Some(_) => drop.push(key),
                     None => {
@@ -255,11 +283,19 @@ impl DiskSegments {
                     }
                 }
             }
-            for key in &drop {
-                table.remove(key.as_str())?;
-            }
         }
-        write.commit()?;
+        {
+            let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            for (key, (expires, size)) in found.entries {
+                if !index.entries.contains_key(&key) {
+                    index.insert(key, expires, size);
+                }
+            }
+            index.loaded = true;
+        }
+        if !drop.is_empty() {
+            self.remove_blocking(&drop)?;
+        }
         Ok(())
     }
 
@@ -342,7 +378,11 @@ impl DiskSegments {
             for (name, expires, value) in entries {
                 index.insert(name, expires, value.len() as u64);
             }
-            // The first to expire go first until the tier fits its bound.
+            // The first to expire go first until the tier fits its bound (once its size is
+            // known).
+            if !index.loaded {
+                return Ok(());
+            }
             let mut over = Vec::new();
             let mut bytes = index.bytes;
             for (_, key) in &index.by_expiry {
@@ -389,7 +429,7 @@ impl SegmentStore for DiskSegments {
         let names: Vec<String> = starts.iter().map(|s| name(question, *s)).collect();
         let wanted = {
             let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-            names.iter().any(|n| index.entries.contains_key(n))
+            !index.loaded || names.iter().any(|n| index.entries.contains_key(n))
         };
         if !wanted {
             return vec![None; starts.len()];
@@ -507,6 +547,13 @@ mod tests {
             assert_eq!(disk.report().await.entries, 2);
         }
         let disk = DiskSegments::open(dir.path(), 1 << 20, 1_000).unwrap();
+        for _ in 0..500 {
+            if disk.loaded() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(disk.loaded());
         assert_eq!(disk.report().await.entries, 2, "both read back");
         let found = disk.lookup_many(&q, &[0, 360_000, 720_000]).await;
         assert!(found[0].is_some() && found[1].is_some() && found[2].is_none());
@@ -529,6 +576,9 @@ mod tests {
         assert_eq!(disk.report().await.entries, 1);
         // Past its bound, the first to expire go.
         let small = DiskSegments::open(&dir.path().join("small"), 1, 0).unwrap();
+        while !small.loaded() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         small
             .publish(&q, &[(0, segment(0)), (360_000, segment(5))])
             .await;

@@ -100,6 +100,9 @@ pub struct SegmentReport {
 pub struct DiskReport {
     /// False when the directory or file could not be used: the gateway runs on memory alone.
     pub up: bool,
+    /// Whether every entry of the file is indexed yet (it is read in the background at
+    /// start; until then entries and bytes count what is known so far).
+    pub indexed: bool,
     pub entries: u64,
     pub bytes: u64,
     pub max_bytes: u64,
@@ -231,6 +234,7 @@ where
                     let c = &disk.counters;
                     Some(DiskReport {
                         up: true,
+                        indexed: disk.loaded(),
                         entries: store.entries,
                         bytes: store.bytes,
                         max_bytes: store.max_bytes,

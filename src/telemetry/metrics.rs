@@ -27,6 +27,8 @@ pub struct GatewayMetrics {
     /// The disk tier: 1 open, 0 configured but unusable (absent without `cache.dir`).
     pub disk_up: IntGauge,
     pub disk_bytes: IntGauge,
+    /// 1 once the disk tier's index of entries is read (in the background at start).
+    pub disk_indexed: IntGauge,
     pub disk_entries: IntGauge,
     /// Since start, by event: hit, write, corrupt, error, evicted.
     pub disk_events: prometheus::IntGaugeVec,
@@ -114,6 +116,10 @@ impl GatewayMetrics {
             disk_up: gauge(
                 "metricgate_disk_cache_up",
                 "1 when the disk tier (cache.dir) is in use; 0 when it is off or its directory or file cannot be used (the gateway then runs on memory alone; the log says why)",
+            ),
+            disk_indexed: gauge(
+                "metricgate_disk_cache_indexed",
+                "1 once every entry of the disk tier is indexed (read in the background at start; lookups go to the file meanwhile)",
             ),
             disk_bytes: gauge(
                 "metricgate_disk_cache_bytes",
@@ -214,6 +220,7 @@ impl GatewayMetrics {
             Box::new(m.segment_entries.clone()),
             Box::new(m.disk_up.clone()),
             Box::new(m.disk_bytes.clone()),
+            Box::new(m.disk_indexed.clone()),
             Box::new(m.disk_entries.clone()),
             Box::new(m.disk_events.clone()),
             Box::new(m.upstream_requests.clone()),

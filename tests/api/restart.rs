@@ -296,7 +296,8 @@ async fn a_full_disk_leaves_answers_untouched() {
     struct Unmount<'a>(&'a Path);
     impl Drop for Unmount<'_> {
         fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0).status();
+            // Lazily: the gateway's threads may still hold its file for a moment.
+            let _ = Command::new("umount").arg("-l").arg(self.0).status();
         }
     }
     let _unmount = Unmount(dir.path());
