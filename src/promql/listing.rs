@@ -44,7 +44,7 @@ fn selector(text: &str) -> Result<Vec<Matcher>, PromError> {
             .trim_start_matches("invalid parameter \"query\": ")
             .to_owned())
     })?;
-    match expr {
+    match &*expr {
         Expr::VectorSelector(vs) if vs.matchers.or_matchers.is_empty() => {
             let mut matchers = vs.matchers.matchers.clone();
             if let Some(name) = &vs.name {

@@ -1,6 +1,8 @@
 //! PromQL text → promql-parser's tree, within the gateway's size and nesting limits, with
 //! Prometheus' wording of parse errors. The text is parsed by `promql-parser`, never by hand.
 
+use std::sync::{Arc, OnceLock};
+
 use promql_parser::parser::{self, Expr};
 
 use super::error::PromError;
@@ -10,9 +12,24 @@ const MAX_QUERY_BYTES: usize = 16 * 1024;
 /// Deepest nesting of brackets accepted: the parser's tree is recursive, and so is dropping it.
 const MAX_NESTING: usize = 64;
 
+/// Query texts whose trees are kept: a dashboard asks the same few queries at every refresh,
+/// and parsing compiles each `=~` matcher's regex anew.
+const PARSED_TEXTS: u64 = 1_024;
+
 /// The parser's tree of `text`, within the size and nesting limits, its errors as Prometheus
-/// words them (`invalid parameter "query": …`).
-pub(crate) fn parse_expr(text: &str) -> Result<Expr, PromError> {
+/// words them (`invalid parameter "query": …`). Trees of texts parsed before are shared.
+pub(crate) fn parse_expr(text: &str) -> Result<Arc<Expr>, PromError> {
+    static PARSED: OnceLock<moka::sync::Cache<Box<str>, Arc<Expr>>> = OnceLock::new();
+    let parsed = PARSED.get_or_init(|| moka::sync::Cache::new(PARSED_TEXTS));
+    if let Some(expr) = parsed.get(text) {
+        return Ok(expr);
+    }
+    let expr = Arc::new(parse_text(text)?);
+    parsed.insert(Box::from(text), expr.clone());
+    Ok(expr)
+}
+
+fn parse_text(text: &str) -> Result<Expr, PromError> {
     let invalid = |why: String| PromError::bad_data(format!("invalid parameter \"query\": {why}"));
     if text.trim().is_empty() {
         return Err(invalid("no expression found in input".into()));

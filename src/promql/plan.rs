@@ -15,6 +15,7 @@
 //! the union of their windows.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use promql_parser::label::Matcher;
 use promql_parser::parser::Expr;
@@ -58,7 +59,7 @@ struct Planned {
 
 /// A query ready to be answered: what to fetch, and how to evaluate the answers.
 pub struct Plan {
-    expr: Expr,
+    expr: Arc<Expr>,
     query: Query,
     selections: Vec<Planned>,
     fetches: Vec<Fetch>,

@@ -121,7 +121,14 @@ impl Serialize for Sample {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(2))?;
         seq.serialize_element(&seconds(self.0))?;
-        seq.serialize_element(&sample(self.1))?;
+        // Most values are whole numbers: written from the stack, not a string of their own.
+        let v = self.1;
+        if v.fract() == 0.0 && v.abs() < 1e15 && !(v == 0.0 && v.is_sign_negative()) {
+            let mut digits = itoa::Buffer::new();
+            seq.serialize_element(digits.format(v as i64))?;
+        } else {
+            seq.serialize_element(&sample(v))?;
+        }
         seq.end()
     }
 }
@@ -223,6 +230,20 @@ mod tests {
             serde_json::to_string(&s).unwrap(),
             r#"{"resultType":"scalar","result":[4,"2"]}"#
         );
+        for (v, text) in [
+            (-0.0, "-0"),
+            (3.0, "3"),
+            (-42.0, "-42"),
+            (1e15, "1000000000000000"),
+            (1e21, "1000000000000000000000"),
+            (0.5, "0.5"),
+        ] {
+            let s = QueryData::new(Output::Scalar(vec![v]), &query(4_000, 4_000, 0));
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!(r#"{{"resultType":"scalar","result":[4,"{text}"]}}"#)
+            );
+        }
         let s = QueryData::new(Output::String("x".into()), &query(4_500, 4_500, 0));
         assert_eq!(
             serde_json::to_string(&s).unwrap(),
