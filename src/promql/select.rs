@@ -178,14 +178,9 @@ fn names(
     purpose: Purpose,
     warnings: &mut Vec<String>,
 ) -> Result<(Vec<String>, bool), PromError> {
+    // A selector without a name (`{did="123"}`, as Grafana's label browser writes) reads
+    // every metric of the catalog, as Prometheus reads every series its matchers match.
     let name_matchers = by_name(matchers, METRIC_NAME);
-    let unnamed = name_matchers.iter().all(|m| m.is_match(""));
-    if unnamed && purpose == Purpose::Query {
-        return Err(PromError::bad_data(
-            "a selector must name its metric (e.g. connections{did=\"123\"} or \
-             {__name__=~\"connections|bandwidth\"}); /api/v1/label/__name__/values lists them",
-        ));
-    }
     let fits = |name: &str| name_matchers.iter().all(|m| m.is_match(name));
     let exact = name_matchers
         .iter()
@@ -216,7 +211,7 @@ fn names(
     if ctx.metrics.is_empty() && purpose == Purpose::Query {
         return Err(PromError::bad_data(
             "the appliance's metric catalog is not known yet, so a metric name cannot be \
-             matched by a regex; name the metric with =",
+             matched by a regex or left out; name the metric with =",
         ));
     }
     let metrics: Vec<String> = ctx
@@ -363,8 +358,9 @@ impl Selection {
     ) -> Result<Vec<Fetch>, PromError> {
         let mut out = Vec::new();
         let mut kinds: Vec<(bool, Vec<String>)> = Vec::new();
-        if !self.metrics.is_empty() {
-            kinds.push((false, self.metrics.clone()));
+        // As many metrics a question as `/v1` takes.
+        for chunk in self.metrics.chunks(ctx.limits.max_metrics.get()) {
+            kinds.push((false, chunk.to_vec()));
         }
         if self.breaches {
             kinds.push((true, vec![breach_carrier(ctx)]));

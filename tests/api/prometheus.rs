@@ -612,13 +612,6 @@ async fn failures_have_prometheus_envelopes_and_statuses() {
             "port: `0` is not a port",
         ),
         (
-            vec![("query", "{did=\"1\"}")],
-            "/query",
-            400,
-            "bad_data",
-            "must name its metric",
-        ),
-        (
             vec![
                 ("query", "connections[5m]"),
                 ("start", &t),

@@ -187,3 +187,53 @@ async fn notes_are_infos_and_hints_are_warnings() {
     );
     assert!(a.body.get("infos").is_none(), "{}", a.body);
 }
+
+/// A selector without a metric name (`{did="123"}`, as Grafana's label browser writes it)
+/// reads every metric of the catalog for that device, in questions of at most
+/// `query.max_metrics` metrics.
+#[tokio::test]
+async fn a_selector_without_a_name_reads_every_metric() {
+    let app = spawn_app().await;
+    let t = T.to_string();
+    let names = get(&app, "/label/__name__/values", &[]).await;
+    let catalog: Vec<String> = names.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .filter(|n| *n != "darktrace_model_breach")
+        .map(str::to_owned)
+        .collect();
+    assert!(catalog.len() > 2, "{catalog:?}");
+    let before = app.upstream_queries().len();
+    let series = answer(
+        &app,
+        "/query",
+        &[
+            ("query", "count by (__name__) ({did=\"123\"})"),
+            ("time", &t),
+        ],
+    )
+    .await;
+    let mut found: Vec<String> = series
+        .iter()
+        .map(|s| s["metric"]["__name__"].as_str().unwrap().to_owned())
+        .filter(|n| n != "darktrace_model_breach")
+        .collect();
+    found.sort();
+    let mut expected = catalog.clone();
+    expected.sort();
+    assert_eq!(found, expected);
+    let asked = app.upstream_queries().split_off(before);
+    let max_metrics = metricgate::settings::Settings::defaults()
+        .query
+        .max_metrics
+        .get();
+    for request in &asked {
+        let metrics = request
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("metric="))
+            .map_or(0, |m| m.split(',').count());
+        assert!(metrics <= max_metrics, "{request}");
+    }
+}
