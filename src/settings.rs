@@ -171,6 +171,10 @@ pub struct CacheSettings {
     pub dir: Option<std::path::PathBuf>,
     /// Most bytes the disk tier holds; the first to expire are evicted past it.
     pub disk_max_bytes: NonZeroU64,
+    /// Keep settled segments on disk past `historic_ttl_secs` (within `disk_max_bytes`, the
+    /// oldest stored evicted first) and answer from them once they are stale: history the
+    /// appliance no longer holds.
+    pub archive: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]

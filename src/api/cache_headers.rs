@@ -68,7 +68,13 @@ fn route_status(answer: &Served, ttl: i64) -> HeaderValue {
     // Made from cached segments without asking the appliance: a hit, whatever the answer
     // cache's own lookup found.
     let origin = answer.sourcing.as_ref().map(|s| s.origin);
+    let archived = answer.sourcing.as_ref().is_some_and(|s| s.archived);
     let assembled = match (answer.route, origin) {
+        // Answered, all or in part, from the archive: it says so, fetched or not.
+        (Route::Miss { .. }, Some(Origin::Assembled | Origin::Prefetched)) if archived => {
+            Some(&b"; detail=archive"[..])
+        }
+        (Route::Miss { .. }, Some(Origin::Appliance)) if archived => None,
         (Route::Miss { .. }, Some(Origin::Assembled)) => Some(&b"; detail=assembled"[..]),
         (Route::Miss { .. }, Some(Origin::Prefetched)) => Some(&b"; detail=prefetched"[..]),
         _ => None,
@@ -94,6 +100,8 @@ fn route_status(answer: &Served, ttl: i64) -> HeaderValue {
     };
     let tail: &[u8] = match (answer.route, assembled) {
         (_, Some(detail)) => detail,
+        // Fetched in part, the rest from the archive.
+        (Route::Miss { .. } | Route::Forced { .. }, None) if archived => b"; detail=archive",
         (Route::StaleWhileRevalidate, None) => b"; detail=stale-while-revalidate",
         (Route::SharedHit, None) => b"; detail=shared",
         _ => b"",

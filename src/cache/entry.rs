@@ -34,6 +34,9 @@ pub struct Sourcing {
     /// Ranges `[start, end)` (epoch ms) the appliance was asked for this answer, oldest first.
     pub fetched: Vec<(i64, i64)>,
     pub origin: Origin,
+    /// Some of the answer came from the archive (`cache.archive`): history the appliance
+    /// may no longer hold.
+    pub archived: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -31,6 +31,8 @@ const FILE: &str = "segments.redb";
 /// Only segments fresh for at least this long go to disk: settled ones (a day by default),
 /// not the live tail that changes every minute.
 const SETTLED_MS: i64 = 10 * 60_000;
+/// How long an archived segment is kept: until evicted.
+const ARCHIVE_MS: i64 = 100 * 365 * 86_400_000;
 
 /// What the disk tier did, for `/metrics` and `/internal/cache`.
 #[derive(Debug, Default)]
@@ -74,6 +76,8 @@ pub(super) struct DiskSegments {
     db: Arc<Database>,
     path: PathBuf,
     max_bytes: u64,
+    /// Kept past their expiry (the archive): ordered for eviction by when they were stored.
+    archive: bool,
     index: Arc<Mutex<Index>>,
     pub(super) counters: Arc<DiskCounters>,
 }
@@ -189,7 +193,12 @@ fn name(question: &Question, start: i64) -> String {
 impl DiskSegments {
     /// Opens (or starts) the tier in `dir`, reading every entry's expiry and size; a file
     /// that is not a database is set aside and a new one started.
-    pub(super) fn open(dir: &Path, max_bytes: u64, now: i64) -> Result<Self, DiskError> {
+    pub(super) fn open(
+        dir: &Path,
+        max_bytes: u64,
+        archive: bool,
+        now: i64,
+    ) -> Result<Self, DiskError> {
         std::fs::create_dir_all(dir).map_err(|source| DiskError::Directory {
             path: dir.to_owned(),
             source,
@@ -223,6 +232,7 @@ impl DiskSegments {
             db: Arc::new(db),
             path,
             max_bytes,
+            archive,
             index: Arc::default(),
             counters: Arc::default(),
         };
@@ -259,6 +269,10 @@ impl DiskSegments {
 
     pub(super) fn path(&self) -> &Path {
         &self.path
+    }
+
+    pub(super) fn archive(&self) -> bool {
+        self.archive
     }
 
     /// Reads every entry's expiry and size, then drops the expired and the corrupt. Entries
@@ -467,7 +481,13 @@ impl SegmentStore for DiskSegments {
             .into_iter()
             .map(|(start, segment)| {
                 let d = &segment.deadlines;
-                let expires = d.stale_while_revalidate_until.max(d.stale_if_error_until);
+                let expires = if self.archive {
+                    // A century on from when it was stored: never expired, the oldest
+                    // evicted first.
+                    d.stored_at.saturating_add(ARCHIVE_MS)
+                } else {
+                    d.stale_while_revalidate_until.max(d.stale_if_error_until)
+                };
                 (
                     name(question, *start),
                     expires,
@@ -541,12 +561,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = question();
         {
-            let disk = DiskSegments::open(dir.path(), 1 << 20, 0).unwrap();
+            let disk = DiskSegments::open(dir.path(), 1 << 20, false, 0).unwrap();
             disk.publish(&q, &[(0, segment(0)), (360_000, segment(0))])
                 .await;
             assert_eq!(disk.report().await.entries, 2);
         }
-        let disk = DiskSegments::open(dir.path(), 1 << 20, 1_000).unwrap();
+        let disk = DiskSegments::open(dir.path(), 1 << 20, false, 1_000).unwrap();
         for _ in 0..500 {
             if disk.loaded() {
                 break;
@@ -575,7 +595,7 @@ mod tests {
         assert_eq!(disk.counters.corrupt.load(Ordering::Relaxed), 1);
         assert_eq!(disk.report().await.entries, 1);
         // Past its bound, the first to expire go.
-        let small = DiskSegments::open(&dir.path().join("small"), 1, 0).unwrap();
+        let small = DiskSegments::open(&dir.path().join("small"), 1, false, 0).unwrap();
         while !small.loaded() {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }

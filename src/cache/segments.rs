@@ -66,6 +66,8 @@ pub struct Assembled {
     pub fetched: Vec<(i64, i64)>,
     /// Some segment of the answer was prefetched by this replica.
     pub prefetched: bool,
+    /// Some segment of the answer came from the archive (stale, kept on disk).
+    pub archived: bool,
 }
 
 /// What one prefetch did.
@@ -158,17 +160,25 @@ where
     /// Keeps settled segments in `dir` too, so a restart costs the appliance nothing it
     /// already answered. A directory or file that cannot be used is logged, and the gateway
     /// carries on from memory.
-    pub fn with_disk(mut self, dir: Option<&std::path::Path>, max_bytes: u64, now: i64) -> Self {
-        self.disk = dir.map(|dir| match DiskSegments::open(dir, max_bytes, now) {
-            Ok(disk) => {
-                tracing::info!(path = %disk.path().display(), "disk cache open");
-                Ok(disk)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "the disk cache is off: carrying on from memory");
-                Err(())
-            }
-        });
+    pub fn with_disk(
+        mut self,
+        dir: Option<&std::path::Path>,
+        max_bytes: u64,
+        archive: bool,
+        now: i64,
+    ) -> Self {
+        self.disk = dir.map(
+            |dir| match DiskSegments::open(dir, max_bytes, archive, now) {
+                Ok(disk) => {
+                    tracing::info!(path = %disk.path().display(), "disk cache open");
+                    Ok(disk)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the disk cache is off: carrying on from memory");
+                    Err(())
+                }
+            },
+        );
         self
     }
 
@@ -301,6 +311,8 @@ where
             })
             .collect();
         let mut prefetched = false;
+        // Only the archive hands out a segment past its freshness.
+        let archived = by_start.values().any(|s| !s.deadlines.is_fresh(now));
         for segment in by_start.values() {
             if let Some(mark) = &segment.prefetch {
                 prefetched = true;
@@ -323,6 +335,7 @@ where
             data,
             fetched: asked,
             prefetched,
+            archived,
         }))
     }
 
@@ -466,7 +479,8 @@ where
             let Some(segment) = from_disk.next().flatten() else {
                 continue;
             };
-            if !segment.deadlines.is_fresh(fresh_at) {
+            // Settled data is final: the archive answers once the appliance may have let it go.
+            if !segment.deadlines.is_fresh(fresh_at) && !disk.archive() {
                 continue;
             }
             kept.push((*at, segment.clone()));

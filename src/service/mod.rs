@@ -57,6 +57,7 @@ fn sourcing_of(assembled: &Assembled) -> Sourcing {
     Sourcing {
         fetched: assembled.fetched.clone(),
         origin,
+        archived: assembled.archived,
     }
 }
 
@@ -69,6 +70,7 @@ fn direct(query: &MetricQuery, now: i64) -> Sourcing {
             .into_iter()
             .collect(),
         origin: Origin::Appliance,
+        archived: false,
     }
 }
 
@@ -114,6 +116,7 @@ impl MetricService {
                     .with_disk(
                         settings.cache.dir.as_deref(),
                         settings.cache.disk_max_bytes.get(),
+                        settings.cache.archive,
                         clock.now_ms(),
                     ),
             )

@@ -47,6 +47,7 @@ pub(super) struct RawCache {
     gzip_min_bytes: usize,
     pub(super) dir: String,
     disk_max_bytes: u64,
+    archive: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -432,6 +433,7 @@ impl TryFrom<RawSettings> for Settings {
                     gzip_min_bytes: c.gzip_min_bytes,
                     dir: state_dir(&c.dir),
                     disk_max_bytes: p.positive("cache.disk_max_bytes", c.disk_max_bytes, U64),
+                    archive: c.archive,
                 }
             },
             rate_limit: RateLimitSettings {

@@ -244,6 +244,11 @@ pub fn series(key: &SeriesKey<'_>, asked: &Asked, now: i64, profile: &Profile) -
     let provisional_after =
         newest.saturating_sub((profile.revise_minutes as i64).saturating_mul(MINUTE));
     let first_minute = asked.start.div_euclid(MINUTE) * MINUTE;
+    // Older than the retention: gone from the appliance.
+    let oldest = match profile.retention_days {
+        0 => i64::MIN,
+        days => now.saturating_sub((days as i64).saturating_mul(86_400_000)),
+    };
     let mut points = Vec::new();
     let mut t = match profile.anchoring {
         Anchoring::Epoch => asked.start.div_euclid(interval) * interval,
@@ -254,6 +259,10 @@ pub fn series(key: &SeriesKey<'_>, asked: &Asked, now: i64, profile: &Profile) -
         let mut best: Option<(u64, u64)> = None;
         let mut m = (t.div_euclid(MINUTE) * MINUTE).max(first_minute);
         while m < t + interval && asked.inside(m, profile) && m <= newest {
+            if m < oldest {
+                m += MINUTE;
+                continue;
+            }
             let h = hash(&(seed, m));
             let mut size = 10 + h % 990;
             if m > provisional_after {

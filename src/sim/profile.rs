@@ -54,6 +54,9 @@ pub struct Profile {
     /// The newest this many minutes of data are provisional (reported lower) and revised to
     /// their final values once they are older.
     pub revise_minutes: u64,
+    /// The appliance keeps this many days of data (0: all): older minutes come back empty,
+    /// as an appliance's retention drops them.
+    pub retention_days: u64,
 }
 
 impl Profile {

@@ -2,6 +2,7 @@
 
 mod admin;
 mod appliance;
+mod archive;
 mod browser;
 mod buckets;
 mod cache;
