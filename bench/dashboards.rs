@@ -32,7 +32,7 @@ use metricgate::clock::Clock;
 use metricgate::fetch::MetricSource;
 use metricgate::promql::At;
 use metricgate::query::{Dialect, Offer, Representation};
-use metricgate::service::{MetricRequest, MetricService};
+use metricgate::service::{Lane, MetricRequest, MetricService};
 use metricgate::settings::Settings;
 use metricgate::sim::Simulator;
 use metricgate::telemetry::GatewayMetrics;
@@ -153,13 +153,16 @@ impl Gateway {
         let started = Instant::now();
         let served = self
             .service
-            .answer(MetricRequest {
-                dialect: Dialect::Gateway,
-                raw_query: raw,
-                representation: Representation::negotiate(Offer::JsonOrCsv, raw, None, None),
-                directives: Directives::default(),
-                traceparent: None,
-            })
+            .answer(
+                MetricRequest {
+                    dialect: Dialect::Gateway,
+                    raw_query: raw,
+                    representation: Representation::negotiate(Offer::JsonOrCsv, raw, None, None),
+                    directives: Directives::default(),
+                    traceparent: None,
+                },
+                &Lane::new("bench"),
+            )
             .await
             .unwrap_or_else(|e| panic!("{raw}: {e}"));
         let took = started.elapsed().as_secs_f64() * 1e6;
@@ -176,7 +179,7 @@ impl Gateway {
         };
         let data = self
             .service
-            .evaluate(expr, at, 0, None)
+            .evaluate(expr, at, 0, None, &Lane::new("bench"))
             .await
             .unwrap_or_else(|e| panic!("{expr}: {e}"))
             .data;
@@ -246,13 +249,16 @@ async fn render_body(g: &Gateway, raw: &str) -> String {
     loop {
         let served = g
             .service
-            .answer(MetricRequest {
-                dialect: Dialect::Gateway,
-                raw_query: raw,
-                representation: Representation::negotiate(Offer::JsonOrCsv, raw, None, None),
-                directives: Directives::default(),
-                traceparent: None,
-            })
+            .answer(
+                MetricRequest {
+                    dialect: Dialect::Gateway,
+                    raw_query: raw,
+                    representation: Representation::negotiate(Offer::JsonOrCsv, raw, None, None),
+                    directives: Directives::default(),
+                    traceparent: None,
+                },
+                &Lane::new("bench"),
+            )
             .await
             .expect("answer");
         if served.route != Route::StaleWhileRevalidate {

@@ -25,7 +25,7 @@ use metricgate::catalog::Catalog;
 use metricgate::clock::Clock;
 use metricgate::fetch::MetricSource;
 use metricgate::promql::At;
-use metricgate::service::MetricService;
+use metricgate::service::{Lane, MetricService};
 use metricgate::settings::Settings;
 use metricgate::sim::Simulator;
 use metricgate::telemetry::GatewayMetrics;
@@ -121,7 +121,7 @@ impl Strategy {
         };
         let data = self
             .service
-            .evaluate(expr, at, 0, None)
+            .evaluate(expr, at, 0, None, &Lane::new("bench"))
             .await
             .unwrap_or_else(|e| panic!("{expr}: {e}"))
             .data;

@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use metricgate::cache::segments::{Reuse, SegmentCache};
 use metricgate::catalog::Catalog;
 use metricgate::clock::Clock;
-use metricgate::fetch::{FetchError, MetricSource};
+use metricgate::fetch::{FetchError, Lane, MetricSource};
 use metricgate::normalize::MetricData;
 use metricgate::query::{AnyMetric, MetricQuery, parse};
 use metricgate::settings::Settings;
@@ -86,7 +86,7 @@ async fn main() {
             Some(hit) => hit.clone(),
             None => {
                 let data = exact_source
-                    .fetch(&query, now, None)
+                    .fetch(&query, now, None, &Lane::gateway())
                     .await
                     .expect("exact fetch");
                 exact_points += points(&data);
@@ -98,7 +98,7 @@ async fn main() {
             let source = seg_source.clone();
             move |ranged: MetricQuery| {
                 let source = source.clone();
-                async move { source.fetch(&ranged, now, None).await }
+                async move { source.fetch(&ranged, now, None, &Lane::gateway()).await }
             }
         };
         let stitched = segments

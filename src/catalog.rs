@@ -12,7 +12,7 @@ use crate::clock::Clock;
 pub use crate::normalize::MetricInfo;
 use crate::normalize::{self, AnswerError, ApplicationProtocols};
 use crate::query::{MetricNames, ProtocolLookup};
-use crate::upstream::{ApplianceClient, UpstreamError, dialect};
+use crate::upstream::{ApplianceClient, Lane, UpstreamError, dialect};
 
 /// Why the catalog could not be fetched.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -72,7 +72,7 @@ impl Catalog {
     /// with it `/enums`. The metric catalog decides the outcome: the gateway works without
     /// `/enums`, taking application protocols as codes only.
     pub async fn refresh(&self, client: &ApplianceClient) -> Result<(), CatalogError> {
-        match client.get(dialect::CATALOG, None).await {
+        match client.get(dialect::CATALOG, None, &Lane::gateway()).await {
             Ok(body) => {
                 self.accept(&body)?;
                 self.refresh_protocols(client).await;
@@ -88,7 +88,7 @@ impl Catalog {
 
     /// Reads `/enums` again; the protocols known stay in use when it cannot be read.
     pub async fn refresh_protocols(&self, client: &ApplianceClient) {
-        let answer = client.get(dialect::ENUMS, None).await;
+        let answer = client.get(dialect::ENUMS, None, &Lane::gateway()).await;
         self.accept_protocols(answer);
     }
 

@@ -12,6 +12,7 @@ use crate::coalesce::{Coalescer, TaskFailed};
 use crate::normalize::{self, AnswerError, MetricData, Part, TimeRange};
 use crate::query::MetricQuery;
 use crate::render::RenderError;
+pub use crate::upstream::Lane;
 use crate::upstream::{ApplianceClient, UpstreamError, dialect};
 
 /// Why a question got no answer: the appliance's doing (`Upstream`, `Answer`) or ours
@@ -28,11 +29,12 @@ pub enum FetchError {
     Task(#[from] TaskFailed),
 }
 
-/// Who a fetch is for: a caller waiting for it, or the prefetcher (which never queues: it
-/// goes only when the appliance's guard gives leave at once).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Who a fetch is for: a caller waiting for it (in its lane when callers queue for the
+/// appliance's budget), or the prefetcher (which never queues: it goes only when the
+/// appliance's guard gives leave at once).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Priority {
-    Caller,
+    Caller(Lane),
     Prefetch,
 }
 
@@ -56,15 +58,16 @@ impl MetricSource {
         &self.client
     }
 
-    /// Fetches and normalizes the answer to `query`; `now_ms` closes open ranges.
-    /// `traceparent` goes to the appliance with every request this fetch makes.
+    /// Fetches and normalizes the answer to `query` for a caller in `lane`; `now_ms` closes
+    /// open ranges. `traceparent` goes to the appliance with every request this fetch makes.
     pub async fn fetch(
         &self,
         query: &MetricQuery,
         now_ms: i64,
         traceparent: Option<String>,
+        lane: &Lane,
     ) -> Result<MetricData, FetchError> {
-        self.fetch_as(query, now_ms, traceparent, Priority::Caller)
+        self.fetch_as(query, now_ms, traceparent, Priority::Caller(lane.clone()))
             .await
     }
 
@@ -82,15 +85,18 @@ impl MetricSource {
             let client = self.client.clone();
             let path = r.path_and_query.clone();
             let trace = traceparent.clone();
+            let priority = priority.clone();
             let key = match priority {
-                Priority::Caller => r.path_and_query,
+                Priority::Caller(_) => r.path_and_query,
                 Priority::Prefetch => format!("prefetch {}", r.path_and_query),
             };
             let shared = self
                 .per_request
                 .join_or_start(key, async move {
                     Ok(match priority {
-                        Priority::Caller => client.get(&path, trace.as_deref()).await?,
+                        Priority::Caller(lane) => {
+                            client.get(&path, trace.as_deref(), &lane).await?
+                        }
                         Priority::Prefetch => client.get_prefetch(&path, trace.as_deref()).await?,
                     })
                 })

@@ -236,6 +236,8 @@ pub struct UpstreamSettings {
     pub max_in_flight: NonZeroUsize,
     /// At least 2 (a tenth, at least one, is kept for readiness probes).
     pub per_minute: u32,
+    /// How long a caller's request may wait its turn for the per-minute budget.
+    pub queue_wait_secs: NonZeroU64,
     pub queue_timeout_ms: NonZeroU64,
     pub retries: u32,
     pub retry_backoff_ms: u64,

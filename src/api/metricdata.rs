@@ -9,6 +9,7 @@ use futures::future::{Either, LocalBoxFuture};
 
 use super::cache_headers::{self, Refresh};
 use super::failures::ApplianceFailures;
+use super::lane::lane;
 use super::params::MetricDataParams;
 use crate::cache::Directives;
 use crate::error::{ApiError, Problem};
@@ -92,7 +93,10 @@ pub(super) fn serve(req: HttpRequest, state: web::Data<AppState>, dialect: Diale
         };
         let served = state
             .service
-            .answer(request(&req, dialect, representation, directives))
+            .answer(
+                request(&req, dialect, representation, directives),
+                &lane(&req, &state),
+            )
             .await?;
         Ok(cache_headers::respond(
             &req,

@@ -7,6 +7,7 @@ mod cache_headers;
 pub mod darktrace;
 mod explorer;
 mod failures;
+mod lane;
 pub mod limit;
 pub mod metricdata;
 pub mod metrics;

@@ -138,6 +138,8 @@ pub async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
     }
     let guard = state.client.guard();
     m.upstream_in_flight.set(guard.in_flight() as i64);
+    m.upstream_queue_waiting
+        .set(i64::try_from(guard.waiting_for_budget()).unwrap_or(i64::MAX));
     m.breaker_state.set(match guard.breaker_state() {
         BreakerState::Closed => 0,
         BreakerState::HalfOpen => 1,

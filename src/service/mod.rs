@@ -16,6 +16,7 @@ use crate::cache::{
 pub use crate::cache::{Origin, Sourcing};
 use crate::catalog::Catalog;
 use crate::clock::Clock;
+pub use crate::fetch::Lane;
 use crate::fetch::{FetchError, MetricSource};
 use crate::normalize::{Device, MetricData};
 use crate::prefetch::Prefetcher;
@@ -180,7 +181,13 @@ impl MetricService {
         })
     }
 
-    pub async fn answer(&self, req: MetricRequest<'_>) -> Result<Served, ServiceError> {
+    /// The answer to `req`, asked by the caller in `lane` (whose turn its appliance requests
+    /// take when callers queue for the appliance's budget).
+    pub async fn answer(
+        &self,
+        req: MetricRequest<'_>,
+        lane: &Lane,
+    ) -> Result<Served, ServiceError> {
         if let Some(served) = self.hit(&req) {
             return Ok(served);
         }
@@ -201,7 +208,7 @@ impl MetricService {
         let fetch = move || {
             // A new hop of the caller's trace, made only when the appliance is asked.
             let traceparent = trace::upstream_traceparent(req.traceparent);
-            let sourced = self.sourced(asked, reuse, now, traceparent);
+            let sourced = self.sourced(asked, reuse, now, traceparent, lane.clone());
             async move {
                 let (data, sourcing) = sourced.await?;
                 Ok(Fetched {
@@ -245,6 +252,7 @@ impl MetricService {
         reuse: Reuse,
         now: i64,
         traceparent: String,
+        lane: Lane,
     ) -> impl Future<Output = Result<(MetricData, Sourcing), FetchError>> + Send + 'static {
         let source = self.source.clone();
         let segments = self.segments.clone();
@@ -254,10 +262,12 @@ impl MetricService {
                 let by_range = {
                     let source = source.clone();
                     let traceparent = traceparent.clone();
+                    let lane = lane.clone();
                     move |ranged: MetricQuery| {
                         let source = source.clone();
                         let traceparent = Some(traceparent.clone());
-                        async move { source.fetch(&ranged, now, traceparent).await }
+                        let lane = lane.clone();
+                        async move { source.fetch(&ranged, now, traceparent, &lane).await }
                     }
                 };
                 if let Some(assembled) = segments.assemble(&query, now, reuse, by_range).await {
@@ -269,7 +279,7 @@ impl MetricService {
                     return Ok((assembled.data, sourcing));
                 }
             }
-            let data = source.fetch(&query, now, Some(traceparent)).await?;
+            let data = source.fetch(&query, now, Some(traceparent), &lane).await?;
             Ok((data, direct(&query, now)))
         }
     }
@@ -293,11 +303,12 @@ impl MetricService {
     }
 
     /// The normalized answer to `query`, for callers that shape it themselves (the PromQL
-    /// use case): see [`MetricService::sourced`].
+    /// use case), asked by the caller in `lane`: see [`MetricService::sourced`].
     pub async fn data(
         &self,
         query: &MetricQuery,
         traceparent: Option<&str>,
+        lane: &Lane,
     ) -> Result<MetricData, FetchError> {
         let now = self.clock.now_ms();
         if let Some(prefetcher) = &self.prefetcher {
@@ -305,7 +316,7 @@ impl MetricService {
         }
         let traceparent = trace::upstream_traceparent(traceparent);
         let (data, _) = self
-            .sourced(query.clone(), Reuse::Cached, now, traceparent)
+            .sourced(query.clone(), Reuse::Cached, now, traceparent, lane.clone())
             .await?;
         Ok(data)
     }

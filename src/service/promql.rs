@@ -5,7 +5,7 @@
 
 use futures::future::try_join_all;
 
-use super::MetricService;
+use super::{Lane, MetricService};
 use crate::fetch::FetchError;
 use crate::normalize::Device;
 use crate::promql::{At, Context, KnownDevices, Plan, PromError, QueryData};
@@ -26,17 +26,19 @@ pub struct Evaluated {
 }
 
 impl MetricService {
-    /// Evaluates `text` at `at`, keeping at most `limit` series (0: all).
+    /// Evaluates `text` at `at` for the caller in `lane`, keeping at most `limit` series (0:
+    /// all).
     pub async fn evaluate(
         &self,
         text: &str,
         at: At,
         limit: usize,
         traceparent: Option<&str>,
+        lane: &Lane,
     ) -> Result<Evaluated, PromqlError> {
         let plan = self.with_context(|ctx| Plan::new(text, at, ctx))?;
         let queries = plan.fetches();
-        let answers = try_join_all(queries.iter().map(|q| self.data(q, traceparent))).await?;
+        let answers = try_join_all(queries.iter().map(|q| self.data(q, traceparent, lane))).await?;
         let (mut data, found) = plan.evaluate(&answers)?;
         let mut warnings = plan.warnings().to_vec();
         warnings.extend(found);

@@ -376,6 +376,7 @@ fn a_count_of_zero_is_refused_by_name() {
         ("METRICGATE__CACHE__LIVE_TTL_SECS", "0"),
         ("METRICGATE__SEGMENTS__POINTS", "0"),
         ("METRICGATE__SEGMENTS__MAX_CONCURRENT_FETCHES", "0"),
+        ("METRICGATE__UPSTREAM__QUEUE_WAIT_SECS", "0"),
     ])
     .unwrap_err()
     .to_string();
@@ -387,6 +388,7 @@ fn a_count_of_zero_is_refused_by_name() {
         "cache.live_ttl_secs",
         "segments.points",
         "segments.max_concurrent_fetches",
+        "upstream.queue_wait_secs",
     ] {
         assert!(
             err.contains(&format!("{name} must be greater than 0")),

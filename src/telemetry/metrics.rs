@@ -35,6 +35,12 @@ pub struct GatewayMetrics {
     pub upstream_requests: IntCounterVec,
     pub upstream_duration: HistogramVec,
     pub upstream_in_flight: IntGauge,
+    /// Callers' requests waiting their turn for the appliance's budget (set when scraped).
+    pub upstream_queue_waiting: IntGauge,
+    /// How long callers' requests that found no token waited their turn, by outcome.
+    pub upstream_queue_wait: HistogramVec,
+    /// Callers' requests the queue turned away, by reason.
+    pub upstream_queue_refused: IntCounterVec,
     pub appliance_unknown_shapes: IntCounter,
     pub rate_limited: IntCounter,
     pub breaker_state: IntGauge,
@@ -154,6 +160,21 @@ impl GatewayMetrics {
                 "metricgate_upstream_in_flight",
                 "Requests in flight to the appliance",
             ),
+            upstream_queue_waiting: gauge(
+                "metricgate_upstream_queue_waiting",
+                "Callers' requests waiting their turn (round robin across callers) for the appliance's per-minute budget",
+            ),
+            upstream_queue_wait: histogram(
+                "metricgate_upstream_queue_wait_seconds",
+                "How long callers' requests that found no token waited their turn for the appliance's budget, by outcome: sent (got a token) or refused (waited upstream.queue_wait_secs in vain)",
+                &["outcome"],
+                vec![0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 120.0],
+            ),
+            upstream_queue_refused: counter_vec(
+                "metricgate_upstream_queue_refused_total",
+                "Callers' requests answered 503 for want of the appliance's budget, by reason: full (refused on arrival: its turn could not come within upstream.queue_wait_secs, or 10,000 were waiting) or timeout (waited that long in vain)",
+                &["reason"],
+            ),
             appliance_unknown_shapes: IntCounter::new(
                 "metricgate_appliance_unknown_shapes_total",
                 "Parts of appliance answers of no known shape, left out of answers served with a Warning and never cached",
@@ -226,6 +247,9 @@ impl GatewayMetrics {
             Box::new(m.upstream_requests.clone()),
             Box::new(m.upstream_duration.clone()),
             Box::new(m.upstream_in_flight.clone()),
+            Box::new(m.upstream_queue_waiting.clone()),
+            Box::new(m.upstream_queue_wait.clone()),
+            Box::new(m.upstream_queue_refused.clone()),
             Box::new(m.appliance_unknown_shapes.clone()),
             Box::new(m.rate_limited.clone()),
             Box::new(m.breaker_state.clone()),
@@ -236,6 +260,10 @@ impl GatewayMetrics {
         for c in collectors {
             // Registering distinct names in a fresh registry cannot collide.
             let _ = m.registry.register(c);
+        }
+        // Shown at 0 from the start, so a rate over them needs no first refusal.
+        for reason in ["full", "timeout"] {
+            m.upstream_queue_refused.with_label_values(&[reason]);
         }
         m
     }

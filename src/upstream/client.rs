@@ -10,7 +10,7 @@ use secrecy::SecretString;
 
 use super::error::UpstreamError;
 use super::guard::ApplianceGuard;
-use super::{Outcome, sign, tls};
+use super::{Lane, Outcome, sign, tls};
 use crate::clock::Clock;
 use crate::redis::SharedState;
 use crate::settings::UpstreamSettings;
@@ -80,6 +80,7 @@ impl ApplianceClient {
                     )
                 }),
                 clock.clone(),
+                &metrics,
             )),
             metrics,
             clock,
@@ -101,18 +102,20 @@ impl ApplianceClient {
     }
 
     /// GETs `path_and_query` (which must start with `/`), signed, within the appliance's
-    /// budget, retrying transient failures, and returns the body of a 2xx answer.
-    /// `traceparent` (W3C) is passed on to the appliance.
-    #[tracing::instrument(name = "appliance", skip(self, traceparent))]
+    /// budget (waiting its turn in `lane` when callers queue for it), retrying transient
+    /// failures, and returns the body of a 2xx answer. `traceparent` (W3C) is passed on to the
+    /// appliance.
+    #[tracing::instrument(name = "appliance", skip(self, traceparent, lane))]
     pub async fn get(
         &self,
         path_and_query: &str,
         traceparent: Option<&str>,
+        lane: &Lane,
     ) -> Result<Bytes, UpstreamError> {
         self.guard.first_attempt();
         let mut attempt = 0;
         loop {
-            let ticket = self.guard.admit().await?;
+            let ticket = self.guard.admit(lane).await?;
             let result = self.send(path_and_query, traceparent, self.timeout).await;
             ticket.done(outcome(&result));
             match result {

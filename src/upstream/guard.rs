@@ -1,11 +1,13 @@
 //! The appliance's protection, whatever the callers do: a bound on requests in flight, the
-//! per-minute budget (with a small fixed share kept for readiness probes), a retry budget,
-//! and the circuit breaker, which only callers' requests move.
+//! per-minute budget (with a small fixed share kept for readiness probes, and the callers'
+//! share handed out by a fair queue), a retry budget, and the circuit breaker, which only
+//! callers' requests move.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use prometheus::{HistogramVec, IntCounterVec};
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use utoipa::ToSchema;
@@ -13,9 +15,11 @@ use utoipa::ToSchema;
 use super::breaker::{Breaker, BreakerState, Outcome, Pass, Transition};
 use super::budget::{MinuteBudget, caller_share, probe_share};
 use super::error::UpstreamError;
+use super::queue::{FairQueue, Lane, Refusal};
 use crate::clock::Clock;
 use crate::redis::SharedState;
 use crate::settings::UpstreamSettings;
+use crate::telemetry::GatewayMetrics;
 
 /// Retries may use `percent`% of first attempts, plus a small reserve: a struggling
 /// appliance sees at most that much extra load from retries.
@@ -52,10 +56,15 @@ pub struct ApplianceGuard {
     max_in_flight: usize,
     /// Callers' requests waiting for a slot or a token.
     queued: AtomicUsize,
-    /// The callers' share of the per-minute budget.
-    budget: MinuteBudget,
+    /// The callers' share of the per-minute budget, and the callers waiting for it.
+    queue: Arc<FairQueue>,
+    queue_wait: Duration,
     per_minute: u32,
     queue_timeout: Duration,
+    /// How long callers' requests waited their turn, by outcome (`sent`, `refused`).
+    queue_waits: HistogramVec,
+    /// Callers' requests refused a turn, by reason (`full`, `timeout`).
+    queue_refusals: IntCounterVec,
     clock: Clock,
     breaker: Mutex<Breaker>,
     retry_budget: RetryBudget,
@@ -130,6 +139,12 @@ pub struct GuardReport {
     pub in_flight: usize,
     /// Requests waiting for a slot or the per-minute budget.
     pub queued: usize,
+    /// Of those, the callers' requests waiting their turn for the per-minute budget.
+    pub waiting_for_budget: usize,
+    /// The callers (client ids proven by their keys, else addresses) they wait for.
+    pub waiting_callers: usize,
+    /// `upstream.queue_wait_secs`: the longest a request waits its turn.
+    pub queue_wait_secs: u64,
     /// `upstream.per_minute`: the callers' share plus the probes'.
     pub per_minute: u32,
     /// The part of `per_minute` kept for readiness probes.
@@ -142,21 +157,31 @@ pub struct GuardReport {
 }
 
 impl ApplianceGuard {
-    /// `shared` (Redis, and a name for this appliance) shares the per-minute budget.
+    /// `shared` (Redis, and a name for this appliance) shares the per-minute budget; the
+    /// queue's waits and refusals are counted in `metrics`.
     pub fn new(
         s: &UpstreamSettings,
         shared: Option<(Arc<SharedState>, String)>,
         clock: Clock,
+        metrics: &GatewayMetrics,
     ) -> Self {
+        let queue_wait = Duration::from_secs(s.queue_wait_secs.get());
         Self {
             shared,
             slots: Arc::new(Semaphore::new(s.max_in_flight.get())),
             max_in_flight: s.max_in_flight.get(),
             queued: AtomicUsize::new(0),
-            budget: MinuteBudget::per_minute(caller_share(s.per_minute)),
+            queue: Arc::new(FairQueue::new(
+                MinuteBudget::per_minute(caller_share(s.per_minute)),
+                queue_wait,
+                clock.clone(),
+            )),
+            queue_wait,
             per_minute: s.per_minute,
             clock,
             queue_timeout: Duration::from_millis(s.queue_timeout_ms.get()),
+            queue_waits: metrics.upstream_queue_wait.clone(),
+            queue_refusals: metrics.upstream_queue_refused.clone(),
             breaker: Mutex::new(Breaker::new(
                 s.breaker_failures.get(),
                 i64::try_from(s.breaker_open_secs.get().saturating_mul(1000)).unwrap_or(i64::MAX),
@@ -196,12 +221,16 @@ impl ApplianceGuard {
             return None;
         }
         let now = self.clock.now_ms();
-        if self.budget.wait_for(2, now) > Duration::ZERO {
+        if share.wait_for(1, now) > Duration::ZERO {
             return None;
         }
         let slot = self.slots.clone().try_acquire_owned().ok()?;
+        // The queue's own check: no caller waits, and the callers keep a token.
+        if !self.queue.take_spare(now) {
+            return None;
+        }
         share.try_take(now).ok()?;
-        self.budget.try_take(now).ok()?;
+        let budget = self.queue.budget();
         if let Some((shared, name)) = self.shared.as_ref().filter(|(s, _)| s.is_up()) {
             let period = |b: &MinuteBudget| b.period().as_millis().max(1) as u64;
             let own = shared.key("budget-prefetch", name);
@@ -211,9 +240,7 @@ impl ApplianceGuard {
                 return None;
             }
             let callers = shared.key("budget", name);
-            if let Some(g) = shared
-                .gcra(&callers, period(&self.budget), self.budget.burst())
-                .await
+            if let Some(g) = shared.gcra(&callers, period(budget), budget.burst()).await
                 && !g.allowed
             {
                 return None;
@@ -229,15 +256,16 @@ impl ApplianceGuard {
         })
     }
 
-    /// Waits (boundedly) for leave to send one caller's request.
-    pub async fn admit(&self) -> Result<Ticket<'_>, UpstreamError> {
+    /// Waits (boundedly) for leave to send one caller's request: its turn for a token among
+    /// the callers waiting (`lane` is whom it is for), then an in-flight slot.
+    pub async fn admit(&self, lane: &Lane) -> Result<Ticket<'_>, UpstreamError> {
         let pass = self.breaker_admit()?;
         self.queued.fetch_add(1, Ordering::Relaxed);
         let mut waiting = Waiting {
             guard: self,
             pass: Some(pass),
         };
-        let slot = self.wait_for_leave().await?;
+        let slot = self.wait_for_leave(lane).await?;
         waiting.pass = None;
         Ok(Ticket {
             guard: self,
@@ -269,62 +297,105 @@ impl ApplianceGuard {
         Duration::from_secs(s.probe_secs.get().max(share_every))
     }
 
-    async fn wait_for_leave(&self) -> Result<OwnedSemaphorePermit, UpstreamError> {
-        let queue_ms = i64::try_from(self.queue_timeout.as_millis()).unwrap_or(i64::MAX);
-        let deadline = self.clock.now_ms().saturating_add(queue_ms);
-        let slot = match self
-            .clock
-            .run_until(deadline, self.slots.clone().acquire_owned())
-            .await
-        {
-            Some(Ok(slot)) => slot,
-            _ => return Err(self.saturated(Duration::ZERO)),
-        };
-        // Waits for `wait`, unless that would pass the deadline.
-        let wait_within = |wait: Duration| {
-            let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
-            let at = self.clock.now_ms().saturating_add(wait_ms);
-            if at > deadline {
-                Err(self.saturated(wait))
-            } else {
-                Ok(self.clock.sleep_until(at))
-            }
-        };
-        while let Err(wait) = self.budget.try_take(self.clock.now_ms()) {
-            wait_within(wait)?.await;
+    async fn wait_for_leave(&self, lane: &Lane) -> Result<OwnedSemaphorePermit, UpstreamError> {
+        let arrived = self.clock.now_ms();
+        // A token first, in turn: a request holding a slot while it waits would let one
+        // caller's backlog hold them all.
+        match self.queue.take_turn(lane).await {
+            Ok(waited) if waited > Duration::ZERO => self
+                .queue_waits
+                .with_label_values(&["sent"])
+                .observe(waited.as_secs_f64()),
+            Ok(_) => {}
+            Err(refusal) => return Err(self.refused(refusal)),
         }
-        // Across replicas, through Redis while it answers.
+        // Across replicas, through Redis while it answers, within what is left of the wait.
+        let deadline = arrived.saturating_add(millis(self.queue_wait));
+        let budget = self.queue.budget();
         while let Some((shared, name)) = self.shared.as_ref().filter(|(s, _)| s.is_up()) {
             let key = shared.key("budget", name);
-            let period_ms = self.budget.period().as_millis().max(1) as u64;
-            match shared.gcra(&key, period_ms, self.budget.burst()).await {
+            let period_ms = budget.period().as_millis().max(1) as u64;
+            match shared.gcra(&key, period_ms, budget.burst()).await {
                 Some(g) if g.allowed => break,
-                Some(g) => wait_within(Duration::from_millis(g.retry_after_ms))?.await,
+                Some(g) => {
+                    let wait = Duration::from_millis(g.retry_after_ms);
+                    let at = self.clock.now_ms().saturating_add(millis(wait));
+                    if at > deadline {
+                        return Err(self.saturated(wait));
+                    }
+                    self.clock.sleep_until(at).await;
+                }
                 None => break,
             }
         }
-        Ok(slot)
+        let slot_deadline = self
+            .clock
+            .now_ms()
+            .saturating_add(millis(self.queue_timeout));
+        match self
+            .clock
+            .run_until(slot_deadline, self.slots.clone().acquire_owned())
+            .await
+        {
+            Some(Ok(slot)) => Ok(slot),
+            _ => Err(self.saturated(Duration::ZERO)),
+        }
     }
 
-    /// The 503 for a request that got no leave in time, with an honest `Retry-After`: when the
-    /// budget could have served everyone still waiting ahead of it and it (each needs a token),
-    /// and when the slots could have (at the typical request time); `own_wait` is what this
-    /// request was told to wait for its next token.
+    /// The 503 for a request the queue turned away, told to come back when its own place
+    /// comes (or, if later, when the slots could have served that many at the typical request
+    /// time).
+    fn refused(&self, refusal: Refusal) -> UpstreamError {
+        let reason = match refusal.waited {
+            Some(waited) => {
+                self.queue_waits
+                    .with_label_values(&["refused"])
+                    .observe(waited.as_secs_f64());
+                "timeout"
+            }
+            None => "full",
+        };
+        self.queue_refusals.with_label_values(&[reason]).inc();
+        let wait = refusal
+            .retry_after
+            .max(self.by_slots(refusal.place.saturating_add(1)));
+        tracing::debug!(
+            place = refusal.place,
+            reason,
+            retry_after_ms = wait.as_millis() as u64,
+            "no turn for the appliance in time"
+        );
+        UpstreamError::Saturated {
+            retry_after_secs: whole_secs(wait),
+        }
+    }
+
+    /// The 503 for a request that got its token but no leave in time (no slot, or the shared
+    /// budget said no), with an honest `Retry-After`: when the budget could have served it and
+    /// everyone still waiting ahead of it, and when the slots could have (at the typical
+    /// request time); `own_wait` is what this request was told to wait for its next token.
     fn saturated(&self, own_wait: Duration) -> UpstreamError {
         let waiting = u32::try_from(self.queued.load(Ordering::Relaxed).max(1)).unwrap_or(u32::MAX);
         let ahead = waiting - 1;
-        let by_budget = self
-            .budget
+        let budget = self.queue.budget();
+        let by_budget = budget
             .wait_for(waiting, self.clock.now_ms())
-            .max(own_wait + self.budget.period() * ahead);
-        let slots = u64::try_from(self.max_in_flight.max(1)).unwrap_or(1);
-        let by_slots = Duration::from_millis(
-            self.typical_ms.load(Ordering::Relaxed) * u64::from(waiting) / slots,
-        );
-        let wait = by_budget.max(by_slots);
+            .max(own_wait + budget.period() * ahead);
         UpstreamError::Saturated {
-            retry_after_secs: wait.as_millis().div_ceil(1000).max(1) as u64,
+            retry_after_secs: whole_secs(by_budget.max(self.by_slots(waiting as usize))),
         }
+    }
+
+    /// How long the slots take to serve `requests`, at the typical request time.
+    fn by_slots(&self, requests: usize) -> Duration {
+        let slots = u64::try_from(self.max_in_flight.max(1)).unwrap_or(1);
+        let requests = u64::try_from(requests).unwrap_or(u64::MAX);
+        Duration::from_millis(
+            self.typical_ms
+                .load(Ordering::Relaxed)
+                .saturating_mul(requests)
+                / slots,
+        )
     }
 
     /// Counts a first attempt towards the retry budget.
@@ -394,11 +465,20 @@ impl ApplianceGuard {
         self.max_in_flight - self.slots.available_permits()
     }
 
+    /// Callers' requests waiting their turn for the per-minute budget.
+    pub fn waiting_for_budget(&self) -> usize {
+        self.queue.waiting().0
+    }
+
     pub fn report(&self, s: &UpstreamSettings) -> GuardReport {
+        let (waiting_for_budget, waiting_callers) = self.queue.waiting();
         GuardReport {
             max_in_flight: self.max_in_flight,
             in_flight: self.in_flight(),
             queued: self.queued.load(Ordering::Relaxed),
+            waiting_for_budget,
+            waiting_callers,
+            queue_wait_secs: self.queue_wait.as_secs(),
             per_minute: self.per_minute,
             probe_per_minute: probe_share(self.per_minute),
             queue_timeout_ms: s.queue_timeout_ms.get(),
@@ -407,6 +487,17 @@ impl ApplianceGuard {
             breaker_opened: self.breaker.lock().map_or(0, |b| b.opened()),
         }
     }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// `Retry-After`'s whole seconds: rounded up, at least one.
+fn whole_secs(d: Duration) -> u64 {
+    u64::try_from(d.as_millis().div_ceil(1000))
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 #[cfg(test)]
@@ -419,7 +510,12 @@ mod tests {
         let mut s = Settings::defaults().upstream;
         adjust(&mut s);
         let clock = Clock::manual(1_000_000);
-        (ApplianceGuard::new(&s, None, clock.clone()), clock)
+        let guard = ApplianceGuard::new(&s, None, clock.clone(), &GatewayMetrics::new());
+        (guard, clock)
+    }
+
+    fn caller() -> Lane {
+        Lane::new("ip:192.0.2.1")
     }
 
     #[tokio::test]
@@ -435,11 +531,11 @@ mod tests {
         }
         assert_eq!(g.breaker_state(), BreakerState::Closed);
         for _ in 0..2 {
-            g.admit().await.unwrap().done(Outcome::Failed);
+            g.admit(&caller()).await.unwrap().done(Outcome::Failed);
         }
         assert_eq!(g.breaker_state(), BreakerState::Open);
         assert!(matches!(
-            g.admit().await,
+            g.admit(&caller()).await,
             Err(UpstreamError::CircuitOpen {
                 retry_after_secs: 15
             })
@@ -448,9 +544,12 @@ mod tests {
         assert!(g.admit_probe(Duration::ZERO).await.is_some());
         clock.advance(Duration::from_secs(15));
         assert_eq!(g.breaker_state(), BreakerState::HalfOpen);
-        let trial = g.admit().await.expect("a caller's request is the trial");
+        let trial = g
+            .admit(&caller())
+            .await
+            .expect("a caller's request is the trial");
         assert!(matches!(
-            g.admit().await,
+            g.admit(&caller()).await,
             Err(UpstreamError::CircuitOpen { .. })
         ));
         trial.done(Outcome::Answered);
@@ -466,22 +565,25 @@ mod tests {
             s.per_minute = 6;
             s.breaker_failures = NonZero::new(2).unwrap();
             s.breaker_open_secs = NonZero::new(2).unwrap();
-            s.queue_timeout_ms = NonZero::new(1_000).unwrap();
+            s.queue_wait_secs = NonZero::new(1).unwrap();
         });
-        g.admit().await.unwrap().done(Outcome::Failed);
+        g.admit(&caller()).await.unwrap().done(Outcome::Failed);
         clock.advance(Duration::from_secs(15));
-        g.admit().await.unwrap().done(Outcome::Failed);
+        g.admit(&caller()).await.unwrap().done(Outcome::Failed);
         assert_eq!(g.breaker_state(), BreakerState::Open);
         clock.advance(Duration::from_secs(2));
-        // Half-open: the trial waits for a token that is 13 s away, past its 1 s queue time.
-        let saturated = g.admit().await.err().expect("no token in time");
+        // Half-open: the trial's token is 13 s away, past its 1 s wait: refused at once.
+        let saturated = g.admit(&caller()).await.err().expect("no token in time");
         assert!(
             matches!(saturated, UpstreamError::Saturated { retry_after_secs } if retry_after_secs >= 13),
             "{saturated:?}"
         );
         assert_eq!(g.breaker_state(), BreakerState::HalfOpen, "not stuck");
         clock.advance(Duration::from_secs(13));
-        let trial = g.admit().await.expect("the next caller is the trial");
+        let trial = g
+            .admit(&caller())
+            .await
+            .expect("the next caller is the trial");
         trial.done(Outcome::Answered);
         assert_eq!(g.breaker_state(), BreakerState::Closed);
     }
@@ -495,13 +597,13 @@ mod tests {
             s.queue_timeout_ms = NonZero::new(500).unwrap();
         });
         let g = Arc::new(g);
-        g.admit().await.unwrap().done(Outcome::Failed);
+        g.admit(&caller()).await.unwrap().done(Outcome::Failed);
         clock.advance(Duration::from_secs(1));
         // A probe holds the only slot while the trial waits for it.
         let probe = g.admit_probe(Duration::ZERO).await.unwrap();
         let waiting = tokio::spawn({
             let g = g.clone();
-            async move { g.admit().await.map(|t| t.done(Outcome::Answered)) }
+            async move { g.admit(&caller()).await.map(|t| t.done(Outcome::Answered)) }
         });
         while g.queued.load(Ordering::Relaxed) == 0 {
             tokio::task::yield_now().await;
@@ -514,7 +616,7 @@ mod tests {
         );
         drop(probe);
         assert_eq!(g.breaker_state(), BreakerState::HalfOpen);
-        g.admit()
+        g.admit(&caller())
             .await
             .expect("the trial is free again")
             .done(Outcome::Answered);
@@ -522,21 +624,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn retry_after_counts_the_waiters_ahead() {
+    async fn callers_wait_their_turn_and_the_rest_are_told_their_own_time() {
         // 60 per minute: 54 for callers, a burst of 9, then one every 60/45 s.
         let (g, clock) = guard(|s| {
             s.per_minute = 60;
-            s.queue_timeout_ms = NonZero::new(5_000).unwrap();
+            s.queue_wait_secs = NonZero::new(5).unwrap();
         });
         let g = Arc::new(g);
         for _ in 0..9 {
-            g.admit().await.unwrap().done(Outcome::Answered);
+            g.admit(&caller()).await.unwrap().done(Outcome::Answered);
         }
-        let waiters: Vec<_> = (0..20)
+        let asked: Vec<_> = (0..20)
             .map(|_| {
                 let g = g.clone();
                 tokio::spawn(async move {
-                    match g.admit().await {
+                    match g.admit(&caller()).await {
                         Ok(t) => {
                             t.done(Outcome::Answered);
                             0
@@ -547,24 +649,22 @@ mod tests {
                 })
             })
             .collect();
-        while g.queued.load(Ordering::Relaxed) < 20 {
+        // Tokens at 1.3, 2.7 and 4 s: three wait for them; the other 17 cannot be served
+        // within 5 s and are told so at once.
+        while g.waiting_for_budget() < 3 || asked.iter().filter(|a| a.is_finished()).count() < 17 {
             tokio::task::yield_now().await;
         }
         clock.advance(Duration::from_secs(5));
         let mut advice = Vec::new();
-        for w in waiters {
-            advice.push(w.await.unwrap());
+        for a in asked {
+            advice.push(a.await.unwrap());
         }
+        assert_eq!(advice.iter().filter(|s| **s == 0).count(), 3, "{advice:?}");
         let refused: Vec<u64> = advice.iter().copied().filter(|s| *s > 0).collect();
-        assert!(refused.len() >= 16, "{advice:?}");
-        // Each is told when the budget could have served it and those still ahead: spread
-        // out to about 20 tokens' worth (27 s), not all told the same second.
-        let most = *refused.iter().max().unwrap();
-        assert!((20..=30).contains(&most), "{advice:?}");
-        let mut distinct = refused.clone();
-        distinct.sort_unstable();
-        distinct.dedup();
-        assert!(distinct.len() >= 10, "{advice:?}");
+        // Each told a token later than the one before: from 5.3 s to 26.7 s.
+        assert_eq!(refused.first(), Some(&6), "{advice:?}");
+        assert_eq!(refused.last(), Some(&27), "{advice:?}");
+        assert!(refused.windows(2).all(|w| w[0] < w[1]), "{advice:?}");
     }
 
     #[tokio::test]
@@ -572,7 +672,7 @@ mod tests {
         // 60 a minute: 54 for callers (a burst of 9); 20% of that is 10 for prefetching.
         let (g, clock) = guard(|s| {
             s.per_minute = 60;
-            s.queue_timeout_ms = NonZero::new(60_000).unwrap();
+            s.queue_wait_secs = NonZero::new(60).unwrap();
         });
         let g = Arc::new(g);
         assert!(
@@ -593,10 +693,15 @@ mod tests {
         assert!((9..=10).contains(&most), "{most} in one minute");
         // The callers' budget spent: a caller waits for its token, and prefetching yields.
         clock.advance(Duration::from_secs(10));
-        while g.budget.try_take(clock.now_ms()).is_ok() {}
+        while g.queue.budget().try_take(clock.now_ms()).is_ok() {}
         let caller = tokio::spawn({
             let g = g.clone();
-            async move { g.admit().await.map(|t| t.done(Outcome::Answered)).is_ok() }
+            async move {
+                g.admit(&caller())
+                    .await
+                    .map(|t| t.done(Outcome::Answered))
+                    .is_ok()
+            }
         });
         while g.queued.load(Ordering::Relaxed) == 0 {
             tokio::task::yield_now().await;
@@ -607,9 +712,9 @@ mod tests {
         // Nobody waits, but taking a token would leave the callers none (one comes every
         // 1.33 s: 45 a minute after the burst).
         clock.advance(Duration::from_secs(60));
-        while g.budget.try_take(clock.now_ms()).is_ok() {}
+        while g.queue.budget().try_take(clock.now_ms()).is_ok() {}
         clock.advance(Duration::from_millis(1_400));
-        assert_eq!(g.budget.wait_for(1, clock.now_ms()), Duration::ZERO);
+        assert_eq!(g.queue.budget().wait_for(1, clock.now_ms()), Duration::ZERO);
         assert!(
             g.admit_prefetch().await.is_none(),
             "the callers' last token is theirs"
@@ -629,7 +734,7 @@ mod tests {
         let mut s = Settings::defaults().upstream;
         s.retry_budget_percent = 10;
         s.retries = 100;
-        let g = ApplianceGuard::new(&s, None, Clock::manual(0));
+        let g = ApplianceGuard::new(&s, None, Clock::manual(0), &GatewayMetrics::new());
         let granted = (1..=20).filter(|_| g.retry_after(1).is_some()).count();
         assert_eq!(granted, 3, "the starting reserve");
         for _ in 0..10 {

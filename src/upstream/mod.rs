@@ -7,6 +7,7 @@ pub mod client;
 pub mod dialect;
 mod error;
 mod guard;
+mod queue;
 pub mod sign;
 pub mod tls;
 
@@ -15,3 +16,4 @@ pub use client::ApplianceClient;
 pub use dialect::ApplianceRequest;
 pub use error::UpstreamError;
 pub use guard::{ApplianceGuard, GuardReport};
+pub use queue::Lane;

@@ -197,7 +197,7 @@ async fn the_per_minute_budget_holds() {
     let app = spawn_app_with(|s| {
         // 5 for callers (a burst of 1, then one every 15 s) and 1 for probes.
         s.upstream.per_minute = 6;
-        s.upstream.queue_timeout_ms = NonZero::new(200).unwrap();
+        s.upstream.queue_wait_secs = NonZero::new(1).unwrap();
     })
     .await;
     app.ready().await; // the catalog came with the probe, from the probes' share

@@ -27,6 +27,7 @@ mod promql_cost;
 mod promql_diff;
 mod protection;
 mod protocols;
+mod queue;
 mod readme;
 mod reload;
 mod replicas;

@@ -91,7 +91,7 @@ async fn a_half_open_trial_without_a_token_is_given_back_and_the_breaker_recover
         s.upstream.per_minute = 6; // callers: a burst of 1, then one every 15 s
         s.upstream.breaker_failures = NonZero::new(2).unwrap();
         s.upstream.breaker_open_secs = NonZero::new(2).unwrap();
-        s.upstream.queue_timeout_ms = NonZero::new(1_000).unwrap();
+        s.upstream.queue_wait_secs = NonZero::new(1).unwrap();
         s.upstream.retries = 0;
     })
     .await;
@@ -103,7 +103,8 @@ async fn a_half_open_trial_without_a_token_is_given_back_and_the_breaker_recover
     assert_eq!(breaker(&app).await, "open");
     app.sim.set_faults(Faults::default());
     app.advance(Duration::from_secs(2));
-    // Half-open, but the next token is 13 s away: the trial cannot go, and is given back.
+    // Half-open, but the next token is 13 s away, past the 1 s wait: the trial cannot go, and
+    // is given back.
     let busy = app.get(&format!("{Q}&did=3")).await;
     assert_eq!(busy.status, 503);
     assert_eq!(busy.body["type"], "urn:metricgate:problem:appliance-busy");
@@ -214,20 +215,30 @@ async fn probes_keep_to_their_share_of_the_budget() {
     assert_eq!(limits.body["appliance"]["probe_per_minute"], 6);
 }
 
-/// The sixth case: many concurrent cold queries against the budget. Each 503 says
-/// when the budget could have served it and everyone still waiting ahead of it.
+/// The sixth case: many concurrent cold queries against the budget. Those the budget
+/// can serve within their wait wait their turn; each 503 says when the budget could serve
+/// it, after everyone waiting or told a time before it.
 #[tokio::test]
 async fn retry_after_under_overload_is_what_the_budget_needs() {
     let app = spawn_app_with(|s| {
         s.upstream.per_minute = 60; // callers: a burst of 9, then one every 4/3 s
-        s.upstream.queue_timeout_ms = NonZero::new(5_000).unwrap();
+        s.upstream.queue_wait_secs = NonZero::new(5).unwrap();
     })
     .await;
     app.ready().await;
     let queries: Vec<String> = (1..=40).map(|did| format!("{Q}&did={did}")).collect();
-    let asked = join_all(queries.iter().map(|q| app.get(q)));
+    let answered = std::sync::atomic::AtomicUsize::new(0);
+    let asked = join_all(queries.iter().map(|q| async {
+        let a = app.get(q).await;
+        answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        a
+    }));
     let expire = async {
-        app.wait_for_guard(|g| g["queued"] == 31).await;
+        // Three wait for the tokens of the next 4 s; the other 28 are told at once.
+        app.wait_for_guard(|g| g["waiting_for_budget"] == 3).await;
+        while answered.load(std::sync::atomic::Ordering::SeqCst) < 37 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         app.advance(Duration::from_secs(5));
     };
     let (answers, ()) = tokio::join!(asked, expire);
@@ -243,14 +254,11 @@ async fn retry_after_under_overload_is_what_the_budget_needs() {
     assert_eq!(served + busy.len(), 40);
     assert_eq!(served, 12, "the burst, then 3 tokens in 5 s");
     assert_eq!(app.upstream_metricdata(), 12);
-    // 28 waited in vain; the last of them needs about 28 more tokens: 37 s.
-    let most = *busy.iter().max().unwrap();
-    assert!((35..=42).contains(&most), "{busy:?}");
-    let mut distinct = busy.clone();
-    distinct.sort_unstable();
-    distinct.dedup();
-    assert!(
-        distinct.len() >= 20,
-        "spread out, not a retry storm: {busy:?}"
-    );
+    // The first refused needs the 4th token (5.3 s), each next one a token more: the last,
+    // the 31st token, 41.3 s.
+    let mut told = busy.clone();
+    told.sort_unstable();
+    told.dedup();
+    assert_eq!(told.len(), 28, "spread out, not a retry storm: {busy:?}");
+    assert_eq!((told[0], told[27]), (6, 42), "{busy:?}");
 }

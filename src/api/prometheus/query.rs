@@ -6,6 +6,7 @@ use super::{
     ExpressionParams, Form, FormatParams, PrometheusSuccess, QueryParams, QueryRangeParams,
     success, traceparent,
 };
+use crate::api::lane::lane;
 use crate::error::{PrometheusError, PrometheusFailure};
 use crate::promql::{At, time};
 use crate::state::AppState;
@@ -22,7 +23,7 @@ async fn answer(
     let text = form.get("query").unwrap_or("");
     let evaluated = state
         .service
-        .evaluate(text, at, limit, traceparent(req))
+        .evaluate(text, at, limit, traceparent(req), &lane(req, state))
         .await?;
     Ok(success(evaluated.data, evaluated.warnings))
 }
