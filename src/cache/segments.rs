@@ -410,14 +410,17 @@ where
             .collect();
 
         if let (Some(disk), Reuse::Cached) = (self.disk(), reuse) {
-            self.fill_from_disk(disk, &question, &mut found, fresh_at)
+            // Settled data is final: the archive answers once the appliance may have let it go.
+            self.fill_from(disk, &question, &mut found, fresh_at, disk.archive())
                 .await;
         }
         // Redis as it was when the lookup began decides for every run of this answer.
         let shared = self.shared.as_ref().filter(|s| s.is_up());
         if let (Some(shared), Reuse::Cached) = (shared, reuse) {
-            self.fill_from_shared(shared, &question, &mut found, fresh_at)
+            let hits = self
+                .fill_from(shared, &question, &mut found, fresh_at, false)
                 .await;
+            self.counters.shared_hits.fetch_add(hits, Ordering::Relaxed);
         }
         // Counted once Redis had its say: a segment another replica fetched is a hit. Only
         // callers' lookups count.
@@ -455,15 +458,17 @@ where
         Ok((found, fetched?))
     }
 
-    /// Looks up every segment missing from memory on disk in one batch, keeping what is
-    /// found fresh (at `fresh_at`) in memory too.
-    async fn fill_from_disk(
+    /// Looks up every segment missing from memory (or expired there) in a lower `tier`, in
+    /// one batch, keeping what it finds in memory too: those fresh at `fresh_at`, or (for
+    /// the archive, `stale_too`) every one. How many it found.
+    async fn fill_from<S: SegmentStore>(
         &self,
-        disk: &DiskSegments,
+        tier: &S,
         question: &Question,
         found: &mut [(i64, Slot)],
         fresh_at: i64,
-    ) {
+        stale_too: bool,
+    ) -> u64 {
         let wanted = |slot: &Slot| !matches!(slot, Slot::Fresh(_));
         let missing: Vec<i64> = found
             .iter()
@@ -471,56 +476,22 @@ where
             .map(|(at, _)| *at)
             .collect();
         if missing.is_empty() {
-            return;
+            return 0;
         }
-        let mut from_disk = disk.lookup_many(question, &missing).await.into_iter();
+        let mut from_tier = tier.lookup_many(question, &missing).await.into_iter();
         let mut kept = Vec::new();
         for (at, slot) in found.iter_mut().filter(|(_, s)| wanted(s)) {
-            let Some(segment) = from_disk.next().flatten() else {
+            let Some(segment) = from_tier.next().flatten() else {
                 continue;
             };
-            // Settled data is final: the archive answers once the appliance may have let it go.
-            if !segment.deadlines.is_fresh(fresh_at) && !disk.archive() {
+            if !stale_too && !segment.deadlines.is_fresh(fresh_at) {
                 continue;
             }
             kept.push((*at, segment.clone()));
             *slot = Slot::Fresh(segment);
         }
         self.memory.publish(question, &kept).await;
-    }
-
-    /// Looks up every locally missing (or expired) segment in Redis in one batch, keeping
-    /// what is found fresh (at `fresh_at`) locally too.
-    async fn fill_from_shared(
-        &self,
-        shared: &SharedSegments,
-        question: &Question,
-        found: &mut [(i64, Slot)],
-        fresh_at: i64,
-    ) {
-        let wanted = |slot: &Slot| !matches!(slot, Slot::Fresh(_));
-        let missing: Vec<i64> = found
-            .iter()
-            .filter(|(_, s)| wanted(s))
-            .map(|(at, _)| *at)
-            .collect();
-        if missing.is_empty() {
-            return;
-        }
-        let mut from_shared = shared.lookup_many(question, &missing).await.into_iter();
-        let mut kept = Vec::new();
-        for (at, slot) in found.iter_mut().filter(|(_, s)| wanted(s)) {
-            let Some(segment) = from_shared.next().flatten() else {
-                continue;
-            };
-            if !segment.deadlines.is_fresh(fresh_at) {
-                continue;
-            }
-            self.counters.shared_hits.fetch_add(1, Ordering::Relaxed);
-            kept.push((*at, segment.clone()));
-            *slot = Slot::Fresh(segment);
-        }
-        self.memory.publish(question, &kept).await;
+        kept.len() as u64
     }
 
     /// Runs `job` once for every concurrent asker of the same run (a caller never joins a

@@ -26,14 +26,7 @@ impl QueryData {
     /// instant query's vector sorted by labels unless its order is its own (`sort`, `topk`).
     pub fn new(output: Output, query: &Query) -> Self {
         let range = query.step > 0;
-        let times: Vec<i64> = if range {
-            (0..)
-                .map(|k| query.start + k * query.step)
-                .take_while(|t| *t <= query.end)
-                .collect()
-        } else {
-            vec![query.end]
-        };
+        let times = query.times();
         let at = query.end;
         let matrix = |mut rows: Vec<(Labels, Vec<(i64, f64)>)>| {
             rows.retain(|(_, values)| !values.is_empty());

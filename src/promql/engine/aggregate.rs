@@ -9,7 +9,7 @@ use promql_parser::parser::token::{
 use promql_parser::parser::{AggregateExpr, LabelModifier};
 
 use super::evaluator::{Builder, Evaluator};
-use super::series::{Labels, METRIC_NAME, Series, Value};
+use super::series::{Labels, Series, Value, kept};
 use crate::promql::error::PromError;
 use crate::promql::time::sample;
 
@@ -166,21 +166,7 @@ fn groups(input: &[Series], modifier: Option<&LabelModifier>) -> Vec<(Labels, Ve
     let mut groups: Vec<(Labels, Vec<usize>)> = Vec::new();
     let mut index: std::collections::HashMap<Labels, usize> = std::collections::HashMap::new();
     for (i, s) in input.iter().enumerate() {
-        let key: Labels = match modifier {
-            None => Labels::new(),
-            Some(LabelModifier::Include(keep)) => s
-                .labels
-                .iter()
-                .filter(|(k, _)| keep.labels.contains(k))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            Some(LabelModifier::Exclude(drop)) => s
-                .labels
-                .iter()
-                .filter(|(k, _)| k.as_str() != METRIC_NAME && !drop.labels.contains(k))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        };
+        let key: Labels = modifier.map_or_else(Labels::new, |m| kept(&s.labels, m));
         match index.get(&key) {
             Some(g) => {
                 if let Some(group) = groups.get_mut(*g) {

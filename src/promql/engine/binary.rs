@@ -12,7 +12,7 @@ use promql_parser::parser::token::{
 use promql_parser::parser::{BinModifier, BinaryExpr, LabelModifier, VectorMatchCardinality};
 
 use super::evaluator::{Builder, Evaluator};
-use super::series::{Labels, METRIC_NAME, Series, Value, labels_text, without_name};
+use super::series::{Labels, METRIC_NAME, Series, Value, kept, labels_text, without_name};
 use crate::promql::error::PromError;
 
 /// Refuses the `fill` modifiers, which Prometheus keeps behind a feature flag.
@@ -160,16 +160,7 @@ fn with_scalar(
 /// metric name.
 fn signature(labels: &Labels, matching: Option<&LabelModifier>) -> Labels {
     match matching {
-        Some(LabelModifier::Include(on)) => labels
-            .iter()
-            .filter(|(k, _)| on.labels.contains(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        Some(LabelModifier::Exclude(ignoring)) => labels
-            .iter()
-            .filter(|(k, _)| k.as_str() != METRIC_NAME && !ignoring.labels.contains(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        Some(modifier) => kept(labels, modifier),
         None => without_name(labels.clone()),
     }
 }

@@ -99,6 +99,25 @@ pub fn labels_text(labels: &Labels) -> String {
     format!("{{{}}}", pairs.join(", "))
 }
 
+/// The labels `by (…)`/`on (…)` keep (those named, the metric name too if named), or that
+/// `without (…)`/`ignoring (…)` keep (all others but the metric name): what aggregations
+/// group by and what binary operators match on.
+pub fn kept(labels: &Labels, modifier: &promql_parser::parser::LabelModifier) -> Labels {
+    use promql_parser::parser::LabelModifier;
+    match modifier {
+        LabelModifier::Include(on) => labels
+            .iter()
+            .filter(|(k, _)| on.labels.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        LabelModifier::Exclude(ignoring) => labels
+            .iter()
+            .filter(|(k, _)| k.as_str() != METRIC_NAME && !ignoring.labels.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }
+}
+
 /// `labels` without the metric name.
 pub fn without_name(mut labels: Labels) -> Labels {
     labels.remove(METRIC_NAME);
