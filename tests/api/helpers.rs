@@ -520,3 +520,43 @@ pub fn series_value(text: &str, series: &str) -> f64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// `metricgate serve` as a real process in front of `sim` (one worker, the admin listener on a
+/// free port, logs as JSON on stdout), with `vars` on top; the process, and the port it logs
+/// that it listens on.
+pub fn serve_process(
+    sim: &Simulator,
+    vars: &[(&str, &std::ffi::OsStr)],
+) -> (std::process::Child, u16) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_metricgate"))
+        .arg("serve")
+        .env("METRICGATE__SERVER__LISTEN", "127.0.0.1:0")
+        .env("METRICGATE__ADMIN__LISTEN", "127.0.0.1:0")
+        .env("METRICGATE__SERVER__WORKERS", "1")
+        .env("METRICGATE__UPSTREAM__URL", sim.url())
+        .env("METRICGATE__UPSTREAM__PUBLIC_TOKEN", PUBLIC)
+        .env("METRICGATE__UPSTREAM__PRIVATE_TOKEN", PRIVATE)
+        .envs(vars.iter().copied())
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if v["message"] == "metricgate listening" {
+                let _ = port_tx.send(v["port"].as_u64().unwrap());
+            }
+        }
+    });
+    let port = port_rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the gateway logs its port");
+    (child, u16::try_from(port).unwrap())
+}

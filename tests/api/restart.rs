@@ -2,16 +2,15 @@
 //! `kill -9`, so a restart costs the appliance nothing it already answered; a data file that is
 //! not a database is set aside and the gateway starts anyway.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use futures::StreamExt;
 
 use metricgate::sim::Simulator;
 
-use crate::helpers::{PRIVATE, PUBLIC, series_value};
+use crate::helpers::{PRIVATE, PUBLIC, series_value, serve_process};
 
 struct Gateway {
     child: Child,
@@ -30,35 +29,7 @@ impl Gateway {
     }
 
     async fn spawn(sim: &Simulator, dir: &std::ffi::OsStr) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_metricgate"))
-            .arg("serve")
-            .env("METRICGATE__SERVER__LISTEN", "127.0.0.1:0")
-            .env("METRICGATE__ADMIN__LISTEN", "127.0.0.1:0")
-            .env("METRICGATE__SERVER__WORKERS", "1")
-            .env("METRICGATE__UPSTREAM__URL", sim.url())
-            .env("METRICGATE__UPSTREAM__PUBLIC_TOKEN", PUBLIC)
-            .env("METRICGATE__UPSTREAM__PRIVATE_TOKEN", PRIVATE)
-            .env("METRICGATE__CACHE__DIR", dir)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (port_tx, port_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-                    continue;
-                };
-                if v["message"] == "metricgate listening" {
-                    let _ = port_tx.send(v["port"].as_u64().unwrap());
-                }
-            }
-        });
-        let port = port_rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the gateway logs its port");
+        let (child, port) = serve_process(sim, &[("METRICGATE__CACHE__DIR", dir)]);
         let url = format!("http://127.0.0.1:{port}");
         for _ in 0..250 {
             if reqwest::get(format!("{url}/readyz"))

@@ -1,12 +1,11 @@
 //! `metricgate serve` as a real process: SIGTERM lets the request in flight finish.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use metricgate::sim::{Faults, Simulator};
 
-use crate::helpers::{PRIVATE, PUBLIC};
+use crate::helpers::{PRIVATE, PUBLIC, serve_process};
 
 // actix-server before 2.9.1 let a worker exit as soon as its accept thread stopped, before the
 // graceful stop reached it, dropping the request in flight about one run in four on a busy
@@ -14,36 +13,17 @@ use crate::helpers::{PRIVATE, PUBLIC};
 #[tokio::test]
 async fn sigterm_lets_requests_in_flight_finish() {
     let sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_metricgate"))
-        .arg("serve")
-        .env("METRICGATE__CACHE__DIR", "")
-        .env("METRICGATE__SERVER__LISTEN", "127.0.0.1:0")
-        .env("METRICGATE__ADMIN__LISTEN", "127.0.0.1:0")
-        .env("METRICGATE__SERVER__WORKERS", "1")
-        .env("METRICGATE__SERVER__SHUTDOWN_GRACE_SECS", "10")
-        .env("METRICGATE__UPSTREAM__URL", sim.url())
-        .env("METRICGATE__UPSTREAM__PUBLIC_TOKEN", PUBLIC)
-        .env("METRICGATE__UPSTREAM__PRIVATE_TOKEN", PRIVATE)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (port_tx, port_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            if v["message"] == "metricgate listening" {
-                let _ = port_tx.send(v["port"].as_u64().unwrap());
-            }
-        }
-    });
-    let port = port_rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the gateway logs its port");
+    let empty = std::ffi::OsStr::new("");
+    let (mut child, port) = serve_process(
+        &sim,
+        &[
+            (
+                "METRICGATE__SERVER__SHUTDOWN_GRACE_SECS",
+                std::ffi::OsStr::new("10"),
+            ),
+            ("METRICGATE__CACHE__DIR", empty),
+        ],
+    );
     let url = format!("http://127.0.0.1:{port}/v1/metricdata?metric=connections&did=3");
     for _ in 0..100 {
         if reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
