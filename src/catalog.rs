@@ -93,7 +93,7 @@ impl Catalog {
     }
 
     /// Takes the appliance's answer to [`dialect::ENUMS`] (the probes fetch it within their
-    /// share of the budget); the protocols known stay in use when it cannot be read.
+    /// share of the budget, counting it as a request of its own); the protocols known stay in use when it cannot be read.
     pub fn accept_protocols(&self, answer: Result<bytes::Bytes, UpstreamError>) {
         let result = match answer {
             Ok(body) => normalize::application_protocols(&body).map_err(CatalogError::from),

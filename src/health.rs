@@ -25,7 +25,7 @@ use crate::clock::{Clock, Worker};
 use crate::redis::SharedState;
 use crate::settings::UpstreamSettings;
 use crate::telemetry::chain;
-use crate::upstream::{ApplianceClient, ApplianceGuard, UpstreamError, dialect};
+use crate::upstream::{ApplianceClient, ApplianceGuard, UpstreamError, dialect, probe_share};
 
 /// What the last probe showed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -184,8 +184,22 @@ pub async fn probe_loop(
     let every_ms = (every.as_millis() as i64).max(1);
     let keep_ms = (stale_after_ms(&settings) as u64).saturating_mul(4);
     let shared = shared.map(|shared| SharedProbes { shared, every_ms });
+    let mut sent = ProbeLog::new(probe_share(settings.per_minute));
+    // After a catalog, its `/enums` is owed: read with it when the probes' share has room,
+    // else by the next probe instead of the catalog.
+    let mut enums_owed = false;
     loop {
         let period = clock.now_ms() / every_ms;
+        if enums_owed && sent.take(clock.now_ms()) {
+            enums_owed = false;
+            let enums = client.probe(dialect::ENUMS, timeout).await;
+            if !matches!(enums, Err(UpstreamError::Saturated { .. })) {
+                health.record(probed(enums.clone(), clock.now_ms()));
+            }
+            catalog.accept_protocols(enums);
+            worker.sleep(every).await;
+            continue;
+        }
         let catalog_due = catalog.is_due(refresh_ms);
         let claimed = match &shared {
             // A due catalog needs this replica's own request.
@@ -205,6 +219,10 @@ pub async fn probe_loop(
         } else {
             timeout
         };
+        if !sent.take(clock.now_ms()) {
+            worker.sleep(every).await;
+            continue;
+        }
         let answer = client.probe(dialect::CATALOG, within).await;
         match answer {
             // Callers' requests held every slot for the probe's whole timeout: they tell how
@@ -217,8 +235,12 @@ pub async fn probe_loop(
                     match &answer {
                         Ok(body) => {
                             if catalog.accept(body).is_ok() {
-                                let enums = client.probe(dialect::ENUMS, within).await;
-                                catalog.accept_protocols(enums);
+                                if sent.take(clock.now_ms()) {
+                                    let enums = client.probe(dialect::ENUMS, within).await;
+                                    catalog.accept_protocols(enums);
+                                } else {
+                                    enums_owed = true;
+                                }
                             }
                         }
                         Err(e) => catalog.failed(&CatalogError::Upstream(e.clone())),
@@ -232,6 +254,34 @@ pub async fn probe_loop(
             }
         }
         worker.sleep(every).await;
+    }
+}
+
+/// The probes' requests in the last minute, so that they never make more than their share
+/// in any 60 s, whatever each probe asks (a catalog and its `/enums` are two).
+struct ProbeLog {
+    share: usize,
+    sent_ms: std::collections::VecDeque<i64>,
+}
+
+impl ProbeLog {
+    fn new(share: u32) -> Self {
+        Self {
+            share: share as usize,
+            sent_ms: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Whether one more request fits now; if so it is counted.
+    fn take(&mut self, now_ms: i64) -> bool {
+        while self.sent_ms.front().is_some_and(|t| now_ms - t >= 60_000) {
+            self.sent_ms.pop_front();
+        }
+        let fits = self.sent_ms.len() < self.share;
+        if fits {
+            self.sent_ms.push_back(now_ms);
+        }
+        fits
     }
 }
 
@@ -284,6 +334,18 @@ mod tests {
             status,
             error: (status != ProbeStatus::Reachable).then(|| "the reason".to_owned()),
         }
+    }
+
+    #[test]
+    fn the_probes_never_send_more_than_their_share_in_any_minute() {
+        let mut log = ProbeLog::new(2);
+        assert!(log.take(0) && log.take(0), "a catalog and its /enums");
+        assert!(!log.take(30_000), "the third waits");
+        assert!(!log.take(59_999));
+        assert!(log.take(60_000) && log.take(60_000));
+        assert!(!log.take(60_001));
+        let mut one = ProbeLog::new(1);
+        assert!(one.take(0) && !one.take(5_000) && one.take(60_000));
     }
 
     #[test]

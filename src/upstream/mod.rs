@@ -12,6 +12,7 @@ pub mod sign;
 pub mod tls;
 
 pub use breaker::{BreakerState, Outcome};
+pub use budget::probe_share;
 pub use client::ApplianceClient;
 pub use dialect::ApplianceRequest;
 pub use error::UpstreamError;

@@ -249,29 +249,46 @@ async fn kill_9_during_writes_a_hundred_times_never_serves_a_bad_entry() {
     );
 }
 
+/// A 1 MiB tmpfs mounted on `dir`, unmounted on drop; `None` where `mount` is refused (not
+/// root: CI runs as root).
+fn tmpfs(dir: &Path) -> Option<Unmount> {
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    mounted.then(|| Unmount(dir.to_owned()))
+}
+
+struct Unmount(std::path::PathBuf);
+
+impl Unmount {
+    fn read_only(&self) {
+        let done = Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(done.success());
+    }
+}
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        // Lazily: the gateway's threads may still hold its file for a moment.
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
 /// A full disk (a 1 MiB tmpfs): writes fail, are logged and counted, and every question is
-/// still answered from memory and the appliance. Needs `mount` (root, as CI runs); where it
-/// is refused the test says so and stops.
+/// still answered from memory and the appliance.
 #[tokio::test]
 async fn a_full_disk_leaves_answers_untouched() {
     let dir = tempfile::tempdir().unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(dir.path())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
+    let Some(_unmount) = tmpfs(dir.path()) else {
         eprintln!("a_full_disk_leaves_answers_untouched: cannot mount a tmpfs here (not root)");
         return;
-    }
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            // Lazily: the gateway's threads may still hold its file for a moment.
-            let _ = Command::new("umount").arg("-l").arg(self.0).status();
-        }
-    }
-    let _unmount = Unmount(dir.path());
+    };
     let cache = dir.path().to_owned();
     let app = crate::helpers::spawn_app_with(move |s| {
         s.cache.dir = Some(cache);
@@ -297,4 +314,46 @@ async fn a_full_disk_leaves_answers_untouched() {
     );
     let ready = app.get("/readyz").await;
     assert_eq!(ready.status, 200);
+}
+
+/// A directory that became read-only (a remounted filesystem) under a data file written
+/// before: the gateway starts, answers from memory and the appliance, says so on `/metrics`,
+/// and `check-config` names the path and the setting.
+#[tokio::test]
+async fn a_read_only_directory_leaves_the_gateway_on_memory() {
+    let sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mount) = tmpfs(dir.path()) else {
+        eprintln!("a_read_only_directory_leaves_the_gateway_on_memory: cannot mount (not root)");
+        return;
+    };
+    let question = "/v1/metricdata?metric=connections&did=3&starttime=1705305600000&endtime=1705309200000&interval=60";
+    let gateway = Gateway::start(&sim, dir.path()).await;
+    assert_eq!(gateway.get(question).await.0, 200);
+    gateway.kill_9();
+    assert!(dir.path().join("segments.redb").exists());
+    mount.read_only();
+    let gateway = Gateway::start(&sim, dir.path()).await;
+    assert_eq!(gateway.get("/readyz").await.0, 200);
+    let (status, body) = gateway.get(question).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, metrics) = gateway.get("/metrics").await;
+    assert_eq!(
+        series_value(&metrics, "metricgate_disk_cache_up"),
+        0.0,
+        "{metrics}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_metricgate"))
+        .arg("check-config")
+        .env("METRICGATE__UPSTREAM__URL", sim.url())
+        .env("METRICGATE__UPSTREAM__PUBLIC_TOKEN", PUBLIC)
+        .env("METRICGATE__UPSTREAM__PRIVATE_TOKEN", PRIVATE)
+        .env("METRICGATE__CACHE__DIR", dir.path())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("cache.dir"), "{text}");
+    assert!(text.contains(dir.path().to_str().unwrap()), "{text}");
 }
