@@ -15,6 +15,7 @@ pub mod clock;
 pub mod coalesce;
 pub mod error;
 pub mod fetch;
+pub mod fleet;
 pub mod health;
 pub mod limits;
 pub mod normalize;

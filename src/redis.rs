@@ -146,14 +146,29 @@ pub struct Gcra {
     pub reset_ms: u64,
 }
 
+/// Redis under one key prefix: the gateway's own (`redis.prefix`), or an appliance's within
+/// it ([`SharedState::scoped`]), over one connection.
 pub struct SharedState {
+    link: Arc<Link>,
+    prefix: String,
+}
+
+impl std::ops::Deref for SharedState {
+    type Target = Link;
+
+    fn deref(&self) -> &Link {
+        &self.link
+    }
+}
+
+/// The connection and its scripts, shared by every prefix.
+pub struct Link {
     client: redis::Client,
     connection: RwLock<Option<ConnectionManager>>,
     up: AtomicBool,
     timeout: Duration,
     pub lock_ms: u64,
     pub lock_ttl_ms: u64,
-    prefix: String,
     gcra: Script,
     settle: Script,
     release: Script,
@@ -184,21 +199,32 @@ impl SharedState {
         let client = redis::Client::open(url.as_str()).map_err(|e| format!("redis.url: {e}"))?;
         metrics.track_redis();
         Ok(Some(Arc::new(Self {
-            client,
-            connection: RwLock::new(None),
-            up: AtomicBool::new(false),
-            timeout: Duration::from_millis(settings.timeout_ms.get()),
-            lock_ms: settings.lock_ms.get(),
-            lock_ttl_ms: settings.lock_ttl_ms,
             prefix: settings.prefix.clone(),
-            gcra: Script::new(GCRA),
-            settle: Script::new(SETTLE),
-            release: Script::new(RELEASE),
-            renew: Script::new(RENEW),
-            purge_indexed: Script::new(PURGE_INDEXED),
-            announce: Script::new(ANNOUNCE),
-            metrics,
+            link: Arc::new(Link {
+                client,
+                connection: RwLock::new(None),
+                up: AtomicBool::new(false),
+                timeout: Duration::from_millis(settings.timeout_ms.get()),
+                lock_ms: settings.lock_ms.get(),
+                lock_ttl_ms: settings.lock_ttl_ms,
+                gcra: Script::new(GCRA),
+                settle: Script::new(SETTLE),
+                release: Script::new(RELEASE),
+                renew: Script::new(RENEW),
+                purge_indexed: Script::new(PURGE_INDEXED),
+                announce: Script::new(ANNOUNCE),
+                metrics,
+            }),
         })))
+    }
+
+    /// The same Redis under `scope` within this prefix: what one appliance keeps there
+    /// (budgets, probes, cached answers, purges) never meets another's.
+    pub fn scoped(&self, scope: &str) -> Arc<Self> {
+        Arc::new(Self {
+            link: self.link.clone(),
+            prefix: format!("{}:{scope}", self.prefix),
+        })
     }
 
     pub fn is_up(&self) -> bool {

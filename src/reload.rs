@@ -1,6 +1,7 @@
 //! Live reload of the configuration (SIGHUP, `POST /internal/reload`): the sources the gateway
 //! started from are read again, and what can change in place does, without dropping a request:
-//! rate limits and client overrides, the log level, the cache TTLs. Any other changed setting
+//! rate limits and client overrides, the log level, the cache TTLs, and the appliances (added,
+//! removed, re-tokened: see [`Fleet::reload`]). Any other changed setting
 //! is named as needing a restart, and is reported again on every reload until it is in force.
 
 use std::collections::BTreeMap;
@@ -9,8 +10,8 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::fleet::{Fleet, FleetChange, Parts};
 use crate::limits::CallerLimits;
-use crate::service::MetricService;
 use crate::settings::{Settings, SettingsError};
 use crate::telemetry::{self, LevelError};
 
@@ -23,6 +24,10 @@ const RELOADABLE: &[&str] = &[
     "cache.settle_secs",
     "cache.stale_while_revalidate_secs",
     "cache.stale_if_error_secs",
+    "upstream.",
+    "appliances",
+    "upstream_is_appliance",
+    "default_appliance",
 ];
 
 fn is_reloadable(key: &str) -> bool {
@@ -30,7 +35,12 @@ fn is_reloadable(key: &str) -> bool {
         Some(section) => key
             .strip_prefix(section)
             .is_some_and(|rest| rest.starts_with('.')),
-        None => key == *r,
+        None => {
+            key == *r
+                || key
+                    .strip_prefix(r)
+                    .is_some_and(|rest| rest.starts_with('.'))
+        }
     })
 }
 
@@ -45,6 +55,9 @@ pub struct ReloadReport {
     pub restart_needed: Vec<String>,
     /// Anything else worth knowing (e.g. `RUST_LOG` keeps deciding the log level).
     pub notes: Vec<String>,
+    /// Appliances added, removed and started anew (absent when none).
+    #[serde(skip_serializing_if = "FleetChange::is_empty")]
+    pub appliances: FleetChange,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +68,8 @@ pub enum ReloadError {
     NotFromConfiguration,
     #[error("the configuration is invalid, so the running one is kept: {0}")]
     Invalid(#[source] SettingsError),
+    #[error("an appliance cannot be started, so the running ones are kept: {0}")]
+    Appliance(String),
 }
 
 /// The settings in force, and the one reload at a time that may change them.
@@ -70,11 +85,12 @@ impl Reloader {
     }
 
     /// Reads the configuration again and puts what can change in place in force in `callers`,
-    /// `service` and the log filter. Requests in flight finish on what they started with.
+    /// the `fleet` and the log filter. Requests in flight finish on what they started with.
     pub async fn reload(
         &self,
         callers: &CallerLimits,
-        service: &MetricService,
+        fleet: &Fleet,
+        parts: &Parts,
     ) -> Result<ReloadReport, ReloadError> {
         let mut in_force = self.in_force.lock().await;
         let next = in_force
@@ -94,8 +110,18 @@ impl Reloader {
             callers.reconfigure(&next.rate_limit);
             in_force.rate_limit = next.rate_limit.clone();
         }
+        let fleet_keys = ["upstream", "appliances", "default_appliance"];
+        if fleet_keys.iter().any(|k| touches(k)) {
+            report.appliances = fleet.reload(&next, parts).map_err(ReloadError::Appliance)?;
+            in_force.upstream = next.upstream.clone();
+            in_force.upstream_is_appliance = next.upstream_is_appliance;
+            in_force.appliances = next.appliances.clone();
+            in_force.default_appliance = next.default_appliance.clone();
+        }
         if touches("cache.") {
-            service.reload_ttls(&next.cache);
+            for appliance in fleet.all() {
+                appliance.service.reload_ttls(&next.cache);
+            }
             let (c, n) = (&mut in_force.cache, &next.cache);
             c.historic_ttl_secs = n.historic_ttl_secs;
             c.live_ttl_secs = n.live_ttl_secs;
@@ -147,6 +173,14 @@ fn changed(old: &Settings, new: &Settings) -> Vec<String> {
         .collect();
     if old.upstream.private_token.expose_secret() != new.upstream.private_token.expose_secret() {
         keys.push("upstream.private_token".into());
+    }
+    for a in &new.appliances {
+        let before = old.appliances.iter().find(|o| o.name == a.name);
+        if before.is_some_and(|o| {
+            o.upstream.private_token.expose_secret() != a.upstream.private_token.expose_secret()
+        }) {
+            keys.push(format!("appliances.{}.private_token", a.name));
+        }
     }
     keys.sort();
     keys.dedup();
@@ -216,7 +250,7 @@ mod tests {
             ]
         );
         let reloadable: Vec<bool> = keys.iter().map(|k| is_reloadable(k)).collect();
-        assert_eq!(reloadable, [true, false, true, true, true, false, false]);
+        assert_eq!(reloadable, [true, false, true, true, true, false, true]);
         assert!(!is_reloadable("rate_limits.x"));
         assert!(changed(&old, &old.clone()).is_empty());
     }

@@ -6,8 +6,11 @@
 //! reported at once, each with its setting's name. What a type cannot say (ranges, relations
 //! between settings) is [`Settings::check`], run by every load.
 
+mod appliances;
 mod load;
 mod raw;
+
+pub use appliances::{ApplianceName, ApplianceSettings, DEFAULT_NAME, setting_prefix};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -30,7 +33,15 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 #[derive(Debug, Clone, Serialize)]
 pub struct Settings {
     pub server: ServerSettings,
+    /// The short form's appliance (named `default`) when `upstream_is_appliance`, and what
+    /// every `[appliances.*]` table leaves out.
     pub upstream: UpstreamSettings,
+    /// Whether `[upstream]` is an appliance (it has a URL), or only lends its keys.
+    pub upstream_is_appliance: bool,
+    /// `[appliances.<name>]`, by name, each with every key resolved.
+    pub appliances: Vec<ApplianceSettings>,
+    /// The one marked `default = true`; see [`Settings::default_appliance`].
+    pub default_appliance: Option<ApplianceName>,
     pub query: QueryLimits,
     pub cache: CacheSettings,
     pub rate_limit: RateLimitSettings,
@@ -325,13 +336,13 @@ impl FromStr for UpstreamUrl {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        let bad = || format!("upstream.url: {text:?} is not an http(s) URL with a host");
+        let bad = || format!("{text:?} is not an http(s) URL with a host");
         let base = reqwest::Url::parse(text.trim_end_matches('/')).map_err(|_| bad())?;
         if !matches!(base.scheme(), "http" | "https") || !base.has_host() {
             return Err(bad());
         }
         if base.query().is_some() {
-            return Err("upstream.url must not carry a query string".into());
+            return Err("it must not carry a query string".into());
         }
         Ok(Self {
             text: text.to_owned(),
@@ -509,22 +520,7 @@ impl Settings {
                 self.server.log_level
             ));
         }
-        let up = &self.upstream;
-        if up.public_token.is_empty() {
-            problems.push(
-                "upstream.public_token is required (METRICGATE__UPSTREAM__PUBLIC_TOKEN)".into(),
-            );
-        }
-        if up.private_token.expose_secret().is_empty() {
-            problems
-                .push("upstream.private_token or upstream.private_token_file is required".into());
-        }
-        if up.insecure_skip_verify && !up.pin_sha256.is_empty() {
-            problems.push(
-                "upstream.pin_sha256 and upstream.insecure_skip_verify are both set; a pin needs verification on"
-                    .into(),
-            );
-        }
+        self.check_fleet(problems);
         let q = &self.query;
         let seg = &self.segments;
         let r = &self.rate_limit;
@@ -559,12 +555,6 @@ impl Settings {
         }
         if seg.prefetch_budget_percent > 100 {
             problems.push("segments.prefetch_budget_percent must be 0 to 100".into());
-        }
-        if up.per_minute < 2 {
-            problems.push(
-                "upstream.per_minute must be at least 2 (a tenth, at least one, is kept for readiness probes)"
-                    .into(),
-            );
         }
         for (client, quota) in &r.overrides {
             if quota.per_minute == 0 || quota.burst == 0 {

@@ -8,20 +8,14 @@ use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 
 use crate::api;
-use crate::cache::PurgeReach;
-use crate::catalog::Catalog;
 use crate::clock::Clock;
-use crate::fetch::MetricSource;
-use crate::health::{self, ApplianceHealth};
+use crate::fleet::{Fleet, Parts};
 use crate::limits::CallerLimits;
-use crate::query::PurgeFilter;
 use crate::redis::SharedState;
 use crate::reload::Reloader;
-use crate::service::MetricService;
 use crate::settings::Settings;
 use crate::state::{AppState, Shared};
 use crate::telemetry::{AccessLog, GatewayMetrics, HttpSeries};
-use crate::upstream::ApplianceClient;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -114,38 +108,24 @@ impl Application {
         let metrics = Arc::new(GatewayMetrics::new());
         let shared =
             SharedState::new(&settings.redis, metrics.clone()).map_err(StartupError::Client)?;
-        let client = ApplianceClient::new(
-            &settings.upstream,
-            metrics.clone(),
-            shared.clone(),
-            clock.clone(),
-        )
-        .map_err(StartupError::Client)?;
-        let catalog = Arc::new(Catalog::new(clock.clone()));
-        let health = Arc::new(ApplianceHealth::default());
+        let parts = Parts {
+            metrics: metrics.clone(),
+            shared: shared.clone(),
+            clock: clock.clone(),
+        };
+        let fleet = Fleet::start(&settings, &parts).map_err(StartupError::Client)?;
         let callers = Arc::new(
             CallerLimits::new(&settings.rate_limit, clock.clone()).with_shared(shared.clone()),
         );
         let sweeper = callers.clone();
-        let mut background = vec![
-            tokio::spawn(health::probe_loop(
-                health.clone(),
-                catalog.clone(),
-                client.clone(),
-                settings.upstream.clone(),
-                clock.clone(),
-                shared.clone(),
-                clock.worker(),
-            )),
-            tokio::spawn(async move {
-                loop {
-                    // Read each time: a reload may change it.
-                    let every = Duration::from_secs(sweeper.settings().sweep_secs.get());
-                    tokio::time::sleep(every).await;
-                    sweeper.sweep();
-                }
-            }),
-        ];
+        let mut background = vec![tokio::spawn(async move {
+            loop {
+                // Read each time: a reload may change it.
+                let every = Duration::from_secs(sweeper.settings().sweep_secs.get());
+                tokio::time::sleep(every).await;
+                sweeper.sweep();
+            }
+        })];
         if let Some(s) = &shared {
             background.push(tokio::spawn(s.clone().keep()));
         }
@@ -160,60 +140,18 @@ impl Application {
         let grace = settings.server.shutdown_grace_secs;
         let client_timeout_ms = settings.server.client_request_timeout_ms;
         let state = AppState::new(Shared {
-            service: MetricService::new(
-                &settings,
-                MetricSource::new(client.clone(), catalog.clone()),
-                catalog.clone(),
-                &metrics,
-                shared.clone(),
-                clock.clone(),
-            ),
             shared,
-            client,
+            fleet,
+            parts,
             access_log: AccessLog::new(&settings.server, &metrics, clock.clone()),
             clock,
-            catalog,
             callers,
-            health,
             http_series: HttpSeries::new(&metrics, &api::route_labels()),
             metrics,
             reloader: Reloader::new(&settings),
             settings,
         });
         background.push(tokio::spawn(reload_on_sighup(state.clone())));
-        let prefetching = state.clone();
-        background.push(tokio::spawn(async move {
-            prefetching.service.run_prefetch().await;
-        }));
-        // Purges announced by other replicas drop this replica's copies too.
-        if let Some(purges) = state.service.cluster_purges() {
-            let follower = state.clone();
-            background.push(tokio::spawn(purges.follow(move |filter| {
-                let state = follower.clone();
-                async move {
-                    state.service.purge(&filter, PurgeReach::Local).await;
-                }
-            })));
-        }
-        // Answers made before the catalog arrived lack units; drop them when it does. Readiness
-        // waits for this, so a balancer's first callers never see an answer purged under them.
-        let arrival = state.clone();
-        background.push(tokio::spawn(async move {
-            arrival.catalog.arrived().await;
-            // This replica's own answers: the other replicas' (and Redis') had their catalog.
-            let purged = arrival
-                .service
-                .purge(&PurgeFilter::default(), PurgeReach::Memory)
-                .await;
-            if purged.purged + purged.segments > 0 {
-                tracing::info!(
-                    purged.purged,
-                    purged.segments,
-                    "metric catalog arrived; dropped answers made without its units"
-                );
-            }
-            arrival.catalog.settle();
-        }));
         let ready = state.clone();
         let admin = match (admin_listener, admin_addr) {
             (Some((listener, admin_port)), Some(addr)) => {
@@ -265,13 +203,17 @@ impl Application {
         self.port
     }
 
-    /// Resolves once the gateway can answer: the metric catalog is in, and answers made
-    /// without it are gone (what `/readyz` waits for besides the appliance's probe).
+    /// Resolves once the gateway can answer: the default appliance's (else the first one's)
+    /// metric catalog is in, and answers made without it are gone (what `/readyz` waits for
+    /// besides the appliance's probe).
     pub fn ready(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let state = self.state.clone();
         async move {
-            state.catalog.arrived().await;
-            while !state.catalog.is_settled() {
+            let Some(appliance) = state.fleet.default_or_first() else {
+                return;
+            };
+            appliance.catalog.arrived().await;
+            while !appliance.catalog.is_settled() {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }

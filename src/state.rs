@@ -2,18 +2,15 @@
 
 use std::sync::Arc;
 
-use crate::cache::{CacheReport, PurgeReach, Purged};
-use crate::catalog::Catalog;
+use crate::cache::{PurgeReach, Purged};
 use crate::clock::Clock;
-use crate::health::ApplianceHealth;
+use crate::fleet::{Fleet, Parts};
 use crate::limits::CallerLimits;
 use crate::query::PurgeFilter;
 use crate::redis::SharedState;
 use crate::reload::{ReloadError, ReloadReport, Reloader};
-use crate::service::MetricService;
 use crate::settings::Settings;
 use crate::telemetry::{AccessLog, GatewayMetrics, HttpSeries};
-use crate::upstream::ApplianceClient;
 
 /// A handle to the gateway's [`Shared`] state. Each server worker registers its own handle
 /// (see `startup`), so the reference count that extractors and middleware touch on every
@@ -43,11 +40,11 @@ impl std::ops::Deref for AppState {
 pub struct Shared {
     pub settings: Settings,
     pub clock: Clock,
-    pub catalog: Arc<Catalog>,
-    pub service: MetricService,
-    pub client: ApplianceClient,
+    /// The appliances, by name.
+    pub fleet: Fleet,
+    /// What appliances a reload adds are built with.
+    pub parts: Parts,
     pub callers: Arc<CallerLimits>,
-    pub health: Arc<ApplianceHealth>,
     pub metrics: Arc<GatewayMetrics>,
     /// The HTTP series by route and status, resolved once.
     pub http_series: HttpSeries,
@@ -60,19 +57,41 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Both caches' statistics.
-    pub async fn cache_report(&self) -> CacheReport {
-        self.service.cache_report().await
+    /// Every appliance's caches' statistics, the default's also on their own.
+    pub async fn cache_report(&self) -> crate::cache::FleetCacheReport {
+        let mut appliances = std::collections::BTreeMap::new();
+        for a in self.fleet.all() {
+            appliances.insert(a.name.to_string(), a.service.cache_report().await);
+        }
+        let default = match self.fleet.default_or_first() {
+            Some(a) => Some(a.service.cache_report().await),
+            None => None,
+        };
+        crate::cache::FleetCacheReport {
+            default,
+            appliances,
+        }
     }
 
     /// Reads the configuration again and puts what can change in place in force.
     pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
-        self.reloader.reload(&self.callers, &self.service).await
+        self.reloader
+            .reload(&self.callers, &self.fleet, &self.parts)
+            .await
     }
 
-    /// Both caches, purged alike (everything, or what `filter` names) on every replica: here,
-    /// in Redis, and announced to the others.
-    pub async fn purge_caches(&self, filter: &PurgeFilter) -> Purged {
-        self.service.purge(filter, PurgeReach::Cluster).await
+    /// Both caches of `appliances` (every one when empty), purged alike (everything, or what
+    /// `filter` names) on every replica: here, in Redis, and announced to the others.
+    pub async fn purge_caches(&self, filter: &PurgeFilter, appliances: &[String]) -> Purged {
+        let mut total = Purged::default();
+        for a in self.fleet.all() {
+            if appliances.is_empty() || appliances.iter().any(|n| n == a.name.as_str()) {
+                let purged = a.service.purge(filter, PurgeReach::Cluster).await;
+                total.purged += purged.purged;
+                total.segments += purged.segments;
+                total.generation = total.generation.max(purged.generation);
+            }
+        }
+        total
     }
 }

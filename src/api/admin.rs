@@ -12,7 +12,7 @@ use secrecy::ExposeSecret;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::cache::{CacheReport, Purged};
+use crate::cache::{FleetCacheReport, Purged};
 use crate::error::{ApiError, Problem};
 use crate::limits::{bearer, key_matches, sha256};
 use crate::query;
@@ -43,7 +43,7 @@ pub async fn authorize(
 /// Entries, bytes and hit ratio of the response cache, and of the segment cache below it.
 #[utoipa::path(get, path = "/internal/cache", tag = "admin",
     responses(
-        (status = 200, description = "Cache statistics", body = CacheReport),
+        (status = 200, description = "Cache statistics", body = FleetCacheReport),
         (status = 401, description = "The admin token is required", body = Problem, content_type = "application/problem+json")))]
 pub async fn get_cache(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(state.cache_report().await)
@@ -65,7 +65,14 @@ pub async fn delete_cache(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let filter = query::parse_purge(req.query_string()).map_err(ApiError::InvalidQuery)?;
-    let purged = state.purge_caches(&filter).await;
+    // `appliance=emea` (repeatable) purges those appliances' caches only.
+    let mut appliances = Vec::new();
+    for (k, v) in form_urlencoded::parse(req.query_string().as_bytes()) {
+        if k == "appliance" {
+            appliances.push(super::pick::by_name(&state, Some(&v))?.name.to_string());
+        }
+    }
+    let purged = state.purge_caches(&filter, &appliances).await;
     state.metrics.cache_purges.inc();
     let caller = state.callers.identify(&req);
     let peer = req.peer_addr().map(|a| a.ip().to_string());
@@ -109,7 +116,10 @@ pub struct Limits {
     pub keyed_clients: Vec<String>,
     /// Callers whose state is tracked right now.
     pub tracked_clients: usize,
-    pub appliance: GuardReport,
+    /// The default appliance's (else the first one's).
+    pub appliance: Option<GuardReport>,
+    /// Each appliance's, by name.
+    pub appliances: std::collections::BTreeMap<String, GuardReport>,
     /// `shared` (limits, budget and cache shared through Redis), `embedded` (Redis configured
     /// but out of reach: this replica acts alone) or `disabled`.
     #[schema(example = "shared")]
@@ -139,6 +149,15 @@ pub async fn get_limits(state: web::Data<AppState>) -> HttpResponse {
             Some(s) if s.is_up() => "shared",
             Some(_) => "embedded",
         },
-        appliance: state.client.guard().report(&state.settings.upstream),
+        appliance: state
+            .fleet
+            .default_or_first()
+            .map(|a| a.client.guard().report(&a.settings)),
+        appliances: state
+            .fleet
+            .all()
+            .iter()
+            .map(|a| (a.name.to_string(), a.client.guard().report(&a.settings)))
+            .collect(),
     })
 }

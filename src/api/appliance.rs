@@ -56,8 +56,7 @@ pub async fn get_metrics(
         ApplianceFailures))]
 pub async fn get_metric(
     req: HttpRequest,
-    mlid: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    super::darktrace::get_metric(req, mlid, state).await
+    super::darktrace::get_metric(req, state).await
 }

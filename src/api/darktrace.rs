@@ -69,7 +69,7 @@ pub async fn get_metrics(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let fields = responsedata(req.query_string()).map_err(ApiError::InvalidQuery)?;
-    let catalog = catalog(&state).await?;
+    let catalog = catalog(&req, &state).await?;
     Ok(respond(&catalog.metrics, fields.as_deref()))
 }
 
@@ -83,11 +83,13 @@ pub async fn get_metrics(
         ApplianceFailures))]
 pub async fn get_metric(
     req: HttpRequest,
-    mlid: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let fields = responsedata(req.query_string());
-    let id = mlid
+    let id = req
+        .match_info()
+        .get("mlid")
+        .unwrap_or_default()
         .parse::<u64>()
         .map_err(|_| FieldError::new("mlid", "the metric id is a number"));
     let (fields, id) = match (fields, id) {
@@ -98,17 +100,21 @@ pub async fn get_metric(
             return Err(ApiError::InvalidQuery(errors));
         }
     };
-    let catalog = catalog(&state).await?;
+    let catalog = catalog(&req, &state).await?;
     match catalog.metrics.iter().find(|m| m.mlid == Some(id)) {
         Some(metric) => Ok(respond(metric, fields.as_deref())),
         None => Err(ApiError::UnknownMetricId(id)),
     }
 }
 
-async fn catalog(state: &AppState) -> Result<std::sync::Arc<MetricCatalog>, ApiError> {
-    state
+async fn catalog(
+    req: &HttpRequest,
+    state: &AppState,
+) -> Result<std::sync::Arc<MetricCatalog>, ApiError> {
+    let appliance = super::pick::appliance(req, state)?;
+    appliance
         .catalog
-        .get_or_fetch(&state.client)
+        .get_or_fetch(&appliance.client)
         .await?
         .ok_or(ApiError::NotFound)
 }
@@ -118,6 +124,9 @@ pub(super) fn responsedata(raw: &str) -> Result<Option<Vec<String>>, Vec<FieldEr
     let mut fields = None;
     let mut errors = Vec::new();
     for (key, value) in form_urlencoded::parse(raw.as_bytes()) {
+        if crate::query::ROUTING.contains(&key.as_ref()) {
+            continue;
+        }
         if key != "responsedata" || fields.is_some() {
             let message = if key == "responsedata" {
                 "given more than once".to_owned()

@@ -11,6 +11,7 @@ use super::cache_headers::{self, Refresh};
 use super::failures::ApplianceFailures;
 use super::lane::lane;
 use super::params::MetricDataParams;
+use super::pick;
 use crate::cache::Directives;
 use crate::error::{ApiError, Problem};
 use crate::normalize::MetricData;
@@ -75,8 +76,12 @@ pub(super) fn serve(req: HttpRequest, state: web::Data<AppState>, dialect: Diale
         header(&req, header::ACCEPT_ENCODING),
     );
     let directives = cache_headers::directives(&req);
+    let appliance = match pick::appliance(&req, &state) {
+        Ok(appliance) => appliance,
+        Err(e) => return Either::Left(ready(Err(e))),
+    };
     // A forced refresh (`no-cache`) is never a hit: it goes the whole way.
-    if let Some(served) = state
+    if let Some(served) = appliance
         .service
         .hit(&request(&req, dialect, representation, directives))
     {
@@ -91,7 +96,7 @@ pub(super) fn serve(req: HttpRequest, state: web::Data<AppState>, dialect: Diale
         } else {
             Refresh::AsAsked
         };
-        let served = state
+        let served = appliance
             .service
             .answer(
                 request(&req, dialect, representation, directives),

@@ -1,8 +1,9 @@
 //! `GET /v1/metrics`: the appliance's metric catalog, normalized.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::failures::ApplianceFailures;
+use super::pick;
 use crate::catalog::MetricCatalog;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -14,8 +15,12 @@ use crate::state::AppState;
     responses(
         (status = 200, description = "The catalog", body = MetricCatalog),
         ApplianceFailures))]
-pub async fn get_metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    match state.catalog.get_or_fetch(&state.client).await? {
+pub async fn get_metrics(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let appliance = pick::appliance(&req, &state)?;
+    match appliance.catalog.get_or_fetch(&appliance.client).await? {
         Some(catalog) => Ok(HttpResponse::Ok().json(&*catalog)),
         None => Err(ApiError::NotFound),
     }

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod appliance;
+pub mod appliances;
 mod cache_headers;
 pub mod darktrace;
 mod explorer;
@@ -15,6 +16,7 @@ pub mod observe;
 pub mod openapi;
 pub mod ops;
 mod params;
+pub(crate) mod pick;
 pub mod prometheus;
 mod routes;
 
@@ -38,6 +40,31 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/appliance/metricdata", get().to(appliance::get_metricdata))
         .route("/appliance/metrics", get().to(appliance::get_metrics))
         .route(APPLIANCE_METRIC_BY_ID.0, get().to(appliance::get_metric))
+        .route(
+            "/darktrace/{appliance}/metricdata",
+            get().to(darktrace::get_metricdata),
+        )
+        .route(
+            "/darktrace/{appliance}/metrics",
+            get().to(darktrace::get_metrics),
+        )
+        .route(
+            "/darktrace/{appliance}/metrics/{mlid}",
+            get().to(darktrace::get_metric),
+        )
+        .route(
+            "/appliance/{appliance}/metricdata",
+            get().to(appliance::get_metricdata),
+        )
+        .route(
+            "/appliance/{appliance}/metrics",
+            get().to(appliance::get_metrics),
+        )
+        .route(
+            "/appliance/{appliance}/metrics/{mlid}",
+            get().to(appliance::get_metric),
+        )
+        .route("/v1/appliances", get().to(appliances::list))
         .route("/healthz", get().to(ops::healthz))
         .route("/readyz", get().to(ops::readyz))
         .route("/metrics", get().to(ops::prometheus))

@@ -89,7 +89,7 @@ fn route_label(path: &str) -> &'static str {
         } else if path.starts_with(super::prometheus::LABEL_VALUES.1) {
             super::prometheus::LABEL_VALUES.0
         } else {
-            "unmatched"
+            super::routes::named_route(path).unwrap_or("unmatched")
         })
 }
 

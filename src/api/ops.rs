@@ -4,6 +4,7 @@ use actix_web::{HttpResponse, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::fleet::Appliance;
 use crate::health::{self, ProbeResult};
 use crate::state::AppState;
 use crate::upstream::BreakerState;
@@ -14,11 +15,27 @@ pub struct Health {
     pub status: &'static str,
 }
 
-/// Readiness, with the reasons when not ready: on the admin listener only.
+/// Readiness, with the reasons when not ready: on the admin listener only. The gateway is
+/// ready while its default appliance (without one: any appliance) is; the fields besides
+/// `appliances` are that appliance's.
 #[derive(Serialize, ToSchema)]
 pub struct Readiness {
     pub ready: bool,
     /// Why the gateway is not ready (empty when ready).
+    pub reasons: Vec<String>,
+    #[serde(flatten)]
+    pub detail: Option<ApplianceReadiness>,
+    /// Each appliance's readiness, by name.
+    pub appliances: std::collections::BTreeMap<String, ApplianceReadiness>,
+}
+
+/// One appliance's readiness.
+#[derive(Serialize, ToSchema, Clone)]
+pub struct ApplianceReadiness {
+    #[serde(skip)]
+    pub ready: bool,
+    /// Why this appliance is not ready (empty when it is).
+    #[serde(rename = "appliance_reasons")]
     pub reasons: Vec<String>,
     /// Whether the metric catalog has been fetched.
     pub catalog: bool,
@@ -74,21 +91,51 @@ fn answer(ready: bool, body: impl Serialize) -> HttpResponse {
 }
 
 fn readiness(state: &AppState) -> Readiness {
+    let now = state.clock.now_ms();
+    let appliances: std::collections::BTreeMap<String, ApplianceReadiness> = state
+        .fleet
+        .all()
+        .iter()
+        .map(|a| (a.name.to_string(), appliance_readiness(a, now)))
+        .collect();
+    // The default appliance decides; without one, any appliance ready will do.
+    let detail = match state.fleet.default_or_first() {
+        Some(a) if state.fleet.pick(None).is_ok() => appliances.get(a.name.as_str()).cloned(),
+        _ => appliances
+            .values()
+            .find(|r| r.ready)
+            .or_else(|| appliances.values().next())
+            .cloned(),
+    };
+    let reasons = match &detail {
+        Some(d) => d.reasons.clone(),
+        None => vec!["no appliance is configured".into()],
+    };
+    Readiness {
+        ready: reasons.is_empty(),
+        reasons,
+        detail,
+        appliances,
+    }
+}
+
+/// One appliance's readiness: its probe (or a caller's answer lately), its catalog, its
+/// breaker.
+pub fn appliance_readiness(a: &Appliance, now: i64) -> ApplianceReadiness {
     let mut reasons = Vec::new();
-    let probe = state.health.last();
-    let guard = state.client.guard();
-    let upstream = &state.settings.upstream;
+    let probe = a.health.last();
+    let guard = a.client.guard();
     reasons.extend(health::appliance_problem(
         probe.as_ref(),
         guard.last_answered_ms(),
-        state.clock.now_ms(),
-        health::stale_after_ms(upstream),
+        now,
+        health::stale_after_ms(&a.settings),
     ));
-    let catalog = state.catalog.get().is_some();
-    if catalog && !state.catalog.is_settled() {
+    let catalog = a.catalog.get().is_some();
+    if catalog && !a.catalog.is_settled() {
         reasons.push("metric catalog: just fetched, dropping answers made without it".into());
     } else if !catalog {
-        let why = state
+        let why = a
             .catalog
             .last_error()
             .unwrap_or_else(|| "not fetched yet".into());
@@ -98,13 +145,21 @@ fn readiness(state: &AppState) -> Readiness {
     if breaker == BreakerState::Open {
         reasons.push("appliance: circuit breaker open after repeated failures".into());
     }
-    Readiness {
+    ApplianceReadiness {
         ready: reasons.is_empty(),
         reasons,
         catalog,
-        application_protocols: state.catalog.application_protocol_count(),
+        application_protocols: a.catalog.application_protocol_count(),
         appliance: probe,
         breaker,
+    }
+}
+
+fn breaker_value(state: BreakerState) -> i64 {
+    match state {
+        BreakerState::Closed => 0,
+        BreakerState::HalfOpen => 1,
+        BreakerState::Open => 2,
     }
 }
 
@@ -114,7 +169,11 @@ fn readiness(state: &AppState) -> Readiness {
     responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
 pub async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
     let m = &state.metrics;
-    let cache = state.cache_report().await;
+    let Some(cache) = state.cache_report().await.default else {
+        return HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .body(m.render());
+    };
     m.cache_bytes.set(cache.bytes as i64);
     m.cache_entries.set(cache.entries as i64);
     if let Some(segments) = cache.segments {
@@ -136,15 +195,34 @@ pub async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
             }
         }
     }
-    let guard = state.client.guard();
-    m.upstream_in_flight.set(guard.in_flight() as i64);
-    m.upstream_queue_waiting
-        .set(i64::try_from(guard.waiting_for_budget()).unwrap_or(i64::MAX));
-    m.breaker_state.set(match guard.breaker_state() {
-        BreakerState::Closed => 0,
-        BreakerState::HalfOpen => 1,
-        BreakerState::Open => 2,
-    });
+    let fleet = state.fleet.all();
+    m.upstream_in_flight.set(
+        fleet
+            .iter()
+            .map(|a| a.client.guard().in_flight() as i64)
+            .sum(),
+    );
+    m.upstream_queue_waiting.set(
+        fleet
+            .iter()
+            .map(|a| i64::try_from(a.client.guard().waiting_for_budget()).unwrap_or(i64::MAX))
+            .fold(0, i64::saturating_add),
+    );
+    if let Some(a) = state.fleet.default_or_first() {
+        m.breaker_state
+            .set(breaker_value(a.client.guard().breaker_state()));
+    }
+    let now = state.clock.now_ms();
+    for a in &fleet {
+        let name = a.name.as_str();
+        let ready = appliance_readiness(a, now).ready;
+        m.appliance_ready
+            .with_label_values(&[name])
+            .set(i64::from(ready));
+        m.appliance_breaker
+            .with_label_values(&[name])
+            .set(breaker_value(a.client.guard().breaker_state()));
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(m.render())

@@ -53,6 +53,9 @@ pub(crate) fn or_empty(schema: Schema) -> Schema {
 /// Largest id accepted (exact in JSON numbers everywhere).
 const MAX_ID: i64 = (1 << 53) - 1;
 
+/// An appliance's name, as [`crate::settings::ApplianceName`] takes it.
+const APPLIANCE_PATTERN: &str = "^[a-z0-9][a-z0-9_-]{0,31}$";
+
 /// `sdk`: the SDK's and the appliance's `metric`, which also takes `a,b`.
 fn schema(shape: Shape, sdk: bool) -> Schema {
     let integer = |format, min: i64, max: i64| {
@@ -85,6 +88,12 @@ fn schema(shape: Shape, sdk: bool) -> Schema {
         Shape::Devices => ArrayBuilder::new()
             .items(ArrayItems::RefOrSchema(Box::new(RefOr::T(id()))))
             .into(),
+        Shape::Appliance => string(APPLIANCE_PATTERN.to_owned()).into(),
+        Shape::Appliances => string(format!(
+            "^{one}(,{one})*$",
+            one = APPLIANCE_PATTERN.trim_matches(['^', '$'])
+        ))
+        .into(),
         Shape::Format => ObjectBuilder::new()
             .schema_type(Type::String)
             .enum_values(Some(["json", "csv"]))

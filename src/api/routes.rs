@@ -32,6 +32,7 @@ pub const ROUTES: &[&str] = &[
     "/docs",
     "/v1/metricdata",
     "/v1/metrics",
+    "/v1/appliances",
     "/darktrace/metricdata",
     "/darktrace/metrics",
     "/appliance/metricdata",
@@ -71,6 +72,7 @@ const ADMIN_LISTENER_ROUTES: &[&str] = &["/healthz", "/readyz", "/metrics", "/op
 /// Every label `observe` gives a route in the HTTP series.
 pub fn route_labels() -> Vec<&'static str> {
     let mut labels = ROUTES.to_vec();
+    labels.extend(NAMED_ROUTES);
     labels.extend([
         METRIC_BY_ID.0,
         APPLIANCE_METRIC_BY_ID.0,
@@ -88,6 +90,33 @@ pub const METRIC_BY_ID: (&str, &str) = ("/darktrace/metrics/{mlid}", "/darktrace
 pub const APPLIANCE_METRIC_BY_ID: (&str, &str) =
     ("/appliance/metrics/{mlid}", "/appliance/metrics/");
 
+/// The drop-in routes of a named appliance (`/darktrace/emea/metricdata`), as metric labels.
+pub const NAMED_ROUTES: &[&str] = &[
+    "/darktrace/{appliance}/metricdata",
+    "/darktrace/{appliance}/metrics",
+    "/darktrace/{appliance}/metrics/{mlid}",
+    "/appliance/{appliance}/metricdata",
+    "/appliance/{appliance}/metrics",
+    "/appliance/{appliance}/metrics/{mlid}",
+];
+
+/// Which of [`NAMED_ROUTES`] `path` is, if any (after the unnamed routes were tried).
+pub fn named_route(path: &str) -> Option<&'static str> {
+    let (family, rest) = if let Some(rest) = path.strip_prefix("/darktrace/") {
+        (0, rest)
+    } else {
+        (3, path.strip_prefix("/appliance/")?)
+    };
+    let (_, tail) = rest.split_once('/')?;
+    let at = match tail.split_once('/') {
+        None if tail == "metricdata" => 0,
+        None if tail == "metrics" => 1,
+        Some(("metrics", mlid)) if !mlid.is_empty() && !mlid.contains('/') => 2,
+        _ => return None,
+    };
+    NAMED_ROUTES.get(family + at).copied()
+}
+
 /// Unknown routes and methods get a problem too, never actix's plain-text default.
 pub async fn fallback(
     req: HttpRequest,
@@ -101,6 +130,7 @@ pub async fn fallback(
         ROUTES.contains(&path)
             || path.starts_with(METRIC_BY_ID.1)
             || path.starts_with(APPLIANCE_METRIC_BY_ID.1)
+            || named_route(path).is_some()
     };
     Err(if known {
         ApiError::MethodNotAllowed {

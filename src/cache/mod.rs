@@ -30,6 +30,6 @@ pub use entry::{Answer, CacheError, Directives, Entry, Fetched, Origin, Route, S
 pub use freshness::{Completeness, Deadlines, Freshness, Lifetime};
 pub use key::CacheKey;
 pub use purges::{ClusterPurges, PurgeReach};
-pub use report::{CacheReport, Purged};
+pub use report::{CacheReport, FleetCacheReport, Purged};
 pub use segment_disk::check_dir;
 pub use store::{Store, StoreReport};

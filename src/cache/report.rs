@@ -32,8 +32,17 @@ pub struct CacheReport {
     pub purge_generation: Option<u64>,
 }
 
-// What `DELETE /internal/cache` removed.
+/// `GET /internal/cache`: the default appliance's caches (as before fleets), and each
+/// appliance's by name.
 #[derive(Debug, Serialize, ToSchema)]
+pub struct FleetCacheReport {
+    #[serde(flatten)]
+    pub default: Option<CacheReport>,
+    pub appliances: std::collections::BTreeMap<String, CacheReport>,
+}
+
+// What `DELETE /internal/cache` removed.
+#[derive(Debug, Default, Serialize, ToSchema)]
 pub struct Purged {
     /// Answers removed: this replica's copies, and (with Redis) the shared ones.
     pub purged: u64,

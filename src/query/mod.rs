@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 pub use builder::{
     APPLICATION_PROTOCOL_PATTERN, BuildError, Field, Filter, MetricQueryBuilder, quoted_list,
 };
-pub use parameters::{Example, PARAMETERS, Parameter, Shape};
+pub use parameters::{Example, PARAMETERS, Parameter, ROUTING, Shape};
 pub use representation::{Encoding, Format, Offer, Representation};
 pub use spelling::{Dialect, parse, parse_in};
 pub use values::{
@@ -254,9 +254,11 @@ pub fn parse_purge(raw: &str) -> Result<PurgeFilter, Vec<FieldError>> {
                 Err(m) => errors.push(FieldError::new("did", m)),
             },
             "metric" | "did" => errors.push(FieldError::new(key.as_ref(), "given more than once")),
+            // Which appliances' caches: read by the HTTP layer.
+            "appliance" => {}
             other => errors.push(FieldError::new(
                 values::shown(other),
-                "unknown parameter; use `metric` and/or `did`",
+                "unknown parameter; use `metric`, `did` and/or `appliance`",
             )),
         }
     }

@@ -24,6 +24,10 @@ pub enum Shape {
     Devices,
     /// `json` or `csv`.
     Format,
+    /// An appliance's name.
+    Appliance,
+    /// Appliances' names, as a comma list.
+    Appliances,
 }
 
 /// A documented example value.
@@ -149,7 +153,22 @@ pub const PARAMETERS: &[Parameter] = &[
         "`json` (default) or `csv`: one row per point, `timestamp_iso,timestamp_ms,metric,did,value,in,out`. `Accept: text/csv` does the same.",
     )
     .gateway_only(),
+    p(
+        "appliance",
+        Shape::Appliance,
+        "The appliance to ask, by name (see `GET /v1/appliances`); the default appliance when omitted. Device ids and metric catalogs are each appliance's own.",
+    )
+    .gateway_only(),
+    p(
+        "appliances",
+        Shape::Appliances,
+        "Several appliances (`emea,amer`) asked the same question at once; each series says which it came from. An appliance that fails leaves the others' series, with a `Warning` header and `warnings` naming it; such an answer is not cached. Not with `appliance`.",
+    )
+    .gateway_only(),
 ];
+
+/// Parameters that pick appliances (read by the HTTP layer): not part of the question.
+pub const ROUTING: [&str; 2] = ["appliance", "appliances"];
 
 /// The parameter named `name`, as `/v1` knows it.
 pub fn known(name: &str) -> Option<&'static Parameter> {

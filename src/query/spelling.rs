@@ -128,6 +128,9 @@ impl Parser {
             // A known parameter given empty is absent, as Prometheus reads its parameters:
             // generated clients send `protocol=` or `metrics=` for an unset one. (An unknown
             // name is still refused: it is a typo.)
+            if super::parameters::ROUTING.contains(&key.as_ref()) {
+                continue;
+            }
             let named = super::parameters::known(&key).is_some()
                 || (self.dialect.numbers_metrics() && is_numbered_metric(&key));
             if value.is_empty() && named {

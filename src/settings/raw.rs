@@ -14,10 +14,10 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
 use super::{
-    AccessLogMode, AdminSettings, CaFile, CacheSettings, ClientHeader, ClientKey, ClientQuota,
-    ConfigSource, DEFAULT_TOML, KeyDigest, LogFormat, PrometheusSettings, QueryLimits,
-    RateLimitSettings, RedisSettings, RedisUrl, SegmentSettings, ServerSettings, Settings,
-    SettingsError, UpstreamSettings, UpstreamUrl,
+    AccessLogMode, AdminSettings, ApplianceName, ApplianceSettings, CaFile, CacheSettings,
+    ClientHeader, ClientKey, ClientQuota, ConfigSource, DEFAULT_TOML, KeyDigest, LogFormat,
+    PrometheusSettings, QueryLimits, RateLimitSettings, RedisSettings, RedisUrl, SegmentSettings,
+    ServerSettings, Settings, SettingsError, UpstreamSettings, UpstreamUrl,
 };
 use crate::pin::parse_pins;
 
@@ -33,6 +33,8 @@ pub(super) struct RawSettings {
     redis: RawRedis,
     prometheus: RawPrometheus,
     admin: RawAdmin,
+    #[serde(default)]
+    appliances: BTreeMap<String, RawAppliance>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,7 +100,7 @@ struct RawAdmin {
     token_file: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUpstream {
     pub(super) url: String,
@@ -123,6 +125,81 @@ pub(super) struct RawUpstream {
     retry_budget_percent: u32,
     breaker_failures: u32,
     breaker_open_secs: u64,
+}
+
+/// An `[appliances.<name>]` table: its own address, tokens and TLS; whatever else it leaves
+/// out is `[upstream]`'s.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAppliance {
+    #[serde(default)]
+    label: String,
+    #[serde(default)]
+    default: bool,
+    #[serde(default)]
+    url: String,
+    #[serde(default)]
+    public_token: String,
+    #[serde(default = "no_secret")]
+    private_token: SecretString,
+    #[serde(default)]
+    private_token_file: String,
+    #[serde(default)]
+    ca_file: String,
+    #[serde(default)]
+    pin_sha256: String,
+    #[serde(default)]
+    insecure_skip_verify: bool,
+    connect_timeout_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+    max_response_bytes: Option<usize>,
+    catalog_refresh_secs: Option<u64>,
+    probe_secs: Option<u64>,
+    probe_timeout_ms: Option<u64>,
+    max_in_flight: Option<usize>,
+    per_minute: Option<u32>,
+    queue_wait_secs: Option<u64>,
+    queue_timeout_ms: Option<u64>,
+    retries: Option<u32>,
+    retry_backoff_ms: Option<u64>,
+    retry_budget_percent: Option<u32>,
+    breaker_failures: Option<u32>,
+    breaker_open_secs: Option<u64>,
+}
+
+fn no_secret() -> SecretString {
+    SecretString::from(String::new())
+}
+
+impl RawAppliance {
+    /// Its own keys over `[upstream]`'s budget, timeouts and breaker.
+    fn over(self, template: &RawUpstream) -> RawUpstream {
+        let t = template.clone();
+        RawUpstream {
+            url: self.url,
+            public_token: self.public_token,
+            private_token: self.private_token,
+            private_token_file: self.private_token_file,
+            ca_file: self.ca_file,
+            pin_sha256: self.pin_sha256,
+            insecure_skip_verify: self.insecure_skip_verify,
+            connect_timeout_ms: self.connect_timeout_ms.unwrap_or(t.connect_timeout_ms),
+            timeout_ms: self.timeout_ms.unwrap_or(t.timeout_ms),
+            max_response_bytes: self.max_response_bytes.unwrap_or(t.max_response_bytes),
+            catalog_refresh_secs: self.catalog_refresh_secs.unwrap_or(t.catalog_refresh_secs),
+            probe_secs: self.probe_secs.unwrap_or(t.probe_secs),
+            probe_timeout_ms: self.probe_timeout_ms.unwrap_or(t.probe_timeout_ms),
+            max_in_flight: self.max_in_flight.unwrap_or(t.max_in_flight),
+            per_minute: self.per_minute.unwrap_or(t.per_minute),
+            queue_wait_secs: self.queue_wait_secs.unwrap_or(t.queue_wait_secs),
+            queue_timeout_ms: self.queue_timeout_ms.unwrap_or(t.queue_timeout_ms),
+            retries: self.retries.unwrap_or(t.retries),
+            retry_backoff_ms: self.retry_backoff_ms.unwrap_or(t.retry_backoff_ms),
+            retry_budget_percent: self.retry_budget_percent.unwrap_or(t.retry_budget_percent),
+            breaker_failures: self.breaker_failures.unwrap_or(t.breaker_failures),
+            breaker_open_secs: self.breaker_open_secs.unwrap_or(t.breaker_open_secs),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -232,6 +309,10 @@ impl Problems {
     }
 }
 
+const U32: NonZeroU32 = NonZeroU32::MIN;
+const U64: NonZeroU64 = NonZeroU64::MIN;
+const USIZE: NonZeroUsize = NonZeroUsize::MIN;
+
 /// Where a failed address goes meanwhile: port 0 relates to nothing in [`Settings::check`].
 const NO_ADDRESS: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 
@@ -251,24 +332,50 @@ impl TryFrom<RawSettings> for Settings {
             NO_ADDRESS,
         );
         let up = raw.upstream;
-        let url = if up.url.is_empty() {
-            p.0.push("upstream.url is required (METRICGATE__UPSTREAM__URL)".into());
-            None
-        } else {
-            up.url.parse::<UpstreamUrl>().map_err(|e| p.0.push(e)).ok()
-        };
-        let (private_token, private_token_file) = token(
-            &mut p,
-            ("upstream.private_token", up.private_token),
-            ("upstream.private_token_file", up.private_token_file),
-        );
-        let ca_file = (!up.ca_file.is_empty())
-            .then(|| CaFile::read(&up.ca_file).map_err(|e| p.0.push(e)).ok())
-            .flatten();
-        let pin_sha256 = p.or(
-            parse_pins(&up.pin_sha256).map_err(|e| format!("upstream.pin_sha256: {e}")),
-            Vec::new(),
-        );
+        // Without `[appliances.*]`, `[upstream]` is the one appliance, URL or not.
+        let upstream_is_appliance = !up.url.is_empty() || raw.appliances.is_empty();
+        if up.url.is_empty() && upstream_is_appliance {
+            p.0.push(
+                "upstream.url is required (METRICGATE__UPSTREAM__URL), or [appliances.<name>] tables"
+                    .into(),
+            );
+        }
+        let mut appliances = Vec::new();
+        let mut default_appliance = None;
+        for (name, table) in raw.appliances {
+            let at = format!("appliances.{name}");
+            let Ok(parsed) =
+                ApplianceName::parse(&name).map_err(|e| p.0.push(format!("{at}: {e}")))
+            else {
+                continue;
+            };
+            if table.default {
+                if let Some(other) = &default_appliance {
+                    p.0.push(format!(
+                        "{at}.default: {other} is the default already; mark one appliance"
+                    ));
+                }
+                default_appliance = Some(parsed.clone());
+            }
+            let label = (!table.label.is_empty()).then(|| table.label.clone());
+            if table.url.is_empty() {
+                p.0.push(format!("{at}.url is required"));
+                continue;
+            }
+            let upstream = upstream_settings(&mut p, &at, table.over(&up));
+            appliances.push(ApplianceSettings {
+                name: parsed,
+                label,
+                upstream,
+            });
+        }
+        // The short form's keys: what `[appliances.*]` inherit, and an appliance of its own
+        // when it has a URL.
+        let mut short = up;
+        if short.url.is_empty() {
+            short.url = PLACEHOLDER_URL.to_owned();
+        }
+        let upstream = upstream_settings(&mut p, "upstream", short);
         let r = raw.rate_limit;
         let client_header = p.or(
             r.client_header.parse(),
@@ -332,13 +439,6 @@ impl TryFrom<RawSettings> for Settings {
             ("admin.token", a.token),
             ("admin.token_file", a.token_file),
         );
-        // The URL is the one value without a placeholder; its problem is already recorded.
-        let Some(url) = url.or_else(|| "http://appliance.invalid".parse().ok()) else {
-            return Err(SettingsError(p.0));
-        };
-        const U32: NonZeroU32 = NonZeroU32::MIN;
-        const U64: NonZeroU64 = NonZeroU64::MIN;
-        const USIZE: NonZeroUsize = NonZeroUsize::MIN;
         let settings = Settings {
             server: ServerSettings {
                 listen,
@@ -355,46 +455,10 @@ impl TryFrom<RawSettings> for Settings {
                     U32,
                 ),
             },
-            upstream: UpstreamSettings {
-                url,
-                public_token: up.public_token,
-                private_token,
-                private_token_file,
-                ca_file,
-                pin_sha256,
-                insecure_skip_verify: up.insecure_skip_verify,
-                connect_timeout_ms: p.positive(
-                    "upstream.connect_timeout_ms",
-                    up.connect_timeout_ms,
-                    U64,
-                ),
-                timeout_ms: p.positive("upstream.timeout_ms", up.timeout_ms, U64),
-                max_response_bytes: p.positive(
-                    "upstream.max_response_bytes",
-                    up.max_response_bytes,
-                    USIZE,
-                ),
-                catalog_refresh_secs: p.positive(
-                    "upstream.catalog_refresh_secs",
-                    up.catalog_refresh_secs,
-                    U64,
-                ),
-                probe_secs: p.positive("upstream.probe_secs", up.probe_secs, U64),
-                probe_timeout_ms: p.positive("upstream.probe_timeout_ms", up.probe_timeout_ms, U64),
-                max_in_flight: p.positive("upstream.max_in_flight", up.max_in_flight, USIZE),
-                per_minute: up.per_minute,
-                queue_wait_secs: p.positive("upstream.queue_wait_secs", up.queue_wait_secs, U64),
-                queue_timeout_ms: p.positive("upstream.queue_timeout_ms", up.queue_timeout_ms, U64),
-                retries: up.retries,
-                retry_backoff_ms: up.retry_backoff_ms,
-                retry_budget_percent: up.retry_budget_percent,
-                breaker_failures: p.positive("upstream.breaker_failures", up.breaker_failures, U32),
-                breaker_open_secs: p.positive(
-                    "upstream.breaker_open_secs",
-                    up.breaker_open_secs,
-                    U64,
-                ),
-            },
+            upstream,
+            upstream_is_appliance,
+            appliances,
+            default_appliance,
             query: {
                 let q = raw.query;
                 QueryLimits {
@@ -527,6 +591,76 @@ impl TryFrom<RawSettings> for Settings {
         } else {
             Err(SettingsError(p.0))
         }
+    }
+}
+
+/// Where a missing URL goes meanwhile (the short form without one only lends its keys).
+const PLACEHOLDER_URL: &str = "http://appliance.invalid";
+
+/// One appliance's settings from its raw keys, its problems named under `at`.
+fn upstream_settings(p: &mut Problems, at: &str, up: RawUpstream) -> UpstreamSettings {
+    let placeholder = || PLACEHOLDER_URL.parse::<UpstreamUrl>();
+    let url = match up.url.parse::<UpstreamUrl>() {
+        Ok(url) => url,
+        Err(e) => {
+            p.0.push(format!("{at}.url: {e}"));
+            match placeholder() {
+                Ok(url) => url,
+                Err(e) => unreachable!("the placeholder URL is one: {e}"),
+            }
+        }
+    };
+    let (private_token, private_token_file) = token(
+        p,
+        (&format!("{at}.private_token"), up.private_token),
+        (&format!("{at}.private_token_file"), up.private_token_file),
+    );
+    let ca_file = (!up.ca_file.is_empty())
+        .then(|| CaFile::read(&up.ca_file).map_err(|e| p.0.push(e)).ok())
+        .flatten();
+    let pin_sha256 = p.or(
+        parse_pins(&up.pin_sha256).map_err(|e| format!("{at}.pin_sha256: {e}")),
+        Vec::new(),
+    );
+    UpstreamSettings {
+        url,
+        public_token: up.public_token,
+        private_token,
+        private_token_file,
+        ca_file,
+        pin_sha256,
+        insecure_skip_verify: up.insecure_skip_verify,
+        connect_timeout_ms: p.positive(
+            &format!("{at}.connect_timeout_ms"),
+            up.connect_timeout_ms,
+            U64,
+        ),
+        timeout_ms: p.positive(&format!("{at}.timeout_ms"), up.timeout_ms, U64),
+        max_response_bytes: p.positive(
+            &format!("{at}.max_response_bytes"),
+            up.max_response_bytes,
+            USIZE,
+        ),
+        catalog_refresh_secs: p.positive(
+            &format!("{at}.catalog_refresh_secs"),
+            up.catalog_refresh_secs,
+            U64,
+        ),
+        probe_secs: p.positive(&format!("{at}.probe_secs"), up.probe_secs, U64),
+        probe_timeout_ms: p.positive(&format!("{at}.probe_timeout_ms"), up.probe_timeout_ms, U64),
+        max_in_flight: p.positive(&format!("{at}.max_in_flight"), up.max_in_flight, USIZE),
+        per_minute: up.per_minute,
+        queue_wait_secs: p.positive(&format!("{at}.queue_wait_secs"), up.queue_wait_secs, U64),
+        queue_timeout_ms: p.positive(&format!("{at}.queue_timeout_ms"), up.queue_timeout_ms, U64),
+        retries: up.retries,
+        retry_backoff_ms: up.retry_backoff_ms,
+        retry_budget_percent: up.retry_budget_percent,
+        breaker_failures: p.positive(&format!("{at}.breaker_failures"), up.breaker_failures, U32),
+        breaker_open_secs: p.positive(
+            &format!("{at}.breaker_open_secs"),
+            up.breaker_open_secs,
+            U64,
+        ),
     }
 }
 

@@ -324,7 +324,7 @@ fn bad_values_are_refused_all_at_once_by_name_never_replaced() {
     assert!(!err.to_string().contains("s3cret"), "{err}");
 
     let err = load(&[("METRICGATE__UPSTREAM__URL", "https://dt.example/?a=1")]).unwrap_err();
-    assert_eq!(err.0, ["upstream.url must not carry a query string"]);
+    assert_eq!(err.0, ["upstream.url: it must not carry a query string"]);
 }
 
 #[test]
@@ -433,4 +433,77 @@ fn a_log_level_that_is_no_filter_is_refused_by_name() {
         .to_string();
     assert!(err.contains("server.log_level"), "{err}");
     assert!(load(&[("METRICGATE__SERVER__LOG_LEVEL", "metricgate=debug,info")]).is_ok());
+}
+
+#[test]
+fn appliances_by_name_take_what_they_leave_out_from_upstream() {
+    let s = Settings::load_from(
+        None,
+        env(&[
+            ("METRICGATE__UPSTREAM__PER_MINUTE", "60"),
+            ("METRICGATE__APPLIANCES__EMEA__URL", "https://emea.example"),
+            ("METRICGATE__APPLIANCES__EMEA__PUBLIC_TOKEN", "pe"),
+            ("METRICGATE__APPLIANCES__EMEA__PRIVATE_TOKEN", "se"),
+            ("METRICGATE__APPLIANCES__EMEA__LABEL", "EMEA master"),
+            ("METRICGATE__APPLIANCES__EMEA__DEFAULT", "true"),
+            ("METRICGATE__APPLIANCES__AMER__URL", "https://amer.example"),
+            ("METRICGATE__APPLIANCES__AMER__PUBLIC_TOKEN", "pa"),
+            ("METRICGATE__APPLIANCES__AMER__PRIVATE_TOKEN", "sa"),
+            ("METRICGATE__APPLIANCES__AMER__PER_MINUTE", "30"),
+        ]),
+    )
+    .unwrap();
+    let fleet = s.fleet();
+    let names: Vec<&str> = fleet.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["amer", "emea"],
+        "no short form without upstream.url"
+    );
+    assert_eq!(fleet[0].upstream.per_minute, 30, "its own");
+    assert_eq!(fleet[1].upstream.per_minute, 60, "upstream's");
+    assert_eq!(fleet[1].label.as_deref(), Some("EMEA master"));
+    assert_eq!(fleet[1].upstream.url.as_str(), "https://emea.example");
+    assert_eq!(s.default_appliance().unwrap().as_str(), "emea");
+}
+
+#[test]
+fn the_short_form_is_the_default_appliance_and_problems_name_each_table() {
+    let s = Settings::load_from(
+        None,
+        env(&[
+            ("METRICGATE__UPSTREAM__URL", "https://dt.example"),
+            ("METRICGATE__UPSTREAM__PUBLIC_TOKEN", "p"),
+            ("METRICGATE__UPSTREAM__PRIVATE_TOKEN", "s"),
+            ("METRICGATE__APPLIANCES__LAB__URL", "https://lab.example"),
+            ("METRICGATE__APPLIANCES__LAB__PUBLIC_TOKEN", "pl"),
+            ("METRICGATE__APPLIANCES__LAB__PRIVATE_TOKEN", "sl"),
+        ]),
+    )
+    .unwrap();
+    let names: Vec<String> = s.fleet().iter().map(|a| a.name.to_string()).collect();
+    assert_eq!(names, ["default", "lab"]);
+    assert_eq!(s.default_appliance().unwrap().as_str(), "default");
+
+    let err = Settings::load_from(
+        None,
+        env(&[
+            ("METRICGATE__APPLIANCES__EMEA__URL", "ftp://emea.example"),
+            ("METRICGATE__APPLIANCES__EMEA__DEFAULT", "true"),
+            ("METRICGATE__APPLIANCES__AMER__PUBLIC_TOKEN", "pa"),
+            ("METRICGATE__APPLIANCES__AMER__DEFAULT", "true"),
+            ("METRICGATE__APPLIANCES__AMER__PER_MINUTE", "1"),
+        ]),
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    for needle in [
+        "appliances.emea.url: \"ftp://emea.example\"",
+        "appliances.emea.public_token is required (METRICGATE__APPLIANCES__EMEA__PUBLIC_TOKEN)",
+        "appliances.amer.url is required",
+        "is the default already",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+    assert!(!text.contains("upstream.url"), "{text}");
 }

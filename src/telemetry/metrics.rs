@@ -44,6 +44,10 @@ pub struct GatewayMetrics {
     pub appliance_unknown_shapes: IntCounter,
     pub rate_limited: IntCounter,
     pub breaker_state: IntGauge,
+    /// Each appliance's readiness (1 ready), by name (set when scraped).
+    pub appliance_ready: prometheus::IntGaugeVec,
+    /// Each appliance's circuit breaker, by name (set when scraped).
+    pub appliance_breaker: prometheus::IntGaugeVec,
     pub redis_up: IntGauge,
     /// Access lines by outcome; `sampled_out` is counted in shards.
     pub access_log_lines: Arc<CaughtUp>,
@@ -189,6 +193,22 @@ impl GatewayMetrics {
                 "metricgate_upstream_breaker_state",
                 "The appliance circuit breaker: 0 closed, 1 half-open, 2 open",
             ),
+            appliance_ready: prometheus::IntGaugeVec::new(
+                prometheus::Opts::new(
+                    "metricgate_appliance_ready",
+                    "Whether each appliance is ready (1) or not (0): probed, catalog in, breaker not open",
+                ),
+                &["appliance"],
+            )
+            .unwrap_or_else(|e| panic!("metric: {e}")),
+            appliance_breaker: prometheus::IntGaugeVec::new(
+                prometheus::Opts::new(
+                    "metricgate_appliance_breaker_state",
+                    "Each appliance's circuit breaker: 0 closed, 1 half-open, 2 open",
+                ),
+                &["appliance"],
+            )
+            .unwrap_or_else(|e| panic!("metric: {e}")),
             redis_up: gauge(
                 "metricgate_redis_up",
                 "1 when this replica shares state through Redis, 0 when Redis is configured but out of reach (absent without Redis)",
@@ -253,6 +273,8 @@ impl GatewayMetrics {
             Box::new(m.appliance_unknown_shapes.clone()),
             Box::new(m.rate_limited.clone()),
             Box::new(m.breaker_state.clone()),
+            Box::new(m.appliance_ready.clone()),
+            Box::new(m.appliance_breaker.clone()),
             Box::new(CaughtUpHandle(m.access_log_lines.clone())),
             Box::new(m.cache_purges.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),

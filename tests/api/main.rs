@@ -14,6 +14,7 @@ mod dashboards;
 mod deploy;
 mod docs;
 mod edges;
+mod fleet;
 mod helpers;
 mod hostile;
 mod late_data;

@@ -68,7 +68,7 @@ fn check_config_names_every_bad_setting_at_once() {
     let lines: Vec<&str> = stderr.lines().collect();
     for name in [
         "metricgate: server.listen: \"localhost:8080\" is not an address",
-        "metricgate: upstream.url must not carry a query string",
+        "metricgate: upstream.url: it must not carry a query string",
         "metricgate: rate_limit.client_header: \"x:client\" is not a header name",
         "metricgate: rate_limit.trusted_proxies: \"10.0.0.0/33\" is not an IP address or CIDR",
         "metricgate: rate_limit.burst must be greater than 0",

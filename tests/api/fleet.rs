@@ -1,0 +1,117 @@
+//! Several appliances behind one gateway (#30): each question reaches the appliance it names
+//! (signed with that appliance's tokens), the default answers questions that name none, and
+//! one appliance's faults stay its own.
+
+use metricgate::settings::{ApplianceName, ApplianceSettings, Settings};
+use metricgate::sim::{Faults, Simulator};
+
+use crate::helpers::{TestApp, spawn_app_with};
+
+const Q: &str =
+    "/v1/metricdata?metric=connections&did=7&from=2024-01-15T12:00:00Z&to=2024-01-15T13:00:00Z";
+
+/// An appliance named `name` in front of `sim`, with its own tokens.
+pub fn named(name: &str, sim: &Simulator, public: &str, private: &str) -> ApplianceSettings {
+    ApplianceSettings {
+        name: ApplianceName::parse(name).unwrap(),
+        label: Some(format!("{name} master")),
+        upstream: Settings::for_upstream(&sim.url(), public, private)
+            .unwrap()
+            .upstream,
+    }
+}
+
+/// The helpers' gateway (its simulator is `default`), plus `emea` behind a second simulator
+/// with other tokens.
+async fn two() -> (TestApp, Simulator) {
+    let emea = Simulator::spawn("127.0.0.1:0", "emea-public", "emea-private").unwrap();
+    let settings = named("emea", &emea, "emea-public", "emea-private");
+    let app = spawn_app_with(move |s| s.appliances.push(settings)).await;
+    emea.set_clock(app.clock.clone());
+    (app, emea)
+}
+
+#[tokio::test]
+async fn each_question_reaches_the_appliance_it_names() {
+    let (app, emea) = two().await;
+    let plain = app.get(Q).await;
+    assert_eq!(plain.status, 200, "{}", plain.body);
+    assert_eq!(
+        (app.upstream_metricdata(), emea.stats.snapshot().metricdata),
+        (1, 0)
+    );
+    let named = app.get(&format!("{Q}&appliance=emea")).await;
+    assert_eq!(named.status, 200, "{}", named.body);
+    assert_eq!(
+        emea.stats.snapshot().metricdata,
+        1,
+        "signed with emea's tokens"
+    );
+    assert_eq!(app.upstream_metricdata(), 1);
+    // Each appliance's cache is its own: the same question to `default` is a hit there.
+    let again = app.get(&format!("{Q}&appliance=default")).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(app.upstream_metricdata(), 1);
+    // The drop-in paths name it too.
+    let sdk = app
+        .get("/darktrace/emea/metricdata?metric=connections&did=8&from=2024-01-15T12:00:00Z&to=2024-01-15T13:00:00Z")
+        .await;
+    assert_eq!(sdk.status, 200, "{}", sdk.body);
+    assert_eq!(emea.stats.snapshot().metricdata, 2);
+    let catalog = app.get("/appliance/emea/metrics").await;
+    assert_eq!(catalog.status, 200, "{}", catalog.body);
+}
+
+#[tokio::test]
+async fn an_unknown_appliance_is_a_400_naming_the_choices_and_nothing_is_asked() {
+    let (app, emea) = two().await;
+    let a = app.get(&format!("{Q}&appliance=apac")).await;
+    assert_eq!(a.status, 400);
+    assert_eq!(a.bad_parameters(), ["appliance"]);
+    let message = a.body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("default, emea"), "{message}");
+    let a = app.get("/darktrace/apac/metrics").await;
+    assert_eq!(a.status, 400);
+    assert_eq!(
+        (app.upstream_metricdata(), emea.stats.snapshot().metricdata),
+        (0, 0)
+    );
+}
+
+#[tokio::test]
+async fn the_listing_names_each_appliance_and_never_its_address_or_tokens() {
+    let (app, emea) = two().await;
+    let list = app.get("/v1/appliances").await;
+    assert_eq!(list.status, 200);
+    let text = list.body.to_string();
+    assert!(
+        !text.contains(&emea.url()) && !text.contains("emea-private"),
+        "{text}"
+    );
+    assert!(!text.contains("emea-public"), "{text}");
+    let names: Vec<&str> = list
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["default", "emea"]);
+    assert_eq!(list.body[0]["default"], true);
+    assert_eq!(list.body[1]["label"], "emea master");
+}
+
+#[tokio::test]
+async fn one_appliance_down_leaves_the_others_answers_and_readiness_alone() {
+    let (app, emea) = two().await;
+    emea.set_faults(Faults {
+        error_rate: 1.0,
+        error_status: Some(503),
+        ..Faults::default()
+    });
+    let failing = app.get(&format!("{Q}&appliance=emea")).await;
+    assert!(failing.status >= 500, "{}", failing.body);
+    let fine = app.get(Q).await;
+    assert_eq!(fine.status, 200, "{}", fine.body);
+    assert_eq!(app.get("/readyz").await.status, 200);
+}
