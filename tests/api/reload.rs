@@ -23,6 +23,8 @@ struct Knobs<'a> {
     log_level: &'a str,
     /// More `[rate_limit.overrides]` lines.
     overrides: &'a str,
+    /// `[appliances.*]` tables, at the end.
+    appliances: &'a str,
 }
 
 const KNOBS: Knobs<'static> = Knobs {
@@ -31,6 +33,7 @@ const KNOBS: Knobs<'static> = Knobs {
     historic_ttl_secs: 86_400,
     log_level: "info",
     overrides: "",
+    appliances: "",
 };
 
 fn write_config(path: &Path, sim: &str, k: &Knobs) {
@@ -62,12 +65,15 @@ historic_ttl_secs = {ttl}
 
 [admin]
 listen = "127.0.0.1:0"
+
+{appliances}
 "#,
         workers = k.workers,
         log_level = k.log_level,
         burst = k.burst,
         overrides = k.overrides,
         ttl = k.historic_ttl_secs,
+        appliances = k.appliances,
     );
     std::fs::write(path, text).unwrap();
 }
@@ -407,4 +413,114 @@ async fn sighup_reloads_the_running_binary_under_load_without_dropping_a_request
         logs[warned..].iter().all(|l| l["message"] != "request"),
         "at warn, no access lines are written"
     );
+}
+
+/// An `[appliances.emea]` table in front of `sim` with these tokens.
+fn emea(sim: &str, public: &str, private: &str) -> String {
+    format!(
+        "[appliances.emea]\nurl = \"{sim}\"\npublic_token = \"{public}\"\nprivate_token = \"{private}\"\nlabel = \"EMEA\"\n"
+    )
+}
+
+#[tokio::test]
+async fn a_reload_adds_retokens_and_removes_appliances_without_dropping_a_request() {
+    let sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).unwrap();
+    let sim_url = sim.url();
+    let other = Simulator::spawn("127.0.0.1:0", "emea-public", "emea-private").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metricgate.toml");
+    write_config(&path, &sim_url, &KNOBS);
+    let app = spawn_app_from(sim, Settings::load(Some(&path)).unwrap()).await;
+    other.set_clock(app.clock.clone());
+    app.ready().await;
+    let to_emea = format!("{HISTORIC}&appliance=emea");
+    assert_eq!(app.get(&to_emea).await.status, 400, "no emea yet");
+
+    // Added.
+    let table = emea(&other.url(), "emea-public", "emea-private");
+    write_config(
+        &path,
+        &sim_url,
+        &Knobs {
+            appliances: &table,
+            ..KNOBS
+        },
+    );
+    let reloaded = app.admin_post("/internal/reload").await;
+    assert_eq!(reloaded.status, 200, "{}", reloaded.body);
+    assert_eq!(
+        reloaded.body["appliances"],
+        json!({"added": ["emea"], "removed": [], "changed": []})
+    );
+    assert!(!reloaded.body.to_string().contains("emea-private"));
+    let a = app.get(&to_emea).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(other.stats.snapshot().metricdata, 1);
+    let listed = app.get("/v1/appliances").await;
+    assert_eq!(listed.body[1]["name"], "emea");
+
+    // Re-tokened with a wrong private token: emea refuses, the default is untouched.
+    let wrong = emea(&other.url(), "emea-public", "not-the-token");
+    write_config(
+        &path,
+        &sim_url,
+        &Knobs {
+            appliances: &wrong,
+            ..KNOBS
+        },
+    );
+    let reloaded = app.admin_post("/internal/reload").await;
+    assert_eq!(
+        reloaded.body["appliances"]["changed"],
+        json!(["emea"]),
+        "{}",
+        reloaded.body
+    );
+    let refused = app.get(&to_emea.replace("did=1", "did=2")).await;
+    assert!(refused.status >= 500, "{}", refused.body);
+    assert_eq!(app.get(HISTORIC).await.status, 200);
+    // And back, with a request to emea in flight while it is started anew.
+    write_config(
+        &path,
+        &sim_url,
+        &Knobs {
+            appliances: &table,
+            ..KNOBS
+        },
+    );
+    app.admin_post("/internal/reload").await;
+    other.set_faults(metricgate::sim::Faults {
+        latency_ms: 300,
+        ..Default::default()
+    });
+    let in_flight = {
+        let (http, url) = (
+            app.http.clone(),
+            format!("{}{}", app.url, to_emea.replace("did=1", "did=3")),
+        );
+        tokio::spawn(async move { http.get(url).send().await.map(|r| r.status().as_u16()) })
+    };
+    let asked = other.stats.snapshot().metricdata;
+    for _ in 0..500 {
+        if other.stats.snapshot().metricdata > asked {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(
+        other.stats.snapshot().metricdata > asked,
+        "the request reached the appliance"
+    );
+    // Removed while the request is at the appliance: it is answered all the same.
+    write_config(&path, &sim_url, &KNOBS);
+    let reloaded = app.admin_post("/internal/reload").await;
+    assert_eq!(
+        reloaded.body["appliances"]["removed"],
+        json!(["emea"]),
+        "{}",
+        reloaded.body
+    );
+    assert_eq!(in_flight.await.unwrap().unwrap(), 200);
+    assert_eq!(app.get(&to_emea).await.status, 400);
+    assert_eq!(app.get(HISTORIC).await.status, 200);
 }
