@@ -2,6 +2,7 @@
 //! written back with its caching headers.
 
 use std::future::{Ready, ready};
+use std::sync::Arc;
 
 use actix_web::http::header::{self, HeaderName};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -13,10 +14,11 @@ use super::lane::lane;
 use super::params::MetricDataParams;
 use super::pick;
 use crate::cache::Directives;
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Problem, fanout_reason};
+use crate::fleet::Appliance;
 use crate::normalize::MetricData;
-use crate::query::{Dialect, Offer, Representation};
-use crate::service::MetricRequest;
+use crate::query::{Dialect, FieldError, Offer, Representation};
+use crate::service::{MetricRequest, MetricService, fanout};
 use crate::state::AppState;
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -76,6 +78,25 @@ pub(super) fn serve(req: HttpRequest, state: web::Data<AppState>, dialect: Diale
         header(&req, header::ACCEPT_ENCODING),
     );
     let directives = cache_headers::directives(&req);
+    match pick::several(&req, &state) {
+        Err(e) => return Either::Left(ready(Err(e))),
+        Ok(Some(_)) if dialect != Dialect::Gateway => {
+            return Either::Left(ready(Err(ApiError::InvalidQuery(vec![FieldError::new(
+                "appliances",
+                "several appliances are asked through /v1/metricdata; this route answers one (name it with `appliance=` or in the path)",
+            )]))));
+        }
+        Ok(Some(appliances)) => {
+            return Either::Right(Box::pin(fan_out(
+                req,
+                state,
+                representation,
+                directives,
+                appliances,
+            )));
+        }
+        Ok(None) => {}
+    }
     let appliance = match pick::appliance(&req, &state) {
         Ok(appliance) => appliance,
         Err(e) => return Either::Left(ready(Err(e))),
@@ -110,6 +131,63 @@ pub(super) fn serve(req: HttpRequest, state: web::Data<AppState>, dialect: Diale
             refresh,
         ))
     }))
+}
+
+/// `appliances=`: the question asked of each appliance named, at once, through each one's own
+/// service; the answers merged into one (see [`crate::service::fanout`]).
+async fn fan_out(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    representation: Representation,
+    directives: Directives,
+    appliances: Vec<Arc<Appliance>>,
+) -> Result<HttpResponse, ApiError> {
+    let mut directives = directives;
+    // One forced refresh of several appliances counts as one: the caller asked once.
+    let refresh = if directives.no_cache && !may_refetch(&req, &state).await {
+        directives.no_cache = false;
+        Refresh::Limited
+    } else {
+        Refresh::AsAsked
+    };
+    // Each appliance is asked the question as if named alone, so the parts share its cache
+    // with callers asking that appliance alone.
+    let raw_query = without_appliances(req.query_string());
+    let asked = MetricRequest {
+        raw_query: &raw_query,
+        ..request(&req, Dialect::Gateway, representation, directives)
+    };
+    let services: Vec<(&str, &MetricService)> = appliances
+        .iter()
+        .map(|a| (a.name.as_str(), &a.service))
+        .collect();
+    let merged = fanout::answer(
+        &services,
+        &asked,
+        &lane(&req, &state),
+        representation.format,
+        fanout_reason,
+    )
+    .await?;
+    Ok(cache_headers::respond_fanout(
+        &req,
+        &merged,
+        representation,
+        refresh,
+        state.settings.cache.gzip_min_bytes,
+    ))
+}
+
+/// `raw` without its `appliances` parameters, the rest as the caller spelled it.
+fn without_appliances(raw: &str) -> String {
+    raw.split('&')
+        .filter(|pair| {
+            form_urlencoded::parse(pair.as_bytes())
+                .next()
+                .is_none_or(|(key, _)| key != "appliances")
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 fn header(req: &HttpRequest, name: HeaderName) -> Option<&str> {
