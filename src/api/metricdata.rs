@@ -36,17 +36,24 @@ const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// beyond that the cached answer is served, with `detail=no-cache-limited` in `Cache-Status`),
 /// `only-if-cached` to never wait on the appliance, and `If-None-Match` to get a 304 when
 /// nothing changed.
+///
+/// `appliances=emea,amer` asks several appliances at once, each through its own caches and
+/// budget, and merges their answers: each series and breach says its `appliance` (CSV gets an
+/// `appliance` column). An appliance that fails leaves the others' series, with a `Warning`
+/// and a `warnings` entry naming it and `Cache-Control: no-store`; the merged answer is never
+/// stored (its parts are, by each appliance's cache), its `Cache-Status` is its most forwarded
+/// part's, `Age` the oldest part's and `ETag` over the merged body.
 #[utoipa::path(get, path = "/v1/metricdata", tag = "metrics", params(MetricDataParams),
     responses(
         (status = 200, description = "The data: JSON, or CSV with `format=csv` / `Accept: text/csv`", content(
             (MetricData = "application/json"),
             (String = "text/csv", example = "timestamp_iso,timestamp_ms,metric,did,value,in,out\n2024-01-15T12:00:00.000Z,1705320000000,connections,123,762,335,427\n")), headers(
-            ("Cache-Status" = String, description = "RFC 9211: `metricgate; hit; ttl=42`, `metricgate; fwd=miss; stored`, an answer another replica fetched (found in Redis) with `detail=shared`, a stale answer with `detail=stale-while-revalidate` / `detail=stale-if-error`, and `detail=no-cache-limited` when the caller's `no-cache` was over its limit. An answer assembled from cached segments without asking the appliance is a hit: `metricgate; hit; ttl=42; detail=assembled`, or `detail=prefetched` when the gateway refreshed its live tail in the background (a hot rolling window); `detail=archive` when some of the answer came from the archive (`cache.archive`: history the appliance may no longer hold)"),
-            ("Metricgate-Fetched" = String, description = "The ranges the appliance was asked for to make this answer, oldest first: `2026-11-01T00:00:00Z/2026-11-02T00:00:00Z, …` (RFC 3339 UTC, start inclusive, end exclusive; a long cold range is several bounded requests, a rolling window's refresh only its unsettled tail). Only on answers this request fetched; absent on a hit and on an answer assembled from cached segments"),
-            ("Age" = u64, description = "Seconds since the answer was fetched"),
+            ("Cache-Status" = String, description = "RFC 9211: `metricgate; hit; ttl=42`, `metricgate; fwd=miss; stored`, an answer another replica fetched (found in Redis) with `detail=shared`, a stale answer with `detail=stale-while-revalidate` / `detail=stale-if-error`, and `detail=no-cache-limited` when the caller's `no-cache` was over its limit. An answer assembled from cached segments without asking the appliance is a hit: `metricgate; hit; ttl=42; detail=assembled`, or `detail=prefetched` when the gateway refreshed its live tail in the background (a hot rolling window); `detail=archive` when some of the answer came from the archive (`cache.archive`: history the appliance may no longer hold). With `appliances=`, one entry for the merged answer: a hit only when every appliance's part was, else `fwd=miss` (`fwd=request`, `fwd=stale`) as its most forwarded part, never `stored` (the merged answer is kept nowhere), `ttl` the least any part has left; `fwd=miss; detail=partial` when an appliance failed"),
+            ("Metricgate-Fetched" = String, description = "The ranges the appliance was asked for to make this answer, oldest first: `2026-11-01T00:00:00Z/2026-11-02T00:00:00Z, …` (RFC 3339 UTC, start inclusive, end exclusive; a long cold range is several bounded requests, a rolling window's refresh only its unsettled tail). Only on answers this request fetched; absent on a hit, on an answer assembled from cached segments, and on an answer from several appliances (`appliances=`)"),
+            ("Age" = u64, description = "Seconds since the answer was fetched (with `appliances=`, its oldest part)"),
             ("Cache-Control" = String, description = "`max-age=<seconds of freshness left>`"),
             ("ETag" = String, description = "Strong validator of the body"),
-            ("Warning" = String, description = "`199 metricgate \"<n> part(s) of the appliance's answer had no known shape and were left out; this answer is not cached\"`: only then, with `Cache-Control: no-store`"),
+            ("Warning" = String, description = "`199 metricgate \"<n> part(s) of the appliance's answer had no known shape and were left out; this answer is not cached\"`: only then, with `Cache-Control: no-store`. With `appliances=`, one per appliance that failed, `199 metricgate \"appliance <name>: <reason>\"` (and one per appliance whose answer was left out in part), also with `Cache-Control: no-store`"),
             ("RateLimit-Policy" = String, description = "The caller's quota: `<per minute>;w=60;burst=<burst>`"),
             ("RateLimit" = String, description = "The caller's budget: `limit=<burst>, remaining=<n>, reset=<seconds until full>`"))),
         (status = 304, description = "Not modified (`If-None-Match` matched)"),
