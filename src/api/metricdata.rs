@@ -222,3 +222,22 @@ async fn may_refetch(req: &HttpRequest, state: &AppState) -> bool {
     let who = state.callers.identify(req);
     state.callers.may_refetch(&who).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::without_appliances;
+
+    #[test]
+    fn each_part_is_asked_the_question_as_spelled_without_the_appliances() {
+        assert_eq!(
+            without_appliances("metric=a&appliances=emea,amer&did=7&appliances=apac"),
+            "metric=a&did=7"
+        );
+        // Spelled in percent-encoding, it is still the routing parameter; the rest is left
+        // as the caller wrote it.
+        assert_eq!(
+            without_appliances("appliance%73=emea&from=2024-01-15T12%3A00%3A00Z"),
+            "from=2024-01-15T12%3A00%3A00Z"
+        );
+    }
+}

@@ -52,3 +52,36 @@ pub fn rows(series: &[Series], appliance_column: bool) -> Bytes {
     }
     Bytes::from(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::rows;
+    use crate::normalize::{Point, Series};
+
+    #[test]
+    fn answers_from_several_appliances_say_each_rows_appliance() {
+        let series = Series {
+            appliance: Some("emea".into()),
+            metric: "connections".into(),
+            unit: None,
+            device: None,
+            points: vec![Point {
+                timestamp: 1_705_320_000_000,
+                value: Some(7.into()),
+                in_: None,
+                out: None,
+            }],
+        };
+        assert_eq!(
+            rows(std::slice::from_ref(&series), true),
+            "timestamp_iso,timestamp_ms,appliance,metric,did,value,in,out\n\
+             2024-01-15T12:00:00.000Z,1705320000000,emea,connections,,7,,\n"
+        );
+        // One appliance's CSV keeps its columns, label or not.
+        assert_eq!(
+            rows(&[series], false),
+            "timestamp_iso,timestamp_ms,metric,did,value,in,out\n\
+             2024-01-15T12:00:00.000Z,1705320000000,connections,,7,,\n"
+        );
+    }
+}
