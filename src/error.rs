@@ -216,6 +216,22 @@ fn first_line(text: &str) -> String {
     }
 }
 
+/// Why one appliance of a fan-out (`appliances=`) gave no answer, in one line for its
+/// `Warning` and `warnings` entry: the detail its problem would have had, and for a question
+/// its catalog refuses, what each parameter's message says. Chosen here, beside the problems
+/// themselves, so the two never say different things.
+pub fn fanout_reason(e: &ServiceError) -> String {
+    match e {
+        ServiceError::InvalidQuery(errors) => errors
+            .iter()
+            .map(|e| format!("`{}`: {}", e.parameter, e.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+        ServiceError::NotCached => ApiError::NotCached.parts().3,
+        ServiceError::Fetch(e) => fetch_parts(e).3,
+    }
+}
+
 /// The status a failed fetch answers with (for `Cache-Status: fwd-status=`).
 pub fn failure_status(e: &FetchError) -> u16 {
     fetch_parts(e).0.as_u16()

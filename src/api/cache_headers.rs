@@ -9,9 +9,10 @@ use std::cell::RefCell;
 use std::sync::{Arc, Weak};
 
 use super::observe::UpstreamMs;
-use crate::cache::{Directives, Entry, Route};
+use crate::cache::{Directives, Entry, Route, gzip};
 use crate::error::failure_status;
 use crate::query::{Encoding, Representation};
+use crate::service::fanout::FanOut;
 use crate::service::{Origin, Served};
 
 /// What became of a caller's `Cache-Control: no-cache`.
@@ -47,7 +48,11 @@ pub fn directives(req: &HttpRequest) -> Directives {
 }
 
 fn cache_status(answer: &Served, ttl: i64, refresh: Refresh) -> HeaderValue {
-    let status = route_status(answer, ttl);
+    as_refreshed(route_status(answer, ttl), refresh)
+}
+
+/// `status`, saying so when the caller's `no-cache` was over its limit.
+fn as_refreshed(status: HeaderValue, refresh: Refresh) -> HeaderValue {
     match refresh {
         Refresh::AsAsked => status,
         Refresh::Limited => {
@@ -282,6 +287,173 @@ pub fn respond(
             gz.clone()
         }
         _ => entry.body.clone(),
+    };
+    response.set_body(BoxBody::new(body))
+}
+
+/// How far a part of a merged answer went, ordered from the least to the most forwarded: the
+/// merged answer's `Cache-Status` is its most forwarded part's, so it never claims to be a
+/// hit when any appliance was asked for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Forwarded {
+    /// From a cache, or assembled from cached segments (as [`route_status`] counts them).
+    Hit,
+    Miss,
+    /// Fetched because the caller said `no-cache`.
+    Request,
+    /// Served stale because its fetch failed with this status.
+    Stale(u16),
+}
+
+fn forwarded(part: &Served) -> Forwarded {
+    let assembled = part
+        .sourcing
+        .as_ref()
+        .is_some_and(|s| s.origin != Origin::Appliance);
+    match part.route {
+        Route::Hit | Route::SharedHit | Route::StaleWhileRevalidate => Forwarded::Hit,
+        Route::Miss { .. } if assembled => Forwarded::Hit,
+        Route::Miss { .. } => Forwarded::Miss,
+        Route::Forced { .. } => Forwarded::Request,
+        Route::StaleIfError => Forwarded::Stale(part.failure.as_ref().map_or(502, failure_status)),
+    }
+}
+
+/// A merged answer's `Cache-Status` (RFC 9211 lists caches, not parts, so it is one entry):
+/// its most forwarded part's, with the least freshness left of any part; never `stored`, since
+/// the merged answer is kept nowhere (its parts are, by their appliances' caches). An answer
+/// missing a part is `fwd=miss; detail=partial`, as one left out in part is.
+fn fanout_status(merged: &FanOut, ttl: i64) -> HeaderValue {
+    if !merged.is_complete() {
+        return HeaderValue::from_static("metricgate; fwd=miss; detail=partial");
+    }
+    let most = merged
+        .parts
+        .iter()
+        .map(|p| forwarded(&p.served))
+        .max()
+        .unwrap_or(Forwarded::Miss);
+    let text = match most {
+        Forwarded::Hit => format!("metricgate; hit; ttl={ttl}"),
+        Forwarded::Miss => format!("metricgate; fwd=miss; ttl={ttl}"),
+        Forwarded::Request => format!("metricgate; fwd=request; ttl={ttl}"),
+        Forwarded::Stale(status) => {
+            format!("metricgate; fwd=stale; fwd-status={status}; ttl={ttl}; detail=stale-if-error")
+        }
+    };
+    HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("metricgate"))
+}
+
+/// A `Warning` value (code 199) for one appliance of a merged answer: its reason, kept to
+/// what a quoted string carries (printable ASCII, no `"` or `\\`).
+fn appliance_warning(appliance: &str, reason: &str) -> Option<HeaderValue> {
+    let text: String = format!("appliance {appliance}: {reason}")
+        .chars()
+        .map(|c| match c {
+            '"' => '\'',
+            '\\' => '/',
+            c if c == ' ' || c.is_ascii_graphic() => c,
+            _ => '?',
+        })
+        .collect();
+    HeaderValue::try_from(format!("199 metricgate \"{text}\"")).ok()
+}
+
+/// An answer merged from several appliances (`appliances=`), written with the caching
+/// headers of its parts: `Age` the oldest part's, freshness the least any part has left,
+/// `ETag` over the merged body. An answer missing an appliance (or part of one's answer) says
+/// so in a `Warning` per appliance and is `no-store`: no cache downstream may keep it as the
+/// whole answer either.
+pub fn respond_fanout(
+    req: &HttpRequest,
+    merged: &FanOut,
+    representation: Representation,
+    refresh: Refresh,
+    gzip_min: usize,
+) -> HttpResponse {
+    let age = merged
+        .parts
+        .iter()
+        .map(|p| p.served.entry.deadlines.age_secs(p.served.now_ms))
+        .max()
+        .unwrap_or(0);
+    let ttl = merged
+        .parts
+        .iter()
+        .map(|p| p.served.entry.deadlines.ttl_secs(p.served.now_ms))
+        .min()
+        .unwrap_or(0);
+    let not_modified = etag_matches(req, &merged.etag);
+    let mut response = HttpResponse::new(if not_modified {
+        StatusCode::NOT_MODIFIED
+    } else {
+        StatusCode::OK
+    });
+    let headers = response.headers_mut();
+    headers.insert(
+        HeaderName::from_static("cache-status"),
+        as_refreshed(fanout_status(merged, ttl), refresh),
+    );
+    headers.insert(header::AGE, HeaderValue::from(age));
+    if let Ok(etag) = HeaderValue::from_str(&merged.etag) {
+        headers.insert(header::ETAG, etag);
+    }
+    headers.insert(
+        header::VARY,
+        HeaderValue::from_static("accept, accept-encoding"),
+    );
+    if merged.is_complete() {
+        headers.insert(header::CACHE_CONTROL, max_age(ttl));
+    } else {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    for failure in &merged.failures {
+        if let Some(warning) = appliance_warning(&failure.appliance, &failure.reason) {
+            headers.append(header::WARNING, warning);
+        }
+    }
+    for part in merged.parts.iter().filter(|p| p.served.entry.left_out > 0) {
+        let left_out = part.served.entry.left_out;
+        let reason = format!(
+            "{left_out} part(s) of the appliance's answer had no known shape and were left out; this answer is not cached"
+        );
+        if let Some(warning) = appliance_warning(&part.appliance, &reason) {
+            headers.append(header::WARNING, warning);
+        }
+    }
+    // The access log's upstream time: the slowest appliance this request's own fetches asked.
+    let upstream_ms = merged
+        .parts
+        .iter()
+        .filter(|p| matches!(p.served.route, Route::Miss { .. } | Route::Forced { .. }))
+        .filter(|p| {
+            p.served
+                .sourcing
+                .as_ref()
+                .is_none_or(|s| s.origin == Origin::Appliance)
+        })
+        .map(|p| p.served.entry.upstream_ms)
+        .max();
+    if let Some(ms) = upstream_ms {
+        response.extensions_mut().insert(UpstreamMs(ms));
+    }
+    if not_modified {
+        return response;
+    }
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(representation.format.content_type()),
+    );
+    let gzipped = (representation.encoding == Encoding::Gzip && merged.body.len() >= gzip_min)
+        .then(|| gzip(&merged.body))
+        .flatten();
+    let body = match gzipped {
+        Some(gz) => {
+            headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            gz
+        }
+        None => merged.body.clone(),
     };
     response.set_body(BoxBody::new(body))
 }

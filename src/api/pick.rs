@@ -38,6 +38,53 @@ fn refused(e: &PickError) -> ApiError {
     ApiError::InvalidQuery(vec![FieldError::new("appliance", e.to_string())])
 }
 
+/// The appliances `appliances=` names (a comma list, or the parameter repeated), in the
+/// order named and each once; `None` when it names none. A 400 naming both parameters when
+/// `appliance` (or an appliance in the path) is given too, and one naming `appliances` and
+/// the choices for a name no appliance has.
+pub fn several(
+    req: &HttpRequest,
+    state: &AppState,
+) -> Result<Option<Vec<Arc<Appliance>>>, ApiError> {
+    let query = req.query_string();
+    // Most requests name none: a substring test spares them the parse.
+    if !query.contains("appliances=") {
+        return Ok(None);
+    }
+    let mut names: Vec<String> = Vec::new();
+    for (_, value) in form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k == "appliances") {
+        for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if !names.iter().any(|n| n == name) {
+                names.push(name.to_owned());
+            }
+        }
+    }
+    // Given empty, it is absent (as every other parameter).
+    if names.is_empty() {
+        return Ok(None);
+    }
+    if req.match_info().get("appliance").is_some() || named_in(query).is_some() {
+        let both = "give `appliance` (one appliance) or `appliances` (several), not both";
+        return Err(ApiError::InvalidQuery(vec![
+            FieldError::new("appliance", both),
+            FieldError::new("appliances", both),
+        ]));
+    }
+    let mut picked = Vec::with_capacity(names.len());
+    let mut unknown = Vec::new();
+    for name in &names {
+        match state.fleet.pick(Some(name)) {
+            Ok(appliance) => picked.push(appliance),
+            Err(e) => unknown.push(FieldError::new("appliances", e.to_string())),
+        }
+    }
+    if unknown.is_empty() {
+        Ok(Some(picked))
+    } else {
+        Err(ApiError::InvalidQuery(unknown))
+    }
+}
+
 /// The appliance PromQL reads: the default (else the first).
 pub fn promql_appliance(state: &AppState) -> Result<Arc<Appliance>, crate::promql::PromError> {
     state

@@ -519,7 +519,8 @@ fn result_kept<E>(entry: &Result<Arc<Entry>, E>) -> bool {
     entry.as_ref().is_ok_and(|e| e.left_out == 0)
 }
 
-fn etag(body: &[u8]) -> String {
+/// A strong validator of `body`, quoted (also for answers merged from several appliances).
+pub(crate) fn etag(body: &[u8]) -> String {
     use sha1::{Digest, Sha1};
     let digest = Sha1::digest(body);
     format!("\"{}\"", hex::encode(&digest[..12]))

@@ -367,6 +367,7 @@ mod tests {
             out: None,
         };
         let series = |points| Series {
+            appliance: None,
             metric: "a".into(),
             unit: None,
             device: None,

@@ -26,6 +26,8 @@ pub mod segments;
 mod store;
 
 pub use answers::ResponseCache;
+pub(crate) use answers::etag;
+pub(crate) use entry::gzip;
 pub use entry::{Answer, CacheError, Directives, Entry, Fetched, Origin, Route, Sourcing};
 pub use freshness::{Completeness, Deadlines, Freshness, Lifetime};
 pub use key::CacheKey;

@@ -69,6 +69,7 @@ pub(super) fn cut(data: &MetricData, start: i64, end: i64) -> (Vec<Series>, Vec<
         .series
         .iter()
         .map(|s| Series {
+            appliance: None,
             metric: s.metric.clone(),
             unit: s.unit.clone(),
             device: s.device.clone(),
@@ -125,6 +126,7 @@ pub(super) fn merge(
         };
         points.shrink_to_fit();
         series.push(Series {
+            appliance: None,
             metric: old.metric.clone(),
             unit,
             device,
@@ -207,6 +209,7 @@ pub(super) fn stitch<'a>(
         for s in &segment.series {
             let key = (s.metric.clone(), s.device.as_ref().map(|d| d.did));
             let out = series.entry(key).or_insert_with(|| Series {
+                appliance: None,
                 metric: s.metric.clone(),
                 unit: s.unit.clone(),
                 device: s.device.clone(),
@@ -264,6 +267,7 @@ mod tests {
 
     fn series(metric: &str, points: Vec<Point>) -> Series {
         Series {
+            appliance: None,
             metric: metric.into(),
             unit: None,
             device: None,
@@ -273,6 +277,7 @@ mod tests {
 
     fn breach(time: i64) -> Breach {
         Breach {
+            appliance: None,
             time,
             model: None,
             score: None,

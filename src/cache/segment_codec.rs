@@ -148,6 +148,7 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Segment> {
             });
         }
         series.push(Series {
+            appliance: None,
             metric,
             unit,
             device,
@@ -171,6 +172,7 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Segment> {
         };
         let (pbid, pid, did) = (opt()?, opt()?, opt()?);
         breaches.push(Breach {
+            appliance: None,
             time,
             model,
             score,
@@ -314,6 +316,7 @@ mod tests {
     #[test]
     fn segments_survive_the_compact_round_trip() {
         let series = vec![Series {
+            appliance: None,
             metric: "connections".into(),
             unit: Some("connections".into()),
             device: Some(Device {
@@ -337,6 +340,7 @@ mod tests {
             ],
         }];
         let breaches = vec![Breach {
+            appliance: None,
             time: 1_705_320_060_000,
             model: Some("Device / Anomalous Activity".into()),
             score: Some(0.95),

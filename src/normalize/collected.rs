@@ -28,6 +28,7 @@ impl Collected {
             .series
             .entry((metric.to_owned(), did))
             .or_insert_with(|| Series {
+                appliance: None,
                 metric: metric.to_owned(),
                 unit: None,
                 device: None,

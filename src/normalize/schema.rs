@@ -1,6 +1,6 @@
 //! The one response schema every `/v1/metricdata` answer has, whatever the appliance sent.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Number;
 use utoipa::ToSchema;
 
@@ -37,7 +37,7 @@ pub struct MetricData {
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TimeRange {
     /// Epoch ms, inclusive.
     #[schema(example = 1705320000000_i64)]
@@ -47,8 +47,15 @@ pub struct TimeRange {
     pub end: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+// `Deserialize`: a fan-out (`appliances=`) reads each appliance's cached answer back to merge
+// them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Series {
+    /// The appliance this series came from: only in answers from several appliances
+    /// (`appliances=`), where device ids alone are ambiguous.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "emea")]
+    pub appliance: Option<String>,
     #[schema(example = "connections")]
     pub metric: String,
     /// Unit from the appliance's metric catalog, when known.
@@ -60,7 +67,7 @@ pub struct Series {
     pub points: Vec<Point>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Device {
     #[schema(example = 123)]
     pub did: u64,
@@ -120,7 +127,7 @@ impl Device {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Point {
     /// Start of the bucket, epoch ms: a multiple of the interval (for ranged questions).
     #[schema(example = 1705320000000_i64)]
@@ -138,8 +145,13 @@ pub struct Point {
     pub out: Option<Number>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Breach {
+    /// The appliance that reported it: only in answers from several appliances
+    /// (`appliances=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "emea")]
+    pub appliance: Option<String>,
     /// When the model breached, epoch ms.
     #[schema(example = 1705320060000_i64)]
     pub time: i64,

@@ -422,6 +422,7 @@ fn device_for(given: Option<InDevice>, asked: Option<u64>) -> Result<Option<Devi
 
 fn breach(b: InBreach, did: Option<u64>) -> Result<Breach, AnswerError> {
     Ok(Breach {
+        appliance: None,
         time: b.time.ok_or_else(|| bad("a breach has no `time`"))?,
         model: b.name.or(b.model_name),
         score: b.score,

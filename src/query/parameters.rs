@@ -162,7 +162,7 @@ pub const PARAMETERS: &[Parameter] = &[
     p(
         "appliances",
         Shape::Appliances,
-        "Several appliances (`emea,amer`) asked the same question at once; each series says which it came from. An appliance that fails leaves the others' series, with a `Warning` header and `warnings` naming it; such an answer is not cached. Not with `appliance`.",
+        "Several appliances (`emea,amer`, or the parameter repeated; a name twice counts once) asked the same question at once, each through its own caches and budget; each series (and breach) says which it came from in `appliance`, and CSV gets an `appliance` column after `timestamp_ms`. An appliance that fails leaves the others' series, with a `Warning: 199 metricgate \"appliance <name>: <reason>\"` header and a `warnings` entry naming it, and `Cache-Control: no-store`; when all fail, the first failure's problem. Not with `appliance` (a 400 naming both); an unknown name is a 400 naming the choices.",
     )
     .gateway_only(),
 ];

@@ -20,6 +20,16 @@ pub struct RenderError {
     cause: Arc<serde_json::Error>,
 }
 
+impl RenderError {
+    /// Our own JSON could not be written, or read back (a fan-out reads each appliance's
+    /// answer to merge them): a bug of ours either way.
+    pub fn json(cause: serde_json::Error) -> Self {
+        Self {
+            cause: Arc::new(cause),
+        }
+    }
+}
+
 pub fn render(format: Format, data: &MetricData) -> Result<Bytes, RenderError> {
     let failed = |e| RenderError { cause: Arc::new(e) };
     match format {

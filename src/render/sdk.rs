@@ -326,6 +326,7 @@ mod tests {
 
     fn series(metric: &str, did: Option<u64>, values: &[Option<i64>]) -> Series {
         Series {
+            appliance: None,
             metric: metric.to_owned(),
             unit: Some("bytes/sec".to_owned()),
             device: did.map(Device::bare),
@@ -398,6 +399,7 @@ mod tests {
     #[test]
     fn breaches_nest_in_their_bucket_and_device() {
         let breach = |time, did| Breach {
+            appliance: None,
             time,
             model: Some("Device / Anomalous Activity".to_owned()),
             score: Some(0.9),

@@ -2,6 +2,7 @@
 //! raw-query index, parsing, the caches, the fetch, rendering) and knows nothing of HTTP:
 //! handlers extract a [`MetricRequest`] and write the [`Served`] answer.
 
+pub mod fanout;
 mod promql;
 
 pub use promql::{Evaluated, PromqlError};
@@ -179,6 +180,21 @@ impl MetricService {
             now_ms: now,
             sourcing: None,
         })
+    }
+
+    /// Whether `req` is a valid question for this appliance (its limits, its catalog), without
+    /// asking anything: a fan-out checks every appliance before asking any.
+    pub fn check(&self, req: &MetricRequest<'_>) -> Result<(), ServiceError> {
+        let names = self.catalog.names();
+        query::parse_in(
+            req.dialect,
+            req.raw_query,
+            &self.limits,
+            &names,
+            self.clock.now_ms(),
+        )
+        .map(drop)
+        .map_err(ServiceError::InvalidQuery)
     }
 
     /// The answer to `req`, asked by the caller in `lane` (whose turn its appliance requests
