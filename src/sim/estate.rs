@@ -48,7 +48,7 @@ impl Estate {
     /// Whether this estate's catalog has the shared metric `name`: every one on the default;
     /// about three in four on another (chosen by the seed), `connections` always.
     pub(super) fn keeps(&self, name: &str) -> bool {
-        self.is_default() || name == "connections" || self.mix(&name) % 4 != 0
+        self.is_default() || name == "connections" || !self.mix(&name).is_multiple_of(4)
     }
 
     /// The first metric id: 1 on the default, a base of hundreds on another, so the same
