@@ -1,10 +1,10 @@
 //! The simulator's deterministic synthetic data: the same question always gets the same numbers.
 
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 
 use serde::Serialize;
 
-use super::estate::{Estate, OWN_METRICS};
+use super::estate::{Estate, OWN_METRICS, hash};
 use super::profile::{Anchoring, EndRule, Profile};
 
 /// One catalog row: (name, label, units, filtertypes).
@@ -397,14 +397,6 @@ fn format_time(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
         .unwrap_or_default()
-}
-
-/// A stable hash (SipHash with fixed keys), so data is the same across runs and processes.
-pub(super) fn hash(value: &impl Hash) -> u64 {
-    #[allow(deprecated)]
-    let mut h = std::hash::SipHasher::new_with_keys(0x6d65_7472_6963, 0x6761_7465);
-    value.hash(&mut h);
-    h.finish()
 }
 
 #[cfg(test)]

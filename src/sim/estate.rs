@@ -79,9 +79,9 @@ impl Estate {
     /// are unchanged.
     pub(super) fn salt<T: Hash>(&self, key: T) -> u64 {
         if self.is_default() {
-            super::data::hash(&key)
+            hash(&key)
         } else {
-            super::data::hash(&(self.seed, key))
+            hash(&(self.seed, key))
         }
     }
 
@@ -91,4 +91,13 @@ impl Estate {
         value.hash(&mut h);
         h.finish()
     }
+}
+
+/// A stable hash (SipHash with fixed keys), so data is the same across runs and processes.
+/// Here, not in `data`, so that `data` depends on estates and not the other way round.
+pub(super) fn hash(value: &impl Hash) -> u64 {
+    #[allow(deprecated)]
+    let mut h = std::hash::SipHasher::new_with_keys(0x6d65_7472_6963, 0x6761_7465);
+    value.hash(&mut h);
+    h.finish()
 }
