@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use metricgate::settings::{LogFormat, Settings};
-use metricgate::sim::Simulator;
+use metricgate::settings::{DEFAULT_NAME, LogFormat, Settings};
+use metricgate::sim::{Estate, Simulator};
 use metricgate::startup::Application;
 use metricgate::telemetry::{self, LogOutput};
 use metricgate::upstream::tls;
@@ -77,6 +77,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const DEMO_PUBLIC: &str = "demo-public-token";
 const DEMO_PRIVATE: &str = "demo-private-token";
+
+/// The demo's second appliance: its name (what `?appliance=` takes), label and tokens. Tokens
+/// of its own, so a gateway signing one appliance's questions with the other's keys would be
+/// refused, as a real fleet would refuse it.
+const LAB_NAME: &str = "lab";
+const LAB_LABEL: &str = "Lab appliance (simulated)";
+const LAB_PUBLIC: &str = "lab-public-token";
+const LAB_PRIVATE: &str = "lab-private-token";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -149,8 +157,17 @@ fn main() -> ExitCode {
         }
         Command::Demo { listen, config } => {
             run(async move {
+                // Two appliances: the default one (the short form, so the README's first
+                // query runs unchanged) and `lab`, with its own tokens, catalog and devices.
                 let sim = Simulator::spawn("127.0.0.1:0", DEMO_PUBLIC, DEMO_PRIVATE)
                     .map_err(|e| e.to_string())?;
+                let lab = Simulator::spawn_estate(
+                    "127.0.0.1:0",
+                    LAB_PUBLIC,
+                    LAB_PRIVATE,
+                    Estate::seeded(1),
+                )
+                .map_err(|e| e.to_string())?;
                 let given: Option<SocketAddr> = listen
                     .map(|l| {
                         l.parse().map_err(|_| {
@@ -174,6 +191,16 @@ fn main() -> ExitCode {
                     ("upstream.ca_file", String::new()),
                     ("upstream.pin_sha256", String::new()),
                 ];
+                // `appliances.lab.*`: the keys spelled out, as `LAB_NAME` says.
+                overrides.extend([
+                    ("appliances.lab.url", lab.url()),
+                    ("appliances.lab.label", LAB_LABEL.to_owned()),
+                    ("appliances.lab.public_token", LAB_PUBLIC.to_owned()),
+                    ("appliances.lab.private_token", LAB_PRIVATE.to_owned()),
+                    ("appliances.lab.private_token_file", String::new()),
+                    ("appliances.lab.ca_file", String::new()),
+                    ("appliances.lab.pin_sha256", String::new()),
+                ]);
                 if let Some(given) = given {
                     overrides.push(("server.listen", given.to_string()));
                 }
@@ -195,12 +222,19 @@ fn main() -> ExitCode {
                     .map(|p| format!("http://127.0.0.1:{p}"))
                     .unwrap_or_else(|| url.clone());
                 let ready = app.ready();
-                let appliance = sim.url();
+                let appliances = [
+                    (DEFAULT_NAME, sim.url(), "demo tokens; the default"),
+                    (
+                        LAB_NAME,
+                        lab.url(),
+                        "tokens of its own, its own catalog and devices",
+                    ),
+                ];
                 tokio::spawn(async move {
                     let in_time = tokio::time::timeout(DEMO_READY_WITHIN, ready).await.is_ok();
                     // Let the log thread write the startup lines before the banner.
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    print!("{}", demo_banner(&url, &admin, &appliance, in_time));
+                    print!("{}", demo_banner(&url, &admin, &appliances, in_time));
                 });
                 app.run_until_stopped().await.map_err(|e| e.to_string())
             })
@@ -212,12 +246,17 @@ fn main() -> ExitCode {
 const DEMO_READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the demo prints once it can answer: the explorer's address first.
-fn demo_banner(url: &str, admin: &str, appliance: &str, ready: bool) -> String {
+/// `appliances`: (name, simulator URL, what sets it apart), the default first.
+fn demo_banner(url: &str, admin: &str, appliances: &[(&str, String, &str)], ready: bool) -> String {
     let state = if ready {
         "ready"
     } else {
         "started (not ready yet: see the logs)"
     };
+    let simulators: String = appliances
+        .iter()
+        .map(|(name, at, note)| format!("\n    {name:<8} {at} ({note})"))
+        .collect();
     format!(
         "
 metricgate demo {state}. Open the explorer:
@@ -227,7 +266,9 @@ metricgate demo {state}. Open the explorer:
   API docs (Swagger UI)  {url}/docs/
   a first query          curl -s '{url}/v1/metricdata?metric=connections&did=123&from=2024-01-15T12:00:00Z&to=2024-01-15T13:00:00Z&interval=5min'
   the metric catalog     curl -s '{url}/v1/metrics'
-  appliance simulator    {appliance} (demo tokens; the gateway signs for you)
+  the appliances         curl -s '{url}/v1/appliances'
+  the lab appliance      curl -s '{url}/v1/metricdata?appliance={LAB_NAME}&metric=connections&did=123&from=2024-01-15T12:00:00Z&to=2024-01-15T13:00:00Z&interval=5min'
+  appliance simulators (the gateway signs for you):{simulators}
   admin (operators only) {admin}/internal/cache, /internal/limits, /internal/reload
 
 Ctrl-C stops it.

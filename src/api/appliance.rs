@@ -6,7 +6,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::darktrace::SdkMetricsParams;
+use super::darktrace::{AppliancePath, SdkMetricsParams};
 use super::failures::ApplianceFailures;
 use super::metricdata::{Answering, serve};
 use super::params::ApplianceMetricDataParams;
@@ -59,4 +59,49 @@ pub async fn get_metric(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     super::darktrace::get_metric(req, state).await
+}
+
+/// Metric data from one appliance of the fleet, by name, as the appliance answers it: a script
+/// written against the vendor's guide replaces `https://<appliance>` with
+/// `http://<gateway>/appliance/<name>`.
+///
+/// As `/appliance/metricdata`, asked of the appliance the path names instead of the default.
+#[utoipa::path(get, path = "/appliance/{appliance}/metricdata", operation_id = "appliance_get_named_metricdata", tag = "appliance", params(AppliancePath, ApplianceMetricDataParams),
+    responses(
+        (status = 200, description = "As on `/appliance/metricdata`", body = Vec<crate::render::appliance::ApplianceElement>, headers(
+            ("Cache-Status" = String, description = "As on `/v1/metricdata`"),
+            ("Metricgate-Fetched" = String, description = "As on `/appliance/metricdata`"))),
+        (status = 304, description = "Not modified (`If-None-Match` matched)"),
+        (status = 400, description = "Invalid parameters, or an appliance the gateway does not front; `errors` names each one", body = Problem, content_type = "application/problem+json"),
+        ApplianceFailures))]
+pub fn get_named_metricdata(req: HttpRequest, state: web::Data<AppState>) -> Answering {
+    get_metricdata(req, state)
+}
+
+/// The metric catalog of one appliance of the fleet, by name, as the appliance lists it.
+#[utoipa::path(get, path = "/appliance/{appliance}/metrics", operation_id = "appliance_get_named_metrics", tag = "appliance", params(AppliancePath, SdkMetricsParams),
+    responses(
+        (status = 200, description = "Every metric of that appliance", body = Vec<MetricInfo>),
+        (status = 400, description = "An unknown parameter or field, or an appliance the gateway does not front", body = Problem, content_type = "application/problem+json"),
+        ApplianceFailures))]
+pub async fn get_named_metrics(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    get_metrics(req, state).await
+}
+
+/// One metric of a named appliance's catalog, by that appliance's id for it (`mlid`).
+#[utoipa::path(get, path = "/appliance/{appliance}/metrics/{mlid}", operation_id = "appliance_get_named_metric", tag = "appliance",
+    params(AppliancePath, ("mlid" = u64, Path, description = "The appliance's metric id"), SdkMetricsParams),
+    responses(
+        (status = 200, description = "The metric", body = MetricInfo),
+        (status = 400, description = "`mlid` is not a number, an unknown parameter, or an appliance the gateway does not front", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No metric has this id on that appliance", body = Problem, content_type = "application/problem+json"),
+        ApplianceFailures))]
+pub async fn get_named_metric(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    get_metric(req, state).await
 }

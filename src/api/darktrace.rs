@@ -33,6 +33,63 @@ pub fn get_metricdata(req: HttpRequest, state: web::Data<AppState>) -> Answering
     serve(req, state, Dialect::Sdk)
 }
 
+/// The appliance a named drop-in path (`/darktrace/{appliance}/…`, `/appliance/{appliance}/…`)
+/// asks: read by [`super::pick::appliance`] from the path; here for the document.
+#[allow(dead_code)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(super) struct AppliancePath {
+    /// The appliance's name, as `GET /v1/appliances` lists it (`default` is `[upstream]`'s,
+    /// the short form). A name the gateway does not front is a 400 naming the choices.
+    #[param(example = "default", pattern = "^[a-z0-9][a-z0-9_-]{0,31}$")]
+    appliance: String,
+}
+
+/// Metric data from one appliance of the fleet, by name, in the shapes darktrace-sdk scripts
+/// expect: a script points its host at `http://<gateway>/darktrace/<name>`.
+///
+/// As `/darktrace/metricdata`, asked of the appliance the path names instead of the default.
+#[utoipa::path(get, path = "/darktrace/{appliance}/metricdata", operation_id = "sdk_get_named_metricdata", tag = "darktrace-sdk", params(AppliancePath, SdkMetricDataParams),
+    responses(
+        (status = 200, description = "As on `/darktrace/metricdata`", body = crate::render::sdk::SdkMetricData, headers(
+            ("Cache-Status" = String, description = "As on `/v1/metricdata`"),
+            ("Metricgate-Fetched" = String, description = "As on `/darktrace/metricdata`"))),
+        (status = 304, description = "Not modified (`If-None-Match` matched)"),
+        (status = 400, description = "Invalid parameters, or an appliance the gateway does not front; `errors` names each one", body = Problem, content_type = "application/problem+json"),
+        ApplianceFailures))]
+pub fn get_named_metricdata(req: HttpRequest, state: web::Data<AppState>) -> Answering {
+    get_metricdata(req, state)
+}
+
+/// The metric catalog of one appliance of the fleet, by name (catalogs and `mlid`s differ
+/// between appliances).
+#[utoipa::path(get, path = "/darktrace/{appliance}/metrics", operation_id = "sdk_get_named_metrics", tag = "darktrace-sdk", params(AppliancePath, SdkMetricsParams),
+    responses(
+        (status = 200, description = "Every metric of that appliance", body = Vec<MetricInfo>),
+        (status = 400, description = "An unknown parameter or field, or an appliance the gateway does not front", body = Problem, content_type = "application/problem+json"),
+        ApplianceFailures))]
+pub async fn get_named_metrics(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    get_metrics(req, state).await
+}
+
+/// One metric of a named appliance's catalog, by that appliance's id for it (`mlid`).
+#[utoipa::path(get, path = "/darktrace/{appliance}/metrics/{mlid}", operation_id = "sdk_get_named_metric", tag = "darktrace-sdk",
+    params(AppliancePath, ("mlid" = u64, Path, description = "The appliance's metric id"), SdkMetricsParams),
+    responses(
+        (status = 200, description = "The metric", body = MetricInfo),
+        (status = 400, description = "`mlid` is not a number, an unknown parameter, or an appliance the gateway does not front", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No metric has this id on that appliance", body = Problem, content_type = "application/problem+json"),
+        ApplianceFailures))]
+pub async fn get_named_metric(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    get_metric(req, state).await
+}
+
 /// The fields of a metric, the names `responsedata` may pick.
 const FIELDS: &[&str] = &[
     "mlid",

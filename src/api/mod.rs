@@ -42,27 +42,27 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(APPLIANCE_METRIC_BY_ID.0, get().to(appliance::get_metric))
         .route(
             "/darktrace/{appliance}/metricdata",
-            get().to(darktrace::get_metricdata),
+            get().to(darktrace::get_named_metricdata),
         )
         .route(
             "/darktrace/{appliance}/metrics",
-            get().to(darktrace::get_metrics),
+            get().to(darktrace::get_named_metrics),
         )
         .route(
             "/darktrace/{appliance}/metrics/{mlid}",
-            get().to(darktrace::get_metric),
+            get().to(darktrace::get_named_metric),
         )
         .route(
             "/appliance/{appliance}/metricdata",
-            get().to(appliance::get_metricdata),
+            get().to(appliance::get_named_metricdata),
         )
         .route(
             "/appliance/{appliance}/metrics",
-            get().to(appliance::get_metrics),
+            get().to(appliance::get_named_metrics),
         )
         .route(
             "/appliance/{appliance}/metrics/{mlid}",
-            get().to(appliance::get_metric),
+            get().to(appliance::get_named_metric),
         )
         .route("/v1/appliances", get().to(appliances::list))
         .route("/healthz", get().to(ops::healthz))

@@ -40,6 +40,12 @@ normalized schema. No authentication: callers never hold appliance tokens.",
         super::appliance::get_metricdata,
         super::appliance::get_metrics,
         super::appliance::get_metric,
+        super::darktrace::get_named_metricdata,
+        super::darktrace::get_named_metrics,
+        super::darktrace::get_named_metric,
+        super::appliance::get_named_metricdata,
+        super::appliance::get_named_metrics,
+        super::appliance::get_named_metric,
         super::ops::healthz,
         super::ops::readyz,
         super::ops::prometheus,
@@ -194,6 +200,10 @@ impl Modify for PickedFields {
             ("/appliance/metrics", true),
             ("/darktrace/metrics/{mlid}", false),
             ("/appliance/metrics/{mlid}", false),
+            ("/darktrace/{appliance}/metrics", true),
+            ("/appliance/{appliance}/metrics", true),
+            ("/darktrace/{appliance}/metrics/{mlid}", false),
+            ("/appliance/{appliance}/metrics/{mlid}", false),
         ] {
             let Some(operation) = doc.paths.paths.get_mut(path).and_then(|i| i.get.as_mut()) else {
                 continue;
@@ -351,7 +361,10 @@ fn problem_examples(
             .err()
             .unwrap_or_default()
     };
-    match (status, path) {
+    // A named drop-in path answers as its unnamed twin, and may name an appliance the gateway
+    // does not front.
+    let unnamed = path.replace("/{appliance}", "");
+    let mut examples = match (status, unnamed.as_str()) {
         ("400", "/v1/metricdata") => vec![(
             "invalid-query",
             "Every bad parameter, named",
@@ -470,7 +483,19 @@ fn problem_examples(
             problem(upstream(UpstreamError::Timeout(Duration::from_secs(30)))),
         )],
         _ => Vec::new(),
+    };
+    if status == "400" && unnamed != path {
+        let unknown = crate::fleet::PickError::Unknown {
+            asked: "emae".into(),
+            choices: vec!["default".into(), "emea".into()],
+        };
+        examples.push((
+            "unknown-appliance",
+            "An appliance the gateway does not front",
+            invalid(vec![FieldError::new("appliance", unknown.to_string())]),
+        ));
     }
+    examples
 }
 
 fn upstream(e: UpstreamError) -> ApiError {

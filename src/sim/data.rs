@@ -1,14 +1,23 @@
 //! The simulator's deterministic synthetic data: the same question always gets the same numbers.
 
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 
 use serde::Serialize;
 
+use super::estate::{Estate, OWN_METRICS, hash};
 use super::profile::{Anchoring, EndRule, Profile};
+
+/// One catalog row: (name, label, units, filtertypes).
+type Metric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+);
 
 /// (name, label, units, filtertypes) of every metric the simulator knows: the real appliance
 /// names, and the seed's names so its examples run.
-const METRICS: &[(&str, &str, &str, &[&str])] = &[
+const METRICS: &[Metric] = &[
     (
         "connections",
         "Connections",
@@ -100,12 +109,25 @@ impl CatalogEntry {
     }
 }
 
-pub fn catalog() -> Vec<CatalogEntry> {
+/// The metrics `estate` knows, in catalog order: the shared ones it keeps, then its own.
+fn metrics(estate: &Estate) -> impl Iterator<Item = &'static Metric> + '_ {
+    let own = if estate.is_default() {
+        &[][..]
+    } else {
+        OWN_METRICS
+    };
     METRICS
         .iter()
+        .filter(|m| estate.keeps(m.0))
+        .chain(own.iter())
+}
+
+pub fn catalog(estate: &Estate) -> Vec<CatalogEntry> {
+    let first = estate.first_mlid();
+    metrics(estate)
         .enumerate()
         .map(|(i, (name, label, units, filtertypes))| CatalogEntry {
-            mlid: i as u64 + 1,
+            mlid: first + i as u64,
             name,
             label,
             set: if i < 8 { "A" } else { "C" },
@@ -117,8 +139,8 @@ pub fn catalog() -> Vec<CatalogEntry> {
         .collect()
 }
 
-pub fn is_known(metric: &str) -> bool {
-    METRICS.iter().any(|m| m.0 == metric)
+pub fn is_known(estate: &Estate, metric: &str) -> bool {
+    metrics(estate).any(|m| m.0 == metric)
 }
 
 #[derive(Serialize)]
@@ -172,17 +194,13 @@ struct Tag {
     name: &'static str,
 }
 
-pub fn device_details(did: u64) -> DeviceDetails {
-    let h = hash(&("device", did));
+pub fn device_details(estate: &Estate, did: u64) -> DeviceDetails {
+    let h = estate.salt(("device", did));
+    let (hostname, ip) = estate.host(did);
     DeviceDetails {
         did,
-        ip: format!(
-            "10.{}.{}.{}",
-            (did >> 16) & 255,
-            (did >> 8) & 255,
-            did & 255
-        ),
-        hostname: format!("host-{did}"),
+        ip,
+        hostname,
         label: format!("Device {did}"),
         macaddress: format!(
             "00:1b:44:{:02x}:{:02x}:{:02x}",
@@ -237,8 +255,14 @@ fn newest_minute(now: i64, profile: &Profile) -> i64 {
 /// minutes inside the asked range, as appliances report them. Minutes the appliance has no
 /// data for yet (after `now`, or later than it is behind) are left out, and a bucket without
 /// any is not reported.
-pub fn series(key: &SeriesKey<'_>, asked: &Asked, now: i64, profile: &Profile) -> Vec<DataPoint> {
-    let seed = hash(key);
+pub fn series(
+    estate: &Estate,
+    key: &SeriesKey<'_>,
+    asked: &Asked,
+    now: i64,
+    profile: &Profile,
+) -> Vec<DataPoint> {
+    let seed = estate.salt(key);
     let interval = asked.interval_ms;
     let newest = newest_minute(now, profile);
     let provisional_after =
@@ -308,7 +332,7 @@ pub const APPLICATION_PROTOCOLS: &[(u32, &str)] = &[
 
 /// `GET /enums`, in the guide's shape: categories by readable name, each a list of
 /// `{code, name}` with the codes as strings.
-pub fn enums() -> serde_json::Value {
+pub fn enums(estate: &Estate) -> serde_json::Value {
     let list = |items: &[(&str, &str)]| {
         items
             .iter()
@@ -321,7 +345,7 @@ pub fn enums() -> serde_json::Value {
         .collect();
     serde_json::json!({
         "Country": list(&[("0", "Unknown"), ("AD", "Andorra"), ("GB", "United Kingdom")]),
-        "Matching metrics": METRICS.iter().map(|m| serde_json::json!({"code": m.0, "name": m.1})).collect::<Vec<_>>(),
+        "Matching metrics": metrics(estate).map(|m| serde_json::json!({"code": m.0, "name": m.1})).collect::<Vec<_>>(),
         "Protocol": list(&[("1", "ICMP"), ("6", "TCP"), ("17", "UDP")]),
         "Application protocol": protocols,
         "Internal source device type": [
@@ -339,13 +363,19 @@ const MODELS: &[&str] = &[
 
 /// Model breaches: a few per day, at deterministic times, none newer than the appliance's
 /// data.
-pub fn breaches(did: Option<u64>, asked: &Asked, now: i64, profile: &Profile) -> Vec<BreachTime> {
+pub fn breaches(
+    estate: &Estate,
+    did: Option<u64>,
+    asked: &Asked,
+    now: i64,
+    profile: &Profile,
+) -> Vec<BreachTime> {
     const HOUR: i64 = 3_600_000;
     let newest = newest_minute(now, profile);
     let mut out = Vec::new();
     let mut h = asked.start.div_euclid(HOUR) * HOUR;
     while asked.inside(h, profile) {
-        let x = hash(&("breach", did, h));
+        let x = estate.salt(("breach", did, h));
         if x.is_multiple_of(5) {
             let time = h + (x >> 8) as i64 % HOUR;
             if time >= asked.start && asked.inside(time, profile) && time <= newest {
@@ -367,14 +397,6 @@ fn format_time(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
         .unwrap_or_default()
-}
-
-/// A stable hash (SipHash with fixed keys), so data is the same across runs and processes.
-fn hash(value: &impl Hash) -> u64 {
-    #[allow(deprecated)]
-    let mut h = std::hash::SipHasher::new_with_keys(0x6d65_7472_6963, 0x6761_7465);
-    value.hash(&mut h);
-    h.finish()
 }
 
 #[cfg(test)]
@@ -400,8 +422,20 @@ mod tests {
         let start = 1_705_320_000_000;
         let end = start + 3_600_000;
         let p = Profile::default();
-        let fine = series(&KEY, &asked(start, end, 300_000), i64::MAX, &p);
-        let coarse = series(&KEY, &asked(start, end, 3_600_000), i64::MAX, &p);
+        let fine = series(
+            &Estate::default(),
+            &KEY,
+            &asked(start, end, 300_000),
+            i64::MAX,
+            &p,
+        );
+        let coarse = series(
+            &Estate::default(),
+            &KEY,
+            &asked(start, end, 3_600_000),
+            i64::MAX,
+            &p,
+        );
         assert_eq!(fine.len(), 12);
         assert_eq!(coarse.len(), 1);
         assert_eq!(coarse[0].size, fine.iter().map(|p| p.size).max().unwrap());
@@ -410,6 +444,7 @@ mod tests {
     #[test]
     fn buckets_are_floored_to_the_interval() {
         let p = series(
+            &Estate::default(),
             &KEY,
             &asked(1_582_900_189_000, 1_582_900_300_000, 60_000),
             i64::MAX,
@@ -428,7 +463,7 @@ mod tests {
                 end,
                 ..Profile::default()
             };
-            series(&KEY, &a, i64::MAX, &profile)
+            series(&Estate::default(), &KEY, &a, i64::MAX, &profile)
                 .iter()
                 .map(|p| p.timems)
                 .collect::<Vec<_>>()
@@ -460,18 +495,48 @@ mod tests {
             behind_minutes: 3,
             ..Profile::default()
         };
-        assert_eq!(series(&KEY, &a, now, &behind).len(), 8);
-        assert_eq!(series(&KEY, &a, now + 180_000, &behind).len(), 10);
+        assert_eq!(series(&Estate::default(), &KEY, &a, now, &behind).len(), 8);
+        assert_eq!(
+            series(&Estate::default(), &KEY, &a, now + 180_000, &behind).len(),
+            10
+        );
         let revising = Profile {
             revise_minutes: 2,
             ..Profile::default()
         };
-        let early = series(&KEY, &a, start + 540_000, &revising);
-        let late = series(&KEY, &a, start + 900_000, &revising);
+        let early = series(&Estate::default(), &KEY, &a, start + 540_000, &revising);
+        let late = series(&Estate::default(), &KEY, &a, start + 900_000, &revising);
         assert!(
             early[9].size < late[9].size,
             "the newest minute is revised up"
         );
         assert_eq!(early[6].size, late[6].size, "older minutes are final");
+    }
+
+    #[test]
+    fn a_seeded_estate_is_another_appliance() {
+        let (home, lab) = (Estate::default(), Estate::seeded(1));
+        let names = |e: &Estate| catalog(e).iter().map(|m| m.name).collect::<Vec<_>>();
+        assert_eq!(names(&home).len(), METRICS.len());
+        assert_eq!(catalog(&home)[0].mlid, 1);
+        assert!(names(&lab).contains(&"connections"));
+        assert!(names(&lab).contains(&"saasconnections"));
+        assert!(!names(&home).contains(&"saasconnections"));
+        assert!(names(&lab).len() < METRICS.len() + OWN_METRICS.len());
+        assert!(catalog(&lab)[0].mlid > 100);
+        assert!(!is_known(&home, "ot_writes") && is_known(&lab, "ot_writes"));
+        let hour = asked(1_705_320_000_000, 1_705_323_600_000, 300_000);
+        let p = Profile::default();
+        let sizes = |e: &Estate| {
+            series(e, &KEY, &hour, i64::MAX, &p)
+                .iter()
+                .map(|d| d.size)
+                .collect::<Vec<_>>()
+        };
+        assert_ne!(sizes(&home), sizes(&lab));
+        assert_ne!(
+            device_details(&home, 7).hostname,
+            device_details(&lab, 7).hostname
+        );
     }
 }

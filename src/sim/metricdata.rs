@@ -2,7 +2,7 @@
 //! strictly, and the answer built in the profile's shape.
 
 use super::data;
-use super::{DeviceDetails, Faults, Profile};
+use super::{DeviceDetails, Estate, Faults, Profile};
 
 /// The parts of a `/metricdata` query the simulator acts on.
 pub(super) struct DataQuery {
@@ -17,7 +17,7 @@ pub(super) struct DataQuery {
 }
 
 /// Parses the appliance dialect, refusing what real appliances refuse.
-pub(super) fn parse_dialect(query: &str) -> Result<DataQuery, &'static str> {
+pub(super) fn parse_dialect(estate: &Estate, query: &str) -> Result<DataQuery, &'static str> {
     let mut q = DataQuery {
         metrics: Vec::new(),
         did: None,
@@ -81,7 +81,7 @@ pub(super) fn parse_dialect(query: &str) -> Result<DataQuery, &'static str> {
     if q.metrics.is_empty() {
         return Err("No metric specified");
     }
-    if let Some(bad) = q.metrics.iter().find(|m| !data::is_known(m)) {
+    if let Some(bad) = q.metrics.iter().find(|m| !data::is_known(estate, m)) {
         let _ = bad;
         return Err("Unknown metric");
     }
@@ -97,6 +97,7 @@ fn parse_sql_time(s: &str) -> Option<i64> {
 /// The `/metricdata` answer to `q`, as an appliance of `profile` gives it at `now`, and how
 /// many data points it holds.
 pub(super) fn answer(
+    estate: &Estate,
     q: &DataQuery,
     faults: &Faults,
     profile: &Profile,
@@ -114,7 +115,7 @@ pub(super) fn answer(
     let details = q
         .did
         .filter(|_| q.fulldevicedetails)
-        .map(data::device_details);
+        .map(|did| data::device_details(estate, did));
     let shape = if q.fulldevicedetails {
         profile.device_details
     } else {
@@ -128,7 +129,7 @@ pub(super) fn answer(
     let mut array = Elements(&mut body, 0);
     if q.breachtimes {
         array.push(&data::BreachTimes {
-            breachtimes: data::breaches(q.did, &asked, now, profile),
+            breachtimes: data::breaches(estate, q.did, &asked, now, profile),
         });
     }
     let kept = if faults.omit_metric {
@@ -143,7 +144,7 @@ pub(super) fn answer(
             did: q.did,
             filters: &q.filters,
         };
-        let data = data::series(&key, &asked, now, profile);
+        let data = data::series(estate, &key, &asked, now, profile);
         points += data.len() as u64;
         array.push(&data::MetricObject {
             metric,
@@ -200,11 +201,15 @@ mod tests {
 
     #[test]
     fn dialect_refusals() {
-        assert!(parse_dialect("metric=connections&devices=1,2").is_err());
-        assert!(parse_dialect("metric=connections,bandwidth").is_err());
-        assert!(parse_dialect("metric=connections&interval=5min").is_err());
-        assert!(parse_dialect("metric=connections&starttime=1").is_err());
-        let q = parse_dialect("metric2=bandwidth&metric1=connections&interval=300").unwrap();
+        assert!(parse_dialect(&Estate::default(), "metric=connections&devices=1,2").is_err());
+        assert!(parse_dialect(&Estate::default(), "metric=connections,bandwidth").is_err());
+        assert!(parse_dialect(&Estate::default(), "metric=connections&interval=5min").is_err());
+        assert!(parse_dialect(&Estate::default(), "metric=connections&starttime=1").is_err());
+        let q = parse_dialect(
+            &Estate::default(),
+            "metric2=bandwidth&metric1=connections&interval=300",
+        )
+        .unwrap();
         assert_eq!(q.metrics, ["connections", "bandwidth"]);
         assert_eq!(q.interval_ms, 300_000);
     }

@@ -3,11 +3,13 @@
 //! faults on request, and counts what reached it so tests can assert on it.
 
 mod data;
+mod estate;
 mod faults;
 mod metricdata;
 mod profile;
 
 pub use data::APPLICATION_PROTOCOLS;
+pub use estate::Estate;
 pub use faults::Faults;
 pub use profile::{Anchoring, DeviceDetails, EndRule, Profile};
 
@@ -104,6 +106,8 @@ impl SimStats {
 }
 
 struct SimState {
+    /// Which appliance of a fleet this is: its catalog and devices (fixed for its life).
+    estate: Estate,
     public_token: String,
     private_token: SecretString,
     stats: Arc<SimStats>,
@@ -161,13 +165,26 @@ impl Simulator {
         Ok(sim)
     }
 
+    /// Like [`Simulator::spawn`], playing another appliance of a fleet (see [`Estate`]): its
+    /// own catalog and devices.
+    pub fn spawn_estate(
+        listen: &str,
+        public_token: &str,
+        private_token: &str,
+        estate: Estate,
+    ) -> std::io::Result<Self> {
+        let (sim, server) = Self::build(listen, public_token, private_token, None, estate)?;
+        tokio::spawn(server);
+        Ok(sim)
+    }
+
     /// Binds `listen` and builds the server, which the caller runs.
     pub fn bind(
         listen: &str,
         public_token: &str,
         private_token: &str,
     ) -> std::io::Result<(Self, Server)> {
-        Self::build(listen, public_token, private_token, None)
+        Self::build(listen, public_token, private_token, None, Estate::default())
     }
 
     /// Like [`Simulator::bind`], serving HTTPS (see [`Simulator::spawn_tls`]).
@@ -179,7 +196,13 @@ impl Simulator {
         key_pem: &str,
     ) -> std::io::Result<(Self, Server)> {
         let tls = tls_config(cert_chain_pem, key_pem)?;
-        Self::build(listen, public_token, private_token, Some(tls))
+        Self::build(
+            listen,
+            public_token,
+            private_token,
+            Some(tls),
+            Estate::default(),
+        )
     }
 
     fn build(
@@ -187,6 +210,7 @@ impl Simulator {
         public_token: &str,
         private_token: &str,
         tls: Option<rustls::ServerConfig>,
+        estate: Estate,
     ) -> std::io::Result<(Self, Server)> {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let listener = TcpListener::bind(listen)?;
@@ -196,6 +220,7 @@ impl Simulator {
         let profile = Arc::new(RwLock::new(Profile::default()));
         let clock = Arc::new(RwLock::new(Clock::system()));
         let state = web::Data::new(SimState {
+            estate,
             public_token: public_token.to_owned(),
             private_token: SecretString::from(private_token.to_owned()),
             stats: stats.clone(),
@@ -483,7 +508,7 @@ async fn admit_catalog(
 async fn metrics(req: HttpRequest, state: web::Data<SimState>) -> HttpResponse {
     match admit_catalog(&req, &state).await {
         Ok((_guard, faults)) => deliver(
-            serde_json::to_vec(&data::catalog()).unwrap_or_default(),
+            serde_json::to_vec(&data::catalog(&state.estate)).unwrap_or_default(),
             &faults,
         ),
         Err(answer) => answer,
@@ -500,7 +525,7 @@ async fn enums(req: HttpRequest, state: web::Data<SimState>) -> HttpResponse {
                 return HttpResponse::build(status).body("enums unavailable");
             }
             deliver(
-                serde_json::to_vec(&data::enums()).unwrap_or_default(),
+                serde_json::to_vec(&data::enums(&state.estate)).unwrap_or_default(),
                 &faults,
             )
         }
@@ -514,7 +539,10 @@ async fn metric(req: HttpRequest, state: web::Data<SimState>) -> HttpResponse {
         Err(answer) => return answer,
     };
     let mlid: u64 = req.match_info().query("mlid").parse().unwrap_or(0);
-    match data::catalog().into_iter().find(|m| m.mlid() == mlid) {
+    match data::catalog(&state.estate)
+        .into_iter()
+        .find(|m| m.mlid() == mlid)
+    {
         Some(entry) => deliver(serde_json::to_vec(&entry).unwrap_or_default(), &faults),
         None => HttpResponse::NotFound().json(serde_json::json!({"error": "Metric not found"})),
     }
@@ -547,7 +575,7 @@ async fn metricdata(req: HttpRequest, state: web::Data<SimState>) -> HttpRespons
         state.stats.rejected.fetch_add(1, Ordering::SeqCst);
         return *refusal;
     }
-    let q = match metricdata::parse_dialect(req.query_string()) {
+    let q = match metricdata::parse_dialect(&state.estate, req.query_string()) {
         Ok(q) => q,
         Err(message) => {
             state.stats.rejected.fetch_add(1, Ordering::SeqCst);
@@ -565,7 +593,8 @@ async fn metricdata(req: HttpRequest, state: web::Data<SimState>) -> HttpRespons
     if let Some(reason) = &faults.refuse {
         return bad_request(reason);
     }
-    let (body, points) = metricdata::answer(&q, &faults, &state.profile(), state.now_ms());
+    let (body, points) =
+        metricdata::answer(&state.estate, &q, &faults, &state.profile(), state.now_ms());
     state.stats.points.fetch_add(points, Ordering::SeqCst);
     deliver(body, &faults)
 }

@@ -58,6 +58,32 @@ async fn the_explorer_draws_the_gateways_answer_in_a_real_browser() {
 }
 
 #[tokio::test]
+async fn the_explorers_appliance_picker_asks_the_appliance_picked() {
+    use metricgate::sim::{Estate, Simulator};
+    // A second appliance with its own tokens, catalog and devices, as the demo's `lab`.
+    let lab = Simulator::spawn_estate(
+        "127.0.0.1:0",
+        "lab-public",
+        "lab-private",
+        Estate::seeded(1),
+    )
+    .unwrap();
+    let settings = crate::fleet::named("lab", &lab, "lab-public", "lab-private");
+    let app = crate::helpers::spawn_app_with(move |s| s.appliances.push(settings)).await;
+    lab.set_clock(app.clock.clone());
+    app.ready().await;
+    let shot = artifacts().join("explorer-fleet.png");
+    let _ = std::fs::remove_file(&shot);
+    let out = browse("explorer_fleet_check.py", app.url.clone(), shot.clone()).await;
+    assert!(out.contains("explorer fleet OK"), "{out}");
+    assert!(is_a_picture(&shot), "a screenshot in {shot:?}");
+    let stats = lab.stats.snapshot();
+    assert!(stats.metricdata > 0, "lab was asked");
+    assert_eq!(stats.rejected, 0, "signed with lab's tokens");
+    assert_eq!(app.sim.stats.snapshot().rejected, 0);
+}
+
+#[tokio::test]
 async fn swagger_ui_executes_metricdata_with_its_shipped_examples() {
     let app = spawn_app().await;
     app.ready().await;

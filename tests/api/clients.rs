@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::helpers::spawn_app;
+use metricgate::sim::{Estate, Simulator};
+
+use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| {
@@ -19,9 +21,27 @@ fn run(cmd: &mut Command) -> String {
     text
 }
 
+/// The helpers' gateway (its simulator is `default`) plus `lab`: a second simulator with its
+/// own tokens, catalog and devices (a seeded [`Estate`], as the demo's).
+async fn with_lab() -> (TestApp, Simulator) {
+    let lab = Simulator::spawn_estate(
+        "127.0.0.1:0",
+        "lab-public",
+        "lab-private",
+        Estate::seeded(1),
+    )
+    .unwrap();
+    let settings = crate::fleet::named("lab", &lab, "lab-public", "lab-private");
+    let app = spawn_app_with(move |s| s.appliances.push(settings)).await;
+    lab.set_clock(app.clock.clone());
+    app.ready().await;
+    (app, lab)
+}
+
 #[tokio::test]
 async fn a_generated_python_client_calls_the_gateway() {
-    let app = spawn_app().await;
+    // In front of a fleet: the client names `lab` with `appliance=` (python_check.py).
+    let (app, lab) = with_lab().await;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
     let package = dir.path().join("metricgate_client");
@@ -40,6 +60,8 @@ async fn a_generated_python_client_calls_the_gateway() {
     .await
     .unwrap();
     assert!(out.contains("python client OK"), "{out}");
+    let stats = lab.stats.snapshot();
+    assert_eq!((stats.metricdata, stats.rejected), (1, 0), "lab asked once");
 }
 
 /// Schemathesis with all its checks: no 5xx, answers as documented (statuses, content types,
@@ -103,7 +125,8 @@ async fn schemathesis_with_all_checks_finds_no_failure() {
 
 #[tokio::test]
 async fn a_generated_typescript_client_calls_the_gateway() {
-    let app = spawn_app().await;
+    // In front of a fleet: the client names `lab` with `appliance=` (check.ts).
+    let (app, lab) = with_lab().await;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/ts");
     let url = app.url.clone();
     let out = tokio::task::spawn_blocking(move || {
@@ -121,6 +144,8 @@ async fn a_generated_typescript_client_calls_the_gateway() {
     .await
     .unwrap();
     assert!(out.contains("typescript client OK"), "{out}");
+    let stats = lab.stats.snapshot();
+    assert_eq!((stats.metricdata, stats.rejected), (1, 0), "lab asked once");
 }
 
 /// The darktrace-sdk versions the README's test command installs under `target/sdk/`: the one
@@ -158,6 +183,43 @@ async fn the_seeds_examples_run_unchanged_on_the_real_sdk() {
         assert_eq!(
             stats.rejected, 0,
             "every appliance request was signed right"
+        );
+    }
+}
+
+/// darktrace-sdk pointed at `http://<gateway>/darktrace/lab`, in front of a second simulator:
+/// lab's devices and catalog, signed with lab's tokens; the same script at `/darktrace` gets
+/// the default's.
+#[tokio::test]
+async fn darktrace_sdk_pointed_at_a_named_appliance_asks_that_appliance() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for version in SDK_VERSIONS {
+        let (app, lab) = with_lab().await;
+        let sdk = root.join("target/sdk").join(version);
+        assert!(
+            sdk.join("darktrace").is_dir(),
+            "darktrace-sdk {version} is not in {sdk:?}; run scripts/test.sh, which installs it"
+        );
+        let url = app.url.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            run(Command::new("python3")
+                .arg(root.join("tests/clients/sdk/named_appliance.py"))
+                .arg(url)
+                .arg("lab")
+                .env("PYTHONPATH", sdk))
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.contains(&format!("named appliance OK: darktrace-sdk {version}")),
+            "{out}"
+        );
+        let (home, lab) = (app.sim.stats.snapshot(), lab.stats.snapshot());
+        assert_eq!((lab.metricdata, lab.rejected), (1, 0), "lab, signed right");
+        assert_eq!(
+            (home.metricdata, home.rejected),
+            (1, 0),
+            "the default, once"
         );
     }
 }

@@ -100,21 +100,40 @@ fn the_dockerfile_builds_this_binary_and_runs_it_unprivileged() {
 }
 
 /// The provisioned dashboard's queries: every panel target and annotation, as Grafana sends
-/// them once `$did` is a multi-value selection (`(101|102|103)`).
+/// them once `$did` is a multi-value selection (`(101|102|103)`) and `$appliance` is "All"
+/// (the variable's `allValue`, `.*`).
 pub fn dashboard_queries(devices: &str) -> Vec<(String, String)> {
+    dashboard_queries_for(devices, ".*")
+}
+
+/// [`dashboard_queries`] with `$appliance` as `appliances` (`(default|lab)` for two picked).
+pub fn dashboard_queries_for(devices: &str, appliances: &str) -> Vec<(String, String)> {
+    raw_dashboard_queries()
+        .into_iter()
+        .map(|(name, expr)| {
+            let expr = expr
+                .replace("$did", devices)
+                .replace("$appliance", appliances);
+            (name, expr)
+        })
+        .collect()
+}
+
+/// The dashboard's queries as written, variables and all.
+fn raw_dashboard_queries() -> Vec<(String, String)> {
     let dashboard: serde_json::Value =
         serde_json::from_str(&read("deploy/grafana/dashboards/darktrace.json")).unwrap();
     let mut queries = Vec::new();
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().unwrap() {
-            let expr = target["expr"].as_str().unwrap().replace("$did", devices);
+            let expr = target["expr"].as_str().unwrap().to_owned();
             queries.push((panel["title"].as_str().unwrap().to_owned(), expr));
         }
     }
     for annotation in dashboard["annotations"]["list"].as_array().unwrap() {
         if let Some(expr) = annotation["expr"].as_str() {
             let name = format!("annotation {}", annotation["name"].as_str().unwrap());
-            queries.push((name, expr.replace("$did", devices)));
+            queries.push((name, expr.to_owned()));
         }
     }
     queries
@@ -179,9 +198,30 @@ fn grafana_is_provisioned_against_the_prometheus_api() {
             assert_eq!(target["datasource"]["uid"], "metricgate");
         }
     }
-    let variable = &dashboard["templating"]["list"][0];
-    assert_eq!(variable["name"], "did");
+    // The fleet first (appliance), then its devices (did); "All" appliances is `.*`.
+    let variables = dashboard["templating"]["list"].as_array().unwrap();
+    let names: Vec<&str> = variables
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["appliance", "did"]);
+    let (appliance, variable) = (&variables[0], &variables[1]);
+    assert_eq!(appliance["query"]["query"], "label_values(appliance)");
+    assert_eq!(appliance["datasource"]["uid"], "metricgate");
+    assert_eq!(appliance["multi"], true);
+    assert_eq!(appliance["includeAll"], true);
+    assert_eq!(appliance["allValue"], ".*");
     assert_eq!(variable["query"]["query"], "label_values(did)");
+    // Every selector of every query keeps to the picked appliances.
+    for (name, expr) in raw_dashboard_queries() {
+        let selectors = expr.matches('{').count();
+        assert!(selectors > 0, "{name}: {expr} has no selector");
+        assert_eq!(
+            expr.matches("appliance=~\"$appliance\"").count(),
+            selectors,
+            "{name}: {expr}"
+        );
+    }
     let breaches = &dashboard["annotations"]["list"][1];
     assert_eq!(breaches["datasource"]["uid"], "metricgate");
     assert!(
@@ -228,8 +268,11 @@ fn grafana_is_provisioned_against_the_prometheus_api() {
         end: 1_705_320_000_000,
         step: 60_000,
     };
-    for (name, expr) in dashboard_queries("(101|102|103)") {
-        let plan = metricgate::promql::Plan::new(&expr, at, &ctx);
-        assert!(plan.is_ok(), "{name}: {expr}: {:?}", plan.err());
+    // All appliances, and two picked.
+    for appliances in [".*", "(default|lab)"] {
+        for (name, expr) in dashboard_queries_for("(101|102|103)", appliances) {
+            let plan = metricgate::promql::Plan::new(&expr, at, &ctx);
+            assert!(plan.is_ok(), "{name}: {expr}: {:?}", plan.err());
+        }
     }
 }

@@ -159,14 +159,37 @@ async fn every_command_in_the_readme_runs() {
     .await
     .unwrap();
     stop(child);
-    for (command, body) in bodies {
+    let mut first_points = None;
+    let mut lab_points = None;
+    for (command, body) in &bodies {
         if command.contains("format=csv") {
             assert!(body.starts_with("timestamp_iso,"), "{command}: {body}");
-        } else {
-            let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-            assert!(json.is_object(), "{command}: {body}");
+            continue;
+        }
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        if command.contains("/v1/appliances") {
+            // The demo's fleet: the default, and `lab` with its label.
+            let names: Vec<(&str, bool)> = json
+                .as_array()
+                .unwrap_or_else(|| panic!("{command}: {body}"))
+                .iter()
+                .map(|a| (a["name"].as_str().unwrap(), a["default"] == true))
+                .collect();
+            assert_eq!(names, [("default", true), ("lab", false)], "{body}");
+            continue;
+        }
+        assert!(json.is_object(), "{command}: {body}");
+        if command.contains("/v1/metricdata?metric=connections&did=123") {
+            first_points = Some(json["series"][0]["points"].clone());
+        } else if command.contains("appliance=lab&metric=connections&did=123") {
+            lab_points = Some(json["series"][0]["points"].clone());
         }
     }
+    // The README's first question, asked of `lab`: another device behind the same id.
+    let (first_points, lab_points) = (first_points.unwrap(), lab_points.unwrap());
+    assert_eq!(first_points.as_array().map(Vec::len), Some(12));
+    assert_eq!(lab_points.as_array().map(Vec::len), Some(12));
+    assert_ne!(first_points, lab_points);
 
     // `serve` with the README's variables, their values made real.
     let sim = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).unwrap();

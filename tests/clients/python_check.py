@@ -48,6 +48,26 @@ assert isinstance(bad, Problem), bad
 assert bad.status == 400
 assert {e.parameter for e in bad.errors} == {"interval", "did"}, bad.errors
 
+# The same question to the fleet's second appliance, `lab`: another device behind id 123.
+lab = get_metricdata.sync(
+    client=client,
+    appliance="lab",
+    metric="connections",
+    did=123,
+    from_="2024-01-15T12:00:00Z",
+    to="2024-01-15T13:00:00Z",
+    interval="5min",
+    fulldevicedetails=True,
+)
+assert isinstance(lab, MetricData), lab
+assert lab.series[0].device.hostname == "site1-host-123", lab.series[0].device.hostname
+assert len(lab.series[0].points) == 12
+assert [p.value for p in lab.series[0].points] != [p.value for p in series.points]
+
+unknown = get_metricdata.sync(client=client, appliance="apac", metric="connections", did=123)
+assert isinstance(unknown, Problem), unknown
+assert unknown.status == 400 and [e.parameter for e in unknown.errors] == ["appliance"], unknown.errors
+
 catalog = get_metrics.sync(client=client)
 assert isinstance(catalog, MetricCatalog), catalog
 assert "connections" in {m.name for m in catalog.metrics}

@@ -1,4 +1,4 @@
-// metricgate explorer: pick a metric, devices and a range; see the series as a chart with the
+// metricgate explorer: pick an appliance, a metric, devices and a range; see the series as a chart with the
 // model breaches marked and the cache outcome; copy the same question as curl, Python or
 // TypeScript. Plain JavaScript and the vendored uPlot: no build step, no network but the gateway.
 "use strict";
@@ -11,11 +11,12 @@
   // Auto intervals keep a series readable: last hour at 1 min, 24 h at 5 min, 7 days at 1 hour.
   const MAX_CHART_POINTS = 400;
 
-  const state = { catalog: new Map(), lang: "curl", plot: null, breaches: [] };
+  // `appliances`: GET /v1/appliances; `fallback`: the one a question naming none goes to.
+  const state = { catalog: new Map(), appliances: [], fallback: null, lang: "curl", plot: null, breaches: [] };
 
   // What the chart shows, for tests and the curious (also as data-* attributes on #chart).
   window.explorer = {
-    ready: false, loading: false, url: null, status: null, cacheStatus: null,
+    ready: false, loading: false, url: null, status: null, cacheStatus: null, appliance: null,
     series: [], breaches: [], problem: null,
   };
 
@@ -62,9 +63,19 @@
     return document.querySelector('input[name="range"]:checked').value;
   }
 
+  // The appliance a question names: none for the default (so a question, link or snippet for
+  // the default reads as it did before the fleet), else the picked one.
+  function namedAppliance() {
+    const picked = $("appliance").value;
+    return picked && picked !== state.fallback ? picked : null;
+  }
+
+  // `?appliance=` for the catalog and the question, when one is named.
+  const applianceParam = () => (namedAppliance() ? [["appliance", namedAppliance()]] : []);
+
   // The form, as the gateway's parameters (in the order a person would write them).
   function question() {
-    const params = [["metric", $("metric").value]];
+    const params = [...applianceParam(), ["metric", $("metric").value]];
     const problems = [];
     const devices = parseDevices($("devices").value);
     if (devices.bad.length) problems.push(`not a device id: ${devices.bad.join(", ")}`);
@@ -176,6 +187,7 @@
 
   function saveHash() {
     const h = new URLSearchParams();
+    if (namedAppliance()) h.set("appliance", namedAppliance());
     h.set("metric", $("metric").value);
     h.set("devices", $("devices").value);
     h.set("range", selectedRange());
@@ -201,19 +213,70 @@
     for (const name of FILTERS) if (h.has(name)) $(name).value = h.get(name);
     if (h.has("breachtimes")) $("breachtimes").checked = h.get("breachtimes") !== "0";
     if (FILTERS.some((name) => h.has(name))) $("filters").open = true;
-    return h.get("metric");
+    return { metric: h.get("metric"), appliance: h.get("appliance") };
+  }
+
+  // ---- the appliances ------------------------------------------------------------------------
+
+  // The picker lists what GET /v1/appliances lists; it is shown only for a fleet (one
+  // appliance needs no choice). `wanted` is the address's, else the default.
+  async function loadAppliances(wanted) {
+    const response = await fetch("/v1/appliances", { headers: { Accept: "application/json" } });
+    if (!response.ok) return;
+    const listed = await response.json();
+    if (!Array.isArray(listed)) return;
+    state.appliances = listed;
+    const fallback = listed.find((a) => a.default);
+    state.fallback = fallback ? fallback.name : null;
+    const select = $("appliance");
+    select.replaceChildren();
+    for (const a of listed) {
+      const option = document.createElement("option");
+      option.value = a.name;
+      const name = a.label ? `${a.label} (${a.name})` : a.name;
+      // "default · default" says nothing: the short form's name already says it.
+      const marked = a.default && a.name !== "default" ? " · default" : "";
+      option.textContent = name + marked + (a.ready ? "" : " · not ready");
+      select.append(option);
+    }
+    const preferred = [wanted, state.fallback, listed[0] && listed[0].name]
+      .find((n) => n && listed.some((a) => a.name === n));
+    if (preferred) select.value = preferred;
+    $("appliance-picker").hidden = listed.length < 2;
+    describeAppliance();
+  }
+
+  function describeAppliance() {
+    const a = state.appliances.find((x) => x.name === $("appliance").value);
+    window.explorer.appliance = a ? a.name : null;
+    $("appliance-info").textContent = a ? `appliance=${a.name}${a.default ? " (the default)" : ""}` : "";
+  }
+
+  // Another appliance: its own catalog (metrics and ids differ between appliances), then its
+  // answer to the same question.
+  async function switchAppliance() {
+    describeAppliance();
+    const metric = $("metric").value;
+    try {
+      if (await loadCatalog(metric)) await show();
+    } catch (e) {
+      showProblem({ title: "Cannot load the appliance's metric catalog", detail: String(e) });
+    }
   }
 
   // ---- the catalog ---------------------------------------------------------------------------
 
   async function loadCatalog(wanted) {
-    const response = await fetch("/v1/metrics", { headers: { Accept: "application/json" } });
+    const query = queryString(applianceParam());
+    const response = await fetch(`/v1/metrics${query ? `?${query}` : ""}`, { headers: { Accept: "application/json" } });
     const body = await response.json();
     if (!response.ok) {
       showProblem(body);
       return false;
     }
     const select = $("metric");
+    select.replaceChildren();
+    state.catalog.clear();
     const metrics = [...body.metrics].sort((a, b) => (a.label || a.name).localeCompare(b.label || b.name));
     for (const m of metrics) {
       state.catalog.set(m.name, m);
@@ -442,11 +505,20 @@
     $("devices").value = "123, 456";
     const wanted = loadHash();
     syncRange();
+    try {
+      await loadAppliances(wanted.appliance);
+    } catch (_) {
+      // A gateway without the listing: the picker stays hidden and questions name none.
+    }
     $("query").addEventListener("submit", show);
     $("query").addEventListener("input", updateSnippet);
     $("query").addEventListener("change", (e) => {
       if (e.target.name === "range") syncRange();
       if (e.target.id === "metric") describeMetric();
+      if (e.target.id === "appliance") {
+        switchAppliance();
+        return;
+      }
       updateSnippet();
     });
     for (const tab of document.querySelectorAll(".tabs [data-lang]")) {
@@ -463,7 +535,7 @@
       if (state.plot) state.plot.setSize({ width: Math.max(320, $("chart").clientWidth - 8), height: 360 });
     });
     try {
-      if (await loadCatalog(wanted)) {
+      if (await loadCatalog(wanted.metric)) {
         updateSnippet();
         await show();
       }

@@ -44,6 +44,26 @@ assert(bad.response.status === 400, "a 400");
 const names = (bad.error?.errors ?? []).map((e) => e.parameter).sort();
 assert(JSON.stringify(names) === JSON.stringify(["did", "interval"]), `errors: ${names}`);
 
+// The same question to the fleet's second appliance, `lab`: another device behind id 123.
+const lab = await client.GET("/v1/metricdata", {
+  params: {
+    query: {
+      appliance: "lab",
+      metric: "connections",
+      did: 123,
+      from: "2024-01-15T12:00:00Z",
+      to: "2024-01-15T13:00:00Z",
+      interval: "5min",
+      fulldevicedetails: true,
+    },
+  },
+});
+assert(lab.data && typeof lab.data !== "string", `lab failed: ${JSON.stringify(lab.error)}`);
+assert(lab.data.series[0].device?.hostname === "site1-host-123", "lab's device");
+const labValues = JSON.stringify(lab.data.series[0].points.map((p) => p.value));
+const homeValues = JSON.stringify(data.series[0].points.map((p) => p.value));
+assert(labValues !== homeValues, "lab's numbers differ from the default's");
+
 const catalog = await client.GET("/v1/metrics");
 assert(catalog.data?.metrics.some((m) => m.name === "connections"), "catalog");
 
