@@ -37,11 +37,3 @@ pub fn by_name(state: &AppState, name: Option<&str>) -> Result<Arc<Appliance>, A
 fn refused(e: &PickError) -> ApiError {
     ApiError::InvalidQuery(vec![FieldError::new("appliance", e.to_string())])
 }
-
-/// The appliance PromQL reads: the default (else the first).
-pub fn promql_appliance(state: &AppState) -> Result<Arc<Appliance>, crate::promql::PromError> {
-    state
-        .fleet
-        .default_or_first()
-        .ok_or_else(|| crate::promql::PromError::bad_data("no appliance is configured"))
-}

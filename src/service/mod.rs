@@ -2,7 +2,7 @@
 //! raw-query index, parsing, the caches, the fetch, rendering) and knows nothing of HTTP:
 //! handlers extract a [`MetricRequest`] and write the [`Served`] answer.
 
-mod promql;
+pub mod promql;
 
 pub use promql::{Evaluated, PromqlError};
 
