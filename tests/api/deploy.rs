@@ -229,7 +229,7 @@ fn grafana_is_provisioned_against_the_prometheus_api() {
         step: 60_000,
     };
     for (name, expr) in dashboard_queries("(101|102|103)") {
-        let plan = metricgate::promql::Plan::new(&expr, at, &ctx);
+        let plan = metricgate::promql::Plan::new(&expr, at, &[("default", &ctx)]);
         assert!(plan.is_ok(), "{name}: {expr}: {:?}", plan.err());
     }
 }
