@@ -65,10 +65,10 @@ pub async fn post_labels(
     labels(req, Some(payload), state).await
 }
 
-/// A label's values: `__name__` lists the catalog's metrics (and `darktrace_model_breach`),
-/// `did` the devices seen in cached answers or configured (`prometheus.devices`), `hostname`,
-/// `ip` and `label` theirs, `direction` `in` and `out`. With `match[]`: the values of the
-/// series it names.
+/// A label's values: `appliance` lists the appliances, `__name__` the catalogs' metrics (and
+/// `darktrace_model_breach`), `did` the devices seen in cached answers or configured
+/// (`prometheus.devices`), `hostname`, `ip` and `label` theirs, `direction` `in` and `out`.
+/// With `match[]`: the values of the series it names.
 #[utoipa::path(get, path = "/prometheus/api/v1/label/{name}/values", operation_id = "prometheus_label_values", tag = "prometheus",
     params(("name" = String, Path, description = "A label name (`U__`-escaped names are accepted)", example = "did"), SelectorParams),
     responses(
@@ -155,9 +155,10 @@ async fn series(
     Ok(success(listing.data, listing.warnings))
 }
 
-/// The series `match[]` names (at least one): per metric, the network-wide series and one per
-/// known device, each as a total and its `in` and `out` parts. Listed from the catalog and the
-/// known devices, without asking the appliance.
+/// The series `match[]` names (at least one): on each appliance it picks (by `appliance`
+/// matchers; without any, every one), per metric, the network-wide series and one per known
+/// device, each as a total and its `in` and `out` parts, labelled with the appliance. Listed
+/// from the catalogs and the known devices, without asking an appliance.
 #[utoipa::path(get, path = "/prometheus/api/v1/series", operation_id = "prometheus_series", tag = "prometheus",
     params(SeriesParams),
     responses(
@@ -199,8 +200,9 @@ pub struct MetadataParams {
     limit_per_metric: Option<u64>,
 }
 
-/// Metric metadata from the appliance's catalog: every metric is a `gauge` (a bucket's
-/// maximum), its help the catalog's label, its unit the catalog's units.
+/// Metric metadata from the appliances' catalogs (their union; an appliance whose catalog
+/// cannot be had is named in `warnings`): every metric is a `gauge` (a bucket's maximum), its
+/// help the catalog's label, its unit the catalog's units.
 #[utoipa::path(get, path = "/prometheus/api/v1/metadata", operation_id = "prometheus_metadata", tag = "prometheus",
     params(MetadataParams),
     responses(
