@@ -592,6 +592,61 @@ mod tests {
         assert_eq!(questions("connections", coarse), [c(&[], -5, 365)]);
     }
 
+    /// A selector reads every appliance its `appliance` matchers allow, each asked the same
+    /// question (deduplicated per appliance, never across them); the label never reaches
+    /// the appliance's question or its warnings.
+    #[test]
+    fn appliance_matchers_pick_the_appliances_asked() {
+        let settings = Settings::defaults();
+        let devices = crate::promql::KnownDevices::new(Vec::new);
+        let ctx = Context {
+            limits: &settings.query,
+            names: &crate::query::AnyMetric,
+            metrics: &[],
+            devices: &devices,
+            now_ms: E + 10 * MINUTE_MS,
+            max_samples: 1_000_000,
+        };
+        let fleet = [("default", &ctx), ("emea", &ctx), ("amer", &ctx)];
+        let asked = |text: &str| {
+            let plan = Plan::new(text, At::Instant(E), &fleet).unwrap();
+            assert_eq!(plan.warnings(), [] as [String; 0], "{text}");
+            plan.fetches()
+                .into_iter()
+                .map(|(a, q)| (a, q.metrics().join(",")))
+                .collect::<Vec<_>>()
+        };
+        let c = |a: usize| (a, "connections".to_owned());
+        assert_eq!(asked("connections"), [c(0), c(1), c(2)]);
+        assert_eq!(asked("connections{appliance=\"emea\"}"), [c(1)]);
+        assert_eq!(asked("connections{appliance=~\"emea|amer\"}"), [c(1), c(2)]);
+        assert_eq!(asked("connections{appliance!=\"emea\"}"), [c(0), c(2)]);
+        assert_eq!(
+            asked("connections{appliance=\"emea\"} / connections"),
+            [c(1), c(0), c(2)]
+        );
+        let none = Plan::new("connections{appliance=\"apac\"}", At::Instant(E), &fleet).unwrap();
+        assert!(none.fetches().is_empty());
+        assert!(
+            none.warnings()[0].contains("default, emea, amer"),
+            "{:?}",
+            none.warnings()
+        );
+    }
+
+    #[test]
+    fn warnings_every_appliance_gives_are_said_once_plainly() {
+        let mut out = Vec::new();
+        merge_warnings(
+            vec![
+                ("default", vec!["a".to_owned(), "b".to_owned()]),
+                ("emea", vec!["a".to_owned()]),
+            ],
+            &mut out,
+        );
+        assert_eq!(out, ["a", "appliance default: b"]);
+    }
+
     #[test]
     fn prometheus_refusals_of_ranges() {
         let limits = Settings::defaults().query;
