@@ -177,12 +177,12 @@ impl Gateway {
             end,
             step: MINUTE,
         };
-        let data = self
-            .service
-            .evaluate(expr, at, 0, None, &Lane::new("bench"))
-            .await
-            .unwrap_or_else(|e| panic!("{expr}: {e}"))
-            .data;
+        let members = [("default", &self.service)];
+        let data =
+            metricgate::service::promql::evaluate(&members, expr, at, 0, None, &Lane::new("bench"))
+                .await
+                .unwrap_or_else(|e| panic!("{expr}: {e}"))
+                .data;
         serde_json::to_string(&data).expect("JSON")
     }
 

@@ -85,8 +85,10 @@ directly: change only the host to `http://<gateway>/appliance` (tokens may go). 
 its own array answers, from the gateway's cache and under its limits."),
         (name = "operations", description = "Health and readiness"),
         (name = "prometheus", description = "The Prometheus HTTP API over Darktrace metrics, for Grafana's built-in \
-Prometheus data source (URL `http://<gateway>/prometheus`). A metric is the catalog's name; labels are \
-the appliance's filters (`did`, `ddid`, `odid`, `port`, `sourceport`, `destinationport`, `protocol`, \
+Prometheus data source (URL `http://<gateway>/prometheus`). Every series has an `appliance` label, the \
+name of the appliance it came from: a selector without an `appliance` matcher reads every appliance, \
+`appliance=~\"emea|amer\"` only those, `sum by (appliance)` totals each, and listings are per appliance. \
+A metric is the catalog's name; labels are the appliance's filters (`did`, `ddid`, `odid`, `port`, `sourceport`, `destinationport`, `protocol`, \
 `applicationprotocol`), `direction` (`in`, `out`) for the parts of a value (without a `direction` matcher \
 a selector reads the total), and `hostname`, `ip`, `label` where the device is known. A selector without \
 a `did` matcher reads the network-wide series; `did=~\"1|2\"` asks once per device. The step becomes \

@@ -85,10 +85,3 @@ pub fn several(
     }
 }
 
-/// The appliance PromQL reads: the default (else the first).
-pub fn promql_appliance(state: &AppState) -> Result<Arc<Appliance>, crate::promql::PromError> {
-    state
-        .fleet
-        .default_or_first()
-        .ok_or_else(|| crate::promql::PromError::bad_data("no appliance is configured"))
-}

@@ -1,6 +1,7 @@
 //! What Grafana's query editor and variables ask before they query: series, label names,
-//! label values and metric metadata. All of it comes from the catalog and the devices the
-//! gateway knows (seen in cached answers, or configured): listing never asks the appliance.
+//! label values and metric metadata. All of it comes from each appliance's catalog and the
+//! devices the gateway knows there (seen in cached answers, or configured): listing never
+//! asks an appliance. Every series carries its appliance's `appliance` label.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -12,8 +13,9 @@ use promql_parser::label::Matcher;
 use super::engine::series::{Labels, METRIC_NAME};
 use super::error::PromError;
 use super::parse;
+use super::plan::{merge_warnings, no_appliance, split_appliance};
 use super::select::{self, DETAILS, DID, DIRECTION, Purpose};
-use super::{BREACH_METRIC, Context};
+use super::{APPLIANCE, BREACH_METRIC, Context};
 use crate::normalize::MetricInfo;
 
 /// A listing's answer, and what it had to leave out.
@@ -62,29 +64,51 @@ fn selector(text: &str) -> Result<Vec<Matcher>, PromError> {
     }
 }
 
-/// The label sets of the series `matches` name (at least one selector is required).
+/// Every appliance listings read: each one's name (its `appliance` label) and what it knows.
+pub type Appliances<'c, 'a> = [(&'c str, &'c Context<'a>)];
+
+/// The label sets of the series `matches` name (at least one selector is required), on every
+/// appliance they pick.
 pub fn series(
     matches: &[String],
     limit: usize,
-    ctx: &Context<'_>,
+    appliances: &Appliances<'_, '_>,
 ) -> Result<Listing<Vec<Labels>>, PromError> {
     if matches.is_empty() {
         return Err(PromError::bad_data("no match[] parameter provided"));
     }
-    let (sets, warnings) = label_sets(matches, ctx)?;
+    let (sets, warnings) = label_sets(matches, appliances)?;
     Ok(limited(sets, limit, warnings))
 }
 
 fn label_sets(
     matches: &[String],
-    ctx: &Context<'_>,
+    appliances: &Appliances<'_, '_>,
 ) -> Result<(Vec<Labels>, Vec<String>), PromError> {
     let mut warnings = Vec::new();
     let mut sets = BTreeSet::new();
     for text in matches {
         let selector = selector(text)?;
-        let selection = select::resolve(&selector, ctx, Purpose::Listing, &mut warnings)?;
-        sets.extend(selection.label_sets(ctx));
+        // The `appliance` matchers pick appliances; each is listed with the rest of them.
+        let (on, rest) = split_appliance(&selector);
+        let names = appliances.iter().map(|(n, _)| *n);
+        if !on.is_empty() && !names.clone().any(|n| on.iter().all(|m| m.is_match(n))) {
+            warnings.push(no_appliance(&on, names));
+        }
+        let mut each = Vec::new();
+        for (name, ctx) in appliances {
+            if !on.iter().all(|m| m.is_match(name)) {
+                continue;
+            }
+            let mut found = Vec::new();
+            let selection = select::resolve(&rest, ctx, Purpose::Listing, &mut found)?;
+            each.push((*name, found));
+            sets.extend(selection.label_sets(ctx).into_iter().map(|mut labels| {
+                labels.insert(APPLIANCE.to_owned(), (*name).to_owned());
+                labels
+            }));
+        }
+        merge_warnings(each, &mut warnings);
     }
     Ok((sets.into_iter().collect(), warnings))
 }
@@ -93,36 +117,52 @@ fn label_sets(
 pub fn label_names(
     matches: &[String],
     limit: usize,
-    ctx: &Context<'_>,
+    appliances: &Appliances<'_, '_>,
 ) -> Result<Listing<Vec<String>>, PromError> {
     if matches.is_empty() {
-        let names = select::all_labels()
+        let mut names: Vec<String> = select::all_labels()
             .into_iter()
+            .chain([APPLIANCE])
             .map(str::to_owned)
             .collect();
+        names.sort_unstable();
         return Ok(limited(names, limit, Vec::new()));
     }
-    let (sets, warnings) = label_sets(matches, ctx)?;
+    let (sets, warnings) = label_sets(matches, appliances)?;
     let names: BTreeSet<String> = sets.into_iter().flat_map(|l| l.into_keys()).collect();
     Ok(limited(names.into_iter().collect(), limit, warnings))
 }
 
-/// The values of label `name`: all the gateway knows, or those of the series `matches` name.
+/// The values of label `name`: all the gateway knows (on every appliance), or those of the
+/// series `matches` name.
 pub fn label_values(
     name: &str,
     matches: &[String],
     limit: usize,
-    ctx: &Context<'_>,
+    appliances: &Appliances<'_, '_>,
 ) -> Result<Listing<Vec<String>>, PromError> {
     if !matches.is_empty() {
-        let (sets, warnings) = label_sets(matches, ctx)?;
+        let (sets, warnings) = label_sets(matches, appliances)?;
         let values: BTreeSet<String> = sets
             .into_iter()
             .filter_map(|mut l| l.remove(name))
             .collect();
         return Ok(limited(values.into_iter().collect(), limit, warnings));
     }
-    let values: BTreeSet<String> = match name {
+    let values: BTreeSet<String> = if name == APPLIANCE {
+        appliances.iter().map(|(n, _)| (*n).to_owned()).collect()
+    } else {
+        appliances
+            .iter()
+            .flat_map(|(_, ctx)| known_values(name, ctx))
+            .collect()
+    };
+    Ok(limited(values.into_iter().collect(), limit, Vec::new()))
+}
+
+/// The values of label `name` one appliance's catalog and known devices hold.
+fn known_values(name: &str, ctx: &Context<'_>) -> BTreeSet<String> {
+    match name {
         METRIC_NAME => ctx
             .metrics
             .iter()
@@ -143,8 +183,7 @@ pub fn label_values(
             .collect(),
         // Filter values are whatever the caller asks for; breaches are only known by asking.
         _ => BTreeSet::new(),
-    };
-    Ok(limited(values.into_iter().collect(), limit, Vec::new()))
+    }
 }
 
 /// One metric's metadata, as `/api/v1/metadata` lists it.

@@ -7,7 +7,9 @@
 //! The request path: [`parse`] → [`plan`] (the engine's hints → [`select`]'s questions) →
 //! the use case fetches → [`engine`] evaluates → [`value`] serializes.
 //!
-//! The mapping: a metric name is the catalog's name; labels are the appliance's filters
+//! The mapping: every series has an `appliance` label, the name of the appliance it came from
+//! (a selector's matchers on it pick the appliances it reads; without any it reads them all).
+//! A metric name is the catalog's name; labels are the appliance's filters
 //! (`did`, `ddid`, `odid`, `port`, `sourceport`, `destinationport`, `protocol`,
 //! `applicationprotocol`), `direction` (`in`/`out`) for the parts of a value, and the device's
 //! `hostname`, `ip` and `label` where known. A query at step `s` asks the appliance for
@@ -28,7 +30,7 @@ use std::collections::BTreeMap;
 
 pub use engine::series::{Labels, METRIC_NAME};
 pub use error::PromError;
-pub use listing::{Listing, Metadata, label_names, label_values, metadata, series};
+pub use listing::{Appliances, Listing, Metadata, label_names, label_values, metadata, series};
 pub use parse::format;
 pub use plan::{At, Plan};
 pub use value::QueryData;
@@ -36,6 +38,10 @@ pub use value::QueryData;
 use crate::normalize::{Device, MetricInfo};
 use crate::query::MetricNames;
 use crate::settings::QueryLimits;
+
+/// The label naming the appliance a series came from: every series has it, and a selector's
+/// matchers on it pick the appliances it reads.
+pub const APPLIANCE: &str = "appliance";
 
 /// The series of model breaches: one per breach, its value the breach's score.
 pub const BREACH_METRIC: &str = "darktrace_model_breach";

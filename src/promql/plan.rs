@@ -27,7 +27,7 @@ use super::error::PromError;
 use super::select::{self, Fetch, Purpose, Selection};
 use super::time::lookback;
 use super::value::QueryData;
-use super::{Context, parse};
+use super::{APPLIANCE, Context, parse};
 use crate::normalize::MetricData;
 use crate::query::MetricQuery;
 use crate::settings::QueryLimits;
@@ -47,9 +47,10 @@ const MAX_STEPS: i64 = 11_000;
 const EARLIEST_MS: i64 = 1_000_000_000_000;
 const MINUTE_MS: i64 = 60_000;
 
-/// One distinct selector (its matchers), and the fetches that answer it.
-struct Planned {
-    key: String,
+/// One appliance's part of a selector: what it reads there, and the fetches that answer it.
+struct Part {
+    /// Index into the plan's appliances.
+    appliance: usize,
     selection: Selection,
     /// Indexes into the plan's fetches.
     fetches: Vec<usize>,
@@ -57,12 +58,21 @@ struct Planned {
     interval_ms: i64,
 }
 
+/// One distinct selector (its matchers), and each appliance's part of it.
+struct Planned {
+    key: String,
+    parts: Vec<Part>,
+}
+
 /// A query ready to be answered: what to fetch, and how to evaluate the answers.
 pub struct Plan {
     expr: Arc<Expr>,
     query: Query,
+    /// The appliances' names, by index (their `appliance` label).
+    appliances: Vec<String>,
     selections: Vec<Planned>,
-    fetches: Vec<Fetch>,
+    /// Each question, and the index of the appliance it is for.
+    fetches: Vec<(usize, Fetch)>,
     warnings: Vec<String>,
 }
 
@@ -74,8 +84,63 @@ fn key(matchers: &[Matcher]) -> String {
     parts.join(",")
 }
 
+/// A selector's matchers split into those on the `appliance` label and the rest: the first
+/// pick appliances, the rest are what each appliance is asked (no appliance has the label).
+pub(crate) fn split_appliance(matchers: &[Matcher]) -> (Vec<&Matcher>, Vec<Matcher>) {
+    let (on, rest): (Vec<&Matcher>, Vec<&Matcher>) =
+        matchers.iter().partition(|m| m.name == APPLIANCE);
+    (on, rest.into_iter().cloned().collect())
+}
+
+/// The hint for `appliance` matchers that pick no appliance.
+pub(crate) fn no_appliance<'n>(on: &[&Matcher], names: impl Iterator<Item = &'n str>) -> String {
+    let shown: Vec<String> = on.iter().map(ToString::to_string).collect();
+    let names: Vec<&str> = names.collect();
+    format!(
+        "no appliance matches `{}`, so no series; the appliances are {}",
+        shown.join(", "),
+        names.join(", ")
+    )
+}
+
+/// Per-appliance warnings joined: one every appliance gave is said once as it is (so a
+/// single appliance's warnings read as before), the others name their appliance.
+pub(crate) fn merge_warnings(each: Vec<(&str, Vec<String>)>, warnings: &mut Vec<String>) {
+    let total = each.len();
+    let mut seen: Vec<(String, Vec<&str>)> = Vec::new();
+    for (name, found) in &each {
+        for w in found {
+            match seen.iter_mut().find(|(text, _)| text == w) {
+                Some((_, names)) => {
+                    if !names.contains(name) {
+                        names.push(name);
+                    }
+                }
+                None => seen.push((w.clone(), vec![name])),
+            }
+        }
+    }
+    for (text, names) in seen {
+        let said = if names.len() == total {
+            text
+        } else {
+            format!("appliance {}: {text}", names.join(", "))
+        };
+        if !warnings.contains(&said) {
+            warnings.push(said);
+        }
+    }
+}
+
 impl Plan {
-    pub fn new(text: &str, at: At, ctx: &Context<'_>) -> Result<Self, PromError> {
+    /// Plans `text` at `at` over `appliances` (each one's name and what it is planned
+    /// against). A selector reads every appliance its `appliance` matchers allow; query-wide
+    /// settings (limits, the sample cap, now) are the gateway's, so the first context's.
+    pub fn new(text: &str, at: At, appliances: &[(&str, &Context<'_>)]) -> Result<Self, PromError> {
+        let Some((_, first)) = appliances.first() else {
+            return Err(PromError::bad_data("no appliance is configured"));
+        };
+        let ctx = *first;
         let interval_seconds = grid(at, ctx.limits)?;
         let interval_ms = interval_seconds as i64 * 1000;
         let expr = parse::parse_expr(text)?;
@@ -97,55 +162,71 @@ impl Plan {
         for hint in hints(&expr, &query) {
             let key = key(&hint.matchers);
             if !selections.iter().any(|p| p.key == key) {
-                let selection =
-                    select::resolve(&hint.matchers, ctx, Purpose::Query, &mut warnings)?;
+                let parts = resolve_parts(&hint.matchers, appliances, &mut warnings)?
+                    .into_iter()
+                    .map(|(appliance, selection)| Part {
+                        appliance,
+                        selection,
+                        fetches: Vec::new(),
+                        interval_ms,
+                    })
+                    .collect();
                 selections.push(Planned {
                     key: key.clone(),
-                    selection,
-                    fetches: Vec::new(),
-                    interval_ms,
+                    parts,
                 });
             }
             uses.entry(key).or_default().push(hint);
         }
-        let mut fetches: Vec<Fetch> = Vec::new();
+        let mut fetches: Vec<(usize, Fetch)> = Vec::new();
         for planned in &mut selections {
             let uses = uses.remove(&planned.key).unwrap_or_default();
-            if !planned.selection.breaches {
-                planned.interval_ms = maxima_interval(&uses, &query, interval_ms, ctx);
-            }
-            let interval = planned.interval_ms;
-            let windows = uses
-                .iter()
-                .filter_map(|h| window(h.from, h.to, interval, ctx.now_ms))
-                .collect();
-            for (start, end) in union(windows) {
-                check_points(start, end, interval, at, ctx.limits)?;
-                let seconds = u64::try_from(interval / 1000).unwrap_or(interval_seconds);
-                for fetch in planned.selection.fetches(start, end, seconds, ctx)? {
-                    let i = match fetches.iter().position(|f| *f == fetch) {
-                        Some(i) => i,
-                        None => {
-                            fetches.push(fetch);
-                            fetches.len() - 1
-                        }
-                    };
-                    planned.fetches.push(i);
+            for part in &mut planned.parts {
+                let Some((_, ctx)) = appliances.get(part.appliance) else {
+                    continue;
+                };
+                if !part.selection.breaches {
+                    part.interval_ms = maxima_interval(&uses, &query, interval_ms, ctx);
+                }
+                let interval = part.interval_ms;
+                let windows = uses
+                    .iter()
+                    .filter_map(|h| window(h.from, h.to, interval, ctx.now_ms))
+                    .collect();
+                for (start, end) in union(windows) {
+                    check_points(start, end, interval, at, ctx.limits)?;
+                    let seconds = u64::try_from(interval / 1000).unwrap_or(interval_seconds);
+                    for fetch in part.selection.fetches(start, end, seconds, ctx)? {
+                        let same = |(a, f): &(usize, Fetch)| *a == part.appliance && *f == fetch;
+                        let i = match fetches.iter().position(same) {
+                            Some(i) => i,
+                            None => {
+                                fetches.push((part.appliance, fetch));
+                                fetches.len() - 1
+                            }
+                        };
+                        part.fetches.push(i);
+                    }
                 }
             }
         }
         Ok(Self {
             expr,
             query,
+            appliances: appliances.iter().map(|(n, _)| (*n).to_owned()).collect(),
             selections,
             fetches,
             warnings,
         })
     }
 
-    /// The appliance questions, each to be answered through the caches.
-    pub fn fetches(&self) -> Vec<MetricQuery> {
-        self.fetches.iter().map(|f| f.query.clone()).collect()
+    /// The appliance questions, each with the index of the appliance (in the order
+    /// [`Plan::new`] was given them) whose caches answer it.
+    pub fn fetches(&self) -> Vec<(usize, MetricQuery)> {
+        self.fetches
+            .iter()
+            .map(|(a, f)| (*a, f.query.clone()))
+            .collect()
     }
 
     /// Things the caller should know that did not stop the query.
@@ -153,31 +234,98 @@ impl Plan {
         &self.warnings
     }
 
-    /// The result, from the answers to [`Plan::fetches`], in order; and the engine's warnings.
-    pub fn evaluate(&self, answers: &[MetricData]) -> Result<(QueryData, Vec<String>), PromError> {
+    /// The result, from the answers to [`Plan::fetches`], in order (`None` where the
+    /// appliance failed: its series are left out, not read in part); and the engine's
+    /// warnings. Every series carries the `appliance` label of the appliance it came from.
+    pub fn evaluate(
+        &self,
+        answers: &[Option<MetricData>],
+    ) -> Result<(QueryData, Vec<String>), PromError> {
         let source = Answers {
             rows: self
                 .selections
                 .iter()
-                .map(|planned| {
-                    let pairs: Vec<(&Fetch, &MetricData)> = planned
-                        .fetches
-                        .iter()
-                        .filter_map(|&i| Some((self.fetches.get(i)?, answers.get(i)?)))
-                        .collect();
-                    (
-                        planned.key.clone(),
-                        planned.selection.rows(&pairs, planned.interval_ms),
-                    )
-                })
+                .map(|planned| (planned.key.clone(), self.rows(planned, answers)))
                 .collect(),
         };
         let (output, warnings) = engine::evaluate(&self.expr, &self.query, &source)?;
         Ok((QueryData::new(output, &self.query), warnings))
     }
+
+    /// A selector's rows from every appliance whose answers all came.
+    fn rows(&self, planned: &Planned, answers: &[Option<MetricData>]) -> Vec<Row> {
+        let mut out = Vec::new();
+        for part in &planned.parts {
+            let Some(name) = self.appliances.get(part.appliance) else {
+                continue;
+            };
+            let pairs: Option<Vec<(&Fetch, &MetricData)>> = part
+                .fetches
+                .iter()
+                .map(|&i| {
+                    let (_, fetch) = self.fetches.get(i)?;
+                    Some((fetch, answers.get(i)?.as_ref()?))
+                })
+                .collect();
+            let Some(pairs) = pairs else { continue };
+            out.extend(
+                part.selection
+                    .rows(&pairs, part.interval_ms)
+                    .into_iter()
+                    .map(|mut row| {
+                        row.labels.insert(APPLIANCE.to_owned(), name.clone());
+                        row
+                    }),
+            );
+        }
+        out
+    }
 }
 
-/// The series the appliance's answers hold, by selector.
+/// Each appliance `matchers` pick, with its selection of the rest of them. An appliance whose
+/// selection fails (its catalog not known yet, say) is left out with a warning naming it;
+/// when every one fails, the query fails as it would with one appliance.
+fn resolve_parts(
+    matchers: &[Matcher],
+    appliances: &[(&str, &Context<'_>)],
+    warnings: &mut Vec<String>,
+) -> Result<Vec<(usize, Selection)>, PromError> {
+    let (on, rest) = split_appliance(matchers);
+    if !on.is_empty()
+        && !appliances
+            .iter()
+            .any(|(n, _)| on.iter().all(|m| m.is_match(n)))
+    {
+        warnings.push(no_appliance(&on, appliances.iter().map(|(n, _)| *n)));
+    }
+    let mut parts = Vec::new();
+    let mut each = Vec::new();
+    let mut failed: Vec<(&str, PromError)> = Vec::new();
+    for (i, (name, ctx)) in appliances.iter().enumerate() {
+        if !on.iter().all(|m| m.is_match(name)) {
+            continue;
+        }
+        let mut found = Vec::new();
+        match select::resolve(&rest, ctx, Purpose::Query, &mut found) {
+            Ok(selection) => {
+                parts.push((i, selection));
+                each.push((*name, found));
+            }
+            Err(e) => failed.push((name, e)),
+        }
+    }
+    if parts.is_empty() && !failed.is_empty() {
+        let (_, e) = failed.swap_remove(0);
+        return Err(e);
+    }
+    merge_warnings(each, warnings);
+    for (name, e) in failed {
+        warnings.push(format!("appliance {name}: {e}"));
+    }
+    Ok(parts)
+}
+
+/// The series the appliances' answers hold, by selector.
 struct Answers {
     rows: HashMap<String, Vec<Row>>,
 }
@@ -355,11 +503,11 @@ mod tests {
             max_samples: 1_000_000,
         };
         let minutes = |t: Option<i64>| (t.unwrap() - S) / MINUTE_MS;
-        Plan::new(text, at, &ctx)
+        Plan::new(text, at, &[("default", &ctx)])
             .unwrap_or_else(|e| panic!("{text}: {e}"))
             .fetches()
             .iter()
-            .map(|q| {
+            .map(|(_, q)| {
                 (
                     q.metrics().join(","),
                     q.devices().to_vec(),
@@ -442,6 +590,61 @@ mod tests {
             step: 300_000,
         };
         assert_eq!(questions("connections", coarse), [c(&[], -5, 365)]);
+    }
+
+    /// A selector reads every appliance its `appliance` matchers allow, each asked the same
+    /// question (deduplicated per appliance, never across them); the label never reaches
+    /// the appliance's question or its warnings.
+    #[test]
+    fn appliance_matchers_pick_the_appliances_asked() {
+        let settings = Settings::defaults();
+        let devices = crate::promql::KnownDevices::new(Vec::new);
+        let ctx = Context {
+            limits: &settings.query,
+            names: &crate::query::AnyMetric,
+            metrics: &[],
+            devices: &devices,
+            now_ms: E + 10 * MINUTE_MS,
+            max_samples: 1_000_000,
+        };
+        let fleet = [("default", &ctx), ("emea", &ctx), ("amer", &ctx)];
+        let asked = |text: &str| {
+            let plan = Plan::new(text, At::Instant(E), &fleet).unwrap();
+            assert_eq!(plan.warnings(), [] as [String; 0], "{text}");
+            plan.fetches()
+                .into_iter()
+                .map(|(a, q)| (a, q.metrics().join(",")))
+                .collect::<Vec<_>>()
+        };
+        let c = |a: usize| (a, "connections".to_owned());
+        assert_eq!(asked("connections"), [c(0), c(1), c(2)]);
+        assert_eq!(asked("connections{appliance=\"emea\"}"), [c(1)]);
+        assert_eq!(asked("connections{appliance=~\"emea|amer\"}"), [c(1), c(2)]);
+        assert_eq!(asked("connections{appliance!=\"emea\"}"), [c(0), c(2)]);
+        assert_eq!(
+            asked("connections{appliance=\"emea\"} / connections"),
+            [c(1), c(0), c(2)]
+        );
+        let none = Plan::new("connections{appliance=\"apac\"}", At::Instant(E), &fleet).unwrap();
+        assert!(none.fetches().is_empty());
+        assert!(
+            none.warnings()[0].contains("default, emea, amer"),
+            "{:?}",
+            none.warnings()
+        );
+    }
+
+    #[test]
+    fn warnings_every_appliance_gives_are_said_once_plainly() {
+        let mut out = Vec::new();
+        merge_warnings(
+            vec![
+                ("default", vec!["a".to_owned(), "b".to_owned()]),
+                ("emea", vec!["a".to_owned()]),
+            ],
+            &mut out,
+        );
+        assert_eq!(out, ["a", "appliance default: b"]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! handlers extract a [`MetricRequest`] and write the [`Served`] answer.
 
 pub mod fanout;
-mod promql;
+pub mod promql;
 
 pub use promql::{Evaluated, PromqlError};
 

@@ -16,6 +16,7 @@ mod docs;
 mod edges;
 mod fleet;
 mod fleet_fanout;
+mod fleet_promql;
 mod helpers;
 mod hostile;
 mod late_data;

@@ -230,8 +230,8 @@ async fn range_values_are_the_simulators_in_get_and_post_forms() {
     assert_eq!(series.len(), 1);
     assert_eq!(
         series[0]["metric"],
-        json!({"__name__": "connections", "did": "123", "hostname": "host-123",
-               "ip": "10.0.0.123", "label": "Device 123"})
+        json!({"__name__": "connections", "appliance": "default", "did": "123",
+               "hostname": "host-123", "ip": "10.0.0.123", "label": "Device 123"})
     );
     let expected = appliance_values(
         &app,
@@ -895,9 +895,9 @@ async fn devices_are_listed_from_cached_answers_and_configuration() {
     assert_eq!(
         series.body["data"],
         json!([
-            {"__name__": "bandwidth", "did": "777"},
-            {"__name__": "bandwidth", "did": "777", "direction": "in"},
-            {"__name__": "bandwidth", "did": "777", "direction": "out"}
+            {"__name__": "bandwidth", "appliance": "default", "did": "777"},
+            {"__name__": "bandwidth", "appliance": "default", "did": "777", "direction": "in"},
+            {"__name__": "bandwidth", "appliance": "default", "did": "777", "direction": "out"}
         ])
     );
     // A device named by its host name, as Grafana's legends show it.

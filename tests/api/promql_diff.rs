@@ -713,6 +713,7 @@ async fn export(app: &TestApp, step: i64) -> String {
         .unwrap();
     let expected: Labels = [
         ("__name__", "connections"),
+        ("appliance", "default"),
         ("did", "123"),
         ("hostname", "host-123"),
         ("ip", "10.0.0.123"),
@@ -724,8 +725,8 @@ async fn export(app: &TestApp, step: i64) -> String {
     assert_eq!(device.0, expected);
     let network = series
         .iter()
-        .find(|(l, _)| l.len() == 1 && l["__name__"] == "bandwidth")
-        .expect("the network-wide total has its name only");
+        .find(|(l, _)| l.len() == 2 && l["__name__"] == "bandwidth")
+        .expect("the network-wide total has its name and appliance only");
     for ((_, values), filter) in [
         (device, "metric=connections&did=123"),
         (network, "metric=bandwidth"),

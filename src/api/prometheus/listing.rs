@@ -5,14 +5,18 @@
 use std::collections::BTreeMap;
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use futures::future::join_all;
 use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
+use super::query::members;
 use super::{Form, PrometheusSuccess, SelectorParams, SeriesParams, success};
 use crate::error::Problem;
 use crate::error::{PrometheusError, PrometheusFailure};
+use crate::normalize::MetricInfo;
 use crate::promql::{self, Metadata, PromError};
+use crate::service::promql::with_contexts;
 use crate::state::AppState;
 
 async fn labels(
@@ -23,9 +27,12 @@ async fn labels(
     let form = Form::read(&req, payload).await?;
     form.check_times()?;
     let (matches, limit) = (form.all("match[]"), form.limit()?);
-    let listing = crate::api::pick::promql_appliance(&state)?
-        .service
-        .with_context(|ctx| promql::label_names(&matches, limit, ctx))?;
+    let listing = {
+        let fleet = state.fleet.all();
+        with_contexts(&members(&fleet), |appliances| {
+            promql::label_names(&matches, limit, appliances)
+        })?
+    };
     Ok(success(listing.data, listing.warnings))
 }
 
@@ -58,10 +65,10 @@ pub async fn post_labels(
     labels(req, Some(payload), state).await
 }
 
-/// A label's values: `__name__` lists the catalog's metrics (and `darktrace_model_breach`),
-/// `did` the devices seen in cached answers or configured (`prometheus.devices`), `hostname`,
-/// `ip` and `label` theirs, `direction` `in` and `out`. With `match[]`: the values of the
-/// series it names.
+/// A label's values: `appliance` lists the appliances, `__name__` the catalogs' metrics (and
+/// `darktrace_model_breach`), `did` the devices seen in cached answers or configured
+/// (`prometheus.devices`), `hostname`, `ip` and `label` theirs, `direction` `in` and `out`.
+/// With `match[]`: the values of the series it names.
 #[utoipa::path(get, path = "/prometheus/api/v1/label/{name}/values", operation_id = "prometheus_label_values", tag = "prometheus",
     params(("name" = String, Path, description = "A label name (`U__`-escaped names are accepted)", example = "did"), SelectorParams),
     responses(
@@ -79,9 +86,12 @@ pub async fn label_values(
     form.check_times()?;
     let name = label_name(&name)?;
     let (matches, limit) = (form.all("match[]"), form.limit()?);
-    let listing = crate::api::pick::promql_appliance(&state)?
-        .service
-        .with_context(|ctx| promql::label_values(&name, &matches, limit, ctx))?;
+    let listing = {
+        let fleet = state.fleet.all();
+        with_contexts(&members(&fleet), |appliances| {
+            promql::label_values(&name, &matches, limit, appliances)
+        })?
+    };
     Ok(success(listing.data, listing.warnings))
 }
 
@@ -136,15 +146,19 @@ async fn series(
     let form = Form::read(&req, payload).await?;
     form.check_times()?;
     let (matches, limit) = (form.all("match[]"), form.limit()?);
-    let listing = crate::api::pick::promql_appliance(&state)?
-        .service
-        .with_context(|ctx| promql::series(&matches, limit, ctx))?;
+    let listing = {
+        let fleet = state.fleet.all();
+        with_contexts(&members(&fleet), |appliances| {
+            promql::series(&matches, limit, appliances)
+        })?
+    };
     Ok(success(listing.data, listing.warnings))
 }
 
-/// The series `match[]` names (at least one): per metric, the network-wide series and one per
-/// known device, each as a total and its `in` and `out` parts. Listed from the catalog and the
-/// known devices, without asking the appliance.
+/// The series `match[]` names (at least one): on each appliance it picks (by `appliance`
+/// matchers; without any, every one), per metric, the network-wide series and one per known
+/// device, each as a total and its `in` and `out` parts, labelled with the appliance. Listed
+/// from the catalogs and the known devices, without asking an appliance.
 #[utoipa::path(get, path = "/prometheus/api/v1/series", operation_id = "prometheus_series", tag = "prometheus",
     params(SeriesParams),
     responses(
@@ -186,8 +200,9 @@ pub struct MetadataParams {
     limit_per_metric: Option<u64>,
 }
 
-/// Metric metadata from the appliance's catalog: every metric is a `gauge` (a bucket's
-/// maximum), its help the catalog's label, its unit the catalog's units.
+/// Metric metadata from the appliances' catalogs (their union; an appliance whose catalog
+/// cannot be had is named in `warnings`): every metric is a `gauge` (a bucket's maximum), its
+/// help the catalog's label, its unit the catalog's units.
 #[utoipa::path(get, path = "/prometheus/api/v1/metadata", operation_id = "prometheus_metadata", tag = "prometheus",
     params(MetadataParams),
     responses(
@@ -201,12 +216,37 @@ pub async fn metadata(
     let form = Form::read(&req, None).await?;
     let limit = form.limit()?;
     form.count("limit_per_metric")?;
-    let appliance = crate::api::pick::promql_appliance(&state)?;
-    let catalog = appliance.catalog.get_or_fetch(&appliance.client).await?;
-    let metrics = catalog.as_ref().map_or(&[][..], |c| &c.metrics);
+    let fleet = state.fleet.all();
+    let catalogs = join_all(fleet.iter().map(|a| a.catalog.get_or_fetch(&a.client))).await;
+    // The union of the catalogs (a metric on several appliances listed once); an appliance
+    // whose catalog cannot be had is named in a warning, unless none can.
+    let mut metrics: BTreeMap<String, MetricInfo> = BTreeMap::new();
+    let mut warnings = Vec::new();
+    let mut first_error = None;
+    let mut any = false;
+    for (appliance, catalog) in fleet.iter().zip(catalogs) {
+        match catalog {
+            Ok(catalog) => {
+                any = true;
+                for m in catalog.iter().flat_map(|c| &c.metrics) {
+                    metrics.entry(m.name.clone()).or_insert_with(|| m.clone());
+                }
+            }
+            Err(e) => {
+                warnings.push(format!("appliance {}: {e}", appliance.name));
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_error
+        && !any
+    {
+        return Err(e.into());
+    }
+    let metrics: Vec<MetricInfo> = metrics.into_values().collect();
     let data: BTreeMap<String, Vec<Metadata>> =
-        promql::metadata(metrics, form.given("metric"), limit);
-    Ok(success(data, Vec::new()))
+        promql::metadata(&metrics, form.given("metric"), limit);
+    Ok(success(data, warnings))
 }
 
 /// `/metadata`'s entries, for the document.

@@ -1,5 +1,7 @@
 //! `/query`, `/query_range`, `/format_query` and `/query_exemplars`.
 
+use std::sync::Arc;
+
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::{
@@ -8,10 +10,22 @@ use super::{
 };
 use crate::api::lane::lane;
 use crate::error::{PrometheusError, PrometheusFailure};
+use crate::fleet::Appliance;
 use crate::promql::{At, time};
+use crate::service::MetricService;
+use crate::service::promql;
 use crate::state::AppState;
 
-/// Evaluates the form's `query` at `at` through the PromQL use case, and writes the envelope.
+/// Every appliance the fleet has, as the PromQL use case reads them (by name).
+pub(crate) fn members(fleet: &[Arc<Appliance>]) -> Vec<(&str, &MetricService)> {
+    fleet
+        .iter()
+        .map(|a| (a.name.as_str(), &a.service))
+        .collect()
+}
+
+/// Evaluates the form's `query` at `at` over the fleet through the PromQL use case, and
+/// writes the envelope.
 async fn answer(
     req: &HttpRequest,
     state: &AppState,
@@ -21,10 +35,17 @@ async fn answer(
     form.check_timeout()?;
     let limit = form.limit()?;
     let text = form.get("query").unwrap_or("");
-    let evaluated = crate::api::pick::promql_appliance(state)?
-        .service
-        .evaluate(text, at, limit, traceparent(req), &lane(req, state))
-        .await?;
+    let fleet = state.fleet.all();
+    let members = members(&fleet);
+    let evaluated = promql::evaluate(
+        &members,
+        text,
+        at,
+        limit,
+        traceparent(req),
+        &lane(req, state),
+    )
+    .await?;
     Ok(success(evaluated.data, evaluated.warnings))
 }
 
