@@ -15,6 +15,7 @@ mod deploy;
 mod docs;
 mod edges;
 mod fleet;
+mod fleet_access;
 mod helpers;
 mod hostile;
 mod late_data;

@@ -23,7 +23,7 @@ async fn labels(
     let form = Form::read(&req, payload).await?;
     form.check_times()?;
     let (matches, limit) = (form.all("match[]"), form.limit()?);
-    let listing = crate::api::pick::promql_appliance(&state)?
+    let listing = crate::api::pick::promql_appliance(&req, &state)?
         .service
         .with_context(|ctx| promql::label_names(&matches, limit, ctx))?;
     Ok(success(listing.data, listing.warnings))
@@ -79,7 +79,7 @@ pub async fn label_values(
     form.check_times()?;
     let name = label_name(&name)?;
     let (matches, limit) = (form.all("match[]"), form.limit()?);
-    let listing = crate::api::pick::promql_appliance(&state)?
+    let listing = crate::api::pick::promql_appliance(&req, &state)?
         .service
         .with_context(|ctx| promql::label_values(&name, &matches, limit, ctx))?;
     Ok(success(listing.data, listing.warnings))
@@ -136,7 +136,7 @@ async fn series(
     let form = Form::read(&req, payload).await?;
     form.check_times()?;
     let (matches, limit) = (form.all("match[]"), form.limit()?);
-    let listing = crate::api::pick::promql_appliance(&state)?
+    let listing = crate::api::pick::promql_appliance(&req, &state)?
         .service
         .with_context(|ctx| promql::series(&matches, limit, ctx))?;
     Ok(success(listing.data, listing.warnings))
@@ -201,7 +201,7 @@ pub async fn metadata(
     let form = Form::read(&req, None).await?;
     let limit = form.limit()?;
     form.count("limit_per_metric")?;
-    let appliance = crate::api::pick::promql_appliance(&state)?;
+    let appliance = crate::api::pick::promql_appliance(&req, &state)?;
     let catalog = appliance.catalog.get_or_fetch(&appliance.client).await?;
     let metrics = catalog.as_ref().map_or(&[][..], |c| &c.metrics);
     let data: BTreeMap<String, Vec<Metadata>> =

@@ -21,7 +21,7 @@ async fn answer(
     form.check_timeout()?;
     let limit = form.limit()?;
     let text = form.get("query").unwrap_or("");
-    let evaluated = crate::api::pick::promql_appliance(state)?
+    let evaluated = crate::api::pick::promql_appliance(req, state)?
         .service
         .evaluate(text, at, limit, traceparent(req), &lane(req, state))
         .await?;
