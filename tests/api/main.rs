@@ -16,6 +16,7 @@ mod docs;
 mod edges;
 mod fleet;
 mod fleet_access;
+mod fleet_isolation;
 mod helpers;
 mod hostile;
 mod late_data;
