@@ -16,7 +16,10 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, PublicKe
 use serde_json::Value;
 
 use crate::fleet::named;
-use crate::helpers::{PRIVATE, PUBLIC, TestApp, serve_process_logged, spawn_app_against};
+use crate::helpers::{
+    ADMIN_TOKEN, PRIVATE, PUBLIC, TestApp, TestRedis, serve_process_logged, spawn_app_against,
+    spawn_cluster, wait_for_mode,
+};
 
 const FROM_TO: &str = "from=2024-01-15T12:00:00Z&to=2024-01-15T13:00:00Z";
 
@@ -305,4 +308,105 @@ async fn metrics_and_access_lines_name_the_appliance() {
             .filter(|l| l["message"] == "request" && l["path"] == "/metrics")
             .all(|l| l.get("appliance").is_none()),
     );
+}
+
+/// Status, `Cache-Status` and body of a GET on a replica.
+async fn on(http: &reqwest::Client, url: &str) -> (u16, String, String) {
+    let r = http.get(url).send().await.expect("the replica answers");
+    let status = r.status().as_u16();
+    let cache = r
+        .headers()
+        .get("cache-status")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    (status, cache, r.text().await.expect("a body"))
+}
+
+#[tokio::test]
+async fn replicas_share_each_appliances_answers_apart_and_purge_one_alone() {
+    let redis = TestRedis::start();
+    let emea = Simulator::spawn("127.0.0.1:0", "emea-public", "emea-private").unwrap();
+    let emea_settings = named("emea", &emea, "emea-public", "emea-private");
+    let (sim, replicas) = spawn_cluster(2, &redis.url(), None, |s| {
+        // Redis calls given time on a loaded test machine (see cluster.rs).
+        s.redis.timeout_ms = NonZero::new(2_000).unwrap();
+        s.appliances.push(emea_settings.clone());
+    })
+    .await;
+    let all: Vec<String> = replicas.iter().map(|r| r.url.clone()).collect();
+    wait_for_mode(&all, true).await;
+    let (one, two) = (&all[0], &all[1]);
+    let http = reqwest::Client::new();
+    let q = format!("/v1/metricdata?metric=connections&did=7&{FROM_TO}");
+    let asked = || {
+        (
+            sim.stats.snapshot().metricdata,
+            emea.stats.snapshot().metricdata,
+        )
+    };
+
+    // The same question to each appliance: each asked once, the other replica served from
+    // Redis, and never one appliance's answer for the other's.
+    let (status, _, default_body) = on(&http, &format!("{one}{q}")).await;
+    assert_eq!(status, 200, "{default_body}");
+    let (_, shared, body) = on(&http, &format!("{two}{q}")).await;
+    assert!(shared.ends_with("detail=shared"), "{shared}");
+    assert_eq!(body, default_body);
+    assert_eq!(asked(), (1, 0));
+    let (status, cache, emea_body) = on(&http, &format!("{one}{q}&appliance=emea")).await;
+    assert_eq!(status, 200, "{emea_body}");
+    assert!(cache.contains("fwd=miss"), "not default's answer: {cache}");
+    assert_eq!(asked(), (1, 1));
+    let (_, shared, body) = on(&http, &format!("{two}{q}&appliance=emea")).await;
+    assert!(shared.ends_with("detail=shared"), "{shared}");
+    assert_eq!(body, emea_body);
+    assert_eq!(asked(), (1, 1));
+
+    // A purge of emea on replica one reaches replica two, and leaves default's answers.
+    let purged = http
+        .delete(format!("{one}/internal/cache?appliance=emea"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(purged.status(), 200);
+    let purged: Value = purged.json().await.unwrap();
+    let generation = purged["generation"].as_u64().expect("announced");
+    let mut applied = false;
+    for _ in 0..250 {
+        let report: Value = http
+            .get(format!("{two}/internal/cache"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if report["appliances"]["emea"]["purge_generation"]
+            .as_u64()
+            .is_some_and(|g| g >= generation)
+        {
+            applied = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(applied, "replica two applies emea's purge");
+    for url in [one, two] {
+        let (_, cache, _) = on(&http, &format!("{url}{q}")).await;
+        assert!(
+            cache.contains("hit"),
+            "default's answer stays cached: {cache}"
+        );
+    }
+    assert_eq!(asked().0, 1, "default was not asked again");
+    let (_, cache, body) = on(&http, &format!("{two}{q}&appliance=emea")).await;
+    assert!(
+        cache.contains("fwd=miss"),
+        "emea's answers are gone: {cache}"
+    );
+    assert_eq!(body, emea_body);
+    assert_eq!(asked(), (1, 2));
 }
