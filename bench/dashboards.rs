@@ -105,8 +105,14 @@ impl Gateway {
         settings.segments.enabled = kind != Kind::ExactKey;
         settings.segments.prefetch = kind == Kind::Prefetch;
         let metrics = Arc::new(GatewayMetrics::new());
-        let client = ApplianceClient::new(&settings.upstream, metrics.clone(), None, clock.clone())
-            .expect("client");
+        let client = ApplianceClient::new(
+            "default",
+            &settings.upstream,
+            metrics.clone(),
+            None,
+            clock.clone(),
+        )
+        .expect("client");
         let catalog = Arc::new(Catalog::new(clock.clone()));
         catalog.refresh(&client).await.expect("the catalog");
         let service = MetricService::new(

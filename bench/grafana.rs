@@ -88,6 +88,7 @@ impl Strategy {
         settings.segments.enabled = segments;
         let metrics = GatewayMetrics::new();
         let client = ApplianceClient::new(
+            "default",
             &settings.upstream,
             Arc::new(GatewayMetrics::new()),
             None,

@@ -37,6 +37,7 @@ fn source(sim: &Simulator) -> (MetricSource, Settings) {
     settings.upstream.per_minute = 1_000_000;
     let clock = Clock::system();
     let client = ApplianceClient::new(
+        "default",
         &settings.upstream,
         Arc::new(GatewayMetrics::new()),
         None,

@@ -44,6 +44,10 @@ pub enum ApiError {
     Reload(#[from] ReloadError),
     #[error("the admin endpoints need the admin token")]
     Unauthorized,
+    /// The caller asked an appliance outside its own (`choices`: the ones it may ask). The
+    /// same answer whether the other appliance exists or not, so it reveals none.
+    #[error("the caller may not ask that appliance")]
+    ForbiddenAppliance { choices: Vec<String> },
 }
 
 /// An RFC 9457 problem.
@@ -232,6 +236,15 @@ pub fn fanout_reason(e: &ServiceError) -> String {
     }
 }
 
+/// What a caller refused an appliance is told: only the appliances it may ask.
+fn forbidden_detail(choices: &[String]) -> String {
+    if choices.is_empty() {
+        "this caller may ask no appliance".into()
+    } else {
+        format!("this caller may ask only: {}", choices.join(", "))
+    }
+}
+
 /// The status a failed fetch answers with (for `Cache-Status: fwd-status=`).
 pub fn failure_status(e: &FetchError) -> u16 {
     fetch_parts(e).0.as_u16()
@@ -301,6 +314,12 @@ impl ApiError {
                 "unauthorized",
                 "Unauthorized",
                 "this endpoint needs `Authorization: Bearer <admin token>`".into(),
+            ),
+            ApiError::ForbiddenAppliance { choices } => (
+                StatusCode::FORBIDDEN,
+                "forbidden-appliance",
+                "Not one of this caller's appliances",
+                forbidden_detail(choices),
             ),
             ApiError::MethodNotAllowed { allow } => (
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -409,6 +428,9 @@ pub enum PrometheusError {
     RateLimited { retry_after_secs: u64 },
     #[error("no such endpoint")]
     NotFound,
+    /// The caller may not ask the appliance (see [`ApiError::ForbiddenAppliance`]).
+    #[error("the caller may not ask that appliance")]
+    ForbiddenAppliance { choices: Vec<String> },
     /// `allow`: the methods the endpoint answers, as the `Allow` header lists them.
     #[error("method not allowed")]
     MethodNotAllowed { allow: &'static str },
@@ -429,8 +451,9 @@ pub struct PrometheusFailure {
     /// Always `error`.
     #[schema(example = "error")]
     pub status: &'static str,
-    /// `bad_data` (400), `execution` (422), `not_found` (404), `unavailable` (429, 502, 503),
-    /// `timeout` (504) or `internal` (500).
+    /// `bad_data` (400), `execution` (422), `forbidden` (403: an appliance outside the
+    /// caller's), `not_found` (404), `unavailable` (429, 502, 503), `timeout` (504) or
+    /// `internal` (500).
     #[serde(rename = "errorType")]
     #[schema(example = "bad_data")]
     pub error_type: &'static str,
@@ -473,6 +496,14 @@ impl PrometheusError {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "bad_data",
                 format!("this endpoint answers {allow}"),
+            ),
+            // A 403 in the envelope: Prometheus has no error type for it, and its clients
+            // (client_golang, Grafana) show the envelope's `error` whatever the status, so the
+            // status says what happened and the text which appliances the caller may ask.
+            Self::ForbiddenAppliance { choices } => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                forbidden_detail(choices),
             ),
             Self::NotFound => (
                 StatusCode::NOT_FOUND,

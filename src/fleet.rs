@@ -68,6 +68,7 @@ impl Appliance {
         }
         let clock = parts.clock.clone();
         let client = ApplianceClient::new(
+            name.as_str(),
             &appliance.upstream,
             parts.metrics.clone(),
             shared.clone(),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use metricgate::settings::{DEFAULT_NAME, LogFormat, Settings};
+use metricgate::settings::{DEFAULT_NAME, LogFormat, Settings, setting_prefix};
 use metricgate::sim::{Estate, Simulator};
 use metricgate::startup::Application;
 use metricgate::telemetry::{self, LogOutput};
@@ -102,8 +102,27 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig { config } => match Settings::load(config.as_deref()) {
             Ok(settings) => run(async move {
-                if let Some(tls) = tls::check(&settings.upstream).await? {
-                    println!("{tls}");
+                // Every appliance, each named: one with an untrusted certificate fails the
+                // check, after the others have been checked too (one run shows every fix).
+                let mut refused = Vec::new();
+                for appliance in settings.fleet() {
+                    let name = &appliance.name;
+                    let at = setting_prefix(name, settings.upstream_is_appliance);
+                    match tls::check(&appliance.upstream).await {
+                        Ok(Some(tls)) => println!("appliance {name} ({at}): {tls}"),
+                        Ok(None) => {
+                            println!("appliance {name} ({at}): plain HTTP, no TLS to check")
+                        }
+                        // The refusal names `upstream.*` settings: this appliance's are `at`.
+                        Err(e) if at != "upstream" => refused.push(format!(
+                            "appliance {name}: {}",
+                            e.replace("upstream.", &format!("{at}."))
+                        )),
+                        Err(e) => refused.push(format!("appliance {name}: {e}")),
+                    }
+                }
+                if !refused.is_empty() {
+                    return Err(refused.join("\n"));
                 }
                 if let Some(dir) = &settings.cache.dir {
                     metricgate::cache::check_dir(dir)?;

@@ -151,8 +151,12 @@ pub struct RateLimitSettings {
     /// before it settles them with Redis, at most a tenth of the burst. N replicas let a caller
     /// past its limit by at most N x that many requests; 1 decides every request in Redis.
     pub lease: NonZeroU32,
-    /// Client ids that must prove themselves with a key to use their own quota.
+    /// Client ids that must prove themselves with a key to use their own quota (and, when
+    /// they name some, to ask only their appliances).
     pub clients: BTreeMap<String, ClientKey>,
+    /// The appliances callers without a proven key (anonymous callers, ids without keys, keyed
+    /// ids sent without their key) may ask; `None` (`"*"`): every one, as before fleets.
+    pub anonymous_appliances: Option<Vec<ApplianceName>>,
 }
 
 /// A client id's key: callers sending this id must send `Authorization: Bearer <key>`.
@@ -160,6 +164,11 @@ pub struct RateLimitSettings {
 pub struct ClientKey {
     /// SHA-256 of the key (the key itself is never configured).
     pub key_sha256: KeyDigest,
+    /// The appliances this client may ask, once proven by its key; `None`: every one. Kept
+    /// here, beside the key, and not on `[rate_limit.overrides]`: an override applies to any
+    /// caller that merely claims the id, while access must follow an identity the gateway has
+    /// verified.
+    pub appliances: Option<Vec<ApplianceName>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]

@@ -1,6 +1,6 @@
 //! `GET /v1/appliances`: the appliances a caller may ask, by name.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -16,22 +16,28 @@ pub struct ApplianceListing {
     /// What people call it.
     #[schema(example = "EMEA master")]
     pub label: Option<String>,
-    /// Questions without `appliance=` go to this one.
+    /// This caller's questions without `appliance=` go to this one.
     pub default: bool,
     /// Reachable, its catalog in, its breaker not open.
     pub ready: bool,
 }
 
-/// The appliances behind the gateway: names, labels, which is the default, and readiness.
+/// The appliances behind the gateway that the caller may ask (a client limited to some by
+/// `[rate_limit.clients.<id>] appliances` never sees the others): names, labels, which is its
+/// default, and readiness.
 #[utoipa::path(get, path = "/v1/appliances", tag = "metrics",
     responses((status = 200, description = "Every appliance the caller may ask", body = Vec<ApplianceListing>)))]
-pub async fn list(state: web::Data<AppState>) -> HttpResponse {
+pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let now = state.clock.now_ms();
-    let default = state.fleet.pick(None).ok().map(|a| a.name.clone());
+    let allowed = super::pick::allowed(&req, &state);
+    let default = super::pick::for_caller(&state, None, &allowed)
+        .ok()
+        .map(|a| a.name.clone());
     let listing: Vec<ApplianceListing> = state
         .fleet
         .all()
         .iter()
+        .filter(|a| allowed.admits(a.name.as_str()))
         .map(|a| ApplianceListing {
             name: a.name.to_string(),
             label: a.label.clone(),

@@ -7,6 +7,12 @@ use crate::error::Problem;
 #[allow(dead_code)]
 #[derive(utoipa::IntoResponses)]
 pub enum ApplianceFailures {
+    #[response(
+        status = 403,
+        description = "The caller, proven by its key, may not ask this appliance (`forbidden-appliance`; the detail names the ones it may ask, never the others)",
+        content_type = "application/problem+json"
+    )]
+    ForbiddenAppliance(Problem),
     #[response(status = 429, description = "The caller is over its rate limit",
         content_type = "application/problem+json", headers(
             ("Retry-After" = u64, description = "Seconds to wait"),

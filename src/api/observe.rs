@@ -9,6 +9,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use actix_web::HttpMessage;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::Method;
@@ -320,6 +321,12 @@ impl Finish {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
             let path = response.request().path().to_owned();
+            // Known once the route picked it (absent on routes that read no appliance).
+            let appliance = response
+                .request()
+                .extensions()
+                .get::<super::pick::Picked>()
+                .map(|p| p.0.to_string());
             tracing::info!(
                 parent: &span,
                 %method,
@@ -328,6 +335,7 @@ impl Finish {
                 status,
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 client,
+                appliance,
                 cache,
                 upstream_ms,
                 "request"

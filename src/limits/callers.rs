@@ -20,6 +20,7 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use http::HeaderName;
 
+use super::access::{Access, AllowedAppliances};
 use super::identity::{Asking, Caller, Identifier, Identity};
 use super::leases::{Bucket, BucketKey, Leases};
 use crate::clock::Clock;
@@ -175,6 +176,8 @@ impl Policy {
 struct Rules {
     settings: Arc<RateLimitSettings>,
     identifier: Identifier,
+    /// Which appliances each caller may ask (reloaded with the rest).
+    access: Access,
     default: Arc<Keyed<Caller>>,
     default_policy: Policy,
     overrides: HashMap<Box<str>, (Arc<Direct>, Policy)>,
@@ -249,6 +252,7 @@ impl Rules {
         Self {
             settings: Arc::new(s.clone()),
             identifier: Identifier::new(s),
+            access: Access::new(s),
             default,
             overrides: s
                 .overrides
@@ -562,6 +566,16 @@ impl CallerLimits {
     /// Who is asking: a client id (proven by its key where it has one) and the address.
     pub fn identify<R: Asking + ?Sized>(&self, req: &R) -> Identity {
         self.rules.load().identify(req)
+    }
+
+    /// The appliances the caller of `req` may ask. The caller is identified (its key
+    /// checked) only when some caller is limited: an open fleet costs requests nothing.
+    pub fn allowed<R: Asking + ?Sized>(&self, req: &R) -> AllowedAppliances {
+        let rules = self.rules.load();
+        if !rules.access.limits_anyone() {
+            return AllowedAppliances::All;
+        }
+        rules.access.of(&rules.identify(req))
     }
 
     /// Whether `who` may make this request: the caller's limit and the per-address ceiling,

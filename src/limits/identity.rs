@@ -213,6 +213,7 @@ mod tests {
             "dash".into(),
             ClientKey {
                 key_sha256: KeyDigest(sha256(b"s3cret")),
+                appliances: None,
             },
         );
         Identifier::new(&s)

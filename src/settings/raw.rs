@@ -15,9 +15,9 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
 use super::{
     AccessLogMode, AdminSettings, ApplianceName, ApplianceSettings, CaFile, CacheSettings,
-    ClientHeader, ClientKey, ClientQuota, ConfigSource, DEFAULT_TOML, KeyDigest, LogFormat,
-    PrometheusSettings, QueryLimits, RateLimitSettings, RedisSettings, RedisUrl, SegmentSettings,
-    ServerSettings, Settings, SettingsError, UpstreamSettings, UpstreamUrl,
+    ClientHeader, ClientKey, ClientQuota, ConfigSource, DEFAULT_NAME, DEFAULT_TOML, KeyDigest,
+    LogFormat, PrometheusSettings, QueryLimits, RateLimitSettings, RedisSettings, RedisUrl,
+    SegmentSettings, ServerSettings, Settings, SettingsError, UpstreamSettings, UpstreamUrl,
 };
 use crate::pin::parse_pins;
 
@@ -220,12 +220,16 @@ struct RawRateLimit {
     lease: u32,
     #[serde(default)]
     clients: BTreeMap<String, RawClientKey>,
+    #[serde(deserialize_with = "text_list")]
+    anonymous_appliances: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawClientKey {
     key_sha256: String,
+    #[serde(default, deserialize_with = "some_text_list")]
+    appliances: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -394,17 +398,49 @@ impl TryFrom<RawSettings> for Settings {
                     .ok()
             })
             .collect();
+        // Access names only appliances the gateway fronts: a misspelt name would otherwise
+        // lock a client out of an appliance without a word.
+        let known: Vec<ApplianceName> = upstream_is_appliance
+            .then(|| ApplianceName::parse(DEFAULT_NAME).ok())
+            .flatten()
+            .into_iter()
+            .chain(appliances.iter().map(|a| a.name.clone()))
+            .collect();
         let clients = r
             .clients
             .into_iter()
-            .filter_map(|(client, key)| match key.key_sha256.parse::<KeyDigest>() {
-                Ok(key_sha256) => Some((client, ClientKey { key_sha256 })),
-                Err(e) => {
-                    p.0.push(format!("rate_limit.clients.{client}.key_sha256: {e}"));
-                    None
+            .filter_map(|(client, key)| {
+                let appliances = key.appliances.map(|names| {
+                    access_list(
+                        &mut p,
+                        &format!("rate_limit.clients.{client}.appliances"),
+                        &names,
+                        &known,
+                    )
+                });
+                match key.key_sha256.parse::<KeyDigest>() {
+                    Ok(key_sha256) => Some((
+                        client,
+                        ClientKey {
+                            key_sha256,
+                            appliances,
+                        },
+                    )),
+                    Err(e) => {
+                        p.0.push(format!("rate_limit.clients.{client}.key_sha256: {e}"));
+                        None
+                    }
                 }
             })
             .collect();
+        let anonymous_appliances = (r.anonymous_appliances != ["*"]).then(|| {
+            access_list(
+                &mut p,
+                "rate_limit.anonymous_appliances",
+                &r.anonymous_appliances,
+                &known,
+            )
+        });
         let devices = raw
             .prometheus
             .devices
@@ -527,6 +563,7 @@ impl TryFrom<RawSettings> for Settings {
                 no_cache_per_minute: r.no_cache_per_minute,
                 lease: p.positive("rate_limit.lease", r.lease, U32),
                 clients,
+                anonymous_appliances,
             },
             segments: {
                 let g = raw.segments;
@@ -702,6 +739,40 @@ fn proxy(text: &str) -> Option<IpNet> {
 
 /// A list as a file writes it (an array of strings or numbers) or as an environment variable
 /// does (one string, comma-separated; empty is the empty list), each item as text.
+/// The appliances an access list (`at`) names, each one of `known`.
+fn access_list(
+    p: &mut Problems,
+    at: &str,
+    names: &[String],
+    known: &[ApplianceName],
+) -> Vec<ApplianceName> {
+    names
+        .iter()
+        .filter_map(|name| match ApplianceName::parse(name) {
+            Ok(parsed) if known.contains(&parsed) => Some(parsed),
+            Ok(_) => {
+                let choices: Vec<&str> = known.iter().map(ApplianceName::as_str).collect();
+                p.0.push(format!(
+                    "{at}: no appliance is named {name:?}; the choices: {}",
+                    choices.join(", ")
+                ));
+                None
+            }
+            Err(e) => {
+                p.0.push(format!("{at}: {e}"));
+                None
+            }
+        })
+        .collect()
+}
+
+/// [`text_list`] for a list that may be left out (`None`: not set).
+fn some_text_list<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<String>>, D::Error> {
+    text_list(deserializer).map(Some)
+}
+
 fn text_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
     struct Items;
 

@@ -149,13 +149,13 @@ impl GatewayMetrics {
             .unwrap_or_else(|e| panic!("metric: {e}")),
             upstream_requests: counter_vec(
                 "metricgate_upstream_requests_total",
-                "Requests sent to the appliance, by outcome",
-                &["outcome"],
+                "Requests sent to each appliance, by appliance and outcome",
+                &["appliance", "outcome"],
             ),
             upstream_duration: histogram(
                 "metricgate_upstream_request_duration_seconds",
-                "Time the appliance took to answer, by outcome",
-                &["outcome"],
+                "Time each appliance took to answer, by appliance and outcome",
+                &["appliance", "outcome"],
                 vec![
                     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                 ],

@@ -18,6 +18,8 @@ use crate::telemetry::GatewayMetrics;
 
 #[derive(Clone)]
 pub struct ApplianceClient {
+    /// The appliance's name in the fleet: the `appliance` label of its series.
+    name: Arc<str>,
     http: reqwest::Client,
     base: Url,
     public_token: String,
@@ -32,14 +34,17 @@ pub struct ApplianceClient {
 impl std::fmt::Debug for ApplianceClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApplianceClient")
+            .field("name", &self.name)
             .field("base", &self.base.as_str())
             .finish_non_exhaustive()
     }
 }
 
 impl ApplianceClient {
+    /// The client of the appliance named `name` (its series carry it as `appliance`).
     /// `shared` (Redis) shares the appliance's per-minute budget with other replicas.
     pub fn new(
+        name: &str,
         settings: &UpstreamSettings,
         metrics: Arc<GatewayMetrics>,
         shared: Option<Arc<SharedState>>,
@@ -65,6 +70,7 @@ impl ApplianceClient {
             builder = builder.use_preconfigured_tls(tls::client_config(settings)?);
         }
         Ok(Self {
+            name: Arc::from(name),
             http: builder.build().map_err(|e| format!("HTTP client: {e}"))?,
             base,
             public_token: settings.public_token.clone(),
@@ -105,7 +111,7 @@ impl ApplianceClient {
     /// budget (waiting its turn in `lane` when callers queue for it), retrying transient
     /// failures, and returns the body of a 2xx answer. `traceparent` (W3C) is passed on to the
     /// appliance.
-    #[tracing::instrument(name = "appliance", skip(self, traceparent, lane))]
+    #[tracing::instrument(name = "appliance", skip(self, traceparent, lane), fields(appliance = %self.name))]
     pub async fn get(
         &self,
         path_and_query: &str,
@@ -192,13 +198,14 @@ impl ApplianceClient {
             Err(UpstreamError::TooLarge(_)) => "too_large",
             Err(_) => "other",
         };
+        let labels = [&*self.name, outcome];
         self.metrics
             .upstream_requests
-            .with_label_values(&[outcome])
+            .with_label_values(&labels)
             .inc();
         self.metrics
             .upstream_duration
-            .with_label_values(&[outcome])
+            .with_label_values(&labels)
             .observe(started.elapsed().as_secs_f64());
         result
     }

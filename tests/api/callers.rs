@@ -65,6 +65,7 @@ async fn a_proven_client_has_its_own_forced_refreshes() {
             "dash".into(),
             ClientKey {
                 key_sha256: hex::encode(sha256(b"dash-key")).parse().unwrap(),
+                appliances: None,
             },
         );
     })
@@ -160,6 +161,7 @@ async fn a_keyed_client_id_is_only_usable_with_its_key() {
                     .to_uppercase()
                     .parse()
                     .unwrap(),
+                appliances: None,
             },
         );
     })

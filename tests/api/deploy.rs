@@ -271,7 +271,8 @@ fn grafana_is_provisioned_against_the_prometheus_api() {
     // All appliances, and two picked.
     for appliances in [".*", "(default|lab)"] {
         for (name, expr) in dashboard_queries_for("(101|102|103)", appliances) {
-            let plan = metricgate::promql::Plan::new(&expr, at, &[("default", &ctx), ("lab", &ctx)]);
+            let plan =
+                metricgate::promql::Plan::new(&expr, at, &[("default", &ctx), ("lab", &ctx)]);
             assert!(plan.is_ok(), "{name}: {expr}: {:?}", plan.err());
         }
     }

@@ -528,6 +528,19 @@ pub fn serve_process(
     sim: &Simulator,
     vars: &[(&str, &std::ffi::OsStr)],
 ) -> (std::process::Child, u16) {
+    let (child, port, _) = serve_process_logged(sim, vars);
+    (child, port)
+}
+
+/// [`serve_process`], and every JSON line it logs (kept as they come).
+pub fn serve_process_logged(
+    sim: &Simulator,
+    vars: &[(&str, &std::ffi::OsStr)],
+) -> (
+    std::process::Child,
+    u16,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
     use std::io::{BufRead, BufReader};
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_metricgate"))
         .arg("serve")
@@ -545,6 +558,8 @@ pub fn serve_process(
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let (port_tx, port_rx) = std::sync::mpsc::channel();
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = logs.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
@@ -553,10 +568,13 @@ pub fn serve_process(
             if v["message"] == "metricgate listening" {
                 let _ = port_tx.send(v["port"].as_u64().unwrap());
             }
+            if let Ok(mut logs) = kept.lock() {
+                logs.push(v);
+            }
         }
     });
     let port = port_rx
         .recv_timeout(std::time::Duration::from_secs(20))
         .expect("the gateway logs its port");
-    (child, u16::try_from(port).unwrap())
+    (child, u16::try_from(port).unwrap(), logs)
 }

@@ -90,11 +90,16 @@ async fn prometheus_series_count_what_happened() {
     assert!(value(&text, "metricgate_cache_bytes") > 1000.0);
     assert!(value(&text, "metricgate_segment_cache_bytes") > 0.0);
     assert!(value(&text, "metricgate_segment_cache_entries") >= 1.0);
-    assert!(value(&text, r#"metricgate_upstream_requests_total{outcome="ok"}"#) >= 2.0); // catalog + data
     assert!(
         value(
             &text,
-            r#"metricgate_upstream_request_duration_seconds_count{outcome="ok"}"#
+            r#"metricgate_upstream_requests_total{appliance="default",outcome="ok"}"#
+        ) >= 2.0
+    ); // catalog + data
+    assert!(
+        value(
+            &text,
+            r#"metricgate_upstream_request_duration_seconds_count{appliance="default",outcome="ok"}"#
         ) >= 2.0
     );
     assert_eq!(value(&text, "metricgate_rate_limited_total"), 1.0);

@@ -461,3 +461,75 @@ async fn check_config_prints_the_refusal_and_the_pin() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn check_config_checks_each_appliance_and_names_its_own_settings() {
+    let served = self_signed_ca();
+    let emea = Simulator::spawn_tls(
+        "127.0.0.1:0",
+        "emea-public",
+        "emea-private",
+        &served.chain_pem,
+        &served.key_pem,
+    )
+    .unwrap();
+    let plain = Simulator::spawn("127.0.0.1:0", PUBLIC, PRIVATE).unwrap();
+    let check = |vars: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_metricgate"));
+        cmd.arg("check-config")
+            .env("METRICGATE__CACHE__DIR", "")
+            .env("METRICGATE__UPSTREAM__URL", plain.url())
+            .env("METRICGATE__UPSTREAM__PUBLIC_TOKEN", PUBLIC)
+            .env("METRICGATE__UPSTREAM__PRIVATE_TOKEN", PRIVATE)
+            .env("METRICGATE__APPLIANCES__EMEA__URL", emea.url())
+            .env("METRICGATE__APPLIANCES__EMEA__PUBLIC_TOKEN", "emea-public")
+            .env(
+                "METRICGATE__APPLIANCES__EMEA__PRIVATE_TOKEN",
+                "emea-private",
+            );
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        cmd
+    };
+    let refused = tokio::task::spawn_blocking({
+        let mut cmd = check(&[]);
+        move || cmd.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    let stdout = String::from_utf8_lossy(&refused.stdout);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stdout.contains("appliance default (upstream)"), "{stdout}");
+    assert!(stderr.contains("appliance emea:"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "appliances.emea.pin_sha256 = \"{}\"",
+            served.spki_pin
+        )),
+        "the fix names emea's own setting: {stderr}"
+    );
+    assert!(!stderr.contains("emea-private"), "{stderr}");
+
+    let trusted = tokio::task::spawn_blocking({
+        let mut cmd = check(&[("METRICGATE__APPLIANCES__EMEA__PIN_SHA256", &served.spki_pin)]);
+        move || cmd.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&trusted.stdout);
+    assert!(
+        trusted.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "appliance emea (appliances.emea): TLS OK: the appliance's certificate is trusted; its pin is {}",
+            served.spki_pin
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("configuration OK"), "{stdout}");
+}

@@ -28,7 +28,7 @@ async fn labels(
     form.check_times()?;
     let (matches, limit) = (form.all("match[]"), form.limit()?);
     let listing = {
-        let fleet = state.fleet.all();
+        let fleet = crate::api::pick::promql_appliances(&req, &state)?;
         with_contexts(&members(&fleet), |appliances| {
             promql::label_names(&matches, limit, appliances)
         })?
@@ -87,7 +87,7 @@ pub async fn label_values(
     let name = label_name(&name)?;
     let (matches, limit) = (form.all("match[]"), form.limit()?);
     let listing = {
-        let fleet = state.fleet.all();
+        let fleet = crate::api::pick::promql_appliances(&req, &state)?;
         with_contexts(&members(&fleet), |appliances| {
             promql::label_values(&name, &matches, limit, appliances)
         })?
@@ -147,7 +147,7 @@ async fn series(
     form.check_times()?;
     let (matches, limit) = (form.all("match[]"), form.limit()?);
     let listing = {
-        let fleet = state.fleet.all();
+        let fleet = crate::api::pick::promql_appliances(&req, &state)?;
         with_contexts(&members(&fleet), |appliances| {
             promql::series(&matches, limit, appliances)
         })?
@@ -216,7 +216,7 @@ pub async fn metadata(
     let form = Form::read(&req, None).await?;
     let limit = form.limit()?;
     form.count("limit_per_metric")?;
-    let fleet = state.fleet.all();
+    let fleet = crate::api::pick::promql_appliances(&req, &state)?;
     let catalogs = join_all(fleet.iter().map(|a| a.catalog.get_or_fetch(&a.client))).await;
     // The union of the catalogs (a metric on several appliances listed once); an appliance
     // whose catalog cannot be had is named in a warning, unless none can.

@@ -35,7 +35,7 @@ async fn answer(
     form.check_timeout()?;
     let limit = form.limit()?;
     let text = form.get("query").unwrap_or("");
-    let fleet = state.fleet.all();
+    let fleet = crate::api::pick::promql_appliances(req, state)?;
     let members = members(&fleet);
     let evaluated = promql::evaluate(
         &members,
