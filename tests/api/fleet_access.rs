@@ -278,3 +278,43 @@ async fn access_reloads_with_the_rest_of_the_rate_limits() {
     let emea_now = app.get_with("/v1/metrics?appliance=emea", &CUSTOMER).await;
     assert_eq!(emea_now.status, 403);
 }
+
+#[tokio::test]
+async fn a_limited_client_neither_fans_out_to_nor_reads_through_promql_the_others() {
+    let (app, emea) = fleet_with_a_customer(|_| {}).await;
+    let fanout = app
+        .get_with(&format!("{Q}&appliances=emea,default"), &CUSTOMER)
+        .await;
+    assert_forbidden(&fanout, "appliances=");
+    assert_eq!(
+        (app.upstream_metricdata(), emea.stats.snapshot().metricdata),
+        (0, 0),
+        "nothing asked"
+    );
+    let own = app
+        .get_with(&format!("{Q}&appliances=emea"), &CUSTOMER)
+        .await;
+    assert_eq!(own.status, 200, "{}", own.body);
+    // PromQL: the other appliance is invisible, its simulator never asked.
+    let query = "/prometheus/api/v1/query?query=connections%7Bdid%3D%227%22%7D&time=1705320000";
+    let read = app.get_with(query, &CUSTOMER).await;
+    assert_eq!(read.status, 200, "{}", read.body);
+    let appliances: Vec<&str> = read.body["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["metric"]["appliance"].as_str().unwrap())
+        .collect();
+    assert!(
+        !appliances.is_empty() && appliances.iter().all(|a| *a == "emea"),
+        "{appliances:?}"
+    );
+    assert_eq!(app.upstream_metricdata(), 0, "default never asked");
+    let values = app
+        .get_with("/prometheus/api/v1/label/appliance/values", &CUSTOMER)
+        .await;
+    assert_eq!(values.body["data"], serde_json::json!(["emea"]));
+    // An open caller sees both.
+    let values = app.get("/prometheus/api/v1/label/appliance/values").await;
+    assert_eq!(values.body["data"], serde_json::json!(["default", "emea"]));
+}
