@@ -31,6 +31,14 @@ pub struct Appliance {
     pub service: MetricService,
     /// Its probe, prefetching and purge follower: stopped when it leaves the fleet.
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// What its `/status` said of its version, and when it was last asked.
+    about: std::sync::Mutex<About>,
+}
+
+#[derive(Default)]
+struct About {
+    version: Option<String>,
+    asked_ms: Option<i64>,
 }
 
 /// What every appliance is built with besides its own settings.
@@ -94,6 +102,7 @@ impl Appliance {
             health,
             service,
             tasks: std::sync::Mutex::default(),
+            about: std::sync::Mutex::default(),
         });
         let weak = Arc::downgrade(&me);
         let mut tasks = vec![tokio::spawn(health::probe_loop(
@@ -161,6 +170,40 @@ impl Appliance {
                 task.abort();
             }
         }
+    }
+
+    /// The appliance's software version, as its `/status` last said; `None` until known.
+    /// Asked in the background, at most once per catalog refresh period and only when
+    /// someone wants it (a listing), in the gateway's own lane of the callers' budget: the
+    /// probes' share stays one request a probe.
+    pub fn version(self: &Arc<Self>, now_ms: i64) -> Option<String> {
+        let every_ms = (self.settings.catalog_refresh_secs.get() as i64).saturating_mul(1000);
+        let Ok(mut about) = self.about.lock() else {
+            return None;
+        };
+        if about.asked_ms.is_none_or(|t| now_ms - t >= every_ms) {
+            about.asked_ms = Some(now_ms);
+            let me = Arc::downgrade(self);
+            tokio::spawn(async move {
+                let Some(me) = me.upgrade() else { return };
+                let answer = me
+                    .client
+                    .get(
+                        crate::upstream::dialect::STATUS,
+                        None,
+                        &crate::upstream::Lane::gateway(),
+                    )
+                    .await;
+                let version = answer.ok().and_then(|body| {
+                    let status: serde_json::Value = serde_json::from_slice(&body).ok()?;
+                    status["version"].as_str().map(str::to_owned)
+                });
+                if let (Some(version), Ok(mut about)) = (version, me.about.lock()) {
+                    about.version = Some(version);
+                }
+            });
+        }
+        about.version.clone()
     }
 
     /// Whether the catalog is in and answers made without it are gone.

@@ -20,6 +20,11 @@ pub struct ApplianceListing {
     pub default: bool,
     /// Reachable, its catalog in, its breaker not open.
     pub ready: bool,
+    /// The appliance's software version, from its `/status`, once the gateway has read it
+    /// (a listing asks for it in the background; the next listing shows it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "6.2.48")]
+    pub version: Option<String>,
 }
 
 /// The appliances behind the gateway that the caller may ask (a client limited to some by
@@ -43,6 +48,7 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
             label: a.label.clone(),
             default: default.as_ref() == Some(&a.name),
             ready: appliance_readiness(a, now).ready,
+            version: a.version(now),
         })
         .collect();
     HttpResponse::Ok().json(listing)

@@ -12,7 +12,7 @@ use crate::state::AppState;
 ///
 /// Served from the gateway's periodically refreshed copy; fetched on demand if it has none.
 #[utoipa::path(get, path = "/v1/metrics", tag = "metrics",
-    params(("appliance" = Option<String>, Query, description = "The appliance whose catalog (see `GET /v1/appliances`); the default when omitted. Catalogs and `mlid`s are each appliance's own.", pattern = "^[a-z0-9][a-z0-9_-]{0,31}$")),
+    params(("appliance" = Option<String>, Query, description = "The appliance whose catalog (see `GET /v1/appliances`); the default when omitted or empty. Catalogs and `mlid`s are each appliance's own.", pattern = "^([a-z0-9][a-z0-9_-]{0,31})?$")),
     responses(
         (status = 200, description = "The catalog", body = MetricCatalog),
         (status = 400, description = "No appliance has this name; `errors` lists the choices", body = Problem, content_type = "application/problem+json"),

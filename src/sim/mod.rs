@@ -51,7 +51,7 @@ pub struct StatsSnapshot {
     /// Every request that passed authentication.
     pub requests: u64,
     pub metricdata: u64,
-    /// Catalog requests: `/metrics`, `/metrics/{mlid}` and `/enums`.
+    /// Catalog requests: `/metrics`, `/metrics/{mlid}`, `/enums` and `/status`.
     pub metrics: u64,
     /// `/enums` requests (counted in `metrics` too).
     pub enums: u64,
@@ -239,6 +239,7 @@ impl Simulator {
                 .route("/metrics", web::get().to(metrics))
                 .route("/metrics/{mlid}", web::get().to(metric))
                 .route("/enums", web::get().to(enums))
+                .route("/status", web::get().to(status))
                 .default_service(web::to(not_found))
         })
         .workers(2)
@@ -532,6 +533,25 @@ async fn enums(req: HttpRequest, state: web::Data<SimState>) -> HttpResponse {
         Err(answer) => answer,
     }
 }
+
+/// The instance's description, as appliances give it (a small part of the real one).
+async fn status(req: HttpRequest, state: web::Data<SimState>) -> HttpResponse {
+    match admit_catalog(&req, &state).await {
+        Ok((_guard, faults)) => {
+            let seed = state.estate.seed();
+            let body = serde_json::json!({
+                "version": SIMULATED_VERSION,
+                "label": format!("Simulated appliance {seed}"),
+                "uuid": format!("00000000-0000-4000-8000-{seed:012x}"),
+            });
+            deliver(serde_json::to_vec(&body).unwrap_or_default(), &faults)
+        }
+        Err(answer) => answer,
+    }
+}
+
+/// The software version the simulator says it runs in `/status`.
+pub const SIMULATED_VERSION: &str = "6.2.48 (simulated)";
 
 async fn metric(req: HttpRequest, state: web::Data<SimState>) -> HttpResponse {
     let (_guard, faults) = match admit_catalog(&req, &state).await {

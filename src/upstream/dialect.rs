@@ -13,6 +13,9 @@ pub const CATALOG: &str = "/metrics";
 /// The appliance's enumerated types: the codes its protocol filters take.
 pub const ENUMS: &str = "/enums";
 
+/// The instance's own description: its software version, label and uuid.
+pub const STATUS: &str = "/status";
+
 /// One appliance request: the path and query to sign and send, and the device it asks about.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ApplianceRequest {

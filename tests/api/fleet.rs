@@ -99,6 +99,31 @@ async fn the_listing_names_each_appliance_and_never_its_address_or_tokens() {
     assert_eq!(names, ["default", "emea"]);
     assert_eq!(list.body[0]["default"], true);
     assert_eq!(list.body[1]["label"], "emea master");
+    // Each appliance's version, from its own `/status`, read once the listing wanted it.
+    let mut versions = serde_json::Value::Null;
+    for _ in 0..500 {
+        let list = app.get("/v1/appliances").await;
+        versions = serde_json::json!([list.body[0]["version"], list.body[1]["version"]]);
+        if versions[0].is_string() && versions[1].is_string() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let v = metricgate::sim::SIMULATED_VERSION;
+    assert_eq!(versions, serde_json::json!([v, v]));
+    let asked = |sim: &Simulator| {
+        sim.stats
+            .snapshot()
+            .recent
+            .iter()
+            .filter(|q| q.starts_with("/status"))
+            .count()
+    };
+    assert_eq!(
+        (asked(&app.sim), asked(&emea)),
+        (1, 1),
+        "once each, not per listing"
+    );
 }
 
 #[tokio::test]

@@ -283,6 +283,19 @@ async fn metrics_and_access_lines_name_the_appliance() {
         .text()
         .await
         .unwrap();
+    // The lines reach the test through a pipe and a reader thread: wait for the access line
+    // of the answered request (and of the scrape) before stopping the process.
+    let written = |path: &str| {
+        let logs = logs.lock().unwrap();
+        logs.iter()
+            .any(|l| l["message"] == "request" && l["path"] == path && l["status"] == 200)
+    };
+    for _ in 0..500 {
+        if written("/v1/metrics") && written("/metrics") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let _ = child.kill();
     let _ = child.wait();
     assert!(
