@@ -314,6 +314,30 @@ impl Fleet {
         }
     }
 
+    /// `f` of the appliance `asked` names (else the default), borrowed: the hit path takes no
+    /// reference count, whose shared cache line every worker's core would write.
+    pub fn with_picked<T>(
+        &self,
+        asked: Option<&str>,
+        f: impl FnOnce(&Arc<Appliance>) -> T,
+    ) -> Result<T, PickError> {
+        let members = self.members.load();
+        let found = match asked {
+            Some(name) => members
+                .by_name
+                .iter()
+                .find(|(n, _)| n.as_str() == name)
+                .map(|(_, a)| a),
+            None => members.default.as_ref(),
+        };
+        match found {
+            Some(appliance) => Ok(f(appliance)),
+            None => Err(self.pick(asked).err().unwrap_or(PickError::NoDefault {
+                choices: Vec::new(),
+            })),
+        }
+    }
+
     /// The default appliance, else any (for what has to name one: the gateway's readiness).
     pub fn default_or_first(&self) -> Option<Arc<Appliance>> {
         let members = self.members.load();

@@ -104,19 +104,22 @@ pub(super) fn serve(req: HttpRequest, state: web::Data<AppState>, dialect: Diale
         }
         Ok(None) => {}
     }
-    let appliance = match pick::appliance(&req, &state) {
-        Ok(appliance) => appliance,
-        Err(e) => return Either::Left(ready(Err(e))),
-    };
     // A forced refresh (`no-cache`) is never a hit: it goes the whole way.
-    if let Some(served) = appliance
-        .service
-        .hit(&request(&req, dialect, representation, directives))
-    {
-        let response = cache_headers::respond(&req, &served, representation, Refresh::AsAsked);
-        return Either::Left(ready(Ok(response)));
+    let hit = pick::with_appliance(&req, &state, |appliance| {
+        appliance
+            .service
+            .hit(&request(&req, dialect, representation, directives))
+    });
+    match hit {
+        Ok(Some(served)) => {
+            let response = cache_headers::respond(&req, &served, representation, Refresh::AsAsked);
+            return Either::Left(ready(Ok(response)));
+        }
+        Ok(None) => {}
+        Err(e) => return Either::Left(ready(Err(e))),
     }
     Either::Right(Box::pin(async move {
+        let appliance = pick::appliance(&req, &state)?;
         let mut directives = directives;
         let refresh = if directives.no_cache && !may_refetch(&req, &state).await {
             directives.no_cache = false;

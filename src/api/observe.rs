@@ -326,7 +326,7 @@ impl Finish {
                 .request()
                 .extensions()
                 .get::<super::pick::Picked>()
-                .map(|p| p.0.to_string());
+                .map(|p| p.0.clone());
             tracing::info!(
                 parent: &span,
                 %method,

@@ -10,15 +10,15 @@ use actix_web::{HttpMessage, HttpRequest};
 use crate::error::{ApiError, PrometheusError};
 use crate::fleet::{Appliance, PickError};
 use crate::query::FieldError;
-use crate::settings::ApplianceName;
 use crate::state::AppState;
 
 pub use crate::limits::AllowedAppliances;
 
 /// The appliance a request was answered from, kept in its extensions once picked (the access
-/// line names it).
+/// line names it). Its own copy of the name: cloning the shared one would write a reference
+/// count on every request.
 #[derive(Debug, Clone)]
-pub struct Picked(pub ApplianceName);
+pub struct Picked(pub String);
 
 /// The value of `appliance=` in `query`, if given (and not empty).
 pub fn named_in(query: &str) -> Option<String> {
@@ -51,7 +51,34 @@ pub fn appliance(req: &HttpRequest, state: &AppState) -> Result<Arc<Appliance>, 
 
 /// Notes in `req` which appliance answers it (for the access line).
 pub fn remember(req: &HttpRequest, appliance: &Appliance) {
-    req.extensions_mut().insert(Picked(appliance.name.clone()));
+    req.extensions_mut()
+        .insert(Picked(appliance.name.as_str().to_owned()));
+}
+
+/// `f` of the appliance [`appliance`] picks, borrowed where the caller may ask every
+/// appliance (the common case, and the hit path's).
+pub fn with_appliance<T>(
+    req: &HttpRequest,
+    state: &AppState,
+    f: impl FnOnce(&Arc<Appliance>) -> T,
+) -> Result<T, ApiError> {
+    let asked = match req.match_info().get("appliance") {
+        Some(name) => Some(name.to_owned()),
+        None => named_in(req.query_string()),
+    };
+    let allowed = allowed(req, state);
+    if allowed.is_all() {
+        return state
+            .fleet
+            .with_picked(asked.as_deref(), |a| {
+                remember(req, a);
+                f(a)
+            })
+            .map_err(|e| refused(&e));
+    }
+    let picked = for_caller(state, asked.as_deref(), &allowed)?;
+    remember(req, &picked);
+    Ok(f(&picked))
 }
 
 /// The appliance `asked` names, else the caller's default, for a caller that may ask
