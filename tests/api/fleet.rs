@@ -140,3 +140,47 @@ async fn one_appliance_down_leaves_the_others_answers_and_readiness_alone() {
     assert_eq!(fine.status, 200, "{}", fine.body);
     assert_eq!(app.get("/readyz").await.status, 200);
 }
+
+#[tokio::test]
+async fn without_a_default_a_question_must_name_its_appliance() {
+    let emea = Simulator::spawn("127.0.0.1:0", "emea-public", "emea-private").unwrap();
+    let amer = Simulator::spawn("127.0.0.1:0", "amer-public", "amer-private").unwrap();
+    let fleet = [
+        named("emea", &emea, "emea-public", "emea-private"),
+        named("amer", &amer, "amer-public", "amer-private"),
+    ];
+    let app = crate::helpers::spawn_app_with(move |s| {
+        // No short form: only the two tables, neither marked the default.
+        s.upstream_is_appliance = false;
+        s.appliances.extend(fleet);
+    })
+    .await;
+    emea.set_clock(app.clock.clone());
+    amer.set_clock(app.clock.clone());
+    let a = app.get(Q).await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert_eq!(a.bad_parameters(), ["appliance"]);
+    let message = a.body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("amer, emea"), "{message}");
+    assert_eq!(
+        (
+            emea.stats.snapshot().metricdata,
+            amer.stats.snapshot().metricdata
+        ),
+        (0, 0)
+    );
+    let named_one = app.get(&format!("{Q}&appliance=amer")).await;
+    assert_eq!(named_one.status, 200, "{}", named_one.body);
+    assert_eq!(amer.stats.snapshot().metricdata, 1);
+    let listed = app.get("/v1/appliances").await;
+    assert!(
+        listed
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["default"] == false),
+        "{}",
+        listed.body
+    );
+}
