@@ -213,6 +213,15 @@ pub async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
             .set(breaker_value(a.client.guard().breaker_state()));
     }
     let now = state.clock.now_ms();
+    // Only the appliances in the fleet now: one a reload removed leaves no series behind.
+    for vec in [
+        &m.appliance_ready,
+        &m.appliance_breaker,
+        &m.appliance_in_flight,
+        &m.appliance_queue_waiting,
+    ] {
+        vec.reset();
+    }
     for a in &fleet {
         let name = a.name.as_str();
         let ready = appliance_readiness(a, now).ready;
@@ -222,6 +231,13 @@ pub async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
         m.appliance_breaker
             .with_label_values(&[name])
             .set(breaker_value(a.client.guard().breaker_state()));
+        let guard = a.client.guard();
+        m.appliance_in_flight
+            .with_label_values(&[name])
+            .set(guard.in_flight() as i64);
+        m.appliance_queue_waiting
+            .with_label_values(&[name])
+            .set(i64::try_from(guard.waiting_for_budget()).unwrap_or(i64::MAX));
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

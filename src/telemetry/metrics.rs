@@ -48,6 +48,10 @@ pub struct GatewayMetrics {
     pub appliance_ready: prometheus::IntGaugeVec,
     /// Each appliance's circuit breaker, by name (set when scraped).
     pub appliance_breaker: prometheus::IntGaugeVec,
+    /// Each appliance's requests in flight, by name (set when scraped).
+    pub appliance_in_flight: prometheus::IntGaugeVec,
+    /// Each appliance's callers' requests waiting for its budget, by name (set when scraped).
+    pub appliance_queue_waiting: prometheus::IntGaugeVec,
     pub redis_up: IntGauge,
     /// Access lines by outcome; `sampled_out` is counted in shards.
     pub access_log_lines: Arc<CaughtUp>,
@@ -209,6 +213,22 @@ impl GatewayMetrics {
                 &["appliance"],
             )
             .unwrap_or_else(|e| panic!("metric: {e}")),
+            appliance_in_flight: prometheus::IntGaugeVec::new(
+                prometheus::Opts::new(
+                    "metricgate_appliance_in_flight",
+                    "Each appliance's requests in flight (metricgate_upstream_in_flight is their sum)",
+                ),
+                &["appliance"],
+            )
+            .unwrap_or_else(|e| panic!("metric: {e}")),
+            appliance_queue_waiting: prometheus::IntGaugeVec::new(
+                prometheus::Opts::new(
+                    "metricgate_appliance_queue_waiting",
+                    "Each appliance's callers' requests waiting their turn for its budget (metricgate_upstream_queue_waiting is their sum)",
+                ),
+                &["appliance"],
+            )
+            .unwrap_or_else(|e| panic!("metric: {e}")),
             redis_up: gauge(
                 "metricgate_redis_up",
                 "1 when this replica shares state through Redis, 0 when Redis is configured but out of reach (absent without Redis)",
@@ -275,6 +295,8 @@ impl GatewayMetrics {
             Box::new(m.breaker_state.clone()),
             Box::new(m.appliance_ready.clone()),
             Box::new(m.appliance_breaker.clone()),
+            Box::new(m.appliance_in_flight.clone()),
+            Box::new(m.appliance_queue_waiting.clone()),
             Box::new(CaughtUpHandle(m.access_log_lines.clone())),
             Box::new(m.cache_purges.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),

@@ -139,6 +139,20 @@ async fn one_appliance_down_leaves_the_others_answers_and_readiness_alone() {
     let fine = app.get(Q).await;
     assert_eq!(fine.status, 200, "{}", fine.body);
     assert_eq!(app.get("/readyz").await.status, 200);
+    // Each appliance's own series on /metrics.
+    let text = app.get_text("/metrics").await;
+    for line in [
+        r#"metricgate_appliance_ready{appliance="default"} 1"#,
+        r#"metricgate_appliance_breaker_state{appliance="default"} 0"#,
+        r#"metricgate_appliance_in_flight{appliance="default"} 0"#,
+        r#"metricgate_appliance_in_flight{appliance="emea"} 0"#,
+        r#"metricgate_appliance_queue_waiting{appliance="emea"} 0"#,
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing from:\n{text}"
+        );
+    }
 }
 
 #[tokio::test]
