@@ -295,23 +295,7 @@ impl Fleet {
 
     /// The appliance `asked` names, or the default when `None`.
     pub fn pick(&self, asked: Option<&str>) -> Result<Arc<Appliance>, PickError> {
-        let members = self.members.load();
-        let choices = || members.by_name.keys().map(ToString::to_string).collect();
-        match asked {
-            Some(name) => members
-                .by_name
-                .iter()
-                .find(|(n, _)| n.as_str() == name)
-                .map(|(_, a)| a.clone())
-                .ok_or_else(|| PickError::Unknown {
-                    asked: name.to_owned(),
-                    choices: choices(),
-                }),
-            None => members
-                .default
-                .clone()
-                .ok_or_else(|| PickError::NoDefault { choices: choices() }),
-        }
+        self.with_picked(asked, Arc::clone)
     }
 
     /// `f` of the appliance `asked` names (else the default), borrowed: the hit path takes no
@@ -323,19 +307,20 @@ impl Fleet {
     ) -> Result<T, PickError> {
         let members = self.members.load();
         let found = match asked {
-            Some(name) => members
-                .by_name
-                .iter()
-                .find(|(n, _)| n.as_str() == name)
-                .map(|(_, a)| a),
+            Some(name) => members.by_name.get(name),
             None => members.default.as_ref(),
         };
-        match found {
-            Some(appliance) => Ok(f(appliance)),
-            None => Err(self.pick(asked).err().unwrap_or(PickError::NoDefault {
-                choices: Vec::new(),
-            })),
+        if let Some(appliance) = found {
+            return Ok(f(appliance));
         }
+        let choices = members.by_name.keys().map(ToString::to_string).collect();
+        Err(match asked {
+            Some(name) => PickError::Unknown {
+                asked: name.to_owned(),
+                choices,
+            },
+            None => PickError::NoDefault { choices },
+        })
     }
 
     /// The default appliance, else any (for what has to name one: the gateway's readiness).

@@ -99,9 +99,9 @@ fn readiness(state: &AppState) -> Readiness {
         .map(|a| (a.name.to_string(), appliance_readiness(a, now)))
         .collect();
     // The default appliance decides; without one, any appliance ready will do.
-    let detail = match state.fleet.default_or_first() {
-        Some(a) if state.fleet.pick(None).is_ok() => appliances.get(a.name.as_str()).cloned(),
-        _ => appliances
+    let detail = match state.fleet.pick(None) {
+        Ok(a) => appliances.get(a.name.as_str()).cloned(),
+        Err(_) => appliances
             .values()
             .find(|r| r.ready)
             .or_else(|| appliances.values().next())
@@ -228,10 +228,10 @@ pub async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
         m.appliance_ready
             .with_label_values(&[name])
             .set(i64::from(ready));
+        let guard = a.client.guard();
         m.appliance_breaker
             .with_label_values(&[name])
-            .set(breaker_value(a.client.guard().breaker_state()));
-        let guard = a.client.guard();
+            .set(breaker_value(guard.breaker_state()));
         m.appliance_in_flight
             .with_label_values(&[name])
             .set(guard.in_flight() as i64);

@@ -40,13 +40,7 @@ pub fn allowed(req: &HttpRequest, state: &AppState) -> AllowedAppliances {
 /// The appliance `req` names (in its path, else `appliance=`), else the caller's default; a
 /// 403 when the caller may not ask it. Remembered in the request for its access line.
 pub fn appliance(req: &HttpRequest, state: &AppState) -> Result<Arc<Appliance>, ApiError> {
-    let asked = match req.match_info().get("appliance") {
-        Some(name) => Some(name.to_owned()),
-        None => named_in(req.query_string()),
-    };
-    let picked = for_caller(state, asked.as_deref(), &allowed(req, state))?;
-    remember(req, &picked);
-    Ok(picked)
+    with_appliance(req, state, Arc::clone)
 }
 
 /// Notes in `req` which appliance answers it (for the access line).

@@ -40,6 +40,13 @@ impl ApplianceName {
     }
 }
 
+/// Looked up by the text a caller sent (ordering and equality are the text's).
+impl std::borrow::Borrow<str> for ApplianceName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for ApplianceName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
